@@ -1,0 +1,276 @@
+//! Configuration: built-in defaults, then `meterd.toml`, then environment, then flags.
+//!
+//! Parsing is strict (`deny_unknown_fields`) so a typo is an error, not a silently ignored
+//! setting. Every setting has a default, so meterd runs with no file at all. Plans are
+//! validated here once; the rest of the crate only sees valid [`Plan`]s. The upload key is held
+//! in a [`Secret`] whose `Debug` and `Display` never show it.
+
+mod duration;
+mod plan;
+mod secret;
+
+pub use duration::Span;
+pub use plan::{Accumulation, PackageMode, Plan, PlanToml, Pricing, Tier};
+pub use secret::Secret;
+
+use crate::model::FixedTz;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What to do with an event whose window is already sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatePolicy {
+    /// Bill it in the instance's next unsealed window (default).
+    Carry,
+    /// Refuse it at ingest.
+    Reject,
+}
+
+/// `[collector]`: what ingest accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// How far ahead of now an event time may be (clock skew allowance).
+    pub max_future: Span,
+    /// How old an event may be; the store refuses records that begin more than 21 days ago.
+    pub max_age: Span,
+    pub late: LatePolicy,
+    /// Register unknown instances with this plan at their first event.
+    pub auto_register: Option<String>,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig { max_future: Span::secs(300), max_age: Span::secs(20 * 86_400), late: LatePolicy::Carry, auto_register: None }
+    }
+}
+
+/// `[seal]`: when a closed window is turned into a record.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealConfig {
+    /// Wait this long after a window ends before sealing it, for stragglers. Must be < 15m.
+    pub grace: Span,
+}
+
+impl Default for SealConfig {
+    fn default() -> Self {
+        SealConfig { grace: Span::secs(300) }
+    }
+}
+
+/// `[upload]`: the cloud store's usage API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    pub endpoint: String,
+    pub fallback: Option<String>,
+    pub path: String,
+    /// Records per request, at most 1000 (the store's limit).
+    pub batch_size: usize,
+    pub timeout: Span,
+    /// File holding the key; `METERD_ISV_KEY` wins when set.
+    pub key_file: Option<PathBuf>,
+    /// Attempts of one batch within one upload run before it is left for the next run.
+    pub max_attempts: u32,
+    /// First backoff delay; doubles each attempt up to `backoff_cap`, with full jitter.
+    pub backoff_base: Span,
+    pub backoff_cap: Span,
+    /// Consecutive transient failures on `endpoint` before switching to `fallback`.
+    pub fallback_after: u32,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            endpoint: "https://mkt.myhuaweicloud.com".into(),
+            fallback: Some("https://mkt.myhuaweicloud.cn".into()),
+            path: "/api/mkp-openapi-public/global/v1/isv/usage-data".into(),
+            batch_size: 1000,
+            timeout: Span::secs(30),
+            key_file: None,
+            max_attempts: 8,
+            backoff_base: Span(std::time::Duration::from_millis(200)),
+            backoff_cap: Span::secs(30),
+            fallback_after: 3,
+        }
+    }
+}
+
+/// `[server]`: the HTTP collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Name of an environment variable holding a bearer token required on every route but
+    /// `/healthz`.
+    pub token_env: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: "127.0.0.1:9464".into(), token_env: None, max_body: 16 * 1024 * 1024 }
+    }
+}
+
+/// `[schedule]`: cron expressions (with seconds) for the daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub seal: String,
+    pub upload: String,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig { seal: "0 */5 * * * *".into(), upload: "30 */5 * * * *".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigToml {
+    #[serde(default)]
+    timezone: Option<FixedTz>,
+    #[serde(default)]
+    collector: CollectorConfig,
+    #[serde(default)]
+    seal: SealConfig,
+    #[serde(default)]
+    upload: UploadConfig,
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    schedule: ScheduleConfig,
+    #[serde(default)]
+    plan: Vec<PlanToml>,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Zone of day windows and day/month accumulation boundaries.
+    pub timezone: FixedTz,
+    pub collector: CollectorConfig,
+    pub seal: SealConfig,
+    pub upload: UploadConfig,
+    pub server: ServerConfig,
+    pub schedule: ScheduleConfig,
+    pub plans: BTreeMap<String, Plan>,
+    /// Where the file was read from, if any; the database defaults to `meterd.db` beside it.
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_toml_str("").expect("defaults are valid")
+    }
+}
+
+impl Config {
+    /// Parses and validates config text. The error says which key is wrong and how.
+    pub fn from_toml_str(text: &str) -> Result<Config, String> {
+        let raw: ConfigToml = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut plans = BTreeMap::new();
+        for p in raw.plan {
+            let plan = p.validate()?;
+            if plans.contains_key(&plan.name) {
+                return Err(format!("plan {:?} is defined twice; plan names must be unique", plan.name));
+            }
+            plans.insert(plan.name.clone(), plan);
+        }
+        let cfg = Config {
+            timezone: raw.timezone.unwrap_or_default(),
+            collector: raw.collector,
+            seal: raw.seal,
+            upload: raw.upload,
+            server: raw.server,
+            schedule: raw.schedule,
+            plans,
+            source: None,
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let mut cfg = Config::from_toml_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.seal.grace >= Span::secs(900) {
+            return Err(format!("`seal.grace` = {} must be shorter than 15m so hourly records reach the store in time", self.seal.grace));
+        }
+        if self.upload.batch_size == 0 || self.upload.batch_size > 1000 {
+            return Err(format!("`upload.batch_size` = {} must be between 1 and 1000 (the store's limit)", self.upload.batch_size));
+        }
+        if self.collector.max_age > Span::secs(21 * 86_400) {
+            return Err(format!("`collector.max_age` = {} must be at most 21d: the store refuses older records", self.collector.max_age));
+        }
+        if let Some(p) = &self.collector.auto_register {
+            if !self.plans.contains_key(p) {
+                return Err(format!("`collector.auto_register` = {p:?} names no [[plan]]; define it or remove the setting"));
+            }
+        }
+        if self.upload.backoff_base.0.is_zero() || self.upload.backoff_base > self.upload.backoff_cap {
+            return Err("`upload.backoff_base` must be > 0 and ≤ `upload.backoff_cap`".into());
+        }
+        for (key, expr) in [("schedule.seal", &self.schedule.seal), ("schedule.upload", &self.schedule.upload)] {
+            expr.parse::<cron::Schedule>().map_err(|e| format!("`{key}` = {expr:?} is not a cron expression (sec min hour day month weekday): {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
+        self.plans.get(name)
+    }
+
+    /// The database path: flag/env value if given, else `meterd.db` beside the config file,
+    /// else `./meterd.db`.
+    pub fn default_db_path(&self) -> PathBuf {
+        match &self.source {
+            Some(p) => p.parent().unwrap_or(Path::new(".")).join("meterd.db"),
+            None => PathBuf::from("meterd.db"),
+        }
+    }
+}
+
+/// The example configuration `meterd init` writes; a test checks that it parses.
+pub const EXAMPLE_CONFIG: &str = include_str!("../../fixtures/meterd.example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = Config::from_toml_str("").unwrap();
+        assert_eq!(c.seal.grace, Span::secs(300));
+        assert_eq!(c.server.listen, "127.0.0.1:9464");
+        assert!(c.plans.is_empty());
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let c = Config::from_toml_str(EXAMPLE_CONFIG).unwrap();
+        assert!(c.plans.contains_key("calls"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::from_toml_str("[seal]\ngrase = \"5m\"").unwrap_err();
+        assert!(err.contains("grase"), "{err}");
+        let err = Config::from_toml_str("[seal]\ngrace = \"20m\"").unwrap_err();
+        assert!(err.contains("seal.grace"), "{err}");
+        let err = Config::from_toml_str("[schedule]\nseal = \"every hour\"").unwrap_err();
+        assert!(err.contains("schedule.seal"), "{err}");
+    }
+}

@@ -1,0 +1,216 @@
+//! Price plans (design §3): what a seller configured for a billing factor in Seller Console.
+//!
+//! A plan is validated once, at load: a [`Plan`] that exists is usable, so pricing code never
+//! re-checks tiers. Errors name the plan and the key so the seller knows where to look.
+
+use crate::model::Period;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// How a record's charge is computed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "pricing", rename_all = "lowercase")]
+pub enum Pricing {
+    /// usage × price.
+    Fixed { price: Decimal },
+    /// Volume: the whole record is charged at the price of the first tier whose bound holds it.
+    Tier { tiers: Vec<Tier> },
+    /// Graduated over the accumulation period: each part of the cumulative usage is charged at
+    /// the price of the tier it falls in.
+    Step { tiers: Vec<Tier>, accumulation: Accumulation },
+}
+
+/// One price bracket; `up_to = None` only on the last, open-ended tier. Bounds are inclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    #[serde(default, with = "rust_decimal::serde::str_option", skip_serializing_if = "Option::is_none")]
+    pub up_to: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub price: Decimal,
+}
+
+/// Over which span step usage accumulates before the tiers start again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accumulation {
+    Period,
+    Day,
+    Month,
+}
+
+/// How prepaid packages bought for an instance of this plan are used (design §4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageMode {
+    Stop,
+    Payg,
+}
+
+/// A validated plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub name: String,
+    pub factor: String,
+    pub unit: String,
+    pub period: Period,
+    #[serde(flatten)]
+    pub pricing: Pricing,
+    pub currency: String,
+    pub package: Option<PackageMode>,
+}
+
+/// A plan as written in `meterd.toml`, before validation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanToml {
+    pub name: String,
+    pub factor: String,
+    #[serde(default)]
+    pub unit: String,
+    pub period: Period,
+    pub pricing: String,
+    #[serde(default)]
+    pub accumulation: Option<Accumulation>,
+    #[serde(default)]
+    pub tiers: Option<Vec<Tier>>,
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub price: Option<Decimal>,
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    #[serde(default)]
+    pub package: Option<PackageMode>,
+}
+
+fn default_currency() -> String {
+    "CNY".to_string()
+}
+
+impl PlanToml {
+    /// Validates the plan; the error names the plan and the offending key.
+    pub fn validate(self) -> Result<Plan, String> {
+        let name = self.name.clone();
+        let err = |key: &str, msg: String| format!("plan {name:?}: `{key}`: {msg}");
+        if self.name.is_empty() {
+            return Err("a [[plan]] has an empty `name`; give every plan a unique name".into());
+        }
+        if self.factor.is_empty() {
+            return Err(err("factor", "must name the billing factor (e.g. \"api_calls\")".into()));
+        }
+        let pricing = match self.pricing.as_str() {
+            "fixed" => {
+                let price = self.price.ok_or_else(|| err("price", "fixed pricing needs `price = \"0.01\"`".into()))?;
+                check_price(price).map_err(|m| err("price", m))?;
+                if self.tiers.is_some() {
+                    return Err(err("tiers", "fixed pricing takes `price`, not `tiers`".into()));
+                }
+                Pricing::Fixed { price }
+            }
+            "tier" | "step" => {
+                if self.price.is_some() {
+                    return Err(err("price", format!("{} pricing takes `tiers`, not `price`", self.pricing)));
+                }
+                let tiers = self.tiers.clone().unwrap_or_default();
+                check_tiers(&tiers).map_err(|m| err("tiers", m))?;
+                if self.pricing == "tier" {
+                    if self.accumulation.is_some() {
+                        return Err(err("accumulation", "only step pricing accumulates; remove it or use pricing = \"step\"".into()));
+                    }
+                    Pricing::Tier { tiers }
+                } else {
+                    let accumulation = self.accumulation.unwrap_or(Accumulation::Month);
+                    if accumulation == Accumulation::Day && self.period == Period::Day {
+                        // A day record is its own day: accumulation = day equals "period"; allowed.
+                    }
+                    Pricing::Step { tiers, accumulation }
+                }
+            }
+            other => return Err(err("pricing", format!("unknown mode {other:?}; use \"fixed\", \"tier\" or \"step\""))),
+        };
+        if !matches!(pricing, Pricing::Step { .. }) && self.accumulation.is_some() {
+            return Err(err("accumulation", "only step pricing accumulates".into()));
+        }
+        Ok(Plan {
+            name: self.name,
+            factor: self.factor,
+            unit: self.unit,
+            period: self.period,
+            pricing,
+            currency: self.currency,
+            package: self.package,
+        })
+    }
+}
+
+fn check_price(p: Decimal) -> Result<(), String> {
+    if p.is_sign_negative() && !p.is_zero() {
+        return Err(format!("price {p} is negative; prices are ≥ 0"));
+    }
+    Ok(())
+}
+
+fn check_tiers(tiers: &[Tier]) -> Result<(), String> {
+    if tiers.is_empty() {
+        return Err("no tiers; write e.g. tiers = [ { up_to = \"3\", price = \"0.3\" }, { price = \"0.2\" } ]".into());
+    }
+    let mut last: Option<Decimal> = None;
+    for (i, t) in tiers.iter().enumerate() {
+        check_price(t.price).map_err(|m| format!("tier {}: {m}", i + 1))?;
+        let is_last = i + 1 == tiers.len();
+        match (t.up_to, is_last) {
+            (None, false) => return Err(format!("tier {} has no `up_to`; only the last tier is open-ended", i + 1)),
+            (Some(_), true) => return Err(format!("the last tier (tier {}) must be open-ended: remove its `up_to`", i + 1)),
+            (Some(b), false) => {
+                if b <= Decimal::ZERO || last.is_some_and(|l| b <= l) {
+                    return Err(format!("tier {} `up_to` = {b} must be positive and greater than the tier before", i + 1));
+                }
+                last = Some(b);
+            }
+            (None, true) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<Plan, String> {
+        let p: PlanToml = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        p.validate()
+    }
+
+    #[test]
+    fn good_plans() {
+        let p = parse(r#"name="calls"
+factor="api_calls"
+period="hour"
+pricing="step"
+accumulation="month"
+tiers=[{up_to="3",price="0.3"},{price="0.2"}]"#)
+        .unwrap();
+        assert!(matches!(p.pricing, Pricing::Step { accumulation: Accumulation::Month, .. }));
+        let p = parse("name=\"s\"\nfactor=\"gb\"\nperiod=\"day\"\npricing=\"fixed\"\nprice=\"0.0125\"").unwrap();
+        assert_eq!(p.pricing, Pricing::Fixed { price: "0.0125".parse().unwrap() });
+    }
+
+    #[test]
+    fn bad_plans_name_plan_and_key() {
+        let cases = [
+            ("pricing=\"tier\"\ntiers=[]", "`tiers`"),
+            ("pricing=\"tier\"", "`tiers`"),
+            ("pricing=\"tier\"\ntiers=[{up_to=\"5\",price=\"1\"},{up_to=\"3\",price=\"1\"},{price=\"1\"}]", "greater"),
+            ("pricing=\"tier\"\ntiers=[{up_to=\"5\",price=\"1\"},{up_to=\"6\",price=\"1\"}]", "open-ended"),
+            ("pricing=\"fixed\"\nprice=\"-1\"", "`price`"),
+            ("pricing=\"tier\"\ntiers=[{price=\"-0.1\"}]", "negative"),
+            ("pricing=\"volume\"", "`pricing`"),
+            ("pricing=\"fixed\"", "`price`"),
+        ];
+        for (body, needle) in cases {
+            let text = format!("name=\"p1\"\nfactor=\"f\"\nperiod=\"hour\"\n{body}");
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains("\"p1\"") && err.contains(needle), "{body}: {err}");
+        }
+    }
+}

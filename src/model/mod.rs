@@ -1,0 +1,18 @@
+//! Domain types shared by every stage of the pipeline: quantities, times, events, instances,
+//! windows and usage records. Nothing here does I/O or reads the clock; `now` is always a
+//! parameter.
+//!
+//! Invariants kept by these types:
+//! - a [`Quantity`] is an exact, non-negative decimal with at most 9 fractional digits and at
+//!   most 1e12 for a single event; it is never converted through `f64`;
+//! - times are UTC [`Timestamp`]s with nanosecond resolution; record times are rendered in the
+//!   store's `yyyyMMdd'T'HHmmss'Z'` format;
+//! - a [`UsageRecord`] never changes once sealed, so its canonical bytes never change either.
+
+mod quantity;
+mod record;
+mod time;
+
+pub use quantity::{Quantity, QuantityError, MAX_EVENT_QUANTITY, MAX_RECORD_VALUE};
+pub use record::{metering_sn, UsageRecord};
+pub use time::{format_record_time, parse_rfc3339, FixedTz, Period, Timestamp};
