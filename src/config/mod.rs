@@ -224,7 +224,8 @@ impl Config {
             return Err("`upload.backoff_base` must be > 0 and ≤ `upload.backoff_cap`".into());
         }
         for (key, expr) in [("schedule.seal", &self.schedule.seal), ("schedule.upload", &self.schedule.upload)] {
-            expr.parse::<cron::Schedule>().map_err(|e| format!("`{key}` = {expr:?} is not a cron expression (sec min hour day month weekday): {e}"))?;
+            expr.parse::<cron::Schedule>()
+                .map_err(|e| format!("`{key}` = {expr:?} is not a cron expression (sec min hour day month weekday): {e}"))?;
         }
         Ok(())
     }

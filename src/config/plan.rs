@@ -183,12 +183,14 @@ mod tests {
 
     #[test]
     fn good_plans() {
-        let p = parse(r#"name="calls"
+        let p = parse(
+            r#"name="calls"
 factor="api_calls"
 period="hour"
 pricing="step"
 accumulation="month"
-tiers=[{up_to="3",price="0.3"},{price="0.2"}]"#)
+tiers=[{up_to="3",price="0.3"},{price="0.2"}]"#,
+        )
         .unwrap();
         assert!(matches!(p.pricing, Pricing::Step { accumulation: Accumulation::Month, .. }));
         let p = parse("name=\"s\"\nfactor=\"gb\"\nperiod=\"day\"\npricing=\"fixed\"\nprice=\"0.0125\"").unwrap();
