@@ -14,6 +14,11 @@
 //! a sealed record never changes and is always sent with the same bytes under the same
 //! `metering_sn`. Code below `cli`/`daemon` takes `now` as a parameter and never reads the clock.
 
+pub mod cli;
+pub mod collector;
 pub mod config;
+pub mod demo;
+pub mod logging;
 pub mod model;
 pub mod pricing;
+pub mod store;

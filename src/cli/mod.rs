@@ -1,0 +1,117 @@
+//! The command line: one file per subcommand, each a small `Args` + `run` that calls the
+//! library. This is where config is loaded, the clock is read (`--now` overrides it), and
+//! library errors get the context a person needs. Exit codes (design §7): 0 success; 1 finished
+//! but some input or records were rejected; 2 bad usage or configuration; 3 runtime failure.
+
+mod demo;
+mod ingest;
+mod init;
+mod instance;
+
+use crate::config::Config;
+use crate::model::Timestamp;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// meterd: usage metering for KooGallery pay-per-use SaaS — collect, seal, price, upload.
+#[derive(Debug, Parser)]
+#[command(name = "meterd", version, about)]
+pub struct Cli {
+    /// Config file (default: ./meterd.toml if it exists, else built-in defaults).
+    #[arg(long, global = true, env = "METERD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database file (default: meterd.db beside the config).
+    #[arg(long, global = true, env = "METERD_DB")]
+    pub db: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Whole pipeline on built-in defaults: temp store, example plans and events, mock store.
+    Demo(demo::Args),
+    /// Write an example meterd.toml and create the database.
+    Init(init::Args),
+    /// Ingest events from a file (NDJSON or JSON array; `-` or nothing for stdin).
+    Ingest(ingest::Args),
+    /// Register, release and list instances.
+    #[command(subcommand)]
+    Instance(instance::Cmd),
+}
+
+/// A failure with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure { code: 2, message: message.into() }
+    }
+    pub fn runtime(message: impl Into<String>) -> Failure {
+        Failure { code: 3, message: message.into() }
+    }
+}
+
+impl From<crate::store::StoreError> for Failure {
+    fn from(e: crate::store::StoreError) -> Failure {
+        match e {
+            crate::store::StoreError::Invalid(m) => Failure::usage(m),
+            other => Failure::runtime(other.to_string()),
+        }
+    }
+}
+
+/// What a command resolved from flags, env and config.
+pub struct Ctx {
+    pub cfg: Arc<Config>,
+    pub db: PathBuf,
+}
+
+impl Ctx {
+    pub fn load(cli: &Cli) -> Result<Ctx, Failure> {
+        let cfg = match &cli.config {
+            Some(p) => Config::load(p).map_err(Failure::usage)?,
+            None if std::path::Path::new("meterd.toml").exists() => {
+                Config::load(std::path::Path::new("meterd.toml")).map_err(Failure::usage)?
+            }
+            None => Config::default(),
+        };
+        let db = cli.db.clone().unwrap_or_else(|| cfg.default_db_path());
+        Ok(Ctx { cfg: Arc::new(cfg), db })
+    }
+
+    pub fn store(&self) -> Result<crate::store::Store, Failure> {
+        crate::store::Store::open(&self.db).map_err(|e| Failure::runtime(e.to_string()))
+    }
+}
+
+/// `--now TIME` or the wall clock.
+pub fn now_or(flag: &Option<String>) -> Result<Timestamp, Failure> {
+    match flag {
+        Some(s) => crate::model::parse_rfc3339(s).map_err(|e| Failure::usage(format!("--now: {e}"))),
+        None => Ok(Timestamp::now()),
+    }
+}
+
+/// Parses an RFC 3339 flag value.
+pub fn time_arg(name: &str, s: &str) -> Result<Timestamp, Failure> {
+    crate::model::parse_rfc3339(s).map_err(|e| Failure::usage(format!("{name}: {e}")))
+}
+
+/// Runs one command; returns the exit code for success paths (0 or 1).
+pub fn run(cli: Cli) -> Result<u8, Failure> {
+    match &cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Init(a) => init::run(&cli, a),
+        Command::Ingest(a) => ingest::run(&Ctx::load(&cli)?, a),
+        Command::Instance(c) => instance::run(&Ctx::load(&cli)?, c),
+    }
+}

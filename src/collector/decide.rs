@@ -1,0 +1,162 @@
+//! The per-event decision inside the ingest transaction: is the instance known (or may it be
+//! auto-registered), does the event fit the instance's lifetime and plan, is it late, is it new,
+//! a duplicate or a conflict — and which window bills it.
+
+use super::parse::EventInput;
+use crate::config::{Config, LatePolicy, Plan};
+use crate::model::Timestamp;
+use crate::store::{events, instances, InsertOutcome, InstanceRow, StoreError};
+use rusqlite::Connection;
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap};
+
+/// The outcome for one event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Verdict {
+    #[default]
+    Accepted,
+    Duplicate,
+    Rejected {
+        id: String,
+        error: String,
+    },
+}
+
+/// An instance as seen by this transaction.
+pub struct InstanceCtx {
+    pub row: InstanceRow,
+    pub plan: Plan,
+    /// Unbillable usage added by this transaction.
+    pub new_unbillable: Decimal,
+}
+
+/// Usage to add per (instance key, window start), summed over the transaction.
+#[derive(Default)]
+pub struct WindowDeltas(HashMap<(i64, i64), (Decimal, u64)>);
+
+impl WindowDeltas {
+    fn add(&mut self, key: i64, start: i64, q: Decimal) -> Result<(), StoreError> {
+        let e = self.0.entry((key, start)).or_default();
+        e.0 = e.0.checked_add(q).ok_or_else(|| StoreError::Invalid("window usage overflows".into()))?;
+        e.1 += 1;
+        Ok(())
+    }
+
+    pub fn into_sorted(self) -> BTreeMap<(i64, i64), (Decimal, u64)> {
+        self.0.into_iter().collect()
+    }
+}
+
+/// Decides one event and, when it is new, inserts it.
+pub fn decide(
+    conn: &Connection,
+    cfg: &Config,
+    cache: &mut HashMap<String, InstanceCtx>,
+    deltas: &mut WindowDeltas,
+    ev: &EventInput,
+    now: Timestamp,
+) -> Result<Verdict, StoreError> {
+    let ctx = match instance(conn, cfg, cache, ev, now)? {
+        Ok(ctx) => ctx,
+        Err(msg) => return Ok(reject(ev, msg)),
+    };
+    if let Some(m) = &ev.metric {
+        if *m != ctx.plan.factor {
+            return Ok(reject(
+                ev,
+                format!(
+                    "`metric` {m:?} does not match the billing factor {:?} of plan {:?}; send that metric or none",
+                    ctx.plan.factor, ctx.plan.name
+                ),
+            ));
+        }
+    }
+    if ev.time < ctx.row.start {
+        return Ok(reject(ev, format!("`time` {} is before the instance's start {}", ev.time, ctx.row.start)));
+    }
+    if let Some(r) = ctx.row.release {
+        if ev.time >= r {
+            return Ok(reject(ev, format!("`time` {} is at or after the instance's release {r}", ev.time)));
+        }
+    }
+    let own = cfg.timezone.window_start(ctx.plan.period, ev.time);
+    let billed = if own >= ctx.row.sealed_until {
+        Some(own)
+    } else if cfg.collector.late == LatePolicy::Reject {
+        return Ok(reject(
+            ev,
+            format!(
+                "`time` {} falls in a window that is already sealed (until {}); collector.late = \"reject\" refuses late events",
+                ev.time,
+                Timestamp::from_secs(ctx.row.sealed_until)
+            ),
+        ));
+    } else if ctx.row.release.is_some_and(|r| r.secs() <= ctx.row.sealed_until) {
+        None // released and fully sealed: kept as unbillable
+    } else {
+        Some(ctx.row.sealed_until)
+    };
+    match events::insert(conn, ctx.row.key, &ev.id, ev.time, ev.quantity, billed, now)? {
+        InsertOutcome::Inserted => {
+            match billed {
+                Some(w) => deltas.add(ctx.row.key, w, ev.quantity.0)?,
+                None => ctx.new_unbillable += ev.quantity.0,
+            }
+            Ok(Verdict::Accepted)
+        }
+        InsertOutcome::Duplicate => Ok(Verdict::Duplicate),
+        InsertOutcome::Conflict { stored_quantity, stored_time } => Ok(reject(ev, format!(
+            "event {:?} of instance {:?} is already stored with quantity {stored_quantity} at {stored_time}; this one has quantity {} at {}. Resend the original values, or use a new id for new usage",
+            ev.id, ev.instance_id, ev.quantity, ev.time
+        ))),
+    }
+}
+
+/// The instance of `ev`, from the transaction's cache, the store, or auto-registration.
+fn instance<'c>(
+    conn: &Connection,
+    cfg: &Config,
+    cache: &'c mut HashMap<String, InstanceCtx>,
+    ev: &EventInput,
+    now: Timestamp,
+) -> Result<Result<&'c mut InstanceCtx, String>, StoreError> {
+    if !cache.contains_key(&ev.instance_id) {
+        match load(conn, cfg, ev, now)? {
+            Ok(ctx) => {
+                cache.insert(ev.instance_id.clone(), ctx);
+            }
+            Err(msg) => return Ok(Err(msg)),
+        }
+    }
+    Ok(Ok(cache.get_mut(&ev.instance_id).expect("present: checked or inserted above")))
+}
+
+fn load(conn: &Connection, cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<Result<InstanceCtx, String>, StoreError> {
+    let row = match instances::get(conn, &ev.instance_id)? {
+        Some(row) => row,
+        None => match &cfg.collector.auto_register {
+            Some(plan_name) => {
+                let plan = cfg.plan(plan_name).ok_or_else(|| StoreError::Invalid(format!("auto_register plan {plan_name:?} vanished")))?;
+                let start = Timestamp::from_secs(cfg.timezone.window_start(plan.period, ev.time));
+                instances::add(conn, &ev.instance_id, plan_name, start, now)?
+            }
+            None => {
+                return Ok(Err(format!(
+                    "`instance_id` {:?} is not registered; add it with `meterd instance add {} --plan NAME --start TIME` (or set collector.auto_register)",
+                    ev.instance_id, ev.instance_id
+                )))
+            }
+        },
+    };
+    let Some(plan) = cfg.plan(&row.plan).cloned() else {
+        return Ok(Err(format!(
+            "instance {:?} uses plan {:?}, which is not in the config; add the [[plan]] back",
+            row.instance_id, row.plan
+        )));
+    };
+    Ok(Ok(InstanceCtx { row, plan, new_unbillable: Decimal::ZERO }))
+}
+
+fn reject(ev: &EventInput, error: String) -> Verdict {
+    Verdict::Rejected { id: ev.id.clone(), error }
+}

@@ -1,0 +1,196 @@
+//! The collector: validate, dedupe and durably commit usage events (design §2). This is the
+//! library entry point a Rust service embeds; the CLI and the HTTP server call the same code.
+//!
+//! Each event is accepted or refused on its own: stateless rules ([`parse`]), the clock rules
+//! (`max_future`, `max_age`) here, and the rules that need the store ([`decide`]) inside the
+//! writer's transaction. Acknowledgement happens only after `COMMIT` (see [`writer`]).
+
+pub mod decide;
+pub mod parse;
+mod result;
+pub mod writer;
+
+pub use decide::Verdict;
+pub use parse::{parse_body, EventInput, NotJson};
+pub use result::{IngestResult, Rejected};
+
+use crate::config::Config;
+use crate::model::Timestamp;
+use crate::store::{Store, StoreError};
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+
+/// Jobs that may wait for the writer before new requests are told to come back later.
+const QUEUE_JOBS: usize = 4096;
+/// Largest chunk of one request or file sent to the writer as a job.
+const CHUNK: usize = 10_000;
+
+/// Why a whole ingest call failed (per-event problems are in [`IngestResult::rejected`]).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    NotJson(#[from] NotJson),
+    /// The store cannot write now (disk full, locked, queue full): retry later.
+    #[error("cannot store events now: {0}")]
+    Unavailable(String),
+    #[error("store failure: {0}")]
+    Store(Arc<StoreError>),
+}
+
+impl IngestError {
+    fn from_store(e: Arc<StoreError>) -> IngestError {
+        if e.is_unavailable() {
+            IngestError::Unavailable(e.to_string())
+        } else {
+            IngestError::Store(e)
+        }
+    }
+}
+
+/// Durable, exactly-once event intake. Cheap to share behind an `Arc`.
+pub struct Collector {
+    jobs: Option<SyncSender<Job>>,
+    cfg: Arc<Config>,
+    writer: Option<JoinHandle<()>>,
+}
+
+use writer::Job;
+
+impl Collector {
+    /// Opens the store at `db` and starts the writer thread.
+    pub fn start(db: &Path, cfg: Arc<Config>, on_commit: writer::CommitHook) -> Result<Collector, StoreError> {
+        let store = Store::open(db)?;
+        let (tx, rx) = sync_channel(QUEUE_JOBS);
+        let wcfg = cfg.clone();
+        let writer = std::thread::Builder::new()
+            .name("meterd-writer".into())
+            .spawn(move || writer::run(store, wcfg, rx, on_commit))
+            .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
+        Ok(Collector { jobs: Some(tx), cfg, writer: Some(writer) })
+    }
+
+    /// Ingests a request body (JSON object, array or NDJSON), blocking until committed.
+    pub fn ingest_body(&self, body: &[u8], now: Timestamp) -> Result<IngestResult, IngestError> {
+        let parsed = parse_body(body)?;
+        self.ingest_parsed(parsed, now, true)
+    }
+
+    /// Ingests already-parsed events, blocking until committed.
+    pub fn ingest_events(&self, events: Vec<EventInput>, now: Timestamp) -> Result<IngestResult, IngestError> {
+        self.ingest_parsed(events.into_iter().map(Ok).collect(), now, true)
+    }
+
+    /// Async form for servers: never blocks the runtime; answers `Unavailable` when the writer's
+    /// queue is full instead of waiting.
+    pub async fn ingest_body_async(&self, body: &[u8], now: Timestamp) -> Result<IngestResult, IngestError> {
+        let parsed = parse_body(body)?;
+        let (mut result, pending) = self.submit(parsed, now, false)?;
+        for rx in pending {
+            let verdicts = rx.await.map_err(|_| IngestError::Unavailable("the writer stopped".into()))?.map_err(IngestError::from_store)?;
+            fold(&mut result, verdicts);
+        }
+        result.rejected.sort_by_key(|r| r.index);
+        Ok(result)
+    }
+
+    fn ingest_parsed(
+        &self,
+        parsed: Vec<Result<EventInput, parse::Refusal>>,
+        now: Timestamp,
+        block: bool,
+    ) -> Result<IngestResult, IngestError> {
+        let (mut result, pending) = self.submit(parsed, now, block)?;
+        for rx in pending {
+            let verdicts =
+                rx.blocking_recv().map_err(|_| IngestError::Unavailable("the writer stopped".into()))?.map_err(IngestError::from_store)?;
+            fold(&mut result, verdicts);
+        }
+        result.rejected.sort_by_key(|r| r.index);
+        Ok(result)
+    }
+
+    /// Applies the clock rules and queues the survivors for the writer in chunks.
+    #[allow(clippy::type_complexity)]
+    fn submit(
+        &self,
+        parsed: Vec<Result<EventInput, parse::Refusal>>,
+        now: Timestamp,
+        block: bool,
+    ) -> Result<(IngestResult, Vec<oneshot::Receiver<Result<Vec<(usize, Verdict)>, Arc<StoreError>>>>), IngestError> {
+        let mut result = IngestResult::default();
+        let mut ready = Vec::with_capacity(parsed.len());
+        for (index, p) in parsed.into_iter().enumerate() {
+            match p.and_then(|ev| self.check_clock(&ev, now).map(|()| ev)) {
+                Ok(ev) => ready.push((index, ev)),
+                Err(r) => result.rejected.push(Rejected { index, id: r.id, error: r.error }),
+            }
+        }
+        let jobs = self.jobs.as_ref().ok_or_else(|| IngestError::Unavailable("the collector is shutting down".into()))?;
+        let mut pending = Vec::new();
+        let mut it = ready.into_iter().peekable();
+        while it.peek().is_some() {
+            let events: Vec<_> = it.by_ref().take(CHUNK).collect();
+            let (reply, rx) = oneshot::channel();
+            let job = Job { events, now, reply };
+            if block {
+                jobs.send(job).map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
+            } else {
+                jobs.try_send(job).map_err(|e| match e {
+                    TrySendError::Full(_) => IngestError::Unavailable("the ingest queue is full; retry shortly".into()),
+                    TrySendError::Disconnected(_) => IngestError::Unavailable("the writer stopped".into()),
+                })?;
+            }
+            pending.push(rx);
+        }
+        Ok((result, pending))
+    }
+
+    fn check_clock(&self, ev: &EventInput, now: Timestamp) -> Result<(), parse::Refusal> {
+        let c = &self.cfg.collector;
+        let fail = |error: String| parse::Refusal { id: Some(ev.id.clone()), error };
+        if ev.time > now.add_secs(c.max_future.as_secs_i64()) {
+            return Err(fail(format!(
+                "`time` {} is more than {} ahead of now ({now}); check the sender's clock (collector.max_future)",
+                ev.time, c.max_future
+            )));
+        }
+        if ev.time < now.add_secs(-c.max_age.as_secs_i64()) {
+            return Err(fail(format!(
+                "`time` {} is older than {} (collector.max_age); the cloud store refuses records that begin more than 21 days ago",
+                ev.time, c.max_age
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    /// Stops accepting, lets the writer finish every queued job, and waits for it.
+    pub fn shutdown(&mut self) {
+        self.jobs.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn fold(result: &mut IngestResult, verdicts: Vec<(usize, Verdict)>) {
+    for (index, v) in verdicts {
+        match v {
+            Verdict::Accepted => result.accepted += 1,
+            Verdict::Duplicate => result.duplicates += 1,
+            Verdict::Rejected { id, error } => result.rejected.push(Rejected { index, id: Some(id), error }),
+        }
+    }
+}

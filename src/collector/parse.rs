@@ -1,0 +1,211 @@
+//! Request bodies → candidate events, each accepted or refused on its own.
+//!
+//! A body is one JSON object, a JSON array of objects, or NDJSON (one object per line). Only a
+//! body that is not JSON at all is refused whole. Quantities are read from the raw JSON text
+//! (number or string), never through `f64`.
+
+use crate::model::{parse_rfc3339, Quantity, Timestamp};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// A syntactically valid event, not yet checked against instances or the clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventInput {
+    pub id: String,
+    pub instance_id: String,
+    pub quantity: Quantity,
+    pub time: Timestamp,
+    pub metric: Option<String>,
+}
+
+/// Why an event was refused, with its id when it could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub id: Option<String>,
+    pub error: String,
+}
+
+/// The body as a whole could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotJson(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    instance_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    quantity: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metric: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: Option<serde_json::Value>,
+}
+
+/// Splits a body into per-event results, in order.
+pub fn parse_body(body: &[u8]) -> Result<Vec<Result<EventInput, Refusal>>, NotJson> {
+    let trimmed = body.trim_ascii_start();
+    if trimmed.is_empty() {
+        return Err(NotJson("the body is empty; send a JSON object, a JSON array of objects, or NDJSON".into()));
+    }
+    if trimmed[0] == b'[' {
+        let items: Vec<&RawValue> = serde_json::from_slice(trimmed).map_err(|e| {
+            NotJson(format!("the body starts like a JSON array but is not valid JSON ({e}); send a JSON array of event objects"))
+        })?;
+        return Ok(items.iter().map(|raw| parse_event(raw.get().as_bytes())).collect());
+    }
+    if let Ok(one) = serde_json::from_slice::<&RawValue>(trimmed) {
+        return Ok(vec![parse_event(one.get().as_bytes())]);
+    }
+    let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').map(|l| l.trim_ascii()).filter(|l| !l.is_empty()).collect();
+    let parsed: Vec<_> = lines.iter().map(|l| parse_event(l)).collect();
+    let any_json = lines.iter().any(|l| serde_json::from_slice::<serde::de::IgnoredAny>(l).is_ok());
+    if !any_json {
+        return Err(NotJson("the body is not JSON; send a JSON object, a JSON array of objects, or NDJSON (one object per line)".into()));
+    }
+    Ok(parsed)
+}
+
+/// Parses and checks one event object.
+pub fn parse_event(text: &[u8]) -> Result<EventInput, Refusal> {
+    let wire: Wire<'_> = match serde_json::from_slice(text) {
+        Ok(w) => w,
+        Err(e) => return Err(Refusal { id: readable_id(text), error: describe_json_error(&e) }),
+    };
+    let id_text = wire.id.map(|raw| string_field("id", raw));
+    let id = id_text.clone().and_then(Result::ok);
+    let fail = |error: String| Refusal { id: id.clone().filter(|i| valid_id(i).is_ok()), error };
+    let id = match id_text {
+        None => return Err(fail(missing("id"))),
+        Some(r) => r.map_err(&fail)?,
+    };
+    valid_id(&id).map_err(&fail)?;
+    let instance_id = string_field("instance_id", wire.instance_id.ok_or_else(|| fail(missing("instance_id")))?).map_err(&fail)?;
+    valid_instance_id(&instance_id).map_err(&fail)?;
+    let quantity = quantity_field(wire.quantity.ok_or_else(|| fail(missing("quantity")))?).map_err(&fail)?;
+    let time_text = string_field("time", wire.time.ok_or_else(|| fail(missing("time")))?).map_err(&fail)?;
+    let time = parse_rfc3339(&time_text).map_err(|e| fail(format!("`time`: {e}")))?;
+    let metric = match wire.metric {
+        None => None,
+        Some(raw) => Some(string_field("metric", raw).map_err(&fail)?),
+    };
+    Ok(EventInput { id, instance_id, quantity, time, metric })
+}
+
+fn missing(field: &str) -> String {
+    format!("missing field `{field}`; every event needs `id`, `instance_id`, `quantity` and `time`")
+}
+
+fn string_field(field: &str, raw: &RawValue) -> Result<String, String> {
+    serde_json::from_str::<String>(raw.get()).map_err(|_| format!("`{field}` must be a JSON string, got {}", shorten(raw.get())))
+}
+
+fn quantity_field(raw: &RawValue) -> Result<Quantity, String> {
+    let text = raw.get();
+    let digits = if text.starts_with('"') {
+        serde_json::from_str::<String>(text).map_err(|_| "`quantity`: unreadable string".to_string())?
+    } else if text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        text.to_string()
+    } else {
+        return Err(format!("`quantity` must be a number or a decimal string, got {}", shorten(text)));
+    };
+    Quantity::parse_event(&digits).map_err(|e| format!("`quantity`: {e}"))
+}
+
+fn valid_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(format!("`id` must be 1–128 characters, got {}", id.len()));
+    }
+    if let Some(c) = id.chars().find(|c| !(' '..='~').contains(c)) {
+        return Err(format!("`id` must be printable ASCII; it contains {:?}", c));
+    }
+    Ok(())
+}
+
+pub fn valid_instance_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(format!("`instance_id` must be 1–64 characters, got {}", id.chars().count()));
+    }
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "._:-".contains(*c))) {
+        return Err(format!("`instance_id` may only hold letters, digits and . _ : -; it contains {:?}", c));
+    }
+    Ok(())
+}
+
+fn readable_id(text: &[u8]) -> Option<String> {
+    let v: IdOnly = serde_json::from_slice(text).ok()?;
+    match v.id? {
+        serde_json::Value::String(s) if valid_id(&s).is_ok() => Some(s),
+        _ => None,
+    }
+}
+
+fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let msg = e.to_string();
+    match e.classify() {
+        Category::Data if msg.contains("unknown field") => {
+            format!("{msg}; remove the field (typos are refused so data is never silently dropped)")
+        }
+        Category::Data => format!("not an event object: {msg}"),
+        Category::Syntax | Category::Eof => format!("invalid JSON: {msg}"),
+        Category::Io => format!("unreadable: {msg}"),
+    }
+}
+
+fn shorten(s: &str) -> String {
+    if s.len() <= 40 {
+        s.to_string()
+    } else {
+        let mut end = 40;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_body_shapes() {
+        let ev = r#"{"id":"a","instance_id":"i","quantity":"1","time":"2026-11-23T08:00:00Z"}"#;
+        assert_eq!(parse_body(ev.as_bytes()).unwrap().len(), 1);
+        assert_eq!(parse_body(format!("[{ev},{ev}]").as_bytes()).unwrap().len(), 2);
+        assert_eq!(parse_body(format!("{ev}\n\n{ev}\n{ev}\n").as_bytes()).unwrap().len(), 3);
+        let pretty = "{\n \"id\": \"a\",\n \"instance_id\": \"i\", \"quantity\": 1, \"time\": \"2026-11-23T08:00:00Z\"\n}";
+        assert!(parse_body(pretty.as_bytes()).unwrap()[0].is_ok());
+        assert!(parse_body(b"hello world").is_err());
+        assert!(parse_body(b"[{\"id\":").is_err());
+        assert!(parse_body(b"").is_err());
+    }
+
+    #[test]
+    fn number_quantities_keep_every_digit() {
+        let ev = r#"{"id":"a","instance_id":"i","quantity":999999999999.999999999,"time":"2026-11-23T08:00:00Z"}"#;
+        let e = parse_event(ev.as_bytes()).unwrap();
+        assert_eq!(e.quantity.to_string(), "999999999999.999999999");
+    }
+
+    #[test]
+    fn refusals_keep_the_id_when_readable() {
+        let r = parse_event(br#"{"id":"x1","instance_id":"i","quantity":"1","time":"2026-11-23T08:00:00Z","extra":1}"#).unwrap_err();
+        assert_eq!(r.id.as_deref(), Some("x1"));
+        assert!(r.error.contains("extra"), "{}", r.error);
+        let r = parse_event(br#"{"id":"x2","quantity":"1","time":"2026-11-23T08:00:00Z"}"#).unwrap_err();
+        assert_eq!(r.id.as_deref(), Some("x2"));
+        assert!(r.error.contains("instance_id"));
+        let r = parse_event(b"42").unwrap_err();
+        assert_eq!(r.id, None);
+    }
+}

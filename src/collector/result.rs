@@ -1,0 +1,36 @@
+//! The ingest result, identical for the CLI, HTTP and the library (design §7).
+
+use serde::{Deserialize, Serialize};
+
+/// `{"accepted": N, "duplicates": N, "rejected": [{"index", "id", "error"}]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestResult {
+    /// Events newly stored by this request.
+    pub accepted: u64,
+    /// Events already stored with the same quantity and time (not counted again).
+    pub duplicates: u64,
+    /// Every refused event, in input order.
+    pub rejected: Vec<Rejected>,
+}
+
+/// One refused event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// 0-based position of the event in the request or file.
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<String>,
+    pub error: String,
+}
+
+impl IngestResult {
+    /// Folds another chunk's result in, shifting its indexes by `offset`.
+    pub fn merge(&mut self, other: IngestResult, offset: usize) {
+        self.accepted += other.accepted;
+        self.duplicates += other.duplicates;
+        self.rejected.extend(other.rejected.into_iter().map(|mut r| {
+            r.index += offset;
+            r
+        }));
+    }
+}

@@ -1,0 +1,138 @@
+//! Instances: one customer's pay-per-use subscription (design §4), with the sealing cursor and
+//! the carried remainder that sealing keeps per instance.
+
+use super::{dec, Result, StoreError};
+use crate::model::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use rust_decimal::Decimal;
+
+/// An instance as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRow {
+    /// Internal key used by events, windows and records.
+    pub key: i64,
+    pub instance_id: String,
+    pub plan: String,
+    pub start: Timestamp,
+    pub release: Option<Timestamp>,
+    /// Every window ending at or before this (UTC seconds) is sealed.
+    pub sealed_until: i64,
+    pub carry: Decimal,
+    pub unbillable: Decimal,
+}
+
+const COLUMNS: &str = "ref, instance_id, plan, start_ns, release_ns, sealed_until, carry, unbillable";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<(InstanceRow, String, String)> {
+    Ok((
+        InstanceRow {
+            key: r.get(0)?,
+            instance_id: r.get(1)?,
+            plan: r.get(2)?,
+            start: Timestamp(r.get(3)?),
+            release: r.get::<_, Option<i64>>(4)?.map(Timestamp),
+            sealed_until: r.get(5)?,
+            carry: Decimal::ZERO,
+            unbillable: Decimal::ZERO,
+        },
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn finish((mut row, carry, unbillable): (InstanceRow, String, String)) -> Result<InstanceRow> {
+    row.carry = dec(&carry)?;
+    row.unbillable = dec(&unbillable)?;
+    Ok(row)
+}
+
+/// Looks an instance up by its cloud store id.
+pub fn get(conn: &Connection, instance_id: &str) -> Result<Option<InstanceRow>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances WHERE instance_id = ?1"))?;
+    stmt.query_row([instance_id], from_row).optional()?.map(finish).transpose()
+}
+
+/// Every instance, ordered by id.
+pub fn list(conn: &Connection) -> Result<Vec<InstanceRow>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances ORDER BY instance_id"))?;
+    let rows = stmt.query_map([], from_row)?;
+    rows.map(|r| finish(r?)).collect()
+}
+
+/// Registers an instance. Registering the same id again with the same plan and start is a
+/// no-op; with different values it is an error naming both.
+pub fn add(conn: &Connection, instance_id: &str, plan: &str, start: Timestamp, now: Timestamp) -> Result<InstanceRow> {
+    if let Some(existing) = get(conn, instance_id)? {
+        if existing.plan == plan && existing.start == start {
+            return Ok(existing);
+        }
+        return Err(StoreError::Invalid(format!(
+            "instance {instance_id:?} is already registered with plan {:?} and start {}; it cannot be re-registered with plan {plan:?} and start {start}",
+            existing.plan, existing.start
+        )));
+    }
+    conn.prepare_cached("INSERT INTO instances (instance_id, plan, start_ns, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
+        instance_id,
+        plan,
+        start.0,
+        now.0
+    ])?;
+    get(conn, instance_id)?.ok_or_else(|| StoreError::Corrupt("instance vanished after insert".into()))
+}
+
+/// Records the release time. Refused when usage at or after that time is already stored or
+/// sealed, since those records could no longer be reported.
+pub fn release(conn: &Connection, instance_id: &str, at: Timestamp) -> Result<InstanceRow> {
+    let inst = get(conn, instance_id)?.ok_or_else(|| unknown(instance_id))?;
+    if let Some(r) = inst.release {
+        if r == at {
+            return Ok(inst);
+        }
+        return Err(StoreError::Invalid(format!("instance {instance_id:?} was already released at {r}")));
+    }
+    if at <= inst.start {
+        return Err(StoreError::Invalid(format!("release time {at} is not after the instance's start {}", inst.start)));
+    }
+    let later: i64 = conn
+        .prepare_cached("SELECT count(*) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2")?
+        .query_row(params![inst.key, at.0], |r| r.get(0))?;
+    if later > 0 {
+        return Err(StoreError::Invalid(format!(
+            "instance {instance_id:?} has {later} stored events at or after {at}; release it at or after its last event"
+        )));
+    }
+    if inst.sealed_until > at.secs() {
+        let sealed_past: i64 = conn
+            .prepare_cached("SELECT count(*) FROM records WHERE instance_ref = ?1 AND end_s > ?2")?
+            .query_row(params![inst.key, at.secs()], |r| r.get(0))?;
+        if sealed_past > 0 {
+            return Err(StoreError::Invalid(format!("instance {instance_id:?} has records sealed past {at}; they cannot change")));
+        }
+    }
+    conn.prepare_cached("UPDATE instances SET release_ns = ?2 WHERE ref = ?1")?.execute(params![inst.key, at.0])?;
+    get(conn, instance_id)?.ok_or_else(|| unknown(instance_id))
+}
+
+pub(crate) fn unknown(instance_id: &str) -> StoreError {
+    StoreError::Invalid(format!(
+        "instance {instance_id:?} is not registered; add it with `meterd instance add {instance_id} --plan NAME --start TIME`"
+    ))
+}
+
+/// Adds unbillable usage (late usage of a released instance with no window left).
+pub fn add_unbillable(conn: &Connection, key: i64, amount: Decimal) -> Result<()> {
+    let cur: String = conn.prepare_cached("SELECT unbillable FROM instances WHERE ref = ?1")?.query_row([key], |r| r.get(0))?;
+    let next = dec(&cur)?.checked_add(amount).ok_or_else(|| StoreError::Invalid("unbillable usage overflows".into()))?;
+    conn.prepare_cached("UPDATE instances SET unbillable = ?2 WHERE ref = ?1")?.execute(params![key, next.normalize().to_string()])?;
+    Ok(())
+}
+
+/// Moves the sealing cursor forward (never back) and stores the carried remainder.
+pub fn set_sealed(conn: &Connection, key: i64, sealed_until: i64, carry: Decimal) -> Result<()> {
+    conn.prepare_cached("UPDATE instances SET sealed_until = max(sealed_until, ?2), carry = ?3 WHERE ref = ?1")?.execute(params![
+        key,
+        sealed_until,
+        carry.normalize().to_string()
+    ])?;
+    Ok(())
+}

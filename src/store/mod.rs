@@ -1,0 +1,213 @@
+//! The SQLite store: the only module that speaks SQL.
+//!
+//! [`Store::open`] sets the pragmas once (WAL, `synchronous=FULL`, busy timeout, foreign keys)
+//! and applies pending migrations. Every write runs in a `BEGIN IMMEDIATE` transaction, so a
+//! writer never upgrades a read lock and never meets `SQLITE_BUSY` at commit. Quantities are
+//! stored as exact decimal text; times as integer nanoseconds (events) or seconds (windows).
+//!
+//! Several processes may open one database (the daemon and a one-shot `meterd seal`); SQLite's
+//! locking serialises their writes. Ingest itself has one writer per process (see `collector`).
+
+pub mod events;
+pub mod instances;
+mod migrations;
+pub mod records;
+pub mod windows;
+
+pub use events::{EventRow, InsertOutcome};
+pub use instances::InstanceRow;
+pub use migrations::MIGRATIONS;
+pub use records::{BatchRow, NewRecord, RecordRow, RejectedRow};
+pub use windows::WindowRow;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a store operation failed. Callers branch on `is_full` / `is_busy` to answer 503.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("the database or disk is full; free space (or raise the limit) and retry — nothing was stored")]
+    Full,
+    #[error("the database is locked by another writer; retry")]
+    Busy,
+    #[error("database {0} was written by a newer meterd (schema version {1}); upgrade meterd")]
+    TooNew(PathBuf, i64),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full,
+            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => StoreError::Busy,
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// Temporary: the caller should answer "try again later" (HTTP 503), not "bad input".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Full | StoreError::Busy)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// An open database connection with meterd's pragmas and schema.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store> {
+        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Invalid(format!(
+                "database {}: cannot switch to WAL mode (got {mode}); is it on a network filesystem?",
+                path.display()
+            )));
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-32768;",
+        )
+        .map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let mut store = Store { conn, path: path.to_path_buf() };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew(self.path.clone(), version));
+        }
+        if version == known {
+            return Ok(());
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Re-read under the write lock: another process may have migrated meanwhile.
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction and commits it; rolls back on error.
+    pub fn write<T>(&mut self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` inside a read transaction, so everything it reads is one consistent snapshot.
+    pub fn read<T>(&mut self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let out = f(&tx)?;
+        tx.finish()?;
+        Ok(out)
+    }
+
+    /// `PRAGMA integrity_check`; `Ok(())` when the file is sound.
+    pub fn integrity_check(&self) -> Result<()> {
+        let res: String = self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if res == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(res))
+        }
+    }
+
+    /// The schema as stored in `sqlite_master` (for `schemas/store.sql`).
+    pub fn schema_sql(&self) -> Result<String> {
+        let mut stmt = self.conn.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = String::from("-- Generated from src/store/migrations.rs; refresh with:\n--   METERD_BLESS=1 cargo test --lib store::tests::store_sql_is_fresh\n");
+        for r in rows {
+            out.push_str(&r?);
+            out.push_str(";\n\n");
+        }
+        Ok(out)
+    }
+
+    /// Limits the database file to `pages` pages (for disk-full tests and quotas).
+    pub fn set_max_page_count(&self, pages: u64) -> Result<()> {
+        self.conn.query_row(&format!("PRAGMA max_page_count={pages}"), [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Decimal text → `Decimal`; stored text is always written by us, so failure means corruption.
+pub(crate) fn dec(text: &str) -> Result<rust_decimal::Decimal> {
+    text.parse().map_err(|_| StoreError::Corrupt(format!("{text:?} is not a decimal")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_sql_is_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let sql = store.schema_sql().unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/store.sql");
+        if std::env::var_os("METERD_BLESS").is_some() {
+            std::fs::write(path, &sql).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == sql,
+            "schemas/store.sql is stale; refresh it with: METERD_BLESS=1 cargo test --lib store::tests::store_sql_is_fresh"
+        );
+    }
+
+    #[test]
+    fn pragmas_are_set_and_reopen_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        drop(Store::open(&p).unwrap());
+        let s = Store::open(&p).unwrap();
+        let sync: i64 = s.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "synchronous must be FULL");
+        let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let v: i64 = s.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        s.integrity_check().unwrap();
+    }
+}
