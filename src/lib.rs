@@ -17,8 +17,10 @@
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod logging;
 pub mod model;
 pub mod pricing;
+pub mod server;
 pub mod store;

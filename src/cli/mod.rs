@@ -6,7 +6,8 @@
 mod demo;
 mod ingest;
 mod init;
-mod instance;
+pub mod instance;
+mod run;
 
 use crate::config::Config;
 use crate::model::Timestamp;
@@ -42,6 +43,8 @@ pub enum Command {
     /// Register, release and list instances.
     #[command(subcommand)]
     Instance(instance::Cmd),
+    /// Daemon: HTTP collector plus scheduled seal and upload, until SIGTERM.
+    Run(run::Args),
 }
 
 /// A failure with its exit code.
@@ -113,5 +116,6 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Init(a) => init::run(&cli, a),
         Command::Ingest(a) => ingest::run(&Ctx::load(&cli)?, a),
         Command::Instance(c) => instance::run(&Ctx::load(&cli)?, c),
+        Command::Run(a) => run::run(&Ctx::load(&cli)?, a),
     }
 }

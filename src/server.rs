@@ -1,0 +1,177 @@
+//! HTTP routes of the collector (design §7): events, instances, and (as they are built)
+//! preview, status and metrics. Every handler is a thin adapter over the library; ingest is
+//! answered only after the writer's commit. The listener and the shutdown signal are
+//! parameters, so tests start the real server on `127.0.0.1:0`.
+
+use crate::collector::{Collector, IngestError};
+use crate::config::Config;
+use crate::model::{parse_rfc3339, Timestamp};
+use crate::store::{instances, Store, StoreError};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+/// Shared state of the HTTP server.
+pub struct AppState {
+    pub collector: Collector,
+    pub cfg: Arc<Config>,
+    /// A second connection for instance changes and reads; ingest has its own writer.
+    pub admin: Mutex<Store>,
+    /// Bearer token required on every route but `/healthz`, when configured.
+    pub token: Option<String>,
+    /// Overrides the clock (tests and replays); `None` reads the wall clock per request.
+    pub fixed_now: Option<Timestamp>,
+}
+
+impl AppState {
+    fn now(&self) -> Timestamp {
+        self.fixed_now.unwrap_or_else(Timestamp::now)
+    }
+}
+
+/// Builds the router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.cfg.server.max_body;
+    let protected = Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/instances", post(post_instance).get(list_instances))
+        .route("/v1/instances/{id}/release", post(release_instance))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(protected).layer(DefaultBodyLimit::max(max_body)).with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+async fn require_token(State(st): State<Arc<AppState>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Some(token) = &st.token {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()));
+        if !ok {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token; send `Authorization: Bearer <token>`");
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+async fn post_events(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    match st.collector.ingest_body_async(&body, st.now()).await {
+        Ok(result) => Json(result).into_response(),
+        Err(IngestError::NotJson(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(IngestError::Unavailable(m)) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("{m}; nothing of this request was stored, retry it"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        Err(IngestError::Store(e)) => {
+            tracing::error!(error = %e, "ingest failed in the store");
+            error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}; nothing of this request was stored"))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewInstance {
+    instance_id: String,
+    plan: String,
+    start: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    time: String,
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::Invalid(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
+        e if e.is_unavailable() => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        e => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Runs a closure on the admin connection off the async runtime.
+async fn with_admin<T: Send + 'static>(
+    st: &Arc<AppState>,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = st.admin.lock().map_err(|_| StoreError::Invalid("admin connection poisoned".into()))?;
+        f(&mut store)
+    })
+    .await
+    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(store_error)
+}
+
+async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req: NewInstance = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"instance_id\", \"plan\", \"start\"}}: {e}")),
+    };
+    if let Err(m) = crate::collector::parse::valid_instance_id(&req.instance_id) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, m);
+    }
+    if st.cfg.plan(&req.plan).is_none() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, format!("plan {:?} is not in the config", req.plan));
+    }
+    let start = match parse_rfc3339(&req.start) {
+        Ok(t) => t,
+        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`start`: {m}")),
+    };
+    let now = st.now();
+    match with_admin(&st, move |s| s.write(|tx| instances::add(tx, &req.instance_id, &req.plan, start, now))).await {
+        Ok(row) => (StatusCode::OK, Json(crate::cli::instance::instance_json(&row))).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn release_instance(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let req: ReleaseBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"time\"}}: {e}")),
+    };
+    let at = match parse_rfc3339(&req.time) {
+        Ok(t) => t,
+        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`time`: {m}")),
+    };
+    match with_admin(&st, move |s| s.write(|tx| instances::release(tx, &id, at))).await {
+        Ok(row) => Json(crate::cli::instance::instance_json(&row)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn list_instances(State(st): State<Arc<AppState>>, _h: HeaderMap) -> Response {
+    match with_admin(&st, |s| s.read(|tx| instances::list(tx))).await {
+        Ok(rows) => Json(rows.iter().map(crate::cli::instance::instance_json).collect::<Vec<_>>()).into_response(),
+        Err(r) => r,
+    }
+}
