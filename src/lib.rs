@@ -14,6 +14,7 @@
 //! a sealed record never changes and is always sent with the same bytes under the same
 //! `metering_sn`. Code below `cli`/`daemon` takes `now` as a parameter and never reads the clock.
 
+pub mod audit;
 pub mod cli;
 pub mod collector;
 pub mod config;
@@ -21,6 +22,8 @@ pub mod daemon;
 pub mod demo;
 pub mod logging;
 pub mod model;
+pub mod preview;
 pub mod pricing;
+pub mod seal;
 pub mod server;
 pub mod store;

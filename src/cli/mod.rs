@@ -7,7 +7,9 @@ mod demo;
 mod ingest;
 mod init;
 pub mod instance;
+mod preview;
 mod run;
+mod seal;
 
 use crate::config::Config;
 use crate::model::Timestamp;
@@ -43,6 +45,10 @@ pub enum Command {
     /// Register, release and list instances.
     #[command(subcommand)]
     Instance(instance::Cmd),
+    /// Seal every closed window into a usage record.
+    Seal(seal::Args),
+    /// Show charges per instance and window before upload.
+    Preview(preview::Args),
     /// Daemon: HTTP collector plus scheduled seal and upload, until SIGTERM.
     Run(run::Args),
 }
@@ -117,5 +123,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Ingest(a) => ingest::run(&Ctx::load(&cli)?, a),
         Command::Instance(c) => instance::run(&Ctx::load(&cli)?, c),
         Command::Run(a) => run::run(&Ctx::load(&cli)?, a),
+        Command::Seal(a) => seal::run(&Ctx::load(&cli)?, a),
+        Command::Preview(a) => preview::run(&Ctx::load(&cli)?, a),
     }
 }

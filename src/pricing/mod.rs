@@ -49,7 +49,9 @@ pub fn graduated(tiers: &[Tier], x: Decimal) -> Option<Decimal> {
 
 /// Drops fractions of a cent: truncation toward zero to 2 decimals.
 pub fn truncate_2dp(d: Decimal) -> Decimal {
-    d.round_dp_with_strategy(2, RoundingStrategy::ToZero)
+    let mut t = d.round_dp_with_strategy(2, RoundingStrategy::ToZero);
+    t.rescale(2); // always two digits: "0.60", not "0.6"
+    t
 }
 
 /// Start (UTC seconds) of the accumulation period holding the window that starts at

@@ -1,17 +1,207 @@
 //! Sealed usage records, upload batches and the rejected log.
+//!
+//! A record row is written once, by sealing, with the canonical JSON of the record (`body`);
+//! afterwards only its delivery `state` (and batch/attempt bookkeeping) changes. Its bytes,
+//! and so every batch body that contains it, never change.
+
+use super::{dec, Result, StoreError};
+use crate::model::UsageRecord;
+use rusqlite::{params, Connection, Row};
+use rust_decimal::Decimal;
+
+/// Delivery state of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordState {
+    /// Value 0: kept for preview, never uploaded (the store refuses 0).
+    Zero,
+    Pending,
+    Sending,
+    Delivered,
+    Rejected,
+}
+
+impl RecordState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordState::Zero => "zero",
+            RecordState::Pending => "pending",
+            RecordState::Sending => "sending",
+            RecordState::Delivered => "delivered",
+            RecordState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<RecordState> {
+        Ok(match s {
+            "zero" => RecordState::Zero,
+            "pending" => RecordState::Pending,
+            "sending" => RecordState::Sending,
+            "delivered" => RecordState::Delivered,
+            "rejected" => RecordState::Rejected,
+            other => return Err(StoreError::Corrupt(format!("record state {other:?}"))),
+        })
+    }
+}
 
 /// A record about to be sealed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewRecord {}
+pub struct NewRecord {
+    pub instance_key: i64,
+    pub window_start: i64,
+    pub begin: i64,
+    pub end: i64,
+    pub window_usage: Decimal,
+    pub carry_in: Decimal,
+    pub carry_out: Decimal,
+    pub record_time: i64,
+    pub record: UsageRecord,
+    pub state: RecordState,
+}
 
 /// A stored record.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RecordRow {}
+pub struct RecordRow {
+    pub metering_sn: String,
+    pub instance_key: i64,
+    pub instance_id: String,
+    pub window_start: i64,
+    pub begin: i64,
+    pub end: i64,
+    pub usage_value: Decimal,
+    pub window_usage: Decimal,
+    pub carry_in: Decimal,
+    pub carry_out: Decimal,
+    pub record_time: i64,
+    pub relate_pkg: Option<String>,
+    pub body: Vec<u8>,
+    pub state: RecordState,
+    pub batch_id: Option<i64>,
+    pub attempts: i64,
+}
+
+/// Inserts a sealed record. A second record for the same instance and period, or the same
+/// serial, violates a UNIQUE constraint: sealing twice is impossible by construction.
+pub fn insert(conn: &Connection, r: &NewRecord, now_ns: i64) -> Result<()> {
+    let body = serde_json::to_vec(&r.record).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO records (metering_sn, instance_ref, window_start, begin_s, end_s, usage_value, window_usage, carry_in, carry_out,
+                              record_time_s, relate_pkg, body, state, updated_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        r.record.metering_sn,
+        r.instance_key,
+        r.window_start,
+        r.begin,
+        r.end,
+        r.record.usage_value,
+        r.window_usage.normalize().to_string(),
+        r.carry_in.normalize().to_string(),
+        r.carry_out.normalize().to_string(),
+        r.record_time,
+        r.record.relate_pkg_instance,
+        body,
+        r.state.as_str(),
+        now_ns
+    ])?;
+    Ok(())
+}
+
+const COLUMNS: &str =
+    "r.metering_sn, r.instance_ref, i.instance_id, r.window_start, r.begin_s, r.end_s, r.usage_value, r.window_usage, r.carry_in,
+     r.carry_out, r.record_time_s, r.relate_pkg, r.body, r.state, r.batch_id, r.attempts";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<RecordRow>> {
+    let text = |i: usize| r.get::<_, String>(i);
+    let (uv, wu, ci, co, st) = (text(6)?, text(7)?, text(8)?, text(9)?, text(13)?);
+    let build = || -> Result<RecordRow> {
+        Ok(RecordRow {
+            metering_sn: r.get(0)?,
+            instance_key: r.get(1)?,
+            instance_id: r.get(2)?,
+            window_start: r.get(3)?,
+            begin: r.get(4)?,
+            end: r.get(5)?,
+            usage_value: dec(&uv)?,
+            window_usage: dec(&wu)?,
+            carry_in: dec(&ci)?,
+            carry_out: dec(&co)?,
+            record_time: r.get(10)?,
+            relate_pkg: r.get(11)?,
+            body: r.get(12)?,
+            state: RecordState::parse(&st)?,
+            batch_id: r.get(14)?,
+            attempts: r.get(15)?,
+        })
+    };
+    Ok(build())
+}
+
+fn query(conn: &Connection, where_sql: &str, params: impl rusqlite::Params) -> Result<Vec<RecordRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM records r JOIN instances i ON i.ref = r.instance_ref WHERE {where_sql}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params, from_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
+/// Records of one instance with window start in `[from, to)`, in time order.
+pub fn of_instance(conn: &Connection, instance_key: i64, from: i64, to: i64) -> Result<Vec<RecordRow>> {
+    query(
+        conn,
+        "r.instance_ref = ?1 AND r.window_start >= ?2 AND r.window_start < ?3 ORDER BY r.window_start, r.begin_s",
+        params![instance_key, from, to],
+    )
+}
+
+/// One record by serial.
+pub fn get(conn: &Connection, sn: &str) -> Result<Option<RecordRow>> {
+    Ok(query(conn, "r.metering_sn = ?1", [sn])?.pop())
+}
+
+/// Records waiting for upload (`pending`, or `sending` after a crash), oldest first.
+pub fn unsent(conn: &Connection, limit: usize) -> Result<Vec<RecordRow>> {
+    query(conn, "r.state IN ('pending', 'sending') ORDER BY r.window_start, r.metering_sn LIMIT ?1", [limit as i64])
+}
+
+/// Every record, for status and tests.
+pub fn all(conn: &Connection) -> Result<Vec<RecordRow>> {
+    query(conn, "1 ORDER BY r.instance_ref, r.window_start, r.begin_s", [])
+}
+
+/// Count of records by state.
+pub fn count_by_state(conn: &Connection) -> Result<Vec<(RecordState, u64)>> {
+    let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM records GROUP BY state ORDER BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (s, n) = r?;
+        out.push((RecordState::parse(&s)?, n as u64));
+    }
+    Ok(out)
+}
 
 /// A stored upload batch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BatchRow {}
+pub struct BatchRow {
+    pub id: i64,
+    pub body: Vec<u8>,
+    pub records: i64,
+    pub attempts: i64,
+}
 
 /// One entry of the rejected log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RejectedRow {}
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RejectedRow {
+    pub metering_sn: String,
+    pub instance_id: String,
+    pub code: String,
+    pub message: String,
+    pub at_ns: i64,
+    pub body: String,
+    pub requeued: bool,
+}

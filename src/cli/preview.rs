@@ -1,0 +1,106 @@
+//! `meterd preview`: charges per instance and window, as a table, JSON, CSV or an HTML page.
+
+use super::{time_arg, Ctx, Failure};
+use crate::preview::{Preview, PreviewQuery};
+use std::fmt::Write;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this instance.
+    #[arg(long)]
+    instance: Option<String>,
+    /// Windows starting at or after this time.
+    #[arg(long)]
+    from: Option<String>,
+    /// Windows starting before this time.
+    #[arg(long)]
+    to: Option<String>,
+    /// Accepted for symmetry with the other commands; the preview shows the store as it is.
+    #[arg(long)]
+    now: Option<String>,
+    #[arg(long, default_value = "table", value_parser = ["table", "json", "csv", "html"])]
+    format: String,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
+    let q = PreviewQuery {
+        instance: args.instance.clone(),
+        from: args.from.as_deref().map(|s| time_arg("--from", s)).transpose()?,
+        to: args.to.as_deref().map(|s| time_arg("--to", s)).transpose()?,
+    };
+    let mut store = ctx.store()?;
+    let p = crate::preview::preview(&mut store, &ctx.cfg, &q)?;
+    let text = match args.format.as_str() {
+        "json" => serde_json::to_string_pretty(&p).unwrap_or_default(),
+        "csv" => csv(&p),
+        "html" => crate::preview::html::render(&p),
+        _ => table(&p),
+    };
+    println!("{text}");
+    Ok(0)
+}
+
+/// A fixed-width table for terminals.
+pub fn table(p: &Preview) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<38} {:<8} {:<20} {:<20} {:<9} {:>16} {:>12} {:<32}",
+        "INSTANCE", "PLAN", "BEGIN (UTC)", "END (UTC)", "STATE", "USAGE", "CHARGE", "METERING_SN"
+    );
+    for r in &p.rows {
+        let _ = writeln!(
+            s,
+            "{:<38} {:<8} {:<20} {:<20} {:<9} {:>16} {:>12} {:<32}",
+            r.instance_id,
+            r.plan,
+            r.begin_time.to_string(),
+            r.end_time.to_string(),
+            r.state,
+            r.usage.to_string(),
+            r.charge_2dp.to_string(),
+            r.metering_sn.as_deref().unwrap_or("-")
+        );
+    }
+    let _ = writeln!(s);
+    for t in &p.instances {
+        let mut extra = String::new();
+        if !t.unbillable.is_zero() {
+            let _ = write!(extra, "  unbillable {}", t.unbillable);
+        }
+        let _ = writeln!(
+            s,
+            "total {:<38} {:<8} usage {:>14} {:<6} charge {:>10} {}{extra}",
+            t.instance_id,
+            t.plan,
+            t.usage.to_string(),
+            t.unit,
+            t.charge_2dp.to_string(),
+            t.currency
+        );
+    }
+    for t in &p.totals {
+        let _ = writeln!(s, "grand total: {} {}", t.charge_2dp, t.currency);
+    }
+    s
+}
+
+fn csv(p: &Preview) -> String {
+    let mut s = String::from("instance_id,plan,begin_time,end_time,state,usage,charge,charge_2dp,metering_sn\n");
+    for r in &p.rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{}",
+            r.instance_id,
+            r.plan,
+            r.begin_time,
+            r.end_time,
+            r.state,
+            r.usage,
+            r.charge,
+            r.charge_2dp,
+            r.metering_sn.as_deref().unwrap_or("")
+        );
+    }
+    s
+}

@@ -1,0 +1,18 @@
+//! `meterd seal [--now TIME]`: seal every closed window; prints what was sealed as JSON.
+
+use super::{now_or, Ctx, Failure};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Seal as if the time were this (replays, tests).
+    #[arg(long)]
+    now: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
+    let now = now_or(&args.now)?;
+    let mut store = ctx.store()?;
+    let report = crate::seal::seal(&mut store, &ctx.cfg, now)?;
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    Ok(0)
+}

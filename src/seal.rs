@@ -1,0 +1,146 @@
+//! Sealing: turn every closed, unsealed window into one immutable usage record (design §5).
+//!
+//! A window `[start, end)` is sealable once `now ≥ end + seal.grace`. Each instance keeps a
+//! cursor `sealed_until`: all windows before it are sealed, and it only moves forward, so
+//! sealing is idempotent, catches up after any downtime, and never reseals when `now` goes
+//! backwards. The cursor, the records and the carried remainder of an instance change in one
+//! transaction.
+//!
+//! A record's value is the window's usage plus the carry-in, rounded down to 4 decimals; the
+//! remainder (< 0.0001) is carried to the next window, and a value over the store's field limit
+//! is capped with the excess carried. Hence, per instance: Σ events = Σ record values + open
+//! usage + carry + unbillable.
+
+use crate::config::{Config, Plan};
+use crate::model::{format_record_time, metering_sn, Quantity, Timestamp, UsageRecord, MAX_RECORD_VALUE};
+use crate::store::records::{self, NewRecord, RecordState};
+use crate::store::{instances, windows, InstanceRow, Store, StoreError, WindowRow};
+use rust_decimal::Decimal;
+
+/// Instances sealed per transaction: bounds how long the write lock is held.
+const INSTANCES_PER_TX: usize = 256;
+
+/// What one seal run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SealReport {
+    /// Instances whose cursor moved.
+    pub instances: usize,
+    /// Records written (including zero-value ones).
+    pub records: usize,
+    /// Records with value 0 (kept for preview, never uploaded).
+    pub zero: usize,
+    /// Records capped at 99999999.9999.
+    pub capped: usize,
+}
+
+/// The boundary up to which windows of `plan` are closed at `now`.
+pub fn closed_until(cfg: &Config, plan: &Plan, now: Timestamp) -> i64 {
+    let cutoff = now.add_secs(-cfg.seal.grace.as_secs_i64());
+    cfg.timezone.window_start(plan.period, cutoff)
+}
+
+/// Seals every closed, unsealed window of every instance.
+pub fn seal(store: &mut Store, cfg: &Config, now: Timestamp) -> Result<SealReport, StoreError> {
+    let all = store.read(|tx| instances::list(tx))?;
+    let due: Vec<InstanceRow> = all
+        .into_iter()
+        .filter(|i| match cfg.plan(&i.plan) {
+            Some(p) => i.sealed_until < closed_until(cfg, p, now),
+            None => {
+                tracing::error!(instance = %i.instance_id, plan = %i.plan, "instance's plan is missing from the config; its windows stay unsealed until the plan is restored");
+                false
+            }
+        })
+        .collect();
+    let mut report = SealReport::default();
+    for chunk in due.chunks(INSTANCES_PER_TX) {
+        let part = store.write(|tx| {
+            let mut part = SealReport::default();
+            for stale in chunk {
+                // Re-read under the write lock: another sealer may have moved the cursor.
+                let Some(inst) = instances::get(tx, &stale.instance_id)? else { continue };
+                let Some(plan) = cfg.plan(&inst.plan) else { continue };
+                seal_instance(tx, cfg, plan, &inst, now, &mut part)?;
+            }
+            Ok(part)
+        })?;
+        report.instances += part.instances;
+        report.records += part.records;
+        report.zero += part.zero;
+        report.capped += part.capped;
+    }
+    Ok(report)
+}
+
+fn seal_instance(
+    tx: &rusqlite::Connection,
+    cfg: &Config,
+    plan: &Plan,
+    inst: &InstanceRow,
+    now: Timestamp,
+    report: &mut SealReport,
+) -> Result<(), StoreError> {
+    let until = closed_until(cfg, plan, now);
+    if inst.sealed_until >= until {
+        return Ok(());
+    }
+    let mut carry = inst.carry;
+    for w in windows::of_instance(tx, inst.key, inst.sealed_until, until)? {
+        let Some(rec) = build_record(cfg, plan, inst, &w, carry, now) else {
+            tracing::warn!(instance = %inst.instance_id, window = w.start, "window lies outside the instance's lifetime; its usage is carried");
+            carry += w.usage;
+            continue;
+        };
+        carry = rec.carry_out;
+        report.records += 1;
+        if rec.state == RecordState::Zero {
+            report.zero += 1;
+        }
+        if rec.carry_out >= Decimal::new(1, 4) {
+            report.capped += 1;
+            tracing::warn!(instance = %inst.instance_id, sn = %rec.record.metering_sn, excess = %rec.carry_out, "record value capped at 99999999.9999; the excess is carried to the next window");
+        }
+        records::insert(tx, &rec, now.0)?;
+    }
+    instances::set_sealed(tx, inst.key, until, carry)?;
+    report.instances += 1;
+    Ok(())
+}
+
+/// The record for one window, or `None` if the window has no overlap with the instance's life.
+pub fn build_record(cfg: &Config, plan: &Plan, inst: &InstanceRow, w: &WindowRow, carry_in: Decimal, now: Timestamp) -> Option<NewRecord> {
+    let end_of_window = cfg.timezone.window_end(plan.period, w.start);
+    let begin = w.start.max(inst.start.secs());
+    let end = inst.release.map_or(end_of_window, |r| end_of_window.min(r.secs()));
+    if end <= begin {
+        return None;
+    }
+    let (mut value, rest) = Quantity(w.usage + carry_in).floor_4dp();
+    let mut carry_out = rest.0;
+    if value.0 > MAX_RECORD_VALUE {
+        carry_out += value.0 - MAX_RECORD_VALUE;
+        value = Quantity(MAX_RECORD_VALUE);
+    }
+    let (b, e) = (format_record_time(Timestamp::from_secs(begin)), format_record_time(Timestamp::from_secs(end)));
+    let record = UsageRecord {
+        metering_sn: metering_sn(&inst.instance_id, &b, &e),
+        begin_time: b,
+        end_time: e,
+        instance_id: inst.instance_id.clone(),
+        record_time: format_record_time(now),
+        relate_pkg_instance: None,
+        usage_value: value.to_string(),
+    };
+    Some(NewRecord {
+        instance_key: inst.key,
+        window_start: w.start,
+        begin,
+        end,
+        window_usage: w.usage,
+        carry_in,
+        carry_out,
+        record_time: now.secs(),
+        state: if value.is_zero() { RecordState::Zero } else { RecordState::Pending },
+        record,
+    })
+}
