@@ -17,3 +17,4 @@
 pub mod config;
 pub mod model;
 pub mod pricing;
+pub mod upload;
