@@ -27,3 +27,4 @@ pub mod pricing;
 pub mod seal;
 pub mod server;
 pub mod store;
+pub mod upload;

@@ -1,0 +1,28 @@
+//! Upload: deliver sealed usage records to the cloud store (design §6).
+//!
+//! The pieces, one per stage, each usable on its own by the upload driver:
+//! - [`body`]: records → canonical bytes (`{"usage_records":[…]}`, keys sorted, no
+//!   whitespace). Serialised once per batch; the same bytes are stored, signed and sent on
+//!   every attempt.
+//! - [`sign`]: pure HMAC-SHA256 signature over `ts`, `nonce` and the body; fresh nonces.
+//! - [`client`]: one signed HTTP attempt → a [`Response`]; https only (http for loopback).
+//! - [`classify`]: pure [`Response`] → [`Action`] (delivered, transient, configuration error,
+//!   too many records, record error), by `error_code` first, HTTP status second.
+//! - [`backoff`]: how long to wait before the next attempt (capped exponential, full jitter,
+//!   `Retry-After` honoured).
+//!
+//! "Should we retry?" ([`classify`]) is decided apart from "how long do we wait?"
+//! ([`backoff`]). Nothing here reads the clock except through parameters (`ts_ms`), and nothing
+//! logs or prints the key.
+
+pub mod backoff;
+pub mod body;
+pub mod classify;
+pub mod client;
+pub mod sign;
+
+pub use backoff::{Backoff, BackoffError};
+pub use body::{canonical_body, parse_body, BodyError, MAX_RECORDS_PER_REQUEST};
+pub use classify::{classify, parse_retry_after, Action, Response, TransientReason};
+pub use client::{http_client, request_url, send, EndpointError};
+pub use sign::{new_nonce, signature, verify, NONCE_LEN};
