@@ -60,7 +60,8 @@ impl World {
         self.store().write(|tx| instances::add(tx, id, plan, ts(start), ts(start))).unwrap();
     }
     fn event(&self, inst: &str, id: &str, q: &str, t: &str, now: &str) -> meterd::collector::IngestResult {
-        let ev = EventInput { id: id.into(), instance_id: inst.into(), quantity: Quantity::parse_event(q).unwrap(), time: ts(t), metric: None };
+        let ev =
+            EventInput { id: id.into(), instance_id: inst.into(), quantity: Quantity::parse_event(q).unwrap(), time: ts(t), metric: None };
         self.collector.ingest_events(vec![ev], ts(now)).unwrap()
     }
     fn seal(&self, now: &str) -> meterd::seal::SealReport {
@@ -165,8 +166,14 @@ fn day_window_in_beijing_is_rendered_in_utc() {
     w.seal("2026-11-24T16:05:00Z");
     let recs = w.store().read(|tx| records::all(tx)).unwrap();
     let b: Vec<serde_json::Value> = recs.iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
-    assert_eq!((b[0]["begin_time"].as_str(), b[0]["end_time"].as_str(), b[0]["usage_value"].as_str()), (Some("20261122T160000Z"), Some("20261123T160000Z"), Some("5")));
-    assert_eq!((b[1]["begin_time"].as_str(), b[1]["end_time"].as_str(), b[1]["usage_value"].as_str()), (Some("20261123T160000Z"), Some("20261124T160000Z"), Some("10")));
+    assert_eq!(
+        (b[0]["begin_time"].as_str(), b[0]["end_time"].as_str(), b[0]["usage_value"].as_str()),
+        (Some("20261122T160000Z"), Some("20261123T160000Z"), Some("5"))
+    );
+    assert_eq!(
+        (b[1]["begin_time"].as_str(), b[1]["end_time"].as_str(), b[1]["usage_value"].as_str()),
+        (Some("20261123T160000Z"), Some("20261124T160000Z"), Some("10"))
+    );
 }
 
 /// Compares a preview with its golden file; `METERD_BLESS=1` rewrites the file.

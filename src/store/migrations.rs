@@ -68,11 +68,16 @@ CREATE TABLE batches (
     id         INTEGER PRIMARY KEY,
     body       BLOB NOT NULL,
     records    INTEGER NOT NULL,
-    state      TEXT NOT NULL CHECK (state IN ('open', 'done')),
+    -- open: being delivered; delivered; split: replaced by two halves; abandoned: never billed,
+    -- its records went back to pending (configuration error)
+    state      TEXT NOT NULL CHECK (state IN ('open', 'delivered', 'split', 'abandoned')),
     attempts   INTEGER NOT NULL DEFAULT 0,
     created_ns INTEGER NOT NULL,
     last_error TEXT
 ) STRICT;
+
+CREATE INDEX batches_open ON batches(id) WHERE state = 'open';
+CREATE INDEX records_by_batch ON records(batch_id) WHERE batch_id IS NOT NULL;
 
 CREATE TABLE rejected (
     id          INTEGER PRIMARY KEY,

@@ -8,6 +8,7 @@
 //! Several processes may open one database (the daemon and a one-shot `meterd seal`); SQLite's
 //! locking serialises their writes. Ingest itself has one writer per process (see `collector`).
 
+pub mod batches;
 pub mod events;
 pub mod instances;
 mod migrations;
@@ -17,7 +18,7 @@ pub mod windows;
 pub use events::{EventRow, InsertOutcome};
 pub use instances::InstanceRow;
 pub use migrations::MIGRATIONS;
-pub use records::{BatchRow, NewRecord, RecordRow, RejectedRow};
+pub use records::{NewRecord, RecordRow, RecordState, RejectedRow};
 pub use windows::WindowRow;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};

@@ -168,6 +168,16 @@ pub fn unsent(conn: &Connection, limit: usize) -> Result<Vec<RecordRow>> {
     query(conn, "r.state IN ('pending', 'sending') ORDER BY r.window_start, r.metering_sn LIMIT ?1", [limit as i64])
 }
 
+/// Records of one batch.
+pub fn in_batch(conn: &Connection, batch_id: i64) -> Result<Vec<RecordRow>> {
+    query(conn, "r.batch_id = ?1 ORDER BY r.window_start, r.metering_sn", [batch_id])
+}
+
+/// Only `pending` records (not in an open batch), oldest first.
+pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<RecordRow>> {
+    query(conn, "r.state = 'pending' ORDER BY r.window_start, r.metering_sn LIMIT ?1", [limit as i64])
+}
+
 /// Every record, for status and tests.
 pub fn all(conn: &Connection) -> Result<Vec<RecordRow>> {
     query(conn, "1 ORDER BY r.instance_ref, r.window_start, r.begin_s", [])
@@ -183,15 +193,6 @@ pub fn count_by_state(conn: &Connection) -> Result<Vec<(RecordState, u64)>> {
         out.push((RecordState::parse(&s)?, n as u64));
     }
     Ok(out)
-}
-
-/// A stored upload batch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BatchRow {
-    pub id: i64,
-    pub body: Vec<u8>,
-    pub records: i64,
-    pub attempts: i64,
 }
 
 /// One entry of the rejected log.

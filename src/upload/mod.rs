@@ -19,6 +19,7 @@ pub mod backoff;
 pub mod body;
 pub mod classify;
 pub mod client;
+pub mod run;
 pub mod sign;
 
 pub use backoff::{Backoff, BackoffError};

@@ -1,0 +1,291 @@
+//! The upload driver: moves records from `pending` to `delivered` or `rejected`, driven by the
+//! store so that a restart resumes where the last run stopped (design §6).
+//!
+//! One run: expire what the store can no longer accept → resend open batches (same bytes) →
+//! cut new batches from pending records → for each batch, attempt until an answer decides it:
+//! delivered; transient (backoff, then the fallback host after repeated failures, and left
+//! open for the next run once `max_attempts` is spent); configuration error (batch abandoned,
+//! records pending again, the run stops); too many records (split, smaller batches for the rest
+//! of the run); a bad record (split down to single records, each bad one rejected alone).
+//! No transaction is held across network I/O.
+
+use super::backoff::Backoff;
+use super::classify::{classify, Action};
+use super::client::{http_client, request_url, send};
+use super::sign::new_nonce;
+use crate::config::{Secret, UploadConfig};
+use crate::model::Timestamp;
+use crate::store::batches::{self, Batch};
+use crate::store::{records, Store, StoreError};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The store refuses records that begin more than this long before now (MKT.9004).
+pub const MAX_RECORD_AGE_SECS: i64 = 21 * 86_400;
+
+/// What one upload run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UploadReport {
+    pub delivered: u64,
+    pub rejected: u64,
+    pub expired: u64,
+    /// HTTP attempts made.
+    pub requests: u64,
+    /// Attempts by outcome: delivered, transient, config_error, too_many, record_error.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Records still waiting (pending or in an open batch) after the run.
+    pub waiting: u64,
+    /// Longest single backoff wait, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// Whether the fallback host was used.
+    pub used_fallback: bool,
+    /// Set when the run stopped on a configuration error (wrong key, endpoint, account).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
+    /// Set when a batch ran out of attempts on transient failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transient_error: Option<String>,
+}
+
+/// Why a run could not even start.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs a closure on the store off the async runtime.
+async fn db<T: Send + 'static>(
+    store: &Arc<Mutex<Store>>,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut s = store.lock().map_err(|_| StoreError::Invalid("store mutex poisoned".into()))?;
+        f(&mut s)
+    })
+    .await
+    .map_err(|e| StoreError::Invalid(format!("store task failed: {e}")))?
+}
+
+/// One upload run at `now` (decides expiry; request `ts` always uses the real clock).
+pub async fn upload(store: Arc<Mutex<Store>>, cfg: &UploadConfig, key: &Secret, now: Timestamp) -> Result<UploadReport, UploadError> {
+    let primary = request_url(&cfg.endpoint, &cfg.path).map_err(|e| UploadError::Config(e.to_string()))?;
+    let fallback = match &cfg.fallback {
+        Some(f) => {
+            Some(request_url(f, &cfg.path).map_err(|e| UploadError::Config(e.to_string().replace("upload.endpoint", "upload.fallback")))?)
+        }
+        None => None,
+    };
+    let backoff = Backoff::new(cfg.backoff_base.0, cfg.backoff_cap.0).map_err(|e| UploadError::Config(e.to_string()))?;
+    let http = http_client(cfg.timeout.0).map_err(|e| UploadError::Config(format!("cannot build the HTTP client: {e}")))?;
+    let mut run = Run {
+        store,
+        cfg,
+        key,
+        backoff,
+        http,
+        urls: (primary, fallback),
+        on_fallback: false,
+        consecutive_transient: 0,
+        batch_size: cfg.batch_size.clamp(1, 1000),
+        report: UploadReport::default(),
+    };
+    run.report.expired = run.expire(now).await?;
+    let mut queue: VecDeque<Batch> = db(&run.store, |s| s.read(|tx| batches::open(tx))).await?.into();
+    'outer: loop {
+        while let Some(batch) = queue.pop_front() {
+            match run.deliver(batch).await? {
+                Next::Done => {}
+                Next::Then(more) => {
+                    for b in more.into_iter().rev() {
+                        queue.push_front(b);
+                    }
+                }
+                Next::Stop => break 'outer,
+            }
+        }
+        let size = run.batch_size;
+        let fresh = db(&run.store, move |s| {
+            s.write(|tx| {
+                let recs = records::pending(tx, size)?;
+                if recs.is_empty() {
+                    return Ok(None);
+                }
+                batches::create(tx, &recs, Timestamp::now().0).map(Some)
+            })
+        })
+        .await?;
+        match fresh {
+            Some(b) => queue.push_back(b),
+            None => break,
+        }
+    }
+    run.report.waiting = db(&run.store, |s| {
+        s.read(|tx| {
+            Ok(records::count_by_state(tx)?
+                .into_iter()
+                .filter(|(st, _)| matches!(st, records::RecordState::Pending | records::RecordState::Sending))
+                .map(|(_, n)| n)
+                .sum())
+        })
+    })
+    .await?;
+    Ok(run.report)
+}
+
+enum Next {
+    Done,
+    Then(Vec<Batch>),
+    Stop,
+}
+
+struct Run<'a> {
+    store: Arc<Mutex<Store>>,
+    cfg: &'a UploadConfig,
+    key: &'a Secret,
+    backoff: Backoff,
+    http: reqwest::Client,
+    urls: (reqwest::Url, Option<reqwest::Url>),
+    on_fallback: bool,
+    consecutive_transient: u32,
+    batch_size: usize,
+    report: UploadReport,
+}
+
+impl Run<'_> {
+    /// Rejects pending records that begin more than 21 days before `now`.
+    async fn expire(&mut self, now: Timestamp) -> Result<u64, StoreError> {
+        let cutoff = now.secs() - MAX_RECORD_AGE_SECS;
+        db(&self.store, move |s| {
+            s.write(|tx| {
+                let mut n = 0;
+                for r in records::pending(tx, usize::MAX >> 1)?.into_iter().filter(|r| r.begin < cutoff) {
+                    let msg = format!("record begins at {}, more than 21 days before {now}; the store refuses it (MKT.9004)", Timestamp::from_secs(r.begin));
+                    let body = batches::join_bodies(&[&r.body]);
+                    batches::reject_record(tx, &r.metering_sn, "EXPIRED", &msg, &body, Timestamp::now().0)?;
+                    tracing::error!(sn = %r.metering_sn, instance = %r.instance_id, "record expired before it could be delivered; see `meterd rejected`");
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+        .await
+    }
+
+    fn count(&mut self, outcome: &str) {
+        *self.report.outcomes.entry(outcome.to_string()).or_default() += 1;
+    }
+
+    /// Attempts one batch until its fate for this run is decided.
+    async fn deliver(&mut self, batch: Batch) -> Result<Next, StoreError> {
+        let mut attempt: u32 = 0;
+        loop {
+            let url = if self.on_fallback { self.urls.1.clone().unwrap_or_else(|| self.urls.0.clone()) } else { self.urls.0.clone() };
+            let ts_ms = Timestamp::now().0 / 1_000_000;
+            let response = send(&self.http, &url, self.key, &batch.body, ts_ms, &new_nonce()).await;
+            self.report.requests += 1;
+            attempt += 1;
+            let id = batch.id;
+            match classify(&response) {
+                Action::Delivered => {
+                    self.count("delivered");
+                    self.consecutive_transient = 0;
+                    db(&self.store, move |s| {
+                        s.write(|tx| batches::attempted(tx, id, None).and_then(|()| batches::delivered(tx, id, Timestamp::now().0)))
+                    })
+                    .await?;
+                    self.report.delivered += batch.records as u64;
+                    return Ok(Next::Done);
+                }
+                Action::Transient { retry_after, reason } => {
+                    self.count("transient");
+                    let text = reason.to_string();
+                    tracing::warn!(batch = id, attempt, url = %url, reason = %text, "upload attempt failed; will retry the same bytes");
+                    let t2 = text.clone();
+                    db(&self.store, move |s| s.write(|tx| batches::attempted(tx, id, Some(&t2)))).await?;
+                    self.consecutive_transient += 1;
+                    if !self.on_fallback && self.urls.1.is_some() && self.consecutive_transient >= self.cfg.fallback_after {
+                        tracing::warn!(after = self.consecutive_transient, "switching to the fallback host (upload.fallback)");
+                        self.on_fallback = true;
+                        self.report.used_fallback = true;
+                    }
+                    if attempt >= self.cfg.max_attempts {
+                        self.report.transient_error =
+                            Some(format!("batch {id} still failing after {attempt} attempts: {text}; it stays queued for the next run"));
+                        return Ok(Next::Done);
+                    }
+                    let wait = self.backoff.delay(attempt - 1, retry_after, &mut rand::rng());
+                    self.report.max_backoff_ms = self.report.max_backoff_ms.max(wait.as_millis() as u64);
+                    tokio::time::sleep(wait).await;
+                }
+                Action::ConfigError { code, message } => {
+                    self.count("config_error");
+                    let text = format!(
+                        "the store refused the request with {code} ({message}): the configuration is wrong, not the records. Check the key (METERD_ISV_KEY or upload.key_file), upload.endpoint and the seller account; records stay pending"
+                    );
+                    tracing::error!(batch = id, code = %code, "{text}");
+                    db(&self.store, move |s| {
+                        s.write(|tx| batches::attempted(tx, id, Some(&code)).and_then(|()| batches::abandon(tx, id, Timestamp::now().0)))
+                    })
+                    .await?;
+                    self.report.config_error = Some(text);
+                    return Ok(Next::Stop);
+                }
+                Action::TooManyRecords => {
+                    self.count("too_many");
+                    self.batch_size = (self.batch_size / 2).max(1);
+                    if batch.records < 2 {
+                        tracing::error!(batch = id, "the store says one record is too many; leaving it queued");
+                        return Ok(Next::Done);
+                    }
+                    let halves = db(&self.store, move |s| s.write(|tx| batches::split(tx, id, Timestamp::now().0))).await?;
+                    return Ok(Next::Then(vec![halves.0, halves.1]));
+                }
+                Action::RecordError { code, message } => {
+                    self.count("record_error");
+                    if batch.records >= 2 {
+                        let halves = db(&self.store, move |s| s.write(|tx| batches::split(tx, id, Timestamp::now().0))).await?;
+                        return Ok(Next::Then(vec![halves.0, halves.1]));
+                    }
+                    let (c, m) = (code.clone(), message.clone());
+                    let sns = db(&self.store, move |s| s.write(|tx| batches::reject(tx, id, &c, &m, Timestamp::now().0))).await?;
+                    for sn in &sns {
+                        tracing::error!(sn = %sn, code = %code, message = %message, "record rejected by the store; see `meterd rejected`, fix the cause, then `meterd requeue {sn}`");
+                    }
+                    self.report.rejected += sns.len() as u64;
+                    return Ok(Next::Done);
+                }
+            }
+        }
+    }
+}
+
+/// Loads the upload key: `METERD_ISV_KEY` wins, then `upload.key_file`. Returns `None` when
+/// neither is set. A key file readable by others is warned about (once, here).
+pub fn load_key(cfg: &UploadConfig) -> Result<Option<Secret>, String> {
+    if let Ok(k) = std::env::var("METERD_ISV_KEY") {
+        if !k.is_empty() {
+            return Ok(Some(Secret::new(k.into_bytes())));
+        }
+    }
+    match &cfg.key_file {
+        Some(p) => {
+            let (key, warning) = Secret::from_file(p)?;
+            if let Some(w) = warning {
+                tracing::warn!("{w}");
+                eprintln!("meterd: warning: {w}");
+            }
+            Ok(Some(key))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Backoff waits are real sleeps; tests keep them short through `upload.backoff_*`.
+pub fn describe_wait(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
