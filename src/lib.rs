@@ -15,6 +15,7 @@
 //! `metering_sn`. Code below `cli`/`daemon` takes `now` as a parameter and never reads the clock.
 
 pub mod config;
+pub mod mockstore;
 pub mod model;
 pub mod pricing;
 pub mod upload;
