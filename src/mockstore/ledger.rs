@@ -71,12 +71,15 @@ impl Ledger {
     /// go before anything is remembered, so on an I/O error nothing counts as billed in memory.
     pub fn bill(&mut self, records: Vec<UsageRecord>, billed_at: &str) -> io::Result<Billed> {
         let mut fresh: Vec<LedgerEntry> = Vec::new();
+        let (mut batch_periods, mut batch_serials) = (HashSet::new(), HashSet::new());
         let mut outcome = Billed::default();
         for record in records {
-            let in_batch = fresh.iter().any(|e| period_key(&e.record) == period_key(&record) || e.record.metering_sn == record.metering_sn);
+            let in_batch = batch_periods.contains(&period_key(&record)) || batch_serials.contains(&record.metering_sn);
             if in_batch || self.is_duplicate(&record) {
                 outcome.duplicates += 1;
             } else {
+                batch_periods.insert(period_key(&record));
+                batch_serials.insert(record.metering_sn.clone());
                 fresh.push(LedgerEntry { record, billed_at: billed_at.to_string() });
             }
         }
