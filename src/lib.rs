@@ -21,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod logging;
+pub mod mockstore;
 pub mod model;
 pub mod preview;
 pub mod pricing;

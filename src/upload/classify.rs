@@ -125,7 +125,7 @@ fn by_status(status: u16, retry_after: Option<Duration>) -> Action {
     match status {
         413 => Action::TooManyRecords,
         408 | 429 => transient(retry_after, TransientReason::Status(status)),
-        300..=399 | 400..=499 => Action::ConfigError {
+        300..=499 => Action::ConfigError {
             code: format!("HTTP {status}"),
             message: format!("the store answered HTTP {status} without an error_code; check `upload.endpoint` and `upload.path`"),
         },
