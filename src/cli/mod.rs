@@ -7,9 +7,12 @@ mod demo;
 mod ingest;
 mod init;
 pub mod instance;
+mod mock_store;
 mod preview;
+mod rejected;
 mod run;
 mod seal;
+mod upload;
 
 use crate::config::Config;
 use crate::model::Timestamp;
@@ -49,6 +52,14 @@ pub enum Command {
     Seal(seal::Args),
     /// Show charges per instance and window before upload.
     Preview(preview::Args),
+    /// Sign and upload pending records to the cloud store.
+    Upload(upload::Args),
+    /// List records the store rejected, with code, message and the body sent.
+    Rejected(rejected::Args),
+    /// Send a rejected record again after its cause is fixed (same metering_sn).
+    Requeue(rejected::RequeueArgs),
+    /// Serve the cloud store's usage API on loopback (local integration tests).
+    MockStore(crate::mockstore::MockStoreArgs),
     /// Daemon: HTTP collector plus scheduled seal and upload, until SIGTERM.
     Run(run::Args),
 }
@@ -123,6 +134,10 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Ingest(a) => ingest::run(&Ctx::load(&cli)?, a),
         Command::Instance(c) => instance::run(&Ctx::load(&cli)?, c),
         Command::Run(a) => run::run(&Ctx::load(&cli)?, a),
+        Command::Upload(a) => upload::run(&Ctx::load(&cli)?, a),
+        Command::Rejected(a) => rejected::run(&Ctx::load(&cli)?, a),
+        Command::Requeue(a) => rejected::requeue(&Ctx::load(&cli)?, a),
+        Command::MockStore(a) => mock_store::run(a.clone()),
         Command::Seal(a) => seal::run(&Ctx::load(&cli)?, a),
         Command::Preview(a) => preview::run(&Ctx::load(&cli)?, a),
     }

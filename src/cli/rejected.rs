@@ -1,0 +1,40 @@
+//! `meterd rejected` lists the rejected log; `meterd requeue SN` sends a record again.
+
+use super::{Ctx, Failure};
+use crate::model::Timestamp;
+use crate::store::batches;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RequeueArgs {
+    /// The record's metering_sn (see `meterd rejected`).
+    metering_sn: String,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
+    let rows = ctx.store()?.read(|tx| batches::rejected_log(tx))?;
+    if args.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("no rejected records");
+    }
+    for r in rows {
+        let at = Timestamp(r.at_ns);
+        let requeued = if r.requeued { " (requeued)" } else { "" };
+        println!("{} {} {} at {at}{requeued}\n  {}\n  sent: {}", r.metering_sn, r.instance_id, r.code, r.message, r.body);
+    }
+    Ok(0)
+}
+
+pub fn requeue(ctx: &Ctx, args: &RequeueArgs) -> Result<u8, Failure> {
+    ctx.store()?.write(|tx| batches::requeue(tx, &args.metering_sn, Timestamp::now().0))?;
+    println!("record {} is pending again; `meterd upload` sends it with the same serial and bytes", args.metering_sn);
+    Ok(0)
+}
