@@ -8,7 +8,7 @@ mod ingest;
 mod init;
 pub mod instance;
 mod mock_store;
-mod preview;
+pub mod preview;
 mod rejected;
 mod run;
 mod seal;
