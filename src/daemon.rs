@@ -1,17 +1,28 @@
 //! The daemon (`meterd run`): the only place that spawns tasks, reads signals and owns
-//! shutdown. It serves the HTTP collector; shutdown is decide (first SIGTERM/Ctrl-C) → tell
-//! (stop accepting, let in-flight requests finish) → wait (bounded), then the writer drains its
-//! queue and the process exits 0. A second signal exits at once; that is safe because nothing
-//! is acknowledged before it is committed.
+//! shutdown. It serves the HTTP collector and runs two scheduled loops:
+//! - **seal**, on `schedule.seal`: seals every closed window (catching up from the store, so a
+//!   missed tick or a long downtime loses nothing) and wakes the uploader when it produced
+//!   records;
+//! - **upload**, on `schedule.upload` and after each productive seal: delivers what is waiting.
+//!   It is off, with one log line, until a key is configured.
+//!
+//! Both loops run once at start. Shutdown is decide (first SIGTERM/Ctrl-C) → tell (stop
+//! accepting, cancel the loops at their next await) → wait (bounded by [`SHUTDOWN_GRACE`]);
+//! then the ingest writer drains its queue. A second signal exits at once. Both are safe:
+//! nothing is acknowledged before commit, and an interrupted upload leaves its batch open, to
+//! be resent byte-identical at the next start.
 
 use crate::collector::Collector;
-use crate::config::Config;
+use crate::config::{Config, Secret};
+use crate::metrics::Metrics;
 use crate::model::Timestamp;
+use crate::schedule::Schedule;
 use crate::server::{self, AppState};
-use crate::store::Store;
-use std::path::Path;
+use crate::store::{meta, Store};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How long in-flight work may take after the first signal.
@@ -29,7 +40,43 @@ pub struct RunOptions {
 /// Runs until SIGTERM or Ctrl-C.
 pub fn run(cfg: Arc<Config>, db: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(run_async(cfg, db, opts))
+    let result = rt.block_on(run_async(cfg, db, opts));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// What the scheduled loops share.
+struct Loops {
+    cfg: Arc<Config>,
+    db: PathBuf,
+    metrics: Arc<Metrics>,
+    fixed_now: Option<Timestamp>,
+    cancel: CancellationToken,
+    /// Wakes the uploader after a seal that produced records.
+    kick: Notify,
+}
+
+impl Loops {
+    fn now(&self) -> Timestamp {
+        self.fixed_now.unwrap_or_else(Timestamp::now)
+    }
+
+    /// Sleeps until the schedule's next fire time; `false` when cancelled.
+    async fn wait_tick(&self, schedule: &Schedule, also: Option<&Notify>) -> bool {
+        let now = chrono::Utc::now();
+        let wait = schedule.next_after(now).and_then(|t| (t - now).to_std().ok()).unwrap_or(Duration::from_secs(3600));
+        let kicked = async {
+            match also {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+            _ = kicked => true,
+        }
+    }
 }
 
 async fn run_async(cfg: Arc<Config>, db: &Path, opts: RunOptions) -> anyhow::Result<()> {
@@ -37,30 +84,112 @@ async fn run_async(cfg: Arc<Config>, db: &Path, opts: RunOptions) -> anyhow::Res
         Some(var) => Some(std::env::var(var).map_err(|_| anyhow::anyhow!("`server.token_env` names {var}, which is not set"))?),
         None => None,
     };
+    let seal_schedule: Schedule = cfg.schedule.seal.parse().map_err(|e| anyhow::anyhow!("`schedule.seal`: {e}"))?;
+    let upload_schedule: Schedule = cfg.schedule.upload.parse().map_err(|e| anyhow::anyhow!("`schedule.upload`: {e}"))?;
+    let key = crate::upload::run::load_key(&cfg.upload).map_err(anyhow::Error::msg)?;
     let listen = opts.listen.clone().unwrap_or_else(|| cfg.server.listen.clone());
     let listener =
         tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
     let addr = listener.local_addr()?;
-    let collector = Collector::start(db, cfg.clone(), Box::new(|_, _| {}))?;
+    let metrics = Arc::new(Metrics::default());
+    let m = metrics.clone();
+    let collector = Collector::start(db, cfg.clone(), Box::new(move |_, d| m.record_commit(d)))?;
     let admin = Mutex::new(Store::open(db)?);
-    let state = Arc::new(AppState { collector, cfg: cfg.clone(), admin, token, fixed_now: opts.now });
+    let state = Arc::new(AppState { collector, cfg: cfg.clone(), admin, token, fixed_now: opts.now, metrics: metrics.clone() });
     let cancel = CancellationToken::new();
     tokio::spawn(signals(cancel.clone()));
+    let loops = Arc::new(Loops {
+        cfg: cfg.clone(),
+        db: db.to_path_buf(),
+        metrics,
+        fixed_now: opts.now,
+        cancel: cancel.clone(),
+        kick: Notify::new(),
+    });
+    let sealer = tokio::spawn(seal_loop(loops.clone(), seal_schedule));
+    let uploader = tokio::spawn(upload_loop(loops.clone(), upload_schedule, key));
+
     println!("meterd listening on http://{addr}");
     tracing::info!(%addr, db = %db.display(), "collector listening");
     let shutdown = cancel.clone();
     let server = tokio::spawn(server::serve(listener, state.clone(), async move { shutdown.cancelled().await }));
     cancel.cancelled().await;
     tracing::info!("shutting down: no new requests; finishing in-flight ones");
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(r) => r??,
-        Err(_) => {
-            tracing::warn!("in-flight requests did not finish within {:?}; exiting anyway (nothing unacknowledged is lost)", SHUTDOWN_GRACE)
-        }
+    let all = async {
+        let (a, b, c) = tokio::join!(server, sealer, uploader);
+        a.map(|_| ()).and(b).and(c)
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+        tracing::warn!("in-flight work did not finish within {SHUTDOWN_GRACE:?}; exiting anyway (nothing acknowledged is lost)");
     }
     drop(state);
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
+    loop {
+        let (cfg, db, now) = (l.cfg.clone(), l.db.clone(), l.now());
+        let result = tokio::task::spawn_blocking(move || {
+            let mut store = Store::open(&db)?;
+            let report = crate::seal::seal(&mut store, &cfg, now)?;
+            store.write(|tx| meta::set(tx, meta::LAST_SEAL, &Timestamp::now().to_string()))?;
+            Ok::<_, crate::store::StoreError>(report)
+        })
+        .await;
+        match result {
+            Ok(Ok(r)) => {
+                l.metrics.record_seal(r.records);
+                if r.records > 0 {
+                    tracing::info!(records = r.records, instances = r.instances, "sealed closed windows");
+                    l.kick.notify_one();
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "seal failed; closed windows stay unsealed until the next tick"),
+            Err(e) => tracing::error!(error = %e, "seal task failed"),
+        }
+        if !l.wait_tick(&schedule, None).await {
+            return;
+        }
+    }
+}
+
+async fn upload_loop(l: Arc<Loops>, schedule: Schedule, key: Option<Secret>) {
+    let Some(key) = key else {
+        tracing::info!("upload is off: set METERD_ISV_KEY or `upload.key_file` (and `upload.endpoint`) to deliver sealed records");
+        return;
+    };
+    let store = match Store::open(&l.db) {
+        Ok(s) => Arc::new(Mutex::new(s)),
+        Err(e) => {
+            tracing::error!(error = %e, "upload cannot open the store; records wait");
+            return;
+        }
+    };
+    loop {
+        let run = crate::upload::run::upload(store.clone(), &l.cfg.upload, &key, l.now());
+        tokio::select! {
+            _ = l.cancel.cancelled() => {
+                tracing::info!("upload interrupted by shutdown; open batches are resent unchanged at the next start");
+                return;
+            }
+            r = run => match r {
+                Ok(report) => {
+                    l.metrics.record_upload(&report);
+                    if report.delivered + report.rejected + report.expired > 0 {
+                        tracing::info!(delivered = report.delivered, rejected = report.rejected, expired = report.expired, "upload run finished");
+                    }
+                    if let Some(e) = &report.config_error {
+                        tracing::error!("{e}");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "upload run failed; records stay queued"),
+            }
+        }
+        if !l.wait_tick(&schedule, Some(&l.kick)).await {
+            return;
+        }
+    }
 }
 
 /// First SIGTERM/Ctrl-C cancels; a second exits at once.

@@ -28,6 +28,7 @@ pub struct AppState {
     pub token: Option<String>,
     /// Overrides the clock (tests and replays); `None` reads the wall clock per request.
     pub fixed_now: Option<Timestamp>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -43,6 +44,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/instances", post(post_instance).get(list_instances))
         .route("/v1/instances/{id}/release", post(release_instance))
+        .route("/v1/preview", get(get_preview))
+        .route("/v1/status", get(get_status))
+        .route("/metrics", get(get_metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new().route("/healthz", get(|| async { "ok\n" })).merge(protected).layer(DefaultBodyLimit::max(max_body)).with_state(state)
 }
@@ -81,7 +85,10 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 
 async fn post_events(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     match st.collector.ingest_body_async(&body, st.now()).await {
-        Ok(result) => Json(result).into_response(),
+        Ok(result) => {
+            st.metrics.record_ingest(&result);
+            Json(result).into_response()
+        }
         Err(IngestError::NotJson(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(IngestError::Unavailable(m)) => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("{m}; nothing of this request was stored, retry it"));
@@ -172,6 +179,53 @@ async fn release_instance(State(st): State<Arc<AppState>>, Path(id): Path<String
 async fn list_instances(State(st): State<Arc<AppState>>, _h: HeaderMap) -> Response {
     match with_admin(&st, |s| s.read(|tx| instances::list(tx))).await {
         Ok(rows) => Json(rows.iter().map(crate::cli::instance::instance_json).collect::<Vec<_>>()).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewParams {
+    instance: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn get_preview(
+    State(st): State<Arc<AppState>>,
+    params: Result<axum::extract::Query<PreviewParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let params = match params {
+        Ok(axum::extract::Query(p)) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e}; use instance, from and to (RFC 3339)")),
+    };
+    let parse = |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_rfc3339(s).map_err(|e| format!("`{name}`: {e}"))).transpose();
+    let q = match (parse("from", &params.from), parse("to", &params.to)) {
+        (Ok(from), Ok(to)) => crate::preview::PreviewQuery { instance: params.instance, from, to },
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let cfg = st.cfg.clone();
+    match with_admin(&st, move |s| crate::preview::preview(s, &cfg, &q)).await {
+        Ok(p) => Json(p).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn current_status(st: &Arc<AppState>) -> Result<crate::status::Status, Response> {
+    let (cfg, now) = (st.cfg.clone(), st.now());
+    with_admin(st, move |s| crate::status::status(s, &cfg, now, false)).await
+}
+
+async fn get_status(State(st): State<Arc<AppState>>) -> Response {
+    match current_status(&st).await {
+        Ok(s) => Json(s).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
+    match current_status(&st).await {
+        Ok(s) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&s)).into_response(),
         Err(r) => r,
     }
 }

@@ -12,6 +12,7 @@ pub mod preview;
 mod rejected;
 mod run;
 mod seal;
+mod status;
 mod upload;
 
 use crate::config::Config;
@@ -52,6 +53,8 @@ pub enum Command {
     Seal(seal::Args),
     /// Show charges per instance and window before upload.
     Preview(preview::Args),
+    /// Backlog, last upload and error, deadlines, unbillable usage, conservation audit.
+    Status(status::Args),
     /// Sign and upload pending records to the cloud store.
     Upload(upload::Args),
     /// List records the store rejected, with code, message and the body sent.
@@ -134,6 +137,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Ingest(a) => ingest::run(&Ctx::load(&cli)?, a),
         Command::Instance(c) => instance::run(&Ctx::load(&cli)?, c),
         Command::Run(a) => run::run(&Ctx::load(&cli)?, a),
+        Command::Status(a) => status::run(&Ctx::load(&cli)?, a),
         Command::Upload(a) => upload::run(&Ctx::load(&cli)?, a),
         Command::Rejected(a) => rejected::run(&Ctx::load(&cli)?, a),
         Command::Requeue(a) => rejected::requeue(&Ctx::load(&cli)?, a),

@@ -11,6 +11,7 @@
 pub mod batches;
 pub mod events;
 pub mod instances;
+pub mod meta;
 mod migrations;
 pub mod records;
 pub mod windows;
@@ -165,10 +166,6 @@ impl Store {
     pub fn set_max_page_count(&self, pages: u64) -> Result<()> {
         self.conn.query_row(&format!("PRAGMA max_page_count={pages}"), [], |_| Ok(()))?;
         Ok(())
-    }
-
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
     }
 }
 

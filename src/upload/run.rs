@@ -16,7 +16,7 @@ use super::sign::new_nonce;
 use crate::config::{Secret, UploadConfig};
 use crate::model::Timestamp;
 use crate::store::batches::{self, Batch};
-use crate::store::{records, Store, StoreError};
+use crate::store::{meta, records, Store, StoreError};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +46,9 @@ pub struct UploadReport {
     /// Set when a batch ran out of attempts on transient failures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transient_error: Option<String>,
+    /// Duration of each HTTP attempt, in microseconds (for latency metrics).
+    #[serde(skip)]
+    pub request_latencies_us: Vec<u64>,
 }
 
 /// Why a run could not even start.
@@ -124,6 +127,19 @@ pub async fn upload(store: Arc<Mutex<Store>>, cfg: &UploadConfig, key: &Secret, 
             None => break,
         }
     }
+    let outcome = run.outcome_note();
+    db(&run.store, move |s| {
+        s.write(|tx| {
+            if let Some(ok) = &outcome.0 {
+                meta::set(tx, meta::LAST_UPLOAD_OK, ok)?;
+            }
+            if let Some(err) = &outcome.1 {
+                meta::set(tx, meta::LAST_UPLOAD_ERROR, err)?;
+            }
+            Ok(())
+        })
+    })
+    .await?;
     run.report.waiting = db(&run.store, |s| {
         s.read(|tx| {
             Ok(records::count_by_state(tx)?
@@ -157,6 +173,23 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// (last success, last error) to remember in the store, stamped with the real time.
+    fn outcome_note(&self) -> (Option<String>, Option<String>) {
+        let t = Timestamp::now();
+        let r = &self.report;
+        let ok = (r.delivered > 0).then(|| t.to_string());
+        let err = r
+            .config_error
+            .clone()
+            .or_else(|| r.transient_error.clone())
+            .or_else(|| {
+                (r.rejected + r.expired > 0)
+                    .then(|| format!("{} record(s) rejected, {} expired; see `meterd rejected`", r.rejected, r.expired))
+            })
+            .map(|e| format!("{t}: {e}"));
+        (ok, err)
+    }
+
     /// Rejects pending records that begin more than 21 days before `now`.
     async fn expire(&mut self, now: Timestamp) -> Result<u64, StoreError> {
         let cutoff = now.secs() - MAX_RECORD_AGE_SECS;
@@ -186,7 +219,9 @@ impl Run<'_> {
         loop {
             let url = if self.on_fallback { self.urls.1.clone().unwrap_or_else(|| self.urls.0.clone()) } else { self.urls.0.clone() };
             let ts_ms = Timestamp::now().0 / 1_000_000;
+            let started = std::time::Instant::now();
             let response = send(&self.http, &url, self.key, &batch.body, ts_ms, &new_nonce()).await;
+            self.report.request_latencies_us.push(started.elapsed().as_micros() as u64);
             self.report.requests += 1;
             attempt += 1;
             let id = batch.id;

@@ -1,0 +1,41 @@
+//! `meterd status`: backlog, oldest pending record, last upload, last error, records past
+//! their deadline, unbillable usage, and the conservation audit.
+
+use super::{now_or, Ctx, Failure};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+    /// Judge deadlines against this instant.
+    #[arg(long)]
+    now: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
+    let now = now_or(&args.now)?;
+    let s = crate::status::status(&mut ctx.store()?, &ctx.cfg, now, true)?;
+    if args.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+    } else {
+        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+        println!("instances           {}", s.instances);
+        println!("events stored       {}", s.events);
+        println!("records             {}", s.records.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        println!("waiting for upload  {}", s.backlog);
+        println!("oldest waiting      {}", s.oldest_pending.map(|t| t.to_string()).unwrap_or_else(|| "-".into()));
+        println!("past deadline       {}", s.past_deadline);
+        println!("last upload         {}", opt(&s.last_successful_upload));
+        println!("last error          {}", opt(&s.last_error));
+        for (inst, u) in &s.unbillable {
+            println!("unbillable          {inst}: {u}");
+        }
+        match &s.conservation_violations {
+            Some(v) if v.is_empty() => println!("conservation        ok (every acknowledged unit is accounted for once)"),
+            Some(v) => println!("conservation        VIOLATED for {v:?}"),
+            None => {}
+        }
+    }
+    let broken = s.conservation_violations.as_ref().is_some_and(|v| !v.is_empty());
+    Ok(if broken { 3 } else { 0 })
+}

@@ -1,0 +1,174 @@
+//! Counters and latency histograms for `GET /metrics` (Prometheus text format, version 0.0.4).
+//!
+//! Counters live in memory and count what this process did since it started; gauges (backlog,
+//! records past deadline) are read from the store at scrape time through the same [`Status`]
+//! that `meterd status` prints, so the two always agree. Latencies are recorded in
+//! microseconds in hdrhistogram and exported as p50/p90/p99/p999 quantiles.
+
+use crate::collector::IngestResult;
+use crate::status::Status;
+use crate::upload::run::UploadReport;
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Process-wide metrics.
+pub struct Metrics {
+    events_accepted: AtomicU64,
+    events_duplicate: AtomicU64,
+    events_rejected: Mutex<BTreeMap<String, u64>>,
+    records_sealed: AtomicU64,
+    records_delivered: AtomicU64,
+    records_rejected: AtomicU64,
+    upload_attempts: Mutex<BTreeMap<String, u64>>,
+    ingest_commit_us: Mutex<Histogram<u64>>,
+    upload_request_us: Mutex<Histogram<u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let h = || Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"));
+        Metrics {
+            events_accepted: AtomicU64::new(0),
+            events_duplicate: AtomicU64::new(0),
+            events_rejected: Mutex::default(),
+            records_sealed: AtomicU64::new(0),
+            records_delivered: AtomicU64::new(0),
+            records_rejected: AtomicU64::new(0),
+            upload_attempts: Mutex::default(),
+            ingest_commit_us: h(),
+            upload_request_us: h(),
+        }
+    }
+}
+
+/// The reason label of a rejected event: the field its message names, else a coarse class.
+pub fn reject_reason(error: &str) -> &'static str {
+    for field in ["id", "instance_id", "quantity", "time", "metric"] {
+        if error.starts_with(&format!("`{field}`")) {
+            return match field {
+                "id" => "id",
+                "instance_id" => "instance_id",
+                "quantity" => "quantity",
+                "time" => "time",
+                _ => "metric",
+            };
+        }
+    }
+    if error.contains("already stored") {
+        "conflict"
+    } else if error.contains("unknown field") {
+        "unknown_field"
+    } else if error.starts_with("missing field") {
+        "missing_field"
+    } else {
+        "invalid"
+    }
+}
+
+fn bump(map: &Mutex<BTreeMap<String, u64>>, key: &str, by: u64) {
+    if let Ok(mut m) = map.lock() {
+        *m.entry(key.to_string()).or_default() += by;
+    }
+}
+
+impl Metrics {
+    pub fn record_ingest(&self, r: &IngestResult) {
+        self.events_accepted.fetch_add(r.accepted, Ordering::Relaxed);
+        self.events_duplicate.fetch_add(r.duplicates, Ordering::Relaxed);
+        for rej in &r.rejected {
+            bump(&self.events_rejected, reject_reason(&rej.error), 1);
+        }
+    }
+
+    pub fn record_commit(&self, d: std::time::Duration) {
+        if let Ok(mut h) = self.ingest_commit_us.lock() {
+            h.saturating_record(d.as_micros().max(1) as u64);
+        }
+    }
+
+    pub fn record_seal(&self, records: usize) {
+        self.records_sealed.fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    pub fn record_upload(&self, r: &UploadReport) {
+        self.records_delivered.fetch_add(r.delivered, Ordering::Relaxed);
+        self.records_rejected.fetch_add(r.rejected + r.expired, Ordering::Relaxed);
+        for (outcome, n) in &r.outcomes {
+            bump(&self.upload_attempts, outcome, *n);
+        }
+        if let Ok(mut h) = self.upload_request_us.lock() {
+            for us in &r.request_latencies_us {
+                h.saturating_record((*us).max(1));
+            }
+        }
+    }
+
+    /// Renders the Prometheus text exposition, with gauges from `status`.
+    pub fn render(&self, status: &Status) -> String {
+        let mut s = String::new();
+        counter(&mut s, "meterd_events_accepted_total", "Events newly stored.", self.events_accepted.load(Ordering::Relaxed));
+        counter(
+            &mut s,
+            "meterd_events_duplicate_total",
+            "Events already stored (not counted again).",
+            self.events_duplicate.load(Ordering::Relaxed),
+        );
+        labelled(&mut s, "meterd_events_rejected_total", "Events refused, by reason.", "reason", &self.events_rejected);
+        counter(&mut s, "meterd_records_sealed_total", "Records sealed by this process.", self.records_sealed.load(Ordering::Relaxed));
+        counter(
+            &mut s,
+            "meterd_records_delivered_total",
+            "Records delivered by this process.",
+            self.records_delivered.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut s,
+            "meterd_records_rejected_total",
+            "Records rejected or expired by this process.",
+            self.records_rejected.load(Ordering::Relaxed),
+        );
+        labelled(&mut s, "meterd_upload_attempts_total", "Upload HTTP attempts, by outcome.", "outcome", &self.upload_attempts);
+        gauge(&mut s, "meterd_records_pending", "Records waiting for upload (pending or sending).", status.backlog);
+        gauge(&mut s, "meterd_records_past_deadline", "Waiting records past their reporting deadline.", status.past_deadline);
+        gauge(&mut s, "meterd_events_stored", "Events in the store.", status.events);
+        let _ = writeln!(s, "# HELP meterd_records Records in the store, by state.\n# TYPE meterd_records gauge");
+        for (state, n) in &status.records {
+            let _ = writeln!(s, "meterd_records{{state=\"{state}\"}} {n}");
+        }
+        summary(&mut s, "meterd_ingest_commit_seconds", "Ingest commit latency (group commit, fsync included).", &self.ingest_commit_us);
+        summary(&mut s, "meterd_upload_request_seconds", "Upload request latency.", &self.upload_request_us);
+        s
+    }
+}
+
+fn counter(s: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+}
+
+fn gauge(s: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+fn labelled(s: &mut String, name: &str, help: &str, label: &str, map: &Mutex<BTreeMap<String, u64>>) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+    if let Ok(m) = map.lock() {
+        for (k, v) in m.iter() {
+            let _ = writeln!(s, "{name}{{{label}=\"{k}\"}} {v}");
+        }
+    }
+}
+
+fn summary(s: &mut String, name: &str, help: &str, h: &Mutex<Histogram<u64>>) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} summary");
+    if let Ok(h) = h.lock() {
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let v = if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+            let _ = writeln!(s, "{name}{{quantile=\"{q}\"}} {}", v as f64 / 1e6);
+        }
+        let _ = writeln!(s, "{name}_sum {}", (h.mean() * h.len() as f64) / 1e6);
+        let _ = writeln!(s, "{name}_count {}", h.len());
+    }
+}

@@ -1,0 +1,84 @@
+//! Status: how the pipeline is doing, for `meterd status`, `GET /v1/status` and the gauges of
+//! `/metrics` (both read the same snapshot, so they agree).
+
+use crate::audit;
+use crate::config::Config;
+use crate::model::{Period, Timestamp};
+use crate::store::records::RecordState;
+use crate::store::{events, instances, meta, records, Store, StoreError};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Hourly records must reach the store within 2 hours of their end.
+pub const HOURLY_DEADLINE_SECS: i64 = 2 * 3600;
+/// Daily records: by 01:00 (Beijing) after the day, i.e. 1 hour after a local-midnight end.
+pub const DAILY_DEADLINE_SECS: i64 = 3600;
+
+/// The status snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub now: Timestamp,
+    pub instances: u64,
+    pub events: u64,
+    /// Records by delivery state.
+    pub records: BTreeMap<String, u64>,
+    /// Records waiting for upload (pending or sending).
+    pub backlog: u64,
+    /// Begin time of the oldest record waiting for upload.
+    pub oldest_pending: Option<Timestamp>,
+    /// Waiting records whose reporting deadline has passed.
+    pub past_deadline: u64,
+    pub last_successful_upload: Option<String>,
+    pub last_error: Option<String>,
+    /// Late usage of released instances that no record can bill, per instance.
+    pub unbillable: BTreeMap<String, String>,
+    /// Instances whose conservation check fails (should always be empty); only computed when
+    /// asked for, since it reads every event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conservation_violations: Option<Vec<String>>,
+}
+
+/// The reporting deadline of a record of `period` that ends at `end` (UTC seconds).
+pub fn deadline(period: Period, end: i64) -> i64 {
+    match period {
+        Period::Hour => end + HOURLY_DEADLINE_SECS,
+        Period::Day => end + DAILY_DEADLINE_SECS,
+    }
+}
+
+/// Reads the status at `now`.
+pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool) -> Result<Status, StoreError> {
+    let (insts, n_events, by_state, waiting, last_ok, last_err) = store.read(|tx| {
+        Ok((
+            instances::list(tx)?,
+            events::count(tx)?,
+            records::count_by_state(tx)?,
+            records::unsent(tx, usize::MAX >> 1)?,
+            meta::get(tx, meta::LAST_UPLOAD_OK)?,
+            meta::get(tx, meta::LAST_UPLOAD_ERROR)?,
+        ))
+    })?;
+    let plan_of: BTreeMap<i64, Period> = insts.iter().filter_map(|i| cfg.plan(&i.plan).map(|p| (i.key, p.period))).collect();
+    let past_deadline =
+        waiting.iter().filter(|r| plan_of.get(&r.instance_key).is_some_and(|p| deadline(*p, r.end) < now.secs())).count() as u64;
+    let violations =
+        if with_audit { Some(audit::balances(store)?.into_iter().filter(|b| !b.holds()).map(|b| b.instance_id).collect()) } else { None };
+    Ok(Status {
+        now,
+        instances: insts.len() as u64,
+        events: n_events,
+        records: by_state.iter().map(|(s, n)| (s.as_str().to_string(), *n)).collect(),
+        backlog: by_state.iter().filter(|(s, _)| matches!(s, RecordState::Pending | RecordState::Sending)).map(|(_, n)| n).sum(),
+        oldest_pending: waiting.iter().map(|r| r.begin).min().map(Timestamp::from_secs),
+        past_deadline,
+        last_successful_upload: last_ok,
+        last_error: last_err,
+        unbillable: insts
+            .iter()
+            .filter(|i| i.unbillable > Decimal::ZERO)
+            .map(|i| (i.instance_id.clone(), i.unbillable.to_string()))
+            .collect(),
+        conservation_violations: violations,
+    })
+}
