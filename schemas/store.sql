@@ -1,0 +1,94 @@
+-- Generated from src/store/migrations.rs; refresh with:
+--   METERD_BLESS=1 cargo test --lib store::tests::store_sql_is_fresh
+CREATE TABLE instances (
+    ref          INTEGER PRIMARY KEY,
+    instance_id  TEXT NOT NULL UNIQUE,
+    plan         TEXT NOT NULL,
+    start_ns     INTEGER NOT NULL,
+    release_ns   INTEGER,
+    -- UTC seconds: every window that ends at or before this is sealed; late events go here.
+    sealed_until INTEGER NOT NULL DEFAULT 0,
+    -- remainder (< 0.0001, or a capped excess) carried into the instance's next record
+    carry        TEXT NOT NULL DEFAULT '0',
+    -- late usage of a released instance that no window can bill any more
+    unbillable   TEXT NOT NULL DEFAULT '0',
+    created_ns   INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE events (
+    seq           INTEGER PRIMARY KEY,
+    instance_ref  INTEGER NOT NULL REFERENCES instances(ref),
+    event_id      TEXT NOT NULL,
+    time_ns       INTEGER NOT NULL,
+    qty           TEXT NOT NULL,
+    -- start (UTC s) of the window that bills the event; differs from its own window when late;
+    -- NULL when the usage is unbillable
+    billed_window INTEGER,
+    received_ns   INTEGER NOT NULL
+) STRICT;
+
+CREATE UNIQUE INDEX events_by_key ON events(instance_ref, event_id);
+
+CREATE TABLE windows (
+    instance_ref INTEGER NOT NULL REFERENCES instances(ref),
+    start_s      INTEGER NOT NULL,
+    usage        TEXT NOT NULL,
+    events       INTEGER NOT NULL,
+    PRIMARY KEY (instance_ref, start_s)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE records (
+    metering_sn   TEXT PRIMARY KEY,
+    instance_ref  INTEGER NOT NULL REFERENCES instances(ref),
+    window_start  INTEGER NOT NULL,
+    begin_s       INTEGER NOT NULL,
+    end_s         INTEGER NOT NULL,
+    usage_value   TEXT NOT NULL,
+    window_usage  TEXT NOT NULL,
+    carry_in      TEXT NOT NULL,
+    carry_out     TEXT NOT NULL,
+    record_time_s INTEGER NOT NULL,
+    relate_pkg    TEXT,
+    body          BLOB NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('zero', 'pending', 'sending', 'delivered', 'rejected')),
+    batch_id      INTEGER,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    updated_ns    INTEGER NOT NULL,
+    UNIQUE (instance_ref, begin_s, end_s)
+) STRICT;
+
+CREATE INDEX records_by_instance ON records(instance_ref, window_start);
+
+CREATE INDEX records_unsent ON records(window_start) WHERE state IN ('pending', 'sending');
+
+CREATE TABLE batches (
+    id         INTEGER PRIMARY KEY,
+    body       BLOB NOT NULL,
+    records    INTEGER NOT NULL,
+    -- open: being delivered; delivered; split: replaced by two halves; abandoned: never billed,
+    -- its records went back to pending (configuration error)
+    state      TEXT NOT NULL CHECK (state IN ('open', 'delivered', 'split', 'abandoned')),
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    created_ns INTEGER NOT NULL,
+    last_error TEXT
+) STRICT;
+
+CREATE INDEX batches_open ON batches(id) WHERE state = 'open';
+
+CREATE INDEX records_by_batch ON records(batch_id) WHERE batch_id IS NOT NULL;
+
+CREATE TABLE rejected (
+    id          INTEGER PRIMARY KEY,
+    metering_sn TEXT NOT NULL REFERENCES records(metering_sn),
+    code        TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    at_ns       INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    requeued_ns INTEGER
+) STRICT;
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
