@@ -20,6 +20,7 @@ pub mod collector;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod faults;
 pub mod logging;
 pub mod metrics;
 pub mod mockstore;

@@ -28,7 +28,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let collector = Collector::start(&ctx.db, ctx.cfg.clone(), Box::new(|_, _| {}))?;
     let result = collector.ingest_body(&body, now).map_err(|e| match e {
         IngestError::NotJson(m) => Failure { code: 1, message: m.to_string() },
-        other => Failure::runtime(other.to_string()),
+        other => Failure::runtime(format!(
+            "{other}. Events of earlier chunks of this input may be stored; re-run the same command once the cause is fixed: stored events count as duplicates, never twice"
+        )),
     })?;
     println!("{}", serde_json::to_string(&result).unwrap_or_default());
     Ok(if result.rejected.is_empty() { 0 } else { 1 })

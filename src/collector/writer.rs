@@ -49,6 +49,7 @@ pub fn run(mut store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: C
         on_commit(n, started.elapsed());
         match result {
             Ok(mut verdicts) => {
+                crate::faults::crash_point("ingest-after-commit");
                 for job in group.into_iter().rev() {
                     let mine = verdicts.pop().unwrap_or_default();
                     let _ = job.reply.send(Ok(mine));

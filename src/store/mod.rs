@@ -97,6 +97,9 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(64);
         let mut store = Store { conn, path: path.to_path_buf() };
         store.migrate()?;
+        if let Some(pages) = crate::faults::max_page_count() {
+            store.set_max_page_count(pages)?;
+        }
         Ok(store)
     }
 

@@ -222,6 +222,7 @@ impl Run<'_> {
             let started = std::time::Instant::now();
             let response = send(&self.http, &url, self.key, &batch.body, ts_ms, &new_nonce()).await;
             self.report.request_latencies_us.push(started.elapsed().as_micros() as u64);
+            crate::faults::crash_point("upload-after-response");
             self.report.requests += 1;
             attempt += 1;
             let id = batch.id;

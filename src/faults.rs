@@ -1,0 +1,37 @@
+//! Fault-injection switches for the crash and fault tests (issue 7). Off unless the
+//! environment asks for them; each switch names one point in the pipeline:
+//!
+//! - `METERD_FAULTS=upload-after-response`: abort the process right after the store answered
+//!   an upload request, before the local commit records the outcome (the "store billed, we
+//!   crashed" window);
+//! - `METERD_FAULTS=ingest-after-commit`: abort right after an ingest commit, before any reply
+//!   (stored but never acknowledged: the client must retry, and the retry is a duplicate);
+//! - `METERD_MAX_PAGE_COUNT=N`: cap the database at N pages (`PRAGMA max_page_count`), the
+//!   way a full disk behaves: writes fail with SQLITE_FULL.
+//!
+//! Production never sets these; they exist so tests can show that the protections hold (and
+//! fail without them).
+
+use std::sync::OnceLock;
+
+fn switches() -> &'static Vec<String> {
+    static S: OnceLock<Vec<String>> = OnceLock::new();
+    S.get_or_init(|| {
+        std::env::var("METERD_FAULTS")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    })
+}
+
+/// Aborts the process (like SIGKILL: no destructors, no flush) when `point` is switched on.
+pub fn crash_point(point: &str) {
+    if switches().iter().any(|s| s == point) {
+        eprintln!("meterd: fault injection: crashing at {point}");
+        std::process::abort();
+    }
+}
+
+/// The page cap requested by `METERD_MAX_PAGE_COUNT`, if any.
+pub fn max_page_count() -> Option<u64> {
+    std::env::var("METERD_MAX_PAGE_COUNT").ok().and_then(|v| v.parse().ok())
+}
