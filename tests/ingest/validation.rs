@@ -92,3 +92,31 @@ fn the_table_covers_every_rule_of_design_section_2() {
     let quantity_cases = crate::util::cases::bad_cases().iter().filter(|c| c.rule == "quantity").count();
     assert!(quantity_cases >= 10, "negative, 1e3, NaN, 1e400, >9 decimals, >1e12, wrong types");
 }
+
+#[test]
+fn a_request_larger_than_one_commit_keeps_every_index() {
+    // 25,000 events: more than one writer job (10,000) and more than one commit group (20,000).
+    // Bad events placed at chunk edges must be reported at their own positions, and every
+    // other event stored once.
+    let env = Env::new();
+    env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
+    let bad_at = [0usize, 9_999, 10_000, 19_999, 20_000, 24_999];
+    let events: Vec<String> = (0..25_000)
+        .map(|i| {
+            let q = if bad_at.contains(&i) { "-1" } else { "0.001" };
+            crate::util::Ev::new(&format!("big-{i}"), "inst-a", q, &format!("2026-11-23T{:02}:{:02}:00Z", i % 12, i % 60)).json()
+        })
+        .collect();
+    let daemon = env.daemon();
+    let r = daemon.http().events(crate::util::ndjson(&events)).ok();
+    let indexes: Vec<u64> = r["rejected"].as_array().unwrap().iter().map(|x| x["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, bad_at.map(|i| i as u64));
+    for (x, i) in r["rejected"].as_array().unwrap().iter().zip(bad_at) {
+        assert_eq!(x["id"], format!("big-{i}"));
+    }
+    assert_eq!(r["accepted"], 25_000 - bad_at.len());
+    let c = env.db();
+    assert_eq!(db::count_events(&c), 25_000 - bad_at.len() as i64);
+    let (w, e) = db::window_and_event_sums(&c, "inst-a");
+    assert_eq!((w, e), (24_994 * 1_000_000, 24_994 * 1_000_000), "0.001 × 24,994 = 24.994 exactly");
+}
