@@ -14,18 +14,20 @@ fn setup() -> Env {
     env
 }
 
-/// The window of 08:00 UTC on 2026-11-23, where these events fall.
-const HOUR_8: i64 = 1_795_420_800;
+/// The window of 11:00 UTC on 2026-11-23, where these events fall. It is still open at NOW
+/// (12:00, and sealing waits `seal.grace` after a window ends), so a daemon that seals closed
+/// windows at start leaves it alone and its running total is exactly what was ingested.
+const HOUR_11: i64 = 1_795_431_600;
 
 #[test]
 fn duplicates_within_and_across_requests_count_once() {
     let env = setup();
     let daemon = env.daemon();
     let http = daemon.http();
-    let e1 = Ev::new("e1", "inst-a", "1.5", "2026-11-23T08:00:00Z").json();
+    let e1 = Ev::new("e1", "inst-a", "1.5", "2026-11-23T11:00:00Z").json();
     // The same value written three ways: string, number with a trailing zero, other offset.
-    let e1_num = Ev::num("e1", "inst-a", "1.50", "2026-11-23T08:00:00Z").json();
-    let e1_tz = Ev::new("e1", "inst-a", "1.500000000", "2026-11-23T16:00:00+08:00").json();
+    let e1_num = Ev::num("e1", "inst-a", "1.50", "2026-11-23T11:00:00Z").json();
+    let e1_tz = Ev::new("e1", "inst-a", "1.500000000", "2026-11-23T19:00:00+08:00").json();
     let r = http.events(array(&[e1.clone(), e1_num.clone(), e1_tz.clone()])).ok();
     assert_eq!(r, json!({"accepted": 1, "duplicates": 2, "rejected": []}));
     let r = http.events(ndjson(&[e1.clone(), e1_num, e1_tz])).ok();
@@ -38,15 +40,15 @@ fn duplicates_within_and_across_requests_count_once() {
 
     let c = env.db();
     assert_eq!(db::copies(&c, "inst-a", "e1"), 1);
-    assert_eq!(db::event(&c, "inst-a", "e1"), Some(("1.5".into(), ns("2026-11-23T08:00:00Z"))));
-    assert_eq!(db::windows(&c, "inst-a"), vec![(HOUR_8, "1.5".into(), 1)], "a duplicate adds no usage");
+    assert_eq!(db::event(&c, "inst-a", "e1"), Some(("1.5".into(), ns("2026-11-23T11:00:00Z"))));
+    assert_eq!(db::windows(&c, "inst-a"), vec![(HOUR_11, "1.5".into(), 1)], "a duplicate adds no usage");
 }
 
 #[test]
 fn the_same_id_in_another_instance_is_another_event() {
     let env = setup();
-    let a = Ev::new("shared", "inst-a", "1", "2026-11-23T08:00:00Z").json();
-    let b = Ev::new("shared", "inst-b", "1", "2026-11-23T08:00:00Z").json();
+    let a = Ev::new("shared", "inst-a", "1", "2026-11-23T11:00:00Z").json();
+    let b = Ev::new("shared", "inst-b", "1", "2026-11-23T11:00:00Z").json();
     assert_eq!(env.ingest_file("e.ndjson", &ndjson(&[a, b])).json(), json!({"accepted": 2, "duplicates": 0, "rejected": []}));
     let c = env.db();
     assert_eq!((db::copies(&c, "inst-a", "shared"), db::copies(&c, "inst-b", "shared")), (1, 1));
@@ -57,11 +59,11 @@ fn a_conflicting_resend_is_rejected_and_changes_nothing() {
     let env = setup();
     let daemon = env.daemon();
     let http = daemon.http();
-    let original = Ev::new("c1", "inst-a", "1.5", "2026-11-23T08:00:00Z");
+    let original = Ev::new("c1", "inst-a", "1.5", "2026-11-23T11:00:00Z");
     assert_eq!(http.events(original.json()).ok()["accepted"], 1);
 
     let other_qty = original.clone().set_str("quantity", "2").json();
-    let other_time = original.clone().set_str("time", "2026-11-23T08:00:01Z").json();
+    let other_time = original.clone().set_str("time", "2026-11-23T11:00:01Z").json();
     let r = http.events(array(&[other_qty, original.json(), other_time])).ok();
     assert_eq!((r["accepted"].clone(), r["duplicates"].clone()), (json!(0), json!(1)), "{r}");
     let rejected = r["rejected"].as_array().unwrap();
@@ -70,18 +72,18 @@ fn a_conflicting_resend_is_rejected_and_changes_nothing() {
     assert_eq!((rejected[0]["index"].clone(), rejected[0]["id"].clone()), (json!(0), json!("c1")));
     assert!(q.contains("quantity 1.5") && q.contains("quantity 2"), "names both quantities: {q}");
     assert_eq!(rejected[1]["index"], 2);
-    assert!(t.contains("2026-11-23T08:00:00Z") && t.contains("2026-11-23T08:00:01Z"), "names both times: {t}");
+    assert!(t.contains("2026-11-23T11:00:00Z") && t.contains("2026-11-23T11:00:01Z"), "names both times: {t}");
 
     let c = env.db();
-    assert_eq!(db::event(&c, "inst-a", "c1"), Some(("1.5".into(), ns("2026-11-23T08:00:00Z"))), "stored event unchanged");
-    assert_eq!(db::windows(&c, "inst-a"), vec![(HOUR_8, "1.5".into(), 1)], "no usage from the conflicts");
+    assert_eq!(db::event(&c, "inst-a", "c1"), Some(("1.5".into(), ns("2026-11-23T11:00:00Z"))), "stored event unchanged");
+    assert_eq!(db::windows(&c, "inst-a"), vec![(HOUR_11, "1.5".into(), 1)], "no usage from the conflicts");
 }
 
 #[test]
 fn a_conflict_inside_one_request_keeps_the_first() {
     let env = setup();
-    let first = Ev::new("c2", "inst-a", "1", "2026-11-23T08:00:00Z").json();
-    let second = Ev::new("c2", "inst-a", "7", "2026-11-23T08:00:00Z").json();
+    let first = Ev::new("c2", "inst-a", "1", "2026-11-23T11:00:00Z").json();
+    let second = Ev::new("c2", "inst-a", "7", "2026-11-23T11:00:00Z").json();
     let run = env.ingest_file("e.ndjson", &ndjson(&[first, second]));
     run.code(1);
     let r = run.json();
@@ -99,7 +101,7 @@ fn concurrent_senders_of_the_same_events_store_each_once() {
     let env = setup();
     let daemon = env.daemon();
     let events: Vec<String> =
-        (0..50).map(|i| Ev::new(&format!("conc-{i}"), "inst-a", "0.1", &format!("2026-11-23T08:{:02}:00Z", i % 60)).json()).collect();
+        (0..50).map(|i| Ev::new(&format!("conc-{i}"), "inst-a", "0.1", &format!("2026-11-23T11:{:02}:00Z", i % 60)).json()).collect();
     let body = array(&events);
     let answers: Vec<serde_json::Value> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
@@ -115,5 +117,5 @@ fn concurrent_senders_of_the_same_events_store_each_once() {
     assert_eq!((accepted, duplicates), (50, 7 * 50), "{answers:?}");
     let c = env.db();
     assert_eq!(db::count_events(&c), 50);
-    assert_eq!(db::windows(&c, "inst-a"), vec![(HOUR_8, "5".into(), 50)], "50 × 0.1, counted once each");
+    assert_eq!(db::windows(&c, "inst-a"), vec![(HOUR_11, "5".into(), 50)], "50 × 0.1, counted once each");
 }
