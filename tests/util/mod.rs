@@ -1,0 +1,339 @@
+//! Shared harness for the integration tests (ripgrep style): a temporary directory with a
+//! `meterd.toml` and a database, helpers that run the real `meterd` binary with `--config` and
+//! `--db`, a running `meterd run` child process on `127.0.0.1:0`, a small blocking HTTP client,
+//! and read access to the SQLite file so tests can check what was really stored.
+//!
+//! Time is controlled, never slept: commands get `--now NOW` (the daemon its hidden `--now`),
+//! so every event time in the tests is relative to [`NOW`].
+//!
+//! HTTP: the crate's own `reqwest` (async, rustls) behind a blocking facade that owns a
+//! current-thread tokio runtime, so no extra dependency or feature is needed and each posting
+//! thread can have its own client.
+
+#![allow(dead_code)]
+
+pub mod cases;
+pub mod db;
+pub mod event;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[allow(unused_imports)]
+pub use event::Ev;
+
+/// The instant every test replays; event times are written relative to it.
+pub const NOW: &str = "2026-11-23T12:00:00Z";
+
+/// The example config shipped in `fixtures/` (plans `calls`, `storage`, `seats`).
+pub const EXAMPLE_CONFIG: &str = include_str!("../../fixtures/meterd.example.toml");
+
+/// The example config with some lines replaced; panics if a line to replace is missing, so a
+/// changed fixture cannot silently turn a test into a no-op.
+pub fn example_config_with(replace: &[(&str, &str)]) -> String {
+    let mut text = EXAMPLE_CONFIG.to_string();
+    for (from, to) in replace {
+        assert!(text.contains(from), "fixtures/meterd.example.toml no longer contains {from:?}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// A temporary directory holding `meterd.toml` and `meterd.db`.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub db: PathBuf,
+}
+
+impl Env {
+    /// An environment with the example config.
+    pub fn new() -> Env {
+        Env::with_config(EXAMPLE_CONFIG)
+    }
+
+    pub fn with_config(toml: &str) -> Env {
+        let dir = tempfile::Builder::new().prefix("meterd-test-").tempdir().expect("temp dir");
+        let config = dir.path().join("meterd.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let db = dir.path().join("meterd.db");
+        Env { dir, config, db }
+    }
+
+    /// The parsed config, as the binary sees it.
+    pub fn cfg(&self) -> Arc<meterd::config::Config> {
+        Arc::new(meterd::config::Config::load(&self.config).expect("config parses"))
+    }
+
+    /// `meterd --config … --db …` with a clean environment and the temp dir as cwd.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_meterd"));
+        c.arg("--config").arg(&self.config).arg("--db").arg(&self.db).current_dir(self.dir.path());
+        c.env_remove("METERD_CONFIG").env_remove("METERD_DB").env_remove("METERD_ISV_KEY").env("RUST_LOG", "warn");
+        c
+    }
+
+    /// Runs a command to completion with stdin closed.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd().args(args).stdin(Stdio::null()).output().expect("spawn meterd"))
+    }
+
+    /// Runs a command feeding `stdin`.
+    pub fn run_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut child =
+            self.cmd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn meterd");
+        let mut input = child.stdin.take().expect("stdin");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || input.write_all(&data));
+        let out = child.wait_with_output().expect("wait meterd");
+        writer.join().expect("stdin writer").expect("write stdin");
+        Run::from(out)
+    }
+
+    /// Writes `body` to a file in the temp dir and runs `meterd ingest --now NOW FILE`.
+    pub fn ingest_file(&self, name: &str, body: &[u8]) -> Run {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, body).expect("write events file");
+        self.run(&["ingest", "--now", NOW, path.to_str().expect("utf-8 path")])
+    }
+
+    /// `meterd instance add`, asserting success.
+    pub fn add_instance(&self, id: &str, plan: &str, start: &str) {
+        self.run(&["instance", "add", id, "--plan", plan, "--start", start]).success();
+    }
+
+    /// `meterd instance release`, asserting success.
+    pub fn release_instance(&self, id: &str, at: &str) {
+        self.run(&["instance", "release", id, "--at", at]).success();
+    }
+
+    /// Registers the instances the event tables refer to (see [`cases`]).
+    pub fn add_case_instances(&self) {
+        for (id, plan, start) in cases::INSTANCES {
+            self.add_instance(id, plan, start);
+        }
+        for (id, at) in cases::RELEASES {
+            self.release_instance(id, at);
+        }
+    }
+
+    /// Starts `meterd run --listen 127.0.0.1:0 --now NOW`.
+    pub fn daemon(&self) -> Daemon {
+        self.daemon_with(&[], &[])
+    }
+
+    /// Starts the daemon with extra arguments and environment variables.
+    pub fn daemon_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        Daemon::start(self, args, envs)
+    }
+
+    /// A read-only connection to the database (the daemon may be running).
+    pub fn db(&self) -> rusqlite::Connection {
+        db::open_ro(&self.db)
+    }
+
+    /// An in-process collector on this environment's database (the library door).
+    pub fn collector(&self) -> meterd::collector::Collector {
+        meterd::collector::Collector::start(&self.db, self.cfg(), Box::new(|_, _| {})).expect("collector starts")
+    }
+}
+
+/// The outcome of one finished command.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().expect("exited normally"),
+            stdout: String::from_utf8(o.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(o.stderr).expect("utf-8 stderr"),
+        }
+    }
+}
+
+impl Run {
+    pub fn success(&self) -> &Run {
+        assert_eq!(self.code, 0, "meterd failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    pub fn code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "unexpected exit code:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    /// stdout parsed as one JSON document.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+/// A `meterd run` child process; killed (SIGKILL) and reaped on drop.
+pub struct Daemon {
+    child: Child,
+    pub addr: String,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    fn start(env: &Env, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stderr = env.dir.path().join(format!("daemon-{n}.stderr"));
+        let mut cmd = env.cmd();
+        cmd.args(["run", "--listen", "127.0.0.1:0", "--now", NOW]).args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let log = std::fs::File::create(&stderr).expect("daemon log file");
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log).spawn().expect("spawn meterd run");
+        let mut line = String::new();
+        // Blocks until the daemon prints its address, or returns 0 bytes if it exits first.
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read daemon stdout");
+        let mut daemon = Daemon { child, addr: String::new(), stderr };
+        match line.trim().strip_prefix("meterd listening on http://") {
+            Some(addr) => daemon.addr = addr.to_string(),
+            None => panic!("meterd run did not start: stdout {line:?}; stderr:\n{}", daemon.stderr()),
+        }
+        daemon
+    }
+
+    /// What the daemon logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn http(&self) -> Http {
+        Http::new(&self.addr, None)
+    }
+
+    pub fn http_with_token(&self, token: &str) -> Http {
+        Http::new(&self.addr, Some(token.to_string()))
+    }
+
+    /// SIGKILL (on unix `Child::kill` sends SIGKILL) and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A blocking HTTP/1.1 client for one daemon.
+pub struct Http {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("HTTP {} body is not JSON ({e}): {}", self.status, String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts 200 and returns the JSON body.
+    pub fn ok(&self) -> Value {
+        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.text());
+        self.json()
+    }
+}
+
+impl Http {
+    pub fn new(addr: &str, token: Option<String>) -> Http {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+        Http { rt, client, base: format!("http://{addr}"), token }
+    }
+
+    /// POSTs `body`; `Err` only for transport failures (refused, reset, timeout).
+    pub fn try_post(&self, path: &str, body: impl Into<Vec<u8>>) -> Result<Reply, reqwest::Error> {
+        let req = self.client.post(format!("{}{path}", self.base)).body(body.into());
+        self.send(req)
+    }
+
+    pub fn post(&self, path: &str, body: impl Into<Vec<u8>>) -> Reply {
+        self.try_post(path, body).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        let req = self.client.get(format!("{}{path}", self.base));
+        self.send(req).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// POSTs events to `/v1/events`.
+    pub fn events(&self, body: impl Into<Vec<u8>>) -> Reply {
+        self.post("/v1/events", body)
+    }
+
+    fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Reply, reqwest::Error> {
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        self.rt.block_on(async {
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            let body = resp.bytes().await?.to_vec();
+            Ok(Reply { status, content_type, body })
+        })
+    }
+}
+
+/// A JSON array body of events.
+pub fn array(events: &[String]) -> Vec<u8> {
+    format!("[{}]", events.join(",")).into_bytes()
+}
+
+/// An NDJSON body of events.
+pub fn ndjson(events: &[String]) -> Vec<u8> {
+    let mut s = events.join("\n");
+    s.push('\n');
+    s.into_bytes()
+}
+
+/// The path of a file in the repository.
+pub fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Parses an RFC 3339 time to nanoseconds (UTC), the store's event time.
+pub fn ns(t: &str) -> i64 {
+    meterd::model::parse_rfc3339(t).expect("test time").0
+}
+
+/// [`NOW`] as the library's timestamp.
+pub fn now() -> meterd::model::Timestamp {
+    meterd::model::parse_rfc3339(NOW).expect("NOW")
+}
