@@ -66,7 +66,7 @@ async fn require_token(State(st): State<Arc<AppState>>, req: axum::extract::Requ
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim()))
             .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()));
         if !ok {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token; send `Authorization: Bearer <token>`");
@@ -83,7 +83,20 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 
-async fn post_events(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn post_events(State(st): State<Arc<AppState>>, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is larger than server.max_body ({} bytes); split it into smaller requests — nothing was stored",
+                    st.cfg.server.max_body
+                ),
+            )
+        }
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     match st.collector.ingest_body_async(&body, st.now()).await {
         Ok(result) => {
             st.metrics.record_ingest(&result);
@@ -91,13 +104,19 @@ async fn post_events(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
         }
         Err(IngestError::NotJson(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(IngestError::Unavailable(m)) => {
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("{m}; nothing of this request was stored, retry it"));
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{m}; retry the whole request later: events already stored from it count as duplicates, never twice"),
+            );
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
         Err(IngestError::Store(e)) => {
             tracing::error!(error = %e, "ingest failed in the store");
-            error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}; nothing of this request was stored"))
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{e}; retry the whole request later: events already stored from it count as duplicates"),
+            )
         }
     }
 }

@@ -52,6 +52,7 @@ struct IdOnly {
 
 /// Splits a body into per-event results, in order.
 pub fn parse_body(body: &[u8]) -> Result<Vec<Result<EventInput, Refusal>>, NotJson> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body); // a UTF-8 byte order mark
     let trimmed = body.trim_ascii_start();
     if trimmed.is_empty() {
         return Err(NotJson("the body is empty; send a JSON object, a JSON array of objects, or NDJSON".into()));
@@ -122,7 +123,7 @@ fn quantity_field(raw: &RawValue) -> Result<Quantity, String> {
 
 fn valid_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 128 {
-        return Err(format!("`id` must be 1–128 characters, got {}", id.len()));
+        return Err(format!("`id` must be 1–128 characters, got {}", id.chars().count()));
     }
     if let Some(c) = id.chars().find(|c| !(' '..='~').contains(c)) {
         return Err(format!("`id` must be printable ASCII; it contains {:?}", c));
@@ -188,6 +189,8 @@ mod tests {
         assert!(parse_body(b"hello world").is_err());
         assert!(parse_body(b"[{\"id\":").is_err());
         assert!(parse_body(b"").is_err());
+        let bom = [b"\xEF\xBB\xBF".as_slice(), ev.as_bytes()].concat();
+        assert!(parse_body(&bom).unwrap()[0].is_ok(), "a leading byte order mark is ignored");
     }
 
     #[test]
