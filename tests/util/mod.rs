@@ -128,7 +128,12 @@ impl Env {
 
     /// Starts the daemon with extra arguments and environment variables.
     pub fn daemon_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
-        Daemon::start(self, args, envs)
+        Daemon::start(self, NOW, args, envs)
+    }
+
+    /// Starts the daemon with its clock fixed at `now`.
+    pub fn daemon_at(&self, now: &str, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        Daemon::start(self, now, args, envs)
     }
 
     /// A read-only connection to the database (the daemon may be running).
@@ -185,12 +190,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn start(env: &Env, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+    fn start(env: &Env, now: &str, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stderr = env.dir.path().join(format!("daemon-{n}.stderr"));
         let mut cmd = env.cmd();
-        cmd.args(["run", "--listen", "127.0.0.1:0", "--now", NOW]).args(args);
+        cmd.args(["run", "--listen", "127.0.0.1:0", "--now", now]).args(args);
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -228,6 +233,24 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM (through `kill(1)`, to need no libc binding).
+    pub fn terminate(&self) {
+        let ok = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill").success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code, or `None` if still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 
