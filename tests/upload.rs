@@ -14,3 +14,6 @@ mod harness;
 
 #[path = "upload/happy.rs"]
 mod happy;
+
+#[path = "upload/faults.rs"]
+mod faults;

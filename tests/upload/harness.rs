@@ -89,6 +89,10 @@ impl Upload {
         self.batch_size = n;
         self
     }
+    pub fn max_attempts(mut self, n: u32) -> Upload {
+        self.max_attempts = n;
+        self
+    }
     pub fn key_file(mut self, p: &Path) -> Upload {
         self.key_file = Some(p.to_path_buf());
         self
@@ -202,6 +206,14 @@ impl World {
         let conn = rusqlite::Connection::open(&self.db).unwrap();
         let mut stmt = conn.prepare("SELECT id, body, records, state FROM batches ORDER BY id").unwrap();
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// Attempts counted on each batch, by id.
+    pub fn batch_attempts(&self) -> Vec<i64> {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let mut stmt = conn.prepare("SELECT attempts FROM batches ORDER BY id").unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
         rows.collect::<rusqlite::Result<_>>().unwrap()
     }
 
