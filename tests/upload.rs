@@ -17,3 +17,6 @@ mod happy;
 
 #[path = "upload/faults.rs"]
 mod faults;
+
+#[path = "upload/rejects.rs"]
+mod rejects;
