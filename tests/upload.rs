@@ -20,3 +20,6 @@ mod faults;
 
 #[path = "upload/rejects.rs"]
 mod rejects;
+
+#[path = "upload/settings.rs"]
+mod settings;

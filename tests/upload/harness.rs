@@ -79,14 +79,20 @@ pub struct Upload {
     pub batch_size: usize,
     pub key_file: Option<PathBuf>,
     pub max_attempts: u32,
+    /// `None`: the endpoint itself.
+    pub fallback: Option<String>,
 }
 
 impl Upload {
     pub fn to(endpoint: &str) -> Upload {
-        Upload { endpoint: endpoint.to_string(), batch_size: 1000, key_file: None, max_attempts: 8 }
+        Upload { endpoint: endpoint.to_string(), batch_size: 1000, key_file: None, max_attempts: 8, fallback: None }
     }
     pub fn batch_size(mut self, n: usize) -> Upload {
         self.batch_size = n;
+        self
+    }
+    pub fn fallback(mut self, f: &str) -> Upload {
+        self.fallback = Some(f.to_string());
         self
     }
     pub fn max_attempts(mut self, n: u32) -> Upload {
@@ -99,10 +105,11 @@ impl Upload {
     }
     fn toml(&self) -> String {
         let mut t = format!(
-            "[upload]\nendpoint = {e:?}\nfallback = {e:?}\nbatch_size = {}\ntimeout = \"20s\"\nmax_attempts = {}\nbackoff_base = \"10ms\"\nbackoff_cap = \"50ms\"\nfallback_after = 3\n",
+            "[upload]\nendpoint = {e:?}\nfallback = {f:?}\nbatch_size = {}\ntimeout = \"20s\"\nmax_attempts = {}\nbackoff_base = \"10ms\"\nbackoff_cap = \"50ms\"\nfallback_after = 3\n",
             self.batch_size,
             self.max_attempts,
             e = self.endpoint,
+            f = self.fallback.as_deref().unwrap_or(&self.endpoint),
         );
         if let Some(k) = &self.key_file {
             t.push_str(&format!("key_file = {:?}\n", k.display().to_string()));
