@@ -23,3 +23,6 @@ mod rejects;
 
 #[path = "upload/settings.rs"]
 mod settings;
+
+#[path = "upload/kill.rs"]
+mod kill;
