@@ -145,3 +145,49 @@ fn expired_records_are_rejected_locally_and_never_sent() {
     let table = w.meterd(&["rejected"], &[]).expect(0).stdout;
     assert!(table.contains(&old.metering_sn) && table.contains("EXPIRED"), "{table}");
 }
+
+/// `--dry-run` shows what a real run would send: not a record the real run would expire (it
+/// says how many it would expire instead), and it changes nothing.
+#[test]
+fn dry_run_leaves_out_what_a_real_run_would_expire() {
+    let day = 86_400;
+    let then = now().add_secs(-21 * day + 2 * 3600);
+    let w = World::new();
+    let ids = ["old-1", "fresh-1"].map(String::from);
+    w.add_instances(&ids);
+    w.ingest(&[(ids[0].clone(), now().add_secs(-21 * day - 3600 + 600))], then);
+    w.seal(then);
+    w.ingest(&[(ids[1].clone(), now().add_secs(-2 * 3600 + 600))], now());
+    w.seal(now());
+    let rows = w.records();
+    let (old, fresh) = (rows.iter().find(|r| r.instance_id == "old-1").unwrap(), rows.iter().find(|r| r.instance_id == "fresh-1").unwrap());
+    let kf = w.dir.path().join("k");
+    std::fs::write(&kf, KEY).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    w.configure(&Upload::to("http://127.0.0.1:9").key_file(&kf));
+
+    let dry = w.meterd(&["upload", "--now", NOW, "--dry-run"], &[]).expect(0);
+    assert!(dry.stdout.contains(&fresh.metering_sn), "{dry:#?}");
+    assert!(!dry.stdout.contains(&old.metering_sn), "the dry run shows a record the real run would expire:\n{}", dry.stdout);
+    assert!(
+        dry.stderr.contains("1 request(s) would be sent") && dry.stderr.contains("1 record(s) would be rejected as expired"),
+        "{dry:#?}"
+    );
+    assert_eq!(w.states(), counts(&[("pending", 2)]), "a dry run changes nothing");
+    assert!(w.batches().is_empty());
+}
+
+/// `--dry-run` refuses an endpoint the real run would refuse, with the same exit code.
+#[test]
+fn dry_run_refuses_plain_http_to_a_remote_host() {
+    let w = World::new();
+    w.seed("dry", 1, 1);
+    w.configure(&Upload::to("http://mkt.myhuaweicloud.com"));
+    let run = w.meterd(&["upload", "--now", NOW, "--dry-run"], &[("METERD_ISV_KEY", KEY)]).expect(2);
+    assert!(run.stderr.contains("upload.endpoint") && run.stderr.contains("https://"), "{run:#?}");
+    assert!(run.stdout.is_empty(), "{run:#?}");
+}
