@@ -6,8 +6,8 @@
 use super::{now_or, Ctx, Failure};
 use crate::model::Timestamp;
 use crate::store::{batches, records};
-use crate::upload::run::{load_key, upload};
-use crate::upload::{new_nonce, signature};
+use crate::upload::run::{load_key, upload, MAX_RECORD_AGE_SECS};
+use crate::upload::{new_nonce, request_url, signature};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, clap::Args)]
@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     })?;
     let mut store = ctx.store()?;
     if args.dry_run {
-        return dry_run(&mut store, ctx, &key);
+        return dry_run(&mut store, ctx, &key, now);
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure::runtime(e.to_string()))?;
     let report = rt.block_on(upload(Arc::new(Mutex::new(store)), &ctx.cfg.upload, &key, now)).map_err(|e| match e {
@@ -44,10 +44,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     Ok(if report.rejected + report.expired > 0 { 1 } else { 0 })
 }
 
-fn dry_run(store: &mut crate::store::Store, ctx: &Ctx, key: &crate::config::Secret) -> Result<u8, Failure> {
+/// Shows exactly what a real run at `now` would do: it refuses the endpoints a real run
+/// refuses, and leaves out the records a real run would reject as expired (counting them).
+fn dry_run(store: &mut crate::store::Store, ctx: &Ctx, key: &crate::config::Secret, now: Timestamp) -> Result<u8, Failure> {
+    let cfg = &ctx.cfg.upload;
+    let url = request_url(&cfg.endpoint, &cfg.path).map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(f) = &cfg.fallback {
+        request_url(f, &cfg.path).map_err(|e| Failure::usage(e.to_string().replace("upload.endpoint", "upload.fallback")))?;
+    }
     let (open, pending) = store.read(|tx| Ok((batches::open(tx)?, records::pending(tx, usize::MAX >> 1)?)))?;
+    let cutoff = now.secs() - MAX_RECORD_AGE_SECS;
+    let (expired, pending): (Vec<_>, Vec<_>) = pending.into_iter().partition(|r| r.begin < cutoff);
     let mut bodies: Vec<Vec<u8>> = open.into_iter().map(|b| b.body).collect();
-    for chunk in pending.chunks(ctx.cfg.upload.batch_size) {
+    for chunk in pending.chunks(cfg.batch_size) {
         let parts: Vec<&[u8]> = chunk.iter().map(|r| r.body.as_slice()).collect();
         bodies.push(batches::join_bodies(&parts));
     }
@@ -55,10 +64,14 @@ fn dry_run(store: &mut crate::store::Store, ctx: &Ctx, key: &crate::config::Secr
         let ts = Timestamp::now().0 / 1_000_000;
         let nonce = new_nonce();
         let sig = signature(key, ts, &nonce, body);
-        println!("POST {}{}", ctx.cfg.upload.endpoint.trim_end_matches('/'), ctx.cfg.upload.path);
+        println!("POST {url}");
         println!("ts: {ts}\nnonce: {nonce}\nsignature: {sig}");
         println!("{}\n", String::from_utf8_lossy(body));
     }
-    eprintln!("dry run: {} request(s) would be sent; nothing changed", bodies.len());
+    eprintln!(
+        "dry run: {} request(s) would be sent; {} record(s) would be rejected as expired; nothing changed",
+        bodies.len(),
+        expired.len()
+    );
     Ok(0)
 }

@@ -1,0 +1,445 @@
+//! Shared harness for the upload tests: a world (temp dir, config file, real SQLite store with
+//! sealed records), the mock store in-process on its own runtime or as the real binary, the
+//! real `meterd` binary, and the checks every test wants (billed exactly once, byte-identical
+//! resends).
+//!
+//! Times: everything is replayed at [`NOW`]. Records begin within the last day of it, so the
+//! 21-day rule never bites unless a test wants it to; the mock's "now" is pinned to the same
+//! instant. Request `ts` headers always use the real clock (the mock checks them against it).
+
+#![allow(dead_code)]
+
+use meterd::collector::{Collector, EventInput};
+use meterd::config::{Config, Secret};
+use meterd::mockstore::{LedgerEntry, MockConfig, MockHandle, MockStore};
+use meterd::model::{parse_rfc3339, Quantity, Timestamp, UsageRecord};
+use meterd::store::{instances, records, RecordRow, Store};
+use meterd::upload::run::{upload, UploadReport};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The interconnection key. Distinctive, so a grep for it cannot match by accident.
+pub const KEY: &str = "KEY-upl0ad-t3sts-5e1f9d2c7b4a";
+/// A key the store does not know (MKT.0102); must never be printed either.
+pub const WRONG_KEY: &str = "WRONG-k3y-a9b8c7d6e5f4-not-this-one";
+/// The replayed "now": upload `--now`, seal time, the mock's pinned clock.
+pub const NOW: &str = "2026-11-23T12:00:00Z";
+pub const PLAN: &str = "calls";
+
+const PLANS: &str = r#"
+timezone = "+08:00"
+
+[[plan]]
+name = "calls"
+factor = "api_calls"
+unit = "call"
+period = "hour"
+pricing = "fixed"
+price = "0.3"
+"#;
+
+pub fn now() -> Timestamp {
+    parse_rfc3339(NOW).unwrap()
+}
+
+pub fn key() -> Secret {
+    Secret::new(KEY)
+}
+
+/// How long any poll may wait before the test gives up (generous: CI machines stall).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `cond` every few milliseconds until it holds; panics with `what` after [`PATIENCE`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < PATIENCE, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world: a temp dir with a config file and a database holding sealed records.
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub config: PathBuf,
+}
+
+/// The `[upload]` settings a test varies; the rest is fixed: fast backoff (10ms..50ms) and a
+/// fallback equal to the endpoint (a config file cannot switch the fallback off).
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub endpoint: String,
+    pub batch_size: usize,
+    pub key_file: Option<PathBuf>,
+    pub max_attempts: u32,
+    /// `None`: the endpoint itself.
+    pub fallback: Option<String>,
+}
+
+impl Upload {
+    pub fn to(endpoint: &str) -> Upload {
+        Upload { endpoint: endpoint.to_string(), batch_size: 1000, key_file: None, max_attempts: 8, fallback: None }
+    }
+    pub fn batch_size(mut self, n: usize) -> Upload {
+        self.batch_size = n;
+        self
+    }
+    pub fn fallback(mut self, f: &str) -> Upload {
+        self.fallback = Some(f.to_string());
+        self
+    }
+    pub fn max_attempts(mut self, n: u32) -> Upload {
+        self.max_attempts = n;
+        self
+    }
+    pub fn key_file(mut self, p: &Path) -> Upload {
+        self.key_file = Some(p.to_path_buf());
+        self
+    }
+    fn toml(&self) -> String {
+        let mut t = format!(
+            "[upload]\nendpoint = {e:?}\nfallback = {f:?}\nbatch_size = {}\ntimeout = \"20s\"\nmax_attempts = {}\nbackoff_base = \"10ms\"\nbackoff_cap = \"50ms\"\nfallback_after = 3\n",
+            self.batch_size,
+            self.max_attempts,
+            e = self.endpoint,
+            f = self.fallback.as_deref().unwrap_or(&self.endpoint),
+        );
+        if let Some(k) = &self.key_file {
+            t.push_str(&format!("key_file = {:?}\n", k.display().to_string()));
+        }
+        t
+    }
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("meterd.db");
+        let config = dir.path().join("meterd.toml");
+        let w = World { dir, db, config };
+        w.configure(&Upload::to("http://127.0.0.1:9"));
+        w
+    }
+
+    /// A world whose database is a copy of `from`'s (taken while no connection is open).
+    pub fn copy_of(from: &World) -> World {
+        let w = World::new();
+        std::fs::copy(&from.db, &w.db).unwrap();
+        w
+    }
+
+    /// Rewrites the config file with these upload settings.
+    pub fn configure(&self, up: &Upload) {
+        std::fs::write(&self.config, format!("{PLANS}\n{}", up.toml())).unwrap();
+    }
+
+    /// The config as the binary would load it.
+    pub fn cfg(&self) -> Config {
+        Config::load(&self.config).unwrap()
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open(&self.db).unwrap()
+    }
+
+    /// Registers `ids` on the `calls` plan, started 30 days before [`NOW`].
+    pub fn add_instances(&self, ids: &[String]) {
+        let start = now().add_secs(-30 * 86_400);
+        self.store()
+            .write(|tx| {
+                for id in ids {
+                    instances::add(tx, id, PLAN, start, start)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// Ingests `(instance, time)` events through the library collector at `at`; every event is
+    /// accepted. Quantities vary with the position so records differ.
+    pub fn ingest(&self, events: &[(String, Timestamp)], at: Timestamp) {
+        let collector = Collector::start(&self.db, Arc::new(self.cfg()), Box::new(|_, _| {})).unwrap();
+        let inputs: Vec<EventInput> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (inst, t))| EventInput {
+                id: format!("ev-{}-{i}", t.secs()),
+                instance_id: inst.clone(),
+                quantity: Quantity::parse_event(&format!("{}.{:05}", 1 + i % 9, i % 100_000)).unwrap(),
+                time: *t,
+                metric: None,
+            })
+            .collect();
+        let result = collector.ingest_events(inputs, at).unwrap();
+        assert!(result.rejected.is_empty(), "{:?}", result.rejected);
+        assert_eq!(result.accepted, events.len() as u64);
+    }
+
+    pub fn seal(&self, at: Timestamp) {
+        meterd::seal::seal(&mut self.store(), &self.cfg(), at).unwrap();
+    }
+
+    /// `instances` × `hours` records: instances `{prefix}-0000…`, one event in each of the
+    /// hours 2..=hours+1 before [`NOW`] (all closed at NOW), sealed at NOW.
+    pub fn seed(&self, prefix: &str, instances: usize, hours: i64) -> Vec<String> {
+        let ids: Vec<String> = (0..instances).map(|i| format!("{prefix}-{i:04}")).collect();
+        self.add_instances(&ids);
+        let events: Vec<(String, Timestamp)> =
+            ids.iter().flat_map(|id| (2..hours + 2).map(move |h| (id.clone(), now().add_secs(-h * 3600 + 600)))).collect();
+        self.ingest(&events, now());
+        self.seal(now());
+        ids
+    }
+
+    pub fn records(&self) -> Vec<RecordRow> {
+        self.store().read(|tx| records::all(tx)).unwrap()
+    }
+
+    /// Record count by state name.
+    pub fn states(&self) -> BTreeMap<String, u64> {
+        let counts = self.store().read(|tx| records::count_by_state(tx)).unwrap();
+        counts.into_iter().map(|(s, n)| (s.as_str().to_string(), n)).collect()
+    }
+
+    /// Every batch: (id, body, records, state), by id.
+    pub fn batches(&self) -> Vec<(i64, Vec<u8>, i64, String)> {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let mut stmt = conn.prepare("SELECT id, body, records, state FROM batches ORDER BY id").unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// Attempts counted on each batch, by id.
+    pub fn batch_attempts(&self) -> Vec<i64> {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let mut stmt = conn.prepare("SELECT attempts FROM batches ORDER BY id").unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// The library upload, as `meterd upload --now NOW` runs it.
+    pub fn upload_lib(&self, cfg: &Config, key: &Secret) -> UploadReport {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(upload(Arc::new(Mutex::new(self.store())), &cfg.upload, key, now())).unwrap()
+    }
+
+    /// The real binary with this world's config and database; the environment is cleared of
+    /// everything meterd reads, then `env` is applied.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_meterd"));
+        c.arg("--config").arg(&self.config).arg("--db").arg(&self.db).args(args).current_dir(self.dir.path());
+        for var in ["METERD_ISV_KEY", "METERD_CONFIG", "METERD_DB", "RUST_LOG"] {
+            c.env_remove(var);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn meterd(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
+        Ran::from(self.command(args, env).output().unwrap())
+    }
+}
+
+/// A finished run of the binary.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Ran {
+    fn from(o: Output) -> Ran {
+        Ran {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Ran {
+    /// The upload report `meterd upload` prints as its one stdout line.
+    pub fn report(&self) -> serde_json::Value {
+        let line = self.stdout.lines().next().unwrap_or_else(|| panic!("no report on stdout: {self:?}"));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("report is not JSON ({e}): {self:?}"))
+    }
+    pub fn expect(self, code: i32) -> Ran {
+        assert_eq!(self.code, code, "unexpected exit code: {self:#?}");
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mock store in-process, on a runtime of its own so tests stay synchronous and can block
+// on the binary while the mock answers.
+
+pub struct Mock {
+    pub handle: Option<MockHandle>,
+    rt: tokio::runtime::Runtime,
+}
+
+/// A mock config: the test key, "now" pinned at [`NOW`], request bodies kept.
+pub fn mock_config() -> MockConfig {
+    let mut cfg = MockConfig::new(key());
+    cfg.now = Some(now());
+    cfg.keep_bodies = true;
+    cfg
+}
+
+impl Mock {
+    pub fn start(cfg: MockConfig) -> Mock {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let handle = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            MockStore::start(cfg, listener).await.unwrap()
+        });
+        Mock { handle: Some(handle), rt }
+    }
+    fn h(&self) -> &MockHandle {
+        self.handle.as_ref().expect("mock is running")
+    }
+    pub fn endpoint(&self) -> String {
+        self.h().endpoint()
+    }
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.h().ledger()
+    }
+    pub fn counters(&self) -> meterd::mockstore::Counters {
+        self.h().counters()
+    }
+    pub fn received(&self) -> Vec<Vec<u8>> {
+        self.h().received()
+    }
+    /// Stops the server and waits for it; the ledger (if a file) stays for a successor.
+    pub fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.rt.block_on(h.shutdown());
+        }
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes are killed when the guard goes, whatever the test did.
+
+pub struct ChildGuard {
+    pub child: Child,
+    pub stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl ChildGuard {
+    /// Spawns with stdout piped (for the caller) and stderr collected in the background.
+    pub fn spawn(mut cmd: Command) -> ChildGuard {
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        ChildGuard { child, stderr: Some(stderr) }
+    }
+
+    /// SIGKILL (`Child::kill`) and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills, then returns (stdout rest, stderr).
+    pub fn finish(mut self) -> (String, String) {
+        self.kill();
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        let err = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        (out, err)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `meterd mock-store --listen 127.0.0.1:0 --key-env VAR …` as a child process; returns the
+/// guard and the endpoint parsed from its `mock-store listening on http://ADDR` line.
+pub fn mock_binary(dir: &Path, extra: &[&str]) -> (ChildGuard, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meterd"));
+    cmd.args(["mock-store", "--listen", "127.0.0.1:0", "--key-env", "METERD_TEST_MOCK_KEY", "--now", NOW])
+        .args(extra)
+        .env("METERD_TEST_MOCK_KEY", KEY)
+        .env_remove("RUST_LOG")
+        .current_dir(dir);
+    let mut guard = ChildGuard::spawn(cmd);
+    let mut line = String::new();
+    BufReader::new(guard.child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let endpoint = line.trim().strip_prefix("mock-store listening on ").map(str::to_string);
+    match endpoint {
+        Some(e) if e.starts_with("http://127.0.0.1:") => (guard, e),
+        _ => {
+            let (_, err) = guard.finish();
+            panic!("mock-store did not announce its address: {line:?}; stderr: {err}")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks.
+
+/// The stored record as the store would receive it.
+pub fn record_of(row: &RecordRow) -> UsageRecord {
+    serde_json::from_slice(&row.body).unwrap()
+}
+
+/// Every record in `expected` was billed exactly once (by serial and by instance + period),
+/// with exactly the stored field values, and nothing else was billed.
+pub fn assert_billed_once(ledger: &[LedgerEntry], expected: &[RecordRow]) {
+    let mut sns = HashSet::new();
+    let mut periods = HashSet::new();
+    for e in ledger {
+        let r = &e.record;
+        assert!(sns.insert(r.metering_sn.clone()), "billed twice (serial): {r:?}");
+        assert!(periods.insert((r.instance_id.clone(), r.begin_time.clone(), r.end_time.clone())), "billed twice (period): {r:?}");
+    }
+    let by_sn: BTreeMap<&str, &UsageRecord> = ledger.iter().map(|e| (e.record.metering_sn.as_str(), &e.record)).collect();
+    for row in expected {
+        let billed = by_sn.get(row.metering_sn.as_str()).unwrap_or_else(|| panic!("never billed: {}", row.metering_sn));
+        assert_eq!(**billed, record_of(row), "billed values differ from the sealed record");
+    }
+    assert_eq!(ledger.len(), expected.len(), "the ledger holds records that were not expected");
+}
+
+/// Every request body the mock received is byte-for-byte the body of a stored batch.
+pub fn assert_received_are_stored_batches(received: &[Vec<u8>], w: &World) {
+    let stored: HashSet<Vec<u8>> = w.batches().into_iter().map(|b| b.1).collect();
+    for (i, body) in received.iter().enumerate() {
+        assert!(stored.contains(body), "request {} sent bytes that are no stored batch body: {}", i + 1, preview(body));
+    }
+}
+
+pub fn preview(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+}
+
+/// `(state, count)` pairs as a map, for readable assertions.
+pub fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+}
