@@ -92,3 +92,11 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 ) STRICT;
 
+CREATE TABLE instance_status (
+    instance_ref INTEGER NOT NULL REFERENCES instances(ref),
+    at_ns        INTEGER NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('FREEZE', 'UNFREEZE')),
+    recorded_ns  INTEGER NOT NULL,
+    PRIMARY KEY (instance_ref, at_ns)
+) STRICT, WITHOUT ROWID;
+

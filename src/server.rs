@@ -44,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/instances", post(post_instance).get(list_instances))
         .route("/v1/instances/{id}/release", post(release_instance))
+        .route("/v1/instances/{id}/status", post(set_status))
         .route("/v1/preview", get(get_preview))
         .route("/v1/status", get(get_status))
         .route("/metrics", get(get_metrics))
@@ -174,8 +175,12 @@ async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Response
         Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`start`: {m}")),
     };
     let now = st.now();
-    match with_admin(&st, move |s| s.write(|tx| instances::add(tx, &req.instance_id, &req.plan, start, now))).await {
-        Ok(row) => (StatusCode::OK, Json(crate::cli::instance::instance_json(&row))).into_response(),
+    match with_admin(&st, move |s| {
+        s.write(|tx| instances::add(tx, &req.instance_id, &req.plan, start, now).and_then(|r| view(tx, &r, now)))
+    })
+    .await
+    {
+        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
         Err(r) => r,
     }
 }
@@ -189,15 +194,18 @@ async fn release_instance(State(st): State<Arc<AppState>>, Path(id): Path<String
         Ok(t) => t,
         Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`time`: {m}")),
     };
-    match with_admin(&st, move |s| s.write(|tx| instances::release(tx, &id, at))).await {
-        Ok(row) => Json(crate::cli::instance::instance_json(&row)).into_response(),
+    let now = st.now();
+    match with_admin(&st, move |s| s.write(|tx| instances::release(tx, &id, at).and_then(|r| view(tx, &r, now)))).await {
+        Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }
 }
 
 async fn list_instances(State(st): State<Arc<AppState>>, _h: HeaderMap) -> Response {
-    match with_admin(&st, |s| s.read(|tx| instances::list(tx))).await {
-        Ok(rows) => Json(rows.iter().map(crate::cli::instance::instance_json).collect::<Vec<_>>()).into_response(),
+    let now = st.now();
+    match with_admin(&st, move |s| s.read(|tx| instances::list(tx)?.iter().map(|r| view(tx, r, now)).collect::<Result<Vec<_>, _>>())).await
+    {
+        Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }
 }
@@ -245,6 +253,49 @@ async fn get_status(State(st): State<Arc<AppState>>) -> Response {
 async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
     match current_status(&st).await {
         Ok(s) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&s)).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// An instance with its status history, as the API shows it.
+fn view(tx: &rusqlite::Connection, r: &crate::store::InstanceRow, now: Timestamp) -> Result<serde_json::Value, StoreError> {
+    let h = crate::store::lifecycle::history(tx, r.key)?;
+    Ok(crate::cli::instance::instance_json(r, &h, now))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    status: crate::store::lifecycle::Status,
+    time: String,
+}
+
+async fn set_status(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let req: StatusBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"status\": \"FREEZE\"|\"UNFREEZE\", \"time\"}}: {e}")),
+    };
+    let at = match parse_rfc3339(&req.time) {
+        Ok(t) => t,
+        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`time`: {m}")),
+    };
+    let now = st.now();
+    let result = with_admin(&st, move |s| {
+        s.write(|tx| {
+            let change = crate::store::lifecycle::set_status(tx, &id, req.status, at, now)?;
+            let mut v = view(tx, &change.instance, now)?;
+            if change.events_after > 0 {
+                v["warning"] = json!(format!(
+                    "{} events at or after {at} were stored before this freeze was known; they stay billed",
+                    change.events_after
+                ));
+            }
+            Ok(v)
+        })
+    })
+    .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }
 }

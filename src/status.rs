@@ -5,7 +5,7 @@ use crate::audit;
 use crate::config::Config;
 use crate::model::{Period, Timestamp};
 use crate::store::records::RecordState;
-use crate::store::{events, instances, meta, records, Store, StoreError};
+use crate::store::{events, instances, lifecycle, meta, records, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -31,6 +31,8 @@ pub struct Status {
     pub past_deadline: u64,
     pub last_successful_upload: Option<String>,
     pub last_error: Option<String>,
+    /// Instances frozen at `now`.
+    pub frozen: Vec<String>,
     /// Late usage of released instances that no record can bill, per instance.
     pub unbillable: BTreeMap<String, String>,
     /// Instances whose conservation check fails (should always be empty); only computed when
@@ -49,9 +51,17 @@ pub fn deadline(period: Period, end: i64) -> i64 {
 
 /// Reads the status at `now`.
 pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool) -> Result<Status, StoreError> {
-    let (insts, n_events, by_state, waiting, last_ok, last_err) = store.read(|tx| {
+    let (insts, frozen, n_events, by_state, waiting, last_ok, last_err) = store.read(|tx| {
+        let insts = instances::list(tx)?;
+        let mut frozen = Vec::new();
+        for i in &insts {
+            if lifecycle::history(tx, i.key)?.frozen_since(now).is_some() {
+                frozen.push(i.instance_id.clone());
+            }
+        }
         Ok((
-            instances::list(tx)?,
+            insts,
+            frozen,
             events::count(tx)?,
             records::count_by_state(tx)?,
             records::unsent(tx, usize::MAX >> 1)?,
@@ -67,6 +77,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
     Ok(Status {
         now,
         instances: insts.len() as u64,
+        frozen,
         events: n_events,
         records: by_state.iter().map(|(s, n)| (s.as_str().to_string(), *n)).collect(),
         backlog: by_state.iter().filter(|(s, _)| matches!(s, RecordState::Pending | RecordState::Sending)).map(|(_, n)| n).sum(),

@@ -3,6 +3,7 @@
 use super::{time_arg, Ctx, Failure};
 use crate::model::Timestamp;
 use crate::store::instances;
+use crate::store::lifecycle::{self, Status};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -17,6 +18,18 @@ pub enum Cmd {
     },
     /// Record the time an instance was released.
     Release {
+        id: String,
+        #[arg(long)]
+        at: String,
+    },
+    /// Record that the cloud store froze the instance (expiry, violation) at a time.
+    Freeze {
+        id: String,
+        #[arg(long)]
+        at: String,
+    },
+    /// Record that the cloud store unfroze the instance at a time.
+    Unfreeze {
         id: String,
         #[arg(long)]
         at: String,
@@ -47,16 +60,31 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
             println!("instance {} released at {}", row.instance_id, at);
             let _ = row;
         }
+        Cmd::Freeze { id, at } | Cmd::Unfreeze { id, at } => {
+            let status = if matches!(cmd, Cmd::Freeze { .. }) { Status::Freeze } else { Status::Unfreeze };
+            let at = time_arg("--at", at)?;
+            let change = store.write(|tx| lifecycle::set_status(tx, id, status, at, Timestamp::now()))?;
+            println!("instance {id}: {} at {at}", status.as_str());
+            if change.events_after > 0 {
+                eprintln!(
+                    "meterd: warning: {} events of {id} at or after {at} were stored before this freeze was known; they stay billed",
+                    change.events_after
+                );
+            }
+        }
         Cmd::List { format } => {
-            let rows = store.read(|tx| instances::list(tx))?;
+            let now = Timestamp::now();
+            let rows = store.read(|tx| {
+                instances::list(tx)?.into_iter().map(|r| Ok((lifecycle::history(tx, r.key)?, r))).collect::<Result<Vec<_>, _>>()
+            })?;
             if format == "json" {
-                let v: Vec<_> = rows.iter().map(instance_json).collect();
+                let v: Vec<_> = rows.iter().map(|(h, r)| instance_json(r, h, now)).collect();
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!("{:<40} {:<12} {:<22} {:<22}", "INSTANCE", "PLAN", "START", "RELEASE");
-                for r in rows {
+                println!("{:<40} {:<12} {:<9} {:<22} {:<22}", "INSTANCE", "PLAN", "STATE", "START", "RELEASE");
+                for (h, r) in rows {
                     let rel = r.release.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
-                    println!("{:<40} {:<12} {:<22} {:<22}", r.instance_id, r.plan, r.start.to_string(), rel);
+                    println!("{:<40} {:<12} {:<9} {:<22} {:<22}", r.instance_id, r.plan, state(&r, &h, now), r.start.to_string(), rel);
                 }
             }
         }
@@ -64,11 +92,23 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// `released`, `frozen` or `active` at `now`.
+pub fn state(r: &crate::store::InstanceRow, h: &lifecycle::History, now: Timestamp) -> &'static str {
+    if r.release.is_some_and(|t| t <= now) {
+        "released"
+    } else {
+        h.state_at(now)
+    }
+}
+
 /// The JSON form of an instance used by the CLI and HTTP API.
-pub fn instance_json(r: &crate::store::InstanceRow) -> serde_json::Value {
+pub fn instance_json(r: &crate::store::InstanceRow, h: &lifecycle::History, now: Timestamp) -> serde_json::Value {
+    let history: Vec<_> = h.0.iter().map(|(at, s)| serde_json::json!({"status": s.as_str(), "time": at})).collect();
     serde_json::json!({
         "instance_id": r.instance_id,
         "plan": r.plan,
+        "state": state(r, h, now),
+        "status_history": history,
         "start": r.start,
         "release": r.release,
         "sealed_until": crate::model::Timestamp::from_secs(r.sealed_until),

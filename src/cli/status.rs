@@ -22,6 +22,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         println!("instances           {}", s.instances);
         println!("events stored       {}", s.events);
         println!("records             {}", s.records.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        println!("frozen              {}", if s.frozen.is_empty() { "-".to_string() } else { s.frozen.join(", ") });
         println!("waiting for upload  {}", s.backlog);
         println!("oldest waiting      {}", s.oldest_pending.map(|t| t.to_string()).unwrap_or_else(|| "-".into()));
         println!("past deadline       {}", s.past_deadline);

@@ -5,6 +5,7 @@
 use super::parse::EventInput;
 use crate::config::{Config, LatePolicy, Plan};
 use crate::model::Timestamp;
+use crate::store::lifecycle::{self, History};
 use crate::store::{events, instances, InsertOutcome, InstanceRow, StoreError};
 use rusqlite::Connection;
 use rust_decimal::Decimal;
@@ -25,6 +26,8 @@ pub enum Verdict {
 /// An instance as seen by this transaction.
 pub struct InstanceCtx {
     pub row: InstanceRow,
+    /// FREEZE/UNFREEZE history: events are judged by the state at their own time.
+    pub history: History,
     pub plan: Plan,
     /// Unbillable usage added by this transaction.
     pub new_unbillable: Decimal,
@@ -78,6 +81,16 @@ pub fn decide(
         if ev.time >= r {
             return Ok(reject(ev, format!("`time` {} is at or after the instance's release {r}", ev.time)));
         }
+    }
+    if let Some(since) = ctx.history.frozen_since(ev.time) {
+        let until = ctx.history.unfrozen_after(since).map(|u| format!(" until {u}")).unwrap_or_default();
+        return Ok(reject(
+            ev,
+            format!(
+                "`time` {} falls while the instance was frozen (since {since}{until}); a frozen instance produces no billable usage",
+                ev.time
+            ),
+        ));
     }
     let own = cfg.timezone.window_start(ctx.plan.period, ev.time);
     let billed = if own >= ctx.row.sealed_until {
@@ -154,7 +167,8 @@ fn load(conn: &Connection, cfg: &Config, ev: &EventInput, now: Timestamp) -> Res
             row.instance_id, row.plan
         )));
     };
-    Ok(Ok(InstanceCtx { row, plan, new_unbillable: Decimal::ZERO }))
+    let history = lifecycle::history(conn, row.key)?;
+    Ok(Ok(InstanceCtx { row, history, plan, new_unbillable: Decimal::ZERO }))
 }
 
 fn reject(ev: &EventInput, error: String) -> Verdict {

@@ -183,11 +183,15 @@ impl Config {
             }
             plans.insert(plan.name.clone(), plan);
         }
+        let mut upload = raw.upload;
+        if upload.fallback.as_deref().is_some_and(|f| f.trim().is_empty()) {
+            upload.fallback = None; // `fallback = ""` turns the fallback host off
+        }
         let cfg = Config {
             timezone: raw.timezone.unwrap_or_default(),
             collector: raw.collector,
             seal: raw.seal,
-            upload: raw.upload,
+            upload,
             server: raw.server,
             schedule: raw.schedule,
             plans,
@@ -269,6 +273,7 @@ mod tests {
     fn unknown_keys_are_errors() {
         let err = Config::from_toml_str("[seal]\ngrase = \"5m\"").unwrap_err();
         assert!(err.contains("grase"), "{err}");
+        assert_eq!(Config::from_toml_str("[upload]\nfallback = \"\"").unwrap().upload.fallback, None);
         let err = Config::from_toml_str("[seal]\ngrace = \"20m\"").unwrap_err();
         assert!(err.contains("seal.grace"), "{err}");
         let err = Config::from_toml_str("[schedule]\nseal = \"every hour\"").unwrap_err();

@@ -94,7 +94,7 @@ pub fn split(conn: &Connection, id: i64, now_ns: i64) -> Result<(Batch, Batch)> 
 
 /// Gives a batch up without billing (configuration error): its records are pending again.
 pub fn abandon(conn: &Connection, id: i64, now_ns: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE batches SET state = 'abandoned' WHERE id = ?1")?.execute([id])?;
+    conn.prepare_cached("UPDATE batches SET state = 'abandoned' WHERE id = ?1 AND state = 'open'")?.execute([id])?;
     conn.prepare_cached(
         "UPDATE records SET state = 'pending', batch_id = NULL, updated_ns = ?2 WHERE batch_id = ?1 AND state = 'sending'",
     )?
@@ -106,7 +106,7 @@ pub fn abandon(conn: &Connection, id: i64, now_ns: i64) -> Result<()> {
 pub fn reject(conn: &Connection, id: i64, code: &str, message: &str, now_ns: i64) -> Result<Vec<String>> {
     let batch: Vec<u8> = conn.prepare_cached("SELECT body FROM batches WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
     let recs = records::in_batch(conn, id)?;
-    conn.prepare_cached("UPDATE batches SET state = 'split' WHERE id = ?1")?.execute([id])?;
+    conn.prepare_cached("UPDATE batches SET state = 'split' WHERE id = ?1 AND state = 'open'")?.execute([id])?;
     for r in &recs {
         reject_record(conn, &r.metering_sn, code, message, &batch, now_ns)?;
     }
@@ -114,8 +114,17 @@ pub fn reject(conn: &Connection, id: i64, code: &str, message: &str, now_ns: i64
 }
 
 /// Marks one record rejected and appends it to the rejected log.
+/// A record that is no longer waiting (delivered meanwhile, e.g. by a concurrent uploader) is
+/// left as it is.
 pub fn reject_record(conn: &Connection, sn: &str, code: &str, message: &str, body: &[u8], now_ns: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE records SET state = 'rejected', updated_ns = ?2 WHERE metering_sn = ?1")?.execute(params![sn, now_ns])?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE records SET state = 'rejected', updated_ns = ?2 WHERE metering_sn = ?1 AND state IN ('pending', 'sending')",
+        )?
+        .execute(params![sn, now_ns])?;
+    if changed == 0 {
+        return Ok(());
+    }
     conn.prepare_cached("INSERT INTO rejected (metering_sn, code, message, at_ns, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![sn, code, message, now_ns, body])?;
     Ok(())

@@ -94,4 +94,14 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 ) STRICT;
 "#,
+    // 2: instance status history (freeze/unfreeze), kept in time order, never overwritten.
+    r#"
+CREATE TABLE instance_status (
+    instance_ref INTEGER NOT NULL REFERENCES instances(ref),
+    at_ns        INTEGER NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('FREEZE', 'UNFREEZE')),
+    recorded_ns  INTEGER NOT NULL,
+    PRIMARY KEY (instance_ref, at_ns)
+) STRICT, WITHOUT ROWID;
+"#,
 ];

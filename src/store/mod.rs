@@ -11,6 +11,7 @@
 pub mod batches;
 pub mod events;
 pub mod instances;
+pub mod lifecycle;
 pub mod meta;
 mod migrations;
 pub mod records;

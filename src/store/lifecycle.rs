@@ -1,0 +1,141 @@
+//! Instance status history (design §4.1): FREEZE / UNFREEZE changes forwarded from the cloud
+//! store, kept as a history in time order so late events are judged by the state at their own
+//! time. Changes are appended: each must be later than the last one and must alternate.
+
+use super::instances::{self, InstanceRow};
+use super::{Result, StoreError};
+use crate::model::Timestamp;
+use rusqlite::{params, Connection};
+
+/// A status change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Freeze,
+    Unfreeze,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Freeze => "FREEZE",
+            Status::Unfreeze => "UNFREEZE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "FREEZE" => Some(Status::Freeze),
+            "UNFREEZE" => Some(Status::Unfreeze),
+            _ => None,
+        }
+    }
+}
+
+/// An instance's history, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History(pub Vec<(Timestamp, Status)>);
+
+impl History {
+    /// The start of the frozen interval holding `t`, if `t` is frozen. Intervals are
+    /// `[freeze, unfreeze)`.
+    pub fn frozen_since(&self, t: Timestamp) -> Option<Timestamp> {
+        match self.0.iter().rev().find(|(at, _)| *at <= t) {
+            Some((at, Status::Freeze)) => Some(*at),
+            _ => None,
+        }
+    }
+
+    /// The end of the frozen interval that starts at `since`, if it has ended.
+    pub fn unfrozen_after(&self, since: Timestamp) -> Option<Timestamp> {
+        self.0.iter().find(|(at, s)| *at > since && *s == Status::Unfreeze).map(|(at, _)| *at)
+    }
+
+    /// "active" or "frozen" at `t`.
+    pub fn state_at(&self, t: Timestamp) -> &'static str {
+        if self.frozen_since(t).is_some() {
+            "frozen"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// The history of one instance.
+pub fn history(conn: &Connection, instance_key: i64) -> Result<History> {
+    let mut stmt = conn.prepare_cached("SELECT at_ns, status FROM instance_status WHERE instance_ref = ?1 ORDER BY at_ns")?;
+    let rows = stmt.query_map([instance_key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (at, s) = r?;
+        out.push((Timestamp(at), Status::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("instance status {s:?}")))?));
+    }
+    Ok(History(out))
+}
+
+/// What recording a change found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub instance: InstanceRow,
+    /// Events already stored at or after a FREEZE time: they stay billed (they may be sealed
+    /// or sent already); reported so the seller can look at them.
+    pub events_after: u64,
+}
+
+/// Appends a status change.
+pub fn set_status(conn: &Connection, instance_id: &str, status: Status, at: Timestamp, now: Timestamp) -> Result<Change> {
+    let inst = instances::get(conn, instance_id)?.ok_or_else(|| instances::unknown(instance_id))?;
+    let h = history(conn, inst.key)?;
+    let last = h.0.last().copied();
+    if let Some((t, s)) = last {
+        if t == at && s == status {
+            return Ok(Change { instance: inst, events_after: 0 }); // a repeated notification
+        }
+        if at <= t {
+            return Err(StoreError::Invalid(format!(
+                "instance {instance_id:?} already has a status change at {t} ({}); changes must come in time order",
+                s.as_str()
+            )));
+        }
+    }
+    let expected = match last {
+        Some((_, Status::Freeze)) => Status::Unfreeze,
+        _ => Status::Freeze,
+    };
+    if status != expected {
+        let now_state = if expected == Status::Unfreeze { "frozen" } else { "not frozen" };
+        return Err(StoreError::Invalid(format!("instance {instance_id:?} is {now_state}; {} does not apply", status.as_str())));
+    }
+    if at < inst.start {
+        return Err(StoreError::Invalid(format!("{} at {at} is before the instance's start {}", status.as_str(), inst.start)));
+    }
+    conn.prepare_cached("INSERT INTO instance_status (instance_ref, at_ns, status, recorded_ns) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![inst.key, at.0, status.as_str(), now.0])?;
+    let events_after = if status == Status::Freeze {
+        conn.prepare_cached("SELECT count(*) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2")?
+            .query_row(params![inst.key, at.0], |r| r.get::<_, i64>(0))? as u64
+    } else {
+        0
+    };
+    Ok(Change { instance: inst, events_after })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_rfc3339;
+
+    fn t(s: &str) -> Timestamp {
+        parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn frozen_intervals_are_half_open() {
+        let h = History(vec![(t("2026-11-23T10:20:00Z"), Status::Freeze), (t("2026-11-23T12:40:00Z"), Status::Unfreeze)]);
+        assert_eq!(h.frozen_since(t("2026-11-23T10:10:00Z")), None);
+        assert_eq!(h.frozen_since(t("2026-11-23T10:20:00Z")), Some(t("2026-11-23T10:20:00Z")));
+        assert_eq!(h.frozen_since(t("2026-11-23T12:39:59Z")), Some(t("2026-11-23T10:20:00Z")));
+        assert_eq!(h.frozen_since(t("2026-11-23T12:40:00Z")), None);
+        assert_eq!(h.unfrozen_after(t("2026-11-23T10:20:00Z")), Some(t("2026-11-23T12:40:00Z")));
+    }
+}
