@@ -174,3 +174,35 @@ fn http_error_bodies_validate() {
     }
     let _ = NOW;
 }
+
+#[test]
+fn previews_from_the_cli_and_http_validate() {
+    let v = validator("preview.schema.json");
+    assert!(jsonschema::meta::validate(&schema("preview.schema.json")).is_ok());
+    let env = Env::new();
+    env.add_instance("inst-p", "calls", "2026-11-23T06:20:00Z");
+    env.add_instance("inst-s", "storage", "2026-11-20T00:00:00Z");
+    let events = [
+        util::Ev::new("p1", "inst-p", "2.5", "2026-11-23T06:30:00Z").json(),
+        util::Ev::new("p2", "inst-p", "0.00001", "2026-11-23T08:30:00Z").json(),
+        util::Ev::new("p3", "inst-p", "7", "2026-11-23T11:30:00Z").json(),
+        util::Ev::new("s1", "inst-s", "12.125", "2026-11-22T10:00:00Z").json(),
+    ];
+    env.run_stdin(&["ingest", "--now", NOW, "-"], &ndjson(&events)).success();
+    env.run(&["seal", "--now", NOW]).success();
+    let cli = env.run(&["preview", "--format", "json"]).json();
+    assert_valid(&v, "CLI preview", &cli);
+    let states: Vec<&str> = cli["rows"].as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert!(states.contains(&"open") && states.contains(&"sealed") && states.contains(&"zero"), "{states:?}");
+    let d = env.daemon();
+    let http = d.http().get("/v1/preview?instance=inst-p&from=2026-11-23T00:00:00Z").ok();
+    assert_valid(&v, "HTTP preview", &http);
+    assert_eq!(http["instances"].as_array().unwrap().len(), 1);
+    // The schema is not empty: a row with a float charge or a bad state fails it.
+    let mut bad = cli.clone();
+    bad["rows"][0]["charge"] = json!(0.6);
+    assert!(!v.is_valid(&bad));
+    bad = cli.clone();
+    bad["rows"][0]["state"] = json!("billed");
+    assert!(!v.is_valid(&bad));
+}

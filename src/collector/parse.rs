@@ -4,7 +4,7 @@
 //! body that is not JSON at all is refused whole. Quantities are read from the raw JSON text
 //! (number or string), never through `f64`.
 
-use crate::model::{parse_rfc3339, Quantity, Timestamp};
+use crate::model::{parse_rfc3339, shorten, Quantity, Timestamp};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -159,18 +159,6 @@ fn describe_json_error(e: &serde_json::Error) -> String {
         Category::Data => format!("not an event object: {msg}"),
         Category::Syntax | Category::Eof => format!("invalid JSON: {msg}"),
         Category::Io => format!("unreadable: {msg}"),
-    }
-}
-
-fn shorten(s: &str) -> String {
-    if s.len() <= 40 {
-        s.to_string()
-    } else {
-        let mut end = 40;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &s[..end])
     }
 }
 

@@ -13,6 +13,6 @@ mod quantity;
 mod record;
 mod time;
 
-pub use quantity::{Quantity, QuantityError, MAX_EVENT_QUANTITY, MAX_RECORD_VALUE};
+pub use quantity::{shorten, Quantity, QuantityError, MAX_EVENT_QUANTITY, MAX_RECORD_VALUE};
 pub use record::{metering_sn, UsageRecord};
 pub use time::{format_record_time, parse_rfc3339, FixedTz, Period, Timestamp};

@@ -37,7 +37,7 @@ impl Quantity {
 
     /// Parses the text of a JSON number or string as an event quantity.
     pub fn parse_event(text: &str) -> Result<Quantity, QuantityError> {
-        let shown = || truncate(text);
+        let shown = || shorten(text);
         if text.is_empty() {
             return Err(QuantityError::Empty);
         }
@@ -101,7 +101,9 @@ impl fmt::Display for Quantity {
     }
 }
 
-fn truncate(text: &str) -> String {
+/// The first 40 bytes of `text` (on a character boundary) with an ellipsis, for messages that
+/// quote user input.
+pub fn shorten(text: &str) -> String {
     if text.len() <= 40 {
         text.to_string()
     } else {
