@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = meterd::cli::Cli::parse();
+    if !cli.command.is_long_running() {
+        restore_sigpipe();
+    }
     meterd::logging::init(&cli.log_format);
     match meterd::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -12,5 +15,16 @@ fn main() -> ExitCode {
             eprintln!("meterd: {}", f.message);
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// One-shot commands die quietly when their output pipe closes (`meterd preview | head`),
+/// like other Unix tools, instead of panicking on the write. Long-running commands keep
+/// Rust's default (ignore SIGPIPE), so a closed stdout can never kill a daemon.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

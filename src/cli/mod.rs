@@ -67,6 +67,13 @@ pub enum Command {
     Run(run::Args),
 }
 
+impl Command {
+    /// Commands that run until signalled (they must survive a closed stdout).
+    pub fn is_long_running(&self) -> bool {
+        matches!(self, Command::Run(_) | Command::MockStore(_))
+    }
+}
+
 /// A failure with its exit code.
 #[derive(Debug)]
 pub struct Failure {
