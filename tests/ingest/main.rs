@@ -11,6 +11,7 @@
 //! - `http`: whole-body errors (400, 413, 401) store nothing; the instance endpoints.
 //! - `cli`: `init`, `instance add|release|list`, `ingest` exit codes.
 //! - `crash`: SIGKILL right after a `200` loses nothing that was acknowledged.
+//! - `stream`: the CLI streams large NDJSON files in chunks with the same result as one piece.
 
 #[path = "../util/mod.rs"]
 mod util;
@@ -21,4 +22,5 @@ mod dedupe;
 mod doors;
 mod exact;
 mod http;
+mod stream;
 mod validation;
