@@ -1,8 +1,11 @@
 //! The conservation audit (design §5): per instance,
 //! Σ acknowledged event quantities = Σ sealed record values + usage in open windows + carried
-//! remainder + unbillable. Tests check it after any sequence of faults; `status` reports it.
+//! remainder + unbillable + over_quota. Tests check it after any sequence of faults; `status`
+//! reports it. The carried remainder includes what each of the instance's packages carries
+//! (stop-before-excess records carry per package); `over_quota` is stop-before-excess usage
+//! that no package covered, acknowledged and never billed.
 
-use crate::store::{events, instances, records, windows, Store, StoreError};
+use crate::store::{events, instances, packages, records, windows, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -21,12 +24,14 @@ pub struct Balance {
     pub carried: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     pub unbillable: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub over_quota: Decimal,
 }
 
 impl Balance {
     /// Whether every acknowledged unit is accounted for exactly once.
     pub fn holds(&self) -> bool {
-        self.event_total == self.sealed + self.open + self.carried + self.unbillable
+        self.event_total == self.sealed + self.open + self.carried + self.unbillable + self.over_quota
     }
 }
 
@@ -44,8 +49,9 @@ pub fn balances(store: &mut Store) -> Result<Vec<Balance>, StoreError> {
                 event_total: total.0,
                 sealed,
                 open,
-                carried: inst.carry,
+                carried: inst.carry + packages::of_instance(tx, inst.key)?.iter().map(|p| p.carry).sum::<Decimal>(),
                 unbillable: inst.unbillable,
+                over_quota: packages::over_quota(tx, inst.key)?,
             });
         }
         Ok(out)

@@ -9,9 +9,14 @@
 //! A record's value is the window's usage plus the carry-in, rounded down to 4 decimals; the
 //! remainder (< 0.0001) is carried to the next window, and a value over the store's field limit
 //! is capped with the excess carried. Hence, per instance: Σ events = Σ record values + open
-//! usage + carry + unbillable.
+//! usage + carry + unbillable (+ package carries + over_quota for packages, see [`segments`]).
+//!
+//! Stop-before-excess instances (design §4.2) seal one record per window *segment*, each with
+//! its own period and `relate_pkg_instance`.
 
-use crate::config::{Config, Plan};
+mod segments;
+
+use crate::config::{Config, PackageMode, Plan};
 use crate::model::{format_record_time, metering_sn, Quantity, Timestamp, UsageRecord, MAX_RECORD_VALUE};
 use crate::store::records::{self, NewRecord, RecordState};
 use crate::store::{instances, windows, InstanceRow, Store, StoreError, WindowRow};
@@ -86,25 +91,39 @@ fn seal_instance(
     }
     let mut carry = inst.carry;
     for w in windows::of_instance(tx, inst.key, inst.sealed_until, until)? {
+        if plan.package == Some(PackageMode::Stop) {
+            if let Some(sealed) = segments::seal_window(tx, cfg, plan, inst, &w, now)? {
+                carry += sealed.residual;
+                for rec in sealed.records {
+                    count(report, inst, &rec);
+                    records::insert(tx, &rec, now.0)?;
+                }
+                continue;
+            }
+        }
         let Some(rec) = build_record(cfg, plan, inst, &w, carry, now) else {
             tracing::warn!(instance = %inst.instance_id, window = w.start, "window lies outside the instance's lifetime; its usage is carried");
             carry += w.usage;
             continue;
         };
         carry = rec.carry_out;
-        report.records += 1;
-        if rec.state == RecordState::Zero {
-            report.zero += 1;
-        }
-        if rec.carry_out >= Decimal::new(1, 4) {
-            report.capped += 1;
-            tracing::warn!(instance = %inst.instance_id, sn = %rec.record.metering_sn, excess = %rec.carry_out, "record value capped at 99999999.9999; the excess is carried to the next window");
-        }
+        count(report, inst, &rec);
         records::insert(tx, &rec, now.0)?;
     }
     instances::set_sealed(tx, inst.key, until, carry)?;
     report.instances += 1;
     Ok(())
+}
+
+fn count(report: &mut SealReport, inst: &InstanceRow, rec: &NewRecord) {
+    report.records += 1;
+    if rec.state == RecordState::Zero {
+        report.zero += 1;
+    }
+    if rec.carry_out >= Decimal::new(1, 4) {
+        report.capped += 1;
+        tracing::warn!(instance = %inst.instance_id, sn = %rec.record.metering_sn, excess = %rec.carry_out, "record value capped at 99999999.9999; the excess is carried to the next record");
+    }
 }
 
 /// The record for one window, or `None` if the window has no overlap with the instance's life.
@@ -115,7 +134,22 @@ pub fn build_record(cfg: &Config, plan: &Plan, inst: &InstanceRow, w: &WindowRow
     if end <= begin {
         return None;
     }
-    let (mut value, rest) = Quantity(w.usage + carry_in).floor_4dp();
+    Some(record_for(inst, w.start, (begin, end), w.usage, carry_in, None, now))
+}
+
+/// The record of `usage` (plus `carry_in`) over `[begin, end)` of the window starting at
+/// `window_start`: value rounded down to 4 decimals, capped at the store's limit, the rest
+/// carried.
+pub(crate) fn record_for(
+    inst: &InstanceRow,
+    window_start: i64,
+    (begin, end): (i64, i64),
+    usage: Decimal,
+    carry_in: Decimal,
+    relate_pkg_instance: Option<String>,
+    now: Timestamp,
+) -> NewRecord {
+    let (mut value, rest) = Quantity(usage + carry_in).floor_4dp();
     let mut carry_out = rest.0;
     if value.0 > MAX_RECORD_VALUE {
         carry_out += value.0 - MAX_RECORD_VALUE;
@@ -128,19 +162,19 @@ pub fn build_record(cfg: &Config, plan: &Plan, inst: &InstanceRow, w: &WindowRow
         end_time: e,
         instance_id: inst.instance_id.clone(),
         record_time: format_record_time(now),
-        relate_pkg_instance: None,
+        relate_pkg_instance,
         usage_value: value.to_string(),
     };
-    Some(NewRecord {
+    NewRecord {
         instance_key: inst.key,
-        window_start: w.start,
+        window_start,
         begin,
         end,
-        window_usage: w.usage,
+        window_usage: usage,
         carry_in,
         carry_out,
         record_time: now.secs(),
         state: if value.is_zero() { RecordState::Zero } else { RecordState::Pending },
         record,
-    })
+    }
 }

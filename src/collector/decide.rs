@@ -31,6 +31,8 @@ pub struct InstanceCtx {
     pub plan: Plan,
     /// Unbillable usage added by this transaction.
     pub new_unbillable: Decimal,
+    /// Packages and their use, for stop-before-excess plans only.
+    pub quota: Option<super::quota::StopQuota>,
 }
 
 /// Usage to add per (instance key, window start), summed over the transaction.
@@ -112,7 +114,10 @@ pub fn decide(
     match events::insert(conn, ctx.row.key, &ev.id, ev.time, ev.quantity, billed, now)? {
         InsertOutcome::Inserted => {
             match billed {
-                Some(w) => deltas.add(ctx.row.key, w, ev.quantity.0)?,
+                Some(w) => {
+                    let covered = super::quota::deduct(conn, cfg, ctx, w, ev)?;
+                    deltas.add(ctx.row.key, w, covered)?
+                }
                 None => ctx.new_unbillable += ev.quantity.0,
             }
             Ok(Verdict::Accepted)
@@ -168,7 +173,8 @@ fn load(conn: &Connection, cfg: &Config, ev: &EventInput, now: Timestamp) -> Res
         )));
     };
     let history = lifecycle::history(conn, row.key)?;
-    Ok(Ok(InstanceCtx { row, history, plan, new_unbillable: Decimal::ZERO }))
+    let quota = super::quota::load(conn, &plan, row.key)?;
+    Ok(Ok(InstanceCtx { row, history, plan, new_unbillable: Decimal::ZERO, quota }))
 }
 
 fn reject(ev: &EventInput, error: String) -> Verdict {

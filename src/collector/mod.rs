@@ -7,6 +7,7 @@
 
 pub mod decide;
 pub mod parse;
+pub mod quota;
 mod result;
 pub mod writer;
 
@@ -119,7 +120,7 @@ impl Collector {
         parsed: Vec<Result<EventInput, parse::Refusal>>,
         now: Timestamp,
         block: bool,
-    ) -> Result<(IngestResult, Vec<oneshot::Receiver<Result<Vec<(usize, Verdict)>, Arc<StoreError>>>>), IngestError> {
+    ) -> Result<(IngestResult, Vec<oneshot::Receiver<Result<writer::JobReply, Arc<StoreError>>>>), IngestError> {
         let mut result = IngestResult::default();
         let mut ready = Vec::with_capacity(parsed.len());
         for (index, p) in parsed.into_iter().enumerate() {
@@ -185,8 +186,9 @@ impl Drop for Collector {
     }
 }
 
-fn fold(result: &mut IngestResult, verdicts: Vec<(usize, Verdict)>) {
-    for (index, v) in verdicts {
+fn fold(result: &mut IngestResult, reply: writer::JobReply) {
+    result.add_exhausted(reply.quota_exhausted);
+    for (index, v) in reply.verdicts {
         match v {
             Verdict::Accepted => result.accepted += 1,
             Verdict::Duplicate => result.duplicates += 1,

@@ -11,6 +11,10 @@ pub struct IngestResult {
     pub duplicates: u64,
     /// Every refused event, in input order.
     pub rejected: Vec<Rejected>,
+    /// Stop-before-excess instances named in the request with no quota left at `now`: the app
+    /// must stop their service (design §4.2). Omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quota_exhausted: Vec<String>,
 }
 
 /// One refused event.
@@ -28,9 +32,20 @@ impl IngestResult {
     pub fn merge(&mut self, other: IngestResult, offset: usize) {
         self.accepted += other.accepted;
         self.duplicates += other.duplicates;
+        self.add_exhausted(other.quota_exhausted);
         self.rejected.extend(other.rejected.into_iter().map(|mut r| {
             r.index += offset;
             r
         }));
+    }
+
+    /// Adds exhausted instances, keeping the list sorted and without repeats.
+    pub fn add_exhausted(&mut self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        self.quota_exhausted.extend(ids);
+        self.quota_exhausted.sort();
+        self.quota_exhausted.dedup();
     }
 }

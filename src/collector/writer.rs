@@ -24,7 +24,15 @@ pub const MAX_GROUP_EVENTS: usize = 20_000;
 pub struct Job {
     pub events: Vec<(usize, EventInput)>,
     pub now: Timestamp,
-    pub reply: oneshot::Sender<Result<Vec<(usize, Verdict)>, Arc<StoreError>>>,
+    pub reply: oneshot::Sender<Result<JobReply, Arc<StoreError>>>,
+}
+
+/// The writer's answer to one job: a verdict per event, and the stop-before-excess instances
+/// of the job left without quota.
+#[derive(Debug, Default)]
+pub struct JobReply {
+    pub verdicts: Vec<(usize, Verdict)>,
+    pub quota_exhausted: Vec<String>,
 }
 
 /// Called after each commit with (events, commit duration) — feeds metrics.
@@ -66,7 +74,7 @@ pub fn run(mut store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: C
     }
 }
 
-fn commit_group(store: &mut Store, cfg: &Config, group: &[Job]) -> Result<Vec<Vec<(usize, Verdict)>>, StoreError> {
+fn commit_group(store: &mut Store, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
     store.write(|tx| {
         let mut instances = HashMap::new();
         let mut deltas = WindowDeltas::default();
@@ -76,7 +84,8 @@ fn commit_group(store: &mut Store, cfg: &Config, group: &[Job]) -> Result<Vec<Ve
             for (index, ev) in &job.events {
                 verdicts.push((*index, decide(tx, cfg, &mut instances, &mut deltas, ev, job.now)?));
             }
-            out.push(verdicts);
+            let quota_exhausted = super::quota::exhausted(tx, cfg, &mut instances, &job.events, job.now)?;
+            out.push(JobReply { verdicts, quota_exhausted });
         }
         for ((key, start), (usage, count)) in deltas.into_sorted() {
             windows::add_usage(tx, key, start, usage, count)?;

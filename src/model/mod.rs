@@ -9,10 +9,12 @@
 //!   store's `yyyyMMdd'T'HHmmss'Z'` format;
 //! - a [`UsageRecord`] never changes once sealed, so its canonical bytes never change either.
 
+mod package;
 mod quantity;
 mod record;
 mod time;
 
+pub use package::{deduction_order, parse_quota, split as split_quota, Package, Reset};
 pub use quantity::{shorten, Quantity, QuantityError, MAX_EVENT_QUANTITY, MAX_RECORD_VALUE};
 pub use record::{metering_sn, UsageRecord};
 pub use time::{format_record_time, parse_rfc3339, FixedTz, Period, Timestamp};

@@ -14,6 +14,7 @@ pub mod instances;
 pub mod lifecycle;
 pub mod meta;
 mod migrations;
+pub mod packages;
 pub mod records;
 pub mod windows;
 
