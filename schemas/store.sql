@@ -100,3 +100,43 @@ CREATE TABLE instance_status (
     PRIMARY KEY (instance_ref, at_ns)
 ) STRICT, WITHOUT ROWID;
 
+CREATE TABLE packages (
+    package_id   TEXT PRIMARY KEY,
+    instance_ref INTEGER NOT NULL REFERENCES instances(ref),
+    -- exact decimal, > 0, at most 4 decimals (the store's precision)
+    quota        TEXT NOT NULL,
+    -- validity [from, to), UTC ns
+    from_ns      INTEGER NOT NULL,
+    to_ns        INTEGER NOT NULL,
+    reset        TEXT NOT NULL CHECK (reset IN ('none', 'monthly', 'yearly')),
+    -- remainder (< 0.0001, or a capped excess) carried between this package's records
+    carry        TEXT NOT NULL DEFAULT '0',
+    created_ns   INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX packages_by_instance ON packages(instance_ref);
+
+CREATE TABLE package_usage (
+    package_id TEXT NOT NULL REFERENCES packages(package_id),
+    -- start (UTC s) of the reset period: the calendar month/year in the configured zone,
+    -- clipped to the validity; the validity start for reset = 'none'
+    period_s   INTEGER NOT NULL,
+    used       TEXT NOT NULL,
+    PRIMARY KEY (package_id, period_s)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE segments (
+    instance_ref INTEGER NOT NULL REFERENCES instances(ref),
+    window_start INTEGER NOT NULL,
+    -- the segment runs from here to the next segment's begin (or the window's end)
+    begin_s      INTEGER NOT NULL,
+    package_id   TEXT NOT NULL REFERENCES packages(package_id),
+    usage        TEXT NOT NULL,
+    PRIMARY KEY (instance_ref, window_start, begin_s)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE over_quota (
+    instance_ref INTEGER PRIMARY KEY REFERENCES instances(ref),
+    usage        TEXT NOT NULL
+) STRICT;
+

@@ -27,6 +27,7 @@ pub mod mockstore;
 pub mod model;
 pub mod preview;
 pub mod pricing;
+pub mod quota;
 pub mod schedule;
 pub mod seal;
 pub mod server;

@@ -45,6 +45,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/instances", post(post_instance).get(list_instances))
         .route("/v1/instances/{id}/release", post(release_instance))
         .route("/v1/instances/{id}/status", post(set_status))
+        .route("/v1/instances/{id}/packages", post(add_package))
+        .route("/v1/instances/{id}/quota", get(get_quota))
         .route("/v1/preview", get(get_preview))
         .route("/v1/status", get(get_status))
         .route("/metrics", get(get_metrics))
@@ -291,6 +293,67 @@ async fn set_status(State(st): State<Arc<AppState>>, Path(id): Path<String>, bod
                 ));
             }
             Ok(v)
+        })
+    })
+    .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackageBody {
+    package_id: String,
+    quota: serde_json::Value,
+    from: String,
+    to: String,
+    reset: Option<String>,
+}
+
+/// `POST /v1/instances/{id}/packages`: registers a package; answers the instance's quota view.
+async fn add_package(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let req: PackageBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"package_id\", \"quota\", \"from\", \"to\", \"reset\" (optional: none|monthly|yearly)}}: {e}"),
+            )
+        }
+    };
+    let quota = match &req.quota {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        other => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`quota` must be a decimal string or number, got {other}")),
+    };
+    let new = match crate::quota::new_package(&req.package_id, &quota, &req.from, &req.to, req.reset.as_deref()) {
+        Ok(p) => p,
+        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, m),
+    };
+    let (cfg, now) = (st.cfg.clone(), st.now());
+    let result = with_admin(&st, move |s| {
+        s.write(|tx| {
+            crate::quota::add(tx, &cfg, &id, &new, now)?;
+            let inst = instances::get(tx, &id)?.ok_or_else(|| StoreError::Invalid(format!("instance {id:?} is not registered")))?;
+            crate::quota::view(tx, &cfg, &inst, now)
+        })
+    })
+    .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /v1/instances/{id}/quota`: each package's use and what is left at now.
+async fn get_quota(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let (cfg, now) = (st.cfg.clone(), st.now());
+    let result = with_admin(&st, move |s| {
+        s.read(|tx| {
+            let inst = instances::get(tx, &id)?.ok_or_else(|| StoreError::Invalid(format!("instance {id:?} is not registered")))?;
+            crate::quota::view(tx, &cfg, &inst, now)
         })
     })
     .await;

@@ -5,7 +5,7 @@ use crate::audit;
 use crate::config::Config;
 use crate::model::{Period, Timestamp};
 use crate::store::records::RecordState;
-use crate::store::{events, instances, lifecycle, meta, records, Store, StoreError};
+use crate::store::{events, instances, lifecycle, meta, packages, records, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -35,6 +35,16 @@ pub struct Status {
     pub frozen: Vec<String>,
     /// Late usage of released instances that no record can bill, per instance.
     pub unbillable: BTreeMap<String, String>,
+    /// Stop-before-excess usage no package covered, per instance: kept, never uploaded.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub over_quota: BTreeMap<String, String>,
+    /// Stop-before-excess instances with no quota left at `now`: their service must stop.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quota_exhausted: Vec<String>,
+    /// Per instance with packages (or a plan with a `package` setting): each package's use in
+    /// its current reset period and what is left, at `now`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quota: Vec<crate::quota::QuotaView>,
     /// Instances whose conservation check fails (should always be empty); only computed when
     /// asked for, since it reads every event.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,17 +61,23 @@ pub fn deadline(period: Period, end: i64) -> i64 {
 
 /// Reads the status at `now`.
 pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool) -> Result<Status, StoreError> {
-    let (insts, frozen, n_events, by_state, waiting, last_ok, last_err) = store.read(|tx| {
+    let (insts, frozen, quota, n_events, by_state, waiting, last_ok, last_err) = store.read(|tx| {
         let insts = instances::list(tx)?;
         let mut frozen = Vec::new();
+        let mut quota = Vec::new();
         for i in &insts {
             if lifecycle::history(tx, i.key)?.frozen_since(now).is_some() {
                 frozen.push(i.instance_id.clone());
+            }
+            let packaged = cfg.plan(&i.plan).is_some_and(|p| p.package.is_some());
+            if packaged || !packages::of_instance(tx, i.key)?.is_empty() {
+                quota.push(crate::quota::view(tx, cfg, i, now)?);
             }
         }
         Ok((
             insts,
             frozen,
+            quota,
             events::count(tx)?,
             records::count_by_state(tx)?,
             records::unsent(tx, usize::MAX >> 1)?,
@@ -90,6 +106,9 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             .filter(|i| i.unbillable > Decimal::ZERO)
             .map(|i| (i.instance_id.clone(), i.unbillable.to_string()))
             .collect(),
+        over_quota: quota.iter().filter(|q| !q.over_quota.is_zero()).map(|q| (q.instance_id.clone(), q.over_quota.to_string())).collect(),
+        quota_exhausted: quota.iter().filter(|q| q.exhausted).map(|q| q.instance_id.clone()).collect(),
+        quota,
         conservation_violations: violations,
     })
 }

@@ -8,6 +8,7 @@ mod ingest;
 mod init;
 pub mod instance;
 mod mock_store;
+mod package;
 pub mod preview;
 mod rejected;
 mod run;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Register, release and list instances.
     #[command(subcommand)]
     Instance(instance::Cmd),
+    /// Register and list prepaid packages (quota, validity, reset).
+    #[command(subcommand)]
+    Package(package::Cmd),
     /// Seal every closed window into a usage record.
     Seal(seal::Args),
     /// Show charges per instance and window before upload.
@@ -143,6 +147,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Init(a) => init::run(&cli, a),
         Command::Ingest(a) => ingest::run(&Ctx::load(&cli)?, a),
         Command::Instance(c) => instance::run(&Ctx::load(&cli)?, c),
+        Command::Package(c) => package::run(&Ctx::load(&cli)?, c),
         Command::Run(a) => run::run(&Ctx::load(&cli)?, a),
         Command::Status(a) => status::run(&Ctx::load(&cli)?, a),
         Command::Upload(a) => upload::run(&Ctx::load(&cli)?, a),

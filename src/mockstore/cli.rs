@@ -30,6 +30,11 @@ pub struct MockStoreArgs {
     /// Known instance ids, one per line (`#` comments allowed); others get MKT.9001.
     #[arg(long, value_name = "FILE")]
     pub instances: Option<PathBuf>,
+    /// Package instances, one `instance_id package_id` pair per line (`#` comments allowed):
+    /// records of those instances must name one of theirs in relate_pkg_instance (MKT.0101),
+    /// and a package id used as instance_id gets MKT.9001.
+    #[arg(long, value_name = "FILE")]
+    pub packages: Option<PathBuf>,
     /// The route to serve.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_PATH)]
     pub path: String,
@@ -76,6 +81,7 @@ impl MockStoreArgs {
             path: self.path.clone(),
             ledger: self.ledger.clone(),
             instances,
+            packages: self.packages.as_deref().map(load_packages).transpose()?,
             now: self.now,
             faults: Faults {
                 fail_first: self.fail_first,
@@ -96,6 +102,26 @@ impl MockStoreArgs {
 pub fn load_instances(path: &Path) -> anyhow::Result<HashSet<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --instances {}", path.display()))?;
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+}
+
+/// Reads a packages file: `instance_id package_id` per line, blank lines and `#` comments
+/// skipped.
+pub fn load_packages(path: &Path) -> anyhow::Result<super::Packages> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --packages {}", path.display()))?;
+    let mut out = super::Packages::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [inst, pkg] => {
+                out.entry(inst.to_string()).or_default().insert(pkg.to_string());
+            }
+            _ => bail!("--packages {} line {}: expected `instance_id package_id`, got {line:?}", path.display(), n + 1),
+        }
+    }
+    Ok(out)
 }
 
 /// Serves until `stop` completes; calls `on_listening` with the bound address first.

@@ -8,7 +8,12 @@
 //!   decimals and ≤ 8 integer digits (Double(12,4)) → `MKT.0100`;
 //! - `begin_time` ≥ `end_time` → `MKT.9002`;
 //! - `begin_time` more than 21 days before the mock's now → `MKT.9004`;
-//! - instance not in the known list (when one is configured) → `MKT.9001`.
+//! - instance not in the known list (when one is configured) → `MKT.9001`;
+//! - with a package list: `instance_id` naming a package instance → `MKT.9001` (the store
+//!   knows no pay-per-use instance by that id); a record of an instance that has packages
+//!   without `relate_pkg_instance`, or naming a package that is not one of that instance's →
+//!   `MKT.0101` (a missing or illegal parameter: the record itself is malformed for a
+//!   stop-before-excess product, so meterd bisects it out and rejects it alone).
 
 use super::codes::{Code, Rejection};
 use crate::model::{Timestamp, UsageRecord};
@@ -62,7 +67,12 @@ pub struct Context<'a> {
     pub now: Timestamp,
     /// Known instance ids; `None` accepts any.
     pub instances: Option<&'a HashSet<String>>,
+    /// Package instances per instance; `None`: no package checks.
+    pub packages: Option<&'a Packages>,
 }
+
+/// Package instance ids by the instance they were bought for.
+pub type Packages = std::collections::HashMap<String, HashSet<String>>;
 
 /// Checks record number `index` (0-based) and returns it as a [`UsageRecord`]; a numeric
 /// `usage_value` is kept as its exact JSON text.
@@ -125,7 +135,24 @@ fn check_semantics(r: &UsageRecord, ctx: &Context) -> Result<(), (Code, String)>
     if ctx.instances.is_some_and(|known| !known.contains(&r.instance_id)) {
         return Err((Code::InstanceNotFound, format!("instance_id {:?} not found", r.instance_id)));
     }
+    if let Some(pkgs) = ctx.packages {
+        check_package(r, pkgs)?;
+    }
     Ok(())
+}
+
+fn check_package(r: &UsageRecord, pkgs: &Packages) -> Result<(), (Code, String)> {
+    if pkgs.values().any(|set| set.contains(&r.instance_id)) {
+        return Err((Code::InstanceNotFound, format!("instance_id {:?} is a package instance, not a pay-per-use instance", r.instance_id)));
+    }
+    let Some(own) = pkgs.get(&r.instance_id) else { return Ok(()) };
+    match &r.relate_pkg_instance {
+        None => Err((Code::InvalidParameter, format!("instance {:?} has packages; relate_pkg_instance is required", r.instance_id))),
+        Some(p) if !own.contains(p) => {
+            Err((Code::InvalidParameter, format!("relate_pkg_instance {p:?} is not a package of instance {:?}", r.instance_id)))
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// Parses `yyyyMMdd'T'HHmmss'Z'` strictly (exactly 16 characters, a real calendar time).

@@ -8,7 +8,7 @@ const GOOD: &str = r#"{"begin_time":"20220809T080000Z","end_time":"20220809T0900
 
 fn check(json: &str, instances: Option<&HashSet<String>>) -> Result<UsageRecord, Rejection> {
     let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
-    check_record(3, &raw, &Context { now: ctx_now(), instances })
+    check_record(3, &raw, &Context { now: ctx_now(), instances, packages: None })
 }
 
 fn code_of(json: &str) -> Code {
@@ -96,4 +96,21 @@ fn twenty_one_days_and_known_instances() {
     let err = check(&with("instance_id", r#""i-2""#), Some(&known)).unwrap_err();
     assert_eq!(err.code, Code::InstanceNotFound);
     assert!(err.message.starts_with("usage_records[3]:"), "{}", err.message);
+}
+
+#[test]
+fn package_instances_and_relate_pkg_instance() {
+    let pkgs: Packages = [("i-1".to_string(), HashSet::from(["pkg-a".to_string(), "pkg-b".to_string()]))].into();
+    let run = |json: &str| {
+        let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+        check_record(0, &raw, &Context { now: ctx_now(), instances: None, packages: Some(&pkgs) })
+    };
+    assert_eq!(run(GOOD).unwrap_err().code, Code::InvalidParameter, "i-1 has packages: relate_pkg_instance required");
+    assert!(run(&with("relate_pkg_instance", r#""pkg-b""#)).is_ok());
+    let err = run(&with("relate_pkg_instance", r#""pkg-z""#)).unwrap_err();
+    assert!(err.code == Code::InvalidParameter && err.message.contains("pkg-z"), "{err:?}");
+    let as_instance = GOOD.replace(r#""instance_id":"i-1""#, r#""instance_id":"pkg-a""#);
+    assert_eq!(run(&as_instance).unwrap_err().code, Code::InstanceNotFound);
+    let other = GOOD.replace(r#""instance_id":"i-1""#, r#""instance_id":"i-2""#);
+    assert!(run(&other).is_ok(), "instances without packages need no relate_pkg_instance");
 }

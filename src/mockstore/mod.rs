@@ -30,6 +30,7 @@ pub mod validate;
 pub use cli::{run_cli, MockStoreArgs};
 pub use codes::Code;
 pub use faults::{Fault, Faults, LostAnswer};
+pub use fields::Packages;
 pub use ledger::{read_entries, LedgerEntry};
 
 use crate::config::Secret;
@@ -58,6 +59,10 @@ pub struct MockConfig {
     pub ledger: Option<PathBuf>,
     /// Known instance ids; others get `MKT.9001`. `None` accepts any instance.
     pub instances: Option<HashSet<String>>,
+    /// Package instances by the instance they were bought for. A record of such an instance
+    /// must carry one of them as `relate_pkg_instance` (else `MKT.0101`); a record naming a
+    /// package instance as `instance_id` gets `MKT.9001`. `None`: no package checks.
+    pub packages: Option<Packages>,
     /// Pinned "now" for the 21-day rule; `None` uses the real clock.
     pub now: Option<Timestamp>,
     pub faults: Faults,
@@ -75,6 +80,7 @@ impl MockConfig {
             path: DEFAULT_PATH.into(),
             ledger: None,
             instances: None,
+            packages: None,
             now: None,
             faults: Faults::default(),
             keep_bodies: false,

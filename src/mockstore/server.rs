@@ -173,7 +173,11 @@ fn admit(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<(), Reject
 }
 
 fn context(shared: &Shared) -> Context<'_> {
-    Context { now: shared.cfg.now.unwrap_or_else(Timestamp::now), instances: shared.cfg.instances.as_ref() }
+    Context {
+        now: shared.cfg.now.unwrap_or_else(Timestamp::now),
+        instances: shared.cfg.instances.as_ref(),
+        packages: shared.cfg.packages.as_ref(),
+    }
 }
 
 fn answer(shared: &Shared, code: Code, message: &str) -> Response {

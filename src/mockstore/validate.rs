@@ -123,7 +123,7 @@ mod tests {
 
     #[test]
     fn envelope() {
-        let ctx = Context { now: Timestamp::from_secs(1_660_000_000), instances: None };
+        let ctx = Context { now: Timestamp::from_secs(1_660_000_000), instances: None, packages: None };
         let code = |b: &str| check_body(b.as_bytes(), &ctx).unwrap_err().code;
         assert_eq!(code("nope"), Code::InvalidParameter);
         assert_eq!(code("[]"), Code::InvalidParameter);

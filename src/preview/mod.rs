@@ -4,14 +4,20 @@
 //! windows (not yet sealed) with the usage so far. Step charges accumulate in time order over
 //! the accumulation period, counting every earlier record of the period — also ones already
 //! delivered and ones before `from` — so the preview shows what the store will bill.
+//!
+//! Packages (design §4.2): a stop-before-excess instance shows one row per record (one per
+//! package segment, with `relate_pkg_instance`), its `over_quota` usage (never uploaded) and
+//! each package's consumption per reset period. A pay-per-use-package instance shows per row
+//! the usage the packages `covered` and is charged for the rest only (rule in [`crate::quota`]).
 
 pub mod html;
 
-use crate::config::Config;
+use crate::config::{Config, PackageMode};
 use crate::model::Timestamp;
 use crate::pricing;
+use crate::quota;
 use crate::store::records::{self, RecordState};
-use crate::store::{instances, windows, InstanceRow, Store, StoreError};
+use crate::store::{instances, packages, windows, InstanceRow, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -41,6 +47,12 @@ pub struct PreviewRow {
     pub charge_2dp: Decimal,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metering_sn: Option<String>,
+    /// The package a stop-before-excess record is deducted from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relate_pkg_instance: Option<String>,
+    /// Pay-per-use packages: the part of `usage` the packages cover (not charged).
+    #[serde(skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    pub covered: Option<Decimal>,
 }
 
 /// Totals of one instance over the rows shown.
@@ -62,6 +74,12 @@ pub struct InstanceTotal {
     /// Remainder below 0.0001 (or capped excess) waiting for the next record.
     #[serde(with = "rust_decimal::serde::str")]
     pub carried: Decimal,
+    /// Stop-before-excess usage no package covered: kept, never uploaded.
+    #[serde(skip_serializing_if = "Decimal::is_zero", with = "rust_decimal::serde::str")]
+    pub over_quota: Decimal,
+    /// Each package's consumption per reset period.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<crate::quota::PeriodUse>,
 }
 
 /// Grand total per currency.
@@ -116,6 +134,7 @@ struct Raw {
     state: &'static str,
     usage: Decimal,
     sn: Option<String>,
+    pkg: Option<String>,
 }
 
 fn instance_rows(
@@ -131,7 +150,9 @@ fn instance_rows(
     let from = q.from.map_or(i64::MIN, |t| t.secs());
     let to = q.to.map_or(i64::MAX, |t| t.secs());
     // Step pricing needs every earlier row of the accumulation period that holds `from`.
+    let payg = plan.package == Some(PackageMode::Payg);
     let load_from = match pricing::accumulates(&plan.pricing) {
+        _ if payg => i64::MIN, // coverage draws on every earlier record
         Some(acc) if from != i64::MIN => pricing::accumulation_start(acc, cfg.timezone, from),
         _ => from,
     };
@@ -147,14 +168,22 @@ fn instance_rows(
             },
             usage: r.usage_value,
             sn: Some(r.metering_sn),
+            pkg: r.relate_pkg,
         })
         .collect();
     for w in windows::of_instance(tx, inst.key, inst.sealed_until.max(load_from), to)? {
         let end = cfg.timezone.window_end(plan.period, w.start);
         let end = inst.release.map_or(end, |r| end.min(r.secs()));
-        raw.push(Raw { window: w.start, begin: w.start.max(inst.start.secs()), end, state: "open", usage: w.usage, sn: None });
+        raw.push(Raw { window: w.start, begin: w.start.max(inst.start.secs()), end, state: "open", usage: w.usage, sn: None, pkg: None });
     }
     raw.sort_by_key(|r| (r.window, r.begin));
+    let pkgs = packages::of_instance(tx, inst.key)?;
+    let (covered, used) = if payg {
+        let (c, u) = quota::payg_cover(&pkgs, cfg.timezone, &raw.iter().map(|r| (r.begin, r.usage)).collect::<Vec<_>>());
+        (Some(c), u)
+    } else {
+        (None, packages::usage_of_instance(tx, inst.key)?)
+    };
     let mut total = InstanceTotal {
         instance_id: inst.instance_id.clone(),
         plan: plan.name.clone(),
@@ -164,10 +193,14 @@ fn instance_rows(
         charge: Decimal::ZERO,
         charge_2dp: Decimal::ZERO,
         unbillable: inst.unbillable,
-        carried: inst.carry,
+        carried: inst.carry + pkgs.iter().map(|p| p.carry).sum::<Decimal>(),
+        over_quota: packages::over_quota(tx, inst.key)?,
+        packages: quota::periods(&pkgs, &used),
     };
     let mut acc: Option<(i64, Decimal)> = None;
-    for r in raw {
+    for (k, r) in raw.into_iter().enumerate() {
+        let cov = covered.as_ref().map(|c| c[k]);
+        let billable = r.usage - cov.unwrap_or_default();
         let before = match pricing::accumulates(&plan.pricing) {
             Some(a) => {
                 let key = pricing::accumulation_start(a, cfg.timezone, r.window);
@@ -178,9 +211,9 @@ fn instance_rows(
             }
             None => Decimal::ZERO,
         };
-        let charge = pricing::charge(&plan.pricing, before, r.usage).ok_or_else(|| StoreError::Invalid("charge overflows".into()))?;
+        let charge = pricing::charge(&plan.pricing, before, billable).ok_or_else(|| StoreError::Invalid("charge overflows".into()))?;
         if let Some(a) = pricing::accumulates(&plan.pricing) {
-            acc = Some((pricing::accumulation_start(a, cfg.timezone, r.window), before + r.usage));
+            acc = Some((pricing::accumulation_start(a, cfg.timezone, r.window), before + billable));
         }
         if r.window < from {
             continue; // counted for accumulation only
@@ -197,6 +230,8 @@ fn instance_rows(
             charge,
             charge_2dp: pricing::truncate_2dp(charge),
             metering_sn: r.sn,
+            relate_pkg_instance: r.pkg,
+            covered: cov,
         });
     }
     total.charge_2dp = pricing::truncate_2dp(total.charge);

@@ -20,6 +20,8 @@ fn row(id: &str, hour: i64, state: &'static str, usage: &str, charge: &str, sn: 
         charge: d(charge),
         charge_2dp: crate::pricing::truncate_2dp(d(charge)),
         metering_sn: sn.map(String::from),
+        relate_pkg_instance: None,
+        covered: None,
     }
 }
 
@@ -34,6 +36,8 @@ fn total(id: &str, plan: &str, unit: &str, usage: &str, charge: &str) -> Instanc
         charge_2dp: crate::pricing::truncate_2dp(d(charge)),
         unbillable: d("1.5"),
         carried: d("0.00004"),
+        over_quota: Decimal::ZERO,
+        packages: Vec::new(),
     }
 }
 

@@ -1,0 +1,100 @@
+//! `meterd package add|list`: prepaid packages of pay-per-use instances (design §4.2).
+
+use super::{now_or, Ctx, Failure};
+use crate::model::Timestamp;
+use crate::store::instances;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Register a package bought for an instance (its plan needs `package = "stop"|"payg"`).
+    Add {
+        instance: String,
+        package_id: String,
+        /// Quota in the plan's unit: a decimal > 0 with at most 4 decimals.
+        #[arg(long)]
+        quota: String,
+        /// RFC 3339 start of the validity.
+        #[arg(long)]
+        from: String,
+        /// RFC 3339 end of the validity (exclusive).
+        #[arg(long)]
+        to: String,
+        /// When the quota renews: each calendar month or year (in `timezone`) of the validity.
+        #[arg(long, default_value = "none", value_parser = ["none", "monthly", "yearly"])]
+        reset: String,
+    },
+    /// Show packages with their use in the current reset period and what is left.
+    List {
+        /// Only this instance.
+        instance: Option<String>,
+        /// Evaluate at this time instead of the wall clock.
+        #[arg(long)]
+        now: Option<String>,
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+}
+
+pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
+    let mut store = ctx.store()?;
+    match cmd {
+        Cmd::Add { instance, package_id, quota, from, to, reset } => {
+            let new = crate::quota::new_package(package_id, quota, from, to, Some(reset)).map_err(Failure::usage)?;
+            let p = store.write(|tx| crate::quota::add(tx, &ctx.cfg, instance, &new, Timestamp::now()))?;
+            println!(
+                "package {} of {instance} registered: quota {}, {} to {}, reset {}",
+                p.package_id,
+                p.quota,
+                p.from,
+                p.to,
+                p.reset.as_str()
+            );
+        }
+        Cmd::List { instance, now, format } => {
+            let now = now_or(now)?;
+            let views = store.read(|tx| {
+                let mut all = instances::list(tx)?;
+                if let Some(id) = instance {
+                    all.retain(|i| &i.instance_id == id);
+                    if all.is_empty() {
+                        return Err(instances::unknown(id));
+                    }
+                }
+                let mut out = Vec::new();
+                for i in &all {
+                    let v = crate::quota::view(tx, &ctx.cfg, i, now)?;
+                    if instance.is_some() || v.mode.is_some() || !v.packages.is_empty() {
+                        out.push(v);
+                    }
+                }
+                Ok(out)
+            })?;
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&views).unwrap_or_default());
+            } else {
+                table(&views);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn table(views: &[crate::quota::QuotaView]) {
+    println!("{:<36} {:<36} {:<13} {:>14} {:>14} {:>14} {:<8}", "INSTANCE", "PACKAGE", "STATE", "QUOTA", "USED", "REMAINING", "RESET");
+    for v in views {
+        for p in &v.packages {
+            println!(
+                "{:<36} {:<36} {:<13} {:>14} {:>14} {:>14} {:<8}",
+                v.instance_id,
+                p.package_id,
+                p.state,
+                p.quota.to_string(),
+                p.used.to_string(),
+                p.remaining.to_string(),
+                p.reset.as_str()
+            );
+        }
+        let flag = if v.exhausted { "  QUOTA EXHAUSTED: stop the service" } else { "" };
+        println!("{:<36} remaining {}, over_quota {}{flag}", v.instance_id, v.remaining, v.over_quota);
+    }
+}
