@@ -315,6 +315,10 @@ fn http_package_routes_validate_and_answer_the_quota() {
     let q = h.get(&format!("/v1/instances/{I}/quota")).ok();
     assert_eq!((q["remaining"].as_str(), q["exhausted"].as_bool()), (Some("0"), Some(true)));
     assert_eq!(h.get("/v1/instances/nope/quota").status, 422);
+    // A package id is never a pay-per-use instance: not as an event's instance, not registered.
+    let r = h.events(Ev::new("y", "pkg-h", "1", "2026-11-23T11:30:00Z").json()).ok();
+    assert!(r["rejected"][0]["error"].as_str().unwrap().contains("package instance"), "{r}");
+    env.run(&["instance", "add", "pkg-h", "--plan", "calls", "--start", "2026-11-01T00:00:00Z"]).code(2);
 }
 
 #[test]

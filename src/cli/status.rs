@@ -1,5 +1,6 @@
 //! `meterd status`: backlog, oldest pending record, last upload, last error, records past
-//! their deadline, unbillable usage, and the conservation audit.
+//! their deadline, unbillable usage, package quotas and over-quota usage, and the conservation
+//! audit.
 
 use super::{now_or, Ctx, Failure};
 
@@ -30,6 +31,13 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         println!("last error          {}", opt(&s.last_error));
         for (inst, u) in &s.unbillable {
             println!("unbillable          {inst}: {u}");
+        }
+        for q in &s.quota {
+            let flag = if q.exhausted { " — QUOTA EXHAUSTED: stop the service" } else { "" };
+            println!("quota               {}: remaining {}, over_quota {}{flag}", q.instance_id, q.remaining, q.over_quota);
+            for p in &q.packages {
+                println!("  package           {} ({}): used {} of {}, remaining {}", p.package_id, p.state, p.used, p.quota, p.remaining);
+            }
         }
         match &s.conservation_violations {
             Some(v) if v.is_empty() => println!("conservation        ok (every acknowledged unit is accounted for once)"),

@@ -152,6 +152,9 @@ fn instance<'c>(
 fn load(conn: &Connection, cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<Result<InstanceCtx, String>, StoreError> {
     let row = match instances::get(conn, &ev.instance_id)? {
         Some(row) => row,
+        None if crate::store::packages::get(conn, &ev.instance_id)?.is_some() => {
+            return Ok(Err(format!("`instance_id` {:?} is a package instance; send usage under the pay-per-use instance it belongs to", ev.instance_id)))
+        }
         None => match &cfg.collector.auto_register {
             Some(plan_name) => {
                 let plan = cfg.plan(plan_name).ok_or_else(|| StoreError::Invalid(format!("auto_register plan {plan_name:?} vanished")))?;

@@ -238,4 +238,16 @@ mod tests {
         std::fs::write(&p, "# known\n i-1 \n\ni-2\n").unwrap();
         assert_eq!(load_instances(&p).unwrap(), HashSet::from(["i-1".to_string(), "i-2".to_string()]));
     }
+
+    #[test]
+    fn packages_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("packages");
+        std::fs::write(&p, "# instance package\ni-1 pkg-a\n\ni-1  pkg-b\ni-2 pkg-c\n").unwrap();
+        let got = load_packages(&p).unwrap();
+        assert_eq!(got["i-1"], HashSet::from(["pkg-a".to_string(), "pkg-b".to_string()]));
+        assert_eq!(got["i-2"], HashSet::from(["pkg-c".to_string()]));
+        std::fs::write(&p, "i-1\n").unwrap();
+        assert!(load_packages(&p).unwrap_err().to_string().contains("line 1"));
+    }
 }

@@ -71,6 +71,11 @@ pub fn add(conn: &Connection, instance_id: &str, plan: &str, start: Timestamp, n
             existing.plan, existing.start
         )));
     }
+    if super::packages::get(conn, instance_id)?.is_some() {
+        return Err(StoreError::Invalid(format!(
+            "{instance_id:?} is registered as a package instance; it cannot be a pay-per-use instance too"
+        )));
+    }
     conn.prepare_cached("INSERT INTO instances (instance_id, plan, start_ns, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
         instance_id,
         plan,

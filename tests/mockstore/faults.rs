@@ -130,6 +130,7 @@ async fn cli_serves_on_a_free_port_until_stopped() {
         key_env: "METERD_TEST_CLI_KEY".into(),
         ledger: Some(ledger.clone()),
         instances: None,
+        packages: None,
         path: meterd::mockstore::DEFAULT_PATH.into(),
         now: Some(meterd::model::parse_rfc3339(NOW).unwrap()),
         fail_first: 0,
