@@ -87,6 +87,7 @@ impl MockStoreArgs {
                 bill_then_fail_every: self.bill_then_fail_every,
                 bill_then_fail_how: self.bill_then_fail_how,
             },
+            keep_bodies: false,
         })
     }
 }

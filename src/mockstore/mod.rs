@@ -61,12 +61,24 @@ pub struct MockConfig {
     /// Pinned "now" for the 21-day rule; `None` uses the real clock.
     pub now: Option<Timestamp>,
     pub faults: Faults,
+    /// Keep every request body in memory ([`MockHandle::received`]) so tests can check that
+    /// retries resend the same bytes. Off by default: a long-running mock would grow without
+    /// bound.
+    pub keep_bodies: bool,
 }
 
 impl MockConfig {
     /// Defaults: the standard path, in-memory ledger, any instance, real clock, no faults.
     pub fn new(key: Secret) -> MockConfig {
-        MockConfig { key, path: DEFAULT_PATH.into(), ledger: None, instances: None, now: None, faults: Faults::default() }
+        MockConfig {
+            key,
+            path: DEFAULT_PATH.into(),
+            ledger: None,
+            instances: None,
+            now: None,
+            faults: Faults::default(),
+            keep_bodies: false,
+        }
     }
 }
 
@@ -151,6 +163,12 @@ impl MockHandle {
 
     pub fn counters(&self) -> Counters {
         self.shared.lock().counters.clone()
+    }
+
+    /// The body of every request that reached the route, in arrival order (whatever its
+    /// fate); empty unless [`MockConfig::keep_bodies`] is set.
+    pub fn received(&self) -> Vec<Vec<u8>> {
+        self.shared.lock().received.iter().map(|b| b.to_vec()).collect()
     }
 
     /// Stops accepting, closes open connections and waits for the accept loop to end.

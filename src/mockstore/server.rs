@@ -47,6 +47,8 @@ pub(crate) struct MockState {
     nonces: NonceCache,
     pub(crate) ledger: Ledger,
     pub(crate) counters: Counters,
+    /// Request bodies in arrival order, when `cfg.keep_bodies` (tests only).
+    pub(crate) received: Vec<Bytes>,
 }
 
 impl Shared {
@@ -60,8 +62,11 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn next_request(&self) -> u64 {
+    fn next_request(&self, body: &Bytes) -> u64 {
         let mut s = self.lock();
+        if self.cfg.keep_bodies {
+            s.received.push(body.clone());
+        }
         s.requests += 1;
         s.counters.requests = s.requests;
         s.requests
@@ -111,7 +116,7 @@ async fn connection(stream: tokio::net::TcpStream, router: Router, shutdown: Can
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, Extension(conn): Extension<ConnKill>, headers: HeaderMap, body: Bytes) -> Response {
-    let n = shared.next_request();
+    let n = shared.next_request(&body);
     if !shared.cfg.faults.latency.is_zero() {
         tokio::time::sleep(shared.cfg.faults.latency).await;
     }
