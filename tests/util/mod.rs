@@ -274,6 +274,8 @@ pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Every response header (e.g. `Retry-After` on a 503).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
@@ -328,8 +330,9 @@ impl Http {
             let resp = req.send().await?;
             let status = resp.status().as_u16();
             let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            let headers = resp.headers().clone();
             let body = resp.bytes().await?.to_vec();
-            Ok(Reply { status, content_type, body })
+            Ok(Reply { status, content_type, body, headers })
         })
     }
 }
