@@ -23,3 +23,5 @@ mod util;
 
 mod common;
 mod crash_ingest;
+mod crash_upload;
+mod outage;
