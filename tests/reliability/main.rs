@@ -24,4 +24,5 @@ mod util;
 mod common;
 mod crash_ingest;
 mod crash_upload;
+mod disk_full;
 mod outage;
