@@ -25,4 +25,5 @@ mod common;
 mod crash_ingest;
 mod crash_upload;
 mod disk_full;
+mod hostile;
 mod outage;
