@@ -21,6 +21,7 @@
 #[path = "../util/mod.rs"]
 mod util;
 
+mod clock;
 mod common;
 mod crash_ingest;
 mod crash_upload;
