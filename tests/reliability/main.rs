@@ -28,3 +28,4 @@ mod crash_upload;
 mod disk_full;
 mod hostile;
 mod outage;
+mod security;
