@@ -56,11 +56,11 @@ fn death_after_the_store_billed_resends_the_same_bytes_and_bills_once() {
     assert_eq!(report["delivered"], total, "{report}");
     assert_eq!(report["waiting"], 0, "{report}");
 
-    let received = mock.received();
+    let received: Vec<String> = mock.received().iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
     assert_eq!(received[1], received[0], "the retry after the crash carried the same body bytes");
     assert_eq!(received[2], received[0], "the clean rerun resent the open batch first, byte-identical");
     let stored = batch_bodies(&env);
-    for (n, body) in received.iter().enumerate() {
+    for (n, body) in mock.received().iter().enumerate() {
         assert!(stored.contains(body), "request {n} sent bytes that are not a stored batch body");
     }
 
