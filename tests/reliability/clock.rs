@@ -84,8 +84,8 @@ fn now_moving_backwards_and_jumping_forwards_seals_and_bills_once() {
     let mut latest = start;
     let mut seq = 0;
     let mut moves = Vec::new();
-    for step in 0..16 {
-        let delta = [-3 * DAY, -DAY, -2 * HOUR, -30 * 60, HOUR, 5 * HOUR, DAY, 3 * DAY][rng.random_range(0..8)];
+    for step in 0..24 {
+        let delta = [-3 * DAY, -DAY, -2 * HOUR, -30 * 60, HOUR, 2 * HOUR, 5 * HOUR, DAY, DAY, 3 * DAY][rng.random_range(0..10)];
         t = Timestamp(t.add_secs(delta).0.max(floor.0));
         latest = Timestamp(latest.0.max(t.0));
         let now = t.to_rfc3339();
