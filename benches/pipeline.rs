@@ -7,6 +7,7 @@
 //! METERD_BENCH_QUICK=1 cargo bench --bench pipeline # small sizes, about a minute
 //! cargo bench --bench pipeline -- --quick           # the same
 //! METERD_BENCH_EVENTS=2000000 cargo bench --bench pipeline -- --quick  # quick, but ingest 2M
+//! METERD_BENCH_ONLY=ingest …                        # only figure 1 and 8 (for profiling)
 //! ```
 //!
 //! Databases live in a temporary directory on the same filesystem as `$TMPDIR` (set
@@ -529,6 +530,11 @@ fn main() {
     phase(&format!("library ingest of {} events", s.ingest_events));
     // First, so VmHWM is the ingest's peak and nothing else's.
     let ing = lib_ingest(dir.path(), &s);
+    if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "ingest") {
+        // For profiling the hot path: `METERD_BENCH_ONLY=ingest perf record …`.
+        println!("library ingest: {} ev/s, peak RSS {} MiB, {:.0} B/event", fmt_n(ing.events_per_s), ing.rss >> 20, ing.bytes_per_event);
+        return;
+    }
     phase("baseline plain append");
     let base = baseline(dir.path(), &s);
     phase("HTTP NDJSON batches");
