@@ -8,6 +8,7 @@
 //! cargo bench --bench pipeline -- --quick           # the same
 //! METERD_BENCH_EVENTS=2000000 cargo bench --bench pipeline -- --quick  # quick, but ingest 2M
 //! METERD_BENCH_ONLY=ingest …                        # only figure 1 and 8 (for profiling)
+//! METERD_BENCH_ONLY=upload …                        # only figure 7
 //! ```
 //!
 //! Databases live in a temporary directory on the same filesystem as `$TMPDIR` (set
@@ -525,6 +526,11 @@ fn fmt_n(x: f64) -> String {
 fn main() {
     let s = Sizes::from_env();
     let dir = bench_dir();
+    if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "upload") {
+        let (up, n) = upload(dir.path(), &s);
+        println!("upload: {} records/s ({} records)", fmt_n(up), fmt_n(n as f64));
+        return;
+    }
     let total = Instant::now();
     let phase = |name: &str| eprintln!("[{:>6.1}s] {name}", total.elapsed().as_secs_f64());
     phase(&format!("library ingest of {} events", s.ingest_events));

@@ -113,3 +113,5 @@ CREATE TABLE instance_status (
     PRIMARY KEY (instance_ref, at_ns)
 ) STRICT, WITHOUT ROWID;
 
+CREATE INDEX records_pending ON records(window_start, metering_sn) WHERE state = 'pending';
+

@@ -125,4 +125,8 @@ CREATE TABLE instance_status (
     PRIMARY KEY (instance_ref, at_ns)
 ) STRICT, WITHOUT ROWID;
 "#,
+    // 3: find the next pending records without scanning every record.
+    r#"
+CREATE INDEX records_pending ON records(window_start, metering_sn) WHERE state = 'pending';
+"#,
 ];
