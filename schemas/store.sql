@@ -24,18 +24,31 @@ CREATE TABLE events (
     -- start (UTC s) of the window that bills the event; differs from its own window when late;
     -- NULL when the usage is unbillable
     billed_window INTEGER,
-    received_ns   INTEGER NOT NULL
+    received_s    INTEGER NOT NULL
 ) STRICT;
 
-CREATE UNIQUE INDEX events_by_key ON events(instance_ref, event_id);
+CREATE TABLE event_keys (
+    gen      INTEGER NOT NULL,
+    key_hash INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    PRIMARY KEY (gen, key_hash, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE key_runs (
+    gen         INTEGER PRIMARY KEY,
+    keys        INTEGER NOT NULL,
+    through_seq INTEGER NOT NULL
+) STRICT;
 
 CREATE TABLE windows (
     instance_ref INTEGER NOT NULL REFERENCES instances(ref),
     start_s      INTEGER NOT NULL,
     usage        TEXT NOT NULL,
     events       INTEGER NOT NULL,
-    PRIMARY KEY (instance_ref, start_s)
+    PRIMARY KEY (start_s, instance_ref)
 ) STRICT, WITHOUT ROWID;
+
+CREATE INDEX windows_by_instance ON windows(instance_ref, start_s);
 
 CREATE TABLE records (
     metering_sn   TEXT PRIMARY KEY,
@@ -99,6 +112,8 @@ CREATE TABLE instance_status (
     recorded_ns  INTEGER NOT NULL,
     PRIMARY KEY (instance_ref, at_ns)
 ) STRICT, WITHOUT ROWID;
+
+CREATE INDEX records_pending ON records(window_start, metering_sn) WHERE state = 'pending';
 
 CREATE TABLE packages (
     package_id   TEXT PRIMARY KEY,

@@ -39,8 +39,9 @@ impl Balance {
 pub fn balances(store: &mut Store) -> Result<Vec<Balance>, StoreError> {
     store.read(|tx| {
         let mut out = Vec::new();
+        let totals = events::totals_all(tx)?;
         for inst in instances::list(tx)? {
-            let (n, total) = events::totals(tx, inst.key)?;
+            let (n, total) = totals.get(&inst.key).copied().unwrap_or((0, crate::model::Quantity::ZERO));
             let sealed: Decimal = records::of_instance(tx, inst.key, i64::MIN, i64::MAX)?.iter().map(|r| r.usage_value).sum();
             let open: Decimal = windows::of_instance(tx, inst.key, inst.sealed_until, i64::MAX)?.iter().map(|w| w.usage).sum();
             out.push(Balance {

@@ -274,6 +274,25 @@ proptest! {
     }
 }
 
+#[test]
+fn records_past_their_reporting_deadline_are_flagged() {
+    let w = World::new("");
+    w.add("h-1", "calls", "2026-11-23T00:00:00Z");
+    w.add("d-1", "storage", "2026-11-20T00:00:00Z");
+    w.event("h-1", "a", "1", "2026-11-23T08:10:00Z", "2026-11-23T09:00:00Z");
+    w.event("d-1", "b", "1", "2026-11-22T08:10:00Z", "2026-11-23T09:00:00Z");
+    w.seal("2026-11-23T09:06:00Z"); // hourly 08:00–09:00 and the Beijing day ending 11-22T16:00Z
+    let past = |now: &str| meterd::status::status(&mut w.store(), &w.cfg, ts(now), true).unwrap().past_deadline;
+    // Daily record: due 1 h after its end (01:00 Beijing); hourly: within 2 h of its end.
+    assert_eq!(past("2026-11-22T16:59:59Z"), 0);
+    assert_eq!(past("2026-11-23T09:06:00Z"), 1, "the daily record is late");
+    assert_eq!(past("2026-11-23T11:00:01Z"), 2, "and the hourly one after 11:00");
+    let s = meterd::status::status(&mut w.store(), &w.cfg, ts("2026-11-23T11:00:01Z"), true).unwrap();
+    assert_eq!(s.backlog, 2);
+    assert_eq!(s.oldest_pending, Some(ts("2026-11-21T16:00:00Z")));
+    assert_eq!(s.conservation_violations, Some(vec![]));
+}
+
 const STOP_PLAN: &str = r#"
 [[plan]]
 name = "stop"

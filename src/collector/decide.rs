@@ -5,8 +5,9 @@
 use super::parse::EventInput;
 use crate::config::{Config, LatePolicy, Plan};
 use crate::model::Timestamp;
+use crate::store::dedupe::Dedupe;
 use crate::store::lifecycle::{self, History};
-use crate::store::{events, instances, InsertOutcome, InstanceRow, StoreError};
+use crate::store::{instances, InsertOutcome, InstanceRow, StoreError};
 use rusqlite::Connection;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
@@ -55,6 +56,7 @@ impl WindowDeltas {
 /// Decides one event and, when it is new, inserts it.
 pub fn decide(
     conn: &Connection,
+    dedupe: &mut Dedupe,
     cfg: &Config,
     cache: &mut HashMap<String, InstanceCtx>,
     deltas: &mut WindowDeltas,
@@ -111,7 +113,7 @@ pub fn decide(
     } else {
         Some(ctx.row.sealed_until)
     };
-    match events::insert(conn, ctx.row.key, &ev.id, ev.time, ev.quantity, billed, now)? {
+    match dedupe.insert(conn, ctx.row.key, &ev.id, ev.time, ev.quantity, billed, now)? {
         InsertOutcome::Inserted => {
             match billed {
                 Some(w) => {

@@ -77,6 +77,15 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Result<EventInput, Refusal>>, NotJs
 
 /// Parses and checks one event object.
 pub fn parse_event(text: &[u8]) -> Result<EventInput, Refusal> {
+    // serde would also read a struct from a JSON array, mapping values by position; an event
+    // is an object with named fields, so an array is refused before that can happen.
+    if text.trim_ascii_start().first() == Some(&b'[') {
+        let shown = shorten(&String::from_utf8_lossy(text));
+        return Err(Refusal {
+            id: None,
+            error: format!("not an event object: invalid type: JSON array, expected a JSON object such as {{\"id\": …}}; got {shown}"),
+        });
+    }
     let wire: Wire<'_> = match serde_json::from_slice(text) {
         Ok(w) => w,
         Err(e) => return Err(Refusal { id: readable_id(text), error: describe_json_error(&e) }),
@@ -198,5 +207,7 @@ mod tests {
         assert!(r.error.contains("instance_id"));
         let r = parse_event(b"42").unwrap_err();
         assert_eq!(r.id, None);
+        let r = parse_event(br#"["x3","i","1","2026-11-23T08:00:00Z"]"#).unwrap_err();
+        assert!(r.error.contains("JSON object"), "an array is not an event, even with the fields in order: {}", r.error);
     }
 }

@@ -5,11 +5,18 @@
 //! transaction: concurrent requests share one fsync (group commit) without any added wait.
 //! Replies are sent only after `COMMIT` returned, so an acknowledged event is durable. If the
 //! transaction fails, every job in the group gets the error and nothing of the group is stored.
+//!
+//! Between transactions the writer keeps its dedupe state ([`Dedupe`]) and the instances it
+//! has seen. Both are checked at the start of every transaction against `PRAGMA data_version`:
+//! when another connection committed (a seal, an instance change, another ingest process) the
+//! instances are reloaded and the dedupe state catches up; after a failed transaction both are
+//! dropped and rebuilt from the database.
 
-use super::decide::{decide, Verdict, WindowDeltas};
+use super::decide::{decide, InstanceCtx, Verdict, WindowDeltas};
 use super::parse::EventInput;
 use crate::config::Config;
 use crate::model::Timestamp;
+use crate::store::dedupe::Dedupe;
 use crate::store::{windows, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -38,8 +45,17 @@ pub struct JobReply {
 /// Called after each commit with (events, commit duration) — feeds metrics.
 pub type CommitHook = Box<dyn Fn(usize, std::time::Duration) + Send>;
 
+/// What the writer keeps between transactions.
+struct Writer {
+    store: Store,
+    /// `None` until loaded (lazily, so a failure surfaces as a job's error, not a dead thread).
+    dedupe: Option<Dedupe>,
+    instances: HashMap<String, InstanceCtx>,
+}
+
 /// Runs until every sender is dropped.
-pub fn run(mut store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: CommitHook) {
+pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: CommitHook) {
+    let mut w = Writer { store, dedupe: None, instances: HashMap::new() };
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         let mut n = group[0].events.len();
@@ -53,7 +69,7 @@ pub fn run(mut store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: C
             }
         }
         let started = Instant::now();
-        let result = commit_group(&mut store, &cfg, &group);
+        let result = w.commit_group(&cfg, &group);
         on_commit(n, started.elapsed());
         match result {
             Ok(mut verdicts) => {
@@ -74,29 +90,44 @@ pub fn run(mut store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: C
     }
 }
 
-fn commit_group(store: &mut Store, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
-    store.write(|tx| {
-        let mut instances = HashMap::new();
-        let mut deltas = WindowDeltas::default();
-        let mut out = Vec::with_capacity(group.len());
-        for job in group {
-            let mut verdicts = Vec::with_capacity(job.events.len());
-            for (index, ev) in &job.events {
-                verdicts.push((*index, decide(tx, cfg, &mut instances, &mut deltas, ev, job.now)?));
+impl Writer {
+    fn commit_group(&mut self, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
+        if self.dedupe.is_none() {
+            self.dedupe = Some(self.store.read(|tx| Dedupe::load(tx))?);
+        }
+        let Writer { store, dedupe, instances } = self;
+        let dedupe = dedupe.as_mut().expect("loaded above");
+        let result = store.write(|tx| {
+            if dedupe.sync(tx)? {
+                instances.clear();
             }
-            let quota_exhausted = super::quota::exhausted(tx, cfg, &mut instances, &job.events, job.now)?;
-            out.push(JobReply { verdicts, quota_exhausted });
+            let mut deltas = WindowDeltas::default();
+            let mut out = Vec::with_capacity(group.len());
+            for job in group {
+                let mut verdicts = Vec::with_capacity(job.events.len());
+                for (index, ev) in &job.events {
+                    verdicts.push((*index, decide(tx, dedupe, cfg, instances, &mut deltas, ev, job.now)?));
+                }
+                let quota_exhausted = super::quota::exhausted(tx, cfg, instances, &job.events, job.now)?;
+                out.push(JobReply { verdicts, quota_exhausted });
+            }
+            for ((key, start), (usage, count)) in deltas.into_sorted() {
+                windows::add_usage(tx, key, start, usage, count)?;
+            }
+            for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero()) {
+                crate::store::instances::add_unbillable(tx, ctx.row.key, ctx.new_unbillable)?;
+                ctx.new_unbillable = rust_decimal::Decimal::ZERO;
+            }
+            dedupe.maybe_flush(tx)?;
+            Ok(out)
+        });
+        match &result {
+            Ok(_) => dedupe.committed(),
+            Err(_) => {
+                dedupe.rolled_back();
+                instances.clear();
+            }
         }
-        for ((key, start), (usage, count)) in deltas.into_sorted() {
-            windows::add_usage(tx, key, start, usage, count)?;
-        }
-        for (key, amount) in deltas_unbillable(&instances) {
-            crate::store::instances::add_unbillable(tx, key, amount)?;
-        }
-        Ok(out)
-    })
-}
-
-fn deltas_unbillable(instances: &HashMap<String, super::decide::InstanceCtx>) -> Vec<(i64, rust_decimal::Decimal)> {
-    instances.values().filter(|c| !c.new_unbillable.is_zero()).map(|c| (c.row.key, c.new_unbillable)).collect()
+        result
+    }
 }

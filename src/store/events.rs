@@ -1,5 +1,6 @@
 //! Raw events, stored exactly once per (instance, id). The dedupe check and the insert happen
-//! in the caller's transaction, so an acknowledged event and its dedupe key commit together.
+//! in the writer's transaction ([`super::dedupe::Dedupe::insert`]), so an acknowledged event and
+//! its dedupe key commit together. This file holds the read side.
 
 use super::{Result, StoreError};
 use crate::model::{Quantity, Timestamp};
@@ -28,45 +29,23 @@ pub struct EventRow {
     pub billed_window: Option<i64>,
 }
 
-/// Inserts one event unless its key is already stored; compares with the stored one if so.
-pub fn insert(
-    conn: &Connection,
-    instance_key: i64,
-    event_id: &str,
-    time: Timestamp,
-    quantity: Quantity,
-    billed_window: Option<i64>,
-    received: Timestamp,
-) -> Result<InsertOutcome> {
-    let qty = quantity.to_string();
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, received_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (instance_ref, event_id) DO NOTHING",
-        )?
-        .execute(params![instance_key, event_id, time.0, qty, billed_window, received.0])?;
-    if n == 1 {
-        return Ok(InsertOutcome::Inserted);
-    }
-    let (stored_time, stored_qty): (i64, String) = conn
-        .prepare_cached("SELECT time_ns, qty FROM events WHERE instance_ref = ?1 AND event_id = ?2")?
-        .query_row(params![instance_key, event_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let stored_quantity =
-        Quantity::parse_stored(&stored_qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {stored_qty:?}")))?;
-    if stored_time == time.0 && stored_quantity == quantity {
-        Ok(InsertOutcome::Duplicate)
-    } else {
-        Ok(InsertOutcome::Conflict { stored_quantity, stored_time: Timestamp(stored_time) })
-    }
-}
-
 /// Looks one event up by key.
 pub fn get(conn: &Connection, instance_id: &str, event_id: &str) -> Result<Option<EventRow>> {
+    let Some(key) = conn
+        .prepare_cached("SELECT ref FROM instances WHERE instance_id = ?1")?
+        .query_row([instance_id], |r| r.get::<_, i64>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    // Candidates: hash matches in the flushed runs, and the unflushed tail (see `dedupe`).
     let mut stmt = conn.prepare_cached(
         "SELECT i.instance_id, e.event_id, e.time_ns, e.qty, e.billed_window FROM events e JOIN instances i ON i.ref = e.instance_ref
-         WHERE i.instance_id = ?1 AND e.event_id = ?2",
+         WHERE e.instance_ref = ?1 AND e.event_id = ?2
+           AND (e.seq IN (SELECT seq FROM event_keys WHERE key_hash = ?3)
+                OR e.seq > (SELECT coalesce(max(through_seq), 0) FROM key_runs))",
     )?;
-    let row = stmt.query_row(params![instance_id, event_id], row_to_event).optional()?;
+    let row = stmt.query_row(params![key, event_id, super::dedupe::key_hash(key, event_id)], row_to_event).optional()?;
     row.transpose()
 }
 
@@ -96,6 +75,21 @@ pub fn totals(conn: &Connection, instance_key: i64) -> Result<(u64, Quantity)> {
         n += 1;
     }
     Ok((n, sum))
+}
+
+/// Count and exact quantity sum per instance key, in one pass over the events.
+pub fn totals_all(conn: &Connection) -> Result<std::collections::HashMap<i64, (u64, Quantity)>> {
+    let mut stmt = conn.prepare_cached("SELECT instance_ref, qty FROM events")?;
+    let mut rows = stmt.query([])?;
+    let mut out = std::collections::HashMap::<i64, (u64, Quantity)>::new();
+    while let Some(r) = rows.next()? {
+        let qty = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+        let q = Quantity::parse_stored(qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {qty:?}")))?;
+        let e = out.entry(r.get(0)?).or_insert((0, Quantity::ZERO));
+        e.0 += 1;
+        e.1 = e.1.checked_add(q).ok_or_else(|| StoreError::Invalid("sum overflows".into()))?;
+    }
+    Ok(out)
 }
 
 /// Total number of stored events.

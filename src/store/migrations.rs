@@ -21,6 +21,9 @@ CREATE TABLE instances (
     created_ns   INTEGER NOT NULL
 ) STRICT;
 
+-- Append-only in arrival order, no index: (instance_ref, event_id) is unique, enforced by the
+-- writer through event_keys (see src/store/dedupe.rs), so inserts never scatter over a
+-- random-order index.
 CREATE TABLE events (
     seq           INTEGER PRIMARY KEY,
     instance_ref  INTEGER NOT NULL REFERENCES instances(ref),
@@ -30,17 +33,35 @@ CREATE TABLE events (
     -- start (UTC s) of the window that bills the event; differs from its own window when late;
     -- NULL when the usage is unbillable
     billed_window INTEGER,
-    received_ns   INTEGER NOT NULL
+    received_s    INTEGER NOT NULL
 ) STRICT;
-CREATE UNIQUE INDEX events_by_key ON events(instance_ref, event_id);
 
+-- Dedupe keys, written in sorted runs: run `gen` holds the 64-bit key hash of every event with
+-- seq in (previous run's through_seq, through_seq]. A hash match is always verified against
+-- the event itself.
+CREATE TABLE event_keys (
+    gen      INTEGER NOT NULL,
+    key_hash INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    PRIMARY KEY (gen, key_hash, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE key_runs (
+    gen         INTEGER PRIMARY KEY,
+    keys        INTEGER NOT NULL,
+    through_seq INTEGER NOT NULL
+) STRICT;
+
+-- Keyed time-first: the windows being filled now are a few adjacent pages, not one page per
+-- instance.
 CREATE TABLE windows (
     instance_ref INTEGER NOT NULL REFERENCES instances(ref),
     start_s      INTEGER NOT NULL,
     usage        TEXT NOT NULL,
     events       INTEGER NOT NULL,
-    PRIMARY KEY (instance_ref, start_s)
+    PRIMARY KEY (start_s, instance_ref)
 ) STRICT, WITHOUT ROWID;
+CREATE INDEX windows_by_instance ON windows(instance_ref, start_s);
 
 CREATE TABLE records (
     metering_sn   TEXT PRIMARY KEY,
@@ -104,7 +125,11 @@ CREATE TABLE instance_status (
     PRIMARY KEY (instance_ref, at_ns)
 ) STRICT, WITHOUT ROWID;
 "#,
-    // 3: prepaid packages (design §4.2): quota per package, consumption per reset period,
+    // 3: find the next pending records without scanning every record.
+    r#"
+CREATE INDEX records_pending ON records(window_start, metering_sn) WHERE state = 'pending';
+"#,
+    // 4: prepaid packages (design §4.2): quota per package, consumption per reset period,
     // stop-before-excess window segments (one record each), usage beyond every quota.
     r#"
 CREATE TABLE packages (

@@ -18,14 +18,20 @@ pub struct WindowRow {
 pub fn add_usage(conn: &Connection, instance_key: i64, start: i64, delta: Decimal, count: u64) -> Result<()> {
     let mut get = conn.prepare_cached("SELECT usage, events FROM windows WHERE instance_ref = ?1 AND start_s = ?2")?;
     let mut rows = get.query(params![instance_key, start])?;
-    let (usage, events) = match rows.next()? {
-        Some(r) => (dec(&r.get::<_, String>(0)?)?, r.get::<_, i64>(1)?),
-        None => (Decimal::ZERO, 0),
+    let (usage, events, exists) = match rows.next()? {
+        Some(r) => (dec(&r.get::<_, String>(0)?)?, r.get::<_, i64>(1)?, true),
+        None => (Decimal::ZERO, 0, false),
     };
     drop(rows);
     let next = usage.checked_add(delta).ok_or_else(|| StoreError::Invalid("window usage overflows a 96-bit decimal".into()))?;
-    conn.prepare_cached("INSERT OR REPLACE INTO windows (instance_ref, start_s, usage, events) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![instance_key, start, next.normalize().to_string(), events + count as i64])?;
+    // UPDATE in place when the row exists: REPLACE would delete and reinsert, rewriting the
+    // `windows_by_instance` entry too.
+    let sql = if exists {
+        "UPDATE windows SET usage = ?3, events = ?4 WHERE start_s = ?2 AND instance_ref = ?1"
+    } else {
+        "INSERT INTO windows (instance_ref, start_s, usage, events) VALUES (?1, ?2, ?3, ?4)"
+    };
+    conn.prepare_cached(sql)?.execute(params![instance_key, start, next.normalize().to_string(), events + count as i64])?;
     Ok(())
 }
 

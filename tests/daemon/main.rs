@@ -62,15 +62,30 @@ impl Drop for Mock {
 
 /// A config with the mock as endpoint and schedules firing every second.
 fn env_for(mock: &Mock) -> Env {
+    Env::with_config(&config_for(mock, &[]))
+}
+
+/// The same with unknown instances registered (plan `calls`) by their first event: the
+/// registration commits with the events, so no seal tick can pass their windows in between.
+fn env_auto_register(mock: &Mock) -> Env {
+    Env::with_config(&config_for(mock, &[("# auto_register = \"calls\"", "auto_register = \"calls\"")]))
+}
+
+fn config_for(mock: &Mock, extra: &[(&str, &str)]) -> String {
     let endpoint = mock.handle().endpoint();
-    Env::with_config(&example_config_with(&[
+    let mut cfg = example_config_with(&[
         ("endpoint = \"https://mkt.myhuaweicloud.com\"", &format!("endpoint = {endpoint:?}")),
         ("fallback = \"https://mkt.myhuaweicloud.cn\"", &format!("fallback = {endpoint:?}")),
         ("seal = \"0 */5 * * * *\"", "seal = \"* * * * * *\""),
         ("upload = \"30 */5 * * * *\"", "upload = \"* * * * * *\""),
         ("backoff_base = \"200ms\"", "backoff_base = \"10ms\""),
         ("backoff_cap = \"30s\"", "backoff_cap = \"100ms\""),
-    ]))
+    ]);
+    for (from, to) in extra {
+        assert!(cfg.contains(from), "{from}");
+        cfg = cfg.replace(from, to);
+    }
+    cfg
 }
 
 fn post(d: &util::Daemon, events: &[Ev]) {
@@ -82,11 +97,10 @@ fn post(d: &util::Daemon, events: &[Ev]) {
 #[test]
 fn daemon_seals_and_uploads_on_its_own_then_stops_on_sigterm() {
     let mock = Mock::start(NOW);
-    let env = env_for(&mock);
+    let env = env_auto_register(&mock);
     let mut d = env.daemon_with(&[], &[("METERD_ISV_KEY", KEY)]);
     let h = d.http();
-    h.post("/v1/instances", r#"{"instance_id":"inst-a","plan":"calls","start":"2026-11-23T00:00:00Z"}"#).ok();
-    h.post("/v1/instances", r#"{"instance_id":"inst-b","plan":"seats","start":"2026-11-23T00:00:00Z"}"#).ok();
+    // One request registers both instances (auto_register) and stores their usage.
     post(
         &d,
         &[
@@ -186,11 +200,8 @@ fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
 #[test]
 fn metrics_parse_and_agree_with_status() {
     let mock = Mock::start(NOW);
-    let env = env_for(&mock);
+    let env = env_auto_register(&mock);
     let d = env.daemon_with(&[], &[("METERD_ISV_KEY", KEY)]);
-    // Registered after the daemon's first seal, so 08:00–09:00 is still open for it (an
-    // instance registered earlier would have that empty window sealed, and the event carried).
-    d.http().post("/v1/instances", r#"{"instance_id":"inst-a","plan":"calls","start":"2026-11-23T00:00:00Z"}"#).ok();
     post(&d, &[Ev::new("a1", "inst-a", "2", "2026-11-23T08:10:00Z"), Ev::new("a2", "inst-a", "1", "2026-11-23T11:10:00Z")]);
     let bad = d.http().events(util::ndjson(&[Ev::new("bad", "inst-a", "-1", "2026-11-23T08:10:00Z").json()])).ok();
     assert_eq!(bad["rejected"].as_array().unwrap().len(), 1);

@@ -71,7 +71,7 @@ impl Env {
 
     /// `meterd --config … --db …` with a clean environment and the temp dir as cwd.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_meterd"));
+        let mut c = Command::new(bin());
         c.arg("--config").arg(&self.config).arg("--db").arg(&self.db).current_dir(self.dir.path());
         c.env_remove("METERD_CONFIG").env_remove("METERD_DB").env_remove("METERD_ISV_KEY").env("RUST_LOG", "warn");
         c
@@ -145,6 +145,13 @@ impl Env {
     pub fn collector(&self) -> meterd::collector::Collector {
         meterd::collector::Collector::start(&self.db, self.cfg(), Box::new(|_, _| {})).expect("collector starts")
     }
+}
+
+/// The binary under test: cargo's, or `METERD_TEST_BIN` when set — a private copy, for when
+/// several worktrees share one target directory and another build may replace
+/// `target/debug/meterd` while the tests run.
+pub fn bin() -> PathBuf {
+    std::env::var_os("METERD_TEST_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_meterd")))
 }
 
 /// The outcome of one finished command.
@@ -274,6 +281,8 @@ pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Every response header (e.g. `Retry-After` on a 503).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
@@ -328,8 +337,9 @@ impl Http {
             let resp = req.send().await?;
             let status = resp.status().as_u16();
             let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            let headers = resp.headers().clone();
             let body = resp.bytes().await?.to_vec();
-            Ok(Reply { status, content_type, body })
+            Ok(Reply { status, content_type, body, headers })
         })
     }
 }

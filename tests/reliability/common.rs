@@ -1,0 +1,178 @@
+//! What the reliability tests share: seeds that are printed and replayable, the mock cloud
+//! store on its own runtime, configs pointing at it, commands whose death by signal is an
+//! expected outcome, and the checks every fault ends with (the file reopens, `integrity_check`
+//! is `ok`, conservation holds).
+
+use crate::util::{example_config_with, Env};
+use meterd::config::Secret;
+use meterd::mockstore::{Faults, LedgerEntry, MockConfig, MockHandle, MockStore};
+use std::collections::HashSet;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+
+/// The interconnection key of the mock stores in these tests (a canary: it must never show up
+/// in any output).
+pub const KEY: &str = "rel-canary-key-7f3a9c1e5b";
+
+/// The seed of a randomized test: `SEED=<n>` replays a run; otherwise one is drawn and printed.
+pub fn seed(test: &str) -> u64 {
+    let seed = match std::env::var("SEED") {
+        Ok(s) => s.parse().unwrap_or_else(|_| panic!("SEED={s:?} is not a u64")),
+        Err(_) => {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+            (t as u64) ^ ((t >> 64) as u64) ^ u64::from(std::process::id())
+        }
+    };
+    eprintln!("{test}: seed {seed} (replay with SEED={seed} cargo test --test reliability {test})");
+    seed
+}
+
+/// The mock cloud store, running on its own runtime for the length of a test.
+pub struct Mock {
+    rt: tokio::runtime::Runtime,
+    handle: Option<MockHandle>,
+}
+
+impl Mock {
+    /// A mock with `faults`, pinned at `now` for the 21-day rule, keeping every request body.
+    pub fn start(now: &str, faults: Faults) -> Mock {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let mut cfg = MockConfig::new(Secret::new(KEY));
+        cfg.now = Some(meterd::model::parse_rfc3339(now).expect("mock now"));
+        cfg.faults = faults;
+        cfg.keep_bodies = true;
+        let handle = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+            MockStore::start(cfg, l).await.expect("mock starts")
+        });
+        Mock { rt, handle: Some(handle) }
+    }
+
+    pub fn handle(&self) -> &MockHandle {
+        self.handle.as_ref().expect("running")
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.handle().endpoint()
+    }
+
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.handle().ledger()
+    }
+
+    pub fn received(&self) -> Vec<Vec<u8>> {
+        self.handle().received()
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.rt.block_on(h.shutdown());
+        }
+    }
+}
+
+/// The example config with the store at `endpoint` (and `fallback`), short backoff, and any
+/// further replacements.
+pub fn upload_config(endpoint: &str, fallback: &str, more: &[(&str, &str)]) -> String {
+    let (e, f) = (format!("endpoint = {endpoint:?}"), format!("fallback = {fallback:?}"));
+    let mut all: Vec<(&str, &str)> = vec![
+        ("endpoint = \"https://mkt.myhuaweicloud.com\"", &e),
+        ("fallback = \"https://mkt.myhuaweicloud.cn\"", &f),
+        ("backoff_base = \"200ms\"", "backoff_base = \"5ms\""),
+        ("backoff_cap = \"30s\"", "backoff_cap = \"40ms\""),
+    ];
+    all.extend_from_slice(more);
+    example_config_with(&all)
+}
+
+/// A finished command whose exit may be a signal (a fault switch aborts the process).
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs a prepared command to completion with stdin closed.
+pub fn outcome(mut cmd: Command) -> Outcome {
+    let o = cmd.stdin(Stdio::null()).output().expect("spawn meterd");
+    Outcome {
+        code: o.status.code(),
+        signal: o.status.signal(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// `meterd upload --now NOW` with the test key in the environment and extra variables.
+pub fn upload(env: &Env, now: &str, envs: &[(&str, &str)]) -> Outcome {
+    let mut cmd = env.cmd();
+    cmd.args(["upload", "--now", now]).env("METERD_ISV_KEY", KEY);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    outcome(cmd)
+}
+
+/// Reopens the store as a restarted meterd would (WAL recovery), checks `integrity_check` and
+/// that every instance balances (design §5 conservation). Returns the balances.
+pub fn assert_sound(env: &Env, when: &str) -> Vec<meterd::audit::Balance> {
+    let mut store = meterd::store::Store::open(&env.db).unwrap_or_else(|e| panic!("{when}: the store does not reopen: {e}"));
+    store.integrity_check().unwrap_or_else(|e| panic!("{when}: integrity_check: {e}"));
+    let balances = meterd::audit::balances(&mut store).unwrap_or_else(|e| panic!("{when}: audit: {e}"));
+    for b in &balances {
+        assert!(b.holds(), "{when}: conservation violated: {b:?}");
+    }
+    balances
+}
+
+/// `meterd status --format json --now NOW`: the CLI's own conservation audit must be clean.
+pub fn assert_status_clean(env: &Env, now: &str) -> serde_json::Value {
+    let r = env.run(&["status", "--format", "json", "--now", now]);
+    r.success();
+    let v = r.json();
+    assert_eq!(v["conservation_violations"], serde_json::json!([]), "{v}");
+    v
+}
+
+/// Every ledger entry appears once by `metering_sn` and once by (instance, begin, end).
+pub fn assert_billed_once(entries: &[LedgerEntry]) {
+    let mut sns = HashSet::new();
+    let mut periods = HashSet::new();
+    for e in entries {
+        let r = &e.record;
+        assert!(sns.insert(r.metering_sn.clone()), "metering_sn {} billed twice", r.metering_sn);
+        assert!(
+            periods.insert((r.instance_id.clone(), r.begin_time.clone(), r.end_time.clone())),
+            "{} {}–{} billed twice",
+            r.instance_id,
+            r.begin_time,
+            r.end_time
+        );
+    }
+}
+
+/// (metering_sn, state, usage_value) of every record in the store.
+pub fn records(env: &Env) -> Vec<(String, String, String)> {
+    let c = env.db();
+    let mut stmt = c.prepare("SELECT metering_sn, state, usage_value FROM records ORDER BY window_start, metering_sn").expect("prepare");
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("query records");
+    rows.map(|r| r.expect("row")).collect()
+}
+
+/// The bodies of every batch the uploader stored.
+pub fn batch_bodies(env: &Env) -> Vec<Vec<u8>> {
+    let c = env.db();
+    let mut stmt = c.prepare("SELECT body FROM batches ORDER BY id").expect("prepare");
+    let rows = stmt.query_map([], |r| r.get(0)).expect("query batches");
+    rows.map(|r| r.expect("row")).collect()
+}
