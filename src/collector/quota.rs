@@ -114,6 +114,9 @@ pub fn exhausted(
     events: &[(usize, EventInput)],
     now: Timestamp,
 ) -> Result<Vec<String>, StoreError> {
+    if !cfg.plans.values().any(|p| p.package == Some(PackageMode::Stop)) {
+        return Ok(Vec::new()); // the hot path without stop plans pays nothing
+    }
     let ids: BTreeSet<&str> = events.iter().map(|(_, e)| e.instance_id.as_str()).collect();
     let mut out = Vec::new();
     for id in ids {
