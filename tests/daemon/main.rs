@@ -88,6 +88,20 @@ fn config_for(mock: &Mock, extra: &[(&str, &str)]) -> String {
     cfg
 }
 
+/// The store bills before the daemon commits "delivered": polls the daemon's status until `n`
+/// records are delivered locally, and returns it.
+fn delivered_locally(d: &util::Daemon, n: u64) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let status = d.http().get("/v1/status").ok();
+        if status["records"]["delivered"] == n {
+            return status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "only {} delivered locally", status["records"]["delivered"]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn post(d: &util::Daemon, events: &[Ev]) {
     let body: Vec<String> = events.iter().map(Ev::json).collect();
     let r = d.http().events(util::ndjson(&body)).ok();
@@ -121,7 +135,7 @@ fn daemon_seals_and_uploads_on_its_own_then_stops_on_sigterm() {
             .collect();
     assert_eq!(billed, want);
     // The open window (11:00–12:00, still collecting at NOW) is not sealed.
-    let status = h.get("/v1/status").ok();
+    let status = delivered_locally(&d, 3);
     assert_eq!(status["records"]["delivered"], 3, "{status}");
     assert_eq!(status["backlog"], 0);
 
@@ -165,7 +179,7 @@ fn a_day_of_downtime_is_caught_up_once() {
     assert_eq!(ledger.len(), expected, "every missed window exactly once");
     let periods: HashSet<(String, String)> = ledger.iter().map(|e| (e.record.instance_id.clone(), e.record.begin_time.clone())).collect();
     assert_eq!(periods.len(), ledger.len(), "no period billed twice");
-    let status = second.http().get("/v1/status").ok();
+    let status = delivered_locally(&second, ledger.len() as u64);
     assert_eq!(status["backlog"], 0, "{status}");
 }
 
@@ -206,6 +220,7 @@ fn metrics_parse_and_agree_with_status() {
     let bad = d.http().events(util::ndjson(&[Ev::new("bad", "inst-a", "-1", "2026-11-23T08:10:00Z").json()])).ok();
     assert_eq!(bad["rejected"].as_array().unwrap().len(), 1);
     mock.wait_billed(1);
+    delivered_locally(&d, 1);
     let text = d.http().get("/metrics").text();
     let samples = parse_prometheus(&text);
     let get = |series: &str| samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v).unwrap_or_else(|| panic!("no {series} in\n{text}"));
