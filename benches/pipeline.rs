@@ -9,6 +9,7 @@
 //! METERD_BENCH_EVENTS=2000000 cargo bench --bench pipeline -- --quick  # quick, but ingest 2M
 //! METERD_BENCH_ONLY=ingest …                        # only figure 1 and 8 (for profiling)
 //! METERD_BENCH_ONLY=upload …                        # only figure 7
+//! METERD_BENCH_ONLY=seal …                          # only figures 5 and 6
 //! ```
 //!
 //! Databases live in a temporary directory on the same filesystem as `$TMPDIR` (set
@@ -526,6 +527,14 @@ fn fmt_n(x: f64) -> String {
 fn main() {
     let s = Sizes::from_env();
     let dir = bench_dir();
+    if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "seal") {
+        let sp = seal_and_preview(dir.path(), &s);
+        println!(
+            "seal: {:.3} s ({} records); preview one {:.1} ms / all {:.0} ms ({} rows)",
+            sp.seal_s, sp.records, sp.preview_one_ms, sp.preview_all_ms, sp.preview_rows
+        );
+        return;
+    }
     if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "upload") {
         let (up, n) = upload(dir.path(), &s);
         println!("upload: {} records/s ({} records)", fmt_n(up), fmt_n(n as f64));

@@ -161,10 +161,20 @@ async fn with_admin<T: Send + 'static>(
     .map_err(store_error)
 }
 
+/// Parses a JSON request body; a 400 that shows the expected shape otherwise.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("expected {expected}: {e}")))
+}
+
+/// Parses an RFC 3339 field; a 422 naming the field otherwise.
+fn time_field(name: &str, text: &str) -> Result<Timestamp, Response> {
+    parse_rfc3339(text).map_err(|m| error(StatusCode::UNPROCESSABLE_ENTITY, format!("`{name}`: {m}")))
+}
+
 async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: NewInstance = match serde_json::from_slice(&body) {
+    let req: NewInstance = match json_body(&body, r#"{"instance_id", "plan", "start"}"#) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"instance_id\", \"plan\", \"start\"}}: {e}")),
+        Err(r) => return r,
     };
     if let Err(m) = crate::collector::parse::valid_instance_id(&req.instance_id) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, m);
@@ -172,9 +182,9 @@ async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Response
     if st.cfg.plan(&req.plan).is_none() {
         return error(StatusCode::UNPROCESSABLE_ENTITY, format!("plan {:?} is not in the config", req.plan));
     }
-    let start = match parse_rfc3339(&req.start) {
+    let start = match time_field("start", &req.start) {
         Ok(t) => t,
-        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`start`: {m}")),
+        Err(r) => return r,
     };
     let now = st.now();
     match with_admin(&st, move |s| {
@@ -188,13 +198,9 @@ async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Response
 }
 
 async fn release_instance(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let req: ReleaseBody = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"time\"}}: {e}")),
-    };
-    let at = match parse_rfc3339(&req.time) {
+    let at = match json_body::<ReleaseBody>(&body, r#"{"time"}"#).and_then(|req| time_field("time", &req.time)) {
         Ok(t) => t,
-        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`time`: {m}")),
+        Err(r) => return r,
     };
     let now = st.now();
     match with_admin(&st, move |s| s.write(|tx| instances::release(tx, &id, at).and_then(|r| view(tx, &r, now)))).await {
@@ -273,13 +279,13 @@ struct StatusBody {
 }
 
 async fn set_status(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let req: StatusBody = match serde_json::from_slice(&body) {
+    let req: StatusBody = match json_body(&body, r#"{"status": "FREEZE"|"UNFREEZE", "time"}"#) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"status\": \"FREEZE\"|\"UNFREEZE\", \"time\"}}: {e}")),
+        Err(r) => return r,
     };
-    let at = match parse_rfc3339(&req.time) {
+    let at = match time_field("time", &req.time) {
         Ok(t) => t,
-        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`time`: {m}")),
+        Err(r) => return r,
     };
     let now = st.now();
     let result = with_admin(&st, move |s| {
@@ -306,7 +312,7 @@ async fn set_status(State(st): State<Arc<AppState>>, Path(id): Path<String>, bod
 #[serde(deny_unknown_fields)]
 struct PackageBody {
     package_id: String,
-    quota: serde_json::Value,
+    quota: Box<serde_json::value::RawValue>,
     from: String,
     to: String,
     reset: Option<String>,
@@ -314,19 +320,16 @@ struct PackageBody {
 
 /// `POST /v1/instances/{id}/packages`: registers a package; answers the instance's quota view.
 async fn add_package(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let req: PackageBody = match serde_json::from_slice(&body) {
+    let req: PackageBody = match json_body(&body, r#"{"package_id", "quota", "from", "to", "reset" (optional: none|monthly|yearly)}"#) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"package_id\", \"quota\", \"from\", \"to\", \"reset\" (optional: none|monthly|yearly)}}: {e}"),
-            )
-        }
+        Err(r) => return r,
     };
-    let quota = match &req.quota {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => n.to_string(),
-        other => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`quota` must be a decimal string or number, got {other}")),
+    // The quota's own digits, never through f64: a JSON string's content or a number's text.
+    let raw = req.quota.get();
+    let quota = match serde_json::from_str::<String>(raw) {
+        Ok(text) => text,
+        Err(_) if raw.starts_with(|c: char| c.is_ascii_digit() || c == '-') => raw.to_string(),
+        Err(_) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`quota` must be a decimal string or number, got {raw}")),
     };
     let new = match crate::quota::new_package(&req.package_id, &quota, &req.from, &req.to, req.reset.as_deref()) {
         Ok(p) => p,

@@ -156,7 +156,7 @@ fn instance_rows(
         Some(acc) if from != i64::MIN => pricing::accumulation_start(acc, cfg.timezone, from),
         _ => from,
     };
-    let mut raw: Vec<Raw> = records::of_instance(tx, inst.key, load_from, to)?
+    let mut raw: Vec<Raw> = records::summaries_of_instance(tx, inst.key, load_from, to)?
         .into_iter()
         .map(|r| Raw {
             window: r.window_start,

@@ -158,6 +158,40 @@ pub fn of_instance(conn: &Connection, instance_key: i64, from: i64, to: i64) -> 
     )
 }
 
+/// What preview needs of a record: no body, no join, one decimal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordSummary {
+    pub metering_sn: String,
+    pub window_start: i64,
+    pub begin: i64,
+    pub end: i64,
+    pub usage_value: Decimal,
+    pub state: RecordState,
+    pub relate_pkg: Option<String>,
+}
+
+/// Summaries of one instance's records with window start in `[from, to)`, in time order.
+pub fn summaries_of_instance(conn: &Connection, instance_key: i64, from: i64, to: i64) -> Result<Vec<RecordSummary>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT metering_sn, window_start, begin_s, end_s, usage_value, state, relate_pkg FROM records
+         WHERE instance_ref = ?1 AND window_start >= ?2 AND window_start < ?3 ORDER BY window_start, begin_s",
+    )?;
+    let mut rows = stmt.query(params![instance_key, from, to])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(RecordSummary {
+            metering_sn: r.get(0)?,
+            window_start: r.get(1)?,
+            begin: r.get(2)?,
+            end: r.get(3)?,
+            usage_value: dec(r.get_ref(4)?.as_str().map_err(rusqlite::Error::from)?)?,
+            state: RecordState::parse(r.get_ref(5)?.as_str().map_err(rusqlite::Error::from)?)?,
+            relate_pkg: r.get(6)?,
+        });
+    }
+    Ok(out)
+}
+
 /// One record by serial.
 pub fn get(conn: &Connection, sn: &str) -> Result<Option<RecordRow>> {
     Ok(query(conn, "r.metering_sn = ?1", [sn])?.pop())
