@@ -94,7 +94,7 @@ impl Store {
             )));
         }
         conn.execute_batch(
-            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-32768;",
+            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;",
         )
         .map_err(open_err)?;
         conn.set_prepared_statement_cache_capacity(64);

@@ -230,12 +230,22 @@ impl Run<'_> {
                 Action::Delivered => {
                     self.count("delivered");
                     self.consecutive_transient = 0;
-                    db(&self.store, move |s| {
-                        s.write(|tx| batches::attempted(tx, id, None).and_then(|()| batches::delivered(tx, id, Timestamp::now().0)))
+                    let size = self.batch_size;
+                    // The next batch is cut in the same transaction: one commit per batch.
+                    let next = db(&self.store, move |s| {
+                        s.write(|tx| {
+                            batches::attempted(tx, id, None)?;
+                            batches::delivered(tx, id, Timestamp::now().0)?;
+                            let recs = records::pending(tx, size)?;
+                            if recs.is_empty() {
+                                return Ok(None);
+                            }
+                            batches::create(tx, &recs, Timestamp::now().0).map(Some)
+                        })
                     })
                     .await?;
                     self.report.delivered += batch.records as u64;
-                    return Ok(Next::Done);
+                    return Ok(next.map_or(Next::Done, |b| Next::Then(vec![b])));
                 }
                 Action::Transient { retry_after, reason } => {
                     self.count("transient");
