@@ -34,8 +34,29 @@ pub fn join_bodies(bodies: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// What a batch needs of a record: its serial and its canonical bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub metering_sn: String,
+    pub body: Vec<u8>,
+}
+
+impl From<RecordRow> for Member {
+    fn from(r: RecordRow) -> Member {
+        Member { metering_sn: r.metering_sn, body: r.body }
+    }
+}
+
+/// Up to `n` pending records, oldest first, as batch members (reads only serial and bytes).
+pub fn next_pending(conn: &Connection, n: usize) -> Result<Vec<Member>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT metering_sn, body FROM records WHERE state = 'pending' ORDER BY window_start, metering_sn LIMIT ?1")?;
+    let rows = stmt.query_map([n as i64], |r| Ok(Member { metering_sn: r.get(0)?, body: r.get(1)? }))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Creates an open batch of `recs` (in that order) and marks them `sending`.
-pub fn create(conn: &Connection, recs: &[RecordRow], now_ns: i64) -> Result<Batch> {
+pub fn create(conn: &Connection, recs: &[Member], now_ns: i64) -> Result<Batch> {
     let bodies: Vec<&[u8]> = recs.iter().map(|r| r.body.as_slice()).collect();
     let body = join_bodies(&bodies);
     conn.prepare_cached("INSERT INTO batches (body, records, state, created_ns) VALUES (?1, ?2, 'open', ?3)")?.execute(params![
@@ -88,6 +109,7 @@ pub fn split(conn: &Connection, id: i64, now_ns: i64) -> Result<(Batch, Batch)> 
         return Err(StoreError::Invalid(format!("batch {id} has {} record(s); cannot split", recs.len())));
     }
     conn.prepare_cached("UPDATE batches SET state = 'split' WHERE id = ?1")?.execute([id])?;
+    let recs: Vec<Member> = recs.into_iter().map(Member::from).collect();
     let (a, b) = recs.split_at(recs.len() / 2);
     Ok((create(conn, a, now_ns)?, create(conn, b, now_ns)?))
 }

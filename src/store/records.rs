@@ -212,6 +212,12 @@ pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<RecordRow>> {
     query(conn, "r.state = 'pending' ORDER BY r.window_start, r.metering_sn LIMIT ?1", [limit as i64])
 }
 
+/// Pending records that begin before `cutoff` (window starts never exceed begins, so the
+/// pending index narrows the search).
+pub fn pending_before(conn: &Connection, cutoff: i64) -> Result<Vec<RecordRow>> {
+    query(conn, "r.state = 'pending' AND r.window_start < ?1 AND r.begin_s < ?1 ORDER BY r.window_start, r.metering_sn", [cutoff])
+}
+
 /// Every record, for status and tests.
 pub fn all(conn: &Connection) -> Result<Vec<RecordRow>> {
     query(conn, "1 ORDER BY r.instance_ref, r.window_start, r.begin_s", [])

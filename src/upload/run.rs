@@ -114,7 +114,7 @@ pub async fn upload(store: Arc<Mutex<Store>>, cfg: &UploadConfig, key: &Secret, 
         let size = run.batch_size;
         let fresh = db(&run.store, move |s| {
             s.write(|tx| {
-                let recs = records::pending(tx, size)?;
+                let recs = batches::next_pending(tx, size)?;
                 if recs.is_empty() {
                     return Ok(None);
                 }
@@ -196,7 +196,7 @@ impl Run<'_> {
         db(&self.store, move |s| {
             s.write(|tx| {
                 let mut n = 0;
-                for r in records::pending(tx, usize::MAX >> 1)?.into_iter().filter(|r| r.begin < cutoff) {
+                for r in records::pending_before(tx, cutoff)? {
                     let msg = format!("record begins at {}, more than 21 days before {now}; the store refuses it (MKT.9004)", Timestamp::from_secs(r.begin));
                     let body = batches::join_bodies(&[&r.body]);
                     batches::reject_record(tx, &r.metering_sn, "EXPIRED", &msg, &body, Timestamp::now().0)?;
@@ -236,7 +236,7 @@ impl Run<'_> {
                         s.write(|tx| {
                             batches::attempted(tx, id, None)?;
                             batches::delivered(tx, id, Timestamp::now().0)?;
-                            let recs = records::pending(tx, size)?;
+                            let recs = batches::next_pending(tx, size)?;
                             if recs.is_empty() {
                                 return Ok(None);
                             }

@@ -110,7 +110,7 @@ fn too_many_records_halves_the_batch() {
     let w = World::new();
     w.seed("big", 87, 23);
     assert_eq!(w.records().len(), 2001);
-    let planted = w.store().write(|tx| batches::create(tx, &records::pending(tx, 1001)?, 0)).unwrap();
+    let planted = w.store().write(|tx| batches::create(tx, &batches::next_pending(tx, 1001)?, 0)).unwrap();
     assert_eq!(planted.records, 1001);
 
     let mock = Mock::start(mock_config());
