@@ -121,7 +121,8 @@ fn header(s: &mut String, p: &Preview) {
     s.push_str(
         "<li><b>Charges</b> are truncated to 2 decimals for display, as KooGallery drops fractions of a cent; \
          point at a charge to see its exact value.</li>\n\
-         <li><b>Times</b> are UTC. Each bar is one billing window (usage above, charge below); the table under each chart \
+         <li><b>Times</b> are UTC, so a day window is labelled by its UTC start (with timezone = \"+08:00\" a day starts at 16:00 UTC \
+         the day before). Each bar is one billing window (usage above, charge below); the table under each chart \
          lists the same windows with the serial number (metering_sn) each record is reported under.</li>\n</ul>\n</header>\n",
     );
 }
