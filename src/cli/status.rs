@@ -22,7 +22,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
         println!("instances           {}", s.instances);
         println!("events stored       {}", s.events);
-        println!("records             {}", s.records.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        let records = s.records.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        println!("records             {}", if records.is_empty() { "-" } else { &records });
         println!("frozen              {}", if s.frozen.is_empty() { "-".to_string() } else { s.frozen.join(", ") });
         println!("waiting for upload  {}", s.backlog);
         println!("oldest waiting      {}", s.oldest_pending.map(|t| t.to_string()).unwrap_or_else(|| "-".into()));
