@@ -339,8 +339,7 @@ async fn add_package(State(st): State<Arc<AppState>>, Path(id): Path<String>, bo
     let result = with_admin(&st, move |s| {
         s.write(|tx| {
             crate::quota::add(tx, &cfg, &id, &new, now)?;
-            let inst = instances::get(tx, &id)?.ok_or_else(|| StoreError::Invalid(format!("instance {id:?} is not registered")))?;
-            crate::quota::view(tx, &cfg, &inst, now)
+            quota_view(tx, &cfg, &id, now)
         })
     })
     .await;
@@ -350,16 +349,16 @@ async fn add_package(State(st): State<Arc<AppState>>, Path(id): Path<String>, bo
     }
 }
 
+/// The quota view of a registered instance.
+fn quota_view(tx: &rusqlite::Connection, cfg: &Config, id: &str, now: Timestamp) -> Result<crate::quota::QuotaView, StoreError> {
+    let inst = instances::get(tx, id)?.ok_or_else(|| StoreError::Invalid(format!("instance {id:?} is not registered")))?;
+    crate::quota::view(tx, cfg, &inst, now)
+}
+
 /// `GET /v1/instances/{id}/quota`: each package's use and what is left at now.
 async fn get_quota(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let (cfg, now) = (st.cfg.clone(), st.now());
-    let result = with_admin(&st, move |s| {
-        s.read(|tx| {
-            let inst = instances::get(tx, &id)?.ok_or_else(|| StoreError::Invalid(format!("instance {id:?} is not registered")))?;
-            crate::quota::view(tx, &cfg, &inst, now)
-        })
-    })
-    .await;
+    let result = with_admin(&st, move |s| s.read(|tx| quota_view(tx, &cfg, &id, now))).await;
     match result {
         Ok(v) => Json(v).into_response(),
         Err(r) => r,

@@ -113,22 +113,15 @@ impl PlanToml {
                 let tiers = self.tiers.clone().unwrap_or_default();
                 check_tiers(&tiers).map_err(|m| err("tiers", m))?;
                 if self.pricing == "tier" {
-                    if self.accumulation.is_some() {
-                        return Err(err("accumulation", "only step pricing accumulates; remove it or use pricing = \"step\"".into()));
-                    }
                     Pricing::Tier { tiers }
                 } else {
-                    let accumulation = self.accumulation.unwrap_or(Accumulation::Month);
-                    if accumulation == Accumulation::Day && self.period == Period::Day {
-                        // A day record is its own day: accumulation = day equals "period"; allowed.
-                    }
-                    Pricing::Step { tiers, accumulation }
+                    Pricing::Step { tiers, accumulation: self.accumulation.unwrap_or(Accumulation::Month) }
                 }
             }
             other => return Err(err("pricing", format!("unknown mode {other:?}; use \"fixed\", \"tier\" or \"step\""))),
         };
         if !matches!(pricing, Pricing::Step { .. }) && self.accumulation.is_some() {
-            return Err(err("accumulation", "only step pricing accumulates".into()));
+            return Err(err("accumulation", "only step pricing accumulates; remove it or use pricing = \"step\"".into()));
         }
         Ok(Plan {
             name: self.name,

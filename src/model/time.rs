@@ -190,16 +190,18 @@ impl FixedTz {
     /// Start (UTC seconds) of the local calendar month containing `t`.
     pub fn month_start(self, t: Timestamp) -> i64 {
         let local = t.to_datetime().with_timezone(&self.0);
-        let first = NaiveDate::from_ymd_opt(local.year(), local.month(), 1).expect("valid date");
-        let midnight = first.and_hms_opt(0, 0, 0).expect("valid time");
-        self.0.from_local_datetime(&midnight).single().expect("fixed offsets are unambiguous").timestamp()
+        self.local_midnight(local.year(), local.month())
     }
 
     /// Start (UTC seconds) of the local calendar year containing `t`.
     pub fn year_start(self, t: Timestamp) -> i64 {
-        let local = t.to_datetime().with_timezone(&self.0);
-        let first = NaiveDate::from_ymd_opt(local.year(), 1, 1).expect("valid date");
-        let midnight = first.and_hms_opt(0, 0, 0).expect("valid time");
+        self.local_midnight(t.to_datetime().with_timezone(&self.0).year(), 1)
+    }
+
+    /// UTC seconds of local midnight on the first day of `month` in `year`.
+    fn local_midnight(self, year: i32, month: u32) -> i64 {
+        let first = NaiveDate::from_ymd_opt(year, month, 1).expect("the first of a month read from a valid date");
+        let midnight = first.and_hms_opt(0, 0, 0).expect("00:00:00 is a valid time");
         self.0.from_local_datetime(&midnight).single().expect("fixed offsets are unambiguous").timestamp()
     }
 }

@@ -11,7 +11,7 @@
 //! the displayed value (the cloud drops fractions of a cent).
 
 use crate::config::{Accumulation, Pricing, Tier};
-use crate::model::{FixedTz, Period, Timestamp};
+use crate::model::{FixedTz, Timestamp};
 use rust_decimal::{Decimal, RoundingStrategy};
 
 /// The charge of `usage` given `before` usage already accumulated in the accumulation period
@@ -71,12 +71,6 @@ pub fn accumulates(pricing: &Pricing) -> Option<Accumulation> {
         Pricing::Step { accumulation, .. } => Some(*accumulation),
         _ => None,
     }
-}
-
-/// For a day-period plan with `accumulation = "day"`, each record is its own accumulation
-/// period; this helper is exposed for preview's explanation column.
-pub fn period_label(p: Period) -> &'static str {
-    p.as_str()
 }
 
 #[cfg(test)]

@@ -63,20 +63,6 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<EventRow>> {
     }))
 }
 
-/// Count of stored events and the exact sum of their quantities for one instance.
-pub fn totals(conn: &Connection, instance_key: i64) -> Result<(u64, Quantity)> {
-    let mut stmt = conn.prepare_cached("SELECT qty FROM events WHERE instance_ref = ?1")?;
-    let mut rows = stmt.query([instance_key])?;
-    let (mut n, mut sum) = (0u64, Quantity::ZERO);
-    while let Some(r) = rows.next()? {
-        let q: String = r.get(0)?;
-        let q = Quantity::parse_stored(&q).ok_or_else(|| StoreError::Corrupt(format!("event quantity {q:?}")))?;
-        sum = sum.checked_add(q).ok_or_else(|| StoreError::Invalid("sum overflows".into()))?;
-        n += 1;
-    }
-    Ok((n, sum))
-}
-
 /// Count and exact quantity sum per instance key, in one pass over the events.
 pub fn totals_all(conn: &Connection) -> Result<std::collections::HashMap<i64, (u64, Quantity)>> {
     let mut stmt = conn.prepare_cached("SELECT instance_ref, qty FROM events")?;

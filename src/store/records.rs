@@ -192,11 +192,6 @@ pub fn summaries_of_instance(conn: &Connection, instance_key: i64, from: i64, to
     Ok(out)
 }
 
-/// One record by serial.
-pub fn get(conn: &Connection, sn: &str) -> Result<Option<RecordRow>> {
-    Ok(query(conn, "r.metering_sn = ?1", [sn])?.pop())
-}
-
 /// Records waiting for upload (`pending`, or `sending` after a crash), oldest first.
 pub fn unsent(conn: &Connection, limit: usize) -> Result<Vec<RecordRow>> {
     query(conn, "r.state IN ('pending', 'sending') ORDER BY r.window_start, r.metering_sn LIMIT ?1", [limit as i64])

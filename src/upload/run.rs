@@ -19,7 +19,6 @@ use crate::store::batches::{self, Batch};
 use crate::store::{meta, records, Store, StoreError};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// The store refuses records that begin more than this long before now (MKT.9004).
 pub const MAX_RECORD_AGE_SECS: i64 = 21 * 86_400;
@@ -329,9 +328,4 @@ pub fn load_key(cfg: &UploadConfig) -> Result<Option<Secret>, String> {
         }
         None => Ok(None),
     }
-}
-
-/// Backoff waits are real sleeps; tests keep them short through `upload.backoff_*`.
-pub fn describe_wait(d: Duration) -> String {
-    format!("{} ms", d.as_millis())
 }

@@ -113,7 +113,6 @@ fn daemon_seals_and_uploads_on_its_own_then_stops_on_sigterm() {
     let mock = Mock::start(NOW);
     let env = env_auto_register(&mock);
     let mut d = env.daemon_with(&[], &[("METERD_ISV_KEY", KEY)]);
-    let h = d.http();
     // One request registers both instances (auto_register) and stores their usage.
     post(
         &d,

@@ -3,7 +3,7 @@
 
 use super::harness::*;
 use meterd::mockstore::{Faults, LostAnswer};
-use meterd::store::{batches, records};
+use meterd::store::batches;
 
 /// The first 3 requests get `500 MKT.0999`, then every 4th connection is dropped without an
 /// answer. 2,500 records in batches of 500: requests 1–3 fail, 4 is dropped, 5–7 deliver, 8
