@@ -10,6 +10,7 @@
 //! METERD_BENCH_ONLY=ingest …                        # only figure 1 and 8 (for profiling)
 //! METERD_BENCH_ONLY=upload …                        # only figure 7
 //! METERD_BENCH_ONLY=seal …                          # only figures 5 and 6
+//! METERD_BENCH_ONLY=baseline …                      # only figure 2
 //! ```
 //!
 //! Databases live in a temporary directory on the same filesystem as `$TMPDIR` (set
@@ -538,6 +539,10 @@ fn main() {
     if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "upload") {
         let (up, n) = upload(dir.path(), &s);
         println!("upload: {} records/s ({} records)", fmt_n(up), fmt_n(n as f64));
+        return;
+    }
+    if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "baseline") {
+        println!("baseline: {} rows/s", fmt_n(baseline(dir.path(), &s)));
         return;
     }
     let total = Instant::now();
