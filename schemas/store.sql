@@ -27,14 +27,7 @@ CREATE TABLE events (
     -- NULL when the usage is unbillable
     billed_window INTEGER,
     received_s    INTEGER NOT NULL
-) STRICT;
-
-CREATE TABLE event_keys (
-    gen      INTEGER NOT NULL,
-    key_hash INTEGER NOT NULL,
-    seq      INTEGER NOT NULL,
-    PRIMARY KEY (gen, key_hash, seq)
-) STRICT, WITHOUT ROWID;
+, billed_qty TEXT) STRICT;
 
 CREATE TABLE key_runs (
     gen         INTEGER PRIMARY KEY,
@@ -155,5 +148,19 @@ CREATE TABLE segments (
 CREATE TABLE over_quota (
     instance_ref INTEGER PRIMARY KEY REFERENCES instances(ref),
     usage        TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE ingest_state (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    -- every billable event with seq <= this is summed in `windows`
+    windows_through INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE key_blocks (
+    gen        INTEGER NOT NULL,
+    first_hash INTEGER NOT NULL,
+    base_seq   INTEGER NOT NULL,
+    keys       BLOB NOT NULL,
+    PRIMARY KEY (gen, first_hash)
 ) STRICT;
 

@@ -40,10 +40,11 @@ pub fn balances(store: &mut Store) -> Result<Vec<Balance>, StoreError> {
     store.read(|tx| {
         let mut out = Vec::new();
         let totals = events::totals_all(tx)?;
+        let tail = windows::Unfolded::load(tx)?;
         for inst in instances::list(tx)? {
             let (n, total) = totals.get(&inst.key).copied().unwrap_or((0, crate::model::Quantity::ZERO));
             let sealed: Decimal = records::of_instance(tx, inst.key, i64::MIN, i64::MAX)?.iter().map(|r| r.usage_value).sum();
-            let open: Decimal = windows::of_instance(tx, inst.key, inst.sealed_until, i64::MAX)?.iter().map(|w| w.usage).sum();
+            let open: Decimal = windows::of_instance_with(tx, &tail, inst.key, inst.sealed_until, i64::MAX)?.iter().map(|w| w.usage).sum();
             out.push(Balance {
                 instance_id: inst.instance_id,
                 events: n,

@@ -60,6 +60,8 @@ pub fn seal(store: &mut Store, cfg: &Config, now: Timestamp) -> Result<SealRepor
     let mut report = SealReport::default();
     for chunk in due.chunks(INSTANCES_PER_TX) {
         let part = store.write(|tx| {
+            // Sum the events not yet in `windows` into it first (see `store::windows`).
+            windows::fold(tx)?;
             let mut part = SealReport::default();
             for stale in chunk {
                 // Re-read under the write lock: another sealer may have moved the cursor.

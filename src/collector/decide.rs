@@ -7,10 +7,10 @@ use crate::config::{Config, LatePolicy, Plan};
 use crate::model::Timestamp;
 use crate::store::dedupe::Dedupe;
 use crate::store::lifecycle::{self, History};
-use crate::store::{instances, InsertOutcome, InstanceRow, StoreError};
+use crate::store::{instances, windows, InsertOutcome, InstanceRow, StoreError};
 use rusqlite::Connection;
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// The outcome for one event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -36,20 +36,20 @@ pub struct InstanceCtx {
     pub quota: Option<super::quota::StopQuota>,
 }
 
-/// Usage to add per (instance key, window start), summed over the transaction.
+/// Usage this transaction adds per (instance key, window start), and how many events it
+/// appended.
 #[derive(Default)]
-pub struct WindowDeltas(HashMap<(i64, i64), (Decimal, u64)>);
+pub struct WindowDeltas {
+    pub sums: windows::Sums,
+    pub events: usize,
+}
 
 impl WindowDeltas {
     fn add(&mut self, key: i64, start: i64, q: Decimal) -> Result<(), StoreError> {
-        let e = self.0.entry((key, start)).or_default();
+        let e = self.sums.entry((key, start)).or_default();
         e.0 = e.0.checked_add(q).ok_or_else(|| StoreError::Invalid("window usage overflows".into()))?;
         e.1 += 1;
         Ok(())
-    }
-
-    pub fn into_sorted(self) -> BTreeMap<(i64, i64), (Decimal, u64)> {
-        self.0.into_iter().collect()
     }
 }
 
@@ -113,15 +113,21 @@ pub fn decide(
     } else {
         Some(ctx.row.sealed_until)
     };
-    match dedupe.insert(conn, ctx.row.key, &ev.id, ev.time, ev.quantity, billed, now)? {
+    match dedupe.check(conn, ctx.row.key, &ev.id, ev.time, ev.quantity)? {
         InsertOutcome::Inserted => {
-            match billed {
+            let billed_qty = match billed {
                 Some(w) => {
                     let covered = super::quota::deduct(conn, cfg, ctx, w, ev)?;
-                    deltas.add(ctx.row.key, w, covered)?
+                    deltas.add(ctx.row.key, w, covered)?;
+                    (covered != ev.quantity.0).then_some(covered)
                 }
-                None => ctx.new_unbillable += ev.quantity.0,
-            }
+                None => {
+                    ctx.new_unbillable += ev.quantity.0;
+                    None
+                }
+            };
+            dedupe.append(conn, ctx.row.key, &ev.id, ev.time, ev.quantity, billed, billed_qty, now)?;
+            deltas.events += 1;
             Ok(Verdict::Accepted)
         }
         InsertOutcome::Duplicate => Ok(Verdict::Duplicate),

@@ -17,7 +17,8 @@ use super::parse::EventInput;
 use crate::config::Config;
 use crate::model::Timestamp;
 use crate::store::dedupe::Dedupe;
-use crate::store::{windows, Store, StoreError};
+use crate::store::windows::TailSums;
+use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -50,12 +51,14 @@ struct Writer {
     store: Store,
     /// `None` until loaded (lazily, so a failure surfaces as a job's error, not a dead thread).
     dedupe: Option<Dedupe>,
+    /// Window usage of the events not yet folded into `windows`.
+    tail: TailSums,
     instances: HashMap<String, InstanceCtx>,
 }
 
 /// Runs until every sender is dropped.
 pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: CommitHook) {
-    let mut w = Writer { store, dedupe: None, instances: HashMap::new() };
+    let mut w = Writer { store, dedupe: None, tail: TailSums::new(), instances: HashMap::new() };
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         let mut n = group[0].events.len();
@@ -95,12 +98,14 @@ impl Writer {
         if self.dedupe.is_none() {
             self.dedupe = Some(self.store.read(|tx| Dedupe::load(tx))?);
         }
-        let Writer { store, dedupe, instances } = self;
+        let Writer { store, dedupe, tail, instances } = self;
         let dedupe = dedupe.as_mut().expect("loaded above");
         let result = store.write(|tx| {
-            if dedupe.sync(tx)? {
+            let changed = dedupe.sync(tx)?;
+            if changed {
                 instances.clear();
             }
+            tail.sync(tx, changed)?;
             let mut deltas = WindowDeltas::default();
             let mut out = Vec::with_capacity(group.len());
             for job in group {
@@ -111,23 +116,31 @@ impl Writer {
                 let quota_exhausted = super::quota::exhausted(tx, cfg, instances, &job.events, job.now)?;
                 out.push(JobReply { verdicts, quota_exhausted });
             }
-            for ((key, start), (usage, count)) in deltas.into_sorted() {
-                windows::add_usage(tx, key, start, usage, count)?;
-            }
             for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero()) {
                 crate::store::instances::add_unbillable(tx, ctx.row.key, ctx.new_unbillable)?;
                 ctx.new_unbillable = rust_decimal::Decimal::ZERO;
             }
             dedupe.maybe_flush(tx)?;
-            Ok(out)
+            let folded = tail.maybe_fold(tx, &deltas.sums, deltas.events, dedupe.last_seq())?;
+            Ok((out, deltas, folded))
         });
-        match &result {
-            Ok(_) => dedupe.committed(),
-            Err(_) => {
+        let last_seq = dedupe.last_seq();
+        match result {
+            Ok((out, deltas, folded)) => {
+                dedupe.committed();
+                if folded {
+                    tail.folded(last_seq);
+                } else if tail.committed(deltas.sums, deltas.events, last_seq).is_err() {
+                    tail.invalidate();
+                }
+                Ok(out)
+            }
+            Err(e) => {
                 dedupe.rolled_back();
+                tail.invalidate();
                 instances.clear();
+                Err(e)
             }
         }
-        result
     }
 }

@@ -110,9 +110,14 @@ pub fn preview(store: &mut Store, cfg: &Config, q: &PreviewQuery) -> Result<Prev
                 return Err(StoreError::Invalid(format!("instance {id:?} is not registered")));
             }
         }
+        // Usage not yet folded into `windows`: one scan, for one instance or all.
+        let tail = match &all[..] {
+            [one] => windows::Unfolded::load_instance(tx, one.key)?,
+            _ => windows::Unfolded::load(tx)?,
+        };
         let mut out = Preview { rows: Vec::new(), instances: Vec::new(), totals: Vec::new() };
         for inst in &all {
-            instance_rows(tx, cfg, inst, q, &mut out)?;
+            instance_rows(tx, cfg, &tail, inst, q, &mut out)?;
         }
         let mut by_cur: BTreeMap<String, Decimal> = BTreeMap::new();
         for t in &out.instances {
@@ -140,6 +145,7 @@ struct Raw {
 fn instance_rows(
     tx: &rusqlite::Connection,
     cfg: &Config,
+    tail: &windows::Unfolded,
     inst: &InstanceRow,
     q: &PreviewQuery,
     out: &mut Preview,
@@ -171,7 +177,7 @@ fn instance_rows(
             pkg: r.relate_pkg,
         })
         .collect();
-    for w in windows::of_instance(tx, inst.key, inst.sealed_until.max(load_from), to)? {
+    for w in windows::of_instance_with(tx, tail, inst.key, inst.sealed_until.max(load_from), to)? {
         let end = cfg.timezone.window_end(plan.period, w.start);
         let end = inst.release.map_or(end, |r| end.min(r.secs()));
         raw.push(Raw { window: w.start, begin: w.start.max(inst.start.secs()), end, state: "open", usage: w.usage, sn: None, pkg: None });

@@ -7,12 +7,13 @@
 //!   after another.
 //! - Each key has a 64-bit hash ([`key_hash`]). The keys of the events appended since the last
 //!   flush are held in memory (`recent`: hash → seq). Every [`FLUSH_EVENTS`] events, inside an
-//!   ingest transaction, they are written *sorted* as one new run of `event_keys`
-//!   (`gen`, `key_hash`, `seq`): an append at the end of that table, not scattered inserts.
-//!   `key_runs` records each run and the last `seq` it covers.
+//!   ingest transaction, they are written *sorted* as one new run `gen`, packed
+//!   [`BLOCK_KEYS`] to a row of `key_blocks` (12 bytes a key: ~13 bytes of database per event,
+//!   and a few hundred row inserts per run instead of one index insert per key). `key_runs`
+//!   records each run and the last `seq` it covers.
 //! - A Bloom filter over every flushed hash says "certainly not flushed" for almost every new
-//!   key. Otherwise (a duplicate, a retry, or a ~0.5% false positive) each run is probed by
-//!   `(gen, key_hash)`.
+//!   key. Otherwise (a duplicate, a retry, or a ~0.2% false positive) each run is probed: the
+//!   one block that may hold the hash is found by `(gen, first_hash)` and binary-searched.
 //! - Every hash match is verified exactly against the stored event (`instance_ref`,
 //!   `event_id`), so a hash collision never merges two events: the answer is exact.
 //!
@@ -29,6 +30,10 @@ use std::collections::HashMap;
 
 /// Keys held in memory before they are flushed as one sorted run (~8 MiB of map).
 pub const FLUSH_EVENTS: usize = 262_144;
+/// Keys per `key_blocks` row: 320 × 12 bytes fit one 4 KiB page with the row's other fields.
+pub const BLOCK_KEYS: usize = 320;
+/// Bytes per packed key: the hash (i64 LE) and `seq - base_seq` (u32 LE).
+const ENTRY: usize = 12;
 /// Bloom filter bits per key; 16 bits with 6 probes in one cache line: ~0.1–0.3% false positives.
 const BLOOM_BITS_PER_KEY: usize = 16;
 /// Keys the Bloom filter is first sized for (8 MiB); it is rebuilt twice as large when full.
@@ -150,19 +155,18 @@ impl Dedupe {
         if dv == self.data_version {
             return Ok(false);
         }
-        let (gens, keys, through): (i64, i64, i64) =
-            conn.query_row("SELECT count(*), coalesce(sum(keys), 0), coalesce(max(through_seq), 0) FROM key_runs", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
+        let (gens, keys, through) = runs(conn)?;
         if gens != self.gens {
             if self.gens == 0 || keys as usize > self.bloom.capacity {
                 self.bloom = Bloom::with_capacity(2 * keys as usize);
                 self.gens = 0;
             }
-            let mut stmt = conn.prepare("SELECT key_hash FROM event_keys WHERE gen >= ?1")?;
+            let mut stmt = conn.prepare("SELECT keys FROM key_blocks WHERE gen >= ?1")?;
             let mut rows = stmt.query([self.gens])?;
             while let Some(r) = rows.next()? {
-                self.bloom.insert(r.get(0)?);
+                for e in r.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?.chunks_exact(ENTRY) {
+                    self.bloom.insert(entry(e).0);
+                }
             }
             self.gens = gens;
             self.flushed_through = through;
@@ -185,6 +189,11 @@ impl Dedupe {
         Ok(true)
     }
 
+    /// The highest `seq` this state reflects (after the latest [`Self::append`]).
+    pub fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+
     fn remember(&mut self, h: i64, seq: i64) {
         if let Some(prev) = self.recent.insert(h, seq) {
             self.recent_more.push((h, prev));
@@ -196,41 +205,59 @@ impl Dedupe {
         let mut out: Vec<i64> = self.recent.get(&h).copied().into_iter().collect();
         out.extend(self.recent_more.iter().filter(|(k, _)| *k == h).map(|(_, s)| *s));
         if self.bloom.may_contain(h) {
-            let mut stmt = conn.prepare_cached("SELECT seq FROM event_keys WHERE gen = ?1 AND key_hash = ?2")?;
-            for gen in 0..self.gens {
-                let mut rows = stmt.query(params![gen, h])?;
-                while let Some(r) = rows.next()? {
-                    out.push(r.get(0)?);
-                }
-            }
+            probe_runs(conn, self.gens, h, &mut out)?;
         }
         Ok(out)
     }
 
     /// The stored (time, quantity) of the event with this key, if any.
     pub fn find(&self, conn: &Connection, instance_key: i64, event_id: &str) -> Result<Option<(Timestamp, Quantity)>> {
-        self.find_hashed(conn, key_hash(instance_key, event_id), instance_key, event_id)
+        let candidates = self.candidates(conn, key_hash(instance_key, event_id))?;
+        verify(conn, candidates, instance_key, event_id)
     }
 
-    fn find_hashed(&self, conn: &Connection, h: i64, instance_key: i64, event_id: &str) -> Result<Option<(Timestamp, Quantity)>> {
-        let candidates = self.candidates(conn, h)?;
-        if candidates.is_empty() {
-            return Ok(None);
-        }
-        let mut stmt = conn.prepare_cached("SELECT instance_ref, event_id, time_ns, qty FROM events WHERE seq = ?1")?;
-        for seq in candidates {
-            let mut rows = stmt.query([seq])?;
-            let Some(r) = rows.next()? else { continue };
-            if r.get::<_, i64>(0)? == instance_key && r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)? == event_id {
-                let qty = r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?;
-                let q = Quantity::parse_stored(qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {qty:?}")))?;
-                return Ok(Some((Timestamp(r.get(2)?), q)));
-            }
-        }
-        Ok(None)
+    /// Whether the key is new, or a duplicate or conflict of the stored event.
+    pub fn check(&self, conn: &Connection, instance_key: i64, event_id: &str, time: Timestamp, quantity: Quantity) -> Result<InsertOutcome> {
+        Ok(match self.find(conn, instance_key, event_id)? {
+            None => InsertOutcome::Inserted,
+            Some((t, q)) if t == time && q == quantity => InsertOutcome::Duplicate,
+            Some((stored_time, stored_quantity)) => InsertOutcome::Conflict { stored_quantity, stored_time },
+        })
     }
 
-    /// Inserts one event unless its key is stored; compares with the stored one if so.
+    /// Appends an event whose key [`Self::check`] found new, in the same transaction.
+    /// `billed_qty` is the part its window bills when that is not the whole quantity.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &mut self,
+        conn: &Connection,
+        instance_key: i64,
+        event_id: &str,
+        time: Timestamp,
+        quantity: Quantity,
+        billed_window: Option<i64>,
+        billed_qty: Option<rust_decimal::Decimal>,
+        received: Timestamp,
+    ) -> Result<i64> {
+        conn.prepare_cached(
+            "INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            instance_key,
+            event_id,
+            time.0,
+            quantity.to_string(),
+            billed_window,
+            billed_qty.map(|q| q.normalize().to_string()),
+            received.secs()
+        ])?;
+        let seq = conn.last_insert_rowid();
+        self.remember(key_hash(instance_key, event_id), seq);
+        self.last_seq = seq;
+        Ok(seq)
+    }
+
+    /// [`Self::check`], then [`Self::append`] when new (billing the whole quantity).
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
@@ -242,22 +269,11 @@ impl Dedupe {
         billed_window: Option<i64>,
         received: Timestamp,
     ) -> Result<InsertOutcome> {
-        let h = key_hash(instance_key, event_id);
-        if let Some((stored_time, stored_quantity)) = self.find_hashed(conn, h, instance_key, event_id)? {
-            return Ok(if stored_time == time && stored_quantity == quantity {
-                InsertOutcome::Duplicate
-            } else {
-                InsertOutcome::Conflict { stored_quantity, stored_time }
-            });
+        let outcome = self.check(conn, instance_key, event_id, time, quantity)?;
+        if outcome == InsertOutcome::Inserted {
+            self.append(conn, instance_key, event_id, time, quantity, billed_window, None, received)?;
         }
-        conn.prepare_cached(
-            "INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, received_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![instance_key, event_id, time.0, quantity.to_string(), billed_window, received.secs()])?;
-        let seq = conn.last_insert_rowid();
-        self.remember(h, seq);
-        self.last_seq = seq;
-        Ok(InsertOutcome::Inserted)
+        Ok(outcome)
     }
 
     /// Writes the in-memory keys as one sorted run when there are enough of them. Call at the
@@ -269,9 +285,25 @@ impl Dedupe {
         let mut run: Vec<(i64, i64)> = self.recent.iter().map(|(h, s)| (*h, *s)).chain(self.recent_more.iter().copied()).collect();
         run.sort_unstable();
         let gen = self.gens;
-        let mut stmt = conn.prepare_cached("INSERT INTO event_keys (gen, key_hash, seq) VALUES (?1, ?2, ?3)")?;
-        for (h, seq) in &run {
-            stmt.execute(params![gen, h, seq])?;
+        let mut stmt = conn.prepare_cached("INSERT INTO key_blocks (gen, first_hash, base_seq, keys) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut blob = Vec::with_capacity(BLOCK_KEYS * ENTRY);
+        let mut rest = &run[..];
+        while !rest.is_empty() {
+            // Never split equal hashes over two blocks (see the table's comment).
+            let mut n = rest.len().min(BLOCK_KEYS);
+            while n < rest.len() && rest[n].0 == rest[n - 1].0 {
+                n += 1;
+            }
+            let (block, tail) = rest.split_at(n);
+            let base = block.iter().map(|e| e.1).min().expect("non-empty block");
+            blob.clear();
+            for (h, seq) in block {
+                let off = u32::try_from(seq - base).map_err(|_| StoreError::Invalid("a dedupe block spans more than 2^32 events".into()))?;
+                blob.extend_from_slice(&h.to_le_bytes());
+                blob.extend_from_slice(&off.to_le_bytes());
+            }
+            stmt.execute(params![gen, block[0].0, base, blob])?;
+            rest = tail;
         }
         conn.prepare_cached("INSERT INTO key_runs (gen, keys, through_seq) VALUES (?1, ?2, ?3)")?.execute(params![
             gen,
@@ -289,7 +321,7 @@ impl Dedupe {
         self.recent.clear();
         self.recent_more.clear();
         if self.bloom.keys + hashes.len() > self.bloom.capacity {
-            // Too full to stay selective: rebuild it twice as large from `event_keys` on the
+            // Too full to stay selective: rebuild it twice as large from `key_blocks` on the
             // next sync.
             self.gens = 0;
             self.data_version = -1;
@@ -311,6 +343,76 @@ impl Dedupe {
         self.last_seq = self.flushed_through;
         self.data_version = -1;
     }
+}
+
+/// (runs, keys in them, last seq they cover).
+fn runs(conn: &Connection) -> Result<(i64, i64, i64)> {
+    Ok(conn.query_row("SELECT count(*), coalesce(sum(keys), 0), coalesce(max(through_seq), 0) FROM key_runs", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?)
+}
+
+/// A packed entry: (hash, seq offset).
+fn entry(e: &[u8]) -> (i64, u32) {
+    let (h, off) = e.split_at(8);
+    (i64::from_le_bytes(h.try_into().expect("8 bytes")), u32::from_le_bytes(off.try_into().expect("4 bytes")))
+}
+
+/// Adds the seqs of runs `0..gens` whose key hash is `h` to `out`.
+fn probe_runs(conn: &Connection, gens: i64, h: i64, out: &mut Vec<i64>) -> Result<()> {
+    let mut stmt =
+        conn.prepare_cached("SELECT base_seq, keys FROM key_blocks WHERE gen = ?1 AND first_hash <= ?2 ORDER BY first_hash DESC LIMIT 1")?;
+    for gen in 0..gens {
+        let mut rows = stmt.query(params![gen, h])?;
+        let Some(r) = rows.next()? else { continue };
+        let base: i64 = r.get(0)?;
+        let blob = r.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+        if blob.len() % ENTRY != 0 {
+            return Err(StoreError::Corrupt(format!("key block of run {gen} has {} bytes", blob.len())));
+        }
+        let entries: Vec<&[u8]> = blob.chunks_exact(ENTRY).collect();
+        let first = entries.partition_point(|e| entry(e).0 < h);
+        out.extend(entries[first..].iter().map(|e| entry(e)).take_while(|(k, _)| *k == h).map(|(_, off)| base + off as i64));
+    }
+    Ok(())
+}
+
+/// The stored (time, quantity) of the candidate that really has this key.
+fn verify(conn: &Connection, candidates: Vec<i64>, instance_key: i64, event_id: &str) -> Result<Option<(Timestamp, Quantity)>> {
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let mut stmt = conn.prepare_cached("SELECT instance_ref, event_id, time_ns, qty FROM events WHERE seq = ?1")?;
+    for seq in candidates {
+        let mut rows = stmt.query([seq])?;
+        let Some(r) = rows.next()? else { continue };
+        if r.get::<_, i64>(0)? == instance_key && r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)? == event_id {
+            let qty = r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?;
+            let q = Quantity::parse_stored(qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {qty:?}")))?;
+            return Ok(Some((Timestamp(r.get(2)?), q)));
+        }
+    }
+    Ok(None)
+}
+
+/// The seq of the stored event with this key, without a writer's memory: probes every run,
+/// then scans the unflushed events (at most about [`FLUSH_EVENTS`]). For tools and tests.
+pub fn find_seq(conn: &Connection, instance_key: i64, event_id: &str) -> Result<Option<i64>> {
+    let (gens, _, through) = runs(conn)?;
+    let mut candidates = Vec::new();
+    probe_runs(conn, gens, key_hash(instance_key, event_id), &mut candidates)?;
+    let mut stmt = conn.prepare_cached("SELECT seq FROM events WHERE seq > ?1 AND instance_ref = ?2 AND event_id = ?3")?;
+    let mut rows = stmt.query(params![through, instance_key, event_id])?;
+    while let Some(r) = rows.next()? {
+        candidates.push(r.get(0)?);
+    }
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM events WHERE seq = ?1 AND instance_ref = ?2 AND event_id = ?3")?;
+    for seq in candidates {
+        if stmt.exists(params![seq, instance_key, event_id])? {
+            return Ok(Some(seq));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

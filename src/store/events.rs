@@ -38,14 +38,12 @@ pub fn get(conn: &Connection, instance_id: &str, event_id: &str) -> Result<Optio
     else {
         return Ok(None);
     };
-    // Candidates: hash matches in the flushed runs, and the unflushed tail (see `dedupe`).
+    let Some(seq) = super::dedupe::find_seq(conn, key, event_id)? else { return Ok(None) };
     let mut stmt = conn.prepare_cached(
         "SELECT i.instance_id, e.event_id, e.time_ns, e.qty, e.billed_window FROM events e JOIN instances i ON i.ref = e.instance_ref
-         WHERE e.instance_ref = ?1 AND e.event_id = ?2
-           AND (e.seq IN (SELECT seq FROM event_keys WHERE key_hash = ?3)
-                OR e.seq > (SELECT coalesce(max(through_seq), 0) FROM key_runs))",
+         WHERE e.seq = ?1",
     )?;
-    let row = stmt.query_row(params![key, event_id, super::dedupe::key_hash(key, event_id)], row_to_event).optional()?;
+    let row = stmt.query_row(params![seq], row_to_event).optional()?;
     row.transpose()
 }
 

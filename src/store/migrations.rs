@@ -173,4 +173,35 @@ CREATE TABLE over_quota (
     usage        TEXT NOT NULL
 ) STRICT;
 "#,
+    // 5: ingest without per-event index or window writes (issue 6).
+    // - Window totals are folded in lazily (src/store/windows.rs): `windows` covers the events up
+    //   to `windows_through`; later ones are summed from `events`, which now also keeps the part
+    //   of an event its window bills when a stop-before-excess package left some unbilled.
+    // - Dedupe runs are stored packed, 320 keys per row, instead of one index row per key
+    //   (src/store/dedupe.rs). The old runs are dropped; the writer rebuilds them from `events`.
+    r#"
+ALTER TABLE events ADD COLUMN billed_qty TEXT;
+
+CREATE TABLE ingest_state (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    -- every billable event with seq <= this is summed in `windows`
+    windows_through INTEGER NOT NULL
+) STRICT;
+INSERT INTO ingest_state (id, windows_through) VALUES (1, (SELECT coalesce(max(seq), 0) FROM events));
+
+DROP TABLE event_keys;
+DELETE FROM key_runs;
+
+-- One block of a dedupe run: up to 320 entries sorted by hash, each the key hash (i64, little
+-- endian) and seq - base_seq (u32, little endian). Entries with equal hashes are never split
+-- over two blocks, so the block of run `gen` with the greatest first_hash <= h holds every
+-- entry of that run with hash h.
+CREATE TABLE key_blocks (
+    gen        INTEGER NOT NULL,
+    first_hash INTEGER NOT NULL,
+    base_seq   INTEGER NOT NULL,
+    keys       BLOB NOT NULL,
+    PRIMARY KEY (gen, first_hash)
+) STRICT;
+"#,
 ];

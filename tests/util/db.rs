@@ -54,7 +54,9 @@ pub fn all_events(c: &Connection) -> Vec<(String, String, String)> {
     rows.map(|r| r.expect("row")).collect()
 }
 
-/// One instance's windows as (start in UTC seconds, usage text, event count).
+/// One instance's windows as (start in UTC seconds, usage text, event count): the stored
+/// totals plus the events not yet folded into them (`seq > ingest_state.windows_through`, summed
+/// here by the window that bills them), which is what every reader of meterd sees.
 pub fn windows(c: &Connection, instance_id: &str) -> Vec<(i64, String, i64)> {
     let mut stmt = c
         .prepare(
@@ -62,8 +64,21 @@ pub fn windows(c: &Connection, instance_id: &str) -> Vec<(i64, String, i64)> {
              WHERE i.instance_id = ?1 ORDER BY w.start_s",
         )
         .expect("prepare");
-    let rows = stmt.query_map([instance_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("query windows");
-    rows.map(|r| r.expect("row")).collect()
+    let rows = stmt.query_map([instance_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))).expect("query windows");
+    let mut sums: std::collections::BTreeMap<i64, (i128, i64)> = rows.map(|r| r.expect("row")).map(|(s, u, n)| (s, (nanos(&u), n))).collect();
+    let mut stmt = c
+        .prepare(
+            "SELECT e.billed_window, coalesce(e.billed_qty, e.qty) FROM events e JOIN instances i ON i.ref = e.instance_ref
+             WHERE i.instance_id = ?1 AND e.billed_window IS NOT NULL AND e.seq > (SELECT windows_through FROM ingest_state)",
+        )
+        .expect("prepare tail");
+    let tail = stmt.query_map([instance_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).expect("query tail");
+    for (start, q) in tail.map(|r| r.expect("row")) {
+        let e = sums.entry(start).or_default();
+        e.0 += nanos(&q);
+        e.1 += 1;
+    }
+    sums.into_iter().map(|(s, (u, n))| (s, decimal(u), n)).collect()
 }
 
 /// The usage text of the window starting at `start_s`, if any.
