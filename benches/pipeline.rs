@@ -8,6 +8,7 @@
 //! cargo bench --bench pipeline -- --quick           # the same
 //! METERD_BENCH_EVENTS=2000000 cargo bench --bench pipeline -- --quick  # quick, but ingest 2M
 //! METERD_BENCH_ONLY=ingest …                        # only figure 1 and 8 (for profiling)
+//! METERD_BENCH_INSTANCES=1000 …                     # ingest over fewer instances
 //! METERD_BENCH_ONLY=upload …                        # only figure 7
 //! METERD_BENCH_ONLY=seal …                          # only figures 5 and 6
 //! METERD_BENCH_ONLY=baseline …                      # only figure 2
@@ -105,6 +106,10 @@ impl Sizes {
         };
         if let Some(n) = std::env::var("METERD_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()) {
             s.ingest_events = n;
+        }
+        // For profiling a small run with the full run's events per instance and window.
+        if let Some(n) = std::env::var("METERD_BENCH_INSTANCES").ok().and_then(|v| v.parse().ok()) {
+            s.ingest_instances = n;
         }
         s
     }

@@ -7,7 +7,10 @@
 //! - `METERD_FAULTS=ingest-after-commit`: abort right after an ingest commit, before any reply
 //!   (stored but never acknowledged: the client must retry, and the retry is a duplicate);
 //! - `METERD_MAX_PAGE_COUNT=N`: cap the database at N pages (`PRAGMA max_page_count`), the
-//!   way a full disk behaves: writes fail with SQLITE_FULL.
+//!   way a full disk behaves: writes fail with SQLITE_FULL;
+//! - `METERD_FOLD_EVENTS=N`, `METERD_FLUSH_EVENTS=N`: fold window totals / flush dedupe keys
+//!   every N events instead of every 131,072 / 262,144 (read when a collector starts), so that
+//!   small tests cross those boundaries many times.
 //!
 //! Production never sets these; they exist so tests can show that the protections hold (and
 //! fail without them).
@@ -34,4 +37,9 @@ pub fn crash_point(point: &str) {
 /// The page cap requested by `METERD_MAX_PAGE_COUNT`, if any.
 pub fn max_page_count() -> Option<u64> {
     std::env::var("METERD_MAX_PAGE_COUNT").ok().and_then(|v| v.parse().ok())
+}
+
+/// `METERD_FOLD_EVENTS` / `METERD_FLUSH_EVENTS` (see the module docs), if set.
+pub fn batch_override(var: &str) -> Option<usize> {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0)
 }

@@ -5,12 +5,11 @@
 use super::parse::EventInput;
 use crate::config::{Config, LatePolicy, Plan};
 use crate::model::Timestamp;
-use crate::store::dedupe::Dedupe;
+use crate::store::dedupe::{Appender, Dedupe};
 use crate::store::lifecycle::{self, History};
 use crate::store::{instances, windows, InsertOutcome, InstanceRow, StoreError};
 use rusqlite::Connection;
 use rust_decimal::Decimal;
-use std::collections::HashMap;
 
 /// The outcome for one event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -36,6 +35,9 @@ pub struct InstanceCtx {
     pub quota: Option<super::quota::StopQuota>,
 }
 
+/// The writer's instances by id (hashed once or twice per event: a fast hash matters).
+pub type InstanceCache = foldhash::HashMap<String, InstanceCtx>;
+
 /// Usage this transaction adds per (instance key, window start), and how many events it
 /// appended.
 #[derive(Default)]
@@ -54,11 +56,13 @@ impl WindowDeltas {
 }
 
 /// Decides one event and, when it is new, inserts it.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     conn: &Connection,
     dedupe: &mut Dedupe,
+    app: &mut Appender<'_>,
     cfg: &Config,
-    cache: &mut HashMap<String, InstanceCtx>,
+    cache: &mut InstanceCache,
     deltas: &mut WindowDeltas,
     ev: &EventInput,
     now: Timestamp,
@@ -113,7 +117,8 @@ pub fn decide(
     } else {
         Some(ctx.row.sealed_until)
     };
-    match dedupe.check(conn, ctx.row.key, &ev.id, ev.time, ev.quantity)? {
+    let h = crate::store::dedupe::key_hash(ctx.row.key, &ev.id);
+    match dedupe.check(conn, h, (ctx.row.key, &ev.id), ev.time, ev.quantity)? {
         InsertOutcome::Inserted => {
             let billed_qty = match billed {
                 Some(w) => {
@@ -126,7 +131,7 @@ pub fn decide(
                     None
                 }
             };
-            dedupe.append(conn, ctx.row.key, &ev.id, ev.time, ev.quantity, billed, billed_qty, now)?;
+            dedupe.append(app, h, ctx.row.key, &ev.id, ev.time, ev.quantity, billed, billed_qty, now)?;
             deltas.events += 1;
             Ok(Verdict::Accepted)
         }
@@ -142,7 +147,7 @@ pub fn decide(
 fn instance<'c>(
     conn: &Connection,
     cfg: &Config,
-    cache: &'c mut HashMap<String, InstanceCtx>,
+    cache: &'c mut InstanceCache,
     ev: &EventInput,
     now: Timestamp,
 ) -> Result<Result<&'c mut InstanceCtx, String>, StoreError> {

@@ -18,7 +18,7 @@
 //! - when no whole second of the window is left for a new segment, that part is kept as
 //!   `over_quota` instead (never billed twice, never on the wrong package).
 
-use super::decide::InstanceCtx;
+use super::decide::{InstanceCache, InstanceCtx};
 use super::parse::EventInput;
 use crate::config::{Config, PackageMode, Plan};
 use crate::model::{deduction_order, split_quota, FixedTz, Package, Timestamp};
@@ -110,7 +110,7 @@ pub fn deduct(conn: &Connection, cfg: &Config, ctx: &mut InstanceCtx, window: i6
 pub fn exhausted(
     conn: &Connection,
     cfg: &Config,
-    cache: &mut HashMap<String, InstanceCtx>,
+    cache: &mut InstanceCache,
     events: &[(usize, EventInput)],
     now: Timestamp,
 ) -> Result<Vec<String>, StoreError> {

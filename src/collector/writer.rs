@@ -12,14 +12,13 @@
 //! instances are reloaded and the dedupe state catches up; after a failed transaction both are
 //! dropped and rebuilt from the database.
 
-use super::decide::{decide, InstanceCtx, Verdict, WindowDeltas};
+use super::decide::{decide, InstanceCache, Verdict, WindowDeltas};
 use super::parse::EventInput;
 use crate::config::Config;
 use crate::model::Timestamp;
 use crate::store::dedupe::Dedupe;
 use crate::store::windows::TailSums;
 use crate::store::{Store, StoreError};
-use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,12 +52,13 @@ struct Writer {
     dedupe: Option<Dedupe>,
     /// Window usage of the events not yet folded into `windows`.
     tail: TailSums,
-    instances: HashMap<String, InstanceCtx>,
+    instances: InstanceCache,
 }
 
 /// Runs until every sender is dropped.
 pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: CommitHook) {
-    let mut w = Writer { store, dedupe: None, tail: TailSums::new(), instances: HashMap::new() };
+    let fold_at = crate::faults::batch_override("METERD_FOLD_EVENTS").unwrap_or(crate::store::windows::FOLD_EVENTS);
+    let mut w = Writer { store, dedupe: None, tail: TailSums::new(fold_at), instances: InstanceCache::default() };
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         let mut n = group[0].events.len();
@@ -96,7 +96,8 @@ pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: Commi
 impl Writer {
     fn commit_group(&mut self, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
         if self.dedupe.is_none() {
-            self.dedupe = Some(self.store.read(|tx| Dedupe::load(tx))?);
+            let flush_at = crate::faults::batch_override("METERD_FLUSH_EVENTS").unwrap_or(crate::store::dedupe::FLUSH_EVENTS);
+            self.dedupe = Some(self.store.read(|tx| Dedupe::load_flushing_at(tx, flush_at))?);
         }
         let Writer { store, dedupe, tail, instances } = self;
         let dedupe = dedupe.as_mut().expect("loaded above");
@@ -107,11 +108,12 @@ impl Writer {
             }
             tail.sync(tx, changed)?;
             let mut deltas = WindowDeltas::default();
+            let mut app = crate::store::dedupe::appender(tx)?;
             let mut out = Vec::with_capacity(group.len());
             for job in group {
                 let mut verdicts = Vec::with_capacity(job.events.len());
                 for (index, ev) in &job.events {
-                    verdicts.push((*index, decide(tx, dedupe, cfg, instances, &mut deltas, ev, job.now)?));
+                    verdicts.push((*index, decide(tx, dedupe, &mut app, cfg, instances, &mut deltas, ev, job.now)?));
                 }
                 let quota_exhausted = super::quota::exhausted(tx, cfg, instances, &job.events, job.now)?;
                 out.push(JobReply { verdicts, quota_exhausted });
@@ -120,6 +122,7 @@ impl Writer {
                 crate::store::instances::add_unbillable(tx, ctx.row.key, ctx.new_unbillable)?;
                 ctx.new_unbillable = rust_decimal::Decimal::ZERO;
             }
+            drop(app);
             dedupe.maybe_flush(tx)?;
             let folded = tail.maybe_fold(tx, &deltas.sums, deltas.events, dedupe.last_seq())?;
             Ok((out, deltas, folded))

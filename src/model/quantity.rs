@@ -94,6 +94,47 @@ impl Quantity {
     }
 }
 
+impl Quantity {
+    /// Appends exactly what `Display` writes, without the formatting machinery (the ingest
+    /// writer stores one per event).
+    pub fn write_plain(&self, out: &mut String) {
+        let d = self.0.normalize();
+        let Ok(m) = u64::try_from(d.mantissa()) else {
+            use fmt::Write;
+            let _ = write!(out, "{d}");
+            return;
+        };
+        let scale = d.scale() as usize;
+        let mut buf = [0u8; 20];
+        let mut i = buf.len();
+        let mut rest = m;
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let digits = &buf[i..];
+        fn text(b: &[u8]) -> &str {
+            std::str::from_utf8(b).expect("ASCII digits")
+        }
+        if scale == 0 {
+            out.push_str(text(digits));
+        } else if digits.len() > scale {
+            let (int, frac) = digits.split_at(digits.len() - scale);
+            out.push_str(text(int));
+            out.push('.');
+            out.push_str(text(frac));
+        } else {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', scale - digits.len()));
+            out.push_str(text(digits));
+        }
+    }
+}
+
 impl fmt::Display for Quantity {
     /// Plain decimal digits, no exponent, no trailing zeros.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,6 +159,32 @@ pub fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plain(q: Quantity) -> String {
+        let mut s = String::new();
+        q.write_plain(&mut s);
+        s
+    }
+
+    #[test]
+    fn write_plain_is_display() {
+        for t in ["0", "0.000000001", "999999999999.999999999", "1000000000000", "12.5", "007", "0.1", "10", "1.000", "0.0100"] {
+            let q = Quantity::parse_event(t).unwrap();
+            assert_eq!(plain(q), q.to_string(), "{t}");
+        }
+        // Not normalised, scaled, and past u64 (the fallback).
+        for d in [Decimal::new(1500, 3), Decimal::new(0, 5), Decimal::from_i128_with_scale(99_999_999_999_999_999_999_999, 9)] {
+            assert_eq!(plain(Quantity(d)), Quantity(d).to_string(), "{d}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn write_plain_matches_display(m in 0u64..u64::MAX, scale in 0u32..=18) {
+            let q = Quantity(Decimal::from_i128_with_scale(m as i128, scale));
+            proptest::prop_assert_eq!(plain(q), q.to_string());
+        }
+    }
 
     #[test]
     fn accepts_exact_extremes() {

@@ -132,8 +132,13 @@ pub struct Dedupe {
 impl Dedupe {
     /// Builds the state from the database (at writer start).
     pub fn load(conn: &Connection) -> Result<Dedupe> {
+        Self::load_flushing_at(conn, FLUSH_EVENTS)
+    }
+
+    /// [`Self::load`], flushing a run every `flush_at` keys instead of [`FLUSH_EVENTS`].
+    pub fn load_flushing_at(conn: &Connection, flush_at: usize) -> Result<Dedupe> {
         let mut d = Dedupe {
-            recent: RecentMap::default(),
+            recent: RecentMap::with_capacity_and_hasher(flush_at.min(FLUSH_EVENTS), Default::default()),
             recent_more: Vec::new(),
             bloom: Bloom::with_capacity(0),
             gens: 0,
@@ -141,7 +146,7 @@ impl Dedupe {
             last_seq: 0,
             data_version: -1,
             flushed: None,
-            flush_at: FLUSH_EVENTS,
+            flush_at,
         };
         d.sync(conn)?;
         Ok(d)
@@ -216,9 +221,11 @@ impl Dedupe {
         verify(conn, candidates, instance_key, event_id)
     }
 
-    /// Whether the key is new, or a duplicate or conflict of the stored event.
-    pub fn check(&self, conn: &Connection, instance_key: i64, event_id: &str, time: Timestamp, quantity: Quantity) -> Result<InsertOutcome> {
-        Ok(match self.find(conn, instance_key, event_id)? {
+    /// Whether the key (whose [`key_hash`] is `h`) is new, or a duplicate or conflict of the
+    /// stored event.
+    pub fn check(&self, conn: &Connection, h: i64, key: (i64, &str), time: Timestamp, quantity: Quantity) -> Result<InsertOutcome> {
+        let (instance_key, event_id) = key;
+        Ok(match verify(conn, self.candidates(conn, h)?, instance_key, event_id)? {
             None => InsertOutcome::Inserted,
             Some((t, q)) if t == time && q == quantity => InsertOutcome::Duplicate,
             Some((stored_time, stored_quantity)) => InsertOutcome::Conflict { stored_quantity, stored_time },
@@ -230,7 +237,8 @@ impl Dedupe {
     #[allow(clippy::too_many_arguments)]
     pub fn append(
         &mut self,
-        conn: &Connection,
+        app: &mut Appender<'_>,
+        h: i64,
         instance_key: i64,
         event_id: &str,
         time: Timestamp,
@@ -239,20 +247,11 @@ impl Dedupe {
         billed_qty: Option<rust_decimal::Decimal>,
         received: Timestamp,
     ) -> Result<i64> {
-        conn.prepare_cached(
-            "INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            instance_key,
-            event_id,
-            time.0,
-            quantity.to_string(),
-            billed_window,
-            billed_qty.map(|q| q.normalize().to_string()),
-            received.secs()
-        ])?;
-        let seq = conn.last_insert_rowid();
-        self.remember(key_hash(instance_key, event_id), seq);
+        app.qty.clear();
+        quantity.write_plain(&mut app.qty);
+        let billed_qty = billed_qty.map(|q| q.normalize().to_string());
+        let seq = app.insert.insert(params![instance_key, event_id, time.0, app.qty, billed_window, billed_qty, received.secs()])?;
+        self.remember(h, seq);
         self.last_seq = seq;
         Ok(seq)
     }
@@ -269,9 +268,10 @@ impl Dedupe {
         billed_window: Option<i64>,
         received: Timestamp,
     ) -> Result<InsertOutcome> {
-        let outcome = self.check(conn, instance_key, event_id, time, quantity)?;
+        let h = key_hash(instance_key, event_id);
+        let outcome = self.check(conn, h, (instance_key, event_id), time, quantity)?;
         if outcome == InsertOutcome::Inserted {
-            self.append(conn, instance_key, event_id, time, quantity, billed_window, None, received)?;
+            self.append(&mut appender(conn)?, h, instance_key, event_id, time, quantity, billed_window, None, received)?;
         }
         Ok(outcome)
     }
@@ -286,24 +286,8 @@ impl Dedupe {
         run.sort_unstable();
         let gen = self.gens;
         let mut stmt = conn.prepare_cached("INSERT INTO key_blocks (gen, first_hash, base_seq, keys) VALUES (?1, ?2, ?3, ?4)")?;
-        let mut blob = Vec::with_capacity(BLOCK_KEYS * ENTRY);
-        let mut rest = &run[..];
-        while !rest.is_empty() {
-            // Never split equal hashes over two blocks (see the table's comment).
-            let mut n = rest.len().min(BLOCK_KEYS);
-            while n < rest.len() && rest[n].0 == rest[n - 1].0 {
-                n += 1;
-            }
-            let (block, tail) = rest.split_at(n);
-            let base = block.iter().map(|e| e.1).min().expect("non-empty block");
-            blob.clear();
-            for (h, seq) in block {
-                let off = u32::try_from(seq - base).map_err(|_| StoreError::Invalid("a dedupe block spans more than 2^32 events".into()))?;
-                blob.extend_from_slice(&h.to_le_bytes());
-                blob.extend_from_slice(&off.to_le_bytes());
-            }
-            stmt.execute(params![gen, block[0].0, base, blob])?;
-            rest = tail;
+        for (first_hash, base, blob) in pack_run(&run)? {
+            stmt.execute(params![gen, first_hash, base, blob])?;
         }
         conn.prepare_cached("INSERT INTO key_runs (gen, keys, through_seq) VALUES (?1, ?2, ?3)")?.execute(params![
             gen,
@@ -345,6 +329,22 @@ impl Dedupe {
     }
 }
 
+/// The event insert of one write transaction, prepared once: looking a cached statement up
+/// (hashing its SQL) and resetting it per event cost as much as the insert itself.
+pub struct Appender<'c> {
+    insert: rusqlite::CachedStatement<'c>,
+    qty: String,
+}
+
+pub fn appender(conn: &Connection) -> Result<Appender<'_>> {
+    Ok(Appender {
+        insert: conn.prepare_cached(
+            "INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?,
+        qty: String::new(),
+    })
+}
+
 /// (runs, keys in them, last seq they cover).
 fn runs(conn: &Connection) -> Result<(i64, i64, i64)> {
     Ok(conn.query_row("SELECT count(*), coalesce(sum(keys), 0), coalesce(max(through_seq), 0) FROM key_runs", [], |r| {
@@ -356,6 +356,46 @@ fn runs(conn: &Connection) -> Result<(i64, i64, i64)> {
 fn entry(e: &[u8]) -> (i64, u32) {
     let (h, off) = e.split_at(8);
     (i64::from_le_bytes(h.try_into().expect("8 bytes")), u32::from_le_bytes(off.try_into().expect("4 bytes")))
+}
+
+/// Cuts a sorted run into blocks of about [`BLOCK_KEYS`] entries: (first hash, base seq,
+/// packed entries). Equal hashes are never split over two blocks.
+fn pack_run(run: &[(i64, i64)]) -> Result<Vec<(i64, i64, Vec<u8>)>> {
+    let mut blocks = Vec::with_capacity(run.len() / BLOCK_KEYS + 1);
+    let mut rest = run;
+    while !rest.is_empty() {
+        let mut n = rest.len().min(BLOCK_KEYS);
+        while n < rest.len() && rest[n].0 == rest[n - 1].0 {
+            n += 1;
+        }
+        let (block, tail) = rest.split_at(n);
+        let base = block.iter().map(|e| e.1).min().expect("non-empty block");
+        let mut blob = Vec::with_capacity(block.len() * ENTRY);
+        for (h, seq) in block {
+            let off = u32::try_from(seq - base).map_err(|_| StoreError::Invalid("a dedupe block spans more than 2^32 events".into()))?;
+            blob.extend_from_slice(&h.to_le_bytes());
+            blob.extend_from_slice(&off.to_le_bytes());
+        }
+        blocks.push((block[0].0, base, blob));
+        rest = tail;
+    }
+    Ok(blocks)
+}
+
+/// Adds the seqs of the entries of one packed block whose hash is `h` to `out`.
+fn search_block(blob: &[u8], base: i64, h: i64, out: &mut Vec<i64>) {
+    let n = blob.len() / ENTRY;
+    let at = |i: usize| entry(&blob[i * ENTRY..(i + 1) * ENTRY]);
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if at(mid).0 < h {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    out.extend((lo..n).map(at).take_while(|(k, _)| *k == h).map(|(_, off)| base + off as i64));
 }
 
 /// Adds the seqs of runs `0..gens` whose key hash is `h` to `out`.
@@ -370,9 +410,7 @@ fn probe_runs(conn: &Connection, gens: i64, h: i64, out: &mut Vec<i64>) -> Resul
         if blob.len() % ENTRY != 0 {
             return Err(StoreError::Corrupt(format!("key block of run {gen} has {} bytes", blob.len())));
         }
-        let entries: Vec<&[u8]> = blob.chunks_exact(ENTRY).collect();
-        let first = entries.partition_point(|e| entry(e).0 < h);
-        out.extend(entries[first..].iter().map(|e| entry(e)).take_while(|(k, _)| *k == h).map(|(_, off)| base + off as i64));
+        search_block(blob, base, h, out);
     }
     Ok(())
 }
@@ -520,6 +558,53 @@ mod tests {
         d.rolled_back();
         assert_eq!(ins(&mut s, &mut d, key, "lost", 5, "2"), InsertOutcome::Inserted);
         assert_eq!(ins(&mut s, &mut d, key, "kept", 0, "1"), InsertOutcome::Duplicate);
+    }
+
+    #[test]
+    fn packed_blocks_never_split_equal_hashes_and_find_every_entry() {
+        // 1000 sorted entries; hash 6300 repeats over indexes 630..650, across the boundary of
+        // the second and third block (a 64-bit collision).
+        let run: Vec<(i64, i64)> = (0..1000).map(|i| (if (630..650).contains(&i) { 6300 } else { i * 10 }, 100 + i)).collect();
+        assert!(run.windows(2).all(|w| w[0] <= w[1]));
+        let blocks = pack_run(&run).unwrap();
+        assert!(blocks.len() >= 3);
+        assert_eq!(blocks.iter().map(|b| b.2.len() / ENTRY).sum::<usize>(), 1000);
+        let holding: Vec<_> = blocks.iter().filter(|b| b.2.chunks_exact(ENTRY).any(|e| entry(e).0 == 6300)).collect();
+        assert_eq!(holding.len(), 1, "equal hashes stay in one block");
+        for &(h, seq) in &run {
+            // The block a probe reads: greatest first_hash <= h.
+            let b = blocks.iter().rev().find(|b| b.0 <= h).unwrap();
+            let mut out = Vec::new();
+            search_block(&b.2, b.1, h, &mut out);
+            assert!(out.contains(&seq), "{h} → {seq}");
+            assert_eq!(out.len(), if h == 6300 { 20 } else { 1 });
+        }
+        let mut none = Vec::new();
+        search_block(&blocks[0].2, blocks[0].1, 5, &mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_run_of_many_blocks_answers_every_key() {
+        let (_dir, p, key) = setup();
+        let mut s = Store::open(&p).unwrap();
+        let mut d = s.read(|tx| Dedupe::load_flushing_at(tx, 1000)).unwrap();
+        let r = s.write(|tx| {
+            for i in 0..1000 {
+                d.insert(tx, key, &format!("k{i}"), Timestamp(i), q("1"), Some(0), Timestamp(0))?;
+            }
+            d.maybe_flush(tx)
+        });
+        r.unwrap();
+        d.committed();
+        let blocks: i64 = s.conn.query_row("SELECT count(*) FROM key_blocks", [], |r| r.get(0)).unwrap();
+        assert!(blocks >= 4, "{blocks} blocks");
+        let mut fresh = s.read(|tx| Dedupe::load(tx)).unwrap();
+        for i in (0..1000).step_by(7) {
+            assert_eq!(ins(&mut s, &mut fresh, key, &format!("k{i}"), i, "1"), InsertOutcome::Duplicate, "k{i}");
+            assert_eq!(find_seq(&s.conn, key, &format!("k{i}")).unwrap(), Some(i + 1));
+        }
+        assert_eq!(find_seq(&s.conn, key, "k-none").unwrap(), None);
     }
 
     #[test]

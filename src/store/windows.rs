@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Unfolded events after which the ingest writer folds the tail into `windows`. Bounds what a
 /// reader scans (~10 ms) against what a fold writes (one row per touched window).
-pub const FOLD_EVENTS: usize = 65_536;
+pub const FOLD_EVENTS: usize = 131_072;
 
 /// One window's usage so far.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +35,7 @@ pub struct WindowRow {
 }
 
 /// (instance key, window start) → (usage, events).
-pub type Sums = HashMap<(i64, i64), (Decimal, u64)>;
+pub type Sums = foldhash::HashMap<(i64, i64), (Decimal, u64)>;
 
 fn add_to(sums: &mut Sums, key: (i64, i64), usage: Decimal, events: u64) -> Result<()> {
     let e = sums.entry(key).or_default();
@@ -70,12 +70,30 @@ fn scan_tail(conn: &Connection, after: i64, instance: Option<i64>, sums: &mut Su
     Ok(n)
 }
 
-/// Adds `sums` to the stored totals, in key order.
+/// Adds `sums` to the stored totals, in key order (the table's, so writes stay on few pages).
 fn write_sums(conn: &Connection, sums: &Sums) -> Result<()> {
-    let mut keys: Vec<_> = sums.iter().collect();
-    keys.sort_unstable_by_key(|((key, start), _)| (*start, *key));
-    for ((key, start), (usage, count)) in keys {
-        add_usage(conn, *key, *start, *usage, *count)?;
+    let mut keys: Vec<_> = sums.iter().map(|(&(key, start), &v)| ((start, key), v)).collect();
+    keys.sort_unstable_by_key(|e| e.0);
+    let mut get = conn.prepare_cached("SELECT usage, events FROM windows WHERE start_s = ?1 AND instance_ref = ?2")?;
+    // UPDATE in place when the row exists: REPLACE would delete and reinsert, rewriting the
+    // `windows_by_instance` entry too.
+    let mut update = conn.prepare_cached("UPDATE windows SET usage = ?3, events = ?4 WHERE start_s = ?1 AND instance_ref = ?2")?;
+    let mut insert = conn.prepare_cached("INSERT INTO windows (start_s, instance_ref, usage, events) VALUES (?1, ?2, ?3, ?4)")?;
+    for ((start, key), (delta, count)) in keys {
+        let stored = {
+            let mut rows = get.query(params![start, key])?;
+            match rows.next()? {
+                Some(r) => Some((dec(r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?)?, r.get::<_, i64>(1)?)),
+                None => None,
+            }
+        };
+        match stored {
+            Some((usage, events)) => {
+                let next = usage.checked_add(delta).ok_or_else(|| StoreError::Invalid("window usage overflows a 96-bit decimal".into()))?;
+                update.execute(params![start, key, next.normalize().to_string(), events + count as i64])?
+            }
+            None => insert.execute(params![start, key, delta.normalize().to_string(), count as i64])?,
+        };
     }
     Ok(())
 }
@@ -111,11 +129,14 @@ pub struct TailSums {
     sums: Sums,
     /// Unknown (start, or after a failed transaction): reload at the next sync.
     stale: bool,
+    /// Fold when the tail reaches this many events ([`FOLD_EVENTS`]).
+    fold_at: usize,
 }
 
 impl TailSums {
-    pub fn new() -> TailSums {
-        TailSums { stale: true, ..TailSums::default() }
+    /// Empty and stale (loaded at the first sync); folds every `fold_at` events.
+    pub fn new(fold_at: usize) -> TailSums {
+        TailSums { stale: true, fold_at, ..TailSums::default() }
     }
 
     /// Catches up with the database when another connection may have committed (`changed`) or
@@ -126,7 +147,7 @@ impl TailSums {
         }
         let through = folded_through(conn)?;
         if self.stale || through != self.through {
-            *self = TailSums { through, seen: through, ..TailSums::default() };
+            *self = TailSums { through, seen: through, fold_at: self.fold_at, ..TailSums::default() };
         }
         let last = max_seq(conn)?;
         if last > self.seen {
@@ -141,7 +162,7 @@ impl TailSums {
     /// of them) when it is long enough. Returns whether it did; then call [`Self::folded`]
     /// after the commit, else [`Self::committed`].
     pub fn maybe_fold(&self, conn: &Connection, deltas: &Sums, new_events: usize, last_seq: i64) -> Result<bool> {
-        if self.events + new_events < FOLD_EVENTS {
+        if self.events + new_events < self.fold_at {
             return Ok(false);
         }
         let mut all = self.sums.clone();
@@ -165,7 +186,7 @@ impl TailSums {
 
     /// The transaction committed with a fold: the tail is empty.
     pub fn folded(&mut self, last_seq: i64) {
-        *self = TailSums { through: last_seq, seen: last_seq, ..TailSums::default() };
+        *self = TailSums { through: last_seq, seen: last_seq, fold_at: self.fold_at, ..TailSums::default() };
     }
 
     /// The transaction failed: rebuild from the database next time.
@@ -198,27 +219,6 @@ impl Unfolded {
         }
         Ok(out)
     }
-}
-
-/// Adds `delta` (from `count` events) to a window's stored total.
-fn add_usage(conn: &Connection, instance_key: i64, start: i64, delta: Decimal, count: u64) -> Result<()> {
-    let mut get = conn.prepare_cached("SELECT usage, events FROM windows WHERE instance_ref = ?1 AND start_s = ?2")?;
-    let mut rows = get.query(params![instance_key, start])?;
-    let (usage, events, exists) = match rows.next()? {
-        Some(r) => (dec(&r.get::<_, String>(0)?)?, r.get::<_, i64>(1)?, true),
-        None => (Decimal::ZERO, 0, false),
-    };
-    drop(rows);
-    let next = usage.checked_add(delta).ok_or_else(|| StoreError::Invalid("window usage overflows a 96-bit decimal".into()))?;
-    // UPDATE in place when the row exists: REPLACE would delete and reinsert, rewriting the
-    // `windows_by_instance` entry too.
-    let sql = if exists {
-        "UPDATE windows SET usage = ?3, events = ?4 WHERE start_s = ?2 AND instance_ref = ?1"
-    } else {
-        "INSERT INTO windows (instance_ref, start_s, usage, events) VALUES (?1, ?2, ?3, ?4)"
-    };
-    conn.prepare_cached(sql)?.execute(params![instance_key, start, next.normalize().to_string(), events + count as i64])?;
-    Ok(())
 }
 
 /// Windows of one instance with `start` in `[from, to)`, ordered by start: stored totals plus

@@ -64,8 +64,10 @@ pub fn windows(c: &Connection, instance_id: &str) -> Vec<(i64, String, i64)> {
              WHERE i.instance_id = ?1 ORDER BY w.start_s",
         )
         .expect("prepare");
-    let rows = stmt.query_map([instance_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))).expect("query windows");
-    let mut sums: std::collections::BTreeMap<i64, (i128, i64)> = rows.map(|r| r.expect("row")).map(|(s, u, n)| (s, (nanos(&u), n))).collect();
+    let rows =
+        stmt.query_map([instance_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))).expect("query windows");
+    let mut sums: std::collections::BTreeMap<i64, (i128, i64)> =
+        rows.map(|r| r.expect("row")).map(|(s, u, n)| (s, (nanos(&u), n))).collect();
     let mut stmt = c
         .prepare(
             "SELECT e.billed_window, coalesce(e.billed_qty, e.qty) FROM events e JOIN instances i ON i.ref = e.instance_ref

@@ -50,6 +50,16 @@ pub struct Env {
     pub db: PathBuf,
 }
 
+/// Small batch sizes for the binary under test (see `meterd::faults`).
+pub const FOLD_EVENTS: &str = "37";
+pub const FLUSH_EVENTS: &str = "101";
+
+/// The same for a collector started in this test process.
+pub fn small_batches() {
+    std::env::set_var("METERD_FOLD_EVENTS", FOLD_EVENTS);
+    std::env::set_var("METERD_FLUSH_EVENTS", FLUSH_EVENTS);
+}
+
 impl Env {
     /// An environment with the example config.
     pub fn new() -> Env {
@@ -74,6 +84,9 @@ impl Env {
         let mut c = Command::new(bin());
         c.arg("--config").arg(&self.config).arg("--db").arg(&self.db).current_dir(self.dir.path());
         c.env_remove("METERD_CONFIG").env_remove("METERD_DB").env_remove("METERD_ISV_KEY").env("RUST_LOG", "warn");
+        // Fold window totals and flush dedupe keys every few dozen events (not every ~100k), so
+        // that every test crosses those boundaries, mid-request too.
+        c.env("METERD_FOLD_EVENTS", FOLD_EVENTS).env("METERD_FLUSH_EVENTS", FLUSH_EVENTS);
         c
     }
 
@@ -143,6 +156,7 @@ impl Env {
 
     /// An in-process collector on this environment's database (the library door).
     pub fn collector(&self) -> meterd::collector::Collector {
+        small_batches();
         meterd::collector::Collector::start(&self.db, self.cfg(), Box::new(|_, _| {})).expect("collector starts")
     }
 }
