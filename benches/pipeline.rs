@@ -232,7 +232,35 @@ fn db_bytes(db: &Path) -> u64 {
     std::fs::metadata(db).unwrap().len()
 }
 
+/// CPU seconds (user + system) used so far by this process's thread named `name`, from
+/// `/proc/self/task/*/stat`: unlike wall time, barely moved by other load on the machine.
+fn thread_cpu_s(name: &str) -> f64 {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    for t in tasks.flatten() {
+        if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name) {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // Fields after the ")" that closes the name: state is 3rd, utime 14th, stime 15th.
+            let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let (u, s) = (f.get(11).and_then(|v| v.parse::<f64>().ok()), f.get(12).and_then(|v| v.parse::<f64>().ok()));
+            return (u.unwrap_or(0.0) + s.unwrap_or(0.0)) / ticks;
+        }
+    }
+    0.0
+}
+
+/// CPU seconds used so far by the calling thread.
+fn own_cpu_s() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 struct IngestFigures {
+    /// CPU seconds of the writer thread (the bottleneck), for comparing runs on a busy machine.
+    writer_cpu_s: f64,
     events_per_s: f64,
     rss: u64,
     bytes_per_event: f64,
@@ -249,16 +277,17 @@ fn lib_ingest(dir: &Path, s: &Sizes) -> IngestFigures {
     let started = Instant::now();
     ingest_all(&c, n, s.ingest_callers, now, &|i| event(i, n, inst, t0, DAY));
     let secs = started.elapsed().as_secs_f64();
+    let writer_cpu_s = thread_cpu_s("meterd-writer");
     drop(c);
     let rss = vm_hwm_bytes();
     let bytes = db_bytes(&db);
     let _ = std::fs::remove_file(&db);
-    IngestFigures { events_per_s: n as f64 / secs, rss, bytes_per_event: bytes as f64 / n as f64 }
+    IngestFigures { writer_cpu_s, events_per_s: n as f64 / secs, rss, bytes_per_event: bytes as f64 / n as f64 }
 }
 
 /// Figure 2: plain SQLite append of the same rows (rowid table, no index, WAL, FULL, 1000 per
 /// transaction). Rows are generated on another thread, as the library ingest's callers do.
-fn baseline(dir: &Path, s: &Sizes) -> f64 {
+fn baseline(dir: &Path, s: &Sizes) -> (f64, f64) {
     let db = dir.join("baseline.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
@@ -270,6 +299,7 @@ fn baseline(dir: &Path, s: &Sizes) -> f64 {
     let (n, inst, t0) = (s.ingest_events, s.ingest_instances, T_END - DAY);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<EventInput>>(8);
     let started = Instant::now();
+    let cpu0 = own_cpu_s();
     let producer = std::thread::spawn(move || {
         let mut from = 0;
         while from < n {
@@ -290,11 +320,12 @@ fn baseline(dir: &Path, s: &Sizes) -> f64 {
         }
         conn.execute_batch("COMMIT").unwrap();
     }
+    let cpu = own_cpu_s() - cpu0;
     producer.join().unwrap();
     let secs = started.elapsed().as_secs_f64();
     drop(conn);
     let _ = std::fs::remove_file(&db);
-    n as f64 / secs
+    (n as f64 / secs, cpu)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -547,7 +578,8 @@ fn main() {
         return;
     }
     if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "baseline") {
-        println!("baseline: {} rows/s", fmt_n(baseline(dir.path(), &s)));
+        let (rate, cpu) = baseline(dir.path(), &s);
+        println!("baseline: {} rows/s; inserting thread {:.2} µs CPU/row", fmt_n(rate), cpu * 1e6 / s.ingest_events as f64);
         return;
     }
     let total = Instant::now();
@@ -557,11 +589,17 @@ fn main() {
     let ing = lib_ingest(dir.path(), &s);
     if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "ingest") {
         // For profiling the hot path: `METERD_BENCH_ONLY=ingest perf record …`.
-        println!("library ingest: {} ev/s, peak RSS {} MiB, {:.0} B/event", fmt_n(ing.events_per_s), ing.rss >> 20, ing.bytes_per_event);
+        println!(
+            "library ingest: {} ev/s, peak RSS {} MiB, {:.0} B/event; writer thread {:.2} µs CPU/event",
+            fmt_n(ing.events_per_s),
+            ing.rss >> 20,
+            ing.bytes_per_event,
+            ing.writer_cpu_s * 1e6 / s.ingest_events as f64
+        );
         return;
     }
     phase("baseline plain append");
-    let base = baseline(dir.path(), &s);
+    let (base, _) = baseline(dir.path(), &s);
     phase("HTTP NDJSON batches");
     let hb = http_batches(dir.path(), &s);
     phase("HTTP single events, 64 connections");

@@ -153,8 +153,35 @@ CREATE TABLE over_quota (
 CREATE TABLE ingest_state (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
     -- every billable event with seq <= this is summed in `windows`
-    windows_through INTEGER NOT NULL
+    windows_through INTEGER NOT NULL,
+    -- bumped by every change to what the ingest writer caches per instance (the triggers
+    -- below), so that other commits (uploads, events from another process) keep its cache
+    instances_gen   INTEGER NOT NULL DEFAULT 0
 ) STRICT;
+
+CREATE TRIGGER instances_gen_ins AFTER INSERT ON instances BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+
+CREATE TRIGGER instances_gen_upd AFTER UPDATE ON instances BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+
+CREATE TRIGGER instances_gen_del AFTER DELETE ON instances BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+
+CREATE TRIGGER status_gen_ins AFTER INSERT ON instance_status BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+
+CREATE TRIGGER status_gen_upd AFTER UPDATE ON instance_status BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+
+CREATE TRIGGER status_gen_del AFTER DELETE ON instance_status BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+
+CREATE TRIGGER packages_gen_ins AFTER INSERT ON packages BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+
+CREATE TRIGGER packages_gen_upd AFTER UPDATE ON packages BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+
+CREATE TRIGGER packages_gen_del AFTER DELETE ON packages BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+
+CREATE TRIGGER package_usage_gen_ins AFTER INSERT ON package_usage BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+
+CREATE TRIGGER package_usage_gen_upd AFTER UPDATE ON package_usage BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+
+CREATE TRIGGER package_usage_gen_del AFTER DELETE ON package_usage BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
 
 CREATE TABLE key_blocks (
     gen        INTEGER NOT NULL,

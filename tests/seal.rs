@@ -468,3 +468,24 @@ fn two_writers_and_a_sealer_keep_window_totals_exact() {
         assert_conserved(&w.db);
     }
 }
+
+/// A running collector sees a seal made by another connection (a one-shot `meterd seal` next
+/// to the daemon): a late event is billed in the first open window, not in the sealed one.
+#[test]
+fn a_seal_by_another_process_moves_the_running_collectors_late_boundary() {
+    let w = World::new("");
+    w.add("h-1", "calls", "2026-11-20T00:00:00Z");
+    let r = w.event("h-1", "a", "1", "2026-11-20T10:30:00Z", "2026-11-20T10:31:00Z");
+    assert_eq!(r.accepted, 1);
+    // An upload-like commit that changes no instance, then the seal.
+    w.store().write(|tx| meterd::store::meta::set(tx, "last_upload_ok", "x")).unwrap();
+    w.event("h-1", "b", "1", "2026-11-20T10:35:00Z", "2026-11-20T10:36:00Z");
+    w.seal("2026-11-20T11:10:00Z");
+    w.event("h-1", "late", "2", "2026-11-20T10:40:00Z", "2026-11-20T11:11:00Z");
+    let billed: i64 = rusqlite::Connection::open(&w.db)
+        .unwrap()
+        .query_row("SELECT billed_window FROM events WHERE event_id = 'late'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(billed, ts("2026-11-20T11:00:00Z").secs(), "late event billed in the first open window");
+    assert_conserved(&w.db);
+}

@@ -5,9 +5,10 @@
 use super::parse::EventInput;
 use crate::config::{Config, LatePolicy, Plan};
 use crate::model::Timestamp;
-use crate::store::dedupe::{Appender, Dedupe};
+use crate::store::dedupe::{Appender, Dedupe, Probe};
 use crate::store::lifecycle::{self, History};
-use crate::store::{instances, windows, InsertOutcome, InstanceRow, StoreError};
+use crate::store::windows::TailSums;
+use crate::store::{instances, InsertOutcome, InstanceRow, StoreError};
 use rusqlite::Connection;
 use rust_decimal::Decimal;
 
@@ -38,36 +39,29 @@ pub struct InstanceCtx {
 /// The writer's instances by id (hashed once or twice per event: a fast hash matters).
 pub type InstanceCache = foldhash::HashMap<String, InstanceCtx>;
 
-/// Usage this transaction adds per (instance key, window start), and how many events it
-/// appended.
-#[derive(Default)]
-pub struct WindowDeltas {
-    pub sums: windows::Sums,
-    pub events: usize,
+/// What deciding needs inside one write transaction.
+pub struct TxCtx<'a, 'c> {
+    pub conn: &'c Connection,
+    pub dedupe: &'a mut Dedupe,
+    pub app: &'a mut Appender<'c>,
+    pub cfg: &'a Config,
+    pub instances: &'a mut InstanceCache,
+    pub tail: &'a mut TailSums,
 }
 
-impl WindowDeltas {
-    fn add(&mut self, key: i64, start: i64, q: Decimal) -> Result<(), StoreError> {
-        let e = self.sums.entry((key, start)).or_default();
-        e.0 = e.0.checked_add(q).ok_or_else(|| StoreError::Invalid("window usage overflows".into()))?;
-        e.1 += 1;
-        Ok(())
+impl TxCtx<'_, '_> {
+    /// Probes the keys of a request's events whose instance is known, in one tight pass, so that
+    /// their Bloom filter misses overlap instead of stalling each event in turn.
+    pub fn probe_all(&self, events: &[(usize, EventInput)]) -> Vec<Option<Probe>> {
+        self.dedupe.probe_many(events.iter().map(|(_, ev)| self.instances.get(&ev.instance_id).map(|c| (c.row.key, ev.id.as_str()))))
     }
 }
 
 /// Decides one event and, when it is new, inserts it.
-#[allow(clippy::too_many_arguments)]
-pub fn decide(
-    conn: &Connection,
-    dedupe: &mut Dedupe,
-    app: &mut Appender<'_>,
-    cfg: &Config,
-    cache: &mut InstanceCache,
-    deltas: &mut WindowDeltas,
-    ev: &EventInput,
-    now: Timestamp,
-) -> Result<Verdict, StoreError> {
-    let ctx = match instance(conn, cfg, cache, ev, now)? {
+/// `probe` is the event's [`TxCtx::probe_all`] entry, if it had one.
+pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, probe: Option<Probe>, now: Timestamp) -> Result<Verdict, StoreError> {
+    let (conn, cfg) = (cx.conn, cx.cfg);
+    let ctx = match instance(conn, cfg, cx.instances, ev, now)? {
         Ok(ctx) => ctx,
         Err(msg) => return Ok(reject(ev, msg)),
     };
@@ -117,13 +111,16 @@ pub fn decide(
     } else {
         Some(ctx.row.sealed_until)
     };
-    let h = crate::store::dedupe::key_hash(ctx.row.key, &ev.id);
-    match dedupe.check(conn, h, (ctx.row.key, &ev.id), ev.time, ev.quantity)? {
+    let probe = match probe {
+        Some(p) if p.instance_key == ctx.row.key => p,
+        _ => cx.dedupe.probe(ctx.row.key, &ev.id),
+    };
+    match cx.dedupe.check(conn, probe, &ev.id, ev.time, ev.quantity)? {
         InsertOutcome::Inserted => {
             let billed_qty = match billed {
                 Some(w) => {
                     let covered = super::quota::deduct(conn, cfg, ctx, w, ev)?;
-                    deltas.add(ctx.row.key, w, covered)?;
+                    cx.tail.add(ctx.row.key, w, covered)?;
                     (covered != ev.quantity.0).then_some(covered)
                 }
                 None => {
@@ -131,8 +128,8 @@ pub fn decide(
                     None
                 }
             };
-            dedupe.append(app, h, ctx.row.key, &ev.id, ev.time, ev.quantity, billed, billed_qty, now)?;
-            deltas.events += 1;
+            cx.dedupe.append(cx.app, probe, &ev.id, ev.time, ev.quantity, billed, billed_qty, now)?;
+            cx.tail.appended();
             Ok(Verdict::Accepted)
         }
         InsertOutcome::Duplicate => Ok(Verdict::Duplicate),

@@ -6,13 +6,19 @@
 //! Replies are sent only after `COMMIT` returned, so an acknowledged event is durable. If the
 //! transaction fails, every job in the group gets the error and nothing of the group is stored.
 //!
-//! Between transactions the writer keeps its dedupe state ([`Dedupe`]) and the instances it
-//! has seen. Both are checked at the start of every transaction against `PRAGMA data_version`:
-//! when another connection committed (a seal, an instance change, another ingest process) the
-//! instances are reloaded and the dedupe state catches up; after a failed transaction both are
-//! dropped and rebuilt from the database.
+//! Between transactions the writer keeps its dedupe state ([`Dedupe`]), the window sums of the
+//! events not yet folded into `windows` ([`TailSums`]) and the instances it has seen. At the
+//! start of every transaction `PRAGMA data_version` tells whether another connection committed
+//! (a seal, an upload, an instance change, another ingest process): then the dedupe state and
+//! the tail catch up with what changed, and the instances are reloaded only if their
+//! generation (bumped by triggers on the tables they come from) moved. After a failed
+//! transaction all three are dropped and rebuilt from the database.
+//!
+//! Per request, the writer first probes every event's key against the in-memory filter in one
+//! pass ([`TxCtx::probe_all`]), so the cache misses of a thousand lookups overlap, and hands the
+//! events back with the reply, so their memory is freed on the caller's thread.
 
-use super::decide::{decide, InstanceCache, Verdict, WindowDeltas};
+use super::decide::{decide, InstanceCache, TxCtx, Verdict};
 use super::parse::EventInput;
 use crate::config::Config;
 use crate::model::Timestamp;
@@ -40,6 +46,8 @@ pub struct Job {
 pub struct JobReply {
     pub verdicts: Vec<(usize, Verdict)>,
     pub quota_exhausted: Vec<String>,
+    /// The job's events, handed back so that the caller's thread frees them, not the writer.
+    pub events: Vec<(usize, EventInput)>,
 }
 
 /// Called after each commit with (events, commit duration) — feeds metrics.
@@ -53,12 +61,14 @@ struct Writer {
     /// Window usage of the events not yet folded into `windows`.
     tail: TailSums,
     instances: InstanceCache,
+    /// `instances::generation` that `instances` reflects; -1: unknown.
+    instances_gen: i64,
 }
 
 /// Runs until every sender is dropped.
 pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: CommitHook) {
     let fold_at = crate::faults::batch_override("METERD_FOLD_EVENTS").unwrap_or(crate::store::windows::FOLD_EVENTS);
-    let mut w = Writer { store, dedupe: None, tail: TailSums::new(fold_at), instances: InstanceCache::default() };
+    let mut w = Writer { store, dedupe: None, tail: TailSums::new(fold_at), instances: InstanceCache::default(), instances_gen: -1 };
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         let mut n = group[0].events.len();
@@ -78,7 +88,8 @@ pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: Commi
             Ok(mut verdicts) => {
                 crate::faults::crash_point("ingest-after-commit");
                 for job in group.into_iter().rev() {
-                    let mine = verdicts.pop().unwrap_or_default();
+                    let mut mine = verdicts.pop().unwrap_or_default();
+                    mine.events = job.events;
                     let _ = job.reply.send(Ok(mine));
                 }
             }
@@ -99,49 +110,50 @@ impl Writer {
             let flush_at = crate::faults::batch_override("METERD_FLUSH_EVENTS").unwrap_or(crate::store::dedupe::FLUSH_EVENTS);
             self.dedupe = Some(self.store.read(|tx| Dedupe::load_flushing_at(tx, flush_at))?);
         }
-        let Writer { store, dedupe, tail, instances } = self;
+        let Writer { store, dedupe, tail, instances, instances_gen } = self;
         let dedupe = dedupe.as_mut().expect("loaded above");
         let result = store.write(|tx| {
             let changed = dedupe.sync(tx)?;
-            if changed {
+            if changed && crate::store::instances::generation(tx)? != *instances_gen {
                 instances.clear();
             }
             tail.sync(tx, changed)?;
-            let mut deltas = WindowDeltas::default();
             let mut app = crate::store::dedupe::appender(tx)?;
+            let mut cx = TxCtx { conn: tx, dedupe: &mut *dedupe, app: &mut app, cfg, instances: &mut *instances, tail: &mut *tail };
             let mut out = Vec::with_capacity(group.len());
             for job in group {
+                let probes = cx.probe_all(&job.events);
                 let mut verdicts = Vec::with_capacity(job.events.len());
-                for (index, ev) in &job.events {
-                    verdicts.push((*index, decide(tx, dedupe, &mut app, cfg, instances, &mut deltas, ev, job.now)?));
+                for ((index, ev), probe) in job.events.iter().zip(probes) {
+                    verdicts.push((*index, decide(&mut cx, ev, probe, job.now)?));
                 }
-                let quota_exhausted = super::quota::exhausted(tx, cfg, instances, &job.events, job.now)?;
-                out.push(JobReply { verdicts, quota_exhausted });
+                let quota_exhausted = super::quota::exhausted(tx, cfg, cx.instances, &job.events, job.now)?;
+                out.push(JobReply { verdicts, quota_exhausted, events: Vec::new() });
             }
+            drop(cx);
+            drop(app);
             for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero()) {
                 crate::store::instances::add_unbillable(tx, ctx.row.key, ctx.new_unbillable)?;
                 ctx.new_unbillable = rust_decimal::Decimal::ZERO;
             }
-            drop(app);
             dedupe.maybe_flush(tx)?;
-            let folded = tail.maybe_fold(tx, &deltas.sums, deltas.events, dedupe.last_seq())?;
-            Ok((out, deltas, folded))
+            let folded = tail.maybe_fold(tx, dedupe.last_seq())?;
+            // Our own changes (auto-registration, package use) are in the cache already.
+            Ok((out, folded, crate::store::instances::generation(tx)?))
         });
         let last_seq = dedupe.last_seq();
         match result {
-            Ok((out, deltas, folded)) => {
+            Ok((out, folded, gen)) => {
                 dedupe.committed();
-                if folded {
-                    tail.folded(last_seq);
-                } else if tail.committed(deltas.sums, deltas.events, last_seq).is_err() {
-                    tail.invalidate();
-                }
+                tail.committed(folded, last_seq);
+                *instances_gen = gen;
                 Ok(out)
             }
             Err(e) => {
                 dedupe.rolled_back();
                 tail.invalidate();
                 instances.clear();
+                *instances_gen = -1;
                 Err(e)
             }
         }

@@ -61,8 +61,15 @@ struct Bloom {
 impl Bloom {
     fn with_capacity(keys: usize) -> Bloom {
         let capacity = keys.max(BLOOM_MIN_KEYS);
-        let blocks = (capacity * BLOOM_BITS_PER_KEY).div_ceil(512);
-        Bloom { blocks: vec![[0; 8]; blocks], keys: 0, capacity }
+        let blocks = vec![[0; 8]; (capacity * BLOOM_BITS_PER_KEY).div_ceil(512)];
+        advise_huge_pages(&blocks);
+        Bloom { blocks, keys: 0, capacity }
+    }
+
+    /// Loads the blocks of `hashes` into the cache: a loop of independent loads, so the misses
+    /// overlap; the probes that follow then hit the cache.
+    fn warm(&self, hashes: impl Iterator<Item = i64>) -> u64 {
+        hashes.fold(0, |acc, h| acc ^ self.blocks[self.probes(h).0][0])
     }
 
     fn probes(&self, h: i64) -> (usize, u64) {
@@ -87,6 +94,24 @@ impl Bloom {
             hit
         })
     }
+}
+
+/// Asks Linux to back a large, random-access table with 2 MiB pages (a Bloom filter of tens of
+/// MiB otherwise costs a TLB miss per probe as well as a cache miss). Advisory only.
+fn advise_huge_pages<T>(table: &[T]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let (ptr, len) = (table.as_ptr() as usize, std::mem::size_of_val(table));
+        let (start, end) = (ptr.next_multiple_of(HUGE), (ptr + len) / HUGE * HUGE);
+        if end > start {
+            // SAFETY: the range lies inside memory this process owns; MADV_HUGEPAGE changes how it
+            // is backed, never its contents.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = table;
 }
 
 /// `recent` is keyed by hashes that are already uniformly mixed: no need to hash them again.
@@ -205,11 +230,30 @@ impl Dedupe {
         }
     }
 
-    /// Seqs of stored events whose key hash is `h` (candidates; verify exactly).
-    fn candidates(&self, conn: &Connection, h: i64) -> Result<Vec<i64>> {
+    /// Probes many keys (instance key, event id) at once: hashes them, warms the filter's
+    /// blocks in one pass, then probes (see [`Probe`]).
+    pub fn probe_many<'e>(&self, keys: impl Iterator<Item = Option<(i64, &'e str)>>) -> Vec<Option<Probe>> {
+        let hashed: Vec<Option<(i64, i64)>> = keys.map(|k| k.map(|(key, id)| (key, key_hash(key, id)))).collect();
+        std::hint::black_box(self.bloom.warm(hashed.iter().flatten().map(|(_, h)| *h)));
+        // The same for the unflushed keys' map, which `check` reads and `append` writes.
+        std::hint::black_box(hashed.iter().flatten().filter(|(_, h)| self.recent.contains_key(h)).count());
+        hashed.into_iter().map(|k| k.map(|(instance_key, h)| Probe { instance_key, h, maybe_flushed: self.bloom.may_contain(h) })).collect()
+    }
+
+    /// Probes the in-memory filter for a key (see [`Probe`]).
+    pub fn probe(&self, instance_key: i64, event_id: &str) -> Probe {
+        let h = key_hash(instance_key, event_id);
+        Probe { instance_key, h, maybe_flushed: self.bloom.may_contain(h) }
+    }
+
+    /// Seqs of stored events whose key hash is `p.h` (candidates; verify exactly).
+    fn candidates(&self, conn: &Connection, p: Probe) -> Result<Vec<i64>> {
+        let h = p.h;
         let mut out: Vec<i64> = self.recent.get(&h).copied().into_iter().collect();
-        out.extend(self.recent_more.iter().filter(|(k, _)| *k == h).map(|(_, s)| *s));
-        if self.bloom.may_contain(h) {
+        if !self.recent_more.is_empty() {
+            out.extend(self.recent_more.iter().filter(|(k, _)| *k == h).map(|(_, s)| *s));
+        }
+        if p.maybe_flushed {
             probe_runs(conn, self.gens, h, &mut out)?;
         }
         Ok(out)
@@ -217,15 +261,13 @@ impl Dedupe {
 
     /// The stored (time, quantity) of the event with this key, if any.
     pub fn find(&self, conn: &Connection, instance_key: i64, event_id: &str) -> Result<Option<(Timestamp, Quantity)>> {
-        let candidates = self.candidates(conn, key_hash(instance_key, event_id))?;
+        let candidates = self.candidates(conn, self.probe(instance_key, event_id))?;
         verify(conn, candidates, instance_key, event_id)
     }
 
-    /// Whether the key (whose [`key_hash`] is `h`) is new, or a duplicate or conflict of the
-    /// stored event.
-    pub fn check(&self, conn: &Connection, h: i64, key: (i64, &str), time: Timestamp, quantity: Quantity) -> Result<InsertOutcome> {
-        let (instance_key, event_id) = key;
-        Ok(match verify(conn, self.candidates(conn, h)?, instance_key, event_id)? {
+    /// Whether the key probed by `p` is new, or a duplicate or conflict of the stored event.
+    pub fn check(&self, conn: &Connection, p: Probe, event_id: &str, time: Timestamp, quantity: Quantity) -> Result<InsertOutcome> {
+        Ok(match verify(conn, self.candidates(conn, p)?, p.instance_key, event_id)? {
             None => InsertOutcome::Inserted,
             Some((t, q)) if t == time && q == quantity => InsertOutcome::Duplicate,
             Some((stored_time, stored_quantity)) => InsertOutcome::Conflict { stored_quantity, stored_time },
@@ -238,8 +280,7 @@ impl Dedupe {
     pub fn append(
         &mut self,
         app: &mut Appender<'_>,
-        h: i64,
-        instance_key: i64,
+        p: Probe,
         event_id: &str,
         time: Timestamp,
         quantity: Quantity,
@@ -250,8 +291,8 @@ impl Dedupe {
         app.qty.clear();
         quantity.write_plain(&mut app.qty);
         let billed_qty = billed_qty.map(|q| q.normalize().to_string());
-        let seq = app.insert.insert(params![instance_key, event_id, time.0, app.qty, billed_window, billed_qty, received.secs()])?;
-        self.remember(h, seq);
+        let seq = app.insert.insert(params![p.instance_key, event_id, time.0, app.qty, billed_window, billed_qty, received.secs()])?;
+        self.remember(p.h, seq);
         self.last_seq = seq;
         Ok(seq)
     }
@@ -268,10 +309,10 @@ impl Dedupe {
         billed_window: Option<i64>,
         received: Timestamp,
     ) -> Result<InsertOutcome> {
-        let h = key_hash(instance_key, event_id);
-        let outcome = self.check(conn, h, (instance_key, event_id), time, quantity)?;
+        let p = self.probe(instance_key, event_id);
+        let outcome = self.check(conn, p, event_id, time, quantity)?;
         if outcome == InsertOutcome::Inserted {
-            self.append(&mut appender(conn)?, h, instance_key, event_id, time, quantity, billed_window, None, received)?;
+            self.append(&mut appender(conn)?, p, event_id, time, quantity, billed_window, None, received)?;
         }
         Ok(outcome)
     }
@@ -327,6 +368,16 @@ impl Dedupe {
         self.last_seq = self.flushed_through;
         self.data_version = -1;
     }
+}
+
+/// What the writer knows of a key before looking at the database: its hash and whether any
+/// flushed run may hold it. [`Dedupe::probe`] is cheap but for one likely cache miss (the Bloom
+/// filter), so the writer probes a whole request first, where the misses overlap.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub instance_key: i64,
+    h: i64,
+    maybe_flushed: bool,
 }
 
 /// The event insert of one write transaction, prepared once: looking a cached statement up

@@ -141,3 +141,9 @@ pub fn set_sealed(conn: &Connection, key: i64, sealed_until: i64, carry: Decimal
     ])?;
     Ok(())
 }
+
+/// Bumped (by triggers) whenever instances, their status history, packages or package usage
+/// change: a cache of those may be kept while this stays the same.
+pub fn generation(conn: &Connection) -> Result<i64> {
+    Ok(conn.prepare_cached("SELECT instances_gen FROM ingest_state WHERE id = 1")?.query_row([], |r| r.get(0))?)
+}

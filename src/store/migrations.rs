@@ -177,6 +177,8 @@ CREATE TABLE over_quota (
     // - Window totals are folded in lazily (src/store/windows.rs): `windows` covers the events up
     //   to `windows_through`; later ones are summed from `events`, which now also keeps the part
     //   of an event its window bills when a stop-before-excess package left some unbilled.
+    // - The ingest writer's per-instance cache is invalidated by a generation that triggers
+    //   bump, not by every commit of another connection.
     // - Dedupe runs are stored packed, 320 keys per row, instead of one index row per key
     //   (src/store/dedupe.rs). The old runs are dropped; the writer rebuilds them from `events`.
     r#"
@@ -185,9 +187,24 @@ ALTER TABLE events ADD COLUMN billed_qty TEXT;
 CREATE TABLE ingest_state (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
     -- every billable event with seq <= this is summed in `windows`
-    windows_through INTEGER NOT NULL
+    windows_through INTEGER NOT NULL,
+    -- bumped by every change to what the ingest writer caches per instance (the triggers
+    -- below), so that other commits (uploads, events from another process) keep its cache
+    instances_gen   INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 INSERT INTO ingest_state (id, windows_through) VALUES (1, (SELECT coalesce(max(seq), 0) FROM events));
+CREATE TRIGGER instances_gen_ins AFTER INSERT ON instances BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+CREATE TRIGGER instances_gen_upd AFTER UPDATE ON instances BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+CREATE TRIGGER instances_gen_del AFTER DELETE ON instances BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+CREATE TRIGGER status_gen_ins AFTER INSERT ON instance_status BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+CREATE TRIGGER status_gen_upd AFTER UPDATE ON instance_status BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+CREATE TRIGGER status_gen_del AFTER DELETE ON instance_status BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+CREATE TRIGGER packages_gen_ins AFTER INSERT ON packages BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+CREATE TRIGGER packages_gen_upd AFTER UPDATE ON packages BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+CREATE TRIGGER packages_gen_del AFTER DELETE ON packages BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+CREATE TRIGGER package_usage_gen_ins AFTER INSERT ON package_usage BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+CREATE TRIGGER package_usage_gen_upd AFTER UPDATE ON package_usage BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
+CREATE TRIGGER package_usage_gen_del AFTER DELETE ON package_usage BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
 
 DROP TABLE event_keys;
 DELETE FROM key_runs;

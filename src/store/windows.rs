@@ -158,35 +158,35 @@ impl TailSums {
         Ok(())
     }
 
-    /// Folds the tail plus this transaction's `deltas` (events up to `last_seq`, `new_events`
-    /// of them) when it is long enough. Returns whether it did; then call [`Self::folded`]
-    /// after the commit, else [`Self::committed`].
-    pub fn maybe_fold(&self, conn: &Connection, deltas: &Sums, new_events: usize, last_seq: i64) -> Result<bool> {
-        if self.events + new_events < self.fold_at {
+    /// Adds an appended event billed `usage` in the window starting at `start` (call in the
+    /// write transaction that appends it; a failed transaction must [`Self::invalidate`]).
+    pub fn add(&mut self, key: i64, start: i64, usage: Decimal) -> Result<()> {
+        add_to(&mut self.sums, (key, start), usage, 1)
+    }
+
+    /// Counts an appended event (billable or not) towards the next fold.
+    pub fn appended(&mut self) {
+        self.events += 1;
+    }
+
+    /// Folds the tail (events up to `last_seq`) into `windows` when it is long enough. Returns
+    /// whether it did; pass that to [`Self::committed`] after the commit.
+    pub fn maybe_fold(&self, conn: &Connection, last_seq: i64) -> Result<bool> {
+        if self.events < self.fold_at {
             return Ok(false);
         }
-        let mut all = self.sums.clone();
-        for (k, (u, n)) in deltas {
-            add_to(&mut all, *k, *u, *n)?;
-        }
-        write_sums(conn, &all)?;
+        write_sums(conn, &self.sums)?;
         set_folded_through(conn, last_seq)?;
         Ok(true)
     }
 
-    /// The transaction committed without folding: its events join the tail.
-    pub fn committed(&mut self, deltas: Sums, new_events: usize, last_seq: i64) -> Result<()> {
-        for (k, (u, n)) in deltas {
-            add_to(&mut self.sums, k, u, n)?;
+    /// The transaction committed: its events are in the tail, or, when it folded, in `windows`.
+    pub fn committed(&mut self, folded: bool, last_seq: i64) {
+        if folded {
+            *self = TailSums { through: last_seq, seen: last_seq, fold_at: self.fold_at, ..TailSums::default() };
+        } else {
+            self.seen = self.seen.max(last_seq);
         }
-        self.events += new_events;
-        self.seen = self.seen.max(last_seq);
-        Ok(())
-    }
-
-    /// The transaction committed with a fold: the tail is empty.
-    pub fn folded(&mut self, last_seq: i64) {
-        *self = TailSums { through: last_seq, seen: last_seq, fold_at: self.fold_at, ..TailSums::default() };
     }
 
     /// The transaction failed: rebuild from the database next time.
