@@ -115,7 +115,7 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, probe: Option<Probe>, now
         Some(p) if p.instance_key == ctx.row.key => p,
         _ => cx.dedupe.probe(ctx.row.key, &ev.id),
     };
-    match cx.dedupe.check(conn, probe, &ev.id, ev.time, ev.quantity)? {
+    match cx.dedupe.check(cx.app, probe, &ev.id, ev.time, ev.quantity)? {
         InsertOutcome::Inserted => {
             let billed_qty = match billed {
                 Some(w) => {

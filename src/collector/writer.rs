@@ -131,6 +131,8 @@ impl Writer {
                 out.push(JobReply { verdicts, quota_exhausted, events: Vec::new() });
             }
             drop(cx);
+            // Every acknowledged event must be in the table before the commit.
+            app.flush()?;
             drop(app);
             for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero()) {
                 crate::store::instances::add_unbillable(tx, ctx.row.key, ctx.new_unbillable)?;

@@ -266,8 +266,13 @@ impl Dedupe {
     }
 
     /// Whether the key probed by `p` is new, or a duplicate or conflict of the stored event.
-    pub fn check(&self, conn: &Connection, p: Probe, event_id: &str, time: Timestamp, quantity: Quantity) -> Result<InsertOutcome> {
-        Ok(match verify(conn, self.candidates(conn, p)?, p.instance_key, event_id)? {
+    /// Events `app` holds back are written first when a candidate must be read.
+    pub fn check(&self, app: &mut Appender<'_>, p: Probe, event_id: &str, time: Timestamp, quantity: Quantity) -> Result<InsertOutcome> {
+        let candidates = self.candidates(app.conn, p)?;
+        if !candidates.is_empty() {
+            app.flush()?;
+        }
+        Ok(match verify(app.conn, candidates, p.instance_key, event_id)? {
             None => InsertOutcome::Inserted,
             Some((t, q)) if t == time && q == quantity => InsertOutcome::Duplicate,
             Some((stored_time, stored_quantity)) => InsertOutcome::Conflict { stored_quantity, stored_time },
@@ -288,10 +293,7 @@ impl Dedupe {
         billed_qty: Option<rust_decimal::Decimal>,
         received: Timestamp,
     ) -> Result<i64> {
-        app.qty.clear();
-        quantity.write_plain(&mut app.qty);
-        let billed_qty = billed_qty.map(|q| q.normalize().to_string());
-        let seq = app.insert.insert(params![p.instance_key, event_id, time.0, app.qty, billed_window, billed_qty, received.secs()])?;
+        let seq = app.push(p.instance_key, event_id, time, quantity, billed_window, billed_qty, received)?;
         self.remember(p.h, seq);
         self.last_seq = seq;
         Ok(seq)
@@ -310,10 +312,12 @@ impl Dedupe {
         received: Timestamp,
     ) -> Result<InsertOutcome> {
         let p = self.probe(instance_key, event_id);
-        let outcome = self.check(conn, p, event_id, time, quantity)?;
+        let mut app = appender(conn)?;
+        let outcome = self.check(&mut app, p, event_id, time, quantity)?;
         if outcome == InsertOutcome::Inserted {
-            self.append(&mut appender(conn)?, p, event_id, time, quantity, billed_window, None, received)?;
+            self.append(&mut app, p, event_id, time, quantity, billed_window, None, received)?;
         }
+        app.flush()?;
         Ok(outcome)
     }
 
@@ -380,20 +384,123 @@ pub struct Probe {
     maybe_flushed: bool,
 }
 
-/// The event insert of one write transaction, prepared once: looking a cached statement up
-/// (hashing its SQL) and resetting it per event cost as much as the insert itself.
-pub struct Appender<'c> {
-    insert: rusqlite::CachedStatement<'c>,
+/// Events per multi-row `INSERT`: one statement execution (bind, step, reset) per 64 events
+/// instead of per event cuts SQLite's share of ingest by about a sixth.
+const APPEND_ROWS: usize = 64;
+const INSERT_COLUMNS: &str = "INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s) VALUES ";
+
+/// One event waiting in an [`Appender`]; its strings are reused from row to row.
+#[derive(Default)]
+struct Row {
+    instance_key: i64,
+    event_id: String,
+    time: i64,
     qty: String,
+    billed_window: Option<i64>,
+    billed_qty: Option<String>,
+    received: i64,
 }
 
+/// The event inserts of one write transaction. Events are held back and written
+/// [`APPEND_ROWS`] at a time with statements prepared once per transaction; each gets the seq
+/// it will have (SQLite gives a new row max(seq) + 1, and this transaction is the only writer),
+/// which is checked when the rows are written.
+///
+/// Invariant: everything pushed is written by [`Appender::flush`] before anything reads
+/// `events` in the same transaction and before `COMMIT` — [`Dedupe::check`] flushes before
+/// verifying a candidate, and the writer flushes at the end of every transaction.
+pub struct Appender<'c> {
+    conn: &'c Connection,
+    one: rusqlite::CachedStatement<'c>,
+    many: rusqlite::CachedStatement<'c>,
+    rows: Vec<Row>,
+    /// Rows of `rows` in use.
+    held: usize,
+    /// The seq the next pushed event gets.
+    next_seq: i64,
+}
+
+/// The appender of a write transaction (call after every other connection's rows are visible,
+/// i.e. inside the transaction).
 pub fn appender(conn: &Connection) -> Result<Appender<'_>> {
+    let next_seq = conn.query_row("SELECT coalesce(max(seq), 0) + 1 FROM events", [], |r| r.get(0))?;
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; APPEND_ROWS].join(", ");
     Ok(Appender {
-        insert: conn.prepare_cached(
-            "INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?,
-        qty: String::new(),
+        conn,
+        one: conn.prepare_cached(&format!("{INSERT_COLUMNS}(?, ?, ?, ?, ?, ?, ?)"))?,
+        many: conn.prepare_cached(&format!("{INSERT_COLUMNS}{values}"))?,
+        rows: (0..APPEND_ROWS).map(|_| Row::default()).collect(),
+        held: 0,
+        next_seq,
     })
+}
+
+impl Appender<'_> {
+    /// Holds an event back for writing; returns its seq.
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        instance_key: i64,
+        event_id: &str,
+        time: Timestamp,
+        quantity: Quantity,
+        billed_window: Option<i64>,
+        billed_qty: Option<rust_decimal::Decimal>,
+        received: Timestamp,
+    ) -> Result<i64> {
+        if self.held == APPEND_ROWS {
+            self.flush()?;
+        }
+        let row = &mut self.rows[self.held];
+        row.instance_key = instance_key;
+        row.event_id.clear();
+        row.event_id.push_str(event_id);
+        row.time = time.0;
+        row.qty.clear();
+        quantity.write_plain(&mut row.qty);
+        row.billed_window = billed_window;
+        row.billed_qty = billed_qty.map(|q| q.normalize().to_string());
+        row.received = received.secs();
+        self.held += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Writes every event held back.
+    pub fn flush(&mut self) -> Result<()> {
+        let rows = &self.rows[..self.held];
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let bind = |stmt: &mut rusqlite::Statement<'_>, at: usize, r: &Row| -> rusqlite::Result<()> {
+            stmt.raw_bind_parameter(at + 1, r.instance_key)?;
+            stmt.raw_bind_parameter(at + 2, r.event_id.as_str())?;
+            stmt.raw_bind_parameter(at + 3, r.time)?;
+            stmt.raw_bind_parameter(at + 4, r.qty.as_str())?;
+            stmt.raw_bind_parameter(at + 5, r.billed_window)?;
+            stmt.raw_bind_parameter(at + 6, r.billed_qty.as_deref())?;
+            stmt.raw_bind_parameter(at + 7, r.received)
+        };
+        if rows.len() == APPEND_ROWS {
+            for (i, r) in rows.iter().enumerate() {
+                bind(&mut self.many, 7 * i, r)?;
+            }
+            self.many.raw_execute()?;
+        } else {
+            for r in rows {
+                bind(&mut self.one, 0, r)?;
+                self.one.raw_execute()?;
+            }
+        }
+        let expected = self.next_seq - 1;
+        let got = self.conn.last_insert_rowid();
+        self.held = 0;
+        if got != expected {
+            return Err(StoreError::Corrupt(format!("events were given seqs up to {got}, expected {expected}; nothing is committed")));
+        }
+        Ok(())
+    }
 }
 
 /// (runs, keys in them, last seq they cover).
