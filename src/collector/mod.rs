@@ -79,9 +79,10 @@ impl Collector {
         self.ingest_parsed(parsed, now, true)
     }
 
-    /// Ingests already-parsed events, blocking until committed.
+    /// Ingests events built in code, blocking until committed. They are held to the same field
+    /// rules as parsed JSON ([`EventInput::validate`]).
     pub fn ingest_events(&self, events: Vec<EventInput>, now: Timestamp) -> Result<IngestResult, IngestError> {
-        self.ingest_parsed(events.into_iter().map(Ok).collect(), now, true)
+        self.ingest_parsed(events.into_iter().map(|ev| ev.validate().map(|()| ev)).collect(), now, true)
     }
 
     /// Async form for servers: never blocks the runtime; answers `Unavailable` when the writer's

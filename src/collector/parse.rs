@@ -18,6 +18,18 @@ pub struct EventInput {
     pub metric: Option<String>,
 }
 
+impl EventInput {
+    /// The field rules `parse_event` applies to JSON, for events built in code (the library
+    /// door): the same ids, instance ids and quantities are refused with the same messages.
+    pub fn validate(&self) -> Result<(), Refusal> {
+        let fail = |error: String| Refusal { id: valid_id(&self.id).is_ok().then(|| self.id.clone()), error };
+        valid_id(&self.id).map_err(fail)?;
+        valid_instance_id(&self.instance_id).map_err(fail)?;
+        Quantity::parse_event(&self.quantity.0.to_string()).map_err(|e| fail(format!("`quantity`: {e}")))?;
+        Ok(())
+    }
+}
+
 /// Why an event was refused, with its id when it could be read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {

@@ -90,3 +90,37 @@ fn http_single_object_bodies() {
     assert_eq!(r["rejected"][0]["index"], 0);
     assert_eq!(r["rejected"][0]["id"], "lonely");
 }
+
+#[test]
+fn library_events_built_in_code_meet_the_same_field_rules() {
+    // JSON goes through the parser's checks; events built in code must not skip them.
+    use meterd::collector::EventInput;
+    use meterd::model::Quantity;
+    let env = Env::new();
+    env.add_case_instances();
+    let good = meterd::collector::parse::parse_event(good_events()[0].ev.json().as_bytes()).expect("good event parses");
+    let with = |f: &dyn Fn(&mut EventInput)| {
+        let mut e = good.clone();
+        f(&mut e);
+        e
+    };
+    let bad = vec![
+        (with(&|e| e.quantity = Quantity(rust_decimal::Decimal::new(-15, 1))), "sign"),
+        (with(&|e| e.quantity = Quantity(rust_decimal::Decimal::new(1, 12))), "more than 9 fractional digits"),
+        (
+            with(&|e| e.quantity = Quantity(rust_decimal::Decimal::new(2, 0) * rust_decimal::Decimal::new(1_000_000_000_000, 0))),
+            "larger than 1e12",
+        ),
+        (with(&|e| e.id = String::new()), "`id` must be 1–128 characters"),
+        (with(&|e| e.instance_id = "bad id".into()), "`instance_id` may only hold"),
+    ];
+    let n = bad.len();
+    let mut all: Vec<EventInput> = bad.iter().map(|(e, _)| e.clone()).collect();
+    all.push(good.clone());
+    let r = env.collector().ingest_events(all, now()).expect("ingest");
+    assert_eq!((r.accepted, r.rejected.len()), (1, n), "{:?}", r.rejected);
+    for (rej, (_, why)) in r.rejected.iter().zip(&bad) {
+        assert!(rej.error.contains(why), "{} should say {why:?}", rej.error);
+    }
+    assert_eq!(crate::util::db::count_events(&env.db()), 1, "only the good event is stored");
+}
