@@ -36,8 +36,42 @@ pub struct InstanceCtx {
     pub quota: Option<super::quota::StopQuota>,
 }
 
-/// The writer's instances by id (hashed once or twice per event: a fast hash matters).
-pub type InstanceCache = foldhash::HashMap<String, InstanceCtx>;
+/// The writer's instances: looked up by id once per event (in [`TxCtx::probe_all`]), then by
+/// slot. Slots stay valid until [`InstanceCache::clear`], which only happens between
+/// transactions.
+#[derive(Default)]
+pub struct InstanceCache {
+    slots: foldhash::HashMap<String, usize>,
+    ctxs: Vec<InstanceCtx>,
+}
+
+impl InstanceCache {
+    pub fn slot(&self, instance_id: &str) -> Option<usize> {
+        self.slots.get(instance_id).copied()
+    }
+
+    pub fn get_mut(&mut self, instance_id: &str) -> Option<&mut InstanceCtx> {
+        self.slot(instance_id).map(|i| &mut self.ctxs[i])
+    }
+
+    fn insert(&mut self, instance_id: String, ctx: InstanceCtx) -> usize {
+        self.ctxs.push(ctx);
+        self.slots.insert(instance_id, self.ctxs.len() - 1);
+        self.ctxs.len() - 1
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut InstanceCtx> {
+        self.ctxs.iter_mut()
+    }
+
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.ctxs.clear();
+    }
+}
+
+/// An event's instance slot and key probe, found before the event is decided.
+pub type Prepared = Option<(usize, Probe)>;
 
 /// What deciding needs inside one write transaction.
 pub struct TxCtx<'a, 'c> {
@@ -52,19 +86,27 @@ pub struct TxCtx<'a, 'c> {
 impl TxCtx<'_, '_> {
     /// Probes the keys of a request's events whose instance is known, in one tight pass, so that
     /// their Bloom filter misses overlap instead of stalling each event in turn.
-    pub fn probe_all(&self, events: &[(usize, EventInput)]) -> Vec<Option<Probe>> {
-        self.dedupe.probe_many(events.iter().map(|(_, ev)| self.instances.get(&ev.instance_id).map(|c| (c.row.key, ev.id.as_str()))))
+    pub fn probe_all(&self, events: &[(usize, EventInput)]) -> Vec<Prepared> {
+        let slots: Vec<Option<usize>> = events.iter().map(|(_, ev)| self.instances.slot(&ev.instance_id)).collect();
+        let probes = self
+            .dedupe
+            .probe_many(slots.iter().zip(events).map(|(slot, (_, ev))| slot.map(|i| (self.instances.ctxs[i].row.key, ev.id.as_str()))));
+        slots.into_iter().zip(probes).map(|(slot, probe)| slot.zip(probe)).collect()
     }
 }
 
 /// Decides one event and, when it is new, inserts it.
-/// `probe` is the event's [`TxCtx::probe_all`] entry, if it had one.
-pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, probe: Option<Probe>, now: Timestamp) -> Result<Verdict, StoreError> {
+/// `prepared` is the event's [`TxCtx::probe_all`] entry.
+pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: Timestamp) -> Result<Verdict, StoreError> {
     let (conn, cfg) = (cx.conn, cx.cfg);
-    let ctx = match instance(conn, cfg, cx.instances, ev, now)? {
-        Ok(ctx) => ctx,
-        Err(msg) => return Ok(reject(ev, msg)),
+    let (slot, probe) = match prepared {
+        Some((slot, probe)) => (slot, Some(probe)),
+        None => match instance(conn, cfg, cx.instances, ev, now)? {
+            Ok(slot) => (slot, None),
+            Err(msg) => return Ok(reject(ev, msg)),
+        },
     };
+    let ctx = &mut cx.instances.ctxs[slot];
     if let Some(m) = &ev.metric {
         if *m != ctx.plan.factor {
             return Ok(reject(
@@ -140,23 +182,18 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, probe: Option<Probe>, now
     }
 }
 
-/// The instance of `ev`, from the transaction's cache, the store, or auto-registration.
-fn instance<'c>(
+/// The cache slot of `ev`'s instance, from the cache, the store, or auto-registration.
+fn instance(
     conn: &Connection,
     cfg: &Config,
-    cache: &'c mut InstanceCache,
+    cache: &mut InstanceCache,
     ev: &EventInput,
     now: Timestamp,
-) -> Result<Result<&'c mut InstanceCtx, String>, StoreError> {
-    if !cache.contains_key(&ev.instance_id) {
-        match load(conn, cfg, ev, now)? {
-            Ok(ctx) => {
-                cache.insert(ev.instance_id.clone(), ctx);
-            }
-            Err(msg) => return Ok(Err(msg)),
-        }
+) -> Result<Result<usize, String>, StoreError> {
+    if let Some(slot) = cache.slot(&ev.instance_id) {
+        return Ok(Ok(slot));
     }
-    Ok(Ok(cache.get_mut(&ev.instance_id).expect("present: checked or inserted above")))
+    Ok(load(conn, cfg, ev, now)?.map(|ctx| cache.insert(ev.instance_id.clone(), ctx)))
 }
 
 fn load(conn: &Connection, cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<Result<InstanceCtx, String>, StoreError> {
