@@ -98,6 +98,7 @@ impl Store {
         )
         .map_err(open_err)?;
         conn.set_prepared_statement_cache_capacity(64);
+        register_functions(&conn).map_err(open_err)?;
         let mut store = Store { conn, path: path.to_path_buf() };
         store.migrate()?;
         if let Some(pages) = crate::faults::max_page_count() {
@@ -176,6 +177,20 @@ impl Store {
 }
 
 /// Decimal text → `Decimal`; stored text is always written by us, so failure means corruption.
+/// SQL functions meterd's statements use: `meterd_decimal_add(a, b)`, the exact sum of two
+/// decimal texts (window totals are exact decimals, which SQLite's own `+` is not).
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function("meterd_decimal_add", 2, FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC, |ctx| {
+        let arg = |i: usize| -> rusqlite::Result<rust_decimal::Decimal> {
+            let text = ctx.get_raw(i).as_str().map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+            text.parse().map_err(|_| rusqlite::Error::UserFunctionError(format!("not an exact decimal: {text:?}").into()))
+        };
+        let sum = arg(0)?.checked_add(arg(1)?).ok_or_else(|| rusqlite::Error::UserFunctionError("decimal sum overflows".into()))?;
+        Ok(sum.normalize().to_string())
+    })
+}
+
 pub(crate) fn dec(text: &str) -> Result<rust_decimal::Decimal> {
     text.parse().map_err(|_| StoreError::Corrupt(format!("{text:?} is not a decimal")))
 }

@@ -74,26 +74,13 @@ fn scan_tail(conn: &Connection, after: i64, instance: Option<i64>, sums: &mut Su
 fn write_sums(conn: &Connection, sums: &Sums) -> Result<()> {
     let mut keys: Vec<_> = sums.iter().map(|(&(key, start), &v)| ((start, key), v)).collect();
     keys.sort_unstable_by_key(|e| e.0);
-    let mut get = conn.prepare_cached("SELECT usage, events FROM windows WHERE start_s = ?1 AND instance_ref = ?2")?;
-    // UPDATE in place when the row exists: REPLACE would delete and reinsert, rewriting the
-    // `windows_by_instance` entry too.
-    let mut update = conn.prepare_cached("UPDATE windows SET usage = ?3, events = ?4 WHERE start_s = ?1 AND instance_ref = ?2")?;
-    let mut insert = conn.prepare_cached("INSERT INTO windows (start_s, instance_ref, usage, events) VALUES (?1, ?2, ?3, ?4)")?;
+    // One statement per window: insert it, or add to the stored total exactly.
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO windows (start_s, instance_ref, usage, events) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (start_s, instance_ref) DO UPDATE SET usage = meterd_decimal_add(usage, excluded.usage), events = events + excluded.events",
+    )?;
     for ((start, key), (delta, count)) in keys {
-        let stored = {
-            let mut rows = get.query(params![start, key])?;
-            match rows.next()? {
-                Some(r) => Some((dec(r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?)?, r.get::<_, i64>(1)?)),
-                None => None,
-            }
-        };
-        match stored {
-            Some((usage, events)) => {
-                let next = usage.checked_add(delta).ok_or_else(|| StoreError::Invalid("window usage overflows a 96-bit decimal".into()))?;
-                update.execute(params![start, key, next.normalize().to_string(), events + count as i64])?
-            }
-            None => insert.execute(params![start, key, delta.normalize().to_string(), count as i64])?,
-        };
+        upsert.execute(params![start, key, delta.normalize().to_string(), count as i64])?;
     }
     Ok(())
 }
