@@ -5,7 +5,7 @@
 use super::parse::EventInput;
 use crate::config::{Config, LatePolicy, Plan};
 use crate::model::Timestamp;
-use crate::store::dedupe::{Appender, Dedupe, Probe};
+use crate::store::dedupe::{Appender, Dedupe, NewEvent, Probe};
 use crate::store::lifecycle::{self, History};
 use crate::store::windows::TailSums;
 use crate::store::{instances, InsertOutcome, InstanceRow, StoreError};
@@ -170,7 +170,11 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
                     None
                 }
             };
-            cx.dedupe.append(cx.app, probe, &ev.id, ev.time, ev.quantity, billed, billed_qty, now)?;
+            cx.dedupe.append(
+                cx.app,
+                probe,
+                NewEvent { event_id: &ev.id, time: ev.time, quantity: ev.quantity, billed_window: billed, billed_qty, received: now },
+            )?;
             cx.tail.appended();
             Ok(Verdict::Accepted)
         }

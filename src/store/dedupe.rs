@@ -279,21 +279,10 @@ impl Dedupe {
         })
     }
 
-    /// Appends an event whose key [`Self::check`] found new, in the same transaction.
-    /// `billed_qty` is the part its window bills when that is not the whole quantity.
-    #[allow(clippy::too_many_arguments)]
-    pub fn append(
-        &mut self,
-        app: &mut Appender<'_>,
-        p: Probe,
-        event_id: &str,
-        time: Timestamp,
-        quantity: Quantity,
-        billed_window: Option<i64>,
-        billed_qty: Option<rust_decimal::Decimal>,
-        received: Timestamp,
-    ) -> Result<i64> {
-        let seq = app.push(p.instance_key, event_id, time, quantity, billed_window, billed_qty, received)?;
+    /// Appends an event of the instance probed by `p` whose key [`Self::check`] found new, in
+    /// the same transaction.
+    pub fn append(&mut self, app: &mut Appender<'_>, p: Probe, ev: NewEvent<'_>) -> Result<i64> {
+        let seq = app.push(p.instance_key, ev)?;
         self.remember(p.h, seq);
         self.last_seq = seq;
         Ok(seq)
@@ -315,7 +304,7 @@ impl Dedupe {
         let mut app = appender(conn)?;
         let outcome = self.check(&mut app, p, event_id, time, quantity)?;
         if outcome == InsertOutcome::Inserted {
-            self.append(&mut app, p, event_id, time, quantity, billed_window, None, received)?;
+            self.append(&mut app, p, NewEvent { event_id, time, quantity, billed_window, billed_qty: None, received })?;
         }
         app.flush()?;
         Ok(outcome)
@@ -389,6 +378,18 @@ pub struct Probe {
 const APPEND_ROWS: usize = 64;
 const INSERT_COLUMNS: &str = "INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s) VALUES ";
 
+/// An event to append (its instance comes with the [`Probe`]).
+pub struct NewEvent<'e> {
+    pub event_id: &'e str,
+    pub time: Timestamp,
+    pub quantity: Quantity,
+    /// Start of the window that bills it; `None` when no window can (unbillable).
+    pub billed_window: Option<i64>,
+    /// The part its window bills, when that is not the whole quantity.
+    pub billed_qty: Option<rust_decimal::Decimal>,
+    pub received: Timestamp,
+}
+
 /// One event waiting in an [`Appender`]; its strings are reused from row to row.
 #[derive(Default)]
 struct Row {
@@ -437,17 +438,8 @@ pub fn appender(conn: &Connection) -> Result<Appender<'_>> {
 
 impl Appender<'_> {
     /// Holds an event back for writing; returns its seq.
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        instance_key: i64,
-        event_id: &str,
-        time: Timestamp,
-        quantity: Quantity,
-        billed_window: Option<i64>,
-        billed_qty: Option<rust_decimal::Decimal>,
-        received: Timestamp,
-    ) -> Result<i64> {
+    fn push(&mut self, instance_key: i64, ev: NewEvent<'_>) -> Result<i64> {
+        let NewEvent { event_id, time, quantity, billed_window, billed_qty, received } = ev;
         if self.held == APPEND_ROWS {
             self.flush()?;
         }
