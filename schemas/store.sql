@@ -156,7 +156,9 @@ CREATE TABLE ingest_state (
     windows_through INTEGER NOT NULL,
     -- bumped by every change to what the ingest writer caches per instance (the triggers
     -- below), so that other commits (uploads, events from another process) keep its cache
-    instances_gen   INTEGER NOT NULL DEFAULT 0
+    instances_gen   INTEGER NOT NULL DEFAULT 0,
+    -- rows in `events`, kept by the writer in the same transactions (count(*) reads them all)
+    events          INTEGER NOT NULL
 ) STRICT;
 
 CREATE TRIGGER instances_gen_ins AFTER INSERT ON instances BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;

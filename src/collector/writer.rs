@@ -132,8 +132,7 @@ impl Writer {
             }
             drop(cx);
             // Every acknowledged event must be in the table before the commit.
-            app.flush()?;
-            drop(app);
+            app.finish()?;
             for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero()) {
                 crate::store::instances::add_unbillable(tx, ctx.row.key, ctx.new_unbillable)?;
                 ctx.new_unbillable = rust_decimal::Decimal::ZERO;

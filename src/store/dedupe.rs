@@ -306,7 +306,7 @@ impl Dedupe {
         if outcome == InsertOutcome::Inserted {
             self.append(&mut app, p, NewEvent { event_id, time, quantity, billed_window, billed_qty: None, received })?;
         }
-        app.flush()?;
+        app.finish()?;
         Ok(outcome)
     }
 
@@ -409,7 +409,7 @@ struct Row {
 ///
 /// Invariant: everything pushed is written by [`Appender::flush`] before anything reads
 /// `events` in the same transaction and before `COMMIT` — [`Dedupe::check`] flushes before
-/// verifying a candidate, and the writer flushes at the end of every transaction.
+/// verifying a candidate, and the writer calls [`Appender::finish`] at the end of every transaction.
 pub struct Appender<'c> {
     conn: &'c Connection,
     one: rusqlite::CachedStatement<'c>,
@@ -417,6 +417,8 @@ pub struct Appender<'c> {
     rows: Vec<Row>,
     /// Rows of `rows` in use.
     held: usize,
+    /// Events written so far (added to `ingest_state.events` by [`Appender::finish`]).
+    written: i64,
     /// The seq the next pushed event gets.
     next_seq: i64,
 }
@@ -432,11 +434,22 @@ pub fn appender(conn: &Connection) -> Result<Appender<'_>> {
         many: conn.prepare_cached(&format!("{INSERT_COLUMNS}{values}"))?,
         rows: (0..APPEND_ROWS).map(|_| Row::default()).collect(),
         held: 0,
+        written: 0,
         next_seq,
     })
 }
 
 impl Appender<'_> {
+    /// Writes every event held back and counts what this transaction appended. Call once, last,
+    /// before `COMMIT`.
+    pub fn finish(mut self) -> Result<()> {
+        self.flush()?;
+        if self.written > 0 {
+            self.conn.prepare_cached("UPDATE ingest_state SET events = events + ?1 WHERE id = 1")?.execute([self.written])?;
+        }
+        Ok(())
+    }
+
     /// Holds an event back for writing; returns its seq.
     fn push(&mut self, instance_key: i64, ev: NewEvent<'_>) -> Result<i64> {
         let NewEvent { event_id, time, quantity, billed_window, billed_qty, received } = ev;
@@ -487,6 +500,7 @@ impl Appender<'_> {
         }
         let expected = self.next_seq - 1;
         let got = self.conn.last_insert_rowid();
+        self.written += rows.len() as i64;
         self.held = 0;
         if got != expected {
             return Err(StoreError::Corrupt(format!("events were given seqs up to {got}, expected {expected}; nothing is committed")));

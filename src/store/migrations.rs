@@ -190,9 +190,12 @@ CREATE TABLE ingest_state (
     windows_through INTEGER NOT NULL,
     -- bumped by every change to what the ingest writer caches per instance (the triggers
     -- below), so that other commits (uploads, events from another process) keep its cache
-    instances_gen   INTEGER NOT NULL DEFAULT 0
+    instances_gen   INTEGER NOT NULL DEFAULT 0,
+    -- rows in `events`, kept by the writer in the same transactions (count(*) reads them all)
+    events          INTEGER NOT NULL
 ) STRICT;
-INSERT INTO ingest_state (id, windows_through) VALUES (1, (SELECT coalesce(max(seq), 0) FROM events));
+INSERT INTO ingest_state (id, windows_through, events)
+    VALUES (1, (SELECT coalesce(max(seq), 0) FROM events), (SELECT count(*) FROM events));
 CREATE TRIGGER instances_gen_ins AFTER INSERT ON instances BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
 CREATE TRIGGER instances_gen_upd AFTER UPDATE ON instances BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;
 CREATE TRIGGER instances_gen_del AFTER DELETE ON instances BEGIN UPDATE ingest_state SET instances_gen = instances_gen + 1; END;

@@ -88,9 +88,17 @@ pub fn window_usage(c: &Connection, instance_id: &str, start_s: i64) -> Option<S
     windows(c, instance_id).into_iter().find(|w| w.0 == start_s).map(|w| w.1)
 }
 
-/// `PRAGMA integrity_check`.
+/// `PRAGMA integrity_check`, and meterd's own bookkeeping: the event count it keeps
+/// (`ingest_state.events`) must equal the rows. "ok" when both hold.
 pub fn integrity(c: &Connection) -> String {
-    c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check")
+    let sqlite: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
+    let kept: i64 = c.query_row("SELECT events FROM ingest_state", [], |r| r.get(0)).expect("kept event count");
+    let rows = count_events(c);
+    if sqlite != "ok" || kept == rows {
+        sqlite
+    } else {
+        format!("ingest_state.events = {kept} but events holds {rows} rows")
+    }
 }
 
 /// Exact decimal text → integer nano-units (10⁻⁹), the smallest unit an event may carry.
