@@ -66,7 +66,8 @@ struct Writer {
 }
 
 /// Runs until every sender is dropped.
-pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: CommitHook) {
+/// `checkpoint` is kicked after every commit (see `checkpoint_loop`).
+pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, checkpoint: std::sync::mpsc::SyncSender<()>, on_commit: CommitHook) {
     let fold_at = crate::faults::batch_override("METERD_FOLD_EVENTS").unwrap_or(crate::store::windows::FOLD_EVENTS);
     let mut w = Writer { store, dedupe: None, tail: TailSums::new(fold_at), instances: InstanceCache::default(), instances_gen: -1 };
     while let Ok(first) = jobs.recv() {
@@ -87,6 +88,7 @@ pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: Commi
         match result {
             Ok(mut verdicts) => {
                 crate::faults::crash_point("ingest-after-commit");
+                let _ = checkpoint.try_send(());
                 for job in group.into_iter().rev() {
                     let mut mine = verdicts.pop().unwrap_or_default();
                     mine.events = job.events;
