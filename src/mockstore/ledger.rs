@@ -57,10 +57,6 @@ impl Ledger {
         Ok(ledger)
     }
 
-    fn is_duplicate(&self, r: &UsageRecord) -> bool {
-        self.periods.contains(&period_key(r)) || self.serials.contains(&r.metering_sn)
-    }
-
     fn remember(&mut self, entry: LedgerEntry) {
         self.periods.insert(period_key(&entry.record));
         self.serials.insert(entry.record.metering_sn.clone());
@@ -74,11 +70,15 @@ impl Ledger {
         let (mut batch_periods, mut batch_serials) = (HashSet::new(), HashSet::new());
         let mut outcome = Billed::default();
         for record in records {
-            let in_batch = batch_periods.contains(&period_key(&record)) || batch_serials.contains(&record.metering_sn);
-            if in_batch || self.is_duplicate(&record) {
+            // Each key is built once: earlier in this request, or billed before, is a duplicate.
+            let period = period_key(&record);
+            let seen = |periods: &HashSet<(String, String, String)>, serials: &HashSet<String>| {
+                periods.contains(&period) || serials.contains(&record.metering_sn)
+            };
+            if seen(&batch_periods, &batch_serials) || seen(&self.periods, &self.serials) {
                 outcome.duplicates += 1;
             } else {
-                batch_periods.insert(period_key(&record));
+                batch_periods.insert(period);
                 batch_serials.insert(record.metering_sn.clone());
                 fresh.push(LedgerEntry { record, billed_at: billed_at.to_string() });
             }
@@ -93,7 +93,9 @@ impl Ledger {
             file.flush()?;
         }
         outcome.billed = fresh.len() as u64;
-        fresh.into_iter().for_each(|e| self.remember(e));
+        self.periods.extend(batch_periods);
+        self.serials.extend(batch_serials);
+        self.entries.extend(fresh);
         Ok(outcome)
     }
 
