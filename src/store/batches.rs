@@ -140,6 +140,17 @@ pub fn delivered(conn: &Connection, id: i64) -> Result<()> {
     Ok(())
 }
 
+/// [`attempted`] without an error, then [`delivered`], as one update of the batch row (every
+/// update of a batch row rereads or rewrites its body's overflow pages).
+pub fn attempt_delivered(conn: &Connection, id: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE batches SET attempts = attempts + 1, last_error = NULL,
+         state = CASE state WHEN 'open' THEN 'delivered' ELSE state END WHERE id = ?1",
+    )?
+    .execute([id])?;
+    Ok(())
+}
+
 /// Records of delivered batches whose `records` rows still say `pending`.
 pub fn unsettled(conn: &Connection) -> Result<u64> {
     let n: i64 = conn

@@ -251,8 +251,7 @@ impl Run<'_> {
                     // The next batch is cut in the same transaction: one commit per batch.
                     let next = db(&self.store, move |s| {
                         s.write(|tx| {
-                            batches::attempted(tx, id, None)?;
-                            batches::delivered(tx, id)?;
+                            batches::attempt_delivered(tx, id)?;
                             if settle {
                                 batches::settle(tx, Timestamp::now().0)?;
                             }
