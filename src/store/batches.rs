@@ -381,6 +381,7 @@ mod tests {
         assert_eq!(stored(&mut s, &sns[0]), ("pending".into(), None), "the row waits for settle");
         assert_eq!(s.read(|tx| unsettled(tx)).unwrap(), 3);
         assert_eq!(s.read(|tx| records::unsent(tx, 100)).unwrap().len(), 2, "delivered records are not waiting");
+        assert_eq!(s.read(|tx| records::waiting(tx)).unwrap(), 2);
         let summaries = s.read(|tx| records::summaries_of_instance(tx, 1, i64::MIN, i64::MAX)).unwrap();
         assert_eq!(summaries.iter().filter(|r| r.state == RecordState::Delivered).count(), 3);
         // Nothing delivered is cut again.

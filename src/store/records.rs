@@ -246,6 +246,18 @@ pub fn unsent(conn: &Connection, limit: usize) -> Result<Vec<RecordRow>> {
     )
 }
 
+/// How many records wait for upload (`pending`, or `sending` in an open batch): the size of
+/// [`unsent`], counted in the queue alone.
+pub fn waiting(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM upload_queue q
+             WHERE q.batch_id IS NULL OR (SELECT b.state FROM batches b INDEXED BY batches_state WHERE b.id = q.batch_id) = 'open'",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(n as u64)
+}
+
 /// Records of one batch, in body order: queued members of an open (or unsettled) batch, and
 /// records that name it after delivery or rejection.
 pub fn in_batch(conn: &Connection, batch_id: i64) -> Result<Vec<RecordRow>> {

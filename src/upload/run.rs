@@ -152,16 +152,7 @@ pub async fn upload(store: Arc<Mutex<Store>>, cfg: &UploadConfig, key: &Secret, 
         })
     })
     .await?;
-    run.report.waiting = db(&run.store, |s| {
-        s.read(|tx| {
-            Ok(records::count_by_state(tx)?
-                .into_iter()
-                .filter(|(st, _)| matches!(st, records::RecordState::Pending | records::RecordState::Sending))
-                .map(|(_, n)| n)
-                .sum())
-        })
-    })
-    .await?;
+    run.report.waiting = db(&run.store, |s| s.read(|tx| records::waiting(tx))).await?;
     Ok(run.report)
 }
 
