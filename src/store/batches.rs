@@ -65,6 +65,32 @@ pub fn next_pending(conn: &Connection, n: usize) -> Result<Vec<Member>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// [`next_pending`], reusing `read_before`: the members read in an earlier transaction. A
+/// sealed record's bytes never change, so only which records are pending can differ; when the
+/// keys of the first `n` pending records (read from the queue's index alone) are exactly those
+/// of `read_before`, its bodies are the bodies, and the records table is not read again.
+pub fn next_pending_reusing(conn: &Connection, n: usize, read_before: Vec<Member>) -> Result<Vec<Member>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT window_start, metering_sn FROM upload_queue WHERE batch_id IS NULL ORDER BY window_start, metering_sn LIMIT ?1",
+    )?;
+    let mut keys = stmt.query([n as i64])?;
+    let mut before = read_before.iter();
+    let same = loop {
+        match (keys.next()?, before.next()) {
+            (None, None) => break true,
+            (Some(k), Some(m))
+                if k.get::<_, i64>(0)? == m.window_start && k.get_ref(1)?.as_str().map_err(rusqlite::Error::from)? == m.metering_sn => {}
+            _ => break false,
+        }
+    };
+    drop(keys);
+    if same {
+        Ok(read_before)
+    } else {
+        next_pending(conn, n)
+    }
+}
+
 /// Creates an open batch of `recs` (in that order): its records are `sending` from now on.
 /// Every record must be pending (queued, in no batch).
 pub fn create(conn: &Connection, recs: &[Member], now_ns: i64) -> Result<Batch> {
@@ -437,6 +463,24 @@ mod tests {
         s.write(|tx| delivered(tx, c.id).and_then(|()| settle(tx, 8).map(drop))).unwrap();
         assert_eq!(states(&mut s), owned(&[("delivered", 4), ("zero", 1)]));
         assert_eq!(s.read(|tx| batches_rejected(tx)).unwrap(), 1);
+    }
+
+    #[test]
+    fn members_read_earlier_are_reused_only_while_the_same_records_are_pending() {
+        let (_d, mut s, sns) = store(4);
+        let marker = |m: &[Member]| m.iter().map(|m| m.body.len()).collect::<Vec<_>>();
+        let read = s.read(|tx| next_pending(tx, 2)).unwrap();
+        let mut tagged = read.clone();
+        tagged[0].body = b"read-before".to_vec();
+        let again = s.read(|tx| next_pending_reusing(tx, 2, tagged.clone())).unwrap();
+        assert_eq!(again, tagged, "same keys: the earlier read is used as it is");
+        let a = cut(&mut s, 1);
+        assert_eq!(s.read(|tx| members(tx, a.id)).unwrap()[0].metering_sn, sns[0]);
+        let fresh = s.read(|tx| next_pending_reusing(tx, 2, tagged.clone())).unwrap();
+        assert_eq!(fresh.iter().map(|m| &m.metering_sn).collect::<Vec<_>>(), [&sns[1], &sns[2]], "the pending set moved on");
+        assert_eq!(marker(&fresh), marker(&s.read(|tx| next_pending(tx, 2)).unwrap()));
+        let fewer = s.read(|tx| next_pending_reusing(tx, 5, fresh.clone())).unwrap();
+        assert_eq!(fewer.len(), 3, "a shorter earlier read is not enough");
     }
 
     fn batches_rejected(conn: &Connection) -> Result<i64> {

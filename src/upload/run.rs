@@ -10,7 +10,10 @@
 //! No transaction is held across network I/O.
 //!
 //! A delivery is committed (one update of the batch row, with the next batch cut in the same
-//! transaction) before it is counted. The records rows of delivered batches are written
+//! transaction) before it is counted. While a batch's first attempt is in flight, the records
+//! the next batch will likely hold are read ahead (no write, no lock held across the request);
+//! the delivery transaction uses them only if exactly those records are still the first
+//! pending ones, so the next batch is still cut, stored and committed before it is sent. The records rows of delivered batches are written
 //! ("settled", [`batches::settle`]) in bulk: at the start of a run (whatever a crash left),
 //! every [`SETTLE_RECORDS`] delivered records, and at the end of the run.
 
@@ -223,11 +226,25 @@ impl Run<'_> {
     /// Attempts one batch until its fate for this run is decided.
     async fn deliver(&mut self, batch: Batch) -> Result<Next, StoreError> {
         let mut attempt: u32 = 0;
+        // The records the next batch will most likely hold, read while the first attempt is
+        // in flight; the delivery transaction checks them against the queue before use.
+        let mut next_read: Option<Vec<batches::Member>> = None;
         loop {
             let url = if self.on_fallback { self.urls.1.clone().unwrap_or_else(|| self.urls.0.clone()) } else { self.urls.0.clone() };
             let ts_ms = Timestamp::now().0 / 1_000_000;
             let started = std::time::Instant::now();
-            let response = send(&self.http, &url, self.key, &batch.body, ts_ms, &new_nonce()).await;
+            let nonce = new_nonce();
+            let request = send(&self.http, &url, self.key, &batch.body, ts_ms, &nonce);
+            let response = if attempt == 0 {
+                let size = self.batch_size;
+                let read_ahead = db(&self.store, move |s| s.read(|tx| batches::next_pending(tx, size)));
+                let (response, read) = tokio::join!(request, read_ahead);
+                // A failed read-ahead only means the delivery transaction reads the records itself.
+                next_read = read.ok();
+                response
+            } else {
+                request.await
+            };
             self.report.request_latencies_us.push(started.elapsed().as_micros() as u64);
             crate::faults::crash_point("upload-after-response");
             self.report.requests += 1;
@@ -239,6 +256,7 @@ impl Run<'_> {
                     self.consecutive_transient = 0;
                     let size = self.batch_size;
                     let settle = self.unsettled + batch.records as u64 >= SETTLE_RECORDS;
+                    let read_before = next_read.take();
                     // The next batch is cut in the same transaction: one commit per batch.
                     let next = db(&self.store, move |s| {
                         s.write(|tx| {
@@ -246,7 +264,10 @@ impl Run<'_> {
                             if settle {
                                 batches::settle(tx, Timestamp::now().0)?;
                             }
-                            let recs = batches::next_pending(tx, size)?;
+                            let recs = match read_before {
+                                Some(read) => batches::next_pending_reusing(tx, size, read)?,
+                                None => batches::next_pending(tx, size)?,
+                            };
                             if recs.is_empty() {
                                 return Ok(None);
                             }
