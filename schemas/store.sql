@@ -67,8 +67,6 @@ CREATE TABLE records (
 
 CREATE INDEX records_by_instance ON records(instance_ref, window_start);
 
-CREATE INDEX records_unsent ON records(window_start) WHERE state IN ('pending', 'sending');
-
 CREATE TABLE batches (
     id         INTEGER PRIMARY KEY,
     body       BLOB NOT NULL,
@@ -107,8 +105,6 @@ CREATE TABLE instance_status (
     recorded_ns  INTEGER NOT NULL,
     PRIMARY KEY (instance_ref, at_ns)
 ) STRICT, WITHOUT ROWID;
-
-CREATE INDEX records_pending ON records(window_start, metering_sn) WHERE state = 'pending';
 
 CREATE TABLE packages (
     package_id   TEXT PRIMARY KEY,
@@ -192,4 +188,18 @@ CREATE TABLE key_blocks (
     keys       BLOB NOT NULL,
     PRIMARY KEY (gen, first_hash)
 ) STRICT;
+
+CREATE TABLE upload_queue (
+    window_start INTEGER NOT NULL,
+    metering_sn  TEXT NOT NULL REFERENCES records(metering_sn),
+    -- NULL: waiting for a batch; else an open batch, or a delivered one not yet settled
+    batch_id     INTEGER REFERENCES batches(id),
+    PRIMARY KEY (window_start, metering_sn)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX upload_queue_pending ON upload_queue(window_start, metering_sn) WHERE batch_id IS NULL;
+
+CREATE INDEX upload_queue_by_batch ON upload_queue(batch_id) WHERE batch_id IS NOT NULL;
+
+CREATE INDEX batches_state ON batches(id, state);
 

@@ -17,7 +17,7 @@
 
 use super::codes::{Code, Rejection};
 use crate::model::{Timestamp, UsageRecord};
-use chrono::NaiveDateTime;
+use chrono::format::{Item, Parsed, StrftimeItems};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -163,7 +163,12 @@ pub fn record_time(text: &str) -> Result<Timestamp, String> {
     if !shaped {
         return Err(bad());
     }
-    let dt = NaiveDateTime::parse_from_str(text, "%Y%m%dT%H%M%SZ").map_err(|_| bad())?;
+    // `NaiveDateTime::parse_from_str` with the format's items parsed once, not per field.
+    static ITEMS: std::sync::OnceLock<Vec<Item<'static>>> = std::sync::OnceLock::new();
+    let items = ITEMS.get_or_init(|| StrftimeItems::new("%Y%m%dT%H%M%SZ").collect());
+    let mut parsed = Parsed::new();
+    chrono::format::parse(&mut parsed, text, items.iter()).map_err(|_| bad())?;
+    let dt = parsed.to_naive_datetime_with_offset(0).map_err(|_| bad())?;
     Timestamp::from_datetime(dt.and_utc()).ok_or_else(bad)
 }
 

@@ -57,44 +57,51 @@ impl Ledger {
         Ok(ledger)
     }
 
-    fn is_duplicate(&self, r: &UsageRecord) -> bool {
-        self.periods.contains(&period_key(r)) || self.serials.contains(&r.metering_sn)
-    }
-
     fn remember(&mut self, entry: LedgerEntry) {
         self.periods.insert(period_key(&entry.record));
         self.serials.insert(entry.record.metering_sn.clone());
         self.entries.push(entry);
     }
 
-    /// Bills the records that are not duplicates. The new lines are written and flushed in one
-    /// go before anything is remembered, so on an I/O error nothing counts as billed in memory.
+    /// Bills the records that are not duplicates. A record's keys are remembered as soon as it
+    /// is billed (so a later copy in the same request is a duplicate); the new lines are then
+    /// written and flushed in one go, and on an I/O error the keys this request added are
+    /// forgotten again, so nothing counts as billed in memory.
     pub fn bill(&mut self, records: Vec<UsageRecord>, billed_at: &str) -> io::Result<Billed> {
         let mut fresh: Vec<LedgerEntry> = Vec::new();
-        let (mut batch_periods, mut batch_serials) = (HashSet::new(), HashSet::new());
         let mut outcome = Billed::default();
         for record in records {
-            let in_batch = batch_periods.contains(&period_key(&record)) || batch_serials.contains(&record.metering_sn);
-            if in_batch || self.is_duplicate(&record) {
+            let period = period_key(&record);
+            if self.periods.contains(&period) || self.serials.contains(&record.metering_sn) {
                 outcome.duplicates += 1;
             } else {
-                batch_periods.insert(period_key(&record));
-                batch_serials.insert(record.metering_sn.clone());
+                self.periods.insert(period);
+                self.serials.insert(record.metering_sn.clone());
                 fresh.push(LedgerEntry { record, billed_at: billed_at.to_string() });
             }
         }
-        if let Some(file) = &mut self.file {
-            let mut lines = Vec::new();
-            for e in &fresh {
-                serde_json::to_writer(&mut lines, e)?;
-                lines.push(b'\n');
+        if let Err(e) = self.append(&fresh) {
+            for entry in &fresh {
+                self.periods.remove(&period_key(&entry.record));
+                self.serials.remove(&entry.record.metering_sn);
             }
-            file.write_all(&lines)?;
-            file.flush()?;
+            return Err(e);
         }
         outcome.billed = fresh.len() as u64;
-        fresh.into_iter().for_each(|e| self.remember(e));
+        self.entries.extend(fresh);
         Ok(outcome)
+    }
+
+    /// Writes and flushes `entries` as JSON lines, in one write, when there is a file.
+    fn append(&mut self, entries: &[LedgerEntry]) -> io::Result<()> {
+        let Some(file) = &mut self.file else { return Ok(()) };
+        let mut lines = Vec::new();
+        for e in entries {
+            serde_json::to_writer(&mut lines, e)?;
+            lines.push(b'\n');
+        }
+        file.write_all(&lines)?;
+        file.flush()
     }
 
     pub fn entries(&self) -> &[LedgerEntry] {

@@ -5,6 +5,13 @@
 //! the whole request, so nothing of it was billed); or `abandoned` (configuration error: its
 //! records go back to `pending`). A batch whose answer was lost stays `open` and is resent
 //! as it is — harmless, since the store keeps the first record per instance and period.
+//!
+//! Membership lives in `upload_queue` (see [`super::records`]): cutting a batch points the
+//! queue rows of its records at it (they are adjacent: batches are cut in queue order), and
+//! delivery is the one update of the batch row, committed before anything counts as
+//! delivered. [`settle`] later writes `delivered` and the batch id into the records rows of
+//! delivered batches, many batches in one transaction, and drops their queue rows; until then
+//! every reader already sees them delivered, and nothing about them is sent again.
 
 use super::records::{self, RecordRow};
 use super::{Result, StoreError};
@@ -34,28 +41,58 @@ pub fn join_bodies(bodies: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// What a batch needs of a record: its serial and its canonical bytes.
+/// What a batch needs of a record: its queue key (window start, serial) and its canonical bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
+    pub window_start: i64,
     pub metering_sn: String,
     pub body: Vec<u8>,
 }
 
 impl From<RecordRow> for Member {
     fn from(r: RecordRow) -> Member {
-        Member { metering_sn: r.metering_sn, body: r.body }
+        Member { window_start: r.window_start, metering_sn: r.metering_sn, body: r.body }
     }
 }
 
-/// Up to `n` pending records, oldest first, as batch members (reads only serial and bytes).
+/// Up to `n` pending records, oldest first, as batch members (reads only key and bytes).
 pub fn next_pending(conn: &Connection, n: usize) -> Result<Vec<Member>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT metering_sn, body FROM records WHERE state = 'pending' ORDER BY window_start, metering_sn LIMIT ?1")?;
-    let rows = stmt.query_map([n as i64], |r| Ok(Member { metering_sn: r.get(0)?, body: r.get(1)? }))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT q.window_start, q.metering_sn, r.body FROM upload_queue q JOIN records r ON r.metering_sn = q.metering_sn
+         WHERE q.batch_id IS NULL ORDER BY q.window_start, q.metering_sn LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([n as i64], |r| Ok(Member { window_start: r.get(0)?, metering_sn: r.get(1)?, body: r.get(2)? }))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Creates an open batch of `recs` (in that order) and marks them `sending`.
+/// [`next_pending`], reusing `read_before`: the members read in an earlier transaction. A
+/// sealed record's bytes never change, so only which records are pending can differ; when the
+/// keys of the first `n` pending records (read from the queue's index alone) are exactly those
+/// of `read_before`, its bodies are the bodies, and the records table is not read again.
+pub fn next_pending_reusing(conn: &Connection, n: usize, read_before: Vec<Member>) -> Result<Vec<Member>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT window_start, metering_sn FROM upload_queue WHERE batch_id IS NULL ORDER BY window_start, metering_sn LIMIT ?1",
+    )?;
+    let mut keys = stmt.query([n as i64])?;
+    let mut before = read_before.iter();
+    let same = loop {
+        match (keys.next()?, before.next()) {
+            (None, None) => break true,
+            (Some(k), Some(m))
+                if k.get::<_, i64>(0)? == m.window_start && k.get_ref(1)?.as_str().map_err(rusqlite::Error::from)? == m.metering_sn => {}
+            _ => break false,
+        }
+    };
+    drop(keys);
+    if same {
+        Ok(read_before)
+    } else {
+        next_pending(conn, n)
+    }
+}
+
+/// Creates an open batch of `recs` (in that order): its records are `sending` from now on.
+/// Every record must be pending (queued, in no batch).
 pub fn create(conn: &Connection, recs: &[Member], now_ns: i64) -> Result<Batch> {
     let bodies: Vec<&[u8]> = recs.iter().map(|r| r.body.as_slice()).collect();
     let body = join_bodies(&bodies);
@@ -65,12 +102,40 @@ pub fn create(conn: &Connection, recs: &[Member], now_ns: i64) -> Result<Batch> 
         now_ns
     ])?;
     let id = conn.last_insert_rowid();
-    let mut mark = conn.prepare_cached(
-        "UPDATE records SET state = 'sending', batch_id = ?2, updated_ns = ?3 WHERE metering_sn = ?1 AND state IN ('pending', 'sending')",
-    )?;
-    for r in recs {
-        if mark.execute(params![r.metering_sn, id, now_ns])? != 1 {
-            return Err(StoreError::Invalid(format!("record {} is no longer waiting for upload", r.metering_sn)));
+    let (Some(first), Some(last)) = (recs.first(), recs.last()) else { return Ok(Batch { id, body, records: 0, attempts: 0 }) };
+    let range = params![first.window_start, first.metering_sn, last.window_start, last.metering_sn];
+    const RANGE: &str = "batch_id IS NULL AND (window_start, metering_sn) >= (?1, ?2) AND (window_start, metering_sn) <= (?3, ?4)";
+    let in_range: i64 = conn.prepare_cached(&format!("SELECT count(*) FROM upload_queue WHERE {RANGE}"))?.query_row(range, |r| r.get(0))?;
+    let sorted = recs.windows(2).all(|w| (w[0].window_start, &w[0].metering_sn) < (w[1].window_start, &w[1].metering_sn));
+    if sorted && in_range == recs.len() as i64 {
+        // A cut from `next_pending` (or a half of a split): the members should be exactly the
+        // pending rows of their key range, so one statement marks them; checked below.
+        conn.prepare_cached(&format!("UPDATE upload_queue SET batch_id = ?5 WHERE {RANGE}"))?.execute(params![
+            first.window_start,
+            first.metering_sn,
+            last.window_start,
+            last.metering_sn,
+            id
+        ])?;
+        let mut stmt =
+            conn.prepare_cached("SELECT metering_sn FROM upload_queue WHERE batch_id = ?1 ORDER BY window_start, metering_sn")?;
+        let marked = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+        let mut expected = recs.iter();
+        for sn in marked {
+            let sn = sn?;
+            if expected.next().map(|r| &r.metering_sn) != Some(&sn) {
+                return Err(StoreError::Invalid(format!(
+                    "record {sn} was not cut for batch {id}, or a member is no longer waiting for upload"
+                )));
+            }
+        }
+    } else {
+        let mut mark =
+            conn.prepare_cached("UPDATE upload_queue SET batch_id = ?3 WHERE window_start = ?1 AND metering_sn = ?2 AND batch_id IS NULL")?;
+        for r in recs {
+            if mark.execute(params![r.window_start, r.metering_sn, id])? != 1 {
+                return Err(StoreError::Invalid(format!("record {} is no longer waiting for upload", r.metering_sn)));
+            }
         }
     }
     Ok(Batch { id, body, records: recs.len() as i64, attempts: 0 })
@@ -94,11 +159,60 @@ pub fn attempted(conn: &Connection, id: i64, error: Option<&str>) -> Result<()> 
     Ok(())
 }
 
-/// The store accepted the batch: every record in it is delivered.
-pub fn delivered(conn: &Connection, id: i64, now_ns: i64) -> Result<()> {
+/// The store accepted the batch: every record in it is delivered (one row: the records follow
+/// their batch until [`settle`] writes it into them).
+pub fn delivered(conn: &Connection, id: i64) -> Result<()> {
     conn.prepare_cached("UPDATE batches SET state = 'delivered' WHERE id = ?1 AND state = 'open'")?.execute([id])?;
-    conn.prepare_cached("UPDATE records SET state = 'delivered', updated_ns = ?2 WHERE batch_id = ?1 AND state = 'sending'")?
-        .execute(params![id, now_ns])?;
+    Ok(())
+}
+
+/// [`attempted`] without an error, then [`delivered`], as one update of the batch row (every
+/// update of a batch row rereads or rewrites its body's overflow pages).
+pub fn attempt_delivered(conn: &Connection, id: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE batches SET attempts = attempts + 1, last_error = NULL,
+         state = CASE state WHEN 'open' THEN 'delivered' ELSE state END WHERE id = ?1",
+    )?
+    .execute([id])?;
+    Ok(())
+}
+
+/// Records of delivered batches whose `records` rows still say `pending`.
+pub fn unsettled(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM upload_queue q WHERE q.batch_id IS NOT NULL AND (SELECT b.state FROM batches b INDEXED BY batches_state WHERE b.id = q.batch_id) = 'delivered'",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(n as u64)
+}
+
+/// Writes `delivered` and the batch id into the records rows of every delivered batch and
+/// drops their queue rows; returns how many records it settled. Bookkeeping only: the records
+/// were delivered (and read as delivered) since their batch was.
+pub fn settle(conn: &Connection, now_ns: i64) -> Result<u64> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE records SET state = 'delivered', batch_id = d.batch_id, updated_ns = ?1
+             FROM (SELECT q.metering_sn, q.batch_id FROM upload_queue q
+                   WHERE q.batch_id IS NOT NULL AND (SELECT b.state FROM batches b INDEXED BY batches_state WHERE b.id = q.batch_id) = 'delivered') AS d
+             WHERE records.metering_sn = d.metering_sn AND records.state = 'pending'",
+        )?
+        .execute([now_ns])?;
+    let dropped = conn
+        .prepare_cached(
+            "DELETE FROM upload_queue WHERE batch_id IS NOT NULL AND (SELECT b.state FROM batches b INDEXED BY batches_state WHERE b.id = upload_queue.batch_id) = 'delivered'",
+        )?
+        .execute([])?;
+    if n != dropped {
+        return Err(StoreError::Corrupt(format!("settled {n} record(s) but {dropped} queue row(s) of delivered batches")));
+    }
+    Ok(n as u64)
+}
+
+/// Takes the queued records of batch `id` out of it: pending again.
+fn unqueue(conn: &Connection, id: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE upload_queue SET batch_id = NULL WHERE batch_id = ?1")?.execute([id])?;
     Ok(())
 }
 
@@ -109,18 +223,18 @@ pub fn split(conn: &Connection, id: i64, now_ns: i64) -> Result<(Batch, Batch)> 
         return Err(StoreError::Invalid(format!("batch {id} has {} record(s); cannot split", recs.len())));
     }
     conn.prepare_cached("UPDATE batches SET state = 'split' WHERE id = ?1")?.execute([id])?;
+    unqueue(conn, id)?;
     let recs: Vec<Member> = recs.into_iter().map(Member::from).collect();
     let (a, b) = recs.split_at(recs.len() / 2);
     Ok((create(conn, a, now_ns)?, create(conn, b, now_ns)?))
 }
 
 /// Gives a batch up without billing (configuration error): its records are pending again.
-pub fn abandon(conn: &Connection, id: i64, now_ns: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE batches SET state = 'abandoned' WHERE id = ?1 AND state = 'open'")?.execute([id])?;
-    conn.prepare_cached(
-        "UPDATE records SET state = 'pending', batch_id = NULL, updated_ns = ?2 WHERE batch_id = ?1 AND state = 'sending'",
-    )?
-    .execute(params![id, now_ns])?;
+pub fn abandon(conn: &Connection, id: i64) -> Result<()> {
+    let n = conn.prepare_cached("UPDATE batches SET state = 'abandoned' WHERE id = ?1 AND state = 'open'")?.execute([id])?;
+    if n == 1 {
+        unqueue(conn, id)?;
+    }
     Ok(())
 }
 
@@ -135,18 +249,30 @@ pub fn reject(conn: &Connection, id: i64, code: &str, message: &str, now_ns: i64
     Ok(recs.into_iter().map(|r| r.metering_sn).collect())
 }
 
+/// The effective state, queue key and batch of the record `sn`, if there is one.
+fn record_state(conn: &Connection, sn: &str) -> Result<Option<(String, i64, Option<i64>)>> {
+    let sql = format!(
+        "SELECT {}, r.window_start, (SELECT q.batch_id FROM upload_queue q WHERE q.window_start = r.window_start AND q.metering_sn = r.metering_sn)
+         FROM records r WHERE r.metering_sn = ?1",
+        records::STATE_SQL
+    );
+    Ok(conn.prepare_cached(&sql)?.query_row([sn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?)
+}
+
 /// Marks one record rejected and appends it to the rejected log.
 /// A record that is no longer waiting (delivered meanwhile, e.g. by a concurrent uploader) is
 /// left as it is.
 pub fn reject_record(conn: &Connection, sn: &str, code: &str, message: &str, body: &[u8], now_ns: i64) -> Result<()> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE records SET state = 'rejected', updated_ns = ?2 WHERE metering_sn = ?1 AND state IN ('pending', 'sending')",
-        )?
-        .execute(params![sn, now_ns])?;
-    if changed == 0 {
+    let Some((state, window_start, batch)) = record_state(conn, sn)? else { return Ok(()) };
+    if state != "pending" && state != "sending" {
         return Ok(());
     }
+    // A record rejected out of a batch keeps naming it, as a delivered one does.
+    conn.prepare_cached(
+        "UPDATE records SET state = 'rejected', batch_id = coalesce(?3, batch_id), updated_ns = ?2 WHERE metering_sn = ?1 AND state = 'pending'",
+    )?
+    .execute(params![sn, now_ns, batch])?;
+    conn.prepare_cached("DELETE FROM upload_queue WHERE window_start = ?1 AND metering_sn = ?2")?.execute(params![window_start, sn])?;
     conn.prepare_cached("INSERT INTO rejected (metering_sn, code, message, at_ns, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![sn, code, message, now_ns, body])?;
     Ok(())
@@ -154,15 +280,16 @@ pub fn reject_record(conn: &Connection, sn: &str, code: &str, message: &str, bod
 
 /// Puts a rejected record back to `pending` (same serial, same bytes) after its cause is fixed.
 pub fn requeue(conn: &Connection, sn: &str, now_ns: i64) -> Result<()> {
-    let state: Option<String> =
-        conn.prepare_cached("SELECT state FROM records WHERE metering_sn = ?1")?.query_row([sn], |r| r.get(0)).optional()?;
-    match state.as_deref() {
+    let (window_start, state) = match record_state(conn, sn)? {
         None => return Err(StoreError::Invalid(format!("no record has metering_sn {sn:?}; see `meterd rejected`"))),
-        Some("rejected") => {}
-        Some(s) => return Err(StoreError::Invalid(format!("record {sn} is {s}, not rejected; only rejected records can be requeued"))),
+        Some((s, w, _)) => (w, s),
+    };
+    if state != "rejected" {
+        return Err(StoreError::Invalid(format!("record {sn} is {state}, not rejected; only rejected records can be requeued")));
     }
     conn.prepare_cached("UPDATE records SET state = 'pending', batch_id = NULL, updated_ns = ?2 WHERE metering_sn = ?1")?
         .execute(params![sn, now_ns])?;
+    conn.prepare_cached("INSERT INTO upload_queue (window_start, metering_sn) VALUES (?1, ?2)")?.execute(params![window_start, sn])?;
     conn.prepare_cached("UPDATE rejected SET requeued_ns = ?2 WHERE metering_sn = ?1 AND requeued_ns IS NULL")?
         .execute(params![sn, now_ns])?;
     Ok(())
@@ -186,4 +313,177 @@ pub fn rejected_log(conn: &Connection) -> Result<Vec<records::RejectedRow>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Timestamp, UsageRecord};
+    use crate::store::records::{NewRecord, RecordState};
+    use crate::store::{instances, Store};
+    use rust_decimal::Decimal;
+
+    /// A store with `n` pending records of one instance (hours 0..n) and one zero record.
+    fn store(n: i64) -> (tempfile::TempDir, Store, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("t.db")).unwrap();
+        let sns = s
+            .write(|tx| {
+                let inst = instances::add(tx, "i-1", "p", Timestamp::from_secs(0), Timestamp::from_secs(0))?;
+                let mut sns = Vec::new();
+                for h in 0..=n {
+                    let sn = format!("sn-{h:04}");
+                    let state = if h == n { RecordState::Zero } else { RecordState::Pending };
+                    let record = UsageRecord {
+                        begin_time: format!("b{h}"),
+                        end_time: format!("e{h}"),
+                        instance_id: "i-1".into(),
+                        metering_sn: sn.clone(),
+                        record_time: "r".into(),
+                        relate_pkg_instance: None,
+                        usage_value: "1".into(),
+                    };
+                    let (begin, end) = (h * 3600, h * 3600 + 3600);
+                    let one = Decimal::ONE;
+                    let rec = NewRecord {
+                        instance_key: inst.key,
+                        window_start: begin,
+                        begin,
+                        end,
+                        window_usage: one,
+                        carry_in: Decimal::ZERO,
+                        carry_out: Decimal::ZERO,
+                        record_time: end,
+                        record,
+                        state,
+                    };
+                    records::insert(tx, &rec, 1)?;
+                    if state == RecordState::Pending {
+                        sns.push(sn);
+                    }
+                }
+                Ok(sns)
+            })
+            .unwrap();
+        (dir, s, sns)
+    }
+
+    fn states(s: &mut Store) -> Vec<(String, u64)> {
+        s.read(|tx| records::count_by_state(tx)).unwrap().into_iter().map(|(st, n)| (st.as_str().to_string(), n)).collect()
+    }
+
+    fn stored(s: &mut Store, sn: &str) -> (String, Option<i64>) {
+        s.read(|tx| Ok(tx.query_row("SELECT state, batch_id FROM records WHERE metering_sn = ?1", [sn], |r| Ok((r.get(0)?, r.get(1)?)))?))
+            .unwrap()
+    }
+
+    fn cut(s: &mut Store, n: usize) -> Batch {
+        s.write(|tx| {
+            let recs = next_pending(tx, n)?;
+            create(tx, &recs, 2)
+        })
+        .unwrap()
+    }
+
+    fn owned(v: &[(&str, u64)]) -> Vec<(String, u64)> {
+        v.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn delivery_reads_through_the_batch_until_settled() {
+        let (_d, mut s, sns) = store(5);
+        assert_eq!(states(&mut s), owned(&[("pending", 5), ("zero", 1)]));
+        let a = cut(&mut s, 3);
+        assert_eq!(a.records, 3);
+        assert_eq!(states(&mut s), owned(&[("pending", 2), ("sending", 3), ("zero", 1)]));
+        let all = s.read(|tx| records::all(tx)).unwrap();
+        assert_eq!(all.iter().filter(|r| r.batch_id == Some(a.id)).count(), 3);
+        assert_eq!(s.read(|tx| records::unsent(tx, 100)).unwrap().len(), 5);
+        assert_eq!(s.read(|tx| records::pending(tx, 100)).unwrap().iter().map(|r| &r.metering_sn).collect::<Vec<_>>(), [&sns[3], &sns[4]]);
+        assert_eq!(s.read(|tx| members(tx, a.id)).unwrap().len(), 3);
+
+        s.write(|tx| delivered(tx, a.id)).unwrap();
+        assert_eq!(states(&mut s), owned(&[("delivered", 3), ("pending", 2), ("zero", 1)]));
+        assert_eq!(stored(&mut s, &sns[0]), ("pending".into(), None), "the row waits for settle");
+        assert_eq!(s.read(|tx| unsettled(tx)).unwrap(), 3);
+        assert_eq!(s.read(|tx| records::unsent(tx, 100)).unwrap().len(), 2, "delivered records are not waiting");
+        assert_eq!(s.read(|tx| records::waiting(tx)).unwrap(), 2);
+        let summaries = s.read(|tx| records::summaries_of_instance(tx, 1, i64::MIN, i64::MAX)).unwrap();
+        assert_eq!(summaries.iter().filter(|r| r.state == RecordState::Delivered).count(), 3);
+        // Nothing delivered is cut again.
+        let b = cut(&mut s, 10);
+        assert_eq!(b.records, 2);
+
+        assert_eq!(s.write(|tx| settle(tx, 3)).unwrap(), 3);
+        assert_eq!(stored(&mut s, &sns[0]), ("delivered".into(), Some(a.id)));
+        assert_eq!(s.read(|tx| unsettled(tx)).unwrap(), 0);
+        assert_eq!(states(&mut s), owned(&[("delivered", 3), ("sending", 2), ("zero", 1)]));
+        assert_eq!(s.read(|tx| members(tx, a.id)).unwrap().len(), 3, "a settled batch still knows its records");
+        assert_eq!(s.write(|tx| settle(tx, 4)).unwrap(), 0, "an open batch is not settled");
+        s.write(|tx| delivered(tx, b.id).and_then(|()| settle(tx, 5))).unwrap();
+        assert_eq!(states(&mut s), owned(&[("delivered", 5), ("zero", 1)]));
+        let left: i64 = s.read(|tx| Ok(tx.query_row("SELECT count(*) FROM upload_queue", [], |r| r.get(0))?)).unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn split_abandon_reject_and_requeue_keep_the_queue_exact() {
+        let (_d, mut s, sns) = store(4);
+        let a = cut(&mut s, 4);
+        let (h1, h2) = s.write(|tx| split(tx, a.id, 3)).unwrap();
+        assert_eq!((h1.records, h2.records), (2, 2));
+        assert_eq!(s.read(|tx| members(tx, a.id)).unwrap().len(), 0, "the split batch holds nothing");
+        assert_eq!(states(&mut s), owned(&[("sending", 4), ("zero", 1)]));
+
+        // Configuration error on the first half: its records wait again, in no batch.
+        s.write(|tx| abandon(tx, h1.id)).unwrap();
+        assert_eq!(states(&mut s), owned(&[("pending", 2), ("sending", 2), ("zero", 1)]));
+        assert_eq!(s.read(|tx| records::pending(tx, 10)).unwrap().len(), 2);
+
+        // A bad record in the second half, split down to one record and rejected alone.
+        let (q1, q2) = s.write(|tx| split(tx, h2.id, 3)).unwrap();
+        let rejected = s.write(|tx| reject(tx, q1.id, "MKT.9001", "bad", 4)).unwrap();
+        assert_eq!(rejected, [sns[2].clone()]);
+        assert_eq!(stored(&mut s, &sns[2]), ("rejected".into(), Some(q1.id)));
+        assert_eq!(states(&mut s), owned(&[("pending", 2), ("rejected", 1), ("sending", 1), ("zero", 1)]));
+        let err = s.write(|tx| requeue(tx, &sns[3], 5)).unwrap_err().to_string();
+        assert!(err.contains("is sending, not rejected"), "{err}");
+
+        // Delivered meanwhile: an expiry does not reject it.
+        s.write(|tx| delivered(tx, q2.id)).unwrap();
+        s.write(|tx| reject_record(tx, &sns[3], "EXPIRED", "late", b"{}", 6)).unwrap();
+        assert_eq!(states(&mut s), owned(&[("delivered", 1), ("pending", 2), ("rejected", 1), ("zero", 1)]));
+
+        s.write(|tx| requeue(tx, &sns[2], 7)).unwrap();
+        assert_eq!(stored(&mut s, &sns[2]), ("pending".into(), None));
+        assert_eq!(s.read(|tx| records::pending(tx, 10)).unwrap().len(), 3);
+        let c = cut(&mut s, 10);
+        assert_eq!(c.records, 3);
+        assert_eq!(String::from_utf8(c.body).unwrap().matches("sn-").count(), 3);
+        s.write(|tx| delivered(tx, c.id).and_then(|()| settle(tx, 8).map(drop))).unwrap();
+        assert_eq!(states(&mut s), owned(&[("delivered", 4), ("zero", 1)]));
+        assert_eq!(s.read(|tx| batches_rejected(tx)).unwrap(), 1);
+    }
+
+    #[test]
+    fn members_read_earlier_are_reused_only_while_the_same_records_are_pending() {
+        let (_d, mut s, sns) = store(4);
+        let marker = |m: &[Member]| m.iter().map(|m| m.body.len()).collect::<Vec<_>>();
+        let read = s.read(|tx| next_pending(tx, 2)).unwrap();
+        let mut tagged = read.clone();
+        tagged[0].body = b"read-before".to_vec();
+        let again = s.read(|tx| next_pending_reusing(tx, 2, tagged.clone())).unwrap();
+        assert_eq!(again, tagged, "same keys: the earlier read is used as it is");
+        let a = cut(&mut s, 1);
+        assert_eq!(s.read(|tx| members(tx, a.id)).unwrap()[0].metering_sn, sns[0]);
+        let fresh = s.read(|tx| next_pending_reusing(tx, 2, tagged.clone())).unwrap();
+        assert_eq!(fresh.iter().map(|m| &m.metering_sn).collect::<Vec<_>>(), [&sns[1], &sns[2]], "the pending set moved on");
+        assert_eq!(marker(&fresh), marker(&s.read(|tx| next_pending(tx, 2)).unwrap()));
+        let fewer = s.read(|tx| next_pending_reusing(tx, 5, fresh.clone())).unwrap();
+        assert_eq!(fewer.len(), 3, "a shorter earlier read is not enough");
+    }
+
+    fn batches_rejected(conn: &Connection) -> Result<i64> {
+        Ok(conn.query_row("SELECT count(*) FROM rejected WHERE requeued_ns IS NOT NULL", [], |r| r.get(0))?)
+    }
 }

@@ -224,4 +224,33 @@ CREATE TABLE key_blocks (
     PRIMARY KEY (gen, first_hash)
 ) STRICT;
 "#,
+    // 6: the upload queue (issue 6). A record's upload progress (waiting, in which batch) lives here, keyed
+    // in the order batches are cut, instead of in its `records` row: a catch-up seal writes
+    // records instance by instance, so the rows of one batch (one window of many instances) sit
+    // on as many pages, and marking them `sending` and `delivered` rewrote a page per record
+    // twice per batch. `records.state` stays `pending` while a record is queued; upload writes
+    // the final `delivered` in bulk ("settles") once several batches are delivered, so each
+    // records page is rewritten about once, not once per record. Rows: a record that is
+    // pending (batch_id NULL), in an open batch (sending), or in a delivered batch not yet
+    // settled (delivered). `records_pending` and `records_unsent` are replaced by this table.
+    // Per-record reads of a batch's state go through `batches_state`.
+    r#"
+CREATE TABLE upload_queue (
+    window_start INTEGER NOT NULL,
+    metering_sn  TEXT NOT NULL REFERENCES records(metering_sn),
+    -- NULL: waiting for a batch; else an open batch, or a delivered one not yet settled
+    batch_id     INTEGER REFERENCES batches(id),
+    PRIMARY KEY (window_start, metering_sn)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX upload_queue_pending ON upload_queue(window_start, metering_sn) WHERE batch_id IS NULL;
+CREATE INDEX upload_queue_by_batch ON upload_queue(batch_id) WHERE batch_id IS NOT NULL;
+-- A batch's state without reading its row: `state` comes after the body, so reading it from
+-- the row walks the body's overflow pages (~55 for 1000 records).
+CREATE INDEX batches_state ON batches(id, state);
+INSERT INTO upload_queue (window_start, metering_sn, batch_id)
+    SELECT window_start, metering_sn, CASE state WHEN 'sending' THEN batch_id END FROM records WHERE state IN ('pending', 'sending');
+UPDATE records SET state = 'pending', batch_id = NULL WHERE state = 'sending';
+DROP INDEX records_pending;
+DROP INDEX records_unsent;
+"#,
 ];

@@ -8,6 +8,14 @@
 //! records pending again, the run stops); too many records (split, smaller batches for the rest
 //! of the run); a bad record (split down to single records, each bad one rejected alone).
 //! No transaction is held across network I/O.
+//!
+//! A delivery is committed (one update of the batch row, with the next batch cut in the same
+//! transaction) before it is counted. While a batch's first attempt is in flight, the records
+//! the next batch will likely hold are read ahead (no write, no lock held across the request);
+//! the delivery transaction uses them only if exactly those records are still the first
+//! pending ones, so the next batch is still cut, stored and committed before it is sent. The records rows of delivered batches are written
+//! ("settled", [`batches::settle`]) in bulk: at the start of a run (whatever a crash left),
+//! every [`SETTLE_RECORDS`] delivered records, and at the end of the run.
 
 use super::backoff::Backoff;
 use super::classify::{classify, Action};
@@ -22,6 +30,12 @@ use std::sync::{Arc, Mutex};
 
 /// The store refuses records that begin more than this long before now (MKT.9004).
 pub const MAX_RECORD_AGE_SECS: i64 = 21 * 86_400;
+
+/// Delivered records whose rows are written together. A catch-up seal writes an instance's
+/// windows side by side, so one batch (one window of many instances) touches a page per
+/// record; settling ~16 batches at once rewrites each of those pages once instead of 16
+/// times, while one settling transaction stays short (tens of milliseconds).
+pub const SETTLE_RECORDS: u64 = 16_384;
 
 /// What one upload run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -94,6 +108,7 @@ pub async fn upload(store: Arc<Mutex<Store>>, cfg: &UploadConfig, key: &Secret, 
         on_fallback: false,
         consecutive_transient: 0,
         batch_size: cfg.batch_size.clamp(1, 1000),
+        unsettled: 0,
         report: UploadReport::default(),
     };
     run.report.expired = run.expire(now).await?;
@@ -129,6 +144,7 @@ pub async fn upload(store: Arc<Mutex<Store>>, cfg: &UploadConfig, key: &Secret, 
     let outcome = run.outcome_note();
     db(&run.store, move |s| {
         s.write(|tx| {
+            batches::settle(tx, Timestamp::now().0)?;
             if let Some(ok) = &outcome.0 {
                 meta::set(tx, meta::LAST_UPLOAD_OK, ok)?;
             }
@@ -139,16 +155,7 @@ pub async fn upload(store: Arc<Mutex<Store>>, cfg: &UploadConfig, key: &Secret, 
         })
     })
     .await?;
-    run.report.waiting = db(&run.store, |s| {
-        s.read(|tx| {
-            Ok(records::count_by_state(tx)?
-                .into_iter()
-                .filter(|(st, _)| matches!(st, records::RecordState::Pending | records::RecordState::Sending))
-                .map(|(_, n)| n)
-                .sum())
-        })
-    })
-    .await?;
+    run.report.waiting = db(&run.store, |s| s.read(|tx| records::waiting(tx))).await?;
     Ok(run.report)
 }
 
@@ -168,6 +175,8 @@ struct Run<'a> {
     on_fallback: bool,
     consecutive_transient: u32,
     batch_size: usize,
+    /// Records delivered in this run since the last settle.
+    unsettled: u64,
     report: UploadReport,
 }
 
@@ -189,11 +198,13 @@ impl Run<'_> {
         (ok, err)
     }
 
-    /// Rejects pending records that begin more than 21 days before `now`.
+    /// Settles what an earlier run left unsettled, then rejects pending records that begin
+    /// more than 21 days before `now`.
     async fn expire(&mut self, now: Timestamp) -> Result<u64, StoreError> {
         let cutoff = now.secs() - MAX_RECORD_AGE_SECS;
         db(&self.store, move |s| {
             s.write(|tx| {
+                batches::settle(tx, Timestamp::now().0)?;
                 let mut n = 0;
                 for r in records::pending_before(tx, cutoff)? {
                     let msg = format!("record begins at {}, more than 21 days before {now}; the store refuses it (MKT.9004)", Timestamp::from_secs(r.begin));
@@ -215,11 +226,25 @@ impl Run<'_> {
     /// Attempts one batch until its fate for this run is decided.
     async fn deliver(&mut self, batch: Batch) -> Result<Next, StoreError> {
         let mut attempt: u32 = 0;
+        // The records the next batch will most likely hold, read while the first attempt is
+        // in flight; the delivery transaction checks them against the queue before use.
+        let mut next_read: Option<Vec<batches::Member>> = None;
         loop {
             let url = if self.on_fallback { self.urls.1.clone().unwrap_or_else(|| self.urls.0.clone()) } else { self.urls.0.clone() };
             let ts_ms = Timestamp::now().0 / 1_000_000;
             let started = std::time::Instant::now();
-            let response = send(&self.http, &url, self.key, &batch.body, ts_ms, &new_nonce()).await;
+            let nonce = new_nonce();
+            let request = send(&self.http, &url, self.key, &batch.body, ts_ms, &nonce);
+            let response = if attempt == 0 {
+                let size = self.batch_size;
+                let read_ahead = db(&self.store, move |s| s.read(|tx| batches::next_pending(tx, size)));
+                let (response, read) = tokio::join!(request, read_ahead);
+                // A failed read-ahead only means the delivery transaction reads the records itself.
+                next_read = read.ok();
+                response
+            } else {
+                request.await
+            };
             self.report.request_latencies_us.push(started.elapsed().as_micros() as u64);
             crate::faults::crash_point("upload-after-response");
             self.report.requests += 1;
@@ -230,12 +255,19 @@ impl Run<'_> {
                     self.count("delivered");
                     self.consecutive_transient = 0;
                     let size = self.batch_size;
+                    let settle = self.unsettled + batch.records as u64 >= SETTLE_RECORDS;
+                    let read_before = next_read.take();
                     // The next batch is cut in the same transaction: one commit per batch.
                     let next = db(&self.store, move |s| {
                         s.write(|tx| {
-                            batches::attempted(tx, id, None)?;
-                            batches::delivered(tx, id, Timestamp::now().0)?;
-                            let recs = batches::next_pending(tx, size)?;
+                            batches::attempt_delivered(tx, id)?;
+                            if settle {
+                                batches::settle(tx, Timestamp::now().0)?;
+                            }
+                            let recs = match read_before {
+                                Some(read) => batches::next_pending_reusing(tx, size, read)?,
+                                None => batches::next_pending(tx, size)?,
+                            };
                             if recs.is_empty() {
                                 return Ok(None);
                             }
@@ -244,6 +276,7 @@ impl Run<'_> {
                     })
                     .await?;
                     self.report.delivered += batch.records as u64;
+                    self.unsettled = if settle { 0 } else { self.unsettled + batch.records as u64 };
                     return Ok(next.map_or(Next::Done, |b| Next::Then(vec![b])));
                 }
                 Action::Transient { retry_after, reason } => {
@@ -273,10 +306,8 @@ impl Run<'_> {
                         "the store refused the request with {code} ({message}): the configuration is wrong, not the records. Check the key (METERD_ISV_KEY or upload.key_file), upload.endpoint and the seller account; records stay pending"
                     );
                     tracing::error!(batch = id, code = %code, "{text}");
-                    db(&self.store, move |s| {
-                        s.write(|tx| batches::attempted(tx, id, Some(&code)).and_then(|()| batches::abandon(tx, id, Timestamp::now().0)))
-                    })
-                    .await?;
+                    db(&self.store, move |s| s.write(|tx| batches::attempted(tx, id, Some(&code)).and_then(|()| batches::abandon(tx, id))))
+                        .await?;
                     self.report.config_error = Some(text);
                     return Ok(Next::Stop);
                 }

@@ -161,12 +161,15 @@ pub fn assert_billed_once(entries: &[LedgerEntry]) {
     }
 }
 
-/// (metering_sn, state, usage_value) of every record in the store.
+/// (metering_sn, state, usage_value) of every record in the store, in (window, serial) order,
+/// with the state the store reports: a record waiting in `upload_queue` is stored as
+/// `pending` and takes its batch's state (sending, delivered) until upload settles it, so the
+/// raw `records.state` column alone is not the answer during or right after a run.
 pub fn records(env: &Env) -> Vec<(String, String, String)> {
-    let c = env.db();
-    let mut stmt = c.prepare("SELECT metering_sn, state, usage_value FROM records ORDER BY window_start, metering_sn").expect("prepare");
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("query records");
-    rows.map(|r| r.expect("row")).collect()
+    let mut store = meterd::store::Store::open(&env.db).expect("open the store");
+    let mut rows = store.read(|tx| meterd::store::records::all(tx)).expect("read records");
+    rows.sort_by(|a, b| (a.window_start, &a.metering_sn).cmp(&(b.window_start, &b.metering_sn)));
+    rows.into_iter().map(|r| (r.metering_sn, r.state.as_str().to_string(), r.usage_value.to_string())).collect()
 }
 
 /// The bodies of every batch the uploader stored.
