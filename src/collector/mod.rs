@@ -56,24 +56,6 @@ pub struct Collector {
     jobs: Option<SyncSender<Job>>,
     cfg: Arc<Config>,
     writer: Option<JoinHandle<()>>,
-    checkpointer: Option<JoinHandle<()>>,
-}
-
-/// Least time between two checkpoints: about what SQLite's default (every 1000 pages) comes to
-/// at full ingest speed, and rare enough that an idle trickle of commits does not double its
-/// fsyncs.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Checkpoints the WAL after the writer's commits (it kicks after each), at most every
-/// [`CHECKPOINT_EVERY`]; ends when the writer does. A failed checkpoint is only logged: the WAL
-/// keeps every committed transaction, and the next checkpoint (or the next open) copies it.
-fn checkpoint_loop(store: Store, kicked: std::sync::mpsc::Receiver<()>) {
-    while kicked.recv().is_ok() {
-        if let Err(e) = store.checkpoint() {
-            tracing::warn!(error = %e, "WAL checkpoint failed; will retry after the next commit");
-        }
-        std::thread::sleep(CHECKPOINT_EVERY);
-    }
 }
 
 use writer::Job;
@@ -82,21 +64,13 @@ impl Collector {
     /// Opens the store at `db` and starts the writer thread.
     pub fn start(db: &Path, cfg: Arc<Config>, on_commit: writer::CommitHook) -> Result<Collector, StoreError> {
         let store = Store::open(db)?;
-        store.set_auto_checkpoint(0)?;
-        let checkpoints = Store::open(db)?;
         let (tx, rx) = sync_channel(QUEUE_JOBS);
-        let (kick, kicked) = sync_channel(1);
         let wcfg = cfg.clone();
-        let spawn_err = |e: std::io::Error| StoreError::Invalid(format!("cannot start a collector thread: {e}"));
-        let checkpointer = std::thread::Builder::new()
-            .name("meterd-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoints, kicked))
-            .map_err(spawn_err)?;
         let writer = std::thread::Builder::new()
             .name("meterd-writer".into())
-            .spawn(move || writer::run(store, wcfg, rx, kick, on_commit))
-            .map_err(spawn_err)?;
-        Ok(Collector { jobs: Some(tx), cfg, writer: Some(writer), checkpointer: Some(checkpointer) })
+            .spawn(move || writer::run(store, wcfg, rx, on_commit))
+            .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
+        Ok(Collector { jobs: Some(tx), cfg, writer: Some(writer) })
     }
 
     /// Ingests a request body (JSON object, array or NDJSON), blocking until committed.
@@ -203,9 +177,6 @@ impl Collector {
         self.jobs.take();
         if let Some(w) = self.writer.take() {
             let _ = w.join();
-        }
-        if let Some(c) = self.checkpointer.take() {
-            let _ = c.join();
         }
     }
 }

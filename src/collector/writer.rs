@@ -66,8 +66,7 @@ struct Writer {
 }
 
 /// Runs until every sender is dropped.
-/// `checkpoint` is kicked after every commit (see `checkpoint_loop`).
-pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, checkpoint: std::sync::mpsc::SyncSender<()>, on_commit: CommitHook) {
+pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: CommitHook) {
     let fold_at = crate::faults::batch_override("METERD_FOLD_EVENTS").unwrap_or(crate::store::windows::FOLD_EVENTS);
     let mut w = Writer { store, dedupe: None, tail: TailSums::new(fold_at), instances: InstanceCache::default(), instances_gen: -1 };
     while let Ok(first) = jobs.recv() {
@@ -88,7 +87,6 @@ pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, checkpoint: std:
         match result {
             Ok(mut verdicts) => {
                 crate::faults::crash_point("ingest-after-commit");
-                let _ = checkpoint.try_send(());
                 for job in group.into_iter().rev() {
                     let mut mine = verdicts.pop().unwrap_or_default();
                     mine.events = job.events;

@@ -111,21 +111,6 @@ impl Store {
         &self.path
     }
 
-    /// Turns this connection's automatic WAL checkpoints off (`0`) or sets their threshold in
-    /// pages. The ingest writer turns them off and leaves checkpoints to [`Self::checkpoint`]
-    /// on another thread, so that copying the WAL into the database never stalls ingest.
-    pub fn set_auto_checkpoint(&self, pages: u32) -> Result<()> {
-        self.conn.query_row(&format!("PRAGMA wal_autocheckpoint = {pages}"), [], |_| Ok(()))?;
-        Ok(())
-    }
-
-    /// Copies what it can of the WAL into the database without waiting for readers or writers
-    /// (`PRAGMA wal_checkpoint(PASSIVE)`).
-    pub fn checkpoint(&self) -> Result<()> {
-        self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        Ok(())
-    }
-
     fn migrate(&mut self) -> Result<()> {
         let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
