@@ -191,13 +191,11 @@ CREATE TABLE key_blocks (
 
 CREATE TABLE upload_queue (
     window_start INTEGER NOT NULL,
-    metering_sn  TEXT NOT NULL REFERENCES records(metering_sn),
+    metering_sn  TEXT NOT NULL,
     -- NULL: waiting for a batch; else an open batch, or a delivered one not yet settled
     batch_id     INTEGER REFERENCES batches(id),
     PRIMARY KEY (window_start, metering_sn)
 ) STRICT, WITHOUT ROWID;
-
-CREATE INDEX upload_queue_pending ON upload_queue(window_start, metering_sn) WHERE batch_id IS NULL;
 
 CREATE INDEX upload_queue_by_batch ON upload_queue(batch_id) WHERE batch_id IS NOT NULL;
 

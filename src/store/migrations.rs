@@ -235,14 +235,16 @@ CREATE TABLE key_blocks (
     // settled (delivered). `records_pending` and `records_unsent` are replaced by this table.
     // Per-record reads of a batch's state go through `batches_state`.
     r#"
+-- No REFERENCES records(metering_sn) and no separate index of the waiting rows: sealing
+-- writes a queue row with every pending record, and an FK probe plus a second b-tree per
+-- record cost more than they protect (rows in batches are few: settling deletes them).
 CREATE TABLE upload_queue (
     window_start INTEGER NOT NULL,
-    metering_sn  TEXT NOT NULL REFERENCES records(metering_sn),
+    metering_sn  TEXT NOT NULL,
     -- NULL: waiting for a batch; else an open batch, or a delivered one not yet settled
     batch_id     INTEGER REFERENCES batches(id),
     PRIMARY KEY (window_start, metering_sn)
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX upload_queue_pending ON upload_queue(window_start, metering_sn) WHERE batch_id IS NULL;
 CREATE INDEX upload_queue_by_batch ON upload_queue(batch_id) WHERE batch_id IS NOT NULL;
 -- A batch's state without reading its row: `state` comes after the body, so reading it from
 -- the row walks the body's overflow pages (~55 for 1000 records).
