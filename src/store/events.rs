@@ -1,6 +1,9 @@
 //! Raw events, stored exactly once per (instance, id). The dedupe check and the insert happen
-//! in the writer's transaction ([`super::dedupe::Dedupe::insert`]), so an acknowledged event and
-//! its dedupe key commit together. This file holds the read side.
+//! in the writer's transaction ([`super::dedupe::Dedupe::check`], then
+//! [`super::dedupe::Dedupe::append`] through an [`super::dedupe::Appender`]), so an
+//! acknowledged event and its dedupe key commit together. Each row also keeps the window that
+//! bills it (`billed_window`) and, when that is not the whole quantity, the billed part
+//! (`billed_qty`), from which `windows` sums the unfolded tail. This file holds the read side.
 
 use super::{Result, StoreError};
 use crate::model::{Quantity, Timestamp};
