@@ -403,7 +403,7 @@ struct Row {
 }
 
 /// The event inserts of one write transaction. Events are held back and written
-/// [`APPEND_ROWS`] at a time with statements prepared once per transaction; each gets the seq
+/// `APPEND_ROWS` at a time with statements prepared once per transaction; each gets the seq
 /// it will have (SQLite gives a new row max(seq) + 1, and this transaction is the only writer),
 /// which is checked when the rows are written.
 ///

@@ -104,7 +104,7 @@ fn set_folded_through(conn: &Connection, seq: i64) -> Result<()> {
 }
 
 /// The ingest writer's in-memory sums of the unfolded tail, kept equal to what
-/// [`scan_tail`] would return for the database it last saw.
+/// `scan_tail` would return for the database it last saw.
 #[derive(Default)]
 pub struct TailSums {
     /// `windows_through` these sums start after.
