@@ -187,7 +187,9 @@ CREATE TABLE over_quota (
     r#"
 CREATE TABLE upload_queue (
     window_start INTEGER NOT NULL,
-    metering_sn  TEXT NOT NULL REFERENCES records(metering_sn),
+    -- no REFERENCES: written only next to its record, in the same transaction, by the store;
+    -- a foreign-key probe per sealed record would cost more than it protects
+    metering_sn  TEXT NOT NULL,
     -- NULL: waiting for a batch; else an open batch, or a delivered one not yet settled
     batch_id     INTEGER REFERENCES batches(id),
     PRIMARY KEY (window_start, metering_sn)
