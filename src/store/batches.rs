@@ -483,6 +483,38 @@ mod tests {
         assert_eq!(fewer.len(), 3, "a shorter earlier read is not enough");
     }
 
+    #[test]
+    fn the_queue_migration_keeps_open_batches_and_waiting_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let queue_migration = crate::store::MIGRATIONS.iter().position(|m| m.contains("CREATE TABLE upload_queue")).unwrap();
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            for m in &crate::store::MIGRATIONS[..queue_migration] {
+                c.execute_batch(m).unwrap();
+            }
+            c.pragma_update(None, "user_version", queue_migration as i64).unwrap();
+            c.execute_batch(
+                "INSERT INTO instances (ref, instance_id, plan, start_ns, created_ns) VALUES (1, 'i', 'p', 0, 0);
+                 INSERT INTO batches (id, body, records, state, created_ns) VALUES (7, x'7b7d', 1, 'open', 0);
+                 INSERT INTO records (metering_sn, instance_ref, window_start, begin_s, end_s, usage_value, window_usage, carry_in,
+                                      carry_out, record_time_s, body, state, batch_id, updated_ns)
+                 VALUES ('a', 1, 0, 0, 3600, '1', '1', '0', '0', 3600, x'7b7d', 'sending', 7, 0),
+                        ('b', 1, 3600, 3600, 7200, '1', '1', '0', '0', 7200, x'7b7d', 'pending', NULL, 0),
+                        ('c', 1, 7200, 7200, 10800, '1', '1', '0', '0', 10800, x'7b7d', 'delivered', 6, 0);",
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(states(&mut s), owned(&[("delivered", 1), ("pending", 1), ("sending", 1)]));
+        assert_eq!(stored(&mut s, "a"), ("pending".into(), None), "in the queue now, with its batch");
+        assert_eq!(s.read(|tx| members(tx, 7)).unwrap().iter().map(|r| r.metering_sn.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(s.read(|tx| open(tx)).unwrap().len(), 1, "the open batch is resent as it is");
+        assert_eq!(s.read(|tx| next_pending(tx, 10)).unwrap().iter().map(|m| m.metering_sn.as_str()).collect::<Vec<_>>(), ["b"]);
+        s.write(|tx| delivered(tx, 7).and_then(|()| settle(tx, 1))).unwrap();
+        assert_eq!(stored(&mut s, "a"), ("delivered".into(), Some(7)));
+    }
+
     fn batches_rejected(conn: &Connection) -> Result<i64> {
         Ok(conn.query_row("SELECT count(*) FROM rejected WHERE requeued_ns IS NOT NULL", [], |r| r.get(0))?)
     }
