@@ -130,7 +130,6 @@ impl Writer {
                 let quota_exhausted = super::quota::exhausted(tx, cfg, cx.instances, &job.events, job.now)?;
                 out.push(JobReply { verdicts, quota_exhausted, events: Vec::new() });
             }
-            drop(cx);
             // Every acknowledged event must be in the table before the commit.
             app.finish()?;
             for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero()) {
