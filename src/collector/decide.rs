@@ -153,10 +153,7 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
     } else {
         Some(ctx.row.sealed_until)
     };
-    let probe = match probe {
-        Some(p) if p.instance_key == ctx.row.key => p,
-        _ => cx.dedupe.probe(ctx.row.key, &ev.id),
-    };
+    let probe = probe.unwrap_or_else(|| cx.dedupe.probe(ctx.row.key, &ev.id));
     match cx.dedupe.check(cx.app, probe, &ev.id, ev.time, ev.quantity)? {
         InsertOutcome::Inserted => {
             let billed_qty = match billed {

@@ -25,7 +25,7 @@
 
 use super::{InsertOutcome, Result, StoreError};
 use crate::model::{Quantity, Timestamp};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 
 /// Keys held in memory before they are flushed as one sorted run (~8 MiB of map).
@@ -204,7 +204,7 @@ impl Dedupe {
             self.recent_more.retain(|(_, seq)| *seq > through);
             self.last_seq = self.last_seq.max(through);
         }
-        let max_seq: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
+        let max_seq = super::events::max_seq(conn)?;
         if max_seq > self.last_seq {
             let mut stmt = conn.prepare("SELECT seq, instance_ref, event_id FROM events WHERE seq > ?1 ORDER BY seq")?;
             let mut rows = stmt.query([self.last_seq])?;
@@ -235,8 +235,6 @@ impl Dedupe {
     pub fn probe_many<'e>(&self, keys: impl Iterator<Item = Option<(i64, &'e str)>>) -> Vec<Option<Probe>> {
         let hashed: Vec<Option<(i64, i64)>> = keys.map(|k| k.map(|(key, id)| (key, key_hash(key, id)))).collect();
         std::hint::black_box(self.bloom.warm(hashed.iter().flatten().map(|(_, h)| *h)));
-        // The same for the unflushed keys' map, which `check` reads and `append` writes.
-        std::hint::black_box(hashed.iter().flatten().filter(|(_, h)| self.recent.contains_key(h)).count());
         hashed.into_iter().map(|k| k.map(|(instance_key, h)| Probe { instance_key, h, maybe_flushed: self.bloom.may_contain(h) })).collect()
     }
 
@@ -262,7 +260,7 @@ impl Dedupe {
     /// The stored (time, quantity) of the event with this key, if any.
     pub fn find(&self, conn: &Connection, instance_key: i64, event_id: &str) -> Result<Option<(Timestamp, Quantity)>> {
         let candidates = self.candidates(conn, self.probe(instance_key, event_id))?;
-        verify(conn, candidates, instance_key, event_id)
+        Ok(verify(conn, candidates, instance_key, event_id)?.map(|(_, t, q)| (t, q)))
     }
 
     /// Whether the key probed by `p` is new, or a duplicate or conflict of the stored event.
@@ -274,8 +272,8 @@ impl Dedupe {
         }
         Ok(match verify(app.conn, candidates, p.instance_key, event_id)? {
             None => InsertOutcome::Inserted,
-            Some((t, q)) if t == time && q == quantity => InsertOutcome::Duplicate,
-            Some((stored_time, stored_quantity)) => InsertOutcome::Conflict { stored_quantity, stored_time },
+            Some((_, t, q)) if t == time && q == quantity => InsertOutcome::Duplicate,
+            Some((_, stored_time, stored_quantity)) => InsertOutcome::Conflict { stored_quantity, stored_time },
         })
     }
 
@@ -426,7 +424,7 @@ pub struct Appender<'c> {
 /// The appender of a write transaction (call after every other connection's rows are visible,
 /// i.e. inside the transaction).
 pub fn appender(conn: &Connection) -> Result<Appender<'_>> {
-    let next_seq = conn.query_row("SELECT coalesce(max(seq), 0) + 1 FROM events", [], |r| r.get(0))?;
+    let next_seq = super::events::max_seq(conn)? + 1;
     let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; APPEND_ROWS].join(", ");
     Ok(Appender {
         conn,
@@ -580,7 +578,8 @@ fn probe_runs(conn: &Connection, gens: i64, h: i64, out: &mut Vec<i64>) -> Resul
 }
 
 /// The stored (time, quantity) of the candidate that really has this key.
-fn verify(conn: &Connection, candidates: Vec<i64>, instance_key: i64, event_id: &str) -> Result<Option<(Timestamp, Quantity)>> {
+/// The candidate that really has this key: its (seq, time, quantity).
+fn verify(conn: &Connection, candidates: Vec<i64>, instance_key: i64, event_id: &str) -> Result<Option<(i64, Timestamp, Quantity)>> {
     if candidates.is_empty() {
         return Ok(None);
     }
@@ -591,7 +590,7 @@ fn verify(conn: &Connection, candidates: Vec<i64>, instance_key: i64, event_id: 
         if r.get::<_, i64>(0)? == instance_key && r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)? == event_id {
             let qty = r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?;
             let q = Quantity::parse_stored(qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {qty:?}")))?;
-            return Ok(Some((Timestamp(r.get(2)?), q)));
+            return Ok(Some((seq, Timestamp(r.get(2)?), q)));
         }
     }
     Ok(None)
@@ -603,18 +602,12 @@ pub fn find_seq(conn: &Connection, instance_key: i64, event_id: &str) -> Result<
     let (gens, _, through) = runs(conn)?;
     let mut candidates = Vec::new();
     probe_runs(conn, gens, key_hash(instance_key, event_id), &mut candidates)?;
+    // The unflushed tail is searched exactly; run matches are verified like the writer's.
     let mut stmt = conn.prepare_cached("SELECT seq FROM events WHERE seq > ?1 AND instance_ref = ?2 AND event_id = ?3")?;
-    let mut rows = stmt.query(params![through, instance_key, event_id])?;
-    while let Some(r) = rows.next()? {
-        candidates.push(r.get(0)?);
+    if let Some(seq) = stmt.query_row(params![through, instance_key, event_id], |r| r.get(0)).optional()? {
+        return Ok(Some(seq));
     }
-    let mut stmt = conn.prepare_cached("SELECT 1 FROM events WHERE seq = ?1 AND instance_ref = ?2 AND event_id = ?3")?;
-    for seq in candidates {
-        if stmt.exists(params![seq, instance_key, event_id])? {
-            return Ok(Some(seq));
-        }
-    }
-    Ok(None)
+    Ok(verify(conn, candidates, instance_key, event_id)?.map(|(seq, _, _)| seq))
 }
 
 #[cfg(test)]

@@ -80,6 +80,11 @@ pub fn totals_all(conn: &Connection) -> Result<std::collections::HashMap<i64, (u
 }
 
 /// Total number of stored events.
+/// The highest `seq` stored (0 when there are no events); the next event gets this + 1.
+pub fn max_seq(conn: &Connection) -> Result<i64> {
+    Ok(conn.prepare_cached("SELECT coalesce(max(seq), 0) FROM events")?.query_row([], |r| r.get(0))?)
+}
+
 pub fn count(conn: &Connection) -> Result<u64> {
     // Kept with every append (see `dedupe::Appender::finish`): count(*) would read every row.
     Ok(conn.query_row("SELECT events FROM ingest_state WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)

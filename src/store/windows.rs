@@ -16,6 +16,7 @@
 //! Readers get the sum through [`of_instance`] (one instance) or [`Unfolded::load`] +
 //! [`of_instance_with`] (many instances, one tail scan).
 
+use super::events::max_seq;
 use super::{dec, Result, StoreError};
 use rusqlite::{params, Connection};
 use rust_decimal::Decimal;
@@ -47,10 +48,6 @@ fn add_to(sums: &mut Sums, key: (i64, i64), usage: Decimal, events: u64) -> Resu
 /// `windows_through`: every billable event with `seq` up to here is in `windows`.
 pub fn folded_through(conn: &Connection) -> Result<i64> {
     Ok(conn.prepare_cached("SELECT windows_through FROM ingest_state WHERE id = 1")?.query_row([], |r| r.get(0))?)
-}
-
-fn max_seq(conn: &Connection) -> Result<i64> {
-    Ok(conn.prepare_cached("SELECT coalesce(max(seq), 0) FROM events")?.query_row([], |r| r.get(0))?)
 }
 
 /// Adds the billable events with `seq > after` (of one instance, or all) to `sums`; returns
