@@ -38,9 +38,14 @@ pub struct WindowRow {
 /// (instance key, window start) → (usage, events).
 pub type Sums = foldhash::HashMap<(i64, i64), (Decimal, u64)>;
 
+/// `a + b` for window usage, which must not overflow a 96-bit decimal.
+fn usage_sum(a: Decimal, b: Decimal) -> Result<Decimal> {
+    a.checked_add(b).ok_or_else(|| StoreError::Invalid("window usage overflows a 96-bit decimal".into()))
+}
+
 fn add_to(sums: &mut Sums, key: (i64, i64), usage: Decimal, events: u64) -> Result<()> {
     let e = sums.entry(key).or_default();
-    e.0 = e.0.checked_add(usage).ok_or_else(|| StoreError::Invalid("window usage overflows a 96-bit decimal".into()))?;
+    e.0 = usage_sum(e.0, usage)?;
     e.1 += events;
     Ok(())
 }
@@ -131,7 +136,7 @@ impl TailSums {
         }
         let through = folded_through(conn)?;
         if self.stale || through != self.through {
-            *self = TailSums { through, seen: through, fold_at: self.fold_at, ..TailSums::default() };
+            self.reset(through);
         }
         let last = max_seq(conn)?;
         if last > self.seen {
@@ -167,10 +172,15 @@ impl TailSums {
     /// The transaction committed: its events are in the tail, or, when it folded, in `windows`.
     pub fn committed(&mut self, folded: bool, last_seq: i64) {
         if folded {
-            *self = TailSums { through: last_seq, seen: last_seq, fold_at: self.fold_at, ..TailSums::default() };
+            self.reset(last_seq);
         } else {
             self.seen = self.seen.max(last_seq);
         }
+    }
+
+    /// Empty, starting after `through` (fresh: not stale).
+    fn reset(&mut self, through: i64) {
+        *self = TailSums { through, seen: through, fold_at: self.fold_at, ..TailSums::default() };
     }
 
     /// The transaction failed: rebuild from the database next time.
@@ -221,7 +231,7 @@ pub fn of_instance_with(conn: &Connection, tail: &Unfolded, instance_key: i64, f
     let mut merged: BTreeMap<i64, WindowRow> = out.drain(..).map(|w| (w.start, w)).collect();
     for (&start, &(usage, events)) in extra.range(from..to) {
         let w = merged.entry(start).or_insert(WindowRow { instance_key, start, usage: Decimal::ZERO, events: 0 });
-        w.usage = w.usage.checked_add(usage).ok_or_else(|| StoreError::Invalid("window usage overflows a 96-bit decimal".into()))?;
+        w.usage = usage_sum(w.usage, usage)?;
         w.events += events;
     }
     Ok(merged.into_values().collect())
