@@ -1,6 +1,7 @@
 //! The per-event decision inside the ingest transaction: is the instance known (or may it be
-//! auto-registered), does the event fit the instance's lifetime and plan, is it late, is it new,
-//! a duplicate or a conflict — and which window bills it.
+//! auto-registered), is the event new, a duplicate or a conflict — asked first, so a resend is
+//! judged by what was stored, not by today's rules — and, when new, does it fit the clock, the
+//! instance's lifetime and plan, is it late, and which window bills it ([`admit`], pure).
 
 use super::parse::EventInput;
 use crate::config::{Config, LatePolicy, Plan};
@@ -97,90 +98,121 @@ impl TxCtx<'_, '_> {
 
 /// Decides one event and, when it is new, inserts it.
 /// `prepared` is the event's [`TxCtx::probe_all`] entry.
+///
+/// Idempotency comes first: once the instance is known, the key is looked up before any other
+/// rule, so an identical resend of a stored event is a [`Verdict::Duplicate`] whatever changed
+/// since it was stored (its window sealed under `late = "reject"`, a freeze or release reported
+/// later, a changed plan or metric, the clock past `max_age`), and the same key with another
+/// quantity or time is a conflict. Only a new key meets the rules ([`admit`]). The lookup
+/// writes nothing of its own (at most it writes the events of this transaction held back so
+/// far, which are written before `COMMIT` anyway), so a new event the rules then refuse leaves
+/// no trace.
 pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: Timestamp) -> Result<Verdict, StoreError> {
     let (conn, cfg) = (cx.conn, cx.cfg);
     let (slot, probe) = match prepared {
-        Some((slot, probe)) => (slot, Some(probe)),
+        Some(p) => p,
         None => match instance(conn, cfg, cx.instances, ev, now)? {
-            Ok(slot) => (slot, None),
+            Ok(slot) => (slot, cx.dedupe.probe(cx.instances.ctxs[slot].row.key, &ev.id)),
             Err(msg) => return Ok(reject(ev, msg)),
         },
     };
-    let ctx = &mut cx.instances.ctxs[slot];
-    if let Some(m) = &ev.metric {
-        if *m != ctx.plan.factor {
-            return Ok(reject(
-                ev,
-                format!(
-                    "`metric` {m:?} does not match the billing factor {:?} of plan {:?}; send that metric or none",
-                    ctx.plan.factor, ctx.plan.name
-                ),
-            ));
-        }
-    }
-    if ev.time < ctx.row.start {
-        return Ok(reject(ev, format!("`time` {} is before the instance's start {}", ev.time, ctx.row.start)));
-    }
-    if let Some(r) = ctx.row.release {
-        if ev.time >= r {
-            return Ok(reject(ev, format!("`time` {} is at or after the instance's release {r}", ev.time)));
-        }
-    }
-    if let Some(since) = ctx.history.frozen_since(ev.time) {
-        let until = ctx.history.unfrozen_after(since).map(|u| format!(" until {u}")).unwrap_or_default();
-        return Ok(reject(
-            ev,
-            format!(
-                "`time` {} falls while the instance was frozen (since {since}{until}); a frozen instance produces no billable usage",
-                ev.time
-            ),
-        ));
-    }
-    let own = cfg.timezone.window_start(ctx.plan.period, ev.time);
-    let billed = if own >= ctx.row.sealed_until {
-        Some(own)
-    } else if cfg.collector.late == LatePolicy::Reject {
-        return Ok(reject(
-            ev,
-            format!(
-                "`time` {} falls in a window that is already sealed (until {}); collector.late = \"reject\" refuses late events",
-                ev.time,
-                Timestamp::from_secs(ctx.row.sealed_until)
-            ),
-        ));
-    } else if ctx.row.release.is_some_and(|r| r.secs() <= ctx.row.sealed_until) {
-        None // released and fully sealed: kept as unbillable
-    } else {
-        Some(ctx.row.sealed_until)
-    };
-    let probe = probe.unwrap_or_else(|| cx.dedupe.probe(ctx.row.key, &ev.id));
     match cx.dedupe.check(cx.app, probe, &ev.id, ev.time, ev.quantity)? {
-        InsertOutcome::Inserted => {
-            let billed_qty = match billed {
-                Some(w) => {
-                    let covered = super::quota::deduct(conn, cfg, ctx, w, ev)?;
-                    cx.tail.add(ctx.row.key, w, covered)?;
-                    (covered != ev.quantity.0).then_some(covered)
-                }
-                None => {
-                    ctx.new_unbillable += ev.quantity.0;
-                    None
-                }
-            };
-            cx.dedupe.append(
-                cx.app,
-                probe,
-                NewEvent { event_id: &ev.id, time: ev.time, quantity: ev.quantity, billed_window: billed, billed_qty, received: now },
-            )?;
-            cx.tail.appended();
-            Ok(Verdict::Accepted)
-        }
-        InsertOutcome::Duplicate => Ok(Verdict::Duplicate),
-        InsertOutcome::Conflict { stored_quantity, stored_time } => Ok(reject(ev, format!(
+        InsertOutcome::Inserted => {}
+        InsertOutcome::Duplicate => return Ok(Verdict::Duplicate),
+        InsertOutcome::Conflict { stored_quantity, stored_time } => return Ok(reject(ev, format!(
             "event {:?} of instance {:?} is already stored with quantity {stored_quantity} at {stored_time}; this one has quantity {} at {}. Resend the original values, or use a new id for new usage",
             ev.id, ev.instance_id, ev.quantity, ev.time
         ))),
     }
+    let ctx = &mut cx.instances.ctxs[slot];
+    let billed = match admit(cfg, ctx, ev, now) {
+        Ok(billed) => billed,
+        Err(msg) => return Ok(reject(ev, msg)),
+    };
+    let billed_qty = match billed {
+        Some(w) => {
+            let covered = super::quota::deduct(conn, cfg, ctx, w, ev)?;
+            cx.tail.add(ctx.row.key, w, covered)?;
+            (covered != ev.quantity.0).then_some(covered)
+        }
+        None => {
+            ctx.new_unbillable += ev.quantity.0;
+            None
+        }
+    };
+    cx.dedupe.append(
+        cx.app,
+        probe,
+        NewEvent { event_id: &ev.id, time: ev.time, quantity: ev.quantity, billed_window: billed, billed_qty, received: now },
+    )?;
+    cx.tail.appended();
+    Ok(Verdict::Accepted)
+}
+
+/// The rules for a new event of a known instance, in order: the clock ([`clock`]), the
+/// `metric`, the instance's start and release, its frozen intervals, and late windows. Pure.
+/// Returns the window start (UTC seconds) that bills the event, `None` for late usage of a
+/// released, fully sealed instance (kept as unbillable), or the refusal message.
+pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -> Result<Option<i64>, String> {
+    clock(cfg, ev, now)?;
+    if let Some(m) = &ev.metric {
+        if *m != ctx.plan.factor {
+            return Err(format!(
+                "`metric` {m:?} does not match the billing factor {:?} of plan {:?}; send that metric or none",
+                ctx.plan.factor, ctx.plan.name
+            ));
+        }
+    }
+    if ev.time < ctx.row.start {
+        return Err(format!("`time` {} is before the instance's start {}", ev.time, ctx.row.start));
+    }
+    if let Some(r) = ctx.row.release {
+        if ev.time >= r {
+            return Err(format!("`time` {} is at or after the instance's release {r}", ev.time));
+        }
+    }
+    if let Some(since) = ctx.history.frozen_since(ev.time) {
+        let until = ctx.history.unfrozen_after(since).map(|u| format!(" until {u}")).unwrap_or_default();
+        return Err(format!(
+            "`time` {} falls while the instance was frozen (since {since}{until}); a frozen instance produces no billable usage",
+            ev.time
+        ));
+    }
+    let own = cfg.timezone.window_start(ctx.plan.period, ev.time);
+    if own >= ctx.row.sealed_until {
+        Ok(Some(own))
+    } else if cfg.collector.late == LatePolicy::Reject {
+        Err(format!(
+            "`time` {} falls in a window that is already sealed (until {}); collector.late = \"reject\" refuses late events",
+            ev.time,
+            Timestamp::from_secs(ctx.row.sealed_until)
+        ))
+    } else if ctx.row.release.is_some_and(|r| r.secs() <= ctx.row.sealed_until) {
+        Ok(None) // released and fully sealed: kept as unbillable
+    } else {
+        Ok(Some(ctx.row.sealed_until))
+    }
+}
+
+/// The clock rules (`collector.max_future`, `collector.max_age`). Pure. They are judged in the
+/// writer, after the key lookup, so that a resend of an event stored while it was young is a
+/// duplicate, not a refusal; and before auto-registration, so that an event refused by them
+/// registers nothing.
+pub fn clock(cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<(), String> {
+    let c = &cfg.collector;
+    if ev.time > now.add_secs(c.max_future.as_secs_i64()) {
+        return Err(format!(
+            "`time` {} is more than {} ahead of now ({now}); check the sender's clock (collector.max_future)",
+            ev.time, c.max_future
+        ));
+    }
+    if ev.time < now.add_secs(-c.max_age.as_secs_i64()) {
+        return Err(format!(
+            "`time` {} is older than {} (collector.max_age); the cloud store refuses records that begin more than 21 days ago",
+            ev.time, c.max_age
+        ));
+    }
+    Ok(())
 }
 
 /// The cache slot of `ev`'s instance, from the cache, the store, or auto-registration.
@@ -205,6 +237,9 @@ fn load(conn: &Connection, cfg: &Config, ev: &EventInput, now: Timestamp) -> Res
         }
         None => match &cfg.collector.auto_register {
             Some(plan_name) => {
+                if let Err(msg) = clock(cfg, ev, now) {
+                    return Ok(Err(msg));
+                }
                 let plan = cfg.plan(plan_name).ok_or_else(|| StoreError::Invalid(format!("auto_register plan {plan_name:?} vanished")))?;
                 let start = Timestamp::from_secs(cfg.timezone.window_start(plan.period, ev.time));
                 instances::add(conn, &ev.instance_id, plan_name, start, now)?

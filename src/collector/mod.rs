@@ -1,9 +1,10 @@
 //! The collector: validate, dedupe and durably commit usage events (design §2). This is the
 //! library entry point a Rust service embeds; the CLI and the HTTP server call the same code.
 //!
-//! Each event is accepted or refused on its own: stateless rules ([`parse`]), the clock rules
-//! (`max_future`, `max_age`) here, and the rules that need the store ([`decide`]) inside the
-//! writer's transaction. Acknowledgement happens only after `COMMIT` (see [`writer`]).
+//! Each event is accepted or refused on its own: stateless rules ([`parse`]) here, and every
+//! rule that needs the store or the clock ([`decide`]) inside the writer's transaction — the
+//! key lookup first, so an identical resend is a duplicate whatever rule changed since.
+//! Acknowledgement happens only after `COMMIT` (see [`writer`]).
 
 pub mod decide;
 pub mod parse;
@@ -114,7 +115,9 @@ impl Collector {
         Ok(result)
     }
 
-    /// Applies the clock rules and queues the survivors for the writer in chunks.
+    /// Queues the events that parsed for the writer in chunks. The clock rules are judged there,
+    /// after the key lookup ([`decide::clock`]), so that a resend of a stored event is a
+    /// duplicate even once it is older than `max_age`.
     #[allow(clippy::type_complexity)]
     fn submit(
         &self,
@@ -125,7 +128,7 @@ impl Collector {
         let mut result = IngestResult::default();
         let mut ready = Vec::with_capacity(parsed.len());
         for (index, p) in parsed.into_iter().enumerate() {
-            match p.and_then(|ev| self.check_clock(&ev, now).map(|()| ev)) {
+            match p {
                 Ok(ev) => ready.push((index, ev)),
                 Err(r) => result.rejected.push(Rejected { index, id: r.id, error: r.error }),
             }
@@ -148,24 +151,6 @@ impl Collector {
             pending.push(rx);
         }
         Ok((result, pending))
-    }
-
-    fn check_clock(&self, ev: &EventInput, now: Timestamp) -> Result<(), parse::Refusal> {
-        let c = &self.cfg.collector;
-        let fail = |error: String| parse::Refusal { id: Some(ev.id.clone()), error };
-        if ev.time > now.add_secs(c.max_future.as_secs_i64()) {
-            return Err(fail(format!(
-                "`time` {} is more than {} ahead of now ({now}); check the sender's clock (collector.max_future)",
-                ev.time, c.max_future
-            )));
-        }
-        if ev.time < now.add_secs(-c.max_age.as_secs_i64()) {
-            return Err(fail(format!(
-                "`time` {} is older than {} (collector.max_age); the cloud store refuses records that begin more than 21 days ago",
-                ev.time, c.max_age
-            )));
-        }
-        Ok(())
     }
 
     pub fn config(&self) -> &Arc<Config> {

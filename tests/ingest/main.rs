@@ -9,6 +9,8 @@
 //!   a conflicting re-send is rejected naming both values and the stored event is unchanged.
 //! - `exact`: quantities round-trip digit for digit; window totals are exact sums.
 //! - `http`: whole-body errors (400, 413, 401) store nothing; the instance endpoints.
+//! - `resend`: idempotency first — an identical resend is a duplicate whatever rule changed
+//!   since it was stored; only another quantity or time is a conflict.
 //! - `cli`: `init`, `instance add|release|list`, `ingest` exit codes.
 //! - `crash`: SIGKILL right after a `200` loses nothing that was acknowledged.
 //! - `stream`: the CLI streams large NDJSON files in chunks with the same result as one piece.
@@ -22,5 +24,6 @@ mod dedupe;
 mod doors;
 mod exact;
 mod http;
+mod resend;
 mod stream;
 mod validation;
