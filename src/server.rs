@@ -203,7 +203,19 @@ async fn release_instance(State(st): State<Arc<AppState>>, Path(id): Path<String
         Err(r) => return r,
     };
     let now = st.now();
-    match with_admin(&st, move |s| s.write(|tx| instances::release(tx, &id, at).and_then(|r| view(tx, &r, now)))).await {
+    let result = with_admin(&st, move |s| {
+        s.write(|tx| {
+            let released = instances::release(tx, &id, at)?;
+            let mut v = view(tx, &released.instance, now)?;
+            if let Some(w) = released.warning() {
+                v["warning"] = json!(w);
+                v["sealed_past_release"] = json!(released.sealed_past);
+                v["events_after_release"] = json!(released.events_after);
+            }
+            Ok(v)
+        })
+    });
+    match result.await {
         Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }
@@ -292,11 +304,10 @@ async fn set_status(State(st): State<Arc<AppState>>, Path(id): Path<String>, bod
         s.write(|tx| {
             let change = crate::store::lifecycle::set_status(tx, &id, req.status, at, now)?;
             let mut v = view(tx, &change.instance, now)?;
-            if change.events_after > 0 {
-                v["warning"] = json!(format!(
-                    "{} events at or after {at} were stored before this freeze was known; they stay billed",
-                    change.events_after
-                ));
+            if let Some(w) = change.warning(req.status, at) {
+                v["warning"] = json!(w);
+                v["sealed_inside_frozen"] = json!(change.sealed_inside);
+                v["events_after"] = json!(change.events_after);
             }
             Ok(v)
         })

@@ -5,7 +5,7 @@ use crate::audit;
 use crate::config::Config;
 use crate::model::{Period, Timestamp};
 use crate::store::records::RecordState;
-use crate::store::{events, instances, lifecycle, meta, packages, records, Store, StoreError};
+use crate::store::{events, instances, lifecycle, lifecycle_flags, meta, packages, records, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -45,6 +45,12 @@ pub struct Status {
     /// its current reset period and what is left, at `now`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub quota: Vec<crate::quota::QuotaView>,
+    /// Sealed records that a release or freeze reported later contradicts: ending after the
+    /// instance's release (the store refuses them) or lying inside a frozen interval (see
+    /// `store::lifecycle_flags`). A sealed record never changes; these are for the seller to
+    /// settle with the store.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flagged_records: Vec<lifecycle_flags::Flagged>,
     /// Instances whose conservation check fails (should always be empty); only computed when
     /// asked for, since it reads every event.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,14 +67,17 @@ pub fn deadline(period: Period, end: i64) -> i64 {
 
 /// Reads the status at `now`.
 pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool) -> Result<Status, StoreError> {
-    let (insts, frozen, quota, n_events, by_state, waiting, last_ok, last_err) = store.read(|tx| {
+    let (insts, frozen, flagged, quota, n_events, by_state, waiting, last_ok, last_err) = store.read(|tx| {
         let insts = instances::list(tx)?;
         let mut frozen = Vec::new();
+        let mut flagged = Vec::new();
         let mut quota = Vec::new();
         for i in &insts {
-            if lifecycle::history(tx, i.key)?.frozen_since(now).is_some() {
+            let history = lifecycle::history(tx, i.key)?;
+            if history.frozen_since(now).is_some() {
                 frozen.push(i.instance_id.clone());
             }
+            flagged.extend(lifecycle_flags::of_instance(tx, i, &history)?);
             let packaged = cfg.plan(&i.plan).is_some_and(|p| p.package.is_some());
             if packaged || !packages::of_instance(tx, i.key)?.is_empty() {
                 quota.push(crate::quota::view(tx, cfg, i, now)?);
@@ -77,6 +86,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         Ok((
             insts,
             frozen,
+            flagged,
             quota,
             events::count(tx)?,
             records::count_by_state(tx)?,
@@ -109,6 +119,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         over_quota: quota.iter().filter(|q| !q.over_quota.is_zero()).map(|q| (q.instance_id.clone(), q.over_quota.to_string())).collect(),
         quota_exhausted: quota.iter().filter(|q| q.exhausted).map(|q| q.instance_id.clone()).collect(),
         quota,
+        flagged_records: flagged,
         conservation_violations: violations,
     })
 }

@@ -78,3 +78,156 @@ fn http_status_route_records_freeze_and_unfreeze() {
     assert_eq!(h.events(Ev::new("y", I, "1", "2026-11-23T11:50:00Z").json()).ok()["accepted"], 1);
     let _ = NOW;
 }
+
+// Issue 12, kind 4: a lifecycle change reported late is still recorded. The cloud store's
+// release (and freeze) is the truth even when it reaches meterd after the windows around it
+// were sealed: it is recorded, the answer names the records already sealed past it, `status`
+// flags them, and events after it are refused from then on — through the CLI and HTTP alike.
+
+/// An hourly `fixed` plan at price 1, as in the issue's examples.
+fn hourly_env() -> Env {
+    let toml = format!(
+        "{}\n[[plan]]\nname = \"hourly\"\nfactor = \"units\"\nunit = \"unit\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"1\"\n",
+        util::EXAMPLE_CONFIG
+    );
+    let env = Env::with_config(&toml);
+    env.add_instance(I, "hourly", "2026-11-23T00:00:00Z");
+    env
+}
+
+fn at(hm: &str) -> String {
+    format!("2026-11-23T{hm}:00Z")
+}
+
+fn accepted(env: &Env, now: &str, id: &str, qty: &str, time: &str) -> serde_json::Value {
+    ingest(env, &at(now), &Ev::new(id, I, qty, &at(time)))
+}
+
+/// The serials of the instance's records, in time order, with their begin times.
+fn records(env: &Env) -> Vec<(String, String)> {
+    let c = env.db();
+    let mut stmt = c.prepare("SELECT metering_sn, begin_s FROM records ORDER BY begin_s").unwrap();
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).unwrap();
+    rows.map(|r| r.unwrap()).map(|(sn, b)| (sn, meterd::model::Timestamp::from_secs(b).to_string())).collect()
+}
+
+/// Records (`POST` over HTTP with the daemon's clock at `now`, or the CLI) a release or a
+/// status change; returns (success, warning text, the answer's JSON or `null`).
+fn report(env: &Env, door: &str, now: &str, what: &str, time: &str) -> (bool, String, serde_json::Value) {
+    if door == "cli" {
+        let run = env.run(&["instance", what, I, "--at", &at(time)]);
+        return (run.code == 0, run.stderr.clone(), serde_json::Value::Null);
+    }
+    let d = env.daemon_at(&at(now), &[], &[]);
+    let h = d.http();
+    let r = match what {
+        "release" => h.post(&format!("/v1/instances/{I}/release"), format!(r#"{{"time":"{}"}}"#, at(time))),
+        s => h.post(&format!("/v1/instances/{I}/status"), format!(r#"{{"status":"{}","time":"{}"}}"#, s.to_uppercase(), at(time))),
+    };
+    let v = r.json();
+    (r.status == 200, v["warning"].as_str().unwrap_or_default().to_string(), v)
+}
+
+fn flagged(env: &Env, now: &str) -> Vec<(String, String)> {
+    let s = env.run(&["status", "--format", "json", "--now", &at(now)]).json();
+    let list = s["flagged_records"].as_array().cloned().unwrap_or_default();
+    list.iter().map(|f| (f["metering_sn"].as_str().unwrap().to_string(), f["reason"].as_str().unwrap().to_string())).collect()
+}
+
+#[test]
+fn a_release_reported_after_its_window_was_sealed_is_recorded_and_flags_the_record() {
+    for door in ["cli", "http"] {
+        // The issue's example: 5 units at 09:10, seal at 10:06; the store released the
+        // instance at 09:30 and the app forwards it at 10:10.
+        let env = hourly_env();
+        assert_eq!(accepted(&env, "09:11", "a", "5", "09:10")["accepted"], 1);
+        env.run(&["seal", "--now", &at("10:06")]).success();
+        let recs = records(&env);
+        assert_eq!(recs.len(), 1, "{door}");
+        let sn = recs[0].0.clone();
+
+        let (ok, warning, answer) = report(&env, door, "10:10", "release", "09:30");
+        assert!(ok, "{door}: the late release is recorded: {warning} {answer}");
+        assert!(
+            warning.contains(&sn) && warning.contains(&at("09:00")) && warning.contains("end after it"),
+            "{door}: names the record: {warning}"
+        );
+        if door == "http" {
+            assert_eq!(answer["release"], at("09:30"), "{answer}");
+            assert_eq!(answer["sealed_past_release"][0]["metering_sn"], sn.as_str(), "{answer}");
+        }
+        let list = env.run(&["instance", "list", "--format", "json"]).json();
+        assert_eq!(list[0]["release"], at("09:30"), "{door}");
+
+        // Events after the release are refused from now on (today: billed as a record of 7).
+        let r = accepted(&env, "10:16", "b", "2", "10:15");
+        let err = r["rejected"][0]["error"].as_str().unwrap_or_default();
+        assert!(r["accepted"] == 0 && err.contains("release"), "{door}: {r}");
+        env.run(&["seal", "--now", &at("11:06")]).success();
+        assert_eq!(records(&env).len(), 1, "{door}: nothing is sealed past the release");
+
+        // Status flags the record (JSON and table, and `/v1/status`).
+        let flags = flagged(&env, "11:06");
+        assert_eq!(flags.len(), 1, "{door}: {flags:?}");
+        assert!(flags[0].0 == sn && flags[0].1.contains("release"), "{door}: {flags:?}");
+        let table = env.run(&["status", "--now", &at("11:06")]);
+        assert!(table.stdout.contains("flagged record") && table.stdout.contains(&sn), "{}", table.stdout);
+        if door == "http" {
+            let d = env.daemon_at(&at("11:07"), &[], &[]);
+            assert_eq!(d.http().get("/v1/status").ok()["flagged_records"][0]["metering_sn"], sn.as_str());
+        }
+
+        // A release is final: the same time again is a no-op, another time is refused.
+        assert!(report(&env, door, "11:10", "release", "09:30").0, "{door}");
+        let (ok, _, answer) = report(&env, door, "11:10", "release", "09:45");
+        assert!(!ok, "{door}: a release cannot move: {answer}");
+        let run = env.run(&["instance", "release", I, "--at", &at("09:40")]);
+        assert!(run.code == 2 && run.stderr.contains("final"), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn a_release_before_stored_events_is_recorded_and_counts_them() {
+    // The store's release is the truth also when events after it were already acknowledged:
+    // they stay stored, and the warning says how many.
+    let env = hourly_env();
+    assert_eq!(accepted(&env, "09:51", "a", "5", "09:50")["accepted"], 1);
+    let run = env.run(&["instance", "release", I, "--at", &at("09:30")]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("1 events") && run.stderr.contains("stay stored"), "{}", run.stderr);
+    assert_eq!(util::db::copies(&env.db(), I, "a"), 1);
+    assert_eq!(accepted(&env, "09:52", "c", "1", "09:40")["accepted"], 0);
+}
+
+#[test]
+fn a_freeze_reported_after_its_windows_were_sealed_is_recorded_and_flags_records_inside_it() {
+    for door in ["cli", "http"] {
+        let env = hourly_env();
+        assert_eq!(accepted(&env, "09:31", "a", "5", "09:30")["accepted"], 1);
+        assert_eq!(accepted(&env, "10:21", "b", "3", "10:20")["accepted"], 1);
+        env.run(&["seal", "--now", &at("11:06")]).success();
+        let recs = records(&env);
+        assert_eq!(recs.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), [at("09:00"), at("10:00")], "{door}");
+        let (inside, overlapping) = (recs[1].0.clone(), recs[0].0.clone());
+
+        // The store froze the instance at 09:45; the app forwards it at 11:10. Only the record
+        // lying wholly inside the frozen interval is named; the 09:00 hour began active.
+        let (ok, warning, answer) = report(&env, door, "11:10", "freeze", "09:45");
+        assert!(ok, "{door}: {warning} {answer}");
+        assert!(warning.contains(&inside) && !warning.contains(&overlapping), "{door}: {warning}");
+        assert!(warning.contains("1 events at or after"), "{door}: {warning}");
+        if door == "http" {
+            assert_eq!(answer["state"], "frozen", "{answer}");
+            assert_eq!(answer["sealed_inside_frozen"][0]["metering_sn"], inside.as_str(), "{answer}");
+        }
+        // Events inside the interval are refused from now on, late or not.
+        let r = accepted(&env, "11:12", "c", "1", "09:50");
+        assert!(r["accepted"] == 0 && r["rejected"][0]["error"].as_str().unwrap_or_default().contains("frozen"), "{door}: {r}");
+
+        let (ok, warning, _) = report(&env, door, "12:10", "unfreeze", "12:00");
+        assert!(ok && warning.is_empty(), "{door}: {warning}");
+        let flags = flagged(&env, "12:10");
+        assert_eq!(flags.len(), 1, "{door}: {flags:?}");
+        assert!(flags[0].0 == inside && flags[0].1.contains(&at("09:45")) && flags[0].1.contains(&at("12:00")), "{door}: {flags:?}");
+    }
+}

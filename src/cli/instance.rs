@@ -56,20 +56,19 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
         }
         Cmd::Release { id, at } => {
             let at = time_arg("--at", at)?;
-            let row = store.write(|tx| instances::release(tx, id, at))?;
-            println!("instance {} released at {}", row.instance_id, at);
-            let _ = row;
+            let released = store.write(|tx| instances::release(tx, id, at))?;
+            println!("instance {} released at {}", released.instance.instance_id, at);
+            if let Some(w) = released.warning() {
+                eprintln!("meterd: warning: {w}");
+            }
         }
         Cmd::Freeze { id, at } | Cmd::Unfreeze { id, at } => {
             let status = if matches!(cmd, Cmd::Freeze { .. }) { Status::Freeze } else { Status::Unfreeze };
             let at = time_arg("--at", at)?;
             let change = store.write(|tx| lifecycle::set_status(tx, id, status, at, Timestamp::now()))?;
             println!("instance {id}: {} at {at}", status.as_str());
-            if change.events_after > 0 {
-                eprintln!(
-                    "meterd: warning: {} events of {id} at or after {at} were stored before this freeze was known; they stay billed",
-                    change.events_after
-                );
+            if let Some(w) = change.warning(status, at) {
+                eprintln!("meterd: warning: {id}: {w}");
             }
         }
         Cmd::List { format } => {

@@ -1,6 +1,6 @@
 //! `meterd status`: backlog, oldest pending record, last upload, last error, records past
-//! their deadline, unbillable usage, package quotas and over-quota usage, and the conservation
-//! audit.
+//! their deadline, unbillable usage, records a late release or freeze contradicts (flagged),
+//! package quotas and over-quota usage, and the conservation audit.
 
 use super::{now_or, Ctx, Failure};
 
@@ -39,6 +39,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
             for p in &q.packages {
                 println!("  package           {} ({}): used {} of {}, remaining {}", p.package_id, p.state, p.used, p.quota, p.remaining);
             }
+        }
+        for f in &s.flagged_records {
+            println!("flagged record      {}: {f}", f.instance_id);
         }
         match &s.conservation_violations {
             Some(v) if v.is_empty() => println!("conservation        ok (every acknowledged unit is accounted for once)"),

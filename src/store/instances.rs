@@ -85,37 +85,72 @@ pub fn add(conn: &Connection, instance_id: &str, plan: &str, start: Timestamp, n
     get(conn, instance_id)?.ok_or_else(|| StoreError::Corrupt("instance vanished after insert".into()))
 }
 
-/// Records the release time. Refused when usage at or after that time is already stored or
-/// sealed, since those records could no longer be reported.
-pub fn release(conn: &Connection, instance_id: &str, at: Timestamp) -> Result<InstanceRow> {
+/// What recording a release found: the instance, and what was stored before the release was
+/// known that it contradicts. Both stay as they are (acknowledged events are kept; a sealed
+/// record never changes); they are reported so the seller can settle them with the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Released {
+    pub instance: InstanceRow,
+    /// Events stored at or after the release time (acknowledged before it was known).
+    pub events_after: u64,
+    /// Sealed records (value > 0) ending after the release; `status` lists them too.
+    pub sealed_past: Vec<super::lifecycle_flags::Flagged>,
+}
+
+impl Released {
+    /// The warning to show with the release, if anything stored before it contradicts it.
+    pub fn warning(&self) -> Option<String> {
+        let (id, mut parts) = (&self.instance.instance_id, Vec::new());
+        let at = self.instance.release?;
+        if !self.sealed_past.is_empty() {
+            parts.push(format!(
+                "{} records of {id} sealed before this release was known end after it: {}. A sealed record never changes and the store refuses a record ending after the release; `meterd status` lists them",
+                self.sealed_past.len(),
+                super::lifecycle_flags::describe(&self.sealed_past, 10)
+            ));
+        }
+        if self.events_after > 0 {
+            parts.push(format!(
+                "{} events of {id} at or after {at} were stored before this release was known; they stay stored",
+                self.events_after
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join(". "))
+    }
+}
+
+/// Records the release time (design §4): events at or after it are refused from then on.
+///
+/// The cloud store's release is the truth, so it is recorded also when it reaches meterd late:
+/// after windows past it were sealed, or after events past it were stored. Those stay as they
+/// are and are reported in [`Released`]. A release is final: the same time again is a no-op
+/// (with the same report); another time is refused, since records were already cut at the
+/// first one and events after it refused. Errors: unknown instance, a time not after the
+/// instance's start, or a second release at another time (`StoreError::Invalid`).
+pub fn release(conn: &Connection, instance_id: &str, at: Timestamp) -> Result<Released> {
     let inst = get(conn, instance_id)?.ok_or_else(|| unknown(instance_id))?;
     if let Some(r) = inst.release {
-        if r == at {
-            return Ok(inst);
+        if r != at {
+            return Err(StoreError::Invalid(format!(
+                "instance {instance_id:?} was already released at {r}; a release is final and cannot move to {at}"
+            )));
         }
-        return Err(StoreError::Invalid(format!("instance {instance_id:?} was already released at {r}")));
+    } else {
+        if at <= inst.start {
+            return Err(StoreError::Invalid(format!("release time {at} is not after the instance's start {}", inst.start)));
+        }
+        conn.prepare_cached("UPDATE instances SET release_ns = ?2 WHERE ref = ?1")?.execute(params![inst.key, at.0])?;
     }
-    if at <= inst.start {
-        return Err(StoreError::Invalid(format!("release time {at} is not after the instance's start {}", inst.start)));
-    }
-    let later: i64 = conn
+    let instance = get(conn, instance_id)?.ok_or_else(|| unknown(instance_id))?;
+    let events_after: i64 = conn
         .prepare_cached("SELECT count(*) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2")?
         .query_row(params![inst.key, at.0], |r| r.get(0))?;
-    if later > 0 {
-        return Err(StoreError::Invalid(format!(
-            "instance {instance_id:?} has {later} stored events at or after {at}; release it at or after its last event"
-        )));
-    }
-    if inst.sealed_until > at.secs() {
-        let sealed_past: i64 = conn
-            .prepare_cached("SELECT count(*) FROM records WHERE instance_ref = ?1 AND end_s > ?2")?
-            .query_row(params![inst.key, at.secs()], |r| r.get(0))?;
-        if sealed_past > 0 {
-            return Err(StoreError::Invalid(format!("instance {instance_id:?} has records sealed past {at}; they cannot change")));
-        }
-    }
-    conn.prepare_cached("UPDATE instances SET release_ns = ?2 WHERE ref = ?1")?.execute(params![inst.key, at.0])?;
-    get(conn, instance_id)?.ok_or_else(|| unknown(instance_id))
+    let sealed_past = if instance.sealed_until > at.secs() {
+        super::lifecycle_flags::of_instance(conn, &instance, &super::lifecycle::History::default())?
+    } else {
+        Vec::new()
+    };
+    Ok(Released { instance, events_after: events_after as u64, sealed_past })
 }
 
 pub(crate) fn unknown(instance_id: &str) -> StoreError {

@@ -1,6 +1,11 @@
 //! Instance status history (design §4.1): FREEZE / UNFREEZE changes forwarded from the cloud
 //! store, kept as a history in time order so late events are judged by the state at their own
 //! time. Changes are appended: each must be later than the last one and must alternate.
+//!
+//! A FREEZE reported late — at a time the seal cursor has already passed — is recorded all the
+//! same (the store's state is the truth): events inside the interval are refused from then on,
+//! and the answer names the records already sealed inside it and the events already stored
+//! after it, which stay as they are ([`Change::warning`], and `status` lists the records).
 
 use super::instances::{self, InstanceRow};
 use super::{Result, StoreError};
@@ -51,6 +56,12 @@ impl History {
         self.0.iter().find(|(at, s)| *at > since && *s == Status::Unfreeze).map(|(at, _)| *at)
     }
 
+    /// Every frozen interval `[freeze, unfreeze)`, in time order; `None`: still frozen.
+    pub fn frozen_intervals(&self) -> Vec<(Timestamp, Option<Timestamp>)> {
+        let freezes = self.0.iter().filter(|(_, s)| *s == Status::Freeze);
+        freezes.map(|(at, _)| (*at, self.unfrozen_after(*at))).collect()
+    }
+
     /// "active" or "frozen" at `t`.
     pub fn state_at(&self, t: Timestamp) -> &'static str {
         if self.frozen_since(t).is_some() {
@@ -80,6 +91,29 @@ pub struct Change {
     /// Events already stored at or after a FREEZE time: they stay billed (they may be sealed
     /// or sent already); reported so the seller can look at them.
     pub events_after: u64,
+    /// For a FREEZE reported after windows were sealed: the records (value > 0) lying inside
+    /// the new frozen interval ([`lifecycle_flags`](super::lifecycle_flags)). They stay as
+    /// they are; `status` lists them.
+    pub sealed_inside: Vec<super::lifecycle_flags::Flagged>,
+}
+
+impl Change {
+    /// The warning to show with the change, if anything stored before it contradicts it.
+    pub fn warning(&self, status: Status, at: Timestamp) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.events_after > 0 {
+            parts.push(format!("{} events at or after {at} were stored before this freeze was known; they stay billed", self.events_after));
+        }
+        if !self.sealed_inside.is_empty() {
+            parts.push(format!(
+                "{} records sealed before this {} was known lie inside the frozen interval: {}. A sealed record never changes; `meterd status` lists them",
+                self.sealed_inside.len(),
+                status.as_str(),
+                super::lifecycle_flags::describe(&self.sealed_inside, 10)
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join(". "))
+    }
 }
 
 /// Appends a status change.
@@ -89,7 +123,8 @@ pub fn set_status(conn: &Connection, instance_id: &str, status: Status, at: Time
     let last = h.0.last().copied();
     if let Some((t, s)) = last {
         if t == at && s == status {
-            return Ok(Change { instance: inst, events_after: 0 }); // a repeated notification
+            return Ok(Change { instance: inst, events_after: 0, sealed_inside: Vec::new() });
+            // a repeated notification
         }
         if at <= t {
             return Err(StoreError::Invalid(format!(
@@ -111,13 +146,20 @@ pub fn set_status(conn: &Connection, instance_id: &str, status: Status, at: Time
     }
     conn.prepare_cached("INSERT INTO instance_status (instance_ref, at_ns, status, recorded_ns) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![inst.key, at.0, status.as_str(), now.0])?;
-    let events_after = if status == Status::Freeze {
-        conn.prepare_cached("SELECT count(*) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2")?
-            .query_row(params![inst.key, at.0], |r| r.get::<_, i64>(0))? as u64
+    if status == Status::Unfreeze {
+        return Ok(Change { instance: inst, events_after: 0, sealed_inside: Vec::new() });
+    }
+    let events_after = conn
+        .prepare_cached("SELECT count(*) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2")?
+        .query_row(params![inst.key, at.0], |r| r.get::<_, i64>(0))? as u64;
+    // Only the new interval: records inside earlier ones were named when those were reported.
+    let only_new = History(vec![(at, Status::Freeze)]);
+    let sealed_inside = if inst.sealed_until > at.secs() {
+        super::lifecycle_flags::of_instance(conn, &InstanceRow { release: None, ..inst.clone() }, &only_new)?
     } else {
-        0
+        Vec::new()
     };
-    Ok(Change { instance: inst, events_after })
+    Ok(Change { instance: inst, events_after, sealed_inside })
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod dedupe;
 pub mod events;
 pub mod instances;
 pub mod lifecycle;
+pub mod lifecycle_flags;
 pub mod meta;
 mod migrations;
 pub mod packages;
