@@ -133,6 +133,12 @@ impl Metrics {
         labelled(&mut s, "meterd_upload_attempts_total", "Upload HTTP attempts, by outcome.", "outcome", &self.upload_attempts);
         gauge(&mut s, "meterd_records_pending", "Records waiting for upload (pending or sending).", status.backlog);
         gauge(&mut s, "meterd_records_past_deadline", "Waiting records past their reporting deadline.", status.past_deadline);
+        gauge(
+            &mut s,
+            "meterd_records_flagged",
+            "Sealed records a release or freeze reported later contradicts (see status flagged_records).",
+            status.flagged_records.len() as u64,
+        );
         gauge(&mut s, "meterd_events_stored", "Events in the store.", status.events);
         let _ = writeln!(s, "# HELP meterd_records Records in the store, by state.\n# TYPE meterd_records gauge");
         for (state, n) in &status.records {

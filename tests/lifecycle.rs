@@ -175,6 +175,7 @@ fn a_release_reported_after_its_window_was_sealed_is_recorded_and_flags_the_reco
         if door == "http" {
             let d = env.daemon_at(&at("11:07"), &[], &[]);
             assert_eq!(d.http().get("/v1/status").ok()["flagged_records"][0]["metering_sn"], sn.as_str());
+            assert!(d.http().get("/metrics").text().contains("meterd_records_flagged 1"));
         }
 
         // A release is final: the same time again is a no-op, another time is refused.
