@@ -103,7 +103,10 @@ impl TxCtx<'_, '_> {
 /// rule, so an identical resend of a stored event is a [`Verdict::Duplicate`] whatever changed
 /// since it was stored (its window sealed under `late = "reject"`, a freeze or release reported
 /// later, a changed plan or metric, the clock past `max_age`), and the same key with another
-/// quantity or time is a conflict. Only a new key meets the rules ([`admit`]). The lookup
+/// quantity or time is a conflict. Only a new key meets the rules ([`admit`]). Before the
+/// lookup come only the refusals that leave nothing to look up: a malformed event (refused at
+/// parsing), an unknown instance or a package instance's id (no event of it can be stored),
+/// and an instance whose plan is missing from the config. The lookup
 /// writes nothing of its own (at most it writes the events of this transaction held back so
 /// far, which are written before `COMMIT` anyway), so a new event the rules then refuse leaves
 /// no trace.

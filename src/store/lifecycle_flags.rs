@@ -24,6 +24,9 @@ use crate::model::Timestamp;
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
+/// More than the longest window (a day): bounds the records read per instance.
+const WINDOW_BOUND_SECS: i64 = 2 * 86_400;
+
 /// Why a sealed record is flagged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -91,9 +94,12 @@ pub fn of_instance(conn: &Connection, inst: &InstanceRow, history: &History) -> 
     let Some(after) = earliest(inst, history) else { return Ok(Vec::new()) };
     let mut stmt = conn.prepare_cached(
         "SELECT metering_sn, begin_s, end_s, usage_value, state FROM records
-         WHERE instance_ref = ?1 AND end_s * 1000000000 > ?2 AND state != 'zero' ORDER BY begin_s, end_s",
+         WHERE instance_ref = ?1 AND window_start > ?3 AND end_s * 1000000000 > ?2 AND state != 'zero'
+         ORDER BY begin_s, end_s",
     )?;
-    let mut rows = stmt.query(params![inst.key, after.0])?;
+    // A window is at most a day long, so a record ending after `after` begins less than a day
+    // before it: the bound on `window_start` lets the index skip the instance's older records.
+    let mut rows = stmt.query(params![inst.key, after.0, after.secs() - WINDOW_BOUND_SECS])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let (begin, end) = (Timestamp::from_secs(r.get(1)?), Timestamp::from_secs(r.get(2)?));
