@@ -195,7 +195,7 @@ fn a_release_before_stored_events_is_recorded_and_counts_them() {
     assert_eq!(accepted(&env, "09:51", "a", "5", "09:50")["accepted"], 1);
     let run = env.run(&["instance", "release", I, "--at", &at("09:30")]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("1 events") && run.stderr.contains("stay stored"), "{}", run.stderr);
+    assert!(run.stderr.contains("1 event(s)") && run.stderr.contains("stay stored"), "{}", run.stderr);
     assert_eq!(util::db::copies(&env.db(), I, "a"), 1);
     assert_eq!(accepted(&env, "09:52", "c", "1", "09:40")["accepted"], 0);
 }

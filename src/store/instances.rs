@@ -104,14 +104,14 @@ impl Released {
         let at = self.instance.release?;
         if !self.sealed_past.is_empty() {
             parts.push(format!(
-                "{} records of {id} sealed before this release was known end after it: {}. A sealed record never changes and the store refuses a record ending after the release; `meterd status` lists them",
+                "{} record(s) of {id} sealed before this release was known end after it: {}. A sealed record never changes; `meterd status` lists them",
                 self.sealed_past.len(),
                 super::lifecycle_flags::describe(&self.sealed_past, 10)
             ));
         }
         if self.events_after > 0 {
             parts.push(format!(
-                "{} events of {id} at or after {at} were stored before this release was known; they stay stored",
+                "{} event(s) of {id} at or after {at} were stored before this release was known; they stay stored",
                 self.events_after
             ));
         }

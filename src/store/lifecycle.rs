@@ -106,7 +106,7 @@ impl Change {
         }
         if !self.sealed_inside.is_empty() {
             parts.push(format!(
-                "{} records sealed before this {} was known lie inside the frozen interval: {}. A sealed record never changes; `meterd status` lists them",
+                "{} record(s) sealed before this {} was known lie inside the frozen interval: {}. A sealed record never changes; `meterd status` lists them",
                 self.sealed_inside.len(),
                 status.as_str(),
                 super::lifecycle_flags::describe(&self.sealed_inside, 10)

@@ -85,7 +85,7 @@ fn instance_add_list_release() {
     env.ingest_file("e.json", Ev::new("e1", "inst-a", "1", "2026-11-23T08:00:00Z").json().as_bytes()).success();
     let run = env.run(&["instance", "release", "inst-a", "--at", "2026-11-23T08:00:00Z"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("1 events of inst-a at or after 2026-11-23T08:00:00Z"), "{}", run.stderr);
+    assert!(run.stderr.contains("1 event(s) of inst-a at or after 2026-11-23T08:00:00Z"), "{}", run.stderr);
 }
 
 #[test]
