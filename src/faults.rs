@@ -6,6 +6,10 @@
 //!   crashed" window);
 //! - `METERD_FAULTS=ingest-after-commit`: abort right after an ingest commit, before any reply
 //!   (stored but never acknowledged: the client must retry, and the retry is a duplicate);
+//! - `METERD_FAULTS=preview-handler`, `METERD_FAULTS=preview-in-transaction`: panic (a stand-in
+//!   for any bug) in the `GET /v1/preview` handler's async code, or inside the preview's read
+//!   transaction while the daemon's shared admin connection is locked; tests show the request
+//!   answers 500 and the next request works ([`crate::guard`]);
 //! - `METERD_MAX_PAGE_COUNT=N`: cap the database at N pages (`PRAGMA max_page_count`), the
 //!   way a full disk behaves: writes fail with SQLITE_FULL;
 //! - `METERD_FOLD_EVENTS=N`, `METERD_FLUSH_EVENTS=N`: fold window totals / flush dedupe keys
@@ -31,6 +35,13 @@ pub fn crash_point(point: &str) {
     if switches().iter().any(|s| s == point) {
         eprintln!("meterd: fault injection: crashing at {point}");
         std::process::abort();
+    }
+}
+
+/// Panics (unwinding, unlike [`crash_point`]) when `point` is switched on.
+pub fn panic_point(point: &str) {
+    if switches().iter().any(|s| s == point) {
+        panic!("fault injection: panic at {point}");
     }
 }
 

@@ -21,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod faults;
+pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod mockstore;

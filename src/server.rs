@@ -51,7 +51,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/status", get(get_status))
         .route("/metrics", get(get_metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(protected).layer(DefaultBodyLimit::max(max_body)).with_state(state)
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(max_body))
+        // Outermost: a panic anywhere below answers 500 and never takes the connection down.
+        .layer(axum::middleware::from_fn(crate::guard::catch_panic))
+        .with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
@@ -146,19 +152,20 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
-/// Runs a closure on the admin connection off the async runtime.
+/// Runs a closure on the admin connection off the async runtime. A panic in `f` answers 500
+/// and leaves the connection usable for the next request ([`crate::guard`]).
 async fn with_admin<T: Send + 'static>(
     st: &Arc<AppState>,
     f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
     let st = st.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut store = st.admin.lock().map_err(|_| StoreError::Invalid("admin connection poisoned".into()))?;
-        f(&mut store)
-    })
-    .await
-    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(store_error)
+    tokio::task::spawn_blocking(move || f(&mut crate::guard::lock_admin(&st.admin)))
+        .await
+        .map_err(|e| match e.try_into_panic() {
+            Ok(payload) => crate::guard::internal_error(&crate::guard::panic_message(payload.as_ref())),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        })?
+        .map_err(store_error)
 }
 
 /// Parses a JSON request body; a 400 that shows the expected shape otherwise.
@@ -246,6 +253,7 @@ async fn get_preview(
         Ok(axum::extract::Query(p)) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e}; use instance, from and to (RFC 3339)")),
     };
+    crate::faults::panic_point("preview-handler");
     let parse = |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_rfc3339(s).map_err(|e| format!("`{name}`: {e}"))).transpose();
     let q = match (parse("from", &params.from), parse("to", &params.to)) {
         (Ok(from), Ok(to)) => crate::preview::PreviewQuery { instance: params.instance, from, to },

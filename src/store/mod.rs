@@ -148,6 +148,22 @@ impl Store {
         Ok(out)
     }
 
+    /// Makes the connection usable again after a panic unwound through a caller holding it:
+    /// rolls back a transaction left open (a dropped `rusqlite::Transaction` normally rolls
+    /// back itself; this also covers one begun by hand). A no-op on a clean connection.
+    pub fn recover(&mut self) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
+    }
+
+    /// Leaves a transaction open, as a panic between `BEGIN` and `COMMIT` could.
+    #[cfg(test)]
+    pub(crate) fn begin_for_test(&mut self) {
+        self.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    }
+
     /// `PRAGMA integrity_check`; `Ok(())` when the file is sound.
     pub fn integrity_check(&self) -> Result<()> {
         let res: String = self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;

@@ -222,7 +222,12 @@ pub fn of_instance(conn: &Connection, instance_key: i64, from: i64, to: i64) -> 
 }
 
 /// [`of_instance`] with a tail already loaded (by [`Unfolded::load`] in the same transaction).
+/// An empty or inverted range (`from >= to`, e.g. a preview ending before the seal cursor)
+/// holds no window: the answer is empty, never a panic.
 pub fn of_instance_with(conn: &Connection, tail: &Unfolded, instance_key: i64, from: i64, to: i64) -> Result<Vec<WindowRow>> {
+    if from >= to {
+        return Ok(Vec::new());
+    }
     let mut stmt = conn.prepare_cached(
         "SELECT instance_ref, start_s, usage, events FROM windows WHERE instance_ref = ?1 AND start_s >= ?2 AND start_s < ?3 ORDER BY start_s",
     )?;
