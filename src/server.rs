@@ -256,7 +256,10 @@ async fn get_preview(
     crate::faults::panic_point("preview-handler");
     let parse = |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_rfc3339(s).map_err(|e| format!("`{name}`: {e}"))).transpose();
     let q = match (parse("from", &params.from), parse("to", &params.to)) {
-        (Ok(from), Ok(to)) => crate::preview::PreviewQuery { instance: params.instance, from, to },
+        (Ok(from), Ok(to)) => match crate::preview::PreviewQuery::new(params.instance, from, to) {
+            Ok(q) => q,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        },
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
     let cfg = st.cfg.clone();

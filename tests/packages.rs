@@ -191,7 +191,10 @@ fn stop_packages_cut_the_window_report_exhaustion_and_keep_over_quota() {
     let pkgs: Vec<(Value, Value)> =
         p["instances"][0]["packages"].as_array().unwrap().iter().map(|u| (u["package_id"].clone(), u["used"].clone())).collect();
     assert_eq!(pkgs, [(json!("pkg-100"), json!("100")), (json!("pkg-50"), json!("50"))]);
-    assert_eq!(p["instances"][0]["charge_2dp"], "15.00", "150 units at 0.1; the 10 over quota cost nothing");
+    assert_eq!(p["instances"][0]["charge_2dp"], "0.00", "the 150 units drawn from packages are prepaid; the 10 over quota cost nothing");
+    let drawn: Vec<(Value, Value)> =
+        p["rows"].as_array().unwrap().iter().map(|r| (r["relate_pkg_instance"].clone(), r["drawn"].clone())).collect();
+    assert_eq!(drawn, [(json!("pkg-100"), json!("100")), (json!("pkg-50"), json!("30")), (json!("pkg-50"), json!("20"))]);
     audit_holds(&env);
     for (what, v) in [("ingest-result", &r), ("preview", &p)] {
         validate(&format!("{what}.schema.json"), v);

@@ -1,4 +1,6 @@
 //! `meterd preview`: charges per instance and window, as a table, JSON, CSV or an HTML page.
+//! An inverted range (`--from` after `--to`) is bad usage (exit 2); any other range answers.
+//! Stop-before-excess rows show the units `drawn` from their package (column DRAWN / `drawn`).
 
 use super::{time_arg, Ctx, Failure};
 use crate::preview::{Preview, PreviewQuery};
@@ -23,11 +25,9 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
-    let q = PreviewQuery {
-        instance: args.instance.clone(),
-        from: args.from.as_deref().map(|s| time_arg("--from", s)).transpose()?,
-        to: args.to.as_deref().map(|s| time_arg("--to", s)).transpose()?,
-    };
+    let from = args.from.as_deref().map(|s| time_arg("--from", s)).transpose()?;
+    let to = args.to.as_deref().map(|s| time_arg("--to", s)).transpose()?;
+    let q = PreviewQuery::new(args.instance.clone(), from, to).map_err(|e| Failure::usage(format!("--from/--to: {e}")))?;
     let mut store = ctx.store()?;
     let p = crate::preview::preview(&mut store, &ctx.cfg, &q)?;
     let text = match args.format.as_str() {
@@ -45,13 +45,13 @@ pub fn table(p: &Preview) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<38} {:<8} {:<20} {:<20} {:<9} {:>16} {:>12} {:<32}",
-        "INSTANCE", "PLAN", "BEGIN (UTC)", "END (UTC)", "STATE", "USAGE", "CHARGE", "METERING_SN"
+        "{:<38} {:<8} {:<20} {:<20} {:<9} {:>16} {:>12} {:>16} {:<32}",
+        "INSTANCE", "PLAN", "BEGIN (UTC)", "END (UTC)", "STATE", "USAGE", "CHARGE", "DRAWN", "METERING_SN"
     );
     for r in &p.rows {
         let _ = writeln!(
             s,
-            "{:<38} {:<8} {:<20} {:<20} {:<9} {:>16} {:>12} {:<32}",
+            "{:<38} {:<8} {:<20} {:<20} {:<9} {:>16} {:>12} {:>16} {:<32}",
             r.instance_id,
             r.plan,
             r.begin_time.to_string(),
@@ -59,6 +59,7 @@ pub fn table(p: &Preview) -> String {
             r.state,
             r.usage.to_string(),
             r.charge_2dp.to_string(),
+            r.drawn.map_or_else(|| "-".to_string(), |d| d.to_string()),
             r.metering_sn.as_deref().unwrap_or("-")
         );
     }
@@ -67,6 +68,9 @@ pub fn table(p: &Preview) -> String {
         let mut extra = String::new();
         if !t.unbillable.is_zero() {
             let _ = write!(extra, "  unbillable {}", t.unbillable);
+        }
+        if !t.over_quota.is_zero() {
+            let _ = write!(extra, "  over_quota {}", t.over_quota);
         }
         let _ = writeln!(
             s,
@@ -86,11 +90,11 @@ pub fn table(p: &Preview) -> String {
 }
 
 fn csv(p: &Preview) -> String {
-    let mut s = String::from("instance_id,plan,begin_time,end_time,state,usage,charge,charge_2dp,metering_sn\n");
+    let mut s = String::from("instance_id,plan,begin_time,end_time,state,usage,charge,charge_2dp,metering_sn,relate_pkg_instance,drawn\n");
     for r in &p.rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{}",
             r.instance_id,
             r.plan,
             r.begin_time,
@@ -99,7 +103,9 @@ fn csv(p: &Preview) -> String {
             r.usage,
             r.charge,
             r.charge_2dp,
-            r.metering_sn.as_deref().unwrap_or("")
+            r.metering_sn.as_deref().unwrap_or(""),
+            r.relate_pkg_instance.as_deref().unwrap_or(""),
+            r.drawn.map(|d| d.to_string()).unwrap_or_default()
         );
     }
     s

@@ -161,21 +161,30 @@ fn section(s: &mut String, t: &InstanceTotal, rows: &[&PreviewRow]) {
     s.push_str("</section>\n");
 }
 
-/// The windows of one instance as a compact table.
+/// The windows of one instance as a compact table; a stop-before-excess instance gets a
+/// column with the units each row draws from its package (prepaid: charged 0).
 fn table(s: &mut String, t: &InstanceTotal, rows: &[&PreviewRow]) {
+    let prepaid = rows.iter().any(|r| r.drawn.is_some());
+    let drawn_head = if prepaid { "<th class=\"num\">drawn from package</th>" } else { "" };
     let _ = writeln!(
         s,
         "<table>\n<thead><tr><th>begin (UTC)</th><th>end (UTC)</th><th>state</th><th class=\"num\">usage ({})</th>\
-         <th class=\"num\">charge ({})</th><th>metering_sn</th></tr></thead>\n<tbody>",
+         <th class=\"num\">charge ({})</th>{drawn_head}<th>metering_sn</th></tr></thead>\n<tbody>",
         escape(&t.unit),
         escape(&t.currency)
     );
     for r in rows {
         let sn = r.metering_sn.as_deref().map_or_else(|| "<span class=\"muted\">not sealed yet</span>".to_string(), escape);
+        let drawn = match (prepaid, r.drawn, r.relate_pkg_instance.as_deref()) {
+            (false, _, _) => String::new(),
+            (true, Some(d), Some(pkg)) => format!("<td class=\"num\">{} ({})</td>", escape(&d.to_string()), escape(pkg)),
+            (true, Some(d), None) => format!("<td class=\"num\">{}</td>", escape(&d.to_string())),
+            (true, None, _) => "<td class=\"num\">-</td>".to_string(),
+        };
         let _ = writeln!(
             s,
             "<tr><td>{}</td><td>{}</td><td><span class=\"chip\" style=\"background:{}\"></span>{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\" title=\"exact: {}\">{}</td><td class=\"sn\">{sn}</td></tr>",
+             <td class=\"num\" title=\"exact: {}\">{}</td>{drawn}<td class=\"sn\">{sn}</td></tr>",
             escape(&r.begin_time.to_string()),
             escape(&r.end_time.to_string()),
             colour(r.state),

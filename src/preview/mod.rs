@@ -5,12 +5,23 @@
 //! the accumulation period, counting every earlier record of the period — also ones already
 //! delivered and ones before `from` — so the preview shows what the store will bill.
 //!
+//! The preview prices what the store will charge per use, and only that ([`price`]): a record
+//! the store rejected (or that expired) costs nothing and adds nothing to step accumulation.
+//!
 //! Packages (design §4.2): a stop-before-excess instance shows one row per record (one per
-//! package segment, with `relate_pkg_instance`), its `over_quota` usage (never uploaded) and
-//! each package's consumption per reset period. A pay-per-use-package instance shows per row
-//! the usage the packages `covered` and is charged for the rest only (rule in [`crate::quota`]).
+//! package segment, with `relate_pkg_instance`), each with charge 0 and the units it `drawn`
+//! from its package (prepaid), its `over_quota` usage (never uploaded) and each package's
+//! consumption per reset period. A pay-per-use-package instance shows per row the usage the
+//! packages `covered` and is charged for the rest only (rule in [`crate::quota`]).
+//!
+//! Every query is answered, never a panic: a range ending before an instance's seal cursor
+//! shows its records up to `to`; an empty range shows no rows. An inverted range (`from`
+//! after `to`) is refused by [`PreviewQuery::new`] with a [`RangeError`], the error the CLI
+//! (exit 2) and `GET /v1/preview` (400) show; a query built by hand with an inverted range
+//! simply holds no windows.
 
 pub mod html;
+pub mod price;
 
 use crate::config::{Config, PackageMode};
 use crate::model::Timestamp;
@@ -28,6 +39,25 @@ pub struct PreviewQuery {
     pub instance: Option<String>,
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
+}
+
+/// A range that cannot hold any window because it ends before it begins.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the range is inverted: from {from} is after to {to}; give a `from` at or before `to` (windows starting in [from, to) are shown)")]
+pub struct RangeError {
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+impl PreviewQuery {
+    /// A query for windows starting in `[from, to)`; `from == to` is a valid empty range.
+    /// Errors when `from` is after `to`.
+    pub fn new(instance: Option<String>, from: Option<Timestamp>, to: Option<Timestamp>) -> Result<PreviewQuery, RangeError> {
+        match (from, to) {
+            (Some(from), Some(to)) if from > to => Err(RangeError { from, to }),
+            _ => Ok(PreviewQuery { instance, from, to }),
+        }
+    }
 }
 
 /// One window of one instance.
@@ -53,6 +83,10 @@ pub struct PreviewRow {
     /// Pay-per-use packages: the part of `usage` the packages cover (not charged).
     #[serde(skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
     pub covered: Option<Decimal>,
+    /// Stop-before-excess: the units this row draws from its package (prepaid, so `charge`
+    /// is 0); 0 for a record the store rejected.
+    #[serde(skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    pub drawn: Option<Decimal>,
 }
 
 /// Totals of one instance over the rows shown.
@@ -103,6 +137,7 @@ pub struct Preview {
 /// Computes the preview from the store.
 pub fn preview(store: &mut Store, cfg: &Config, q: &PreviewQuery) -> Result<Preview, StoreError> {
     store.read(|tx| {
+        crate::faults::panic_point("preview-in-transaction");
         let mut all = instances::list(tx)?;
         if let Some(id) = &q.instance {
             all.retain(|i| &i.instance_id == id);
@@ -121,7 +156,10 @@ pub fn preview(store: &mut Store, cfg: &Config, q: &PreviewQuery) -> Result<Prev
         }
         let mut by_cur: BTreeMap<String, Decimal> = BTreeMap::new();
         for t in &out.instances {
-            *by_cur.entry(t.currency.clone()).or_default() += t.charge;
+            let c = by_cur.entry(t.currency.clone()).or_default();
+            *c = c
+                .checked_add(t.charge)
+                .ok_or_else(|| StoreError::Invalid(format!("the {} total overflows a 96-bit decimal", t.currency)))?;
         }
         out.totals = by_cur
             .into_iter()
@@ -185,7 +223,10 @@ fn instance_rows(
     raw.sort_by_key(|r| (r.window, r.begin));
     let pkgs = packages::of_instance(tx, inst.key)?;
     let (covered, used) = if payg {
-        let (c, u) = quota::payg_cover(&pkgs, cfg.timezone, &raw.iter().map(|r| (r.begin, r.usage)).collect::<Vec<_>>());
+        // A record the store rejected drew nothing from its packages.
+        let seen: Vec<(i64, Decimal)> =
+            raw.iter().map(|r| (r.begin, if price::is_billed(r.state) { r.usage } else { Decimal::ZERO })).collect();
+        let (c, u) = quota::payg_cover(&pkgs, cfg.timezone, &seen);
         (Some(c), u)
     } else {
         (None, packages::usage_of_instance(tx, inst.key)?)
@@ -203,29 +244,21 @@ fn instance_rows(
         over_quota: packages::over_quota(tx, inst.key)?,
         packages: quota::periods(&pkgs, &used),
     };
-    let mut acc: Option<(i64, Decimal)> = None;
-    for (k, r) in raw.into_iter().enumerate() {
-        let cov = covered.as_ref().map(|c| c[k]);
-        let billable = r.usage - cov.unwrap_or_default();
-        let before = match pricing::accumulates(&plan.pricing) {
-            Some(a) => {
-                let key = pricing::accumulation_start(a, cfg.timezone, r.window);
-                match acc {
-                    Some((k, b)) if k == key => b,
-                    _ => Decimal::ZERO,
-                }
-            }
-            None => Decimal::ZERO,
-        };
-        let charge = pricing::charge(&plan.pricing, before, billable).ok_or_else(|| StoreError::Invalid("charge overflows".into()))?;
-        if let Some(a) = pricing::accumulates(&plan.pricing) {
-            acc = Some((pricing::accumulation_start(a, cfg.timezone, r.window), before + billable));
-        }
+    let cov = |k: usize| covered.as_ref().map(|c| c.get(k).copied().unwrap_or_default());
+    let billable: Vec<(i64, Decimal)> =
+        raw.iter().enumerate().map(|(k, r)| (r.window, price::billable(plan.package, r.state, r.usage, cov(k)))).collect();
+    let charges = price::charges(&plan.pricing, cfg.timezone, &billable).ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "the charges of instance {:?} overflow a 96-bit decimal; check plan {:?}'s prices",
+            inst.instance_id, plan.name
+        ))
+    })?;
+    for (k, (r, charge)) in raw.into_iter().zip(charges).enumerate() {
         if r.window < from {
             continue; // counted for accumulation only
         }
-        total.usage += r.usage;
-        total.charge += charge;
+        total.usage = sum(total.usage, r.usage, inst)?;
+        total.charge = sum(total.charge, charge, inst)?;
         out.rows.push(PreviewRow {
             instance_id: inst.instance_id.clone(),
             plan: plan.name.clone(),
@@ -236,11 +269,17 @@ fn instance_rows(
             charge,
             charge_2dp: pricing::truncate_2dp(charge),
             metering_sn: r.sn,
+            drawn: price::drawn(plan.package, r.state, r.usage),
             relate_pkg_instance: r.pkg,
-            covered: cov,
+            covered: cov(k),
         });
     }
     total.charge_2dp = pricing::truncate_2dp(total.charge);
     out.instances.push(total);
     Ok(())
+}
+
+/// `a + b` for an instance's totals; an error naming the instance when it overflows.
+fn sum(a: Decimal, b: Decimal, inst: &InstanceRow) -> Result<Decimal, StoreError> {
+    a.checked_add(b).ok_or_else(|| StoreError::Invalid(format!("the totals of instance {:?} overflow a 96-bit decimal", inst.instance_id)))
 }

@@ -22,6 +22,7 @@ fn row(id: &str, hour: i64, state: &'static str, usage: &str, charge: &str, sn: 
         metering_sn: sn.map(String::from),
         relate_pkg_instance: None,
         covered: None,
+        drawn: None,
     }
 }
 
