@@ -113,10 +113,14 @@ fn package_at(p: &Package, tz: FixedTz, used: &Usage, now: Timestamp) -> Package
 }
 
 /// What the store sees of a pay-per-use instance, in time order: (begin in UTC seconds,
-/// usage) of every sealed record, then of every open window.
+/// usage) of every sealed record the store did not reject (a rejected or expired record draws
+/// nothing from a package), then of every open window.
 pub fn payg_rows(conn: &rusqlite::Connection, inst: &InstanceRow) -> Result<Vec<(i64, Decimal)>, StoreError> {
-    let mut rows: Vec<(i64, i64, Decimal)> =
-        records::of_instance(conn, inst.key, i64::MIN, i64::MAX)?.into_iter().map(|r| (r.window_start, r.begin, r.usage_value)).collect();
+    let mut rows: Vec<(i64, i64, Decimal)> = records::of_instance(conn, inst.key, i64::MIN, i64::MAX)?
+        .into_iter()
+        .filter(|r| r.state != records::RecordState::Rejected)
+        .map(|r| (r.window_start, r.begin, r.usage_value))
+        .collect();
     for w in windows::of_instance(conn, inst.key, inst.sealed_until, i64::MAX)? {
         rows.push((w.start, w.start.max(inst.start.secs()), w.usage));
     }

@@ -37,6 +37,14 @@ price = "1"
 package = "stop"
 
 [[plan]]
+name = "payg"
+factor = "api_calls"
+period = "hour"
+pricing = "fixed"
+price = "1"
+package = "payg"
+
+[[plan]]
 name = "calls"
 factor = "api_calls"
 period = "hour"
@@ -74,21 +82,29 @@ fn validate(v: &Value) {
     assert!(errs.is_empty(), "preview.schema.json: {errs:#?}\n{v:#}");
 }
 
-/// i-1 (hourly, started 00:00): 3 units at 10:10, sealed at 11:06 (seal cursor 11:00), then 4
-/// units at 11:30 after the seal (an open window in the unfolded tail: a running daemon).
+/// i-1 (hourly fixed at 1) and i-2 (hourly step, monthly accumulation), started 00:00: 3 units
+/// at 10:10, sealed at 11:06 (seal cursor 11:00), then 4 units at 11:30 after the seal (an open
+/// window in the unfolded tail: the normal state of a running daemon).
 fn running_store() -> Env {
     let env = Env::with_config(&config("http://127.0.0.1:9"));
     env.add_instance("i-1", "hourly", "2026-11-23T00:00:00Z");
-    ingest(&env, "2026-11-23T10:20:00Z", &[Ev::new("a", "i-1", "3", "2026-11-23T10:10:00Z")]);
+    env.add_instance("i-2", "calls", "2026-11-23T00:00:00Z");
+    let at = |id: &str, qty: &str, t: &str| ["i-1", "i-2"].map(|i| Ev::new(id, i, qty, t));
+    ingest(&env, "2026-11-23T10:20:00Z", &at("a", "3", "2026-11-23T10:10:00Z"));
     env.run(&["seal", "--now", "2026-11-23T11:06:00Z"]).success();
-    ingest(&env, "2026-11-23T11:40:00Z", &[Ev::new("b", "i-1", "4", "2026-11-23T11:30:00Z")]);
+    ingest(&env, "2026-11-23T11:40:00Z", &at("b", "4", "2026-11-23T11:30:00Z"));
     env
 }
 
+/// The instances of [`running_store`].
+const INSTANCES: [&str; 2] = ["i-1", "i-2"];
+
 /// Positions around the record's window (10:00), the seal cursor (11:00) and the last event
-/// (11:30, window 11:00); `None` leaves the bound open.
-const BOUNDS: [Option<&str>; 8] = [
+/// (11:30, window 11:00), and the first and last instants a timestamp holds; `None` leaves
+/// the bound open.
+const BOUNDS: [Option<&str>; 10] = [
     None,
+    Some("1677-09-21T00:12:44Z"),
     Some("2026-11-23T09:00:00Z"),
     Some("2026-11-23T10:00:00Z"),
     Some("2026-11-23T10:30:00Z"),
@@ -96,17 +112,20 @@ const BOUNDS: [Option<&str>; 8] = [
     Some("2026-11-23T11:30:00Z"),
     Some("2026-11-23T12:00:00Z"),
     Some("2026-11-24T00:00:00Z"),
+    Some("2262-04-11T23:47:16Z"),
 ];
 
-/// What a range must show: the windows (10:00 sealed, 11:00 open) starting in `[from, to)`;
-/// `None` when the range is inverted.
-fn expected(from: Option<&str>, to: Option<&str>) -> Option<Vec<(String, String, String, String)>> {
+/// What a range must show of `inst`: the windows (10:00 sealed, 11:00 open) starting in
+/// `[from, to)`; `None` when the range is inverted. Step charges count the earlier record of
+/// the month even when the range leaves it out: 0.9 = G(3), 0.8 = G(7) − G(3).
+fn expected(inst: &str, from: Option<&str>, to: Option<&str>) -> Option<Vec<(String, String, String, String)>> {
     let ns = |t: Option<&str>, open: i64| t.map_or(open, util::ns);
     let (f, t) = (ns(from, i64::MIN), ns(to, i64::MAX));
     if f > t {
         return None;
     }
-    let all = [("2026-11-23T10:00:00Z", "sealed", "3", "3"), ("2026-11-23T11:00:00Z", "open", "4", "4")];
+    let (c1, c2) = if inst == "i-1" { ("3", "4") } else { ("0.9", "0.8") };
+    let all = [("2026-11-23T10:00:00Z", "sealed", "3", c1), ("2026-11-23T11:00:00Z", "open", "4", c2)];
     Some(
         all.iter()
             .filter(|(b, ..)| (f..t).contains(&util::ns(b)))
@@ -121,24 +140,26 @@ fn every_preview_range_answers_on_the_cli_and_the_next_registration_works() {
     let mut n = 0;
     for from in BOUNDS {
         for to in BOUNDS {
-            let mut args = vec!["preview", "--format", "json", "--instance", "i-1"];
-            if let Some(f) = from {
-                args.extend(["--from", f]);
-            }
-            if let Some(t) = to {
-                args.extend(["--to", t]);
-            }
-            let r = env.run(&args);
-            match expected(from, to) {
-                Some(want) => {
-                    r.success();
-                    let p = r.json();
-                    assert_eq!(rows(&p), want, "--from {from:?} --to {to:?}");
-                    validate(&p);
+            for inst in INSTANCES {
+                let mut args = vec!["preview", "--format", "json", "--instance", inst];
+                if let Some(f) = from {
+                    args.extend(["--from", f]);
                 }
-                None => {
-                    r.code(2);
-                    assert!(r.stderr.contains("inverted") && r.stderr.contains("--from"), "--from {from:?} --to {to:?}: {}", r.stderr);
+                if let Some(t) = to {
+                    args.extend(["--to", t]);
+                }
+                let r = env.run(&args);
+                match expected(inst, from, to) {
+                    Some(want) => {
+                        r.success();
+                        let p = r.json();
+                        assert_eq!(rows(&p), want, "{inst} --from {from:?} --to {to:?}");
+                        validate(&p);
+                    }
+                    None => {
+                        r.code(2);
+                        assert!(r.stderr.contains("inverted") && r.stderr.contains("--from"), "--from {from:?} --to {to:?}: {}", r.stderr);
+                    }
                 }
             }
             n += 1;
@@ -146,7 +167,7 @@ fn every_preview_range_answers_on_the_cli_and_the_next_registration_works() {
         }
     }
     // The issue's example: `--to` before the seal cursor once events arrived after the seal.
-    let p = env.run(&["preview", "--format", "json", "--to", "2026-11-23T10:30:00Z"]).success().json();
+    let p = env.run(&["preview", "--format", "json", "--instance", "i-1", "--to", "2026-11-23T10:30:00Z"]).success().json();
     assert_eq!(rows(&p), [("2026-11-23T10:00:00Z".into(), "sealed".into(), "3".into(), "3".into())]);
     for format in ["table", "csv", "html"] {
         env.run(&["preview", "--format", format, "--to", "2026-11-23T10:30:00Z"]).success();
@@ -161,18 +182,20 @@ fn every_preview_range_answers_over_http_and_the_next_registration_works() {
     let mut n = 0;
     for from in BOUNDS {
         for to in BOUNDS {
-            let mut q = vec!["instance=i-1".to_string()];
-            q.extend(from.map(|f| format!("from={f}")));
-            q.extend(to.map(|t| format!("to={t}")));
-            let r = h.get(&format!("/v1/preview?{}", q.join("&")));
-            match expected(from, to) {
-                Some(want) => {
-                    let p = r.ok();
-                    assert_eq!(rows(&p), want, "from {from:?} to {to:?}");
-                }
-                None => {
-                    assert_eq!(r.status, 400, "from {from:?} to {to:?}: {}", r.text());
-                    assert!(r.json()["error"].as_str().unwrap().contains("inverted"), "{}", r.text());
+            for inst in INSTANCES {
+                let mut q = vec![format!("instance={inst}")];
+                q.extend(from.map(|f| format!("from={f}")));
+                q.extend(to.map(|t| format!("to={t}")));
+                let r = h.get(&format!("/v1/preview?{}", q.join("&")));
+                match expected(inst, from, to) {
+                    Some(want) => {
+                        let p = r.ok();
+                        assert_eq!(rows(&p), want, "{inst} from {from:?} to {to:?}");
+                    }
+                    None => {
+                        assert_eq!(r.status, 400, "from {from:?} to {to:?}: {}", r.text());
+                        assert!(r.json()["error"].as_str().unwrap().contains("inverted"), "{}", r.text());
+                    }
                 }
             }
             n += 1;
@@ -200,7 +223,7 @@ fn a_panic_inside_a_request_answers_500_and_the_next_request_works() {
         // Everything that shares the admin connection still answers.
         let v = h.post("/v1/instances", r#"{"instance_id":"after-panic","plan":"hourly","start":"2026-11-23T00:00:00Z"}"#).ok();
         assert_eq!(v["instance_id"], "after-panic", "{point}");
-        assert_eq!(h.get("/v1/instances").ok().as_array().unwrap().len(), 2, "{point}");
+        assert_eq!(h.get("/v1/instances").ok().as_array().unwrap().len(), 3, "{point}");
         h.get("/v1/status").ok();
         h.get("/v1/instances/i-1/quota").ok();
         assert_eq!(h.get("/metrics").status, 200, "{point}");
@@ -315,13 +338,34 @@ fn records_the_store_rejected_are_not_charged_nor_counted_in_step_accumulation()
     let mock = MockChild::start(&env, &["--instances", "instances.txt"]);
     std::fs::write(&env.config, config(&mock.endpoint)).unwrap();
     env.add_instance("c-1", "calls", "2026-11-01T00:00:00Z");
-    ingest(&env, "2026-11-23T01:30:00Z", &[Ev::new("a", "c-1", "2", "2026-11-23T01:10:00Z")]);
+    env.add_instance("pg-1", "payg", "2026-11-01T00:00:00Z");
+    env.run(&["package", "add", "pg-1", "pkg-5", "--quota", "5", "--from", "2026-11-01T00:00:00Z", "--to", "2026-12-01T00:00:00Z"])
+        .success();
+    ingest(
+        &env,
+        "2026-11-23T01:30:00Z",
+        &[Ev::new("a", "c-1", "2", "2026-11-23T01:10:00Z"), Ev::new("a", "pg-1", "3", "2026-11-23T01:10:00Z")],
+    );
     env.run(&["seal", "--now", "2026-11-23T02:06:00Z"]).success();
     let up = env.cmd().args(["upload", "--now", "2026-11-23T02:10:00Z"]).env("METERD_ISV_KEY", KEY).stdin(Stdio::null()).output().unwrap();
-    assert_eq!(up.status.code(), Some(1), "one record rejected: {}", String::from_utf8_lossy(&up.stdout));
-    ingest(&env, "2026-11-23T02:30:00Z", &[Ev::new("b", "c-1", "2", "2026-11-23T02:10:00Z")]);
+    assert_eq!(up.status.code(), Some(1), "records rejected: {}", String::from_utf8_lossy(&up.stdout));
+    ingest(
+        &env,
+        "2026-11-23T02:30:00Z",
+        &[Ev::new("b", "c-1", "2", "2026-11-23T02:10:00Z"), Ev::new("b", "pg-1", "4", "2026-11-23T02:10:00Z")],
+    );
     env.run(&["seal", "--now", "2026-11-23T03:06:00Z"]).success();
-    let p = env.run(&["preview", "--format", "json"]).success().json();
+
+    // Pay-per-use package: the rejected record drew nothing, so the 5 units still cover the next 4.
+    let p = env.run(&["preview", "--format", "json", "--instance", "pg-1"]).success().json();
+    let cov: Vec<(Value, Value, Value)> =
+        p["rows"].as_array().unwrap().iter().map(|r| (r["state"].clone(), r["covered"].clone(), r["charge"].clone())).collect();
+    assert_eq!(cov, [(json!("rejected"), json!("0"), json!("0")), (json!("sealed"), json!("4"), json!("0"))], "{p:#}");
+    validate(&p);
+    let q = env.run(&["package", "list", "pg-1", "--format", "json", "--now", "2026-11-23T03:10:00Z"]).success().json();
+    assert_eq!(q[0]["remaining"], "1", "{q:#}");
+
+    let p = env.run(&["preview", "--format", "json", "--instance", "c-1"]).success().json();
     assert_eq!(
         rows(&p),
         [

@@ -17,8 +17,9 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     pub const NS_PER_SEC: i64 = 1_000_000_000;
 
+    /// Saturates outside the years 1677–2262 instead of overflowing (never a panic).
     pub fn from_secs(secs: i64) -> Timestamp {
-        Timestamp(secs * Self::NS_PER_SEC)
+        Timestamp(secs.saturating_mul(Self::NS_PER_SEC))
     }
 
     pub fn from_datetime(dt: DateTime<Utc>) -> Option<Timestamp> {

@@ -41,17 +41,19 @@ impl Axis {
         while p > raw && p.scale() < 20 {
             p /= Decimal::TEN;
         }
-        let step = [1, 2, 5, 10].iter().map(|m| p * Decimal::from(*m)).find(|s| *s >= raw).unwrap_or(p * Decimal::TEN);
-        Axis { top: (max / step).ceil() * step, step }
+        // Checked: near Decimal::MAX a 1-2-5 step can overflow; one interval of `max` then.
+        let step = [1, 2, 5, 10].iter().filter_map(|m| p.checked_mul(Decimal::from(*m))).find(|s| *s >= raw).unwrap_or(max);
+        let top = max.checked_div(step).and_then(|n| n.ceil().checked_mul(step)).unwrap_or(max);
+        Axis { top, step }
     }
 
     fn ticks(&self) -> impl Iterator<Item = Decimal> + '_ {
-        (0..).map(|i| self.step * Decimal::from(i)).take_while(|t| *t <= self.top)
+        (0..).map_while(|i| self.step.checked_mul(Decimal::from(i))).take_while(|t| *t <= self.top)
     }
 
     /// Pixels above the baseline for `v` in a plot `h` high.
     fn px(&self, v: Decimal, h: f64) -> f64 {
-        (v.max(Decimal::ZERO) / self.top).to_f64().unwrap_or(0.0).min(1.0) * h
+        v.max(Decimal::ZERO).checked_div(self.top).and_then(|r| r.to_f64()).unwrap_or(0.0).min(1.0) * h
     }
 }
 

@@ -125,4 +125,9 @@ fn axis_ticks_are_exact_1_2_5_steps() {
     assert_eq!(Axis::for_max(d("73.791")), Axis { top: d("80"), step: d("20") });
     assert_eq!(Axis::for_max(Decimal::ZERO), Axis { top: Decimal::ONE, step: Decimal::ONE });
     assert_eq!(Axis::for_max(d("0.0000000001")).top, d("0.0000000001"));
+    // Near the largest decimal a 1-2-5 step overflows: one interval instead of a panic.
+    for max in [Decimal::MAX, Decimal::MAX / d("3"), d("70000000000000000000000000000")] {
+        let a = Axis::for_max(max);
+        assert!(a.top >= max && a.step > Decimal::ZERO, "{max}: {a:?}");
+    }
 }
