@@ -6,7 +6,7 @@
 //! - **The shared admin connection** ([`crate::server::AppState::admin`]) sits behind a
 //!   `std::sync::Mutex`, which a panic while the guard is held *poisons*: every later `lock()`
 //!   fails. [`lock_admin`] takes the guard anyway, clears the poison and rolls back any
-//!   transaction the panic left open ([`crate::store::Store::recover`]), so the next request
+//!   transaction the panic left open ([`crate::store::lock_recovering`]), so the next request
 //!   sees a clean connection. Nothing the panicking request wrote is kept: every write runs in
 //!   one transaction, rolled back when it unwinds (or here, at the latest).
 //! - **The connection task**: a panic in a handler's async code would drop the client's
@@ -27,21 +27,10 @@ use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-/// Locks the admin connection, recovering it if an earlier request panicked while holding it:
-/// the poison is cleared and any transaction left open is rolled back.
+/// Locks the admin connection, recovering it if an earlier request panicked while holding it
+/// (see [`crate::store::lock_recovering`]).
 pub fn lock_admin(admin: &Mutex<Store>) -> MutexGuard<'_, Store> {
-    match admin.lock() {
-        Ok(g) => g,
-        Err(poisoned) => {
-            admin.clear_poison();
-            let mut g = poisoned.into_inner();
-            match g.recover() {
-                Ok(()) => tracing::warn!("the admin connection was left by a panicking request; recovered (open transaction rolled back)"),
-                Err(e) => tracing::error!(error = %e, "the admin connection was left by a panicking request and could not be rolled back"),
-            }
-            g
-        }
-    }
+    crate::store::lock_recovering(admin, "admin")
 }
 
 /// The answer to a request whose handler panicked: 500 with the usual `{"error": …}` body.
@@ -90,23 +79,6 @@ impl<F: Future> Future for CatchUnwind<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_poisoned_admin_lock_is_recovered_with_its_transaction_rolled_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let admin = Mutex::new(Store::open(&dir.path().join("t.db")).unwrap());
-        let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut g = admin.lock().unwrap();
-            g.begin_for_test();
-            panic!("boom");
-        }));
-        assert!(r.is_err());
-        assert!(admin.is_poisoned());
-        let mut g = lock_admin(&admin);
-        assert!(!admin.is_poisoned());
-        // A new transaction can begin: the one the panic left open was rolled back.
-        g.write(|_| Ok(())).unwrap();
-    }
 
     #[test]
     fn panic_messages_are_read_from_str_and_string_payloads() {

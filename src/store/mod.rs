@@ -193,6 +193,30 @@ impl Store {
     }
 }
 
+/// Locks a connection shared behind a mutex (the daemon's admin and upload connections),
+/// recovering it if a panic unwound while another thread held it: the poison is cleared and a
+/// transaction left open is rolled back ([`Store::recover`]). A panic is a bug that costs its
+/// own operation; it must not leave every later request answering "poisoned" until a restart.
+/// `what` names the connection in the log.
+pub fn lock_recovering<'a>(m: &'a std::sync::Mutex<Store>, what: &str) -> std::sync::MutexGuard<'a, Store> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => {
+            m.clear_poison();
+            let mut g = poisoned.into_inner();
+            match g.recover() {
+                Ok(()) => {
+                    tracing::warn!(connection = what, "a panic left this connection locked; recovered (open transaction rolled back)")
+                }
+                Err(e) => {
+                    tracing::error!(connection = what, error = %e, "a panic left this connection locked and its transaction could not be rolled back")
+                }
+            }
+            g
+        }
+    }
+}
+
 /// Decimal text → `Decimal`; stored text is always written by us, so failure means corruption.
 /// SQL functions meterd's statements use: `meterd_decimal_add(a, b)`, the exact sum of two
 /// decimal texts (window totals are exact decimals, which SQLite's own `+` is not).
@@ -230,6 +254,23 @@ mod tests {
             on_disk == sql,
             "schemas/store.sql is stale; refresh it with: METERD_BLESS=1 cargo test --lib store::tests::store_sql_is_fresh"
         );
+    }
+
+    #[test]
+    fn a_poisoned_admin_lock_is_recovered_with_its_transaction_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = std::sync::Mutex::new(Store::open(&dir.path().join("t.db")).unwrap());
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut g = admin.lock().unwrap();
+            g.begin_for_test();
+            panic!("boom");
+        }));
+        assert!(r.is_err());
+        assert!(admin.is_poisoned());
+        let mut g = lock_recovering(&admin, "admin");
+        assert!(!admin.is_poisoned());
+        // A new transaction can begin: the one the panic left open was rolled back.
+        g.write(|_| Ok(())).unwrap();
     }
 
     #[test]

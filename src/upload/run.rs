@@ -80,7 +80,7 @@ async fn db<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
-        let mut s = store.lock().map_err(|_| StoreError::Invalid("store mutex poisoned".into()))?;
+        let mut s = crate::store::lock_recovering(&store, "upload");
         f(&mut s)
     })
     .await
