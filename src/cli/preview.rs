@@ -1,6 +1,7 @@
 //! `meterd preview`: charges per instance and window, as a table, JSON, CSV or an HTML page.
 //! An inverted range (`--from` after `--to`) is bad usage (exit 2); any other range answers.
-//! Stop-before-excess rows show the units `drawn` from their package (column DRAWN / `drawn`).
+//! Stop-before-excess rows show the units `drawn` from their package (column DRAWN / `drawn`);
+//! CSV also has `relate_pkg_instance` and, for pay-per-use packages, `covered`.
 
 use super::{time_arg, Ctx, Failure};
 use crate::preview::{Preview, PreviewQuery};
@@ -90,11 +91,12 @@ pub fn table(p: &Preview) -> String {
 }
 
 fn csv(p: &Preview) -> String {
-    let mut s = String::from("instance_id,plan,begin_time,end_time,state,usage,charge,charge_2dp,metering_sn,relate_pkg_instance,drawn\n");
+    let mut s =
+        String::from("instance_id,plan,begin_time,end_time,state,usage,charge,charge_2dp,metering_sn,relate_pkg_instance,drawn,covered\n");
     for r in &p.rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{}",
             r.instance_id,
             r.plan,
             r.begin_time,
@@ -105,7 +107,8 @@ fn csv(p: &Preview) -> String {
             r.charge_2dp,
             r.metering_sn.as_deref().unwrap_or(""),
             r.relate_pkg_instance.as_deref().unwrap_or(""),
-            r.drawn.map(|d| d.to_string()).unwrap_or_default()
+            r.drawn.map(|d| d.to_string()).unwrap_or_default(),
+            r.covered.map(|d| d.to_string()).unwrap_or_default()
         );
     }
     s
