@@ -4,8 +4,14 @@
 //! reports it. The carried remainder includes what each of the instance's packages carries
 //! (stop-before-excess records carry per package); `over_quota` is stop-before-excess usage
 //! that no package covered, acknowledged and never billed.
+//!
+//! Beside the balance, the audit reports carried usage that no record can ever bill
+//! ([`stranded`], issue 12): the carry of an instance released and sealed through its release,
+//! or the carry of a package whose validity ended before the seal cursor. It should always be 0
+//! (sealing and `instance release` move such usage to `unbillable`); `status` lists any.
 
-use crate::store::{events, instances, packages, records, windows, Store, StoreError};
+use crate::model::{Package, Timestamp};
+use crate::store::{events, instances, packages, records, windows, InstanceRow, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -26,12 +32,35 @@ pub struct Balance {
     pub unbillable: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     pub over_quota: Decimal,
+    /// The part of `carried` that no record can ever bill (see [`stranded`]); should be 0.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub stranded: Decimal,
 }
 
 impl Balance {
     /// Whether every acknowledged unit is accounted for exactly once.
     pub fn holds(&self) -> bool {
         self.event_total == self.sealed + self.open + self.carried + self.unbillable + self.over_quota
+    }
+
+    /// Whether nothing carried is stranded (every carry can still end in a record).
+    pub fn settled(&self) -> bool {
+        self.stranded.is_zero()
+    }
+}
+
+/// Carried usage of `inst` (with its packages `pkgs`) that no record can ever bill: everything
+/// carried once the instance is released and its cursor is at or past the release; before that,
+/// the carries of packages whose validity ended at or before the cursor (a record must overlap
+/// its package's validity, and every window before the cursor is sealed).
+pub fn stranded(inst: &InstanceRow, pkgs: &[Package]) -> Decimal {
+    let cursor = Timestamp::from_secs(inst.sealed_until);
+    let through = inst.release.is_some_and(|r| r <= cursor);
+    let pkg: Decimal = pkgs.iter().filter(|p| through || p.to <= cursor).map(|p| p.carry).sum();
+    if through {
+        inst.carry + pkg
+    } else {
+        pkg
     }
 }
 
@@ -42,6 +71,8 @@ pub fn balances(store: &mut Store) -> Result<Vec<Balance>, StoreError> {
         let totals = events::totals_all(tx)?;
         let tail = windows::Unfolded::load(tx)?;
         for inst in instances::list(tx)? {
+            let pkgs = packages::of_instance(tx, inst.key)?;
+            let stranded = stranded(&inst, &pkgs);
             let (n, total) = totals.get(&inst.key).copied().unwrap_or((0, crate::model::Quantity::ZERO));
             let sealed: Decimal = records::of_instance(tx, inst.key, i64::MIN, i64::MAX)?.iter().map(|r| r.usage_value).sum();
             let open: Decimal = windows::of_instance_with(tx, &tail, inst.key, inst.sealed_until, i64::MAX)?.iter().map(|w| w.usage).sum();
@@ -51,9 +82,10 @@ pub fn balances(store: &mut Store) -> Result<Vec<Balance>, StoreError> {
                 event_total: total.0,
                 sealed,
                 open,
-                carried: inst.carry + packages::of_instance(tx, inst.key)?.iter().map(|p| p.carry).sum::<Decimal>(),
+                carried: inst.carry + pkgs.iter().map(|p| p.carry).sum::<Decimal>(),
                 unbillable: inst.unbillable,
                 over_quota: packages::over_quota(tx, inst.key)?,
+                stranded,
             });
         }
         Ok(out)

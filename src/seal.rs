@@ -13,14 +13,24 @@
 //!
 //! Stop-before-excess instances (design §4.2) seal one record per window *segment*, each with
 //! its own period and `relate_pkg_instance`.
+//!
+//! Carried usage (late events, remainders, capped excess) is billed only where the store can
+//! accept it (issue 12; rules and the reasons in [`carry`]): a window the instance spent wholly
+//! frozen, or one outside its life, gets no record and its usage moves on; the next active
+//! window gets a record of a carry of at least 0.0001 even without events of its own; once the
+//! instance is released and sealed through its release, whatever is still carried (on the
+//! instance or its packages) becomes `unbillable`, so nothing sits in a carry forever.
 
+pub mod carry;
 mod segments;
 
 use crate::config::{Config, PackageMode, Plan};
 use crate::model::{format_record_time, metering_sn, Quantity, Timestamp, UsageRecord, MAX_RECORD_VALUE};
 use crate::store::records::{self, NewRecord, RecordState};
-use crate::store::{instances, windows, InstanceRow, Store, StoreError, WindowRow};
+use crate::store::{instances, lifecycle, windows, InstanceRow, Store, StoreError, WindowRow};
+use carry::{Fate, Life};
 use rust_decimal::Decimal;
+use segments::PackageCarries;
 
 /// Instances sealed per transaction: bounds how long the write lock is held.
 const INSTANCES_PER_TX: usize = 256;
@@ -91,11 +101,48 @@ fn seal_instance(
     if inst.sealed_until >= until {
         return Ok(());
     }
+    let history = lifecycle::history(tx, inst.key)?;
+    let life = Life { start: inst.start, release: inst.release, history: &history };
+    let stop = plan.package == Some(PackageMode::Stop);
+    let mut pkgs = if stop { PackageCarries::load(tx, inst.key)? } else { PackageCarries::default() };
     let mut carry = inst.carry;
-    for w in windows::of_instance(tx, inst.key, inst.sealed_until, until)? {
-        if plan.package == Some(PackageMode::Stop) {
-            if let Some(sealed) = segments::seal_window(tx, cfg, plan, inst, &w, now)? {
+    let mut unbillable = pkgs.take_expired(inst.sealed_until);
+    let mut rows = windows::of_instance(tx, inst.key, inst.sealed_until, until)?.into_iter().peekable();
+    // The first window in time that may still be sealed (for carries due without usage).
+    let first = inst.sealed_until.max(cfg.timezone.window_start(plan.period, inst.start));
+    let mut next = boundary_at_or_after(cfg, plan, first);
+    loop {
+        // The next window: the next one with usage, or, while a carry is due, the next in time.
+        let live = inst.release.is_none_or(|r| Timestamp::from_secs(next) < r);
+        let due = next < until && live && (carry::is_due(carry) || pkgs.any_due_after(next));
+        let start = match (rows.peek().map(|w| w.start), due) {
+            (Some(s), true) => s.min(next),
+            (Some(s), false) => s,
+            (None, true) => next,
+            (None, false) => break,
+        };
+        let w = rows.next_if(|w| w.start == start).unwrap_or(WindowRow { instance_key: inst.key, start, usage: Decimal::ZERO, events: 0 });
+        let window_end = cfg.timezone.window_end(plan.period, w.start);
+        next = window_end;
+        let (begin, end) = match carry::window_fate(life, w.start, window_end) {
+            Fate::Outside => {
+                if !w.usage.is_zero() {
+                    tracing::warn!(instance = %inst.instance_id, window = w.start, "window lies outside the instance's lifetime; its usage is carried");
+                }
+                carry += w.usage;
+                continue;
+            }
+            Fate::Frozen => {
+                tracing::info!(instance = %inst.instance_id, window = w.start, usage = %w.usage, "the instance was frozen for the whole window: no record; its usage moves on to the next active window");
+                carry += if stop { segments::defer_window(tx, &mut pkgs, &w)? } else { w.usage };
+                continue;
+            }
+            Fate::Record { begin, end } => (begin, end),
+        };
+        if stop {
+            if let Some(sealed) = segments::seal_window(tx, inst, &w, (begin, end), &mut pkgs, now)? {
                 carry += sealed.residual;
+                unbillable += sealed.unbillable;
                 for rec in sealed.records {
                     count(report, inst, &rec);
                     records::insert(tx, &rec, now.0)?;
@@ -103,18 +150,39 @@ fn seal_instance(
                 continue;
             }
         }
-        let Some(rec) = build_record(cfg, plan, inst, &w, carry, now) else {
-            tracing::warn!(instance = %inst.instance_id, window = w.start, "window lies outside the instance's lifetime; its usage is carried");
-            carry += w.usage;
-            continue;
-        };
+        if w.events == 0 && w.usage.is_zero() && !carry::is_due(carry) {
+            continue; // visited for a package carry that is not valid here: nothing to record
+        }
+        let rec = record_for(inst, w.start, (begin, end), w.usage, carry, None, now);
         carry = rec.carry_out;
         count(report, inst, &rec);
         records::insert(tx, &rec, now.0)?;
     }
+    unbillable += pkgs.take_expired(until);
+    if carry::sealed_through_release(inst.release, until) {
+        unbillable += carry + pkgs.take_all();
+        carry = Decimal::ZERO;
+    }
+    if stop {
+        pkgs.store(tx)?;
+    }
     instances::set_sealed(tx, inst.key, until, carry)?;
+    if !unbillable.is_zero() {
+        tracing::warn!(instance = %inst.instance_id, %unbillable, "carried usage can no longer be billed (instance released and sealed through its release, or its package expired); kept as unbillable");
+        instances::add_unbillable(tx, inst.key, unbillable)?;
+    }
     report.instances += 1;
     Ok(())
+}
+
+/// The first window boundary of `plan` at or after `t` (UTC seconds).
+fn boundary_at_or_after(cfg: &Config, plan: &Plan, t: i64) -> i64 {
+    let start = cfg.timezone.window_start(plan.period, Timestamp::from_secs(t));
+    if start == t {
+        t
+    } else {
+        cfg.timezone.window_end(plan.period, start)
+    }
 }
 
 fn count(report: &mut SealReport, inst: &InstanceRow, rec: &NewRecord) {

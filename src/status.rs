@@ -35,6 +35,10 @@ pub struct Status {
     pub frozen: Vec<String>,
     /// Late usage of released instances that no record can bill, per instance.
     pub unbillable: BTreeMap<String, String>,
+    /// Carried usage no record can ever bill, per instance (see [`audit::stranded`]): should
+    /// never show; sealing and `instance release` move it to `unbillable`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub stranded_carry: BTreeMap<String, String>,
     /// Stop-before-excess usage no package covered, per instance: kept, never uploaded.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub over_quota: BTreeMap<String, String>,
@@ -67,19 +71,25 @@ pub fn deadline(period: Period, end: i64) -> i64 {
 
 /// Reads the status at `now`.
 pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool) -> Result<Status, StoreError> {
-    let (insts, frozen, flagged, quota, n_events, by_state, waiting, last_ok, last_err) = store.read(|tx| {
+    let (insts, frozen, flagged, quota, stranded, n_events, by_state, waiting, last_ok, last_err) = store.read(|tx| {
         let insts = instances::list(tx)?;
         let mut frozen = Vec::new();
         let mut flagged = Vec::new();
         let mut quota = Vec::new();
+        let mut stranded = BTreeMap::new();
         for i in &insts {
             let history = lifecycle::history(tx, i.key)?;
             if history.frozen_since(now).is_some() {
                 frozen.push(i.instance_id.clone());
             }
             flagged.extend(lifecycle_flags::of_instance(tx, i, &history)?);
+            let pkgs = packages::of_instance(tx, i.key)?;
+            let lost = audit::stranded(i, &pkgs);
+            if !lost.is_zero() {
+                stranded.insert(i.instance_id.clone(), lost.normalize().to_string());
+            }
             let packaged = cfg.plan(&i.plan).is_some_and(|p| p.package.is_some());
-            if packaged || !packages::of_instance(tx, i.key)?.is_empty() {
+            if packaged || !pkgs.is_empty() {
                 quota.push(crate::quota::view(tx, cfg, i, now)?);
             }
         }
@@ -88,6 +98,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             frozen,
             flagged,
             quota,
+            stranded,
             events::count(tx)?,
             records::count_by_state(tx)?,
             records::unsent(tx, usize::MAX >> 1)?,
@@ -116,6 +127,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             .filter(|i| i.unbillable > Decimal::ZERO)
             .map(|i| (i.instance_id.clone(), i.unbillable.to_string()))
             .collect(),
+        stranded_carry: stranded,
         over_quota: quota.iter().filter(|q| !q.over_quota.is_zero()).map(|q| (q.instance_id.clone(), q.over_quota.to_string())).collect(),
         quota_exhausted: quota.iter().filter(|q| q.exhausted).map(|q| q.instance_id.clone()).collect(),
         quota,

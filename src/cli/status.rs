@@ -1,6 +1,7 @@
 //! `meterd status`: backlog, oldest pending record, last upload, last error, records past
-//! their deadline, unbillable usage, records a late release or freeze contradicts (flagged),
-//! package quotas and over-quota usage, and the conservation audit.
+//! their deadline, unbillable usage, carried usage that can never be billed, records a late
+//! release or freeze contradicts (flagged), package quotas and over-quota usage, and the
+//! conservation audit.
 
 use super::{now_or, Ctx, Failure};
 
@@ -32,6 +33,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         println!("last error          {}", opt(&s.last_error));
         for (inst, u) in &s.unbillable {
             println!("unbillable          {inst}: {u}");
+        }
+        for (inst, c) in &s.stranded_carry {
+            println!("stranded carry      {inst}: {c} can never be billed (released and sealed through its release, or its package expired); `meterd seal` moves it to unbillable");
         }
         for q in &s.quota {
             let flag = if q.exhausted { " — QUOTA EXHAUSTED: stop the service" } else { "" };

@@ -5,65 +5,143 @@
 //! increase, so every record gets a distinct period and serial.
 //!
 //! Carry rule: as for every record, value = usage + carry-in rounded down to 4 decimals, the
-//! rest carried — but the carry is kept per package (`packages.carry`), so the values reported
-//! against a package add up to at most what was drawn from it, hence never more than its quota
-//! (quotas have at most 4 decimals). A remainder left on a package is one more "carried" term
-//! of the conservation audit.
+//! rest carried — but the carry is kept per package (`packages.carry`, held in memory by
+//! [`PackageCarries`] while an instance is sealed), so the values reported against a package add
+//! up to at most what was drawn from it, hence never more than its quota (quotas have at most 4
+//! decimals). A remainder left on a package is one more "carried" term of the conservation
+//! audit.
+//!
+//! Where carried package usage may go (rules in [`super::carry`]): a segment whose record would
+//! not overlap its package's validity is not reported; its usage becomes `unbillable`. A wholly
+//! frozen window's segments move to their packages' carries ([`defer_window`]); a window with
+//! no segments of its own, in which a package with a carry of at least 0.0001 is valid, gets a
+//! record of that carry against the package (one second after the previous such record, so
+//! periods stay distinct).
 
+use super::carry::{is_due, overlaps_validity};
 use super::record_for;
-use crate::config::{Config, Plan};
-use crate::model::Timestamp;
-use crate::store::packages;
+use crate::model::{Package, Timestamp};
+use crate::store::packages::{self, Segment};
 use crate::store::{InstanceRow, NewRecord, StoreError, WindowRow};
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
 
-/// The records of one window, and the usage no segment holds (only after a plan was switched
-/// to `package = "stop"` mid-window); the caller carries that on the instance.
+/// The records of one window, the usage no segment holds (only after a plan was switched to
+/// `package = "stop"` mid-window, or a segment left no time in the window), which the caller
+/// carries on the instance, and the usage that can never be reported (its package's validity
+/// ended before the window).
 pub struct SealedWindow {
     pub records: Vec<NewRecord>,
     pub residual: Decimal,
+    pub unbillable: Decimal,
 }
 
-/// The records of a stop window, or `None` when it has no segments (no usage drawn from any
-/// package: sealed like any window).
+/// One instance's packages with the carry each holds, read once per seal of the instance and
+/// written back by [`PackageCarries::store`].
+#[derive(Default)]
+pub struct PackageCarries {
+    pkgs: Vec<Package>,
+}
+
+impl PackageCarries {
+    pub fn load(tx: &rusqlite::Connection, instance_key: i64) -> Result<PackageCarries, StoreError> {
+        Ok(PackageCarries { pkgs: packages::of_instance(tx, instance_key)? })
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Package> {
+        self.pkgs.iter_mut().find(|p| p.package_id == id)
+    }
+
+    /// Whether some package holds a carry of at least 0.0001 and is still valid after `t`
+    /// (UTC seconds): a later window may report it.
+    pub fn any_due_after(&self, t: i64) -> bool {
+        self.pkgs.iter().any(|p| is_due(p.carry) && p.to > Timestamp::from_secs(t))
+    }
+
+    /// Takes the carries of packages whose validity ended at or before `t` (UTC seconds): no
+    /// later record can name them.
+    pub fn take_expired(&mut self, t: i64) -> Decimal {
+        let mut out = Decimal::ZERO;
+        for p in self.pkgs.iter_mut().filter(|p| p.to <= Timestamp::from_secs(t)) {
+            out += std::mem::take(&mut p.carry);
+        }
+        out
+    }
+
+    /// Takes every package's carry (the instance can produce no record any more).
+    pub fn take_all(&mut self) -> Decimal {
+        self.pkgs.iter_mut().map(|p| std::mem::take(&mut p.carry)).sum()
+    }
+
+    /// Writes every package's carry back.
+    pub fn store(&self, tx: &rusqlite::Connection) -> Result<(), StoreError> {
+        for p in &self.pkgs {
+            packages::set_carry(tx, &p.package_id, p.carry)?;
+        }
+        Ok(())
+    }
+}
+
+/// A wholly frozen window (no record): each segment's usage moves to its package's carry.
+/// Returns the usage no known package holds, for the instance's carry.
+pub fn defer_window(tx: &rusqlite::Connection, pkgs: &mut PackageCarries, w: &WindowRow) -> Result<Decimal, StoreError> {
+    let mut residual = w.usage;
+    for s in packages::segments(tx, w.instance_key, w.start)? {
+        if let Some(p) = pkgs.get_mut(&s.package_id) {
+            p.carry += s.usage;
+            residual -= s.usage;
+        }
+    }
+    Ok(residual)
+}
+
+/// The records of a stop window billed over `[begin, end)` (UTC seconds), or `None` when it
+/// has no segments and no package carry is due in it (sealed like any window).
 pub fn seal_window(
     tx: &rusqlite::Connection,
-    cfg: &Config,
-    plan: &Plan,
     inst: &InstanceRow,
     w: &WindowRow,
+    (begin, end): (i64, i64),
+    pkgs: &mut PackageCarries,
     now: Timestamp,
 ) -> Result<Option<SealedWindow>, StoreError> {
-    let segs = packages::segments(tx, inst.key, w.start)?;
-    let window_end = cfg.timezone.window_end(plan.period, w.start);
-    let end = inst.release.map_or(window_end, |r| window_end.min(r.secs()));
-    if segs.is_empty() || end <= w.start.max(inst.start.secs()) {
-        return Ok(None);
+    let mut segs = packages::segments(tx, inst.key, w.start)?;
+    if segs.is_empty() {
+        // Carried package usage only: one record per package valid here, a second apart.
+        let mut at = begin;
+        for p in pkgs.pkgs.iter().filter(|p| is_due(p.carry)) {
+            if at < end && overlaps_validity(at, end, p.from, p.to) {
+                segs.push(Segment { begin: at, package_id: p.package_id.clone(), usage: Decimal::ZERO });
+                at += 1;
+            }
+        }
+        if segs.is_empty() {
+            return Ok(None);
+        }
     }
-    let mut carries: BTreeMap<String, Decimal> = BTreeMap::new();
     let mut records = Vec::with_capacity(segs.len());
-    let mut residual = w.usage;
+    let (mut residual, mut unbillable) = (w.usage, Decimal::ZERO);
     for (k, s) in segs.iter().enumerate() {
         let seg_end = segs.get(k + 1).map_or(end, |n| n.begin);
         if s.begin >= seg_end {
             tracing::warn!(instance = %inst.instance_id, window = w.start, begin = s.begin, "segment has no time left in the window (released inside it); its usage is carried on the instance");
             continue;
         }
-        let carry_in = match carries.get(&s.package_id) {
-            Some(c) => *c,
-            None => packages::get(tx, &s.package_id)?.map(|p| p.carry).unwrap_or_default(),
-        };
-        let rec = record_for(inst, w.start, (s.begin, seg_end), s.usage, carry_in, Some(s.package_id.clone()), now);
-        carries.insert(s.package_id.clone(), rec.carry_out);
         residual -= s.usage;
+        let pkg = pkgs.get_mut(&s.package_id);
+        if let Some(p) = pkg.as_ref().filter(|p| !overlaps_validity(s.begin, seg_end, p.from, p.to)) {
+            tracing::warn!(instance = %inst.instance_id, package = %p.package_id, window = w.start, usage = %s.usage, "usage drawn from a package was carried past the package's validity; it cannot be reported against it and is kept as unbillable");
+            unbillable += s.usage;
+            continue;
+        }
+        let carry_in = pkg.as_ref().map_or(Decimal::ZERO, |p| p.carry);
+        let rec = record_for(inst, w.start, (s.begin, seg_end), s.usage, carry_in, Some(s.package_id.clone()), now);
+        if let Some(p) = pkg {
+            p.carry = rec.carry_out;
+        }
         records.push(rec);
-    }
-    for (id, carry) in carries {
-        packages::set_carry(tx, &id, carry)?;
     }
     if !residual.is_zero() {
         tracing::warn!(instance = %inst.instance_id, window = w.start, %residual, "window usage not drawn from any package (plan switched to package = \"stop\"?); carried on the instance");
     }
-    Ok(Some(SealedWindow { records, residual }))
+    Ok(Some(SealedWindow { records, residual, unbillable }))
 }

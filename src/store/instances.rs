@@ -141,6 +141,7 @@ pub fn release(conn: &Connection, instance_id: &str, at: Timestamp) -> Result<Re
         }
         conn.prepare_cached("UPDATE instances SET release_ns = ?2 WHERE ref = ?1")?.execute(params![inst.key, at.0])?;
     }
+    settle_released(conn, instance_id)?;
     let instance = get(conn, instance_id)?.ok_or_else(|| unknown(instance_id))?;
     let events_after: i64 = conn
         .prepare_cached("SELECT count(*) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2")?
@@ -151,6 +152,28 @@ pub fn release(conn: &Connection, instance_id: &str, at: Timestamp) -> Result<Re
         Vec::new()
     };
     Ok(Released { instance, events_after: events_after as u64, sealed_past })
+}
+
+/// Once an instance is released and its windows are sealed through the release, no record can
+/// bill what it still carries: moves its carry, and its packages' carries, to `unbillable`
+/// (issue 12: nothing sits in a carry forever). Returns the amount moved (0 when the instance
+/// is not released, or not sealed through its release yet). [`release`] calls it, for a release
+/// at or before the seal cursor; sealing settles the same way when its cursor passes a release.
+pub fn settle_released(conn: &Connection, instance_id: &str) -> Result<Decimal> {
+    let inst = get(conn, instance_id)?.ok_or_else(|| unknown(instance_id))?;
+    if !inst.release.is_some_and(|r| r <= Timestamp::from_secs(inst.sealed_until)) {
+        return Ok(Decimal::ZERO);
+    }
+    let mut moved = inst.carry;
+    for p in super::packages::of_instance(conn, inst.key)?.into_iter().filter(|p| !p.carry.is_zero()) {
+        moved += p.carry;
+        super::packages::set_carry(conn, &p.package_id, Decimal::ZERO)?;
+    }
+    if !moved.is_zero() {
+        conn.prepare_cached("UPDATE instances SET carry = '0' WHERE ref = ?1")?.execute([inst.key])?;
+        add_unbillable(conn, inst.key, moved)?;
+    }
+    Ok(moved)
 }
 
 pub(crate) fn unknown(instance_id: &str) -> StoreError {
