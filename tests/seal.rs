@@ -1,5 +1,6 @@
 //! Sealing and preview through the library, on a real SQLite file: conservation under random
-//! event streams and seal times, clipping, zone-aware windows, and golden previews.
+//! event streams and seal times (with freezes, unfreezes, releases and packages, also reported
+//! after some sealing), clipping, zone-aware windows, and golden previews.
 
 use meterd::collector::{Collector, EventInput};
 use meterd::config::Config;
@@ -85,6 +86,53 @@ fn assert_conserved(db: &Path) {
         assert!(r.usage_value.scale() <= 4, "more than 4 decimals: {}", r.usage_value);
         assert!(r.begin < r.end);
     }
+}
+
+/// Issue 12 invariants after any step, on top of [`assert_conserved`]:
+/// - nothing is carried by an instance released and sealed through its release (or by a
+///   package whose validity ended before the cursor): it went to a record or to `unbillable`;
+/// - no record lies in a window its instance spent wholly frozen, judged by the history known
+///   when the record was sealed (`checked` holds the records already judged: a freeze reported
+///   after a record was sealed cannot change it);
+/// - no record names a package whose validity its period does not overlap.
+fn assert_carry_settled(db: &Path, checked: &mut HashSet<String>) {
+    let mut store = Store::open(db).unwrap();
+    for b in meterd::audit::balances(&mut store).unwrap() {
+        assert!(b.settled(), "carry stranded: {b:?}");
+    }
+    store
+        .read(|tx| {
+            for inst in instances::list(tx)? {
+                let pkgs = meterd::store::packages::of_instance(tx, inst.key)?;
+                if inst.release.is_some_and(|r| r <= Timestamp::from_secs(inst.sealed_until)) {
+                    assert!(inst.carry.is_zero(), "released and sealed through, still carrying {}: {inst:?}", inst.carry);
+                    assert!(pkgs.iter().all(|p| p.carry.is_zero()), "released, a package still carries: {pkgs:?}");
+                }
+                let history = meterd::store::lifecycle::history(tx, inst.key)?;
+                for r in records::of_instance(tx, inst.key, i64::MIN, i64::MAX)? {
+                    if !checked.insert(r.metering_sn.clone()) {
+                        continue;
+                    }
+                    assert!(!wholly_frozen(&history, r.begin, r.end), "record inside a frozen interval: {r:?}, history {history:?}");
+                    if let Some(id) = &r.relate_pkg {
+                        let p = pkgs.iter().find(|p| &p.package_id == id).expect("record names a package of its instance");
+                        let (b, e) = (Timestamp::from_secs(r.begin), Timestamp::from_secs(r.end));
+                        assert!(p.from < e && b < p.to, "record outside its package's validity: {r:?}, {p:?}");
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Whether `[begin, end)` (UTC seconds) lies wholly inside one frozen interval of `h` (written
+/// here from the history's rows, independently of meterd's own rule).
+fn wholly_frozen(h: &meterd::store::lifecycle::History, begin: i64, end: i64) -> bool {
+    use meterd::store::lifecycle::Status;
+    let (b, e) = (Timestamp::from_secs(begin), Timestamp::from_secs(end));
+    let state_at_begin = h.0.iter().filter(|(at, _)| *at <= b).last().map(|(_, s)| *s);
+    state_at_begin == Some(Status::Freeze) && !h.0.iter().any(|(at, s)| *at > b && *at < e && *s == Status::Unfreeze)
 }
 
 #[test]
@@ -230,24 +278,69 @@ fn golden_documented_example_three_modes() {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Event { inst: usize, minute: i64, qty: String, id: u32 },
-    Seal { minute: i64 },
+    Event {
+        inst: usize,
+        minute: i64,
+        qty: String,
+        id: u32,
+    },
+    Seal {
+        minute: i64,
+    },
+    /// A FREEZE (or, when the instance is frozen, an UNFREEZE) forwarded at `minute`: it may
+    /// come after windows around it were sealed, and is refused when out of order.
+    Status {
+        inst: usize,
+        minute: i64,
+    },
+    /// A release at `minute` (refused when events after it are stored or records sealed past
+    /// it).
+    Release {
+        inst: usize,
+        minute: i64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0usize..3, 0i64..(3 * 24 * 60), (0u64..5_000_000_000u64), 0u32..400)
+        8 => (0usize..3, 0i64..(3 * 24 * 60), (0u64..5_000_000_000u64), 0u32..400)
             .prop_map(|(inst, minute, nanos, id)| Step::Event { inst, minute, qty: Quantity(rust_decimal::Decimal::new(nanos as i64, 9)).to_string(), id }),
-        1 => (0i64..(4 * 24 * 60)).prop_map(|minute| Step::Seal { minute }),
+        2 => (0i64..(4 * 24 * 60)).prop_map(|minute| Step::Seal { minute }),
+        1 => (0usize..3, 0i64..(3 * 24 * 60)).prop_map(|(inst, minute)| Step::Status { inst, minute }),
+        1 => (0usize..3, 0i64..(3 * 24 * 60)).prop_map(|(inst, minute)| Step::Release { inst, minute }),
     ]
+}
+
+/// Applies a lifecycle step to `inst` (errors — out of order, refused release — are part of
+/// the game and ignored); `false` for other steps.
+fn lifecycle_step(w: &World, s: &Step, inst: &str, base: Timestamp) -> bool {
+    use meterd::store::lifecycle::{self, Status};
+    match *s {
+        Step::Status { minute, .. } => {
+            let at = base.add_secs(minute * 60 + 30);
+            let _ = w.store().write(|tx| {
+                let key = instances::get(tx, inst)?.map(|i| i.key).unwrap_or_default();
+                let frozen = lifecycle::history(tx, key)?.0.last().is_some_and(|(_, s)| *s == Status::Freeze);
+                lifecycle::set_status(tx, inst, if frozen { Status::Unfreeze } else { Status::Freeze }, at, at)
+            });
+            true
+        }
+        Step::Release { minute, .. } => {
+            let _ = w.store().write(|tx| instances::release(tx, inst, base.add_secs(minute * 60 + 1)));
+            true
+        }
+        _ => false,
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// For random event streams (late ones included, some ids repeated) and random seal times
-    /// (also going backwards), conservation holds after every step and no period is sealed
-    /// twice.
+    /// For random event streams (late ones included, some ids repeated), random seal times
+    /// (also going backwards) and random freezes, unfreezes and releases (also reported after
+    /// the windows around them were sealed), conservation holds after every step, no period is
+    /// sealed twice, nothing stays carried by an instance sealed through its release, and no
+    /// record lies in a window its instance spent wholly frozen.
     #[test]
     fn conservation_under_random_streams(steps in proptest::collection::vec(step(), 1..60), release_at in 0i64..(3 * 24 * 60)) {
         let w = World::new("");
@@ -258,7 +351,14 @@ proptest! {
         }
         let rel = base.add_secs(release_at * 60 + 1);
         let now_clock = base.add_secs(5 * 24 * 3600);
+        let mut checked = HashSet::new();
         for s in steps {
+            if let Step::Status { inst, .. } | Step::Release { inst, .. } = s {
+                lifecycle_step(&w, &s, insts[inst].0, base);
+                assert_conserved(&w.db);
+                assert_carry_settled(&w.db, &mut checked);
+                continue;
+            }
             match s {
                 Step::Event { inst, minute, qty, id } => {
                     let t = base.add_secs(minute * 60 + 7);
@@ -268,13 +368,16 @@ proptest! {
                 Step::Seal { minute } => {
                     meterd::seal::seal(&mut w.store(), &w.cfg, base.add_secs(minute * 60)).unwrap();
                 }
+                Step::Status { .. } | Step::Release { .. } => unreachable!("handled above"),
             }
             assert_conserved(&w.db);
+            assert_carry_settled(&w.db, &mut checked);
         }
         // Release r-1 when possible, seal everything, and check again.
         let _ = w.store().write(|tx| instances::release(tx, "r-1", rel));
         meterd::seal::seal(&mut w.store(), &w.cfg, now_clock).unwrap();
         assert_conserved(&w.db);
+        assert_carry_settled(&w.db, &mut checked);
     }
 }
 
@@ -313,10 +416,13 @@ struct Pkg {
     from_h: i64,
     hours: i64,
     reset: u8,
+    /// Registered before this step of the stream (0: before any).
+    at_step: usize,
 }
 
 fn pkg() -> impl Strategy<Value = Pkg> {
-    (1u32..40, 0i64..48, 1i64..96, 0u8..3).prop_map(|(quota, from_h, hours, reset)| Pkg { quota, from_h, hours, reset })
+    (1u32..40, 0i64..48, 1i64..96, 0u8..3, prop_oneof![2 => Just(0usize), 1 => 0usize..60])
+        .prop_map(|(quota, from_h, hours, reset, at_step)| Pkg { quota, from_h, hours, reset, at_step })
 }
 
 /// Stop-before-excess invariants on one instance's stored records and package use.
@@ -355,10 +461,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
     /// Stop-before-excess under random packages (validity, quota, reset), random event streams
-    /// (late and out-of-order ones included, some ids repeated) and random seal times:
-    /// conservation holds with `over_quota` as one more term (and package carries in
-    /// `carried`), periods never overlap, no package is drawn beyond its quota or reported
-    /// beyond what was drawn, and every billable record names one of the instance's packages.
+    /// (late and out-of-order ones included, some ids repeated), random seal times, and
+    /// freezes, unfreezes, releases and packages registered in the middle of the stream (after
+    /// some sealing): conservation holds with `over_quota` as one more term (and package
+    /// carries in `carried`), periods never overlap, no package is drawn beyond its quota or
+    /// reported beyond what was drawn, every billable record names one of the instance's
+    /// packages and overlaps its validity, no record lies in a wholly frozen window, and
+    /// nothing stays carried once the instance is sealed through its release.
     #[test]
     fn conservation_with_stop_packages(
         pkgs in proptest::collection::vec(pkg(), 0..4),
@@ -368,18 +477,28 @@ proptest! {
         let base = ts("2026-11-20T00:00:00Z");
         w.store().write(|tx| instances::add(tx, "s-1", "stop", base, base)).unwrap();
         let cfg = w.cfg.clone();
-        for (k, p) in pkgs.iter().enumerate() {
-            let new = meterd::store::packages::NewPackage {
-                package_id: format!("pkg-{k}"),
-                quota: rust_decimal::Decimal::from(p.quota),
-                from: base.add_secs(p.from_h * 3600 + 1234),
-                to: base.add_secs((p.from_h + p.hours) * 3600 + 1234),
-                reset: [meterd::model::Reset::None, meterd::model::Reset::Monthly, meterd::model::Reset::Yearly][p.reset as usize],
-            };
-            w.store().write(|tx| meterd::quota::add(tx, &cfg, "s-1", &new, base)).unwrap();
-        }
+        let register = |step: usize| {
+            for (k, p) in pkgs.iter().enumerate().filter(|(_, p)| p.at_step == step) {
+                let new = meterd::store::packages::NewPackage {
+                    package_id: format!("pkg-{k}"),
+                    quota: rust_decimal::Decimal::from(p.quota),
+                    from: base.add_secs(p.from_h * 3600 + 1234),
+                    to: base.add_secs((p.from_h + p.hours) * 3600 + 1234),
+                    reset: [meterd::model::Reset::None, meterd::model::Reset::Monthly, meterd::model::Reset::Yearly][p.reset as usize],
+                };
+                w.store().write(|tx| meterd::quota::add(tx, &cfg, "s-1", &new, base)).unwrap();
+            }
+        };
         let now_clock = base.add_secs(5 * 24 * 3600);
-        for s in steps {
+        let mut checked = HashSet::new();
+        for (n, s) in steps.into_iter().enumerate() {
+            register(n);
+            if lifecycle_step(&w, &s, "s-1", base) {
+                assert_conserved(&w.db);
+                assert_stop_invariants(&w.db);
+                assert_carry_settled(&w.db, &mut checked);
+                continue;
+            }
             match s {
                 Step::Event { minute, qty, id, .. } => {
                     let t = base.add_secs(minute * 60 + 7);
@@ -389,13 +508,16 @@ proptest! {
                 Step::Seal { minute } => {
                     meterd::seal::seal(&mut w.store(), &w.cfg, base.add_secs(minute * 60)).unwrap();
                 }
+                Step::Status { .. } | Step::Release { .. } => unreachable!("handled above"),
             }
             assert_conserved(&w.db);
             assert_stop_invariants(&w.db);
+            assert_carry_settled(&w.db, &mut checked);
         }
         meterd::seal::seal(&mut w.store(), &w.cfg, now_clock).unwrap();
         assert_conserved(&w.db);
         assert_stop_invariants(&w.db);
+        assert_carry_settled(&w.db, &mut checked);
     }
 }
 
