@@ -131,7 +131,7 @@ fn assert_carry_settled(db: &Path, checked: &mut HashSet<String>) {
 fn wholly_frozen(h: &meterd::store::lifecycle::History, begin: i64, end: i64) -> bool {
     use meterd::store::lifecycle::Status;
     let (b, e) = (Timestamp::from_secs(begin), Timestamp::from_secs(end));
-    let state_at_begin = h.0.iter().filter(|(at, _)| *at <= b).last().map(|(_, s)| *s);
+    let state_at_begin = h.0.iter().rfind(|(at, _)| *at <= b).map(|(_, s)| *s);
     state_at_begin == Some(Status::Freeze) && !h.0.iter().any(|(at, s)| *at > b && *at < e && *s == Status::Unfreeze)
 }
 

@@ -161,7 +161,7 @@ pub fn release(conn: &Connection, instance_id: &str, at: Timestamp) -> Result<Re
 /// at or before the seal cursor; sealing settles the same way when its cursor passes a release.
 pub fn settle_released(conn: &Connection, instance_id: &str) -> Result<Decimal> {
     let inst = get(conn, instance_id)?.ok_or_else(|| unknown(instance_id))?;
-    if !inst.release.is_some_and(|r| r <= Timestamp::from_secs(inst.sealed_until)) {
+    if inst.release.is_none_or(|r| r > Timestamp::from_secs(inst.sealed_until)) {
         return Ok(Decimal::ZERO);
     }
     let mut moved = inst.carry;
