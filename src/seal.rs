@@ -104,7 +104,8 @@ fn seal_instance(
     let history = lifecycle::history(tx, inst.key)?;
     let life = Life { start: inst.start, release: inst.release, history: &history };
     let stop = plan.package == Some(PackageMode::Stop);
-    let mut pkgs = if stop { PackageCarries::load(tx, inst.key)? } else { PackageCarries::default() };
+    // Loaded for every plan: a plan switched away from `package = "stop"` may leave carries.
+    let mut pkgs = PackageCarries::load(tx, inst.key)?;
     let mut carry = inst.carry;
     let mut unbillable = pkgs.take_expired(inst.sealed_until);
     let mut rows = windows::of_instance(tx, inst.key, inst.sealed_until, until)?.into_iter().peekable();
@@ -114,7 +115,7 @@ fn seal_instance(
     loop {
         // The next window: the next one with usage, or, while a carry is due, the next in time.
         let live = inst.release.is_none_or(|r| Timestamp::from_secs(next) < r);
-        let due = next < until && live && (carry::is_due(carry) || pkgs.any_due_after(next));
+        let due = next < until && live && (carry::is_due(carry) || (stop && pkgs.any_due_after(next)));
         let start = match (rows.peek().map(|w| w.start), due) {
             (Some(s), true) => s.min(next),
             (Some(s), false) => s,
@@ -163,9 +164,7 @@ fn seal_instance(
         unbillable += carry + pkgs.take_all();
         carry = Decimal::ZERO;
     }
-    if stop {
-        pkgs.store(tx)?;
-    }
+    pkgs.store(tx)?;
     instances::set_sealed(tx, inst.key, until, carry)?;
     if !unbillable.is_zero() {
         tracing::warn!(instance = %inst.instance_id, %unbillable, "carried usage can no longer be billed (instance released and sealed through its release, or its package expired); kept as unbillable");

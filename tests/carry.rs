@@ -231,6 +231,26 @@ const CASES: &[Case] = &[
         carried: "0",
     },
     Case {
+        // pkg-a (earliest expiry) is used up by the late event; the next active window draws
+        // from pkg-b only, and still reports pkg-a's carried 2 units in a segment of their own.
+        name: "late x freeze on a stop package: reported beside another package's usage",
+        plan: "stop",
+        script: &[
+            Pkg("pkg-a", "7", "08:00", "20:00"),
+            Pkg("pkg-b", "100", "08:00", "22:00"),
+            Ev("a", "5", "09:30", "09:31"),
+            Seal("10:06"),
+            Freeze("10:00"),
+            Ev("late", "2", "09:40", "10:20"),
+            Unfreeze("12:00"),
+            Ev("b", "3", "12:10", "12:11"),
+            Seal("13:06"),
+        ],
+        records: &[("09:00", "10:00", "5", Some("pkg-a")), ("12:00", "12:59", "3", Some("pkg-b")), ("12:59", "13:00", "2", Some("pkg-a"))],
+        unbillable: "0",
+        carried: "0",
+    },
+    Case {
         name: "late x freeze on a stop package that expires while frozen -> unbillable",
         plan: "stop",
         script: &[

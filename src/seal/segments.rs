@@ -13,10 +13,12 @@
 //!
 //! Where carried package usage may go (rules in [`super::carry`]): a segment whose record would
 //! not overlap its package's validity is not reported; its usage becomes `unbillable`. A wholly
-//! frozen window's segments move to their packages' carries ([`defer_window`]); a window with
-//! no segments of its own, in which a package with a carry of at least 0.0001 is valid, gets a
-//! record of that carry against the package (one second after the previous such record, so
-//! periods stay distinct).
+//! frozen window's segments move to their packages' carries ([`defer_window`]); the next
+//! active window in which such a package is valid gets a record of that carry (of at least
+//! 0.0001) against the package: in the package's own segment if the window has one, else in a
+//! segment of its own over the window's last second (the whole window, when the window has no
+//! segments); one such package per window, the others wait for the next. The package must be
+//! valid during that period, so the record overlaps its validity.
 
 use super::carry::{is_due, overlaps_validity};
 use super::record_for;
@@ -40,11 +42,15 @@ pub struct SealedWindow {
 #[derive(Default)]
 pub struct PackageCarries {
     pkgs: Vec<Package>,
+    /// Each package's carry as loaded, to write back only what changed.
+    loaded: Vec<Decimal>,
 }
 
 impl PackageCarries {
     pub fn load(tx: &rusqlite::Connection, instance_key: i64) -> Result<PackageCarries, StoreError> {
-        Ok(PackageCarries { pkgs: packages::of_instance(tx, instance_key)? })
+        let pkgs = packages::of_instance(tx, instance_key)?;
+        let loaded = pkgs.iter().map(|p| p.carry).collect();
+        Ok(PackageCarries { pkgs, loaded })
     }
 
     fn get_mut(&mut self, id: &str) -> Option<&mut Package> {
@@ -72,10 +78,12 @@ impl PackageCarries {
         self.pkgs.iter_mut().map(|p| std::mem::take(&mut p.carry)).sum()
     }
 
-    /// Writes every package's carry back.
+    /// Writes back every carry that changed since [`PackageCarries::load`].
     pub fn store(&self, tx: &rusqlite::Connection) -> Result<(), StoreError> {
-        for p in &self.pkgs {
-            packages::set_carry(tx, &p.package_id, p.carry)?;
+        for (p, was) in self.pkgs.iter().zip(&self.loaded) {
+            if p.carry != *was {
+                packages::set_carry(tx, &p.package_id, p.carry)?;
+            }
         }
         Ok(())
     }
@@ -105,18 +113,23 @@ pub fn seal_window(
     now: Timestamp,
 ) -> Result<Option<SealedWindow>, StoreError> {
     let mut segs = packages::segments(tx, inst.key, w.start)?;
+    // Carried package usage with no segment here gets a segment of its own: over the whole
+    // window when it has none, else over the window's last second (the window's own segments
+    // keep the rest of their periods). One package per window; the others wait for the next.
+    let from = if segs.is_empty() { begin } else { end - 1 };
+    let waiting = pkgs
+        .pkgs
+        .iter()
+        .filter(|p| is_due(p.carry) && !segs.iter().any(|s| s.package_id == p.package_id))
+        .find(|p| overlaps_validity(from, end, p.from, p.to));
+    if let Some(p) = waiting {
+        let at = segs.last().map_or(begin, |l| (l.begin + 1).max(end - 1));
+        if at < end {
+            segs.push(Segment { begin: at, package_id: p.package_id.clone(), usage: Decimal::ZERO });
+        }
+    }
     if segs.is_empty() {
-        // Carried package usage only: one record per package valid here, a second apart.
-        let mut at = begin;
-        for p in pkgs.pkgs.iter().filter(|p| is_due(p.carry)) {
-            if at < end && overlaps_validity(at, end, p.from, p.to) {
-                segs.push(Segment { begin: at, package_id: p.package_id.clone(), usage: Decimal::ZERO });
-                at += 1;
-            }
-        }
-        if segs.is_empty() {
-            return Ok(None);
-        }
+        return Ok(None);
     }
     let mut records = Vec::with_capacity(segs.len());
     let (mut residual, mut unbillable) = (w.usage, Decimal::ZERO);
