@@ -146,6 +146,23 @@ const CASES: &[Case] = &[
         carried: "0",
     },
     Case {
+        // A release reported after the cursor passed it (issue 12, kind 4) still ends the carry.
+        name: "late x release reported late: the carried usage of the open window becomes unbillable",
+        plan: "hourly",
+        script: &[Ev("a", "5", "09:30", "09:31"), Seal("10:06"), Ev("late", "2", "09:40", "10:20"), Release("09:45"), Seal("11:06")],
+        records: &[("09:00", "10:00", "5", None)],
+        unbillable: "2",
+        carried: "0",
+    },
+    Case {
+        name: "remainder x release reported late: settled by the release itself",
+        plan: "hourly",
+        script: &[Ev("a", "1.00005", "09:10", "09:11"), Seal("10:06"), Release("09:30")],
+        records: &[("09:00", "10:00", "1", None)],
+        unbillable: "0.00005",
+        carried: "0",
+    },
+    Case {
         name: "remainder x release at the cursor: settled by the release itself",
         plan: "hourly",
         script: &[Ev("a", "1.00005", "09:10", "09:11"), Seal("10:06"), Release("10:00")],
