@@ -1,7 +1,8 @@
 //! HTTP routes of the collector (design §7): events, instances, and (as they are built)
 //! preview, status and metrics. Every handler is a thin adapter over the library; ingest is
 //! answered only after the writer's commit. The listener and the shutdown signal are
-//! parameters, so tests start the real server on `127.0.0.1:0`.
+//! parameters, so tests start the real server on `127.0.0.1:0`. Limits on connections, time
+//! and request bodies (`[server]`) are in [`listen`] and [`limits`].
 
 use crate::collector::{Collector, IngestError};
 use crate::config::Config;
@@ -17,6 +18,9 @@ use serde::Deserialize;
 use serde_json::json;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+
+pub mod limits;
+pub mod listen;
 
 /// Shared state of the HTTP server.
 pub struct AppState {
@@ -39,7 +43,9 @@ impl AppState {
 
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {
-    let max_body = state.cfg.server.max_body;
+    let s = &state.cfg.server;
+    let max_body = s.max_body;
+    let bodies = Arc::new(limits::BodyLimits::new(s.max_body, s.body_timeout.0, s.max_inflight_bytes));
     let protected = Router::new()
         .route("/v1/events", post(post_events))
         .route("/v1/instances", post(post_instance).get(list_instances))
@@ -50,6 +56,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/preview", get(get_preview))
         .route("/v1/status", get(get_status))
         .route("/metrics", get(get_metrics))
+        .layer(axum::middleware::from_fn_with_state(bodies, limits::read_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -60,13 +67,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
+/// Serves until `shutdown` resolves, then finishes in-flight requests; connections under the
+/// `[server]` limits ([`listen::serve`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let s = &state.cfg.server;
+    let limits =
+        listen::ConnLimits { max_connections: s.max_connections, header_timeout: s.header_timeout.0, idle_timeout: s.idle_timeout.0 };
+    listen::serve(listener, router(state), limits, shutdown).await
 }
 
 async fn require_token(State(st): State<Arc<AppState>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {

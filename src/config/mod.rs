@@ -5,10 +5,12 @@
 //! validated here once; the rest of the crate only sees valid [`Plan`]s. The upload key is held
 //! in a [`Secret`] whose `Debug` and `Display` never show it.
 
+mod check;
 mod duration;
 mod plan;
 mod secret;
 
+pub use check::{endpoint_url, is_loopback_url, listen_addr};
 pub use duration::Span;
 pub use plan::{Accumulation, PackageMode, Plan, PlanToml, Pricing, Tier};
 pub use secret::Secret;
@@ -99,21 +101,50 @@ impl Default for UploadConfig {
     }
 }
 
-/// `[server]`: the HTTP collector.
+/// `[server]`: the HTTP collector and its limits. The limits bound what slow or hostile
+/// clients can hold: memory by `max_inflight_bytes` (plus a small per-connection buffer), file
+/// descriptors by `max_connections`, and time by the three timeouts (see `server::listen`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
+    /// `IP:PORT` (or `localhost:PORT`) to listen on; loopback by default.
     pub listen: String,
     /// Name of an environment variable holding a bearer token required on every route but
-    /// `/healthz`.
+    /// `/healthz`. `run` refuses to start when it is unset or empty.
     pub token_env: Option<String>,
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes; larger ones get 413.
     pub max_body: usize,
+    /// Time to receive a request's header, from its first byte; the connection is closed after.
+    pub header_timeout: Span,
+    /// Time to receive a whole request body, from the end of its header; 408 after.
+    pub body_timeout: Span,
+    /// A connection with no request in progress (before its first, or between keep-alive
+    /// requests) is closed after this long.
+    pub idle_timeout: Span,
+    /// Connections served at once; one more is answered 503 with `Retry-After` and closed.
+    /// `run` lowers it (with a warning) to what the process's file limit leaves room for.
+    pub max_connections: usize,
+    /// Request body bytes held in memory at once, over all requests (≥ `max_body`); a request
+    /// that would pass it gets 503 with `Retry-After`.
+    pub max_inflight_bytes: usize,
+    /// Allows a non-loopback `listen` without `token_env`: anyone who can reach the port can
+    /// then post usage. Off by default: `run` refuses such a config (exit 2).
+    pub allow_public_without_token: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: "127.0.0.1:9464".into(), token_env: None, max_body: 16 * 1024 * 1024 }
+        ServerConfig {
+            listen: "127.0.0.1:9464".into(),
+            token_env: None,
+            max_body: 16 * 1024 * 1024,
+            header_timeout: Span::secs(10),
+            body_timeout: Span::secs(60),
+            idle_timeout: Span::secs(60),
+            max_connections: 1024,
+            max_inflight_bytes: 64 * 1024 * 1024,
+            allow_public_without_token: false,
+        }
     }
 }
 
@@ -231,7 +262,7 @@ impl Config {
             expr.parse::<cron::Schedule>()
                 .map_err(|e| format!("`{key}` = {expr:?} is not a cron expression (sec min hour day month weekday): {e}"))?;
         }
-        Ok(())
+        check::values(self)
     }
 
     pub fn plan(&self, name: &str) -> Option<&Plan> {

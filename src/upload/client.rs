@@ -36,12 +36,7 @@ pub fn request_url(endpoint: &str, path: &str) -> Result<Url, EndpointError> {
 }
 
 fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
+    crate::config::is_loopback_url(url)
 }
 
 /// The HTTP client for uploads: `timeout` per attempt, TLS ≥ 1.2, no redirects.
