@@ -11,6 +11,9 @@
 //! then the ingest writer drains its queue. A second signal exits at once. Both are safe:
 //! nothing is acknowledged before commit, and an interrupted upload leaves its batch open, to
 //! be resent byte-identical at the next start.
+//!
+//! Before any of it, [`startup::prepare`] checks what the daemon needs (token, listen address,
+//! key, schedules, database directory, file limit); a problem there is [`RunError::Config`].
 
 use crate::collector::Collector;
 use crate::config::{Config, Secret};
@@ -25,6 +28,18 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub mod startup;
+
+/// Why the daemon could not run: a configuration problem (exit code 2, found before anything
+/// is served or scheduled) or a runtime failure (exit code 3).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0:#}")]
+    Runtime(#[from] anyhow::Error),
+}
+
 /// How long in-flight work may take after the first signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
@@ -37,12 +52,13 @@ pub struct RunOptions {
     pub now: Option<Timestamp>,
 }
 
-/// Runs until SIGTERM or Ctrl-C.
-pub fn run(cfg: Arc<Config>, db: &Path, opts: RunOptions) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = rt.block_on(run_async(cfg, db, opts));
+/// Runs until SIGTERM or Ctrl-C, after [`startup::prepare`] found nothing wrong.
+pub fn run(cfg: Arc<Config>, db: &Path, opts: RunOptions) -> Result<(), RunError> {
+    let ready = startup::prepare(&cfg, db, &opts).map_err(RunError::Config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from)?;
+    let result = rt.block_on(run_async(db, opts, ready));
     rt.shutdown_timeout(Duration::from_secs(1));
-    result
+    Ok(result?)
 }
 
 /// What the scheduled loops share.
@@ -79,17 +95,11 @@ impl Loops {
     }
 }
 
-async fn run_async(cfg: Arc<Config>, db: &Path, opts: RunOptions) -> anyhow::Result<()> {
-    let token = match &cfg.server.token_env {
-        Some(var) => Some(std::env::var(var).map_err(|_| anyhow::anyhow!("`server.token_env` names {var}, which is not set"))?),
-        None => None,
-    };
-    let seal_schedule: Schedule = cfg.schedule.seal.parse().map_err(|e| anyhow::anyhow!("`schedule.seal`: {e}"))?;
-    let upload_schedule: Schedule = cfg.schedule.upload.parse().map_err(|e| anyhow::anyhow!("`schedule.upload`: {e}"))?;
-    let key = crate::upload::run::load_key(&cfg.upload).map_err(anyhow::Error::msg)?;
-    let listen = opts.listen.clone().unwrap_or_else(|| cfg.server.listen.clone());
+async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow::Result<()> {
+    let startup::Ready { cfg, token, key, listen, seal: seal_schedule, upload: upload_schedule } = ready;
+    let cfg = Arc::new(cfg);
     let listener =
-        tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::default());
     let m = metrics.clone();

@@ -122,7 +122,9 @@ impl Ctx {
         Ok(Ctx { cfg: Arc::new(cfg), db })
     }
 
+    /// Opens the store; a missing database directory is a configuration problem (exit 2).
     pub fn store(&self) -> Result<crate::store::Store, Failure> {
+        crate::daemon::startup::check_db_dir(&self.db).map_err(Failure::usage)?;
         crate::store::Store::open(&self.db).map_err(|e| Failure::runtime(e.to_string()))
     }
 }

@@ -1,4 +1,5 @@
-//! `meterd run`: the daemon.
+//! `meterd run`: the daemon. A configuration problem found at start-up is exit code 2
+//! (`daemon::startup`); a failure while running is 3.
 
 use super::{now_or, Ctx, Failure};
 
@@ -18,6 +19,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         None => None,
     };
     let opts = crate::daemon::RunOptions { listen: args.listen.clone(), now };
-    crate::daemon::run(ctx.cfg.clone(), &ctx.db, opts).map_err(|e| Failure::runtime(format!("{e:#}")))?;
+    crate::daemon::run(ctx.cfg.clone(), &ctx.db, opts).map_err(|e| match e {
+        crate::daemon::RunError::Config(m) => Failure::usage(m),
+        crate::daemon::RunError::Runtime(e) => Failure::runtime(format!("{e:#}")),
+    })?;
     Ok(0)
 }
