@@ -65,9 +65,10 @@ fn without_the_bearer_token_nothing_is_stored() {
     let env = Env::with_config(&example_config_with(&[("# token_env = \"METERD_TOKEN\"", "token_env = \"METERD_TEST_TOKEN\"")]));
     env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
 
-    // The daemon refuses to start when the variable is missing, naming the setting.
+    // The daemon refuses to start when the variable is missing, naming the setting: a
+    // configuration problem, exit code 2 (issue 15).
     let run = env.run(&["run", "--listen", "127.0.0.1:0"]);
-    assert_eq!(run.code, 3, "{run:?}");
+    assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("server.token_env") && run.stderr.contains(VAR), "{}", run.stderr);
 
     let daemon = env.daemon_with(&[], &[(VAR, "s3cret-token")]);

@@ -1,0 +1,169 @@
+//! Start-up validation (issue 15): every configuration problem is exit code 2, with a message
+//! naming the key to fix, in every command that reads the setting — and before anything is
+//! served, scheduled or created. Values are checked when the config loads (so every command
+//! refuses them); what needs the environment (the token variable, the key file, the database
+//! directory, a public listen address) is checked by the commands that use it.
+
+#[path = "util/mod.rs"]
+mod util;
+
+use std::process::Stdio;
+use util::{example_config_with, Env, Run, NOW};
+
+/// Commands that load the config, with arguments that would otherwise work.
+const COMMANDS: &[&[&str]] = &[
+    &["run", "--listen", "127.0.0.1:0"],
+    &["upload", "--now", NOW],
+    &["seal", "--now", NOW],
+    &["ingest", "--now", NOW, "-"],
+    &["status"],
+    &["preview", "--now", NOW],
+    &["instance", "list"],
+    &["rejected"],
+    &["package", "list"],
+];
+
+/// One bad value per row: the example config's line, its replacement, the key the message names.
+const BAD_VALUES: &[(&str, &str, &str)] = &[
+    ("max_attempts = 8", "max_attempts = 0", "upload.max_attempts"),
+    ("timeout = \"30s\"", "timeout = \"0s\"", "upload.timeout"),
+    ("endpoint = \"https://mkt.myhuaweicloud.com\"", "endpoint = \"mkt.myhuaweicloud.com\"", "upload.endpoint"),
+    ("endpoint = \"https://mkt.myhuaweicloud.com\"", "endpoint = \"http://mkt.myhuaweicloud.com\"", "upload.endpoint"),
+    ("fallback = \"https://mkt.myhuaweicloud.cn\"", "fallback = \"http://10.1.2.3:80\"", "upload.fallback"),
+    ("fallback_after = 3", "fallback_after = 0", "upload.fallback_after"),
+    ("batch_size = 1000", "batch_size = 0", "upload.batch_size"),
+    ("backoff_base = \"200ms\"", "backoff_base = \"0ms\"", "upload.backoff_base"),
+    ("listen = \"127.0.0.1:9464\"", "listen = \"9464\"", "server.listen"),
+    ("listen = \"127.0.0.1:9464\"", "listen = \"meterd.internal:9464\"", "server.listen"),
+    ("# token_env = \"METERD_TOKEN\"", "token_env = \"\"", "server.token_env"),
+    ("max_body = 16777216", "max_body = 0", "server.max_body"),
+    ("max_body = 16777216", "max_body = 16777216\nheader_timeout = \"0s\"", "server.header_timeout"),
+    ("max_body = 16777216", "max_body = 16777216\nbody_timeout = \"0s\"", "server.body_timeout"),
+    ("max_body = 16777216", "max_body = 16777216\nidle_timeout = \"0ms\"", "server.idle_timeout"),
+    ("max_body = 16777216", "max_body = 16777216\nmax_connections = 0", "server.max_connections"),
+    ("max_body = 16777216", "max_body = 16777216\nmax_inflight_bytes = 1024", "server.max_inflight_bytes"),
+    ("max_future = \"5m\"", "max_future = \"8h\"", "collector.max_future"),
+    ("max_age = \"20d\"", "max_age = \"0s\"", "collector.max_age"),
+    ("grace = \"5m\"", "grace = \"15m\"", "seal.grace"),
+    ("seal = \"0 */5 * * * *\"", "seal = \"every 5 minutes\"", "schedule.seal"),
+];
+
+fn assert_config_error(run: &Run, key: &str, what: &str) {
+    assert_eq!(run.code, 2, "{what}: expected exit 2 naming `{key}`:\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+    assert!(run.stderr.contains(key), "{what}: the message does not name `{key}`:\n{}", run.stderr);
+    assert!(!run.stdout.contains("listening"), "{what}: the daemon served before refusing:\n{}", run.stdout);
+}
+
+#[test]
+fn every_bad_value_is_exit_2_naming_its_key_in_every_command() {
+    for (from, to, key) in BAD_VALUES {
+        let env = Env::with_config(&example_config_with(&[(from, to)]));
+        for args in COMMANDS {
+            let run = Run::from(env.cmd().args(*args).env("METERD_ISV_KEY", "k").stdin(Stdio::null()).output().expect("spawn"));
+            assert_config_error(&run, key, &format!("{to} / meterd {}", args.join(" ")));
+        }
+        assert!(!env.db.exists(), "{to}: a command created the database before refusing the config");
+    }
+}
+
+/// `run` with the example config plus `replace`, extra environment, and the listen flag.
+fn run_with(env: &Env, listen: &str, envs: &[(&str, &str)]) -> Run {
+    let mut cmd = env.cmd();
+    cmd.args(["run", "--now", NOW, "--listen", listen]).stdin(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    Run::from(cmd.output().expect("spawn"))
+}
+
+#[test]
+fn the_token_variable_must_be_set_non_empty_and_sendable() {
+    let env = Env::with_config(&example_config_with(&[("# token_env = \"METERD_TOKEN\"", "token_env = \"METERD_T15_TOKEN\"")]));
+    for (value, what) in [(None, "unset"), (Some(""), "empty"), (Some("   "), "blank"), (Some(" tok "), "padded")] {
+        let mut envs = vec![];
+        if let Some(v) = value {
+            envs.push(("METERD_T15_TOKEN", v));
+        }
+        let run = run_with(&env, "127.0.0.1:0", &envs);
+        assert_config_error(&run, "server.token_env", what);
+        assert!(run.stderr.contains("METERD_T15_TOKEN"), "{what}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn a_public_address_without_a_token_is_refused_unless_allowed() {
+    let env = Env::new();
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        assert_config_error(&run_with(&env, listen, &[]), "server.allow_public_without_token", listen);
+    }
+    assert_config_error(&run_with(&env, "all-interfaces:0", &[]), "--listen", "bad flag");
+    // With a token, or with the explicit setting (and a warning), the daemon starts.
+    let tokened = Env::with_config(&example_config_with(&[
+        ("# token_env = \"METERD_TOKEN\"", "token_env = \"METERD_T15_TOKEN\""),
+        ("listen = \"127.0.0.1:9464\"", "listen = \"0.0.0.0:0\""),
+    ]));
+    let (mut child, _) = start_public(&tokened, &[("METERD_T15_TOKEN", "t")]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let allowed = Env::with_config(&example_config_with(&[
+        ("max_body = 16777216", "max_body = 16777216\nallow_public_without_token = true"),
+        ("listen = \"127.0.0.1:9464\"", "listen = \"0.0.0.0:0\""),
+    ]));
+    let (mut child, log) = start_public(&allowed, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let warned = || std::fs::read_to_string(&log).unwrap_or_default().contains("without a bearer token");
+    while !warned() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned(), "no warning:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+}
+
+/// Starts `meterd run` on the config's (public) listen address; waits for it to listen.
+fn start_public(env: &Env, envs: &[(&str, &str)]) -> (std::process::Child, std::path::PathBuf) {
+    use std::io::BufRead;
+    let log = env.dir.path().join("public.stderr");
+    let mut cmd = env.cmd();
+    cmd.args(["run", "--now", NOW]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("listening on http://0.0.0.0:"), "did not start: {line:?}\n{}", std::fs::read_to_string(&log).unwrap());
+    (child, log)
+}
+
+#[test]
+fn an_unreadable_or_empty_key_file_is_exit_2_for_run_and_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.key");
+    std::fs::write(&empty, "\n").unwrap();
+    let missing = dir.path().join("missing.key");
+    // A directory cannot be read as a file, even by root (who ignores permissions).
+    for path in [missing.as_path(), empty.as_path(), dir.path()] {
+        let line = format!("key_file = {:?}", path.to_str().unwrap());
+        let env = Env::with_config(&example_config_with(&[("# key_file = \"/etc/meterd/isv.key\"", &line)]));
+        assert_config_error(&run_with(&env, "127.0.0.1:0", &[]), "upload.key_file", &line);
+        let upload = env.run(&["upload", "--now", NOW]);
+        assert_config_error(&upload, "upload.key_file", &line);
+    }
+}
+
+#[test]
+fn a_missing_database_directory_is_named_as_such() {
+    let env = Env::new();
+    let gone = env.dir.path().join("not-mounted").join("meterd.db");
+    for args in COMMANDS {
+        let mut cmd = std::process::Command::new(util::bin());
+        cmd.arg("--config").arg(&env.config).arg("--db").arg(&gone).current_dir(env.dir.path());
+        cmd.env_remove("METERD_DB").args(*args).env("METERD_ISV_KEY", "k").stdin(Stdio::null());
+        let run = Run::from(cmd.output().expect("spawn"));
+        let what = format!("meterd {}", args.join(" "));
+        assert_config_error(&run, "database directory", &what);
+        assert!(run.stderr.contains("not-mounted"), "{what}: {}", run.stderr);
+    }
+    assert!(!gone.parent().unwrap().exists(), "nothing created the directory");
+}
