@@ -141,12 +141,18 @@ impl Env {
 
     /// Starts the daemon with extra arguments and environment variables.
     pub fn daemon_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
-        Daemon::start(self, NOW, args, envs)
+        Daemon::start(self, NOW, args, envs, |_| {})
+    }
+
+    /// Starts the daemon with a last change to its command (e.g. a resource limit set in
+    /// `pre_exec`).
+    pub fn daemon_tweaked(&self, args: &[&str], envs: &[(&str, &str)], tweak: impl FnOnce(&mut Command)) -> Daemon {
+        Daemon::start(self, NOW, args, envs, tweak)
     }
 
     /// Starts the daemon with its clock fixed at `now`.
     pub fn daemon_at(&self, now: &str, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
-        Daemon::start(self, now, args, envs)
+        Daemon::start(self, now, args, envs, |_| {})
     }
 
     /// A read-only connection to the database (the daemon may be running).
@@ -211,7 +217,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn start(env: &Env, now: &str, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+    fn start(env: &Env, now: &str, args: &[&str], envs: &[(&str, &str)], tweak: impl FnOnce(&mut Command)) -> Daemon {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stderr = env.dir.path().join(format!("daemon-{n}.stderr"));
@@ -220,6 +226,7 @@ impl Daemon {
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        tweak(&mut cmd);
         let log = std::fs::File::create(&stderr).expect("daemon log file");
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log).spawn().expect("spawn meterd run");
         let mut line = String::new();
@@ -334,8 +341,13 @@ impl Http {
     }
 
     pub fn get(&self, path: &str) -> Reply {
+        self.try_get(path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// GETs `path`; `Err` only for transport failures (refused, reset, timeout).
+    pub fn try_get(&self, path: &str) -> Result<Reply, reqwest::Error> {
         let req = self.client.get(format!("{}{path}", self.base));
-        self.send(req).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        self.send(req)
     }
 
     /// POSTs events to `/v1/events`.
