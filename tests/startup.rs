@@ -48,6 +48,32 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
     ("seal = \"0 */5 * * * *\"", "seal = \"every 5 minutes\"", "schedule.seal"),
 ];
 
+/// Runs `cmd` to completion, or kills it after 10 s (a daemon that started instead of
+/// refusing): then its exit code is -1.
+fn bounded(cmd: &mut std::process::Command) -> Run {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn meterd");
+    let start = std::time::Instant::now();
+    let mut killed = false;
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            killed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("wait meterd");
+    let mut run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    if killed {
+        run.code = -1;
+    }
+    run
+}
+
 fn assert_config_error(run: &Run, key: &str, what: &str) {
     assert_eq!(run.code, 2, "{what}: expected exit 2 naming `{key}`:\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
     assert!(run.stderr.contains(key), "{what}: the message does not name `{key}`:\n{}", run.stderr);
@@ -59,7 +85,7 @@ fn every_bad_value_is_exit_2_naming_its_key_in_every_command() {
     for (from, to, key) in BAD_VALUES {
         let env = Env::with_config(&example_config_with(&[(from, to)]));
         for args in COMMANDS {
-            let run = Run::from(env.cmd().args(*args).env("METERD_ISV_KEY", "k").stdin(Stdio::null()).output().expect("spawn"));
+            let run = bounded(env.cmd().args(*args).env("METERD_ISV_KEY", "k"));
             assert_config_error(&run, key, &format!("{to} / meterd {}", args.join(" ")));
         }
         assert!(!env.db.exists(), "{to}: a command created the database before refusing the config");
@@ -69,11 +95,11 @@ fn every_bad_value_is_exit_2_naming_its_key_in_every_command() {
 /// `run` with the example config plus `replace`, extra environment, and the listen flag.
 fn run_with(env: &Env, listen: &str, envs: &[(&str, &str)]) -> Run {
     let mut cmd = env.cmd();
-    cmd.args(["run", "--now", NOW, "--listen", listen]).stdin(Stdio::null());
+    cmd.args(["run", "--now", NOW, "--listen", listen]);
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    Run::from(cmd.output().expect("spawn"))
+    bounded(&mut cmd)
 }
 
 #[test]
@@ -147,7 +173,7 @@ fn an_unreadable_or_empty_key_file_is_exit_2_for_run_and_upload() {
         let line = format!("key_file = {:?}", path.to_str().unwrap());
         let env = Env::with_config(&example_config_with(&[("# key_file = \"/etc/meterd/isv.key\"", &line)]));
         assert_config_error(&run_with(&env, "127.0.0.1:0", &[]), "upload.key_file", &line);
-        let upload = env.run(&["upload", "--now", NOW]);
+        let upload = bounded(env.cmd().args(["upload", "--now", NOW]));
         assert_config_error(&upload, "upload.key_file", &line);
     }
 }
@@ -159,8 +185,8 @@ fn a_missing_database_directory_is_named_as_such() {
     for args in COMMANDS {
         let mut cmd = std::process::Command::new(util::bin());
         cmd.arg("--config").arg(&env.config).arg("--db").arg(&gone).current_dir(env.dir.path());
-        cmd.env_remove("METERD_DB").args(*args).env("METERD_ISV_KEY", "k").stdin(Stdio::null());
-        let run = Run::from(cmd.output().expect("spawn"));
+        cmd.env_remove("METERD_DB").args(*args).env("METERD_ISV_KEY", "k");
+        let run = bounded(&mut cmd);
         let what = format!("meterd {}", args.join(" "));
         assert_config_error(&run, "database directory", &what);
         assert!(run.stderr.contains("not-mounted"), "{what}: {}", run.stderr);
