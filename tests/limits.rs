@@ -143,20 +143,7 @@ fn two_hundred_slow_clients_cannot_take_memory_descriptors_or_service() {
     ]);
     let env = Env::with_config(&config);
     env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
-    let d = env.daemon_tweaked(&[], &[], |cmd| {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                let lim = libc::rlimit { rlim_cur: NOFILE as libc::rlim_t, rlim_max: NOFILE as libc::rlim_t };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-    });
+    let d = env.daemon_tweaked(&[], &[], |cmd| with_nofile(cmd, NOFILE, NOFILE));
     let pid = d.pid();
     std::thread::sleep(Duration::from_millis(300));
     let baseline_kib = vm_kib(pid, "VmRSS:");
@@ -253,4 +240,34 @@ fn two_hundred_slow_clients_cannot_take_memory_descriptors_or_service() {
     assert!(!log.contains("seal failed") && !log.contains("unable to open"), "{log}");
     let status = d.http().get("/v1/status").ok();
     assert_eq!(status["events"], 1, "{status}");
+}
+
+/// Sets `RLIMIT_NOFILE` of the daemon's process to (`soft`, `hard`) before it execs.
+fn with_nofile(cmd: &mut std::process::Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+#[test]
+fn the_soft_file_limit_is_raised_and_the_connection_cap_fits_under_it() {
+    let env = Env::new();
+    let d = env.daemon_tweaked(&[], &[("RUST_LOG", "warn")], |cmd| with_nofile(cmd, 128, 512));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[3..5], &["512", "512"], "soft limit not raised to the hard one: {line}");
+    // The default max_connections (1024) does not fit 512 descriptors: lowered, with a warning.
+    let fits = 512 - meterd::daemon::startup::FD_RESERVE;
+    let log = d.stderr();
+    assert!(log.contains("server.max_connections") && log.contains(&format!("serving at most {fits} connections")), "{log}");
 }
