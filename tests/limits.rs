@@ -132,13 +132,12 @@ fn attack(addr: &str, kind: Kind) -> Outcome {
 #[test]
 fn two_hundred_slow_clients_cannot_take_memory_descriptors_or_service() {
     let config = example_config_with(&[
-        (
-            "max_body = 16777216",
-            &format!(
-                "max_body = {MAX_BODY}\nmax_inflight_bytes = {MAX_INFLIGHT}\nmax_connections = {MAX_CONNECTIONS}\n\
-                 header_timeout = \"1s\"\nbody_timeout = \"2s\"\nidle_timeout = \"2s\""
-            ),
-        ),
+        ("max_body = 16777216", &format!("max_body = {MAX_BODY}")),
+        ("max_inflight_bytes = 67108864", &format!("max_inflight_bytes = {MAX_INFLIGHT}")),
+        ("max_connections = 1024", &format!("max_connections = {MAX_CONNECTIONS}")),
+        ("header_timeout = \"10s\"", "header_timeout = \"1s\""),
+        ("body_timeout = \"60s\"", "body_timeout = \"2s\""),
+        ("idle_timeout = \"60s\"", "idle_timeout = \"2s\""),
         ("seal = \"0 */5 * * * *\"", "seal = \"* * * * * *\""),
     ]);
     let env = Env::with_config(&config);

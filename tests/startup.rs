@@ -37,11 +37,11 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
     ("listen = \"127.0.0.1:9464\"", "listen = \"meterd.internal:9464\"", "server.listen"),
     ("# token_env = \"METERD_TOKEN\"", "token_env = \"\"", "server.token_env"),
     ("max_body = 16777216", "max_body = 0", "server.max_body"),
-    ("max_body = 16777216", "max_body = 16777216\nheader_timeout = \"0s\"", "server.header_timeout"),
-    ("max_body = 16777216", "max_body = 16777216\nbody_timeout = \"0s\"", "server.body_timeout"),
-    ("max_body = 16777216", "max_body = 16777216\nidle_timeout = \"0ms\"", "server.idle_timeout"),
-    ("max_body = 16777216", "max_body = 16777216\nmax_connections = 0", "server.max_connections"),
-    ("max_body = 16777216", "max_body = 16777216\nmax_inflight_bytes = 1024", "server.max_inflight_bytes"),
+    ("header_timeout = \"10s\"", "header_timeout = \"0s\"", "server.header_timeout"),
+    ("body_timeout = \"60s\"", "body_timeout = \"0s\"", "server.body_timeout"),
+    ("idle_timeout = \"60s\"", "idle_timeout = \"0ms\"", "server.idle_timeout"),
+    ("max_connections = 1024", "max_connections = 0", "server.max_connections"),
+    ("max_inflight_bytes = 67108864", "max_inflight_bytes = 1024", "server.max_inflight_bytes"),
     ("max_future = \"5m\"", "max_future = \"8h\"", "collector.max_future"),
     ("max_age = \"20d\"", "max_age = \"0s\"", "collector.max_age"),
     ("grace = \"5m\"", "grace = \"15m\"", "seal.grace"),
@@ -132,7 +132,7 @@ fn a_public_address_without_a_token_is_refused_unless_allowed() {
     let _ = child.kill();
     let _ = child.wait();
     let allowed = Env::with_config(&example_config_with(&[
-        ("max_body = 16777216", "max_body = 16777216\nallow_public_without_token = true"),
+        ("allow_public_without_token = false", "allow_public_without_token = true"),
         ("listen = \"127.0.0.1:9464\"", "listen = \"0.0.0.0:0\""),
     ]));
     let (mut child, log) = start_public(&allowed, &[]);

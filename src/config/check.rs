@@ -157,6 +157,13 @@ mod tests {
         }
     }
 
+    /// The shipped example shows the server defaults, so its comments cannot drift from them.
+    #[test]
+    fn the_example_shows_the_server_defaults() {
+        let example = Config::from_toml_str(super::super::EXAMPLE_CONFIG).unwrap();
+        assert_eq!(format!("{:?}", example.server), format!("{:?}", super::super::ServerConfig::default()));
+    }
+
     #[test]
     fn good_values_pass() {
         let ok = "[upload]\nendpoint = \"http://127.0.0.1:8080\"\nfallback = \"\"\nfallback_after = 0\n\
