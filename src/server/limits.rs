@@ -5,7 +5,8 @@
 //! held about `max_body` each).
 //!
 //! Answers, in the API's JSON error shape, and nothing stored: 413 when a body is larger than
-//! `max_body` (at once when its `Content-Length` says so), 408 when it did not arrive within
+//! `max_body` (after reading and dropping up to `max_body` more bytes, so that a client still
+//! sending can read the answer), 408 when it did not arrive within
 //! `body_timeout` (counted from the end of the header), 503 with `Retry-After: 1` when taking
 //! it would pass the in-flight budget. The budget is counted in KiB of buffer capacity (what
 //! memory really holds), taken as the body grows and given back when the handler has answered.
@@ -81,14 +82,14 @@ impl BodyLimits {
     pub async fn read(&self, mut body: Body, content_length: Option<usize>) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Refusal> {
         let mut held = None;
         let mut buf: Vec<u8> = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.body_timeout;
         if let Some(n) = content_length {
             if n > self.max_body {
-                return Err(Refusal::TooLarge);
+                return Err(self.too_large(&mut body, deadline).await);
             }
             self.cover(&mut held, n)?;
             buf.reserve_exact(n);
         }
-        let deadline = tokio::time::Instant::now() + self.body_timeout;
         loop {
             let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
             let frame = match tokio::time::timeout_at(deadline, next).await {
@@ -100,7 +101,7 @@ impl BodyLimits {
             let Ok(data) = frame.into_data() else { continue };
             let len = buf.len() + data.len();
             if len > self.max_body {
-                return Err(Refusal::TooLarge);
+                return Err(self.too_large(&mut body, deadline).await);
             }
             if len > buf.capacity() {
                 // Grow by doubling (capped at max_body), and count the capacity, not the length.
@@ -113,9 +114,24 @@ impl BodyLimits {
         Ok((Bytes::from(buf), held))
     }
 
+    /// Reads and drops up to `max_body` more bytes of a body found too large (within the
+    /// deadline, holding no memory), then refuses it: a client that is still sending when the
+    /// answer comes would often see the connection reset instead of the 413.
+    async fn too_large(&self, body: &mut Body, deadline: tokio::time::Instant) -> Refusal {
+        let mut dropped = 0usize;
+        while dropped <= self.max_body {
+            let next = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx));
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(Some(Ok(frame))) => dropped += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+        Refusal::TooLarge
+    }
+
     /// The answer to a refused body, in the API's error shape.
     pub fn answer(&self, refusal: &Refusal) -> Response {
-        let mut r = match refusal {
+        match refusal {
             Refusal::TooLarge => error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -142,10 +158,7 @@ impl BodyLimits {
                 r
             }
             Refusal::Broken(e) => error(StatusCode::BAD_REQUEST, format!("the body could not be read: {e} — nothing was stored")),
-        };
-        // The rest of the body is unread: this connection cannot carry another request.
-        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        r
+        }
     }
 }
 
