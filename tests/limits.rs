@@ -218,11 +218,11 @@ fn two_hundred_slow_clients_cannot_take_memory_descriptors_or_service() {
     // Each abusive connection was answered or closed within its limits.
     assert_eq!(count(&|(_, o, _)| *o == Outcome::Hung), 0, "connections outlived every timeout: {summary:#?}");
     for (kind, o, took) in &outcomes {
-        let ok = match (kind, o) {
-            (_, Outcome::Status(503, "max_connections")) | (_, Outcome::Closed) => true,
-            (Kind::EndlessBody, Outcome::Status(503, "max_inflight_bytes")) | (Kind::EndlessBody, Outcome::Status(408, _)) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (kind, o),
+            (_, Outcome::Status(503, "max_connections") | Outcome::Closed)
+                | (Kind::EndlessBody, Outcome::Status(503, "max_inflight_bytes") | Outcome::Status(408, _))
+        );
         assert!(ok, "{kind:?} got {o:?} after {took:?}");
     }
     assert!(count(&|(_, o, _)| *o == Outcome::Status(503, "max_connections")) > 0, "the connection cap never answered: {summary:#?}");

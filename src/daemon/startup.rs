@@ -137,6 +137,7 @@ pub fn raise_nofile() -> Option<u64> {
             }
         }
     }
+    #[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not on every unix
     let soft = u64::try_from(lim.rlim_cur).unwrap_or(u64::MAX);
     tracing::debug!(nofile = soft, hard = lim.rlim_max, "file limit (soft raised to hard)");
     Some(soft)
