@@ -139,17 +139,17 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
 
 async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
     loop {
-        let (cfg, db, now) = (l.cfg.clone(), l.db.clone(), l.now());
+        let (cfg, db, now, metrics) = (l.cfg.clone(), l.db.clone(), l.now(), l.metrics.clone());
         let result = tokio::task::spawn_blocking(move || {
             let mut store = Store::open(&db)?;
-            let report = crate::seal::seal(&mut store, &cfg, now)?;
+            // Counted in each seal transaction before its commit, so never behind `status`.
+            let report = crate::seal::seal_counting(&mut store, &cfg, now, &|n| metrics.record_seal(n))?;
             store.write(|tx| meta::set(tx, meta::LAST_SEAL, &Timestamp::now().to_string()))?;
             Ok::<_, crate::store::StoreError>(report)
         })
         .await;
         match result {
             Ok(Ok(r)) => {
-                l.metrics.record_seal(r.records);
                 if r.records > 0 {
                     tracing::info!(records = r.records, instances = r.instances, "sealed closed windows");
                     l.kick.notify_one();
@@ -177,7 +177,8 @@ async fn upload_loop(l: Arc<Loops>, schedule: Schedule, key: Option<Secret>) {
         }
     };
     loop {
-        let run = crate::upload::run::upload(store.clone(), &l.cfg.upload, &key, l.now());
+        // Counts into the metrics as it goes: a delivery is counted before `status` can show it.
+        let run = crate::upload::run::upload_with_metrics(store.clone(), &l.cfg.upload, &key, l.now(), l.metrics.clone());
         tokio::select! {
             _ = l.cancel.cancelled() => {
                 tracing::info!("upload interrupted by shutdown; open batches are resent unchanged at the next start");
@@ -185,7 +186,6 @@ async fn upload_loop(l: Arc<Loops>, schedule: Schedule, key: Option<Secret>) {
             }
             r = run => match r {
                 Ok(report) => {
-                    l.metrics.record_upload(&report);
                     if report.delivered + report.rejected + report.expired > 0 {
                         tracing::info!(delivered = report.delivered, rejected = report.rejected, expired = report.expired, "upload run finished");
                     }

@@ -4,10 +4,14 @@
 //! records past deadline) are read from the store at scrape time through the same [`Status`]
 //! that `meterd status` prints, so the two always agree. Latencies are recorded in
 //! microseconds in hdrhistogram and exported as p50/p90/p99/p999 quantiles.
+//!
+//! Upload counters are updated by the upload run as it goes (see
+//! [`crate::upload::run::upload_with_metrics`]), not when the run ends: a delivery is counted
+//! before its commit makes it visible to `status`, so a scrape never misses a delivery (or
+//! rejection) that an earlier `status` already showed.
 
 use crate::collector::IngestResult;
 use crate::status::Status;
-use crate::upload::run::UploadReport;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -93,17 +97,27 @@ impl Metrics {
         self.records_sealed.fetch_add(records as u64, Ordering::Relaxed);
     }
 
-    pub fn record_upload(&self, r: &UploadReport) {
-        self.records_delivered.fetch_add(r.delivered, Ordering::Relaxed);
-        self.records_rejected.fetch_add(r.rejected + r.expired, Ordering::Relaxed);
-        for (outcome, n) in &r.outcomes {
-            bump(&self.upload_attempts, outcome, *n);
-        }
+    /// One upload HTTP attempt, answered (or failed) with `outcome` after `latency_us`.
+    /// Called by the upload run as each attempt is classified, before any state it leads to
+    /// is committed.
+    pub fn record_upload_attempt(&self, outcome: &str, latency_us: u64) {
+        bump(&self.upload_attempts, outcome, 1);
         if let Ok(mut h) = self.upload_request_us.lock() {
-            for us in &r.request_latencies_us {
-                h.saturating_record((*us).max(1));
-            }
+            h.saturating_record(latency_us.max(1));
         }
+    }
+
+    /// Records the store accepted. Called by the upload run inside the transaction that marks
+    /// them delivered, just before its commit: `status` (another connection) can only see
+    /// them delivered after they are counted, so `/metrics` never lags it. If that commit
+    /// fails (the run then fails), the batch stays open and is resent, and counted again.
+    pub fn record_delivered(&self, records: u64) {
+        self.records_delivered.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// Records rejected by the store or expired, counted the same way as [`Self::record_delivered`].
+    pub fn record_rejected(&self, records: u64) {
+        self.records_rejected.fetch_add(records, Ordering::Relaxed);
     }
 
     /// Renders the Prometheus text exposition, with gauges from `status`.

@@ -56,6 +56,12 @@ pub fn closed_until(cfg: &Config, plan: &Plan, now: Timestamp) -> i64 {
 
 /// Seals every closed, unsealed window of every instance.
 pub fn seal(store: &mut Store, cfg: &Config, now: Timestamp) -> Result<SealReport, StoreError> {
+    seal_counting(store, cfg, now, &|_| {})
+}
+
+/// [`seal`], calling `count` with the records each transaction writes, inside it, just before
+/// its commit (the daemon's `meterd_records_sealed_total`: never behind what `status` shows).
+pub fn seal_counting(store: &mut Store, cfg: &Config, now: Timestamp, count: &dyn Fn(usize)) -> Result<SealReport, StoreError> {
     let all = store.read(|tx| instances::list(tx))?;
     let due: Vec<InstanceRow> = all
         .into_iter()
@@ -79,6 +85,7 @@ pub fn seal(store: &mut Store, cfg: &Config, now: Timestamp) -> Result<SealRepor
                 let Some(plan) = cfg.plan(&inst.plan) else { continue };
                 seal_instance(tx, cfg, plan, &inst, now, &mut part)?;
             }
+            count(part.records);
             Ok(part)
         })?;
         report.instances += part.instances;

@@ -16,12 +16,17 @@
 //! pending ones, so the next batch is still cut, stored and committed before it is sent. The records rows of delivered batches are written
 //! ("settled", [`batches::settle`]) in bulk: at the start of a run (whatever a crash left),
 //! every [`SETTLE_RECORDS`] delivered records, and at the end of the run.
+//!
+//! With [`upload_with_metrics`] (the daemon), every attempt and every delivered, rejected or
+//! expired record is counted as it happens; a record state change is counted inside the
+//! transaction that commits it, so `/metrics` never lags what `status` shows.
 
 use super::backoff::Backoff;
 use super::classify::{classify, Action};
 use super::client::{http_client, request_url, send};
 use super::sign::new_nonce;
 use crate::config::{Secret, UploadConfig};
+use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::store::batches::{self, Batch};
 use crate::store::{meta, records, Store, StoreError};
@@ -89,6 +94,30 @@ async fn db<T: Send + 'static>(
 
 /// One upload run at `now` (decides expiry; request `ts` always uses the real clock).
 pub async fn upload(store: Arc<Mutex<Store>>, cfg: &UploadConfig, key: &Secret, now: Timestamp) -> Result<UploadReport, UploadError> {
+    upload_run(store, cfg, key, now, None).await
+}
+
+/// [`upload`], counting into `metrics` as the run goes: each attempt (outcome, latency) when
+/// its answer is classified, and delivered, rejected and expired records inside the
+/// transaction that commits their new state, before the commit. A run cut short (shutdown)
+/// or failing half-way has counted what it committed.
+pub async fn upload_with_metrics(
+    store: Arc<Mutex<Store>>,
+    cfg: &UploadConfig,
+    key: &Secret,
+    now: Timestamp,
+    metrics: Arc<Metrics>,
+) -> Result<UploadReport, UploadError> {
+    upload_run(store, cfg, key, now, Some(metrics)).await
+}
+
+async fn upload_run(
+    store: Arc<Mutex<Store>>,
+    cfg: &UploadConfig,
+    key: &Secret,
+    now: Timestamp,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<UploadReport, UploadError> {
     let primary = request_url(&cfg.endpoint, &cfg.path).map_err(|e| UploadError::Config(e.to_string()))?;
     let fallback = match &cfg.fallback {
         Some(f) => {
@@ -109,6 +138,7 @@ pub async fn upload(store: Arc<Mutex<Store>>, cfg: &UploadConfig, key: &Secret, 
         consecutive_transient: 0,
         batch_size: cfg.batch_size.clamp(1, 1000),
         unsettled: 0,
+        metrics,
         report: UploadReport::default(),
     };
     run.report.expired = run.expire(now).await?;
@@ -177,6 +207,8 @@ struct Run<'a> {
     batch_size: usize,
     /// Records delivered in this run since the last settle.
     unsettled: u64,
+    /// The daemon's metrics, updated as the run goes.
+    metrics: Option<Arc<Metrics>>,
     report: UploadReport,
 }
 
@@ -202,6 +234,7 @@ impl Run<'_> {
     /// more than 21 days before `now`.
     async fn expire(&mut self, now: Timestamp) -> Result<u64, StoreError> {
         let cutoff = now.secs() - MAX_RECORD_AGE_SECS;
+        let metrics = self.metrics.clone();
         db(&self.store, move |s| {
             s.write(|tx| {
                 batches::settle(tx, Timestamp::now().0)?;
@@ -213,14 +246,22 @@ impl Run<'_> {
                     tracing::error!(sn = %r.metering_sn, instance = %r.instance_id, "record expired before it could be delivered; see `meterd rejected`");
                     n += 1;
                 }
+                // Counted before the commit makes the rejections visible (see the module docs).
+                if let Some(m) = &metrics {
+                    m.record_rejected(n);
+                }
                 Ok(n)
             })
         })
         .await
     }
 
-    fn count(&mut self, outcome: &str) {
+    /// Counts an attempt's outcome (in the report and, live, in the metrics).
+    fn count(&mut self, outcome: &str, latency_us: u64) {
         *self.report.outcomes.entry(outcome.to_string()).or_default() += 1;
+        if let Some(m) = &self.metrics {
+            m.record_upload_attempt(outcome, latency_us);
+        }
     }
 
     /// Attempts one batch until its fate for this run is decided.
@@ -245,18 +286,20 @@ impl Run<'_> {
             } else {
                 request.await
             };
-            self.report.request_latencies_us.push(started.elapsed().as_micros() as u64);
+            let latency_us = started.elapsed().as_micros() as u64;
+            self.report.request_latencies_us.push(latency_us);
             crate::faults::crash_point("upload-after-response");
             self.report.requests += 1;
             attempt += 1;
             let id = batch.id;
             match classify(&response) {
                 Action::Delivered => {
-                    self.count("delivered");
+                    self.count("delivered", latency_us);
                     self.consecutive_transient = 0;
                     let size = self.batch_size;
                     let settle = self.unsettled + batch.records as u64 >= SETTLE_RECORDS;
                     let read_before = next_read.take();
+                    let (metrics, n) = (self.metrics.clone(), batch.records as u64);
                     // The next batch is cut in the same transaction: one commit per batch.
                     let next = db(&self.store, move |s| {
                         s.write(|tx| {
@@ -268,10 +311,13 @@ impl Run<'_> {
                                 Some(read) => batches::next_pending_reusing(tx, size, read)?,
                                 None => batches::next_pending(tx, size)?,
                             };
-                            if recs.is_empty() {
-                                return Ok(None);
+                            let next = if recs.is_empty() { None } else { Some(batches::create(tx, &recs, Timestamp::now().0)?) };
+                            // Last before the commit: `status` can see the batch delivered
+                            // only once it is counted (see the module docs).
+                            if let Some(m) = &metrics {
+                                m.record_delivered(n);
                             }
-                            batches::create(tx, &recs, Timestamp::now().0).map(Some)
+                            Ok(next)
                         })
                     })
                     .await?;
@@ -280,7 +326,7 @@ impl Run<'_> {
                     return Ok(next.map_or(Next::Done, |b| Next::Then(vec![b])));
                 }
                 Action::Transient { retry_after, reason } => {
-                    self.count("transient");
+                    self.count("transient", latency_us);
                     let text = reason.to_string();
                     tracing::warn!(batch = id, attempt, url = %url, reason = %text, "upload attempt failed; will retry the same bytes");
                     let t2 = text.clone();
@@ -301,7 +347,7 @@ impl Run<'_> {
                     tokio::time::sleep(wait).await;
                 }
                 Action::ConfigError { code, message } => {
-                    self.count("config_error");
+                    self.count("config_error", latency_us);
                     let text = format!(
                         "the store refused the request with {code} ({message}): the configuration is wrong, not the records. Check the key (METERD_ISV_KEY or upload.key_file), upload.endpoint and the seller account; records stay pending"
                     );
@@ -312,7 +358,7 @@ impl Run<'_> {
                     return Ok(Next::Stop);
                 }
                 Action::TooManyRecords => {
-                    self.count("too_many");
+                    self.count("too_many", latency_us);
                     self.batch_size = (self.batch_size / 2).max(1);
                     if batch.records < 2 {
                         tracing::error!(batch = id, "the store says one record is too many; leaving it queued");
@@ -322,13 +368,23 @@ impl Run<'_> {
                     return Ok(Next::Then(vec![halves.0, halves.1]));
                 }
                 Action::RecordError { code, message } => {
-                    self.count("record_error");
+                    self.count("record_error", latency_us);
                     if batch.records >= 2 {
                         let halves = db(&self.store, move |s| s.write(|tx| batches::split(tx, id, Timestamp::now().0))).await?;
                         return Ok(Next::Then(vec![halves.0, halves.1]));
                     }
-                    let (c, m) = (code.clone(), message.clone());
-                    let sns = db(&self.store, move |s| s.write(|tx| batches::reject(tx, id, &c, &m, Timestamp::now().0))).await?;
+                    let (c, m, metrics) = (code.clone(), message.clone(), self.metrics.clone());
+                    let sns = db(&self.store, move |s| {
+                        s.write(|tx| {
+                            let sns = batches::reject(tx, id, &c, &m, Timestamp::now().0)?;
+                            // Counted before the commit makes the rejection visible.
+                            if let Some(metrics) = &metrics {
+                                metrics.record_rejected(sns.len() as u64);
+                            }
+                            Ok(sns)
+                        })
+                    })
+                    .await?;
                     for sn in &sns {
                         tracing::error!(sn = %sn, code = %code, message = %message, "record rejected by the store; see `meterd rejected`, fix the cause, then `meterd requeue {sn}`");
                     }

@@ -219,6 +219,8 @@ fn metrics_parse_and_agree_with_status() {
     let bad = d.http().events(util::ndjson(&[Ev::new("bad", "inst-a", "-1", "2026-11-23T08:10:00Z").json()])).ok();
     assert_eq!(bad["rejected"].as_array().unwrap().len(), 1);
     mock.wait_billed(1);
+    // Status showing the record delivered implies the counters already have it: the daemon
+    // counts a seal, an attempt and a delivery before the commit that makes them visible.
     delivered_locally(&d, 1);
     let text = d.http().get("/metrics").text();
     let samples = parse_prometheus(&text);
@@ -230,6 +232,8 @@ fn metrics_parse_and_agree_with_status() {
     assert_eq!(get("meterd_records_pending"), status["backlog"].as_f64().unwrap());
     assert_eq!(get("meterd_records{state=\"delivered\"}"), status["records"]["delivered"].as_f64().unwrap());
     assert_eq!(get("meterd_records_delivered_total"), 1.0);
+    assert_eq!(get("meterd_upload_attempts_total{outcome=\"delivered\"}"), 1.0);
+    assert!(get("meterd_records_sealed_total") >= 1.0);
     assert!(get("meterd_ingest_commit_seconds_count") >= 1.0);
     assert!(get("meterd_upload_request_seconds{quantile=\"0.99\"}") > 0.0);
 }
