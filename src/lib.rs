@@ -32,6 +32,7 @@ pub mod quota;
 pub mod schedule;
 pub mod seal;
 pub mod server;
+pub mod settings;
 pub mod status;
 pub mod store;
 pub mod upload;

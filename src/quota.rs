@@ -77,15 +77,19 @@ pub fn view(conn: &rusqlite::Connection, cfg: &Config, inst: &InstanceRow, now: 
     };
     let packages: Vec<PackageQuota> = pkgs.iter().map(|p| package_at(p, cfg.timezone, &used, now)).collect();
     let remaining: Decimal = packages.iter().map(|p| p.remaining).sum();
+    let packages = packages
+        .into_iter()
+        .map(|p| PackageQuota { quota: p.quota.normalize(), used: p.used.normalize(), remaining: p.remaining.normalize(), ..p })
+        .collect();
     Ok(QuotaView {
         instance_id: inst.instance_id.clone(),
         plan: inst.plan.clone(),
         mode,
         now,
         exhausted: mode == Some(PackageMode::Stop) && remaining <= Decimal::ZERO,
-        remaining,
+        remaining: remaining.normalize(),
         packages,
-        over_quota: packages::over_quota(conn, inst.key)?,
+        over_quota: packages::over_quota(conn, inst.key)?.normalize(),
     })
 }
 
@@ -176,6 +180,15 @@ pub struct PeriodUse {
     pub used: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     pub remaining: Decimal,
+}
+
+impl PeriodUse {
+    /// Shortest decimal forms (`10`, not `10.0000`), as every output shows them.
+    pub fn normalize(&mut self) {
+        for d in [&mut self.quota, &mut self.used, &mut self.remaining] {
+            *d = d.normalize();
+        }
+    }
 }
 
 /// Validates a package as a user wrote it (CLI flags or the HTTP body).

@@ -19,6 +19,10 @@ pub const DAILY_DEADLINE_SECS: i64 = 3600;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
     pub now: Timestamp,
+    /// Set when `timezone` is not the store's Beijing time (`+08:00`): day windows and day/month
+    /// step accumulation then differ from the store's (issue 12, kind 8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone_warning: Option<String>,
     pub instances: u64,
     pub events: u64,
     /// Records by delivery state.
@@ -113,6 +117,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         if with_audit { Some(audit::balances(store)?.into_iter().filter(|b| !b.holds()).map(|b| b.instance_id).collect()) } else { None };
     Ok(Status {
         now,
+        timezone_warning: crate::settings::zone_warning(cfg.timezone),
         instances: insts.len() as u64,
         frozen,
         events: n_events,
@@ -125,7 +130,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         unbillable: insts
             .iter()
             .filter(|i| i.unbillable > Decimal::ZERO)
-            .map(|i| (i.instance_id.clone(), i.unbillable.to_string()))
+            .map(|i| (i.instance_id.clone(), i.unbillable.normalize().to_string()))
             .collect(),
         stranded_carry: stranded,
         over_quota: quota.iter().filter(|q| !q.over_quota.is_zero()).map(|q| (q.instance_id.clone(), q.over_quota.to_string())).collect(),

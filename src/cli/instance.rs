@@ -1,4 +1,4 @@
-//! `meterd instance add|release|list`.
+//! `meterd instance add|release|freeze|unfreeze|move|list`.
 
 use super::{time_arg, Ctx, Failure};
 use crate::model::Timestamp;
@@ -34,6 +34,16 @@ pub enum Cmd {
         #[arg(long)]
         at: String,
     },
+    /// Move an instance to another plan from a window boundary on: AT must be the instance's
+    /// next unsealed window boundary, a boundary of both plans' periods; a period change also
+    /// needs no usage stored from AT on. Use it to rename or replace a plan safely.
+    Move {
+        id: String,
+        #[arg(long)]
+        plan: String,
+        #[arg(long)]
+        at: String,
+    },
     /// List instances.
     List {
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
@@ -62,6 +72,11 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
                 eprintln!("meterd: warning: {w}");
             }
         }
+        Cmd::Move { id, plan, at } => {
+            let at = time_arg("--at", at)?;
+            let from = move_plan(ctx, &mut store, id, plan, at)?;
+            println!("instance {id} moved from plan {from} to plan {plan} at {at}");
+        }
         Cmd::Freeze { id, at } | Cmd::Unfreeze { id, at } => {
             let status = if matches!(cmd, Cmd::Freeze { .. }) { Status::Freeze } else { Status::Unfreeze };
             let at = time_arg("--at", at)?;
@@ -89,6 +104,38 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
         }
     }
     Ok(0)
+}
+
+/// Switches `id` to plan `plan` from `at` on, if that cuts no stored window differently
+/// (see [`crate::settings::move_refusal`]); returns the old plan's name.
+fn move_plan(ctx: &Ctx, store: &mut crate::store::Store, id: &str, plan: &str, at: Timestamp) -> Result<String, Failure> {
+    let cfg = &ctx.cfg;
+    let new = cfg.plan(plan).ok_or_else(|| {
+        Failure::usage(format!(
+            "plan {plan:?} is not in the config; add its [[plan]] first (known plans: {:?})",
+            cfg.plans.keys().collect::<Vec<_>>()
+        ))
+    })?;
+    let out = store.write(|tx| {
+        let inst = instances::get(tx, id)?.ok_or_else(|| instances::unknown(id))?;
+        let invalid = |m: String| crate::store::StoreError::Invalid(format!("cannot move instance {id:?} to plan {plan:?}: {m}"));
+        let old =
+            cfg.plan(&inst.plan).ok_or_else(|| invalid(format!("its plan {:?} is not in the config; add it back first", inst.plan)))?;
+        if let Some(r) = inst.release.filter(|r| *r <= at) {
+            return Err(invalid(format!("it was released at {r}")));
+        }
+        let next = inst.sealed_until.max(cfg.timezone.window_start(old.period, inst.start));
+        let usage = crate::store::settings::has_usage_from(tx, inst.key, next)?;
+        if let Some(m) = crate::settings::move_refusal(cfg.timezone, old.period, new.period, at.secs(), next, usage) {
+            return Err(invalid(m));
+        }
+        if old.package != new.package && usage {
+            return Err(invalid("the plans differ in `package` mode and usage is already stored from the boundary on".into()));
+        }
+        crate::store::settings::set_plan(tx, inst.key, plan)?;
+        Ok(inst.plan)
+    })?;
+    Ok(out)
 }
 
 /// `released`, `frozen` or `active` at `now`.

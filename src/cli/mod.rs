@@ -14,6 +14,7 @@ mod rejected;
 mod run;
 mod seal;
 mod status;
+mod store;
 mod upload;
 
 use crate::config::Config;
@@ -65,6 +66,9 @@ pub enum Command {
     Rejected(rejected::Args),
     /// Send a rejected record again after its cause is fixed (same metering_sn).
     Requeue(rejected::RequeueArgs),
+    /// Settings the store remembers: `store set-timezone ZONE`.
+    #[command(subcommand)]
+    Store(store::Cmd),
     /// Serve the cloud store's usage API on loopback (local integration tests).
     MockStore(crate::mockstore::MockStoreArgs),
     /// Daemon: HTTP collector plus scheduled seal and upload, until SIGTERM.
@@ -119,11 +123,28 @@ impl Ctx {
             None => Config::default(),
         };
         let db = cli.db.clone().unwrap_or_else(|| cfg.default_db_path());
+        if let Some(w) = crate::settings::zone_warning(cfg.timezone) {
+            tracing::warn!("{w}");
+        }
         Ok(Ctx { cfg: Arc::new(cfg), db })
     }
 
-    /// Opens the store; a missing database directory is a configuration problem (exit 2).
+    /// Opens the store and checks the config against the settings it remembers (a plan in
+    /// use that is missing, a changed `timezone` or plan `period`: exit 2; see
+    /// [`crate::settings`]).
     pub fn store(&self) -> Result<crate::store::Store, Failure> {
+        let mut store = self.store_unchecked()?;
+        match crate::settings::check(&mut store, &self.cfg) {
+            Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+            Err(crate::settings::SettingsError::Config(m)) => return Err(Failure::usage(m)),
+            Err(crate::settings::SettingsError::Store(e)) => return Err(e.into()),
+        }
+        Ok(store)
+    }
+
+    /// Opens the store without the settings check (for the commands that change settings); a
+    /// missing database directory is a configuration problem (exit 2).
+    pub fn store_unchecked(&self) -> Result<crate::store::Store, Failure> {
         crate::daemon::startup::check_db_dir(&self.db).map_err(Failure::usage)?;
         crate::store::Store::open(&self.db).map_err(|e| Failure::runtime(e.to_string()))
     }
@@ -156,6 +177,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Rejected(a) => rejected::run(&Ctx::load(&cli)?, a),
         Command::Requeue(a) => rejected::requeue(&Ctx::load(&cli)?, a),
         Command::MockStore(a) => mock_store::run(a.clone()),
+        Command::Store(c) => store::run(&Ctx::load(&cli)?, c),
         Command::Seal(a) => seal::run(&Ctx::load(&cli)?, a),
         Command::Preview(a) => preview::run(&Ctx::load(&cli)?, a),
     }

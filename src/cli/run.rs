@@ -18,6 +18,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         Some(_) => Some(now_or(&args.now)?),
         None => None,
     };
+    drop(ctx.store()?); // the settings check: the daemon refuses to start like every command
     let opts = crate::daemon::RunOptions { listen: args.listen.clone(), now };
     crate::daemon::run(ctx.cfg.clone(), &ctx.db, opts).map_err(|e| match e {
         crate::daemon::RunError::Config(m) => Failure::usage(m),

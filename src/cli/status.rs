@@ -21,6 +21,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     } else {
         let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+        if let Some(w) = &s.timezone_warning {
+            println!("WARNING             {w}");
+        }
         println!("instances           {}", s.instances);
         println!("events stored       {}", s.events);
         let records = s.records.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");

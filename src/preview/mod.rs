@@ -165,8 +165,31 @@ pub fn preview(store: &mut Store, cfg: &Config, q: &PreviewQuery) -> Result<Prev
             .into_iter()
             .map(|(currency, charge)| CurrencyTotal { currency, charge, charge_2dp: pricing::truncate_2dp(charge) })
             .collect();
+        normalize(&mut out);
         Ok(out)
     })
+}
+
+/// Every decimal shown in its shortest form (`80`, not `80.0`; `0`, not `0.000`), so JSON, CSV,
+/// table and HTML agree (issue 12, kind 8). `charge_2dp` keeps exactly two decimals: it is the
+/// amount in cents as the bill shows it (`80.00`).
+fn normalize(p: &mut Preview) {
+    for r in &mut p.rows {
+        r.usage = r.usage.normalize();
+        r.charge = r.charge.normalize();
+        r.covered = r.covered.map(|c| c.normalize());
+    }
+    for t in &mut p.instances {
+        for d in [&mut t.usage, &mut t.charge, &mut t.unbillable, &mut t.carried, &mut t.over_quota] {
+            *d = d.normalize();
+        }
+        for u in &mut t.packages {
+            u.normalize();
+        }
+    }
+    for t in &mut p.totals {
+        t.charge = t.charge.normalize();
+    }
 }
 
 /// (window start, begin, end, state, usage, sn) before pricing.

@@ -18,6 +18,7 @@ pub mod meta;
 mod migrations;
 pub mod packages;
 pub mod records;
+pub mod settings;
 pub mod windows;
 
 pub use events::{EventRow, InsertOutcome};

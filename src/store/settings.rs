@@ -1,0 +1,93 @@
+//! The settings that cut an instance's windows, as this store remembers them (issue 12, kind 7).
+//!
+//! Window boundaries are decided at ingest (each event keeps the window that bills it) and
+//! sealed records are immutable, so the `timezone` (day windows, month accumulation and
+//! package resets) and each plan's `period` must not change under stored usage. They live in
+//! `meta` under `setting.timezone` and `setting.period.<plan>`; [`crate::settings`] compares
+//! them with the config when a command opens the store. No migration is needed: a store
+//! written by an older meterd has none of these keys, and the first open after the upgrade
+//! records the configured values (they are the ones its windows were cut with).
+
+use super::{meta, Result};
+use crate::model::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeMap;
+
+const TIMEZONE: &str = "setting.timezone";
+const PERIOD_PREFIX: &str = "setting.period.";
+
+/// The remembered settings: the zone and each plan's period, as their text forms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remembered {
+    pub timezone: Option<String>,
+    /// Plan name → `"hour"` or `"day"`.
+    pub periods: BTreeMap<String, String>,
+}
+
+/// Reads what the store remembers.
+pub fn remembered(conn: &Connection) -> Result<Remembered> {
+    let timezone = meta::get(conn, TIMEZONE)?;
+    let mut stmt = conn.prepare_cached("SELECT key, value FROM meta WHERE key >= ?1 AND key < ?2")?;
+    let rows = stmt.query_map(params![PERIOD_PREFIX, "setting.period/"], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut periods = BTreeMap::new();
+    for row in rows {
+        let (k, v) = row?;
+        periods.insert(k[PERIOD_PREFIX.len()..].to_string(), v);
+    }
+    Ok(Remembered { timezone, periods })
+}
+
+pub fn remember_timezone(conn: &Connection, zone: &str) -> Result<()> {
+    meta::set(conn, TIMEZONE, zone)
+}
+
+pub fn remember_period(conn: &Connection, plan: &str, period: &str) -> Result<()> {
+    meta::set(conn, &format!("{PERIOD_PREFIX}{plan}"), period)
+}
+
+/// Whether the instance `key` has windows cut already: usage folded into a window, a record,
+/// an event not yet folded, or a seal cursor that moved. Indexed lookups, plus at most one
+/// scan of the unfolded tail (≤ the fold size).
+pub fn is_cut(conn: &Connection, key: i64, sealed_until: i64) -> Result<bool> {
+    if sealed_until > 0 {
+        return Ok(true);
+    }
+    let probe = |sql: &str| -> Result<bool> { Ok(conn.prepare_cached(sql)?.query_row([key], |_| Ok(())).optional()?.is_some()) };
+    Ok(probe("SELECT 1 FROM windows WHERE instance_ref = ?1 LIMIT 1")?
+        || probe("SELECT 1 FROM records WHERE instance_ref = ?1 LIMIT 1")?
+        || probe("SELECT 1 FROM events WHERE seq > (SELECT windows_through FROM ingest_state WHERE id = 1) AND instance_ref = ?1 LIMIT 1")?)
+}
+
+/// Whether usage of the instance `key` is billed in a window starting at or after `from`
+/// (UTC seconds): folded window totals or events not yet folded.
+pub fn has_usage_from(conn: &Connection, key: i64, from: i64) -> Result<bool> {
+    let folded = conn
+        .prepare_cached("SELECT 1 FROM windows WHERE instance_ref = ?1 AND start_s >= ?2 LIMIT 1")?
+        .query_row(params![key, from], |_| Ok(()))
+        .optional()?
+        .is_some();
+    let tail = conn
+        .prepare_cached(
+            "SELECT 1 FROM events WHERE seq > (SELECT windows_through FROM ingest_state WHERE id = 1) AND instance_ref = ?1 AND billed_window >= ?2 LIMIT 1",
+        )?
+        .query_row(params![key, from], |_| Ok(()))
+        .optional()?
+        .is_some();
+    Ok(folded || tail)
+}
+
+/// Packages with a monthly or yearly reset still valid at `now`, as (package id, instance id):
+/// their quota periods follow the zone.
+pub fn resetting_packages(conn: &Connection, now: Timestamp) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.package_id, i.instance_id FROM packages p JOIN instances i ON i.ref = p.instance_ref WHERE p.reset <> 'none' AND p.to_ns > ?1 ORDER BY p.package_id",
+    )?;
+    let rows = stmt.query_map([now.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Switches an instance to another plan (the caller checked that this is safe).
+pub fn set_plan(conn: &Connection, key: i64, plan: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE instances SET plan = ?2 WHERE ref = ?1")?.execute(params![key, plan])?;
+    Ok(())
+}
