@@ -28,7 +28,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         None | Some("-") => Box::new(std::io::stdin()),
         Some(path) => Box::new(std::fs::File::open(path).map_err(|e| Failure::usage(format!("cannot read {path}: {e}")))?),
     };
-    crate::daemon::startup::check_db_dir(&ctx.db).map_err(Failure::usage)?;
+    drop(ctx.store()?); // the database directory and the settings check (see `crate::settings`) before the writer opens the store
     let collector = Collector::start(&ctx.db, ctx.cfg.clone(), Box::new(|_, _| {}))?;
     let result = ingest_stream(&collector, BufReader::with_capacity(1 << 20, input), now).map_err(|e| match e {
         IngestError::NotJson(m) => Failure { code: 1, message: m.to_string() },
