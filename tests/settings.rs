@@ -31,8 +31,24 @@ fn every_command(env: &Env, now: &str) -> Vec<(&'static str, Run)> {
         ("status", env.run(&["status", "--now", now])),
         ("instance list", env.run(&["instance", "list"])),
         ("package list", env.run(&["package", "list"])),
-        ("run", env.run(&["run", "--listen", "127.0.0.1:0", "--now", now])),
+        ("run", run_bounded(env, &["run", "--listen", "127.0.0.1:0", "--now", now])),
     ]
+}
+
+/// Runs a command that should exit at once; one still running after 20 s (a daemon that
+/// started) is killed and reported with code -1, so a missing refusal fails instead of hanging.
+fn run_bounded(env: &Env, args: &[&str]) -> Run {
+    use std::process::Stdio;
+    let mut child = env.cmd().args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    for _ in 0..200 {
+        if child.try_wait().expect("wait").is_some() {
+            return Run::from(child.wait_with_output().expect("output"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    Run { code: -1, stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
 }
 
 fn assert_refused(env: &Env, now: &str, needles: &[&str]) {
