@@ -6,7 +6,10 @@
 //! - **upload**, on `schedule.upload` and after each productive seal: delivers what is waiting.
 //!   It is off, with one log line, until a key is configured.
 //!
-//! Both loops run once at start. Shutdown is decide (first SIGTERM/Ctrl-C) → tell (stop
+//! Both loops run once at start. Each reports its outcome to [`crate::health::Live`] (failures
+//! by reason, last success), which `/readyz`, `/v1/status` and `/metrics` read. The loops open
+//! the database with [`Store::open_existing`], so a database deleted under the daemon is never
+//! recreated empty behind the operator's back. Shutdown is decide (first SIGTERM/Ctrl-C) → tell (stop
 //! accepting, cancel the loops at their next await) → wait (bounded by [`SHUTDOWN_GRACE`]);
 //! then the ingest writer drains its queue. A second signal exits at once. Both are safe:
 //! nothing is acknowledged before commit, and an interrupted upload leaves its batch open, to
@@ -66,6 +69,7 @@ struct Loops {
     cfg: Arc<Config>,
     db: PathBuf,
     metrics: Arc<Metrics>,
+    live: Arc<crate::health::Live>,
     fixed_now: Option<Timestamp>,
     cancel: CancellationToken,
     /// Wakes the uploader after a seal that produced records.
@@ -105,13 +109,16 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
     let m = metrics.clone();
     let collector = Collector::start(db, cfg.clone(), Box::new(move |_, d| m.record_commit(d)))?;
     let admin = Mutex::new(Store::open(db)?);
-    let state = Arc::new(AppState { collector, cfg: cfg.clone(), admin, token, fixed_now: opts.now, metrics: metrics.clone() });
+    let live = Arc::new(crate::health::Live::new(Timestamp::now().secs(), interval_secs(&seal_schedule)));
+    let state =
+        Arc::new(AppState { collector, cfg: cfg.clone(), admin, token, fixed_now: opts.now, metrics: metrics.clone(), live: live.clone() });
     let cancel = CancellationToken::new();
     tokio::spawn(signals(cancel.clone()));
     let loops = Arc::new(Loops {
         cfg: cfg.clone(),
         db: db.to_path_buf(),
         metrics,
+        live,
         fixed_now: opts.now,
         cancel: cancel.clone(),
         kick: Notify::new(),
@@ -141,7 +148,7 @@ async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
     loop {
         let (cfg, db, now, metrics) = (l.cfg.clone(), l.db.clone(), l.now(), l.metrics.clone());
         let result = tokio::task::spawn_blocking(move || {
-            let mut store = Store::open(&db)?;
+            let mut store = Store::open_existing(&db)?;
             // Counted in each seal transaction before its commit, so never behind `status`.
             let report = crate::seal::seal_counting(&mut store, &cfg, now, &|n| metrics.record_seal(n))?;
             store.write(|tx| meta::set(tx, meta::LAST_SEAL, &Timestamp::now().to_string()))?;
@@ -150,13 +157,20 @@ async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
         .await;
         match result {
             Ok(Ok(r)) => {
+                l.live.seal_ok(Timestamp::now().secs());
                 if r.records > 0 {
                     tracing::info!(records = r.records, instances = r.instances, "sealed closed windows");
                     l.kick.notify_one();
                 }
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "seal failed; closed windows stay unsealed until the next tick"),
-            Err(e) => tracing::error!(error = %e, "seal task failed"),
+            Ok(Err(e)) => {
+                l.live.seal_failed(e.reason(), e.to_string(), e.is_unwritable());
+                tracing::error!(error = %e, "seal failed; closed windows stay unsealed until the next tick");
+            }
+            Err(e) => {
+                l.live.seal_failed("panic", e.to_string(), false);
+                tracing::error!(error = %e, "seal task failed");
+            }
         }
         if !l.wait_tick(&schedule, None).await {
             return;
@@ -169,7 +183,7 @@ async fn upload_loop(l: Arc<Loops>, schedule: Schedule, key: Option<Secret>) {
         tracing::info!("upload is off: set METERD_ISV_KEY or `upload.key_file` (and `upload.endpoint`) to deliver sealed records");
         return;
     };
-    let store = match Store::open(&l.db) {
+    let store = match Store::open_existing(&l.db) {
         Ok(s) => Arc::new(Mutex::new(s)),
         Err(e) => {
             tracing::error!(error = %e, "upload cannot open the store; records wait");
@@ -190,15 +204,42 @@ async fn upload_loop(l: Arc<Loops>, schedule: Schedule, key: Option<Secret>) {
                         tracing::info!(delivered = report.delivered, rejected = report.rejected, expired = report.expired, "upload run finished");
                     }
                     if let Some(e) = &report.config_error {
+                        l.live.upload_failed("config_error", Some(e.clone()));
                         tracing::error!("{e}");
+                    } else if report.transient_error.is_some() {
+                        l.live.upload_failed("transient", None);
+                    } else {
+                        l.live.upload_ok(Timestamp::now().secs());
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "upload run failed; records stay queued"),
+                Err(e) => {
+                    match &e {
+                        crate::upload::run::UploadError::Config(m) => l.live.upload_failed("config_error", Some(m.clone())),
+                        crate::upload::run::UploadError::Store(se) => {
+                            l.live.upload_failed(se.reason(), None);
+                            if se.is_unwritable() {
+                                l.live.write_failed(se.reason(), se.to_string());
+                            }
+                        }
+                    }
+                    tracing::error!(error = %e, "upload run failed; records stay queued");
+                }
             }
         }
         if !l.wait_tick(&schedule, Some(&l.kick)).await {
             return;
         }
+    }
+}
+
+/// Seconds between the schedule's next two fire times (for the seal staleness check); an
+/// hour when the schedule never fires.
+fn interval_secs(schedule: &Schedule) -> i64 {
+    let now = chrono::Utc::now();
+    let first = schedule.next_after(now);
+    match (first, first.and_then(|t| schedule.next_after(t))) {
+        (Some(a), Some(b)) => (b - a).num_seconds().max(1),
+        _ => 3600,
     }
 }
 

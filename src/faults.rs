@@ -10,6 +10,8 @@
 //!   for any bug) in the `GET /v1/preview` handler's async code, or inside the preview's read
 //!   transaction while the daemon's shared admin connection is locked; tests show the request
 //!   answers 500 and the next request works ([`crate::guard`]);
+//! - `METERD_FAULTS=ingest-writer-panic`: the ingest writer thread panics at its first job
+//!   (the thread dies, the process lives on: `/healthz` must say so);
 //! - `METERD_MAX_PAGE_COUNT=N`: cap the database at N pages (`PRAGMA max_page_count`), the
 //!   way a full disk behaves: writes fail with SQLITE_FULL;
 //! - `METERD_FOLD_EVENTS=N`, `METERD_FLUSH_EVENTS=N`: fold window totals / flush dedupe keys

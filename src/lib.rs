@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod demo;
 pub mod faults;
 pub mod guard;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod mockstore;

@@ -9,6 +9,12 @@
 //! [`crate::upload::run::upload_with_metrics`]), not when the run ends: a delivery is counted
 //! before its commit makes it visible to `status`, so a scrape never misses a delivery (or
 //! rejection) that an earlier `status` already showed.
+//!
+//! [`render_health`] adds the failure side (issue 15): seal, upload and ingest-commit failures
+//! by reason (`meterd_*_failures_total{reason}`), the unix time of the last successful seal and
+//! upload (`meterd_last_*_success_timestamp_seconds`, 0 = none since start), closed windows
+//! with usage not sealed yet and those past their deadline, and one `meterd_health_check`
+//! gauge per check (1 = passing).
 
 use crate::collector::IngestResult;
 use crate::status::Status;
@@ -191,4 +197,37 @@ fn summary(s: &mut String, name: &str, help: &str, h: &Mutex<Histogram<u64>>) {
         let _ = writeln!(s, "{name}_sum {}", (h.mean() * h.len() as f64) / 1e6);
         let _ = writeln!(s, "{name}_count {}", h.len());
     }
+}
+
+/// The health and failure metrics (see the module docs), from the daemon's live state.
+pub fn render_health(status: &Status, live: &crate::health::Live, writer: &crate::collector::WriterHealth) -> String {
+    let mut s = String::new();
+    labelled(&mut s, "meterd_seal_failures_total", "Seal runs that failed, by reason.", "reason", &live.seal_failures);
+    labelled(&mut s, "meterd_upload_failures_total", "Upload runs that failed or stopped, by reason.", "reason", &live.upload_failures);
+    labelled(&mut s, "meterd_ingest_commit_failures_total", "Ingest group commits that failed, by reason.", "reason", &writer.failures);
+    let ts = |a: &std::sync::atomic::AtomicI64| a.load(Ordering::Relaxed).max(0) as u64;
+    gauge(
+        &mut s,
+        "meterd_last_seal_success_timestamp_seconds",
+        "Unix time of the last successful seal (0: none since start).",
+        ts(&live.seal_last_ok),
+    );
+    gauge(
+        &mut s,
+        "meterd_last_upload_success_timestamp_seconds",
+        "Unix time of the last upload run without error (0: none since start).",
+        ts(&live.upload_last_ok),
+    );
+    gauge(&mut s, "meterd_windows_unsealed", "Closed windows with usage not sealed yet.", status.unsealed_windows);
+    gauge(
+        &mut s,
+        "meterd_windows_unsealed_past_deadline",
+        "Unsealed closed windows whose record would be past its reporting deadline.",
+        status.unsealed_past_deadline,
+    );
+    let _ = writeln!(s, "# HELP meterd_health_check Health checks (1 passing, 0 failing); see /readyz.\n# TYPE meterd_health_check gauge");
+    for c in &status.checks {
+        let _ = writeln!(s, "meterd_health_check{{check=\"{}\"}} {}", c.name, u8::from(c.ok));
+    }
+    s
 }

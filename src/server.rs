@@ -33,6 +33,8 @@ pub struct AppState {
     /// Overrides the clock (tests and replays); `None` reads the wall clock per request.
     pub fixed_now: Option<Timestamp>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What the daemon's loops report about themselves (`/readyz`, `/v1/status`, `/metrics`).
+    pub live: Arc<crate::health::Live>,
 }
 
 impl AppState {
@@ -59,7 +61,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(bodies, limits::read_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(get_healthz))
+        .route("/readyz", get(get_readyz))
         .merge(protected)
         .layer(DefaultBodyLimit::max(max_body))
         // Outermost: a panic anywhere below answers 500 and never takes the connection down.
@@ -280,9 +283,51 @@ async fn get_preview(
     }
 }
 
+/// The status with the daemon's live checks in place of the store-only ones.
 async fn current_status(st: &Arc<AppState>) -> Result<crate::status::Status, Response> {
     let (cfg, now) = (st.cfg.clone(), st.now());
-    with_admin(st, move |s| crate::status::status(s, &cfg, now, false)).await
+    let mut s = with_admin(st, move |s| crate::status::status(s, &cfg, now, false)).await?;
+    s.checks =
+        crate::health::evaluate(&st.live.inputs(Timestamp::now().secs(), &st.collector, (s.past_deadline, s.unsealed_past_deadline)));
+    Ok(s)
+}
+
+/// `GET /healthz` (liveness, no token, no store read): 200 `ok` while the writer runs and
+/// its database file is the one at its path; 503 with the failing checks otherwise.
+async fn get_healthz(State(st): State<Arc<AppState>>) -> Response {
+    let inputs = crate::health::Inputs {
+        writer_alive: Some(st.collector.writer_alive()),
+        file_moved: Some(st.collector.file_moved()),
+        ..Default::default()
+    };
+    let checks: Vec<_> = crate::health::evaluate(&inputs).into_iter().filter(|c| crate::health::LIVENESS.contains(&c.name)).collect();
+    if crate::health::live(&checks) {
+        return "ok\n".into_response();
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "live": false, "checks": checks }))).into_response()
+}
+
+/// `GET /readyz` (no token): 200 or 503 with `{"ready", "checks", "failing"}`, every check
+/// of [`crate::health`]; a status that cannot be read at all is a failing `database` check.
+async fn get_readyz(State(st): State<Arc<AppState>>) -> Response {
+    let checks = match current_status(&st).await {
+        Ok(s) => s.checks,
+        Err(r) => {
+            let (parts, body) = r.into_parts();
+            let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            let mut c = crate::health::evaluate(&st.live.inputs(Timestamp::now().secs(), &st.collector, (0, 0)));
+            c.push(crate::health::Check {
+                name: "database",
+                ok: false,
+                detail: format!("status cannot be read ({}): {text}", parts.status),
+            });
+            c
+        }
+    };
+    let failing: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    let ready = failing.is_empty();
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({ "ready": ready, "checks": checks, "failing": failing }))).into_response()
 }
 
 async fn get_status(State(st): State<Arc<AppState>>) -> Response {
@@ -294,7 +339,11 @@ async fn get_status(State(st): State<Arc<AppState>>) -> Response {
 
 async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
     match current_status(&st).await {
-        Ok(s) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&s)).into_response(),
+        Ok(s) => {
+            let mut text = st.metrics.render(&s);
+            text.push_str(&crate::metrics::render_health(&s, &st.live, st.collector.health()));
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+        }
         Err(r) => r,
     }
 }

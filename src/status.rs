@@ -1,5 +1,10 @@
 //! Status: how the pipeline is doing, for `meterd status`, `GET /v1/status` and the gauges of
 //! `/metrics` (both read the same snapshot, so they agree).
+//!
+//! Besides the counts it carries the health checks the store can decide ([`crate::health`]):
+//! records and closed-but-unsealed windows past their reporting deadline. A window counts as
+//! unsealed once it is closed (`end + seal.grace` passed) and has usage but no record yet; its
+//! deadline is the one its record would have. The daemon adds its live checks to the same list.
 
 use crate::audit;
 use crate::config::Config;
@@ -63,6 +68,15 @@ pub struct Status {
     /// asked for, since it reads every event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conservation_violations: Option<Vec<String>>,
+    /// Closed windows with usage and no record yet (the seal loop is behind or failing).
+    pub unsealed_windows: u64,
+    /// Those of them whose record would already be past its reporting deadline.
+    pub unsealed_past_deadline: u64,
+    /// Instances whose plan is not in the config (instance id → plan): never sealed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub missing_plans: BTreeMap<String, String>,
+    /// Health checks (see [`crate::health`]): the store's here, the daemon's live ones too.
+    pub checks: Vec<crate::health::Check>,
 }
 
 /// The reporting deadline of a record of `period` that ends at `end` (UTC seconds).
@@ -75,7 +89,7 @@ pub fn deadline(period: Period, end: i64) -> i64 {
 
 /// Reads the status at `now`.
 pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool) -> Result<Status, StoreError> {
-    let (insts, frozen, flagged, quota, stranded, n_events, by_state, waiting, last_ok, last_err) = store.read(|tx| {
+    let (insts, frozen, flagged, quota, stranded, n_events, by_state, waiting, last_ok, last_err, unsealed) = store.read(|tx| {
         let insts = instances::list(tx)?;
         let mut frozen = Vec::new();
         let mut flagged = Vec::new();
@@ -98,7 +112,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             }
         }
         Ok((
-            insts,
+            insts.clone(),
             frozen,
             flagged,
             quota,
@@ -108,6 +122,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             records::unsent(tx, usize::MAX >> 1)?,
             meta::get(tx, meta::LAST_UPLOAD_OK)?,
             meta::get(tx, meta::LAST_UPLOAD_ERROR)?,
+            unsealed_windows(tx, cfg, &insts, now)?,
         ))
     })?;
     let plan_of: BTreeMap<i64, Period> = insts.iter().filter_map(|i| cfg.plan(&i.plan).map(|p| (i.key, p.period))).collect();
@@ -115,7 +130,17 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         waiting.iter().filter(|r| plan_of.get(&r.instance_key).is_some_and(|p| deadline(*p, r.end) < now.secs())).count() as u64;
     let violations =
         if with_audit { Some(audit::balances(store)?.into_iter().filter(|b| !b.holds()).map(|b| b.instance_id).collect()) } else { None };
+    let inputs = crate::health::Inputs {
+        now: now.secs(),
+        records_past_deadline: past_deadline,
+        windows_past_deadline: unsealed.1,
+        ..Default::default()
+    };
     Ok(Status {
+        checks: crate::health::evaluate(&inputs),
+        unsealed_windows: unsealed.0,
+        unsealed_past_deadline: unsealed.1,
+        missing_plans: insts.iter().filter(|i| cfg.plan(&i.plan).is_none()).map(|i| (i.instance_id.clone(), i.plan.clone())).collect(),
         now,
         timezone_warning: crate::settings::zone_warning(cfg.timezone),
         instances: insts.len() as u64,
@@ -139,4 +164,35 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         flagged_records: flagged,
         conservation_violations: violations,
     })
+}
+
+/// (closed windows with usage and no record, those of them past their reporting deadline).
+fn unsealed_windows(
+    tx: &rusqlite::Connection,
+    cfg: &Config,
+    insts: &[instances::InstanceRow],
+    now: Timestamp,
+) -> Result<(u64, u64), StoreError> {
+    let due: Vec<_> = insts
+        .iter()
+        .filter_map(|i| cfg.plan(&i.plan).map(|p| (i, p, crate::seal::closed_until(cfg, p, now))))
+        .filter(|(i, _, closed)| i.sealed_until < *closed)
+        .collect();
+    if due.is_empty() {
+        return Ok((0, 0));
+    }
+    let tail = crate::store::windows::Unfolded::load(tx)?;
+    let (mut n, mut late) = (0, 0);
+    for (i, plan, closed) in due {
+        for w in crate::store::windows::of_instance_with(tx, &tail, i.key, i.sealed_until, closed)? {
+            if w.usage.is_zero() {
+                continue;
+            }
+            n += 1;
+            if deadline(plan.period, cfg.timezone.window_end(plan.period, w.start)) < now.secs() {
+                late += 1;
+            }
+        }
+    }
+    Ok((n, late))
 }

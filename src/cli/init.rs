@@ -22,7 +22,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<u8, Failure> {
         log_format: cli.log_format.clone(),
         command: super::Command::Init(Args { force: false }),
     })?;
-    ctx.store()?;
+    // `init` is the operator's explicit "start a database here", even where one was before.
+    crate::store::Store::create(&ctx.db).map_err(|e| Failure::runtime(e.to_string()))?;
     println!("wrote {} and created {}", path.display(), ctx.db.display());
     Ok(0)
 }

@@ -131,7 +131,8 @@ impl Ctx {
 
     /// Opens the store and checks the config against the settings it remembers (a plan in
     /// use that is missing, a changed `timezone` or plan `period`: exit 2; see
-    /// [`crate::settings`]).
+    /// [`crate::settings`]). A missing database where its marker says one was in use is exit 2
+    /// too (a person must restore it or create one on purpose; see `store`).
     pub fn store(&self) -> Result<crate::store::Store, Failure> {
         let mut store = self.store_unchecked()?;
         match crate::settings::check(&mut store, &self.cfg) {
@@ -146,7 +147,10 @@ impl Ctx {
     /// missing database directory is a configuration problem (exit 2).
     pub fn store_unchecked(&self) -> Result<crate::store::Store, Failure> {
         crate::daemon::startup::check_db_dir(&self.db).map_err(Failure::usage)?;
-        crate::store::Store::open(&self.db).map_err(|e| Failure::runtime(e.to_string()))
+        crate::store::Store::open(&self.db).map_err(|e| match e {
+            e @ crate::store::StoreError::Missing { .. } => Failure::usage(e.to_string()),
+            e => Failure::runtime(e.to_string()),
+        })
     }
 }
 

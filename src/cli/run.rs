@@ -11,6 +11,10 @@ pub struct Args {
     /// Run with a fixed clock (replays and tests).
     #[arg(long, hide = true)]
     now: Option<String>,
+    /// Create an empty database even where a marker says one was in use (after a deliberate
+    /// reset; see the README on the database marker).
+    #[arg(long)]
+    create_db: bool,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
@@ -18,7 +22,14 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         Some(_) => Some(now_or(&args.now)?),
         None => None,
     };
-    drop(ctx.store()?); // the settings check: the daemon refuses to start like every command
+    if args.create_db {
+        // The operator's explicit "start empty here", even where a marker says one was in use.
+        crate::daemon::startup::check_db_dir(&ctx.db).map_err(Failure::usage)?;
+        crate::store::Store::create(&ctx.db).map_err(|e| Failure::runtime(e.to_string()))?;
+    }
+    // The settings check, and a missing database where one was in use: the daemon refuses to
+    // start like every command.
+    drop(ctx.store()?);
     let opts = crate::daemon::RunOptions { listen: args.listen.clone(), now };
     crate::daemon::run(ctx.cfg.clone(), &ctx.db, opts).map_err(|e| match e {
         crate::daemon::RunError::Config(m) => Failure::usage(m),

@@ -1,7 +1,12 @@
 //! `meterd status`: backlog, oldest pending record, last upload, last error, records past
 //! their deadline, unbillable usage, carried usage that can never be billed, records a late
-//! release or freeze contradicts (flagged), package quotas and over-quota usage, and the
-//! conservation audit.
+//! release or freeze contradicts (flagged), package quotas and over-quota usage, the
+//! conservation audit, and the health checks the store can decide (the daemon's
+//! `/v1/status` and `/readyz` add its live ones).
+//!
+//! `--check` is for scripts and probes: it prints what needs a person (see
+//! [`crate::health::attention`]) and exits 1 when anything does, 0 when nothing does, 3 when
+//! conservation fails (as without `--check`).
 
 use super::{now_or, Ctx, Failure};
 
@@ -12,6 +17,10 @@ pub struct Args {
     /// Judge deadlines against this instant.
     #[arg(long)]
     now: Option<String>,
+    /// Exit 1 when something needs a person (past deadline, rejected/expired records, failed
+    /// last upload, conservation failing, a plan missing), after printing what.
+    #[arg(long)]
+    check: bool,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
@@ -50,6 +59,13 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         for f in &s.flagged_records {
             println!("flagged record      {}: {f}", f.instance_id);
         }
+        println!("unsealed windows    {} ({} past deadline)", s.unsealed_windows, s.unsealed_past_deadline);
+        for (inst, plan) in &s.missing_plans {
+            println!("plan missing        {inst}: plan {plan:?} is not in the config");
+        }
+        for c in &s.checks {
+            println!("check {:<13} {} {}", c.name, if c.ok { "ok  " } else { "FAIL" }, c.detail);
+        }
         match &s.conservation_violations {
             Some(v) if v.is_empty() => println!("conservation        ok (every acknowledged unit is accounted for once)"),
             Some(v) => println!("conservation        VIOLATED for {v:?}"),
@@ -57,5 +73,15 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         }
     }
     let broken = s.conservation_violations.as_ref().is_some_and(|v| !v.is_empty());
-    Ok(if broken { 3 } else { 0 })
+    if broken {
+        return Ok(3);
+    }
+    if args.check {
+        let needs = crate::health::attention(&s);
+        for n in &needs {
+            eprintln!("meterd status --check: {n}");
+        }
+        return Ok(u8::from(!needs.is_empty()));
+    }
+    Ok(0)
 }

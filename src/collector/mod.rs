@@ -5,6 +5,10 @@
 //! rule that needs the store or the clock ([`decide`]) inside the writer's transaction — the
 //! key lookup first, so an identical resend is a duplicate whatever rule changed since.
 //! Acknowledgement happens only after `COMMIT` (see [`writer`]).
+//!
+//! The writer reports on itself through [`WriterHealth`] (last commit outcome, failures by
+//! reason, the database file having moved), and [`Collector::writer_alive`] says whether its
+//! thread still runs: the daemon's `/healthz` and `/readyz` read both.
 
 pub mod decide;
 pub mod parse;
@@ -19,9 +23,10 @@ pub use result::{IngestResult, Rejected};
 use crate::config::Config;
 use crate::model::Timestamp;
 use crate::store::{Store, StoreError};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
@@ -52,11 +57,46 @@ impl IngestError {
     }
 }
 
+/// What the writer thread tells the rest of the process about itself.
+#[derive(Debug, Default)]
+pub struct WriterHealth {
+    /// Why the database file is no longer the one at its path; once set, never cleared: every
+    /// later job is refused until a restart.
+    pub moved: Mutex<Option<String>>,
+    /// The last commit's error as (reason, message), `None` after a success.
+    pub last_error: Mutex<Option<(String, String)>>,
+    /// Failed commits by [`StoreError::reason`].
+    pub failures: Mutex<BTreeMap<String, u64>>,
+}
+
+impl WriterHealth {
+    pub fn moved(&self) -> Option<String> {
+        self.moved.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub fn last_error(&self) -> Option<(String, String)> {
+        self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub(crate) fn committed(&self, result: Result<(), &StoreError>) {
+        let err = result.err().map(|e| (e.reason().to_string(), e.to_string()));
+        if let Some((reason, _)) = &err {
+            crate::health::bump(&self.failures, reason);
+        }
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = err;
+        }
+    }
+}
+
 /// Durable, exactly-once event intake. Cheap to share behind an `Arc`.
 pub struct Collector {
     jobs: Option<SyncSender<Job>>,
     cfg: Arc<Config>,
     writer: Option<JoinHandle<()>>,
+    health: Arc<WriterHealth>,
+    /// The writer's database file, for checks between commits (`/healthz`).
+    probe: crate::store::FileProbe,
 }
 
 use writer::Job;
@@ -65,13 +105,32 @@ impl Collector {
     /// Opens the store at `db` and starts the writer thread.
     pub fn start(db: &Path, cfg: Arc<Config>, on_commit: writer::CommitHook) -> Result<Collector, StoreError> {
         let store = Store::open(db)?;
+        let probe = store.file_probe();
         let (tx, rx) = sync_channel(QUEUE_JOBS);
         let wcfg = cfg.clone();
+        let health = Arc::new(WriterHealth::default());
+        let whealth = health.clone();
         let writer = std::thread::Builder::new()
             .name("meterd-writer".into())
-            .spawn(move || writer::run(store, wcfg, rx, on_commit))
+            .spawn(move || writer::run(store, wcfg, rx, on_commit, whealth))
             .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
-        Ok(Collector { jobs: Some(tx), cfg, writer: Some(writer) })
+        Ok(Collector { jobs: Some(tx), cfg, writer: Some(writer), health, probe })
+    }
+
+    /// The writer's report on itself.
+    pub fn health(&self) -> &WriterHealth {
+        &self.health
+    }
+
+    /// Why the writer's database file is no longer the one at its path, if it is not: what
+    /// the writer found at its last commit, else one `stat` now.
+    pub fn file_moved(&self) -> Option<String> {
+        self.health.moved().or_else(|| self.probe.moved())
+    }
+
+    /// Whether the writer thread still runs (`false` after it panicked, or after shutdown).
+    pub fn writer_alive(&self) -> bool {
+        self.writer.as_ref().is_some_and(|w| !w.is_finished())
     }
 
     /// Ingests a request body (JSON object, array or NDJSON), blocking until committed.

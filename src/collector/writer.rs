@@ -14,12 +14,19 @@
 //! generation (bumped by triggers on the tables they come from) moved. After a failed
 //! transaction all three are dropped and rebuilt from the database.
 //!
+//! Before it replies to a committed group, the writer checks that the file it holds is still
+//! the file at the database's path ([`Store::file_moved`], one `stat` per group, not per
+//! event). If it is not (deleted, replaced), the group is answered with
+//! [`StoreError::Moved`] — never acknowledged, though it sits in the lost file — an ERROR is
+//! logged once, [`WriterHealth::moved`] is set, and every later job is refused the same way.
+//!
 //! Per request, the writer first probes every event's key against the in-memory filter in one
 //! pass ([`TxCtx::probe_all`]), so the cache misses of a thousand lookups overlap, and hands the
 //! events back with the reply, so their memory is freed on the caller's thread.
 
 use super::decide::{decide, InstanceCache, TxCtx, Verdict};
 use super::parse::EventInput;
+use super::WriterHealth;
 use crate::config::Config;
 use crate::model::Timestamp;
 use crate::store::dedupe::Dedupe;
@@ -66,7 +73,7 @@ struct Writer {
 }
 
 /// Runs until every sender is dropped.
-pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: CommitHook) {
+pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: CommitHook, health: Arc<WriterHealth>) {
     let fold_at = crate::faults::batch_override("METERD_FOLD_EVENTS").unwrap_or(crate::store::windows::FOLD_EVENTS);
     let mut w = Writer { store, dedupe: None, tail: TailSums::new(fold_at), instances: InstanceCache::default(), instances_gen: -1 };
     while let Ok(first) = jobs.recv() {
@@ -81,9 +88,29 @@ pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: Commi
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
             }
         }
+        if health.moved().is_some() {
+            let e = Arc::new(StoreError::Moved(w.store.path().to_path_buf()));
+            for job in group {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+            continue;
+        }
+        crate::faults::panic_point("ingest-writer-panic");
         let started = Instant::now();
-        let result = w.commit_group(&cfg, &group);
+        let result = w.commit_group(&cfg, &group).and_then(|v| match w.store.file_moved() {
+            None => Ok(v),
+            Some(why) => {
+                tracing::error!(
+                    "{why}: events committed since are in a file no one can read; ingest now answers 503 and nothing more is acknowledged — restore the database file, then restart meterd"
+                );
+                if let Ok(mut m) = health.moved.lock() {
+                    *m = Some(why);
+                }
+                Err(StoreError::Moved(w.store.path().to_path_buf()))
+            }
+        });
         on_commit(n, started.elapsed());
+        health.committed(result.as_ref().map(|_| ()));
         match result {
             Ok(mut verdicts) => {
                 crate::faults::crash_point("ingest-after-commit");

@@ -5,6 +5,14 @@
 //! writer never upgrades a read lock and never meets `SQLITE_BUSY` at commit. Quantities are
 //! stored as exact decimal text; times as integer nanoseconds (events) or seconds (windows).
 //!
+//! **The file under the connection.** [`Store::open`] remembers the device and inode of the
+//! file it opened; [`Store::file_moved`] compares them with what is at the path now (one
+//! `stat`), so the ingest writer can refuse to acknowledge events written into a file that was
+//! deleted or replaced under it. Beside every database it opens, meterd keeps a marker file
+//! (`<db>.created`, see [`marker_path`]): while the marker exists, a missing database is an
+//! error ([`StoreError::Missing`]) instead of a new, empty one; [`Store::create`] (used by
+//! `meterd init` and `meterd run --create-db`) is the one way to start afresh.
+//!
 //! Several processes may open one database (the daemon and a one-shot `meterd seal`); SQLite's
 //! locking serialises their writes. Ingest itself has one writer per process (see `collector`).
 
@@ -48,6 +56,12 @@ pub enum StoreError {
     Invalid(String),
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// The database file is gone but its marker says one was in use (see the module docs).
+    #[error("database {} is missing, but {} says meterd has used a database there: restore the database from a backup (or move it back), or run `meterd init` / `meterd run --create-db` to start an empty one on purpose", path.display(), marker.display())]
+    Missing { path: PathBuf, marker: PathBuf },
+    /// The file the connection holds is no longer the file at its path (deleted or replaced).
+    #[error("the database file {0} was deleted or replaced while meterd had it open; nothing more is acknowledged: restore the file (or restart meterd on the right one)")]
+    Moved(PathBuf),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -63,7 +77,83 @@ impl From<rusqlite::Error> for StoreError {
 impl StoreError {
     /// Temporary: the caller should answer "try again later" (HTTP 503), not "bad input".
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Full | StoreError::Busy)
+        matches!(self, StoreError::Full | StoreError::Busy | StoreError::Moved(_) | StoreError::Missing { .. })
+    }
+
+    /// A short label for metrics and health checks: `full`, `busy`, `readonly`, `io`,
+    /// `moved`, `missing`, `corrupt`, `invalid` or `other`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StoreError::Full => "full",
+            StoreError::Busy => "busy",
+            StoreError::Moved(_) => "moved",
+            StoreError::Missing { .. } => "missing",
+            StoreError::Corrupt(_) | StoreError::TooNew(..) => "corrupt",
+            StoreError::Invalid(_) => "invalid",
+            StoreError::Open { source: e, .. } | StoreError::Sqlite(e) => match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ReadOnly) | Some(rusqlite::ErrorCode::PermissionDenied) => "readonly",
+                Some(rusqlite::ErrorCode::CannotOpen) => "cannot_open",
+                Some(rusqlite::ErrorCode::SystemIoFailure) => "io",
+                Some(rusqlite::ErrorCode::DiskFull) => "full",
+                _ => "other",
+            },
+        }
+    }
+
+    /// The database cannot take writes now (read-only, full, I/O error, cannot open, moved):
+    /// a person must act, unlike a busy lock or bad input.
+    pub fn is_unwritable(&self) -> bool {
+        unwritable_reason(self.reason())
+    }
+}
+
+/// Whether a [`StoreError::reason`] label means the database cannot take writes.
+pub fn unwritable_reason(reason: &str) -> bool {
+    matches!(reason, "full" | "readonly" | "io" | "cannot_open" | "moved" | "missing")
+}
+
+/// The marker kept beside a database (`<db>.created`): its presence says a database was in
+/// use at that path, so a missing one must not be silently recreated empty.
+pub fn marker_path(db: &Path) -> PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".created");
+    db.with_file_name(name)
+}
+
+/// Tells whether the file a connection opened is still the file at its path: (device,
+/// inode) taken at open, compared with a `stat` of the path. Cheap to clone and to ask.
+#[derive(Debug, Clone)]
+pub struct FileProbe {
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+}
+
+impl FileProbe {
+    /// `Some(reason)` when the file at the path is gone or another one; `None` when it is the
+    /// one opened (or identities are unknown on this platform).
+    pub fn moved(&self) -> Option<String> {
+        let opened = self.identity?;
+        match file_identity(&self.path) {
+            None => Some(format!("database file {} was deleted while meterd had it open", self.path.display())),
+            Some(now) if now != opened => {
+                Some(format!("database file {} was replaced by another file while meterd had it open", self.path.display()))
+            }
+            Some(_) => None,
+        }
+    }
+}
+
+/// (device, inode) of the file at `path`, `None` if there is none (or not on unix).
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -73,6 +163,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// (device, inode) of the file opened, for [`Store::file_moved`].
+    identity: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -82,8 +174,57 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and migrates it.
+    /// Opens the database at `path` and migrates it, creating it when it is missing and no
+    /// marker says one was in use there ([`StoreError::Missing`] otherwise); writes the marker.
     pub fn open(path: &Path) -> Result<Store> {
+        let marker = marker_path(path);
+        if !path.exists() && marker.exists() {
+            return Err(StoreError::Missing { path: path.to_path_buf(), marker });
+        }
+        Self::open_and_mark(path)
+    }
+
+    /// Opens the database at `path`, creating it even where a marker says one was in use
+    /// (`meterd init`, `meterd run --create-db`: an operator's explicit choice).
+    pub fn create(path: &Path) -> Result<Store> {
+        Self::open_and_mark(path)
+    }
+
+    /// Opens an existing database only: a missing file is [`StoreError::Missing`]. The
+    /// daemon's loops use it, so a database deleted under a running daemon is never recreated.
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Err(StoreError::Missing { path: path.to_path_buf(), marker: marker_path(path) });
+        }
+        Self::open_and_mark(path)
+    }
+
+    fn open_and_mark(path: &Path) -> Result<Store> {
+        let store = Self::open_raw(path)?;
+        let marker = marker_path(path);
+        if !marker.exists() {
+            // Best effort: a read-only directory must not stop a read of the database.
+            let text =
+                "meterd keeps this file beside its database: while it exists, a missing database is an error, not a new empty one.\n";
+            if let Err(e) = std::fs::write(&marker, text) {
+                tracing::debug!(error = %e, marker = %marker.display(), "cannot write the database marker");
+            }
+        }
+        Ok(store)
+    }
+
+    /// `Some(reason)` when the file this connection holds is no longer the file at its path
+    /// (deleted, renamed or replaced); one `stat`. Always `None` where identities are unknown.
+    pub fn file_moved(&self) -> Option<String> {
+        self.file_probe().moved()
+    }
+
+    /// A probe of this connection's file, to ask from another thread.
+    pub fn file_probe(&self) -> FileProbe {
+        FileProbe { path: self.path.clone(), identity: self.identity }
+    }
+
+    fn open_raw(path: &Path) -> Result<Store> {
         let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
@@ -101,7 +242,8 @@ impl Store {
         .map_err(open_err)?;
         conn.set_prepared_statement_cache_capacity(64);
         register_functions(&conn).map_err(open_err)?;
-        let mut store = Store { conn, path: path.to_path_buf() };
+        let identity = file_identity(path);
+        let mut store = Store { conn, path: path.to_path_buf(), identity };
         store.migrate()?;
         if let Some(pages) = crate::faults::max_page_count() {
             store.set_max_page_count(pages)?;
