@@ -155,6 +155,12 @@ impl Env {
         Daemon::start(self, now, args, envs, |_| {})
     }
 
+    /// Starts the daemon under a wrapper command (e.g. `setpriv --reuid=nobody …`), which
+    /// gets the binary and its arguments.
+    pub fn daemon_wrapped(&self, wrapper: &[&str], args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        Daemon::start_wrapped(self, NOW, wrapper, args, envs, |_| {})
+    }
+
     /// A read-only connection to the database (the daemon may be running).
     pub fn db(&self) -> rusqlite::Connection {
         db::open_ro(&self.db)
@@ -218,10 +224,32 @@ pub struct Daemon {
 
 impl Daemon {
     fn start(env: &Env, now: &str, args: &[&str], envs: &[(&str, &str)], tweak: impl FnOnce(&mut Command)) -> Daemon {
+        Daemon::start_wrapped(env, now, &[], args, envs, tweak)
+    }
+
+    fn start_wrapped(
+        env: &Env,
+        now: &str,
+        wrapper: &[&str],
+        args: &[&str],
+        envs: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Command),
+    ) -> Daemon {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stderr = env.dir.path().join(format!("daemon-{n}.stderr"));
         let mut cmd = env.cmd();
+        if let Some((program, rest)) = wrapper.split_first() {
+            let inner = cmd;
+            cmd = Command::new(program);
+            cmd.args(rest).arg(inner.get_program()).args(inner.get_args()).current_dir(env.dir.path());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => cmd.env(k, v),
+                    None => cmd.env_remove(k),
+                };
+            }
+        }
         cmd.args(["run", "--listen", "127.0.0.1:0", "--now", now]).args(args);
         for (k, v) in envs {
             cmd.env(k, v);

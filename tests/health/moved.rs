@@ -1,0 +1,83 @@
+//! The database file deleted or moved away while the daemon runs.
+
+use super::util::{self, Env};
+use super::{failing, fast_env, metric, post, wait_for};
+
+const INST: &str = "inst-a";
+
+fn started() -> (Env, util::Daemon) {
+    let env = fast_env();
+    env.add_instance(INST, "calls", "2026-11-01T00:00:00Z");
+    let d = env.daemon();
+    (env, d)
+}
+
+fn events_of(env: &Env) -> i64 {
+    util::db::count_events_of(&env.db(), INST)
+}
+
+/// The file moved away (a volume remounted, a wrong cleanup job): nothing is acknowledged into
+/// the lost file, liveness fails, and once the file is back everything acknowledged is there.
+#[test]
+fn a_database_moved_away_stops_ingest_fails_health_and_loses_nothing_acknowledged() {
+    let (env, mut d) = started();
+    assert_eq!(post(&d, INST, "before", 10).ok()["accepted"], 10);
+    assert_eq!(d.http().get("/healthz").status, 200);
+    let aside = env.dir.path().join("moved-away.db");
+    std::fs::rename(&env.db, &aside).unwrap();
+
+    let r = post(&d, INST, "after", 10);
+    assert_eq!(r.status, 503, "ingest into a moved database must not be acknowledged: {}", r.text());
+    assert!(r.text().contains("deleted or replaced"), "{}", r.text());
+    assert_eq!(post(&d, INST, "later", 5).status, 503, "and nothing after it either");
+    let h = d.http().get("/healthz");
+    assert_eq!(h.status, 503, "{}", h.text());
+    assert!(h.text().contains("database_file"), "{}", h.text());
+    let ready = d.http().get("/readyz");
+    assert_eq!(ready.status, 503);
+    assert!(failing(&ready).contains(&"database_file".to_string()), "{}", ready.text());
+    assert_eq!(metric(&d, "meterd_ingest_commit_failures_total{reason=\"moved\"}"), Some(1.0));
+    assert_eq!(metric(&d, "meterd_health_check{check=\"database_file\"}"), Some(0.0));
+    assert!(d.stderr().contains("ERROR") && d.stderr().contains("was deleted while meterd had it open"), "{}", d.stderr());
+    d.kill();
+
+    // A restart refuses to start from an empty database where one was in use.
+    let r = env.run(&["run", "--listen", "127.0.0.1:0", "--now", util::NOW]);
+    r.code(2);
+    assert!(r.stderr.contains("is missing") && r.stderr.contains("meterd.db.created"), "{}", r.stderr);
+    assert!(!env.db.exists(), "no empty database was created");
+    let r = env.run(&["status"]);
+    r.code(2);
+
+    // The operator puts the file back: every acknowledged event is there, the daemon is healthy.
+    std::fs::rename(&aside, &env.db).unwrap();
+    let db = env.db();
+    for i in 0..10 {
+        assert!(util::db::event(&db, INST, &format!("before-{i}")).is_some(), "acknowledged event before-{i} is lost");
+    }
+    let d = env.daemon();
+    assert_eq!(d.http().get("/healthz").status, 200);
+    // The refused request may have reached the moved file's log: its retry counts once.
+    let retry = post(&d, INST, "after", 10).ok();
+    assert_eq!(retry["accepted"].as_u64().unwrap() + retry["duplicates"].as_u64().unwrap(), 10, "{retry}");
+    assert!(events_of(&env) >= 20);
+    wait_for(&d, "/readyz", "ready", |r| r.status == 200);
+}
+
+/// The file deleted: the same refusal, and `--create-db` is the explicit way to start afresh.
+#[test]
+fn a_deleted_database_is_never_silently_recreated() {
+    let (env, mut d) = started();
+    assert_eq!(post(&d, INST, "a", 3).ok()["accepted"], 3);
+    std::fs::remove_file(&env.db).unwrap();
+    assert_eq!(post(&d, INST, "b", 3).status, 503);
+    assert_eq!(d.http().get("/healthz").status, 503);
+    // The seal loop ticks every second; it must not create a new file at the path.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(!env.db.exists(), "the running daemon recreated the deleted database");
+    d.kill();
+    env.run(&["instance", "list"]).code(2);
+    let d = env.daemon_with(&["--create-db"], &[]);
+    assert_eq!(d.http().get("/healthz").status, 200);
+    assert_eq!(events_of(&env), 0, "a new, empty database on purpose");
+}

@@ -1,0 +1,62 @@
+//! The database made read-only under a daemon that runs as an unprivileged user (root ignores
+//! file permissions, so the daemon runs as `nobody` through `setpriv`).
+
+use super::util::{self, Env};
+use super::{failing, fast_env, metric, post, wait_for};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Hands the environment's directory and files to `nobody`; `false` when that is impossible.
+fn give_to_nobody(env: &Env) -> bool {
+    let dir = env.dir.path().to_str().unwrap();
+    let ok = Command::new("chown").args(["-R", "nobody:nogroup", dir]).status().map(|s| s.success()).unwrap_or(false);
+    ok && Command::new("setpriv").args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "true"]).status().is_ok_and(|s| s.success())
+}
+
+/// SQLite keeps the descriptors a process opened as they were opened (and reuses a closed
+/// connection's read-write descriptor for the next one), so a `chmod` under a running daemon
+/// changes nothing until the files are reopened: the test makes the file read-only between
+/// two starts, the way a remount or an ownership change after a restart does.
+#[test]
+fn a_read_only_database_fails_readiness_and_recovers_when_writable() {
+    let env = fast_env();
+    env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
+    chmod(env.dir.path(), 0o755);
+    if !give_to_nobody(&env) {
+        eprintln!("SKIPPED: cannot run the daemon as `nobody` here (needs root, chown and setpriv)");
+        return;
+    }
+    let as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"];
+    let mut d = env.daemon_wrapped(&as_nobody, &[], &[]);
+    wait_for(&d, "/readyz", "ready", |r| r.status == 200);
+    assert_eq!(post(&d, "inst-a", "a", 5).ok()["accepted"], 5);
+    d.kill();
+
+    chmod(&env.db, 0o444);
+    let mut d = env.daemon_wrapped(&as_nobody, &[], &[]);
+    let r = wait_for(&d, "/readyz", "the seal failures", |r| r.status == 503 && failing(r).contains(&"seal".to_string()));
+    assert!(failing(&r).contains(&"database_writable".to_string()), "{}", r.text());
+    assert!(r.text().contains("readonly"), "{}", r.text());
+    let refused = post(&d, "inst-a", "b", 5);
+    assert_ne!(refused.status, 200, "nothing is acknowledged into a read-only database: {}", refused.text());
+    let r = d.http().get("/readyz");
+    assert!(failing(&r).contains(&"ingest".to_string()), "{}", r.text());
+    assert_eq!(d.http().get("/healthz").status, 200, "a read-only file is not a reason to restart: liveness holds");
+    assert!(metric(&d, "meterd_seal_failures_total{reason=\"readonly\"}").unwrap_or(0.0) >= 3.0);
+    assert_eq!(metric(&d, "meterd_ingest_commit_failures_total{reason=\"readonly\"}"), Some(1.0));
+    assert_eq!(metric(&d, "meterd_health_check{check=\"database_writable\"}"), Some(0.0));
+    let status = d.http().get("/v1/status").ok();
+    assert!(status["checks"].as_array().unwrap().iter().any(|c| c["name"] == "seal" && c["ok"] == false), "{status}");
+    d.kill();
+
+    chmod(&env.db, 0o644);
+    let d = env.daemon_wrapped(&as_nobody, &[], &[]);
+    wait_for(&d, "/readyz", "recovery", |r| r.status == 200);
+    assert!(metric(&d, "meterd_last_seal_success_timestamp_seconds").unwrap_or(0.0) > 0.0);
+    assert_eq!(post(&d, "inst-a", "b", 5).ok()["accepted"], 5);
+    assert_eq!(util::db::count_events_of(&env.db(), "inst-a"), 10, "every acknowledged event is stored");
+}
