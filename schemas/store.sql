@@ -77,7 +77,7 @@ CREATE TABLE batches (
     attempts   INTEGER NOT NULL DEFAULT 0,
     created_ns INTEGER NOT NULL,
     last_error TEXT
-) STRICT;
+, claimed_by TEXT, claim_until_ns INTEGER) STRICT;
 
 CREATE INDEX batches_open ON batches(id) WHERE state = 'open';
 

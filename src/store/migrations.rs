@@ -255,4 +255,12 @@ UPDATE records SET state = 'pending', batch_id = NULL WHERE state = 'sending';
 DROP INDEX records_pending;
 DROP INDEX records_unsent;
 "#,
+    // Issue 15: two uploaders on one database sent the same open batch at once (billed once,
+    // counted delivered twice). An open batch is claimed inside a write transaction before it
+    // is sent: `claimed_by` is the holder ("pid:nonce" of the process), `claim_until_ns` the end
+    // of its lease, renewed at every attempt (see `store::claims`).
+    r#"
+ALTER TABLE batches ADD COLUMN claimed_by TEXT;
+ALTER TABLE batches ADD COLUMN claim_until_ns INTEGER;
+"#,
 ];

@@ -17,6 +17,7 @@
 //! locking serialises their writes. Ingest itself has one writer per process (see `collector`).
 
 pub mod batches;
+pub mod claims;
 pub mod dedupe;
 pub mod events;
 pub mod instances;

@@ -7,7 +7,10 @@
 //! open for the next run once `max_attempts` is spent); configuration error (batch abandoned,
 //! records pending again, the run stops); too many records (split, smaller batches for the rest
 //! of the run); a bad record (split down to single records, each bad one rejected alone).
-//! No transaction is held across network I/O.
+//! No transaction is held across network I/O. Every batch a run sends is claimed for this
+//! process in the transaction that finds or cuts it ([`crate::store::claims`]), so two
+//! uploaders on one database never send the same batch at once; the run releases its claims
+//! at its end.
 //!
 //! A delivery is committed (one update of the batch row, with the next batch cut in the same
 //! transaction) before it is counted. While a batch's first attempt is in flight, the records
@@ -29,6 +32,7 @@ use crate::config::{Secret, UploadConfig};
 use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::store::batches::{self, Batch};
+use crate::store::claims::{self, Holder};
 use crate::store::{meta, records, Store, StoreError};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -142,7 +146,9 @@ async fn upload_run(
         report: UploadReport::default(),
     };
     run.report.expired = run.expire(now).await?;
-    let mut queue: VecDeque<Batch> = db(&run.store, |s| s.read(|tx| batches::open(tx))).await?.into();
+    // Claimed in a write transaction: a batch another live process is sending is left to it.
+    let mut queue: VecDeque<Batch> =
+        db(&run.store, |s| s.write(|tx| claims::claim_open(tx, &Holder::this_process(), Timestamp::now().0))).await?.into();
     'outer: loop {
         while let Some(batch) = queue.pop_front() {
             match run.deliver(batch).await? {
@@ -162,7 +168,7 @@ async fn upload_run(
                 if recs.is_empty() {
                     return Ok(None);
                 }
-                batches::create(tx, &recs, Timestamp::now().0).map(Some)
+                create_claimed(tx, &recs).map(Some)
             })
         })
         .await?;
@@ -175,6 +181,7 @@ async fn upload_run(
     db(&run.store, move |s| {
         s.write(|tx| {
             batches::settle(tx, Timestamp::now().0)?;
+            claims::release(tx, &Holder::this_process())?;
             if let Some(ok) = &outcome.0 {
                 meta::set(tx, meta::LAST_UPLOAD_OK, ok)?;
             }
@@ -311,7 +318,7 @@ impl Run<'_> {
                                 Some(read) => batches::next_pending_reusing(tx, size, read)?,
                                 None => batches::next_pending(tx, size)?,
                             };
-                            let next = if recs.is_empty() { None } else { Some(batches::create(tx, &recs, Timestamp::now().0)?) };
+                            let next = if recs.is_empty() { None } else { Some(create_claimed(tx, &recs)?) };
                             // Last before the commit: `status` can see the batch delivered
                             // only once it is counted (see the module docs).
                             if let Some(m) = &metrics {
@@ -330,7 +337,13 @@ impl Run<'_> {
                     let text = reason.to_string();
                     tracing::warn!(batch = id, attempt, url = %url, reason = %text, "upload attempt failed; will retry the same bytes");
                     let t2 = text.clone();
-                    db(&self.store, move |s| s.write(|tx| batches::attempted(tx, id, Some(&t2)))).await?;
+                    db(&self.store, move |s| {
+                        s.write(|tx| {
+                            batches::attempted(tx, id, Some(&t2))?;
+                            claims::claim(tx, id, &Holder::this_process(), Timestamp::now().0)
+                        })
+                    })
+                    .await?;
                     self.consecutive_transient += 1;
                     if !self.on_fallback && self.urls.1.is_some() && self.consecutive_transient >= self.cfg.fallback_after {
                         tracing::warn!(after = self.consecutive_transient, "switching to the fallback host (upload.fallback)");
@@ -364,13 +377,13 @@ impl Run<'_> {
                         tracing::error!(batch = id, "the store says one record is too many; leaving it queued");
                         return Ok(Next::Done);
                     }
-                    let halves = db(&self.store, move |s| s.write(|tx| batches::split(tx, id, Timestamp::now().0))).await?;
+                    let halves = db(&self.store, move |s| s.write(|tx| split_claimed(tx, id))).await?;
                     return Ok(Next::Then(vec![halves.0, halves.1]));
                 }
                 Action::RecordError { code, message } => {
                     self.count("record_error", latency_us);
                     if batch.records >= 2 {
-                        let halves = db(&self.store, move |s| s.write(|tx| batches::split(tx, id, Timestamp::now().0))).await?;
+                        let halves = db(&self.store, move |s| s.write(|tx| split_claimed(tx, id))).await?;
                         return Ok(Next::Then(vec![halves.0, halves.1]));
                     }
                     let (c, m, metrics) = (code.clone(), message.clone(), self.metrics.clone());
@@ -394,6 +407,24 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// Cuts a batch of `recs` claimed by this process (one transaction with the cut).
+fn create_claimed(tx: &rusqlite::Connection, recs: &[batches::Member]) -> Result<Batch, StoreError> {
+    let now = Timestamp::now().0;
+    let b = batches::create(tx, recs, now)?;
+    claims::claim(tx, b.id, &Holder::this_process(), now)?;
+    Ok(b)
+}
+
+/// Splits batch `id` into two halves claimed by this process.
+fn split_claimed(tx: &rusqlite::Connection, id: i64) -> Result<(Batch, Batch), StoreError> {
+    let now = Timestamp::now().0;
+    let halves = batches::split(tx, id, now)?;
+    for b in [&halves.0, &halves.1] {
+        claims::claim(tx, b.id, &Holder::this_process(), now)?;
+    }
+    Ok(halves)
 }
 
 /// Loads the upload key: `METERD_ISV_KEY` wins, then `upload.key_file`. Returns `None` when

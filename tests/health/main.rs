@@ -17,6 +17,7 @@ mod util;
 mod check;
 mod moved;
 mod readonly;
+mod uploaders;
 mod writer;
 
 use std::time::{Duration, Instant};

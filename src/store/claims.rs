@@ -1,0 +1,125 @@
+//! Claims on open upload batches (issue 15): exactly one process sends a batch at a time.
+//!
+//! Several processes may upload from one database (two daemons, a daemon and a cron
+//! `meterd upload`). Each claims an open batch inside a write transaction before sending it:
+//! `batches.claimed_by` names the holder (`"pid:nonce"`, [`Holder`]) and `claim_until_ns` ends
+//! its lease ([`LEASE_NS`], renewed at every attempt). A batch is claimable when it has no
+//! holder, when the holder is us, when the lease ran out, or when the holder's process is gone
+//! (no `/proc/<pid>` on this host; the same pid with another nonce is an earlier incarnation of
+//! this process, e.g. a restarted container's pid 1). A run releases its claims at its end, so
+//! the next run of any process picks up what is left at once.
+//!
+//! Processes that share a database share a host (SQLite needs local locking), so the pid test
+//! holds; the lease bounds the wait if it ever does not. Billing never depended on this (the
+//! store keeps the first record per period): the claim keeps delivery counts and metrics true.
+
+use super::batches::Batch;
+use super::Result;
+use rusqlite::{params, Connection};
+
+/// How long a claim lasts without renewal: far above one attempt (timeout + backoff cap).
+pub const LEASE_NS: i64 = 10 * 60 * 1_000_000_000;
+
+/// This process as a claim holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder(pub String);
+
+impl Holder {
+    /// `"pid:nonce"` for this process (the nonce is fixed for the process's life).
+    pub fn this_process() -> Holder {
+        static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let nonce = NONCE.get_or_init(rand::random::<u64>);
+        Holder(format!("{}:{nonce:016x}", std::process::id()))
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.0.split_once(':').and_then(|(p, _)| p.parse().ok())
+    }
+}
+
+/// Whether the process named by `holder` still runs on this host (Linux: `/proc/<pid>`; where
+/// there is no `/proc`, every holder counts as alive and only the lease frees its claims).
+pub fn holder_alive(holder: &str) -> bool {
+    let h = Holder(holder.to_string());
+    let Some(pid) = h.pid() else { return false };
+    if pid == std::process::id() {
+        return h == Holder::this_process();
+    }
+    if !std::path::Path::new("/proc/self").exists() {
+        return true;
+    }
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The pure decision: may `me` take a batch claimed by `holder` until `until_ns`, at `now_ns`?
+pub fn claimable(holder: Option<&str>, until_ns: Option<i64>, me: &Holder, now_ns: i64, alive: impl Fn(&str) -> bool) -> bool {
+    match holder {
+        None => true,
+        Some(h) if h == me.0 => true,
+        Some(h) => until_ns.is_none_or(|u| u <= now_ns) || !alive(h),
+    }
+}
+
+/// Claims every claimable open batch for `me` and returns them, oldest first.
+pub fn claim_open(conn: &Connection, me: &Holder, now_ns: i64) -> Result<Vec<Batch>> {
+    let mut stmt = conn.prepare_cached("SELECT id, claimed_by, claim_until_ns FROM batches WHERE state = 'open' ORDER BY id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<i64>>(2)?)))?;
+    let mut ids = Vec::new();
+    for row in rows {
+        let (id, holder, until) = row?;
+        if claimable(holder.as_deref(), until, me, now_ns, holder_alive) {
+            ids.push(id);
+        } else {
+            tracing::debug!(batch = id, holder = ?holder, "open batch is being sent by another process; leaving it");
+        }
+    }
+    let mut read = conn.prepare_cached("SELECT id, body, records, attempts FROM batches WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        claim(conn, id, me, now_ns)?;
+        out.push(read.query_row([id], |r| Ok(Batch { id: r.get(0)?, body: r.get(1)?, records: r.get(2)?, attempts: r.get(3)? }))?);
+    }
+    Ok(out)
+}
+
+/// Claims (or renews the claim on) batch `id` for `me` until `now_ns + LEASE_NS`.
+pub fn claim(conn: &Connection, id: i64, me: &Holder, now_ns: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE batches SET claimed_by = ?2, claim_until_ns = ?3 WHERE id = ?1")?.execute(params![
+        id,
+        me.0,
+        now_ns.saturating_add(LEASE_NS)
+    ])?;
+    Ok(())
+}
+
+/// Releases every claim of `me` on batches still open (the end of a run).
+pub fn release(conn: &Connection, me: &Holder) -> Result<()> {
+    conn.prepare_cached("UPDATE batches SET claimed_by = NULL, claim_until_ns = NULL WHERE claimed_by = ?1 AND state = 'open'")?
+        .execute([&me.0])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claimable_table() {
+        let me = Holder("10:aa".into());
+        let alive = |_: &str| true;
+        let dead = |_: &str| false;
+        assert!(claimable(None, None, &me, 5, alive), "unclaimed");
+        assert!(claimable(Some("10:aa"), Some(100), &me, 5, alive), "ours");
+        assert!(!claimable(Some("11:bb"), Some(100), &me, 5, alive), "another live holder within its lease");
+        assert!(claimable(Some("11:bb"), Some(5), &me, 5, alive), "lease over");
+        assert!(claimable(Some("11:bb"), Some(100), &me, 5, dead), "holder gone");
+    }
+
+    #[test]
+    fn an_earlier_incarnation_of_our_pid_is_not_alive_and_a_garbled_holder_neither() {
+        let me = Holder::this_process();
+        assert!(holder_alive(&me.0));
+        assert!(!holder_alive(&format!("{}:not-our-nonce", std::process::id())));
+        assert!(!holder_alive("garbage"));
+    }
+}

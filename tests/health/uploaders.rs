@@ -1,0 +1,91 @@
+//! Two daemons on one database upload at once: every batch is sent by exactly one of them, so
+//! `meterd_records_delivered_total` summed over both equals what the store billed.
+
+use super::util::{self, example_config_with, Env, Ev};
+use meterd::config::Secret;
+use meterd::mockstore::{MockConfig, MockHandle, MockStore};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "uploaders-test-key-0123456789";
+const INSTANCES: usize = 6;
+const HOURS: usize = 6;
+
+struct Mock {
+    rt: tokio::runtime::Runtime,
+    handle: Option<MockHandle>,
+}
+
+impl Mock {
+    /// The mock store answering each request after `latency`, so uploads overlap.
+    fn start(latency: Duration) -> Mock {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let mut cfg = MockConfig::new(Secret::new(KEY));
+        cfg.now = Some(util::now());
+        cfg.faults.latency = latency;
+        cfg.keep_bodies = true;
+        let handle = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            MockStore::start(cfg, l).await.unwrap()
+        });
+        Mock { rt, handle: Some(handle) }
+    }
+    fn h(&self) -> &MockHandle {
+        self.handle.as_ref().unwrap()
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.rt.block_on(h.shutdown());
+        }
+    }
+}
+
+#[test]
+fn two_daemons_never_send_one_batch_and_their_delivered_counts_add_up() {
+    let mock = Mock::start(Duration::from_millis(150));
+    let endpoint = mock.h().endpoint();
+    let env = Env::with_config(&example_config_with(&[
+        ("endpoint = \"https://mkt.myhuaweicloud.com\"", &format!("endpoint = {endpoint:?}")),
+        ("fallback = \"https://mkt.myhuaweicloud.cn\"", "fallback = \"\""),
+        ("batch_size = 1000", "batch_size = 1"),
+        ("upload = \"30 */5 * * * *\"", "upload = \"* * * * * *\""),
+    ]));
+    let mut lines = Vec::new();
+    for i in 0..INSTANCES {
+        let inst = format!("inst-{i}");
+        env.add_instance(&inst, "calls", "2026-11-01T00:00:00Z");
+        for h in 0..HOURS {
+            lines.push(Ev::new(&format!("e{i}-{h}"), &inst, "2", &format!("2026-11-23T{:02}:10:00Z", 4 + h)).json());
+        }
+    }
+    env.ingest_file("events.ndjson", &util::ndjson(&lines)).success();
+    env.run(&["seal", "--now", util::NOW]).success();
+    let total = INSTANCES * HOURS;
+
+    // The second starts while the first is in the middle of its run: the first always has an
+    // open batch in flight (the next one is cut when one is delivered), which the second's run
+    // finds at its start.
+    let a = env.daemon_with(&[], &[("METERD_ISV_KEY", KEY)]);
+    std::thread::sleep(Duration::from_millis(700));
+    let b = env.daemon_with(&[], &[("METERD_ISV_KEY", KEY)]);
+    let start = Instant::now();
+    loop {
+        let s = a.http().get("/v1/status").ok();
+        if s["records"]["delivered"] == total as u64 && s["backlog"] == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "not all delivered: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let the last runs of both finish and count.
+    std::thread::sleep(Duration::from_millis(1500));
+    let delivered = |d: &util::Daemon| super::metric(d, "meterd_records_delivered_total").unwrap_or(0.0) as usize;
+    let (da, db) = (delivered(&a), delivered(&b));
+    let ledger = mock.h().ledger();
+    assert_eq!(ledger.len(), total, "the store billed each record once");
+    let received = mock.h().received();
+    assert_eq!(received.len(), total, "each one-record batch was sent exactly once (no two daemons sent the same batch)");
+    assert_eq!(da + db, total, "delivered counts of the two daemons ({da} + {db}) add up to what the store billed");
+}
