@@ -16,6 +16,32 @@ fn events_of(env: &Env) -> i64 {
     util::db::count_events_of(&env.db(), INST)
 }
 
+/// `meterd run` that must exit at once; killed after 10 s if it started serving instead.
+fn run_bounded(env: &Env) -> (Option<i32>, String) {
+    let log = env.dir.path().join("restart.stderr");
+    let mut child = env
+        .cmd()
+        .args(["run", "--listen", "127.0.0.1:0", "--now", util::NOW])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
 /// The file moved away (a volume remounted, a wrong cleanup job): nothing is acknowledged into
 /// the lost file, liveness fails, and once the file is back everything acknowledged is there.
 #[test]
@@ -42,9 +68,9 @@ fn a_database_moved_away_stops_ingest_fails_health_and_loses_nothing_acknowledge
     d.kill();
 
     // A restart refuses to start from an empty database where one was in use.
-    let r = env.run(&["run", "--listen", "127.0.0.1:0", "--now", util::NOW]);
-    r.code(2);
-    assert!(r.stderr.contains("is missing") && r.stderr.contains("meterd.db.created"), "{}", r.stderr);
+    let (code, stderr) = run_bounded(&env);
+    assert_eq!(code, Some(2), "a restart must refuse to start empty: {stderr}");
+    assert!(stderr.contains("is missing") && stderr.contains("meterd.db.created"), "{stderr}");
     assert!(!env.db.exists(), "no empty database was created");
     let r = env.run(&["status"]);
     r.code(2);
