@@ -56,7 +56,7 @@ fn a_read_only_database_fails_readiness_and_recovers_when_writable() {
     chmod(&env.db, 0o644);
     let d = env.daemon_wrapped(&as_nobody, &[], &[]);
     wait_for(&d, "/readyz", "recovery", |r| r.status == 200);
-    assert!(metric(&d, "meterd_last_seal_success_timestamp_seconds").unwrap_or(0.0) > 0.0);
+    wait_for(&d, "/metrics", "a successful seal", |_| metric(&d, "meterd_last_seal_success_timestamp_seconds").unwrap_or(0.0) > 0.0);
     assert_eq!(post(&d, "inst-a", "b", 5).ok()["accepted"], 5);
     assert_eq!(util::db::count_events_of(&env.db(), "inst-a"), 10, "every acknowledged event is stored");
 }
