@@ -9,12 +9,17 @@
 //! - `readonly`: the database made read-only under a daemon running as an unprivileged user —
 //!   `/readyz` 503 naming the seal and writability checks, failures counted in `/metrics`,
 //!   and readiness back by itself once the file is writable again;
+//! - `full`: a full filesystem (a small tmpfs the test mounts) — ingest 503, `/readyz` 503,
+//!   nothing acknowledged lost, recovery once space is back;
+//! - `uploaders`: two daemons on one database never send one batch, and their delivered
+//!   counts add up;
 //! - `check`: `meterd status --check` exit codes and the checks `meterd status` shows.
 
 #[path = "../util/mod.rs"]
 mod util;
 
 mod check;
+mod full;
 mod moved;
 mod readonly;
 mod uploaders;

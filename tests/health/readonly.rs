@@ -14,7 +14,13 @@ fn chmod(path: &std::path::Path, mode: u32) {
 fn give_to_nobody(env: &Env) -> bool {
     let dir = env.dir.path().to_str().unwrap();
     let ok = Command::new("chown").args(["-R", "nobody:nogroup", dir]).status().map(|s| s.success()).unwrap_or(false);
-    ok && Command::new("setpriv").args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "true"]).status().is_ok_and(|s| s.success())
+    // `nobody` must be able to run the binary under test (every directory above it searchable).
+    ok && Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(util::bin())
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// SQLite keeps the descriptors a process opened as they were opened (and reuses a closed
