@@ -42,14 +42,13 @@ impl Drop for Mock {
     }
 }
 
-#[test]
-fn two_daemons_never_send_one_batch_and_their_delivered_counts_add_up() {
-    let mock = Mock::start(Duration::from_millis(150));
+/// An environment whose config points at `mock`, with `INSTANCES × HOURS` sealed records.
+fn seeded(mock: &Mock, batch_size: usize) -> (Env, usize) {
     let endpoint = mock.h().endpoint();
     let env = Env::with_config(&example_config_with(&[
         ("endpoint = \"https://mkt.myhuaweicloud.com\"", &format!("endpoint = {endpoint:?}")),
         ("fallback = \"https://mkt.myhuaweicloud.cn\"", "fallback = \"\""),
-        ("batch_size = 1000", "batch_size = 1"),
+        ("batch_size = 1000", &format!("batch_size = {batch_size}")),
         ("upload = \"30 */5 * * * *\"", "upload = \"* * * * * *\""),
     ]));
     let mut lines = Vec::new();
@@ -62,7 +61,27 @@ fn two_daemons_never_send_one_batch_and_their_delivered_counts_add_up() {
     }
     env.ingest_file("events.ndjson", &util::ndjson(&lines)).success();
     env.run(&["seal", "--now", util::NOW]).success();
-    let total = INSTANCES * HOURS;
+    (env, INSTANCES * HOURS)
+}
+
+/// The store refuses our key (MKT.0102): readiness names the upload loop until the key is right.
+#[test]
+fn an_upload_configuration_error_fails_readiness() {
+    let mock = Mock::start(Duration::ZERO);
+    let (env, _) = seeded(&mock, 1000);
+    let d = env.daemon_with(&[], &[("METERD_ISV_KEY", "not-the-key-0123456789")]);
+    let r = super::wait_for(&d, "/readyz", "the upload failure", |r| super::failing(r).contains(&"upload".to_string()));
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("configuration error"), "{}", r.text());
+    assert!(super::metric(&d, "meterd_upload_failures_total{reason=\"config_error\"}").unwrap_or(0.0) >= 1.0);
+    assert_eq!(d.http().get("/healthz").status, 200);
+    assert!(mock.h().ledger().is_empty(), "nothing billed with a wrong key");
+}
+
+#[test]
+fn two_daemons_never_send_one_batch_and_their_delivered_counts_add_up() {
+    let mock = Mock::start(Duration::from_millis(150));
+    let (env, total) = seeded(&mock, 1);
 
     // The second starts while the first is in the middle of its run: the first always has an
     // open batch in flight (the next one is cut when one is delivered), which the second's run
