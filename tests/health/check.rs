@@ -41,7 +41,9 @@ fn status_check_names_a_missing_plan() {
     let rest = &text[cut + 8..];
     let end = rest.find("[[plan]]").map(|i| cut + 8 + i).unwrap_or(text.len());
     std::fs::write(&env.config, format!("{}{}", &text[..cut], &text[end..])).unwrap();
+    // The settings check (every command) refuses a config that lost a plan in use: exit 2,
+    // naming the plan and its instances — non-zero, as `--check` promises.
     let r = env.run(&["status", "--check", "--now", util::NOW]);
-    r.code(1);
+    r.code(2);
     assert!(r.stderr.contains("inst-s") && r.stderr.contains("\"seats\""), "{}", r.stderr);
 }
