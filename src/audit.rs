@@ -5,12 +5,17 @@
 //! (stop-before-excess records carry per package); `over_quota` is stop-before-excess usage
 //! that no package covered, acknowledged and never billed.
 //!
+//! The event side of the balance follows the instance's plan aggregation (issue 14): for `sum`
+//! it is Σ quantity; for `count` it is the number of stored events (each bills 1, whatever its
+//! quantity). [`balances`] assumes `sum` for every instance (it has no config); callers that
+//! have the config use [`balances_with`].
+//!
 //! Beside the balance, the audit reports carried usage that no record can ever bill
 //! ([`stranded`], issue 12): the carry of an instance released and sealed through its release,
 //! or the carry of a package whose validity ended before the seal cursor. It should always be 0
 //! (sealing and `instance release` move such usage to `unbillable`); `status` lists any.
 
-use crate::model::{Package, Timestamp};
+use crate::model::{Aggregation, Package, Timestamp};
 use crate::store::{events, instances, packages, records, windows, InstanceRow, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -19,7 +24,10 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Balance {
     pub instance_id: String,
+    /// The plan's aggregation, which decides what `event_total` is.
+    pub aggregation: Aggregation,
     pub events: u64,
+    /// What the acknowledged events bill in total: Σ quantity (`sum`), or `events` (`count`).
     #[serde(with = "rust_decimal::serde::str")]
     pub event_total: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
@@ -64,8 +72,14 @@ pub fn stranded(inst: &InstanceRow, pkgs: &[Package]) -> Decimal {
     }
 }
 
-/// Balances of every instance, from one consistent snapshot.
+/// Balances of every instance, from one consistent snapshot, every plan taken as `sum`.
 pub fn balances(store: &mut Store) -> Result<Vec<Balance>, StoreError> {
+    balances_with(store, &|_| Aggregation::Sum)
+}
+
+/// Balances of every instance, from one consistent snapshot; `aggregation_of` gives the
+/// aggregation of a plan by name (`sum` for a plan no longer configured).
+pub fn balances_with(store: &mut Store, aggregation_of: &dyn Fn(&str) -> Aggregation) -> Result<Vec<Balance>, StoreError> {
     store.read(|tx| {
         let mut out = Vec::new();
         let totals = events::totals_all(tx)?;
@@ -76,10 +90,16 @@ pub fn balances(store: &mut Store) -> Result<Vec<Balance>, StoreError> {
             let (n, total) = totals.get(&inst.key).copied().unwrap_or((0, crate::model::Quantity::ZERO));
             let sealed: Decimal = records::of_instance(tx, inst.key, i64::MIN, i64::MAX)?.iter().map(|r| r.usage_value).sum();
             let open: Decimal = windows::of_instance_with(tx, &tail, inst.key, inst.sealed_until, i64::MAX)?.iter().map(|w| w.usage).sum();
+            let aggregation = aggregation_of(&inst.plan);
+            let event_total = match aggregation {
+                Aggregation::Count => Decimal::from(n),
+                _ => total.0,
+            };
             out.push(Balance {
                 instance_id: inst.instance_id,
+                aggregation,
                 events: n,
-                event_total: total.0,
+                event_total,
                 sealed,
                 open,
                 carried: inst.carry + pkgs.iter().map(|p| p.carry).sum::<Decimal>(),

@@ -128,8 +128,17 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
     let plan_of: BTreeMap<i64, Period> = insts.iter().filter_map(|i| cfg.plan(&i.plan).map(|p| (i.key, p.period))).collect();
     let past_deadline =
         waiting.iter().filter(|r| plan_of.get(&r.instance_key).is_some_and(|p| deadline(*p, r.end) < now.secs())).count() as u64;
-    let violations =
-        if with_audit { Some(audit::balances(store)?.into_iter().filter(|b| !b.holds()).map(|b| b.instance_id).collect()) } else { None };
+    let violations = if with_audit {
+        Some(
+            audit::balances_with(store, &|plan| cfg.plan(plan).map(|p| p.aggregation).unwrap_or_default())?
+                .into_iter()
+                .filter(|b| !b.holds())
+                .map(|b| b.instance_id)
+                .collect(),
+        )
+    } else {
+        None
+    };
     let inputs = crate::health::Inputs {
         now: now.secs(),
         records_past_deadline: past_deadline,

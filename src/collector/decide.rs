@@ -132,14 +132,16 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
         Ok(billed) => billed,
         Err(msg) => return Ok(reject(ev, msg)),
     };
+    // What the event adds to its window: its quantity (`sum`) or 1 (`count`).
+    let amount = ctx.plan.aggregation.billing_quantity(ev.quantity.0);
     let billed_qty = match billed {
         Some(w) => {
-            let covered = super::quota::deduct(conn, cfg, ctx, w, ev)?;
+            let covered = super::quota::deduct(conn, cfg, ctx, w, ev, amount)?;
             cx.tail.add(ctx.row.key, w, covered)?;
             (covered != ev.quantity.0).then_some(covered)
         }
         None => {
-            ctx.new_unbillable += ev.quantity.0;
+            ctx.new_unbillable += amount;
             None
         }
     };

@@ -1,6 +1,7 @@
 //! Stop-before-excess deduction at ingest (design §4.2), inside the writer's transaction.
 //!
-//! For an instance whose plan says `package = "stop"`, each accepted event's quantity is drawn
+//! For an instance whose plan says `package = "stop"`, each accepted event's billing quantity
+//! (its quantity; 1 for a `count` plan) is drawn
 //! from the packages valid at the event's time, earliest expiry first (see
 //! [`crate::model::Package`]); what no package covers is kept as `over_quota`: acknowledged,
 //! never billed, one more term of the conservation audit. Deduction happens in commit order.
@@ -65,10 +66,17 @@ impl StopQuota {
     }
 }
 
-/// Deducts an accepted event billed in the window starting at `window`; returns the part the
-/// window bills (all of it for instances without a stop plan).
-pub fn deduct(conn: &Connection, cfg: &Config, ctx: &mut InstanceCtx, window: i64, ev: &EventInput) -> Result<Decimal, StoreError> {
-    let q = ev.quantity.0;
+/// Deducts `q` (an accepted event's billing quantity: its quantity, or 1 for a `count` plan)
+/// billed in the window starting at `window`; returns the part the window bills (all of it for
+/// instances without a stop plan).
+pub fn deduct(
+    conn: &Connection,
+    cfg: &Config,
+    ctx: &mut InstanceCtx,
+    window: i64,
+    ev: &EventInput,
+    q: Decimal,
+) -> Result<Decimal, StoreError> {
     let Some(stop) = ctx.quota.as_mut() else { return Ok(q) };
     if q.is_zero() {
         return Ok(q);

@@ -2,8 +2,16 @@
 //!
 //! A plan is validated once, at load: a [`Plan`] that exists is usable, so pricing code never
 //! re-checks tiers. Errors name the plan and the key so the seller knows where to look.
+//!
+//! `aggregation` (issue 14, see [`Aggregation`]) defaults to `sum`. Refused at load: an unknown
+//! name; `unique_by` missing on a `unique_count` plan or present on any other; `package = "stop"`
+//! with an aggregation other than `sum` or `count` (a stop package is drawn down event by event
+//! at ingest, which needs each event's share of the window fixed when it arrives — a maximum,
+//! a latest value, a distinct count or a level is only known once the window closes); and, in
+//! this version, the aggregations whose sealing is not built yet (the message says so), so no
+//! plan is ever billed by a rule other than the one it names.
 
-use crate::model::Period;
+use crate::model::{Aggregation, Period};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +66,12 @@ pub struct Plan {
     pub pricing: Pricing,
     pub currency: String,
     pub package: Option<PackageMode>,
+    /// How a window's events become its value; `sum` unless configured.
+    #[serde(skip_serializing_if = "Aggregation::is_sum")]
+    pub aggregation: Aggregation,
+    /// The event property whose distinct values a `unique_count` plan counts; `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unique_by: Option<String>,
 }
 
 /// A plan as written in `meterd.toml`, before validation.
@@ -80,6 +94,12 @@ pub struct PlanToml {
     pub currency: String,
     #[serde(default)]
     pub package: Option<PackageMode>,
+    /// `"sum"` (default), `"count"`, `"max"`, `"latest"`, `"unique_count"`, `"weighted_sum"`.
+    #[serde(default)]
+    pub aggregation: Option<String>,
+    /// `unique_count` only: the event property whose distinct values are counted.
+    #[serde(default)]
+    pub unique_by: Option<String>,
 }
 
 fn default_currency() -> String {
@@ -123,6 +143,7 @@ impl PlanToml {
         if !matches!(pricing, Pricing::Step { .. }) && self.accumulation.is_some() {
             return Err(err("accumulation", "only step pricing accumulates; remove it or use pricing = \"step\"".into()));
         }
+        let aggregation = self.check_aggregation().map_err(|(key, m)| err(key, m))?;
         Ok(Plan {
             name: self.name,
             factor: self.factor,
@@ -131,7 +152,52 @@ impl PlanToml {
             pricing,
             currency: self.currency,
             package: self.package,
+            aggregation,
+            unique_by: self.unique_by,
         })
+    }
+
+    /// The `aggregation` and the keys that depend on it; the error names the key.
+    fn check_aggregation(&self) -> Result<Aggregation, (&'static str, String)> {
+        let agg = match self.aggregation.as_deref() {
+            None => Aggregation::Sum,
+            Some(name) => Aggregation::parse(name).ok_or_else(|| {
+                let names: Vec<String> = Aggregation::ALL.iter().map(|a| format!("{:?}", a.as_str())).collect();
+                ("aggregation", format!("unknown aggregation {name:?}; use one of {}", names.join(", ")))
+            })?,
+        };
+        match (agg, &self.unique_by) {
+            (Aggregation::UniqueCount, None) => {
+                return Err(("unique_by", "a unique_count plan must name the event property it counts, e.g. unique_by = \"user\"".into()))
+            }
+            (Aggregation::UniqueCount, Some(p)) if !crate::model::valid_property_key(p) => {
+                return Err(("unique_by", format!("{p:?} is not a property name: 1–64 characters of [A-Za-z0-9_.-]")))
+            }
+            (Aggregation::UniqueCount, Some(_)) | (_, None) => {}
+            (other, Some(_)) => return Err((
+                "unique_by",
+                format!(
+                    "only aggregation = \"unique_count\" counts a property; remove `unique_by` or change the aggregation (it is {other:?})",
+                    other = other.as_str()
+                ),
+            )),
+        }
+        if self.package == Some(PackageMode::Stop) && !agg.is_additive() {
+            return Err((
+                "package",
+                format!(
+                    "package = \"stop\" works with aggregation \"sum\" or \"count\" only: a stop package is drawn down as each event arrives, but a {} value is only known when the window closes. Use package = \"payg\" or another aggregation",
+                    agg.as_str()
+                ),
+            ));
+        }
+        if !agg.supported() {
+            return Err((
+                "aggregation",
+                format!("aggregation {:?} is not supported by this meterd yet (only \"sum\" and \"count\"); the plan is refused rather than billed by another rule", agg.as_str()),
+            ));
+        }
+        Ok(agg)
     }
 }
 

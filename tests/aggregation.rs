@@ -1,0 +1,223 @@
+//! Plan aggregations (issue 14) through the real `meterd` binary on a real SQLite file: the
+//! `aggregation` key's validation at config load (exit 2, a message naming the plan and the key
+//! and saying why), and `count` — golden windows (events exactly at a window's start and end,
+//! duplicates never counted twice, a conflict), late events carried as `sum` carries them,
+//! stop-before-excess packages drawing 1 per event, and the conservation audit and `status`.
+
+mod util;
+
+use serde_json::Value;
+use util::{Env, Ev};
+
+const CONFIG: &str = r#"timezone = "+08:00"
+
+[[plan]]
+name = "logins"
+factor = "logins"
+unit = "login"
+period = "hour"
+pricing = "fixed"
+price = "0.5"
+aggregation = "count"
+
+[[plan]]
+name = "daily_logins"
+factor = "logins"
+unit = "login"
+period = "day"
+pricing = "fixed"
+price = "1"
+aggregation = "count"
+
+[[plan]]
+name = "stop_logins"
+factor = "logins"
+unit = "login"
+period = "hour"
+pricing = "fixed"
+price = "1"
+aggregation = "count"
+package = "stop"
+
+[[plan]]
+name = "calls"
+factor = "calls"
+period = "hour"
+pricing = "fixed"
+price = "1"
+"#;
+
+const I: &str = "inst-agg";
+const DAY: &str = "2026-11-23T";
+
+fn t(hms: &str) -> String {
+    format!("{DAY}{hms}Z")
+}
+
+fn ingest(env: &Env, now: &str, events: &[Ev]) -> Value {
+    let body: Vec<String> = events.iter().map(|e| e.json()).collect();
+    env.run_stdin(&["ingest", "--now", &t(now), "-"], body.join("\n").as_bytes()).json()
+}
+
+/// Records as (begin HH:MM:SS UTC, end, value, package).
+fn records(env: &Env) -> Vec<(String, String, String, Option<String>)> {
+    let db = env.db();
+    let mut stmt = db.prepare("SELECT begin_s, end_s, usage_value, relate_pkg FROM records ORDER BY begin_s, end_s").expect("prepare");
+    let hms = |s: i64| meterd::model::Timestamp::from_secs(s).to_string()[11..19].to_string();
+    stmt.query_map([], |r| Ok((hms(r.get(0)?), hms(r.get(1)?), r.get::<_, String>(2)?, r.get(3)?)))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect()
+}
+
+fn rec(b: &str, e: &str, v: &str, p: Option<&str>) -> (String, String, String, Option<String>) {
+    (b.into(), e.into(), v.into(), p.map(str::to_string))
+}
+
+/// The audit with the config's aggregations, and `status` saying the same.
+fn audit_holds(env: &Env, now: &str) {
+    let cfg = env.cfg();
+    let mut store = meterd::store::Store::open(&env.db).expect("open store");
+    let balances = meterd::audit::balances_with(&mut store, &|p| cfg.plan(p).map(|p| p.aggregation).unwrap_or_default()).expect("audit");
+    for b in balances {
+        assert!(b.holds(), "conservation broken: {b:?}");
+    }
+    let status = env.run(&["status", "--format", "json", "--now", &t(now)]).json();
+    assert_eq!(status["conservation_violations"], serde_json::json!([]), "{status}");
+}
+
+#[test]
+fn the_aggregation_key_is_validated_when_the_config_loads() {
+    let base = "[[plan]]\nname = \"p1\"\nfactor = \"f\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"1\"\n";
+    let cases = [
+        ("aggregation = \"avg\"\n", vec!["\"p1\"", "`aggregation`", "unknown aggregation \"avg\"", "\"unique_count\""]),
+        ("aggregation = \"unique_count\"\n", vec!["\"p1\"", "`unique_by`", "unique_by = \"user\""]),
+        ("aggregation = \"count\"\nunique_by = \"user\"\n", vec!["\"p1\"", "`unique_by`", "only aggregation = \"unique_count\""]),
+        ("unique_by = \"user\"\n", vec!["\"p1\"", "`unique_by`", "it is \"sum\""]),
+        ("aggregation = \"unique_count\"\nunique_by = \"user id\"\n", vec!["`unique_by`", "not a property name"]),
+        (
+            "aggregation = \"max\"\npackage = \"stop\"\n",
+            vec!["\"p1\"", "`package`", "\"sum\" or \"count\" only", "only known when the window closes", "payg"],
+        ),
+        (
+            "aggregation = \"weighted_sum\"\npackage = \"stop\"\n",
+            vec!["`package`", "a weighted_sum value is only known when the window closes"],
+        ),
+    ];
+    for (extra, needles) in cases {
+        let env = Env::with_config(&format!("{base}{extra}"));
+        let run = env.run(&["instance", "list"]);
+        run.code(2);
+        let err = run.stderr.clone();
+        for n in needles {
+            assert!(err.contains(n), "{extra:?}: stderr lacks {n:?}: {err}");
+        }
+    }
+    // Accepted: count with and without a stop package, payg with count, sum written out.
+    for extra in [
+        "aggregation = \"count\"\n",
+        "aggregation = \"count\"\npackage = \"stop\"\n",
+        "aggregation = \"count\"\npackage = \"payg\"\n",
+        "aggregation = \"sum\"\n",
+    ] {
+        let env = Env::with_config(&format!("{base}{extra}"));
+        env.run(&["instance", "list"]).success();
+    }
+}
+
+/// Events at a window's very start, its last nanosecond and the next window's start; quantities
+/// that do not matter to a count (0, 12.5, 1e12); a resend and a duplicate in one request; a
+/// conflicting resend refused.
+#[test]
+fn count_bills_one_per_stored_event_per_window() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "logins", &t("00:00:00"));
+    let r = ingest(
+        &env,
+        "11:00:00",
+        &[
+            Ev::new("a", I, "0", &t("09:00:00")),
+            Ev::new("b", I, "12.5", &t("09:59:59.999999999")),
+            Ev::new("c", I, "1000000000000", &t("09:30:00")),
+            Ev::new("a", I, "0", &t("09:00:00")),
+            Ev::new("d", I, "3", &t("10:00:00")),
+        ],
+    );
+    assert_eq!((r["accepted"].as_u64(), r["duplicates"].as_u64()), (Some(4), Some(1)), "{r}");
+    let r = ingest(&env, "11:01:00", &[Ev::new("b", I, "12.5", &t("09:59:59.999999999")), Ev::new("c", I, "7", &t("09:30:00"))]);
+    assert_eq!((r["duplicates"].as_u64(), r["rejected"].as_array().map(Vec::len)), (Some(1), Some(1)), "{r}");
+    assert!(r.to_string().contains("already stored with quantity 1000000000000"), "{r}");
+    env.run(&["seal", "--now", &t("11:06:00")]).success();
+    assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "3", None), rec("10:00:00", "11:00:00", "1", None)]);
+    // Preview prices the counts: 3 × 0.5 and 1 × 0.5.
+    let p = env.run(&["preview", "--format", "json", "--now", &t("11:10:00"), "--from", &t("09:00:00"), "--to", &t("11:00:00")]).json();
+    let text = p.to_string();
+    assert!(text.contains("\"1.5\"") && text.contains("\"0.5\""), "preview prices counts: {p}");
+    audit_holds(&env, "11:10:00");
+}
+
+/// Day windows in +08:00: an event at 16:00 UTC is the next local day's first instant.
+#[test]
+fn count_day_windows_follow_the_timezone() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "daily_logins", "2026-11-21T16:00:00Z");
+    let r = ingest(
+        &env,
+        "11:00:00",
+        &[
+            Ev::new("a", I, "4", "2026-11-22T15:59:59Z"),
+            Ev::new("b", I, "4", "2026-11-22T16:00:00Z"),
+            Ev::new("c", I, "4", "2026-11-23T10:00:00Z"),
+        ],
+    );
+    assert_eq!(r["accepted"], 3, "{r}");
+    env.run(&["seal", "--now", "2026-11-23T16:06:00Z"]).success();
+    let days: Vec<(String, String)> = records(&env).into_iter().map(|r| (r.0, r.2)).collect();
+    assert_eq!(days, vec![("16:00:00".into(), "1".into()), ("16:00:00".into(), "2".into())]);
+    audit_holds(&env, "16:10:00");
+}
+
+/// A late event of a count plan is carried like sum's: it counts 1 in the next open window.
+#[test]
+fn count_late_events_are_carried_as_one() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "logins", &t("00:00:00"));
+    assert_eq!(ingest(&env, "09:31:00", &[Ev::new("a", I, "9", &t("09:30:00"))])["accepted"], 1);
+    env.run(&["seal", "--now", &t("10:06:00")]).success();
+    let r = ingest(&env, "10:20:00", &[Ev::new("late", I, "9", &t("09:40:00")), Ev::new("b", I, "9", &t("10:10:00"))]);
+    assert_eq!(r["accepted"], 2, "{r}");
+    env.run(&["seal", "--now", &t("11:06:00")]).success();
+    assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "1", None), rec("10:00:00", "11:00:00", "2", None)]);
+    audit_holds(&env, "11:10:00");
+}
+
+/// A stop package of quota 2 on a count plan: each event draws 1 whatever its quantity; the
+/// third is over quota (kept, never billed) and ingest says the quota is exhausted.
+#[test]
+fn count_draws_one_per_event_from_stop_packages() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "stop_logins", &t("00:00:00"));
+    env.run(&["package", "add", I, "pkg-a", "--quota", "2", "--from", &t("00:00:00"), "--to", "2026-12-23T00:00:00Z"]).success();
+    let r = ingest(&env, "09:50:00", &[Ev::new("a", I, "40", &t("09:10:00")), Ev::new("b", I, "0", &t("09:20:00"))]);
+    assert_eq!(r["accepted"], 2, "{r}");
+    assert_eq!(r["quota_exhausted"], serde_json::json!([I]), "{r}");
+    let r = ingest(&env, "09:51:00", &[Ev::new("c", I, "1", &t("09:30:00"))]);
+    assert_eq!(r["accepted"], 1, "{r}");
+    env.run(&["seal", "--now", &t("10:06:00")]).success();
+    assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "2", Some("pkg-a"))]);
+    let status = env.run(&["status", "--format", "json", "--now", &t("10:10:00")]).json();
+    assert_eq!(status["over_quota"][I], "1", "{status}");
+    audit_holds(&env, "10:10:00");
+}
+
+/// A plan without `aggregation` is a sum plan: the same events bill their quantities.
+#[test]
+fn sum_stays_the_default() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "calls", &t("00:00:00"));
+    let r = ingest(&env, "09:50:00", &[Ev::new("a", I, "40", &t("09:10:00")), Ev::new("b", I, "2.5", &t("09:20:00"))]);
+    assert_eq!(r["accepted"], 2, "{r}");
+    env.run(&["seal", "--now", &t("10:06:00")]).success();
+    assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "42.5", None)]);
+    audit_holds(&env, "10:10:00");
+}
