@@ -142,6 +142,8 @@ fn event(i: u64, n: u64, instances: u64, t0: i64, span_s: i64) -> EventInput {
         quantity: Quantity(Decimal::new((mix(i) % 10_000) as i64 + 1, 2).normalize()),
         time: Timestamp(t0 * NS + off),
         metric: None,
+        properties: None,
+        quantity_omitted: false,
     }
 }
 

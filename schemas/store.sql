@@ -201,3 +201,8 @@ CREATE INDEX upload_queue_by_batch ON upload_queue(batch_id) WHERE batch_id IS N
 
 CREATE INDEX batches_state ON batches(id, state);
 
+CREATE TABLE event_props (
+    seq   INTEGER PRIMARY KEY,
+    props TEXT NOT NULL
+) STRICT;
+

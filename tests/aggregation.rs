@@ -221,3 +221,74 @@ fn sum_stays_the_default() {
     assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "42.5", None)]);
     audit_holds(&env, "10:10:00");
 }
+
+/// `quantity` may be left out of a count plan's events (stored as 0), not a sum plan's;
+/// properties are stored in canonical form and are part of the identity check — key order
+/// does not matter, another value or another set is a conflict naming both. Through the CLI,
+/// HTTP and the library doors.
+#[test]
+fn properties_are_part_of_an_events_identity_at_every_door() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "logins", &t("00:00:00"));
+    env.add_instance("inst-sum", "calls", &t("00:00:00"));
+    let ev = |id: &str, props: &str| Ev::new(id, I, "0", &t("09:10:00")).without("quantity").set("properties", props);
+    let r = ingest(
+        &env,
+        "09:50:00",
+        &[
+            ev("a", r#"{"user":"u-1","region":"eu"}"#),
+            ev("b", r#"{"user":"u-2"}"#),
+            Ev::new("c", "inst-sum", "1", &t("09:10:00")).without("quantity"),
+            Ev::new("d", I, "1", &t("09:11:00")),
+        ],
+    );
+    assert_eq!(r["accepted"], 3, "{r}");
+    let rejected = r["rejected"].to_string();
+    assert!(rejected.contains("missing field `quantity`") && rejected.contains("plan \\\"calls\\\" aggregates by sum"), "{r}");
+    let stored: Vec<(String, String)> = {
+        let db = env.db();
+        let mut stmt =
+            db.prepare("SELECT e.event_id, p.props FROM event_props p JOIN events e ON e.seq = p.seq ORDER BY e.event_id").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(stored, vec![("a".into(), r#"{"region":"eu","user":"u-1"}"#.into()), ("b".into(), r#"{"user":"u-2"}"#.into())]);
+    assert_eq!(util::db::event(&env.db(), I, "a").map(|e| e.0), Some("0".to_string()), "an omitted quantity is stored as 0");
+
+    // CLI: keys reordered → duplicate; another value → conflict naming both sets.
+    let r = ingest(&env, "09:51:00", &[ev("a", r#"{"region":"eu","user":"u-1"}"#), ev("b", r#"{"user":"u-3"}"#)]);
+    assert_eq!(r["duplicates"], 1, "{r}");
+    let err = r["rejected"][0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains(r#"properties {"user":"u-2"}"#) && err.contains(r#"properties {"user":"u-3"}"#), "{r}");
+    // A resend without the properties, or with properties an event stored without has, conflicts.
+    let r = ingest(
+        &env,
+        "09:52:00",
+        &[Ev::new("b", I, "0", &t("09:10:00")), Ev::new("d", I, "1", &t("09:11:00")).set("properties", r#"{"u":"x"}"#)],
+    );
+    assert_eq!(r["rejected"].as_array().map(Vec::len), Some(2), "{r}");
+    assert!(r.to_string().contains("and properties none"), "{r}");
+
+    // HTTP: the same answers.
+    let daemon = env.daemon_at(&t("09:53:00"), &[], &[]);
+    let http = daemon.http();
+    let body = [ev("a", r#"{"user":"u-1","region":"eu"}"#).json(), ev("a", r#"{"user":"u-9","region":"eu"}"#).json()].join("\n");
+    let reply = http.events(body).json();
+    assert_eq!(reply["duplicates"], 1, "{reply}");
+    assert!(reply["rejected"][0]["error"].as_str().unwrap_or_default().contains(r#"{"region":"eu","user":"u-9"}"#), "{reply}");
+    drop(daemon);
+
+    // Library: the same.
+    let collector = env.collector();
+    let now = meterd::model::parse_rfc3339(&t("09:54:00")).unwrap();
+    let evs = meterd::collector::parse::parse_body(ev("b", r#"{"user":"u-4"}"#).json().as_bytes())
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let res = collector.ingest_events(evs, now).expect("ingest");
+    assert_eq!(serde_json::to_value(&res).unwrap()["rejected"].as_array().map(Vec::len), Some(1), "{:?}", res);
+
+    env.run(&["seal", "--now", &t("10:06:00")]).success();
+    assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "3", None)]);
+    audit_holds(&env, "10:10:00");
+}

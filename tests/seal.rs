@@ -65,8 +65,15 @@ impl World {
         self.store().write(|tx| instances::add(tx, id, plan, ts(start), ts(start))).unwrap();
     }
     fn event(&self, inst: &str, id: &str, q: &str, t: &str, now: &str) -> meterd::collector::IngestResult {
-        let ev =
-            EventInput { id: id.into(), instance_id: inst.into(), quantity: Quantity::parse_event(q).unwrap(), time: ts(t), metric: None };
+        let ev = EventInput {
+            id: id.into(),
+            instance_id: inst.into(),
+            quantity: Quantity::parse_event(q).unwrap(),
+            time: ts(t),
+            metric: None,
+            properties: None,
+            quantity_omitted: false,
+        };
         self.collector.ingest_events(vec![ev], ts(now)).unwrap()
     }
     fn seal(&self, now: &str) -> meterd::seal::SealReport {
@@ -362,7 +369,7 @@ proptest! {
             match s {
                 Step::Event { inst, minute, qty, id } => {
                     let t = base.add_secs(minute * 60 + 7);
-                    let ev = EventInput { id: format!("e{id}"), instance_id: insts[inst].0.into(), quantity: Quantity::parse_event(&qty).unwrap(), time: t, metric: None };
+                    let ev = EventInput { id: format!("e{id}"), instance_id: insts[inst].0.into(), quantity: Quantity::parse_event(&qty).unwrap(), time: t, metric: None, properties: None, quantity_omitted: false };
                     w.collector.ingest_events(vec![ev], now_clock).unwrap();
                 }
                 Step::Seal { minute } => {
@@ -502,7 +509,7 @@ proptest! {
             match s {
                 Step::Event { minute, qty, id, .. } => {
                     let t = base.add_secs(minute * 60 + 7);
-                    let ev = EventInput { id: format!("e{id}"), instance_id: "s-1".into(), quantity: Quantity::parse_event(&qty).unwrap(), time: t, metric: None };
+                    let ev = EventInput { id: format!("e{id}"), instance_id: "s-1".into(), quantity: Quantity::parse_event(&qty).unwrap(), time: t, metric: None, properties: None, quantity_omitted: false };
                     w.collector.ingest_events(vec![ev], now_clock).unwrap();
                 }
                 Step::Seal { minute } => {
@@ -551,6 +558,8 @@ fn two_writers_and_a_sealer_keep_window_totals_exact() {
                     quantity: Quantity::parse_event(&format!("{}.{:03}", id % 7, id)).unwrap(),
                     time: base.add_secs((id as i64 * 37 + step) % (3 * 24 * 3600)),
                     metric: None,
+                    properties: None,
+                    quantity_omitted: false,
                 }
             })
             .collect();

@@ -119,13 +119,14 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
             Err(msg) => return Ok(reject(ev, msg)),
         },
     };
-    match cx.dedupe.check(cx.app, probe, &ev.id, ev.time, ev.quantity)? {
+    // Only events with properties pay for their canonical form.
+    let props = ev.properties.as_ref().map(crate::model::Properties::canonical);
+    match cx.dedupe.check(cx.app, probe, &ev.id, ev.time, ev.quantity, props.as_deref())? {
         InsertOutcome::Inserted => {}
         InsertOutcome::Duplicate => return Ok(Verdict::Duplicate),
-        InsertOutcome::Conflict { stored_quantity, stored_time } => return Ok(reject(ev, format!(
-            "event {:?} of instance {:?} is already stored with quantity {stored_quantity} at {stored_time}; this one has quantity {} at {}. Resend the original values, or use a new id for new usage",
-            ev.id, ev.instance_id, ev.quantity, ev.time
-        ))),
+        InsertOutcome::Conflict { stored_quantity, stored_time, stored_properties } => {
+            return Ok(reject(ev, conflict_message(ev, stored_quantity, stored_time, stored_properties, props)))
+        }
     }
     let ctx = &mut cx.instances.ctxs[slot];
     let billed = match admit(cfg, ctx, ev, now) {
@@ -148,14 +149,23 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
     cx.dedupe.append(
         cx.app,
         probe,
-        NewEvent { event_id: &ev.id, time: ev.time, quantity: ev.quantity, billed_window: billed, billed_qty, received: now },
+        NewEvent {
+            event_id: &ev.id,
+            time: ev.time,
+            quantity: ev.quantity,
+            billed_window: billed,
+            billed_qty,
+            received: now,
+            props: props.as_deref(),
+        },
     )?;
     cx.tail.appended();
     Ok(Verdict::Accepted)
 }
 
 /// The rules for a new event of a known instance, in order: the clock ([`clock`]), the
-/// `metric`, the instance's start and release, its frozen intervals, and late windows. Pure.
+/// `metric`, what the plan's aggregation needs of the event ([`aggregation_fields`]), the
+/// instance's start and release, its frozen intervals, and late windows. Pure.
 /// Returns the window start (UTC seconds) that bills the event, `None` for late usage of a
 /// released, fully sealed instance (kept as unbillable), or the refusal message.
 pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -> Result<Option<i64>, String> {
@@ -168,6 +178,7 @@ pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -
             ));
         }
     }
+    aggregation_fields(&ctx.plan, ev)?;
     if ev.time < ctx.row.start {
         return Err(format!("`time` {} is before the instance's start {}", ev.time, ctx.row.start));
     }
@@ -197,6 +208,45 @@ pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -
     } else {
         Ok(Some(ctx.row.sealed_until))
     }
+}
+
+/// What the plan's aggregation needs of an event (issue 14). Pure: a `quantity` unless the
+/// plan counts events (`count`, `unique_count`); for `unique_count`, the property it counts.
+pub fn aggregation_fields(plan: &Plan, ev: &EventInput) -> Result<(), String> {
+    use crate::model::Aggregation;
+    let agg = plan.aggregation;
+    if ev.quantity_omitted && !matches!(agg, Aggregation::Count | Aggregation::UniqueCount) {
+        return Err(format!(
+            "missing field `quantity`; every event needs `id`, `instance_id` and `time`, and a `quantity` unless its plan counts events (plan {:?} aggregates by {agg})",
+            plan.name
+        ));
+    }
+    if let (Aggregation::UniqueCount, Some(key)) = (agg, &plan.unique_by) {
+        if ev.properties.as_ref().and_then(|p| p.get(key)).is_none() {
+            return Err(format!(
+                "missing property {key:?}: plan {:?} counts the distinct values of `properties.{key}`; send e.g. \"properties\": {{\"{key}\": \"…\"}}",
+                plan.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of a resend that differs from the stored event: both values of what differs.
+fn conflict_message(
+    ev: &EventInput,
+    stored_q: crate::model::Quantity,
+    stored_t: Timestamp,
+    stored_p: Option<String>,
+    props: Option<String>,
+) -> String {
+    let show = |p: &Option<String>| p.clone().unwrap_or_else(|| "none".into());
+    let extra = if stored_p != props { format!(" and properties {}", show(&stored_p)) } else { String::new() };
+    let this = if stored_p != props { format!(" and properties {}", show(&props)) } else { String::new() };
+    format!(
+        "event {:?} of instance {:?} is already stored with quantity {stored_q} at {stored_t}{extra}; this one has quantity {} at {}{this}. Resend the original values, or use a new id for new usage",
+        ev.id, ev.instance_id, ev.quantity, ev.time
+    )
 }
 
 /// The clock rules (`collector.max_future`, `collector.max_age`). Pure. They are judged in the

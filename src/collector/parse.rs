@@ -3,10 +3,16 @@
 //! A body is one JSON object, a JSON array of objects, or NDJSON (one object per line). Only a
 //! body that is not JSON at all is refused whole. Quantities are read from the raw JSON text
 //! (number or string), never through `f64`.
+//!
+//! `properties` (issue 14) is checked here ([`Properties::new`]); `quantity` may be left out —
+//! whether that is allowed depends on the instance's plan (only `count` and `unique_count`
+//! plans take it), which the writer decides ([`super::decide::admit`]); an omitted quantity is
+//! 0 ([`EventInput::quantity_omitted`]).
 
-use crate::model::{parse_rfc3339, shorten, Quantity, Timestamp};
+use crate::model::{parse_rfc3339, shorten, Properties, Quantity, Timestamp};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 
 /// A syntactically valid event, not yet checked against instances or the clock.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +22,12 @@ pub struct EventInput {
     pub quantity: Quantity,
     pub time: Timestamp,
     pub metric: Option<String>,
+    /// Optional string properties (`unique_count` plans count one of them); part of the
+    /// event's identity check.
+    pub properties: Option<Properties>,
+    /// The event had no `quantity` (then `quantity` is 0): allowed only on `count` and
+    /// `unique_count` plans.
+    pub quantity_omitted: bool,
 }
 
 impl EventInput {
@@ -26,6 +38,13 @@ impl EventInput {
         valid_id(&self.id).map_err(fail)?;
         valid_instance_id(&self.instance_id).map_err(fail)?;
         Quantity::parse_event(&self.quantity.0.to_string()).map_err(|e| fail(format!("`quantity`: {e}")))?;
+        if let Some(p) = &self.properties {
+            let map = p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            Properties::new(map).map_err(|e| fail(format!("`properties`: {e}")))?;
+        }
+        if self.quantity_omitted && !self.quantity.0.is_zero() {
+            return Err(fail("`quantity` is marked omitted but is not 0".into()));
+        }
         Ok(())
     }
 }
@@ -55,6 +74,8 @@ struct Wire<'a> {
     time: Option<&'a RawValue>,
     #[serde(borrow, default)]
     metric: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    properties: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -112,18 +133,63 @@ pub fn parse_event(text: &[u8]) -> Result<EventInput, Refusal> {
     valid_id(&id).map_err(&fail)?;
     let instance_id = string_field("instance_id", wire.instance_id.ok_or_else(|| fail(missing("instance_id")))?).map_err(&fail)?;
     valid_instance_id(&instance_id).map_err(&fail)?;
-    let quantity = quantity_field(wire.quantity.ok_or_else(|| fail(missing("quantity")))?).map_err(&fail)?;
+    let (quantity, quantity_omitted) = match wire.quantity {
+        Some(raw) => (quantity_field(raw).map_err(&fail)?, false),
+        None => (Quantity::ZERO, true),
+    };
     let time_text = string_field("time", wire.time.ok_or_else(|| fail(missing("time")))?).map_err(&fail)?;
     let time = parse_rfc3339(&time_text).map_err(|e| fail(format!("`time`: {e}")))?;
     let metric = match wire.metric {
         None => None,
         Some(raw) => Some(string_field("metric", raw).map_err(&fail)?),
     };
-    Ok(EventInput { id, instance_id, quantity, time, metric })
+    let properties = match wire.properties {
+        None => None,
+        Some(raw) => properties_field(raw).map_err(&fail)?,
+    };
+    Ok(EventInput { id, instance_id, quantity, time, metric, properties, quantity_omitted })
+}
+
+fn properties_field(raw: &RawValue) -> Result<Option<Properties>, String> {
+    let map = serde_json::from_str::<UniqueMap>(raw.get()).map_err(|e| {
+        let why = if e.to_string().contains("duplicate property") { format!(" ({e})") } else { String::new() };
+        format!(
+            "`properties` must be a JSON object of string values, each key once, e.g. {{\"user\": \"u-17\"}}; got {}{why}",
+            shorten(raw.get())
+        )
+    })?;
+    Properties::new(map.0).map_err(|e| format!("`properties`: {e}"))
+}
+
+/// A JSON object of strings that refuses a key written twice (serde's maps keep the last one,
+/// which would make the stored identity depend on the sender's duplicate).
+struct UniqueMap(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for UniqueMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = UniqueMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<UniqueMap, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = m.next_entry::<String, String>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!("duplicate property {k:?}")));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(UniqueMap(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 fn missing(field: &str) -> String {
-    format!("missing field `{field}`; every event needs `id`, `instance_id`, `quantity` and `time`")
+    format!("missing field `{field}`; every event needs `id`, `instance_id` and `time`, and a `quantity` unless its plan counts events")
 }
 
 fn string_field(field: &str, raw: &RawValue) -> Result<String, String> {

@@ -174,13 +174,15 @@ impl PlanToml {
                 return Err(("unique_by", format!("{p:?} is not a property name: 1–64 characters of [A-Za-z0-9_.-]")))
             }
             (Aggregation::UniqueCount, Some(_)) | (_, None) => {}
-            (other, Some(_)) => return Err((
-                "unique_by",
-                format!(
+            (other, Some(_)) => {
+                return Err((
+                    "unique_by",
+                    format!(
                     "only aggregation = \"unique_count\" counts a property; remove `unique_by` or change the aggregation (it is {other:?})",
                     other = other.as_str()
                 ),
-            )),
+                ))
+            }
         }
         if self.package == Some(PackageMode::Stop) && !agg.is_additive() {
             return Err((

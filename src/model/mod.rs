@@ -18,7 +18,7 @@ mod time;
 
 pub use aggregation::Aggregation;
 pub use package::{deduction_order, parse_quota, split as split_quota, Package, Reset};
-pub use properties::{valid_property_key, MAX_KEY_LEN, MAX_PROPERTIES, MAX_VALUE_LEN};
+pub use properties::{valid_property_key, Properties, MAX_KEY_LEN, MAX_PROPERTIES, MAX_VALUE_LEN};
 pub use quantity::{shorten, Quantity, QuantityError, MAX_EVENT_QUANTITY, MAX_RECORD_VALUE};
 pub use record::{metering_sn, UsageRecord};
 pub use time::{format_record_time, parse_rfc3339, FixedTz, Period, Timestamp};

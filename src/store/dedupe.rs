@@ -260,20 +260,29 @@ impl Dedupe {
     /// The stored (time, quantity) of the event with this key, if any.
     pub fn find(&self, conn: &Connection, instance_key: i64, event_id: &str) -> Result<Option<(Timestamp, Quantity)>> {
         let candidates = self.candidates(conn, self.probe(instance_key, event_id))?;
-        Ok(verify(conn, candidates, instance_key, event_id)?.map(|(_, t, q)| (t, q)))
+        Ok(verify(conn, candidates, instance_key, event_id)?.map(|v| (v.time, v.quantity)))
     }
 
-    /// Whether the key probed by `p` is new, or a duplicate or conflict of the stored event.
+    /// Whether the key probed by `p` is new, or a duplicate or conflict of the stored event:
+    /// a duplicate has the same time, quantity and properties (`props`, canonical form).
     /// Events `app` holds back are written first when a candidate must be read.
-    pub fn check(&self, app: &mut Appender<'_>, p: Probe, event_id: &str, time: Timestamp, quantity: Quantity) -> Result<InsertOutcome> {
+    pub fn check(
+        &self,
+        app: &mut Appender<'_>,
+        p: Probe,
+        event_id: &str,
+        time: Timestamp,
+        quantity: Quantity,
+        props: Option<&str>,
+    ) -> Result<InsertOutcome> {
         let candidates = self.candidates(app.conn, p)?;
         if !candidates.is_empty() {
             app.flush()?;
         }
         Ok(match verify(app.conn, candidates, p.instance_key, event_id)? {
             None => InsertOutcome::Inserted,
-            Some((_, t, q)) if t == time && q == quantity => InsertOutcome::Duplicate,
-            Some((_, stored_time, stored_quantity)) => InsertOutcome::Conflict { stored_quantity, stored_time },
+            Some(v) if v.time == time && v.quantity == quantity && v.props.as_deref() == props => InsertOutcome::Duplicate,
+            Some(v) => InsertOutcome::Conflict { stored_quantity: v.quantity, stored_time: v.time, stored_properties: v.props },
         })
     }
 
@@ -300,9 +309,9 @@ impl Dedupe {
     ) -> Result<InsertOutcome> {
         let p = self.probe(instance_key, event_id);
         let mut app = appender(conn)?;
-        let outcome = self.check(&mut app, p, event_id, time, quantity)?;
+        let outcome = self.check(&mut app, p, event_id, time, quantity, None)?;
         if outcome == InsertOutcome::Inserted {
-            self.append(&mut app, p, NewEvent { event_id, time, quantity, billed_window, billed_qty: None, received })?;
+            self.append(&mut app, p, NewEvent { event_id, time, quantity, billed_window, billed_qty: None, received, props: None })?;
         }
         app.finish()?;
         Ok(outcome)
@@ -386,6 +395,9 @@ pub struct NewEvent<'e> {
     /// The part its window bills, when that is not the whole quantity.
     pub billed_qty: Option<rust_decimal::Decimal>,
     pub received: Timestamp,
+    /// Canonical properties ([`crate::model::Properties::canonical`]), written to
+    /// `event_props` only when present.
+    pub props: Option<&'e str>,
 }
 
 /// One event waiting in an [`Appender`]; its strings are reused from row to row.
@@ -450,9 +462,14 @@ impl Appender<'_> {
 
     /// Holds an event back for writing; returns its seq.
     fn push(&mut self, instance_key: i64, ev: NewEvent<'_>) -> Result<i64> {
-        let NewEvent { event_id, time, quantity, billed_window, billed_qty, received } = ev;
+        let NewEvent { event_id, time, quantity, billed_window, billed_qty, received, props } = ev;
         if self.held == APPEND_ROWS {
             self.flush()?;
+        }
+        if let Some(props) = props {
+            // Its own table, keyed by the seq the event will get (no FK: the row is written
+            // before the held-back event, in the same transaction).
+            self.conn.prepare_cached("INSERT INTO event_props (seq, props) VALUES (?1, ?2)")?.execute(params![self.next_seq, props])?;
         }
         let row = &mut self.rows[self.held];
         row.instance_key = instance_key;
@@ -579,18 +596,29 @@ fn probe_runs(conn: &Connection, gens: i64, h: i64, out: &mut Vec<i64>) -> Resul
 
 /// The stored (time, quantity) of the candidate that really has this key.
 /// The candidate that really has this key: its (seq, time, quantity).
-fn verify(conn: &Connection, candidates: Vec<i64>, instance_key: i64, event_id: &str) -> Result<Option<(i64, Timestamp, Quantity)>> {
+/// A stored event found by its key: what the identity check compares.
+struct Stored {
+    seq: i64,
+    time: Timestamp,
+    quantity: Quantity,
+    /// Canonical properties, if it has any.
+    props: Option<String>,
+}
+
+fn verify(conn: &Connection, candidates: Vec<i64>, instance_key: i64, event_id: &str) -> Result<Option<Stored>> {
     if candidates.is_empty() {
         return Ok(None);
     }
-    let mut stmt = conn.prepare_cached("SELECT instance_ref, event_id, time_ns, qty FROM events WHERE seq = ?1")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.instance_ref, e.event_id, e.time_ns, e.qty, p.props FROM events e LEFT JOIN event_props p ON p.seq = e.seq WHERE e.seq = ?1",
+    )?;
     for seq in candidates {
         let mut rows = stmt.query([seq])?;
         let Some(r) = rows.next()? else { continue };
         if r.get::<_, i64>(0)? == instance_key && r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)? == event_id {
             let qty = r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?;
             let q = Quantity::parse_stored(qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {qty:?}")))?;
-            return Ok(Some((seq, Timestamp(r.get(2)?), q)));
+            return Ok(Some(Stored { seq, time: Timestamp(r.get(2)?), quantity: q, props: r.get(4)? }));
         }
     }
     Ok(None)
@@ -607,7 +635,7 @@ pub fn find_seq(conn: &Connection, instance_key: i64, event_id: &str) -> Result<
     if let Some(seq) = stmt.query_row(params![through, instance_key, event_id], |r| r.get(0)).optional()? {
         return Ok(Some(seq));
     }
-    Ok(verify(conn, candidates, instance_key, event_id)?.map(|(seq, _, _)| seq))
+    Ok(verify(conn, candidates, instance_key, event_id)?.map(|v| v.seq))
 }
 
 #[cfg(test)]
@@ -660,7 +688,7 @@ mod tests {
             assert_eq!(ins(&mut s, &mut d, key, &format!("e{i}"), i, "1.5"), InsertOutcome::Duplicate, "e{i}");
         }
         match ins(&mut s, &mut d, key, "e1", 1, "2") {
-            InsertOutcome::Conflict { stored_quantity, stored_time } => {
+            InsertOutcome::Conflict { stored_quantity, stored_time, .. } => {
                 assert_eq!((stored_quantity, stored_time), (q("1.5"), Timestamp(1)))
             }
             other => panic!("{other:?}"),

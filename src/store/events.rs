@@ -13,12 +13,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertOutcome {
     Inserted,
-    /// Already stored with the same quantity and time.
+    /// Already stored with the same quantity, time and properties.
     Duplicate,
-    /// Already stored with a different quantity or time.
+    /// Already stored with a different quantity, time or properties.
     Conflict {
         stored_quantity: Quantity,
         stored_time: Timestamp,
+        /// The stored properties (canonical JSON), if any.
+        stored_properties: Option<String>,
     },
 }
 

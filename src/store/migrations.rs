@@ -263,4 +263,14 @@ DROP INDEX records_unsent;
 ALTER TABLE batches ADD COLUMN claimed_by TEXT;
 ALTER TABLE batches ADD COLUMN claim_until_ns INTEGER;
 "#,
+    // 8: event properties (issue 14). Kept apart from `events`, one row per event that has
+    // any (keyed by the event's seq), so events without properties — every `sum` plan's —
+    // are written and read exactly as before. `props` is the canonical form: compact JSON,
+    // keys in byte order (src/model/properties.rs). No REFERENCES: events are never deleted.
+    r#"
+CREATE TABLE event_props (
+    seq   INTEGER PRIMARY KEY,
+    props TEXT NOT NULL
+) STRICT;
+"#,
 ];

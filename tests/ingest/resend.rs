@@ -115,6 +115,8 @@ fn library(env: &Env, now: &str, case: &Case, qty: &str, time: &str) -> (i32, Va
         quantity: Quantity::parse_event(qty).unwrap(),
         time: parse_rfc3339(time).unwrap(),
         metric: case.metric.then(|| "api_calls".to_string()),
+        properties: None,
+        quantity_omitted: false,
     };
     let r = env.collector().ingest_events(vec![ev], parse_rfc3339(now).unwrap()).expect("library ingest");
     (0, serde_json::to_value(&r).unwrap())

@@ -177,6 +177,8 @@ impl World {
                 quantity: Quantity::parse_event(&format!("{}.{:05}", 1 + i % 9, i % 100_000)).unwrap(),
                 time: *t,
                 metric: None,
+                properties: None,
+                quantity_omitted: false,
             })
             .collect();
         let result = collector.ingest_events(inputs, at).unwrap();

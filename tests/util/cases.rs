@@ -75,6 +75,27 @@ pub fn good_events() -> Vec<Good> {
             "12.577",
             "2026-11-23T03:00:00Z",
         ),
+        good(
+            "good-props",
+            c,
+            Ev::new("good-props", c, "1", "2026-11-23T10:10:00Z").set("properties", r#"{"user":"u-17","region":"eu-1.a_b"}"#),
+            "1",
+            "2026-11-23T10:10:00Z",
+        ),
+        good(
+            "good-props-16",
+            c,
+            Ev::new("good-props-16", c, "1", "2026-11-23T10:11:00Z").set("properties", &props(16)),
+            "1",
+            "2026-11-23T10:11:00Z",
+        ),
+        good(
+            "good-props-empty",
+            c,
+            Ev::new("good-props-empty", c, "1", "2026-11-23T10:12:00Z").set("properties", "{}"),
+            "1",
+            "2026-11-23T10:12:00Z",
+        ),
         good(&long_id, LONG_INSTANCE, Ev::new(&long_id, LONG_INSTANCE, "4", "2026-11-23T07:00:00Z"), "4", "2026-11-23T07:00:00Z"),
     ]
 }
@@ -123,13 +144,15 @@ pub fn bad_cases() -> Vec<Case> {
             "every event needs",
             true,
         ),
+        // Only count and unique_count plans take an event without a quantity: the schema
+        // cannot see the plan.
         case(
             "missing quantity",
             base("b-no-qty").without("quantity"),
             Some("b-no-qty"),
             "missing field `quantity`",
-            "every event needs",
-            true,
+            "unless its plan counts events (plan \"calls\" aggregates by sum)",
+            false,
         ),
         case("missing time", base("b-no-time").without("time"), Some("b-no-time"), "missing field `time`", "every event needs", true),
         case("unknown field", base("b-typo").set("qty", "1"), Some("b-typo"), "unknown field `qty`", "typos are refused", true),
@@ -208,8 +231,81 @@ pub fn bad_cases() -> Vec<Case> {
         t("time after release", "b-released", "inst-gone", "2026-11-23T08:00:00Z", "at or after the instance's release", false),
         case("wrong metric", base("b-metric").metric("gb_hours"), Some("b-metric"), "`metric`", "billing factor", false),
         case("metric not a string", base("b-metric-num").set("metric", "1"), Some("b-metric-num"), "`metric`", "JSON string", true),
+        case(
+            "properties not an object",
+            base("b-props-arr").set("properties", r#"["u"]"#),
+            Some("b-props-arr"),
+            "`properties`",
+            "JSON object of string values",
+            true,
+        ),
+        case(
+            "property not a string",
+            base("b-props-num").set("properties", r#"{"user":1}"#),
+            Some("b-props-num"),
+            "`properties`",
+            "JSON object of string values",
+            true,
+        ),
+        case(
+            "property key",
+            base("b-props-key").set("properties", r#"{"user id":"u"}"#),
+            Some("b-props-key"),
+            "`properties`",
+            "key \"user id\" must be 1–64 characters",
+            true,
+        ),
+        case(
+            "property key empty",
+            base("b-props-empty").set("properties", r#"{"":"u"}"#),
+            Some("b-props-empty"),
+            "`properties`",
+            "key \"\" must be 1–64",
+            true,
+        ),
+        case(
+            "property key over 64",
+            base("b-props-long").set("properties", &format!(r#"{{"{}":"u"}}"#, "k".repeat(65))),
+            Some("b-props-long"),
+            "`properties`",
+            "must be 1–64 characters",
+            true,
+        ),
+        case(
+            "property value over 256",
+            base("b-props-val").set("properties", &format!(r#"{{"u":"{}"}}"#, "é".repeat(257))),
+            Some("b-props-val"),
+            "`properties`",
+            "257 characters; at most 256",
+            true,
+        ),
+        case(
+            "properties over 16",
+            base("b-props-17").set("properties", &props(17)),
+            Some("b-props-17"),
+            "`properties`",
+            "at most 16 entries",
+            true,
+        ),
+        case(
+            "property twice",
+            base("b-props-dup").set("properties", r#"{"u":"a","u":"b"}"#),
+            Some("b-props-dup"),
+            "`properties`",
+            "duplicate property \"u\"",
+            false,
+        ),
         Case { rule: "not an object", event: "42".into(), id: None, field: "event object", why: "invalid type", schema: true },
     ]
+}
+
+/// A `properties` object of `n` entries `k0`…, the last with a 64-character key, values of 256
+/// characters.
+pub fn props(n: usize) -> String {
+    let entries: Vec<String> = (0..n)
+        .map(|i| if i + 1 == n { format!(r#""{}":"{}""#, "k".repeat(64), "v".repeat(256)) } else { format!(r#""k{i}":"v""#) })
+        .collect();
+    format!("{{{}}}", entries.join(","))
 }
 
 /// A request mixing every good event with every bad one: good, bad, good, bad, …, then the
