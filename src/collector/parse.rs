@@ -68,7 +68,8 @@ struct Wire<'a> {
     id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     instance_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// `null` is kept as a value (and refused), not taken for a left-out quantity.
+    #[serde(borrow, default, deserialize_with = "present")]
     quantity: Option<&'a RawValue>,
     #[serde(borrow, default)]
     time: Option<&'a RawValue>,
@@ -76,6 +77,11 @@ struct Wire<'a> {
     metric: Option<&'a RawValue>,
     #[serde(borrow, default)]
     properties: Option<&'a RawValue>,
+}
+
+/// A member that is present, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
