@@ -13,7 +13,7 @@ CREATE TABLE instances (
     -- late usage of a released instance that no window can bill any more
     unbillable   TEXT NOT NULL DEFAULT '0',
     created_ns   INTEGER NOT NULL
-) STRICT;
+, late_unbilled INTEGER NOT NULL DEFAULT 0) STRICT;
 
 CREATE TABLE events (
     seq           INTEGER PRIMARY KEY,
@@ -205,4 +205,11 @@ CREATE TABLE event_props (
     seq   INTEGER PRIMARY KEY,
     props TEXT NOT NULL
 ) STRICT;
+
+CREATE TABLE window_events (
+    instance_ref INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    PRIMARY KEY (instance_ref, window_start, seq)
+) STRICT, WITHOUT ROWID;
 

@@ -7,15 +7,19 @@
 //!
 //! The event side of the balance follows the instance's plan aggregation (issue 14): for `sum`
 //! it is Σ quantity; for `count` it is the number of stored events (each bills 1, whatever its
-//! quantity). [`balances`] assumes `sum` for every instance (it has no config); callers that
-//! have the config use [`balances_with`].
+//! quantity). For the point aggregations (`max`, `latest`, `unique_count`), which carry nothing,
+//! the check is per window: every sealed window's record equals the aggregation recomputed from
+//! the window's stored events, floored to 4 decimals (and capped as a record is);
+//! `event_total` is then the sum of the recomputed values and `mismatched_windows` counts the
+//! windows that differ. [`balances`] assumes `sum` for every instance (it has no config);
+//! callers that have the config use [`balances_with`].
 //!
 //! Beside the balance, the audit reports carried usage that no record can ever bill
 //! ([`stranded`], issue 12): the carry of an instance released and sealed through its release,
 //! or the carry of a package whose validity ended before the seal cursor. It should always be 0
 //! (sealing and `instance release` move such usage to `unbillable`); `status` lists any.
 
-use crate::model::{Aggregation, Package, Timestamp};
+use crate::model::{point_value, Aggregation, Package, Quantity, Timestamp, MAX_RECORD_VALUE};
 use crate::store::{events, instances, packages, records, windows, InstanceRow, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -43,12 +47,14 @@ pub struct Balance {
     /// The part of `carried` that no record can ever bill (see [`stranded`]); should be 0.
     #[serde(with = "rust_decimal::serde::str")]
     pub stranded: Decimal,
+    /// Point plans: sealed windows whose record differs from the recomputed value; should be 0.
+    pub mismatched_windows: u64,
 }
 
 impl Balance {
     /// Whether every acknowledged unit is accounted for exactly once.
     pub fn holds(&self) -> bool {
-        self.event_total == self.sealed + self.open + self.carried + self.unbillable + self.over_quota
+        self.mismatched_windows == 0 && self.event_total == self.sealed + self.open + self.carried + self.unbillable + self.over_quota
     }
 
     /// Whether nothing carried is stranded (every carry can still end in a record).
@@ -74,12 +80,12 @@ pub fn stranded(inst: &InstanceRow, pkgs: &[Package]) -> Decimal {
 
 /// Balances of every instance, from one consistent snapshot, every plan taken as `sum`.
 pub fn balances(store: &mut Store) -> Result<Vec<Balance>, StoreError> {
-    balances_with(store, &|_| Aggregation::Sum)
+    balances_with(store, &|_| (Aggregation::Sum, None))
 }
 
-/// Balances of every instance, from one consistent snapshot; `aggregation_of` gives the
-/// aggregation of a plan by name (`sum` for a plan no longer configured).
-pub fn balances_with(store: &mut Store, aggregation_of: &dyn Fn(&str) -> Aggregation) -> Result<Vec<Balance>, StoreError> {
+/// Balances of every instance, from one consistent snapshot; `rule_of` gives a plan's
+/// aggregation and `unique_by` by plan name (`(Sum, None)` for a plan no longer configured).
+pub fn balances_with(store: &mut Store, rule_of: &dyn Fn(&str) -> (Aggregation, Option<String>)) -> Result<Vec<Balance>, StoreError> {
     store.read(|tx| {
         let mut out = Vec::new();
         let totals = events::totals_all(tx)?;
@@ -90,7 +96,11 @@ pub fn balances_with(store: &mut Store, aggregation_of: &dyn Fn(&str) -> Aggrega
             let (n, total) = totals.get(&inst.key).copied().unwrap_or((0, crate::model::Quantity::ZERO));
             let sealed: Decimal = records::of_instance(tx, inst.key, i64::MIN, i64::MAX)?.iter().map(|r| r.usage_value).sum();
             let open: Decimal = windows::of_instance_with(tx, &tail, inst.key, inst.sealed_until, i64::MAX)?.iter().map(|w| w.usage).sum();
-            let aggregation = aggregation_of(&inst.plan);
+            let (aggregation, unique_by) = rule_of(&inst.plan);
+            if aggregation.is_point() {
+                out.push(point_balance(tx, &inst, aggregation, unique_by.as_deref(), n)?);
+                continue;
+            }
             let event_total = match aggregation {
                 Aggregation::Count => Decimal::from(n),
                 _ => total.0,
@@ -106,8 +116,42 @@ pub fn balances_with(store: &mut Store, aggregation_of: &dyn Fn(&str) -> Aggrega
                 unbillable: inst.unbillable,
                 over_quota: packages::over_quota(tx, inst.key)?,
                 stranded,
+                mismatched_windows: 0,
             });
         }
         Ok(out)
+    })
+}
+
+/// The per-window check of a point plan's instance (see the module docs).
+fn point_balance(
+    tx: &rusqlite::Connection,
+    inst: &InstanceRow,
+    agg: Aggregation,
+    unique_by: Option<&str>,
+    events: u64,
+) -> Result<Balance, StoreError> {
+    let (mut recomputed, mut sealed, mut mismatched) = (Decimal::ZERO, Decimal::ZERO, 0);
+    for r in records::of_instance(tx, inst.key, i64::MIN, i64::MAX)? {
+        let exact = point_value(agg, &crate::store::points::window_events(tx, inst.key, r.window_start, unique_by)?);
+        let value = Quantity(exact).floor_4dp().0 .0.min(MAX_RECORD_VALUE);
+        if value != r.usage_value {
+            mismatched += 1;
+        }
+        recomputed += value;
+        sealed += r.usage_value;
+    }
+    Ok(Balance {
+        instance_id: inst.instance_id.clone(),
+        aggregation: agg,
+        events,
+        event_total: recomputed,
+        sealed,
+        open: Decimal::ZERO,
+        carried: Decimal::ZERO,
+        unbillable: Decimal::ZERO,
+        over_quota: Decimal::ZERO,
+        stranded: Decimal::ZERO,
+        mismatched_windows: mismatched,
     })
 }

@@ -160,6 +160,13 @@ impl Metrics {
             status.flagged_records.len() as u64,
         );
         gauge(&mut s, "meterd_events_stored", "Events in the store.", status.events);
+        if !status.late_unbilled.is_empty() {
+            // Instance ids are [A-Za-z0-9._:-]: nothing to escape in the label.
+            let _ = writeln!(s, "# HELP meterd_late_unbilled_events Events of max/latest/unique_count plans stored after their window was sealed, billed nowhere, per instance.\n# TYPE meterd_late_unbilled_events gauge");
+            for (inst, n) in &status.late_unbilled {
+                let _ = writeln!(s, "meterd_late_unbilled_events{{instance=\"{inst}\"}} {n}");
+            }
+        }
         let _ = writeln!(s, "# HELP meterd_records Records in the store, by state.\n# TYPE meterd_records gauge");
         for (state, n) in &status.records {
             let _ = writeln!(s, "meterd_records{{state=\"{state}\"}} {n}");

@@ -20,6 +20,12 @@
 //! window gets a record of a carry of at least 0.0001 even without events of its own; once the
 //! instance is released and sealed through its release, whatever is still carried (on the
 //! instance or its packages) becomes `unbillable`, so nothing sits in a carry forever.
+//!
+//! Point plans (`max`, `latest`, `unique_count`; issue 14, [`crate::model::Aggregation`]):
+//! a window's value is recomputed here from the window's stored events
+//! ([`crate::model::point_value`] over [`crate::store::points::window_events`]), floored to 4
+//! decimals; nothing is carried in or out (the part dropped by the floor is kept as the
+//! record's `carry_out` for `status`, and not carried on).
 
 pub mod carry;
 mod segments;
@@ -114,6 +120,8 @@ fn seal_instance(
     // Loaded for every plan: a plan switched away from `package = "stop"` may leave carries.
     let mut pkgs = PackageCarries::load(tx, inst.key)?;
     let mut carry = inst.carry;
+    // Additive plans carry remainders and late usage; point plans carry nothing.
+    let carries = plan.aggregation.is_additive();
     let mut unbillable = pkgs.take_expired(inst.sealed_until);
     let mut rows = windows::of_instance(tx, inst.key, inst.sealed_until, until)?.into_iter().peekable();
     // The first window in time that may still be sealed (for carries due without usage).
@@ -122,7 +130,7 @@ fn seal_instance(
     loop {
         // The next window: the next one with usage, or, while a carry is due, the next in time.
         let live = inst.release.is_none_or(|r| Timestamp::from_secs(next) < r);
-        let due = next < until && live && (carry::is_due(carry) || (stop && pkgs.any_due_after(next)));
+        let due = next < until && live && ((carries && carry::is_due(carry)) || (stop && pkgs.any_due_after(next)));
         let start = match (rows.peek().map(|w| w.start), due) {
             (Some(s), true) => s.min(next),
             (Some(s), false) => s,
@@ -158,11 +166,17 @@ fn seal_instance(
                 continue;
             }
         }
-        if w.events == 0 && w.usage.is_zero() && !carry::is_due(carry) {
+        if w.events == 0 && w.usage.is_zero() && !(carries && carry::is_due(carry)) {
             continue; // visited for a package carry that is not valid here: nothing to record
         }
-        let rec = record_for(inst, w.start, (begin, end), w.usage, carry, None, now);
-        carry = rec.carry_out;
+        let rec = if carries {
+            let rec = record_for(inst, w.start, (begin, end), w.usage, carry, None, now);
+            carry = rec.carry_out;
+            rec
+        } else {
+            let events = crate::store::points::window_events(tx, inst.key, w.start, plan.unique_by.as_deref())?;
+            record_for(inst, w.start, (begin, end), crate::model::point_value(plan.aggregation, &events), Decimal::ZERO, None, now)
+        };
         count(report, inst, &rec);
         records::insert(tx, &rec, now.0)?;
     }

@@ -64,6 +64,14 @@ pub struct Status {
     /// settle with the store.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flagged_records: Vec<lifecycle_flags::Flagged>,
+    /// Events of point plans (`max`, `latest`, `unique_count`) stored after their window was
+    /// sealed, per instance: acknowledged, billed nowhere (issue 14).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub late_unbilled: BTreeMap<String, u64>,
+    /// Point plans: what the 4-decimal floor dropped from their records, per instance (not
+    /// carried: those values are not additive; shown so nothing is dropped silently).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rounding_dropped: BTreeMap<String, String>,
     /// Instances whose conservation check fails (should always be empty); only computed when
     /// asked for, since it reads every event.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,16 +133,29 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             unsealed_windows(tx, cfg, &insts, now)?,
         ))
     })?;
+    let (late_unbilled, rounding_dropped) = store.read(|tx| {
+        let late: BTreeMap<String, u64> = crate::store::points::late_unbilled(tx)?.into_iter().collect();
+        let mut dropped = BTreeMap::new();
+        for i in insts.iter().filter(|i| cfg.plan(&i.plan).is_some_and(|p| p.aggregation.is_point())) {
+            let d = crate::store::points::dropped(tx, i.key)?;
+            if !d.is_zero() {
+                dropped.insert(i.instance_id.clone(), d.normalize().to_string());
+            }
+        }
+        Ok((late, dropped))
+    })?;
     let plan_of: BTreeMap<i64, Period> = insts.iter().filter_map(|i| cfg.plan(&i.plan).map(|p| (i.key, p.period))).collect();
     let past_deadline =
         waiting.iter().filter(|r| plan_of.get(&r.instance_key).is_some_and(|p| deadline(*p, r.end) < now.secs())).count() as u64;
     let violations = if with_audit {
         Some(
-            audit::balances_with(store, &|plan| cfg.plan(plan).map(|p| p.aggregation).unwrap_or_default())?
-                .into_iter()
-                .filter(|b| !b.holds())
-                .map(|b| b.instance_id)
-                .collect(),
+            audit::balances_with(store, &|plan| {
+                cfg.plan(plan).map_or((Default::default(), None), |p| (p.aggregation, p.unique_by.clone()))
+            })?
+            .into_iter()
+            .filter(|b| !b.holds())
+            .map(|b| b.instance_id)
+            .collect(),
         )
     } else {
         None
@@ -171,6 +192,8 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         quota_exhausted: quota.iter().filter(|q| q.exhausted).map(|q| q.instance_id.clone()).collect(),
         quota,
         flagged_records: flagged,
+        late_unbilled,
+        rounding_dropped,
         conservation_violations: violations,
     })
 }

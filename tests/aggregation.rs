@@ -1,8 +1,12 @@
 //! Plan aggregations (issue 14) through the real `meterd` binary on a real SQLite file: the
 //! `aggregation` key's validation at config load (exit 2, a message naming the plan and the key
-//! and saying why), and `count` — golden windows (events exactly at a window's start and end,
+//! and saying why); `count` — golden windows (events exactly at a window's start and end,
 //! duplicates never counted twice, a conflict), late events carried as `sum` carries them,
-//! stop-before-excess packages drawing 1 per event, and the conservation audit and `status`.
+//! stop-before-excess packages drawing 1 per event; event properties as part of the identity;
+//! `max`, `latest`, `unique_count` — golden windows (the seats example, ties, day windows in
+//! +08:00, the 4-decimal floor shown, never carried), late events stored and billed nowhere
+//! (ingest result, status, preview, /metrics), open windows in preview; and the audit and
+//! `status` after each, including a tampered record the per-window audit must catch.
 
 mod util;
 
@@ -45,6 +49,41 @@ factor = "calls"
 period = "hour"
 pricing = "fixed"
 price = "1"
+
+[[plan]]
+name = "seats"
+factor = "seats"
+unit = "seat"
+period = "hour"
+pricing = "tier"
+tiers = [ { up_to = "10", price = "1" }, { up_to = "100", price = "0.8" }, { price = "0.5" } ]
+aggregation = "max"
+
+[[plan]]
+name = "daily_peak"
+factor = "users"
+period = "day"
+pricing = "fixed"
+price = "1"
+aggregation = "max"
+
+[[plan]]
+name = "licences"
+factor = "licences"
+period = "hour"
+pricing = "fixed"
+price = "1"
+aggregation = "latest"
+
+[[plan]]
+name = "active_users"
+factor = "users"
+period = "hour"
+pricing = "fixed"
+price = "2"
+aggregation = "unique_count"
+unique_by = "user"
+package = "payg"
 "#;
 
 const I: &str = "inst-agg";
@@ -78,12 +117,24 @@ fn rec(b: &str, e: &str, v: &str, p: Option<&str>) -> (String, String, String, O
 fn audit_holds(env: &Env, now: &str) {
     let cfg = env.cfg();
     let mut store = meterd::store::Store::open(&env.db).expect("open store");
-    let balances = meterd::audit::balances_with(&mut store, &|p| cfg.plan(p).map(|p| p.aggregation).unwrap_or_default()).expect("audit");
+    let balances = meterd::audit::balances_with(&mut store, &|p| {
+        cfg.plan(p).map_or((Default::default(), None), |p| (p.aggregation, p.unique_by.clone()))
+    })
+    .expect("audit");
     for b in balances {
         assert!(b.holds(), "conservation broken: {b:?}");
     }
     let status = env.run(&["status", "--format", "json", "--now", &t(now)]).json();
     assert_eq!(status["conservation_violations"], serde_json::json!([]), "{status}");
+}
+
+/// `value` validates against `schemas/NAME`.
+fn schema_valid(name: &str, value: &Value) {
+    let schema: Value =
+        serde_json::from_slice(&std::fs::read(util::repo_file(&format!("schemas/{name}"))).expect("read schema")).expect("schema JSON");
+    let v = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = v.iter_errors(value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{value}");
 }
 
 #[test]
@@ -99,6 +150,7 @@ fn the_aggregation_key_is_validated_when_the_config_loads() {
             "aggregation = \"max\"\npackage = \"stop\"\n",
             vec!["\"p1\"", "`package`", "\"sum\" or \"count\" only", "only known when the window closes", "payg"],
         ),
+        ("aggregation = \"weighted_sum\"\n", vec!["`aggregation`", "not supported by this meterd yet"]),
         (
             "aggregation = \"weighted_sum\"\npackage = \"stop\"\n",
             vec!["`package`", "a weighted_sum value is only known when the window closes"],
@@ -291,4 +343,176 @@ fn properties_are_part_of_an_events_identity_at_every_door() {
     env.run(&["seal", "--now", &t("10:06:00")]).success();
     assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "3", None)]);
     audit_holds(&env, "10:10:00");
+}
+
+/// The issue's example: six reports of "5 seats in use" in one hour bill 5 seats (5.00 at the
+/// first tier), not 30 (24.00).
+#[test]
+fn max_bills_the_seats_example_as_five() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "seats", &t("00:00:00"));
+    let evs: Vec<Ev> = (0..6).map(|i| Ev::new(&format!("s{i}"), I, "5", &t(&format!("09:{:02}:00", i * 10)))).collect();
+    assert_eq!(ingest(&env, "09:55:00", &evs)["accepted"], 6);
+    env.run(&["seal", "--now", &t("10:06:00")]).success();
+    assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "5", None)]);
+    let p = env.run(&["preview", "--format", "json", "--now", &t("10:10:00")]).json();
+    assert_eq!(p["instances"][0]["charge_2dp"], "5.00", "5.00, not 24.00: {p}");
+    audit_holds(&env, "10:10:00");
+}
+
+/// Events exactly at a window's start and its last instant and at the next window's start;
+/// the value floored to 4 decimals with the dropped part shown by status and not carried.
+#[test]
+fn max_windows_floor_without_carrying() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "seats", &t("00:00:00"));
+    let r = ingest(
+        &env,
+        "10:30:00",
+        &[
+            Ev::new("a", I, "3", &t("09:00:00")),
+            Ev::new("b", I, "7.12345", &t("09:59:59.999999999")),
+            Ev::new("c", I, "1", &t("10:00:00")),
+            Ev::new("a", I, "3", &t("09:00:00")),
+        ],
+    );
+    assert_eq!((r["accepted"].as_u64(), r["duplicates"].as_u64()), (Some(3), Some(1)), "{r}");
+    env.run(&["seal", "--now", &t("11:06:00")]).success();
+    assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "7.1234", None), rec("10:00:00", "11:00:00", "1", None)]);
+    let status = env.run(&["status", "--format", "json", "--now", &t("11:10:00")]).json();
+    assert_eq!(status["rounding_dropped"][I], "0.00005", "{status}");
+    assert!(env.run(&["status", "--now", &t("11:10:00")]).stdout.contains("rounding dropped"), "the table says it too");
+    audit_holds(&env, "11:10:00");
+}
+
+/// Day windows in +08:00: 15:59:59Z and 16:00:00Z fall in different local days.
+#[test]
+fn max_day_windows_follow_the_timezone() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "daily_peak", "2026-11-21T16:00:00Z");
+    let r = ingest(
+        &env,
+        "11:00:00",
+        &[
+            Ev::new("a", I, "4", "2026-11-22T15:59:59Z"),
+            Ev::new("b", I, "2", "2026-11-22T16:00:00Z"),
+            Ev::new("c", I, "3", "2026-11-23T10:00:00Z"),
+            Ev::new("d", I, "9", "2026-11-22T01:00:00Z"),
+        ],
+    );
+    assert_eq!(r["accepted"], 4, "{r}");
+    env.run(&["seal", "--now", "2026-11-23T16:06:00Z"]).success();
+    let days: Vec<(String, String)> = records(&env).into_iter().map(|r| (r.0, r.2)).collect();
+    assert_eq!(days, vec![("16:00:00".into(), "9".into()), ("16:00:00".into(), "3".into())]);
+    audit_holds(&env, "16:10:00");
+}
+
+/// `latest`: the greatest time wins whatever the arrival order; at equal times the greatest id
+/// in byte order.
+#[test]
+fn latest_takes_the_last_event_in_time() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "licences", &t("00:00:00"));
+    env.add_instance("inst-b", "licences", &t("00:00:00"));
+    let r = ingest(
+        &env,
+        "09:59:00",
+        &[
+            Ev::new("z", I, "8", &t("09:55:00")),
+            Ev::new("y", I, "4", &t("09:20:00")),
+            Ev::new("b", "inst-b", "2", &t("09:50:00")),
+            Ev::new("c", "inst-b", "6", &t("09:50:00")),
+            Ev::new("B", "inst-b", "9", &t("09:50:00")),
+            Ev::new("a", "inst-b", "1", &t("09:10:00")),
+        ],
+    );
+    assert_eq!(r["accepted"], 6, "{r}");
+    env.run(&["seal", "--now", &t("10:06:00")]).success();
+    let db = env.db();
+    let v = |inst: &str| -> String {
+        db.query_row(
+            "SELECT r.usage_value FROM records r JOIN instances i ON i.ref = r.instance_ref WHERE i.instance_id = ?1",
+            [inst],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!((v(I), v("inst-b")), ("8".to_string(), "6".to_string()));
+    audit_holds(&env, "10:10:00");
+}
+
+/// `unique_count`: distinct values of `properties.user`; a resent event is not counted twice;
+/// the quantity may be left out; an event without the property is refused naming it.
+#[test]
+fn unique_count_counts_distinct_property_values() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "active_users", &t("00:00:00"));
+    let u = |id: &str, user: &str, at: &str| {
+        Ev::new(id, I, "0", &t(at)).without("quantity").set("properties", &format!(r#"{{"user":"{user}"}}"#))
+    };
+    let r = ingest(
+        &env,
+        "09:59:00",
+        &[
+            u("a", "u1", "09:00:00"),
+            u("b", "u2", "09:10:00"),
+            u("c", "u1", "09:20:00"),
+            u("b", "u2", "09:10:00"),
+            Ev::new("d", I, "1", &t("09:30:00")).set("properties", r#"{"usr":"u3"}"#),
+            u("e", "u4", "10:00:00"),
+        ],
+    );
+    assert_eq!((r["accepted"].as_u64(), r["duplicates"].as_u64()), (Some(4), Some(1)), "{r}");
+    let err = r["rejected"][0]["error"].as_str().unwrap_or_default();
+    assert!(err.contains("missing property \"user\"") && err.contains("\"active_users\""), "{r}");
+    // Open windows show the value so far.
+    let p = env.run(&["preview", "--format", "json", "--now", &t("10:01:00")]).json();
+    assert_eq!(p["instances"][0]["usage"], "3", "{p}");
+    env.run(&["seal", "--now", &t("11:06:00")]).success();
+    assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "2", None), rec("10:00:00", "11:00:00", "1", None)]);
+    audit_holds(&env, "11:10:00");
+}
+
+/// A late event of a point plan is stored and acknowledged, billed nowhere, listed by the ingest
+/// result and counted by status, preview and /metrics; the sealed record never changes.
+#[test]
+fn late_point_events_are_kept_and_reported_not_billed() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "seats", &t("00:00:00"));
+    assert_eq!(ingest(&env, "09:31:00", &[Ev::new("a", I, "5", &t("09:30:00"))])["accepted"], 1);
+    env.run(&["seal", "--now", &t("10:06:00")]).success();
+    let r = ingest(&env, "10:20:00", &[Ev::new("b", I, "10", &t("10:10:00")), Ev::new("late", I, "50", &t("09:40:00"))]);
+    assert_eq!(r["accepted"], 2, "{r}");
+    assert_eq!(r["late_unbilled"], serde_json::json!([{"index": 1, "id": "late", "instance_id": I}]), "{r}");
+    schema_valid("ingest-result.schema.json", &r);
+    // A resend is a duplicate, not a second late event.
+    let r = ingest(&env, "10:21:00", &[Ev::new("late", I, "50", &t("09:40:00"))]);
+    assert_eq!((r["duplicates"].as_u64(), r.get("late_unbilled")), (Some(1), None), "{r}");
+    env.run(&["seal", "--now", &t("11:06:00")]).success();
+    assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "5", None), rec("10:00:00", "11:00:00", "10", None)]);
+    assert_eq!(util::db::count_events_of(&env.db(), I), 3, "the late event is stored");
+    let status = env.run(&["status", "--format", "json", "--now", &t("11:10:00")]).json();
+    assert_eq!(status["late_unbilled"][I], 1, "{status}");
+    let p = env.run(&["preview", "--format", "json", "--now", &t("11:10:00")]).json();
+    assert_eq!(p["instances"][0]["late_unbilled"], 1, "{p}");
+    schema_valid("preview.schema.json", &p);
+    let daemon = env.daemon_at(&t("11:10:00"), &[], &[]);
+    let metrics = daemon.http().get("/metrics").text();
+    assert!(metrics.contains(&format!("meterd_late_unbilled_events{{instance=\"{I}\"}} 1")), "{metrics}");
+    drop(daemon);
+    audit_holds(&env, "11:10:00");
+}
+
+/// The per-window audit is not vacuous: a record changed behind meterd's back is caught.
+#[test]
+fn the_point_audit_catches_a_tampered_record() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "seats", &t("00:00:00"));
+    assert_eq!(ingest(&env, "09:31:00", &[Ev::new("a", I, "5", &t("09:30:00"))])["accepted"], 1);
+    env.run(&["seal", "--now", &t("10:06:00")]).success();
+    audit_holds(&env, "10:10:00");
+    rusqlite::Connection::open(&env.db).unwrap().execute("UPDATE records SET usage_value = '6'", []).unwrap();
+    let run = env.run(&["status", "--format", "json", "--now", &t("10:10:00")]);
+    run.code(3);
+    assert_eq!(run.json()["conservation_violations"], serde_json::json!([I]), "{}", run.stdout);
 }

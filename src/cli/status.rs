@@ -43,6 +43,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         println!("past deadline       {}", s.past_deadline);
         println!("last upload         {}", opt(&s.last_successful_upload));
         println!("last error          {}", opt(&s.last_error));
+        for (inst, n) in &s.late_unbilled {
+            println!("late, unbilled      {inst}: {n} event(s) arrived after their window was sealed (max/latest/unique_count plans: billed nowhere)");
+        }
+        for (inst, d) in &s.rounding_dropped {
+            println!("rounding dropped    {inst}: {d} (max/latest/unique_count values are floored to 4 decimals, not carried)");
+        }
         for (inst, u) in &s.unbillable {
             println!("unbillable          {inst}: {u}");
         }

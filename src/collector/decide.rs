@@ -19,6 +19,12 @@ pub enum Verdict {
     #[default]
     Accepted,
     Duplicate,
+    /// Stored and acknowledged, but billed nowhere: an event of a point plan (`max`, `latest`,
+    /// `unique_count`) whose window was already sealed. Reported in the ingest result.
+    Late {
+        id: String,
+        instance_id: String,
+    },
     Rejected {
         id: String,
         error: String,
@@ -33,6 +39,8 @@ pub struct InstanceCtx {
     pub plan: Plan,
     /// Unbillable usage added by this transaction.
     pub new_unbillable: Decimal,
+    /// Late point-plan events (billed nowhere) added by this transaction.
+    pub new_late: u64,
     /// Packages and their use, for stop-before-excess plans only.
     pub quota: Option<super::quota::StopQuota>,
 }
@@ -133,6 +141,9 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
         Ok(billed) => billed,
         Err(msg) => return Ok(reject(ev, msg)),
     };
+    if ctx.plan.aggregation.is_point() {
+        return point(cx, slot, ev, probe, billed, props.as_deref(), now);
+    }
     // What the event adds to its window: its quantity (`sum`) or 1 (`count`).
     let amount = ctx.plan.aggregation.billing_quantity(ev.quantity.0);
     let billed_qty = match billed {
@@ -157,10 +168,50 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
             billed_qty,
             received: now,
             props: props.as_deref(),
+            point_window: None,
         },
     )?;
     cx.tail.appended();
     Ok(Verdict::Accepted)
+}
+
+/// Stores an admitted event of a point plan (`max`, `latest`, `unique_count`; see
+/// [`crate::model::Aggregation`]): in its own open window it bills 0 to `windows` (the seal
+/// recomputes the value from the window's events) and is indexed in `window_events`; when its
+/// window is already sealed (`admit` answered another window, or none) it is stored billed
+/// nowhere and reported as [`Verdict::Late`].
+fn point(
+    cx: &mut TxCtx<'_, '_>,
+    slot: usize,
+    ev: &EventInput,
+    probe: Probe,
+    billed: Option<i64>,
+    props: Option<&str>,
+    now: Timestamp,
+) -> Result<Verdict, StoreError> {
+    let ctx = &mut cx.instances.ctxs[slot];
+    let own = cx.cfg.timezone.window_start(ctx.plan.period, ev.time);
+    let open = billed == Some(own);
+    let (billed_window, billed_qty) = if open {
+        cx.tail.add(ctx.row.key, own, Decimal::ZERO)?;
+        (Some(own), (!ev.quantity.0.is_zero()).then_some(Decimal::ZERO))
+    } else {
+        ctx.new_late += 1;
+        (None, None)
+    };
+    let new = NewEvent {
+        event_id: &ev.id,
+        time: ev.time,
+        quantity: ev.quantity,
+        billed_window,
+        billed_qty,
+        received: now,
+        props,
+        point_window: billed_window,
+    };
+    cx.dedupe.append(cx.app, probe, new)?;
+    cx.tail.appended();
+    Ok(if open { Verdict::Accepted } else { Verdict::Late { id: ev.id.clone(), instance_id: ev.instance_id.clone() } })
 }
 
 /// The rules for a new event of a known instance, in order: the clock ([`clock`]), the
@@ -315,7 +366,7 @@ fn load(conn: &Connection, cfg: &Config, ev: &EventInput, now: Timestamp) -> Res
     };
     let history = lifecycle::history(conn, row.key)?;
     let quota = super::quota::load(conn, &plan, row.key)?;
-    Ok(Ok(InstanceCtx { row, history, plan, new_unbillable: Decimal::ZERO, quota }))
+    Ok(Ok(InstanceCtx { row, history, plan, new_unbillable: Decimal::ZERO, new_late: 0, quota }))
 }
 
 fn reject(ev: &EventInput, error: String) -> Verdict {

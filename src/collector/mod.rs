@@ -18,7 +18,7 @@ pub mod writer;
 
 pub use decide::Verdict;
 pub use parse::{parse_body, EventInput, NotJson};
-pub use result::{IngestResult, Rejected};
+pub use result::{IngestResult, LateUnbilled, Rejected};
 
 use crate::config::Config;
 use crate::model::Timestamp;
@@ -155,6 +155,7 @@ impl Collector {
             fold(&mut result, verdicts);
         }
         result.rejected.sort_by_key(|r| r.index);
+        result.late_unbilled.sort_by_key(|r| r.index);
         Ok(result)
     }
 
@@ -171,6 +172,7 @@ impl Collector {
             fold(&mut result, verdicts);
         }
         result.rejected.sort_by_key(|r| r.index);
+        result.late_unbilled.sort_by_key(|r| r.index);
         Ok(result)
     }
 
@@ -236,6 +238,10 @@ fn fold(result: &mut IngestResult, reply: writer::JobReply) {
     for (index, v) in reply.verdicts {
         match v {
             Verdict::Accepted => result.accepted += 1,
+            Verdict::Late { id, instance_id } => {
+                result.accepted += 1;
+                result.late_unbilled.push(LateUnbilled { index, id, instance_id });
+            }
             Verdict::Duplicate => result.duplicates += 1,
             Verdict::Rejected { id, error } => result.rejected.push(Rejected { index, id: Some(id), error }),
         }

@@ -15,6 +15,20 @@ pub struct IngestResult {
     /// must stop their service (design §4.2). Omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quota_exhausted: Vec<String>,
+    /// Accepted events of `max`, `latest` and `unique_count` plans whose window was already
+    /// sealed: stored, counted in `accepted`, billed nowhere (a sealed record never changes;
+    /// issue 14). Omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late_unbilled: Vec<LateUnbilled>,
+}
+
+/// An accepted event billed nowhere because its window was already sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateUnbilled {
+    /// 0-based position of the event in the request or file.
+    pub index: usize,
+    pub id: String,
+    pub instance_id: String,
 }
 
 /// One refused event.
@@ -33,6 +47,10 @@ impl IngestResult {
         self.accepted += other.accepted;
         self.duplicates += other.duplicates;
         self.add_exhausted(other.quota_exhausted);
+        self.late_unbilled.extend(other.late_unbilled.into_iter().map(|mut l| {
+            l.index += offset;
+            l
+        }));
         self.rejected.extend(other.rejected.into_iter().map(|mut r| {
             r.index += offset;
             r

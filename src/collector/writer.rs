@@ -159,9 +159,15 @@ impl Writer {
             }
             // Every acknowledged event must be in the table before the commit.
             app.finish()?;
-            for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero()) {
-                crate::store::instances::add_unbillable(tx, ctx.row.key, ctx.new_unbillable)?;
-                ctx.new_unbillable = rust_decimal::Decimal::ZERO;
+            for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero() || c.new_late > 0) {
+                if !ctx.new_unbillable.is_zero() {
+                    crate::store::instances::add_unbillable(tx, ctx.row.key, ctx.new_unbillable)?;
+                    ctx.new_unbillable = rust_decimal::Decimal::ZERO;
+                }
+                if ctx.new_late > 0 {
+                    crate::store::points::add_late_unbilled(tx, ctx.row.key, ctx.new_late)?;
+                    ctx.new_late = 0;
+                }
             }
             dedupe.maybe_flush(tx)?;
             let folded = tail.maybe_fold(tx, dedupe.last_seq())?;

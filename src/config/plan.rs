@@ -8,7 +8,7 @@
 //! with an aggregation other than `sum` or `count` (a stop package is drawn down event by event
 //! at ingest, which needs each event's share of the window fixed when it arrives — a maximum,
 //! a latest value, a distinct count or a level is only known once the window closes); and, in
-//! this version, the aggregations whose sealing is not built yet (the message says so), so no
+//! this version, `weighted_sum`, whose sealing is not built yet (the message says so), so no
 //! plan is ever billed by a rule other than the one it names.
 
 use crate::model::{Aggregation, Period};
@@ -196,7 +196,7 @@ impl PlanToml {
         if !agg.supported() {
             return Err((
                 "aggregation",
-                format!("aggregation {:?} is not supported by this meterd yet (only \"sum\" and \"count\"); the plan is refused rather than billed by another rule", agg.as_str()),
+                format!("aggregation {:?} is not supported by this meterd yet (\"sum\", \"count\", \"max\", \"latest\" and \"unique_count\" are); the plan is refused rather than billed by another rule", agg.as_str()),
             ));
         }
         Ok(agg)

@@ -8,11 +8,24 @@
 //!   carried, and stop-before-excess packages drawn at ingest (a `count` event draws 1). The
 //!   `windows` table then holds counts for `count` plans, and `billed_qty` keeps the billing
 //!   quantity of an event whose quantity differs from it, so the unfolded tail sums the same.
-//! - `max`, `latest`, `unique_count` and `weighted_sum` are not additive: a window's value is
-//!   recomputed at seal from the stored events of that window (the events table keeps each
-//!   event's time, quantity and properties), never kept at ingest. They are accepted by this
-//!   type but refused at config load until the seal side of them exists
-//!   ([`Aggregation::supported`]), so no plan is silently billed by `sum`.
+//! - `max`, `latest` and `unique_count` are *point* aggregations: a window's value is
+//!   recomputed at seal from the stored events of that window ([`point_value`], pure), never
+//!   kept at ingest — so no per-event work is added to any plan's hot path, a duplicate can
+//!   never count twice (it is never stored twice), and the audit can recompute every sealed
+//!   window the same way. At ingest such an event is stored with its own window in
+//!   `billed_window` and a billed part of 0 (so `windows` knows the window has events, usage 0,
+//!   and the seal visits it), plus one row in `window_events` (instance, window, seq) — the
+//!   index the seal and the audit read a window's events by; only these plans write it.
+//!   Values are floored to 4 decimals per window and nothing is carried (they are not
+//!   additive); the dropped part is the record's `carry_out`, shown by `status`, never carried.
+//!   A late event (its window already sealed) is stored and acknowledged but billed nowhere
+//!   (`billed_window` NULL): the ingest result lists it, and `instances.late_unbilled` counts
+//!   it for `status`, preview and `/metrics`.
+//!   The memory a point window holds is only while it is sealed: its events are read from the
+//!   store then (`unique_count` keeps one set of distinct values of the window, ≤ 256
+//!   characters each); nothing is held per open window at ingest.
+//! - `weighted_sum` is not built yet: it is refused at config load
+//!   ([`Aggregation::supported`]), so no plan is silently billed by another rule.
 //!
 //! `sum` stays byte for byte what it was: the hot path branches once per event on a `Copy`
 //! enum and does no other work for it.
@@ -69,10 +82,16 @@ impl Aggregation {
         matches!(self, Aggregation::Sum | Aggregation::Count)
     }
 
+    /// Whether a window's value is recomputed at seal from the window's events (`max`,
+    /// `latest`, `unique_count`): no carry, late events billed nowhere.
+    pub fn is_point(self) -> bool {
+        matches!(self, Aggregation::Max | Aggregation::Latest | Aggregation::UniqueCount)
+    }
+
     /// Whether this meterd bills plans with this aggregation (the others are refused at config
     /// load with a message saying so).
     pub fn supported(self) -> bool {
-        self.is_additive()
+        self.is_additive() || self.is_point()
     }
 
     /// What one accepted event adds to its window, for additive aggregations: its quantity
@@ -88,6 +107,39 @@ impl Aggregation {
     /// Serde helper: `sum` is left out of serialized plans, so they stay byte for byte as before.
     pub fn is_sum(&self) -> bool {
         *self == Aggregation::Sum
+    }
+}
+
+/// One stored event of a point window, as [`point_value`] needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointEvent {
+    /// Event time, UTC nanoseconds.
+    pub time_ns: i64,
+    pub id: String,
+    pub quantity: Decimal,
+    /// The value of the plan's `unique_by` property (`unique_count` only).
+    pub unique: Option<String>,
+}
+
+/// The exact value of a point window from its stored events (before the 4-decimal floor):
+/// `max` the largest quantity; `latest` the quantity of the event with the greatest time, ties
+/// broken by the greatest id in byte order; `unique_count` the number of distinct `unique`
+/// values (an event without one is not counted; ingest refuses such events). 0 for no events.
+/// For the additive aggregations, their own rule (Σ quantity, number of events), so the audit
+/// can use one function.
+pub fn point_value(agg: Aggregation, events: &[PointEvent]) -> Decimal {
+    match agg {
+        Aggregation::Sum | Aggregation::WeightedSum => events.iter().map(|e| e.quantity).sum(),
+        Aggregation::Count => Decimal::from(events.len()),
+        Aggregation::Max => events.iter().map(|e| e.quantity).max().unwrap_or(Decimal::ZERO),
+        Aggregation::Latest => events
+            .iter()
+            .max_by(|a, b| (a.time_ns, a.id.as_bytes()).cmp(&(b.time_ns, b.id.as_bytes())))
+            .map_or(Decimal::ZERO, |e| e.quantity),
+        Aggregation::UniqueCount => {
+            let distinct: std::collections::HashSet<&str> = events.iter().filter_map(|e| e.unique.as_deref()).collect();
+            Decimal::from(distinct.len())
+        }
     }
 }
 
@@ -108,6 +160,26 @@ mod tests {
         }
         assert_eq!(Aggregation::parse("avg"), None);
         assert_eq!(Aggregation::default(), Aggregation::Sum);
+    }
+
+    fn ev(t: i64, id: &str, q: &str, u: Option<&str>) -> PointEvent {
+        PointEvent { time_ns: t, id: id.into(), quantity: q.parse().unwrap(), unique: u.map(str::to_string) }
+    }
+
+    #[test]
+    fn point_values() {
+        let seats: Vec<PointEvent> = (0..6).map(|i| ev(i * 600, &format!("s{i}"), "5", None)).collect();
+        assert_eq!(point_value(Aggregation::Max, &seats), Decimal::from(5), "six reports of 5 seats bill 5");
+        assert_eq!(point_value(Aggregation::Sum, &seats), Decimal::from(30));
+        let evs = [ev(10, "a", "3", Some("u1")), ev(30, "b", "7.5", Some("u2")), ev(30, "a2", "1", Some("u1")), ev(20, "c", "9", None)];
+        assert_eq!(point_value(Aggregation::Max, &evs), "9".parse().unwrap());
+        // Time 30 twice: the greater id in byte order ("b" > "a2") wins.
+        assert_eq!(point_value(Aggregation::Latest, &evs), "7.5".parse().unwrap());
+        assert_eq!(point_value(Aggregation::UniqueCount, &evs), Decimal::from(2));
+        assert_eq!(point_value(Aggregation::Count, &evs), Decimal::from(4));
+        for a in Aggregation::ALL {
+            assert_eq!(point_value(a, &[]), Decimal::ZERO, "{a}");
+        }
     }
 
     #[test]

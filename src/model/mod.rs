@@ -16,7 +16,7 @@ mod quantity;
 mod record;
 mod time;
 
-pub use aggregation::Aggregation;
+pub use aggregation::{point_value, Aggregation, PointEvent};
 pub use package::{deduction_order, parse_quota, split as split_quota, Package, Reset};
 pub use properties::{valid_property_key, Properties, MAX_KEY_LEN, MAX_PROPERTIES, MAX_VALUE_LEN};
 pub use quantity::{shorten, Quantity, QuantityError, MAX_EVENT_QUANTITY, MAX_RECORD_VALUE};

@@ -111,6 +111,10 @@ pub struct InstanceTotal {
     /// Stop-before-excess usage no package covered: kept, never uploaded.
     #[serde(skip_serializing_if = "Decimal::is_zero", with = "rust_decimal::serde::str")]
     pub over_quota: Decimal,
+    /// Events of a `max`/`latest`/`unique_count` plan stored after their window was sealed:
+    /// billed nowhere (issue 14). Omitted when 0.
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub late_unbilled: u64,
     /// Each package's consumption per reset period.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<crate::quota::PeriodUse>,
@@ -241,7 +245,14 @@ fn instance_rows(
     for w in windows::of_instance_with(tx, tail, inst.key, inst.sealed_until.max(load_from), to)? {
         let end = cfg.timezone.window_end(plan.period, w.start);
         let end = inst.release.map_or(end, |r| end.min(r.secs()));
-        raw.push(Raw { window: w.start, begin: w.start.max(inst.start.secs()), end, state: "open", usage: w.usage, sn: None, pkg: None });
+        // A point plan's open window shows its value so far, recomputed as the seal will.
+        let usage = if plan.aggregation.is_point() {
+            let events = crate::store::points::window_events(tx, inst.key, w.start, plan.unique_by.as_deref())?;
+            crate::model::Quantity(crate::model::point_value(plan.aggregation, &events)).floor_4dp().0 .0
+        } else {
+            w.usage
+        };
+        raw.push(Raw { window: w.start, begin: w.start.max(inst.start.secs()), end, state: "open", usage, sn: None, pkg: None });
     }
     raw.sort_by_key(|r| (r.window, r.begin));
     let pkgs = packages::of_instance(tx, inst.key)?;
@@ -265,6 +276,7 @@ fn instance_rows(
         unbillable: inst.unbillable,
         carried: inst.carry + pkgs.iter().map(|p| p.carry).sum::<Decimal>(),
         over_quota: packages::over_quota(tx, inst.key)?,
+        late_unbilled: if plan.aggregation.is_point() { crate::store::points::late_unbilled_of(tx, inst.key)? } else { 0 },
         packages: quota::periods(&pkgs, &used),
     };
     let cov = |k: usize| covered.as_ref().map(|c| c.get(k).copied().unwrap_or_default());
@@ -305,4 +317,8 @@ fn instance_rows(
 /// `a + b` for an instance's totals; an error naming the instance when it overflows.
 fn sum(a: Decimal, b: Decimal, inst: &InstanceRow) -> Result<Decimal, StoreError> {
     a.checked_add(b).ok_or_else(|| StoreError::Invalid(format!("the totals of instance {:?} overflow a 96-bit decimal", inst.instance_id)))
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }

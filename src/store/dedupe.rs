@@ -311,7 +311,11 @@ impl Dedupe {
         let mut app = appender(conn)?;
         let outcome = self.check(&mut app, p, event_id, time, quantity, None)?;
         if outcome == InsertOutcome::Inserted {
-            self.append(&mut app, p, NewEvent { event_id, time, quantity, billed_window, billed_qty: None, received, props: None })?;
+            self.append(
+                &mut app,
+                p,
+                NewEvent { event_id, time, quantity, billed_window, billed_qty: None, received, props: None, point_window: None },
+            )?;
         }
         app.finish()?;
         Ok(outcome)
@@ -398,6 +402,9 @@ pub struct NewEvent<'e> {
     /// Canonical properties ([`crate::model::Properties::canonical`]), written to
     /// `event_props` only when present.
     pub props: Option<&'e str>,
+    /// For a point plan's event (`max`, `latest`, `unique_count`): the window it counts in,
+    /// written to `window_events` so the seal reads the window's events by index.
+    pub point_window: Option<i64>,
 }
 
 /// One event waiting in an [`Appender`]; its strings are reused from row to row.
@@ -462,7 +469,7 @@ impl Appender<'_> {
 
     /// Holds an event back for writing; returns its seq.
     fn push(&mut self, instance_key: i64, ev: NewEvent<'_>) -> Result<i64> {
-        let NewEvent { event_id, time, quantity, billed_window, billed_qty, received, props } = ev;
+        let NewEvent { event_id, time, quantity, billed_window, billed_qty, received, props, point_window } = ev;
         if self.held == APPEND_ROWS {
             self.flush()?;
         }
@@ -470,6 +477,11 @@ impl Appender<'_> {
             // Its own table, keyed by the seq the event will get (no FK: the row is written
             // before the held-back event, in the same transaction).
             self.conn.prepare_cached("INSERT INTO event_props (seq, props) VALUES (?1, ?2)")?.execute(params![self.next_seq, props])?;
+        }
+        if let Some(w) = point_window {
+            self.conn
+                .prepare_cached("INSERT INTO window_events (instance_ref, window_start, seq) VALUES (?1, ?2, ?3)")?
+                .execute(params![instance_key, w, self.next_seq])?;
         }
         let row = &mut self.rows[self.held];
         row.instance_key = instance_key;

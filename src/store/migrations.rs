@@ -263,7 +263,8 @@ DROP INDEX records_unsent;
 ALTER TABLE batches ADD COLUMN claimed_by TEXT;
 ALTER TABLE batches ADD COLUMN claim_until_ns INTEGER;
 "#,
-    // 8: event properties (issue 14). Kept apart from `events`, one row per event that has
+    // 8: event properties and point windows (issue 14). Properties are kept apart from
+    // `events`, one row per event that has
     // any (keyed by the event's seq), so events without properties — every `sum` plan's —
     // are written and read exactly as before. `props` is the canonical form: compact JSON,
     // keys in byte order (src/model/properties.rs). No REFERENCES: events are never deleted.
@@ -272,5 +273,17 @@ CREATE TABLE event_props (
     seq   INTEGER PRIMARY KEY,
     props TEXT NOT NULL
 ) STRICT;
+
+-- The events of each window of a point plan (`max`, `latest`, `unique_count`), by which a
+-- seal and the audit read them: written only for those plans' events (src/model/aggregation.rs).
+CREATE TABLE window_events (
+    instance_ref INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    PRIMARY KEY (instance_ref, window_start, seq)
+) STRICT, WITHOUT ROWID;
+
+-- Events of point plans stored after their window was sealed: acknowledged, billed nowhere.
+ALTER TABLE instances ADD COLUMN late_unbilled INTEGER NOT NULL DEFAULT 0;
 "#,
 ];

@@ -26,6 +26,7 @@ pub mod lifecycle_flags;
 pub mod meta;
 mod migrations;
 pub mod packages;
+pub mod points;
 pub mod records;
 pub mod settings;
 pub mod windows;

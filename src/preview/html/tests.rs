@@ -38,6 +38,7 @@ fn total(id: &str, plan: &str, unit: &str, usage: &str, charge: &str) -> Instanc
         unbillable: d("1.5"),
         carried: d("0.00004"),
         over_quota: Decimal::ZERO,
+        late_unbilled: 0,
         packages: Vec::new(),
     }
 }
