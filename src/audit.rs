@@ -78,6 +78,15 @@ pub fn stranded(inst: &InstanceRow, pkgs: &[Package]) -> Decimal {
     }
 }
 
+/// The check the audit runs for a plan of `agg`, as `status` names it.
+pub fn check_name(agg: Aggregation) -> &'static str {
+    match agg {
+        Aggregation::Sum => "events = records + open + carried + unbillable + over_quota (quantities)",
+        Aggregation::Count => "events = records + open + carried + unbillable + over_quota (event counts)",
+        _ => "every sealed window's record = its events recomputed",
+    }
+}
+
 /// Balances of every instance, from one consistent snapshot, every plan taken as `sum`.
 pub fn balances(store: &mut Store) -> Result<Vec<Balance>, StoreError> {
     balances_with(store, &|_| (Aggregation::Sum, None))

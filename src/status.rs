@@ -85,6 +85,18 @@ pub struct Status {
     pub missing_plans: BTreeMap<String, String>,
     /// Health checks (see [`crate::health`]): the store's here, the daemon's live ones too.
     pub checks: Vec<crate::health::Check>,
+    /// Per plan with instances (when the audit ran): its aggregation, which check the audit
+    /// ran ([`audit::check_name`]) and whether it holds for every instance of the plan.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_checks: BTreeMap<String, PlanCheck>,
+}
+
+/// Which audit check ran for a plan, and whether it holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlanCheck {
+    pub aggregation: crate::model::Aggregation,
+    pub check: &'static str,
+    pub holds: bool,
 }
 
 /// The reporting deadline of a record of `period` that ends at `end` (UTC seconds).
@@ -147,16 +159,22 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
     let plan_of: BTreeMap<i64, Period> = insts.iter().filter_map(|i| cfg.plan(&i.plan).map(|p| (i.key, p.period))).collect();
     let past_deadline =
         waiting.iter().filter(|r| plan_of.get(&r.instance_key).is_some_and(|p| deadline(*p, r.end) < now.secs())).count() as u64;
+    let mut audit_checks = BTreeMap::new();
     let violations = if with_audit {
-        Some(
-            audit::balances_with(store, &|plan| {
-                cfg.plan(plan).map_or((Default::default(), None), |p| (p.aggregation, p.unique_by.clone()))
-            })?
-            .into_iter()
-            .filter(|b| !b.holds())
-            .map(|b| b.instance_id)
-            .collect(),
-        )
+        let balances = audit::balances_with(store, &|plan| {
+            cfg.plan(plan).map_or((Default::default(), None), |p| (p.aggregation, p.unique_by.clone()))
+        })?;
+        let plan_name: BTreeMap<&str, &str> = insts.iter().map(|i| (i.instance_id.as_str(), i.plan.as_str())).collect();
+        for b in &balances {
+            let plan = plan_name.get(b.instance_id.as_str()).copied().unwrap_or_default().to_string();
+            let e = audit_checks.entry(plan).or_insert(PlanCheck {
+                aggregation: b.aggregation,
+                check: audit::check_name(b.aggregation),
+                holds: true,
+            });
+            e.holds &= b.holds();
+        }
+        Some(balances.into_iter().filter(|b| !b.holds()).map(|b| b.instance_id).collect())
     } else {
         None
     };
@@ -195,6 +213,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         late_unbilled,
         rounding_dropped,
         conservation_violations: violations,
+        audit_checks,
     })
 }
 

@@ -382,6 +382,8 @@ fn max_windows_floor_without_carrying() {
     let status = env.run(&["status", "--format", "json", "--now", &t("11:10:00")]).json();
     assert_eq!(status["rounding_dropped"][I], "0.00005", "{status}");
     assert!(env.run(&["status", "--now", &t("11:10:00")]).stdout.contains("rounding dropped"), "the table says it too");
+    assert_eq!(status["audit_checks"]["seats"]["check"], "every sealed window's record = its events recomputed", "{status}");
+    assert_eq!(status["audit_checks"]["seats"]["holds"], true, "{status}");
     audit_holds(&env, "11:10:00");
 }
 
@@ -515,6 +517,7 @@ fn the_point_audit_catches_a_tampered_record() {
     let run = env.run(&["status", "--format", "json", "--now", &t("10:10:00")]);
     run.code(3);
     assert_eq!(run.json()["conservation_violations"], serde_json::json!([I]), "{}", run.stdout);
+    assert_eq!(run.json()["audit_checks"]["seats"]["holds"], false, "{}", run.stdout);
 }
 
 /// Plans of every aggregation meterd builds, for the property test.

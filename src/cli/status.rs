@@ -77,6 +77,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
             Some(v) => println!("conservation        VIOLATED for {v:?}"),
             None => {}
         }
+        for (plan, c) in &s.audit_checks {
+            println!("audit {plan:<13} {} ({}): {}", if c.holds { "holds" } else { "VIOLATED" }, c.aggregation, c.check);
+        }
     }
     let broken = s.conservation_violations.as_ref().is_some_and(|v| !v.is_empty());
     if broken {
