@@ -39,7 +39,10 @@ pub fn run(keep: bool) -> anyhow::Result<u8> {
     for i in &list {
         store.write(|tx| instances::add(tx, &i.instance_id, &i.plan, i.start, now))?;
     }
-    println!("0. registered {} instances (plans: calls = step per hour, storage = fixed per day, seats = tier per hour)", list.len());
+    println!(
+        "0. registered {} instances (plans: calls = step per hour, storage = fixed per day, seats = tier per hour on the peak (max), logins = count, licences = latest per day, users = unique users per day)",
+        list.len()
+    );
 
     let collector = Collector::start(&db, Arc::new(cfg.clone()), Box::new(|_, _| {}))?;
     let ingested = collector.ingest_body(EVENTS.as_bytes(), now)?;
