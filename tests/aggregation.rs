@@ -631,3 +631,52 @@ proptest::proptest! {
         }
     }
 }
+
+/// Facts from Lago's own aggregation specs (getlago/lago-api,
+/// `spec/services/billable_metrics/aggregations/{max,latest,unique_count}_service_spec.rb`),
+/// replayed inside one meterd window where the semantics match:
+/// - max: four values below 10 and one of 12 → 12; a 14.2 added → 14.2;
+/// - latest: four events of 18, then one of 14 later → 14;
+/// - unique_count (Lago's non-recurring metric): a value seen only before the period does not
+///   count in it; one new value in the period → 1.
+#[test]
+fn peer_cases_from_lagos_specs() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance("i-max", "daily_peak", "2026-11-21T16:00:00Z");
+    env.add_instance("i-latest", "licences", &t("00:00:00"));
+    env.add_instance("i-unique", "active_users", &t("00:00:00"));
+    let day = |hm: &str| format!("2026-11-22T{hm}:00Z");
+    let mut evs: Vec<Ev> = ["3", "7", "0", "9", "12"]
+        .iter()
+        .enumerate()
+        .map(|(i, q)| Ev::new(&format!("m{i}"), "i-max", q, &day(&format!("0{i}:00"))))
+        .collect();
+    evs.extend((0..4).map(|i| Ev::new(&format!("l{i}"), "i-latest", "18", &t(&format!("08:0{i}:00")))));
+    evs.push(Ev::new("l4", "i-latest", "14", &t("08:30:00")));
+    let user = |id: &str, u: &str, at: &str| {
+        Ev::new(id, "i-unique", "0", &t(at)).without("quantity").set("properties", &format!(r#"{{"unique_id":"x","user":"{u}"}}"#))
+    };
+    evs.push(user("u0", "persisted", "07:59:59"));
+    evs.push(user("u1", "new", "08:40:00"));
+    assert_eq!(ingest(&env, "09:00:00", &evs)["accepted"], 12);
+    env.run(&["seal", "--now", &t("09:06:00")]).success();
+    let value = |inst: &str, begin: &str| -> Option<String> {
+        let db = env.db();
+        let begin = util::ns(begin) / 1_000_000_000;
+        db.query_row(
+            "SELECT r.usage_value FROM records r JOIN instances i ON i.ref = r.instance_ref WHERE i.instance_id = ?1 AND r.window_start = ?2",
+            rusqlite::params![inst, begin],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    assert_eq!(value("i-latest", &t("08:00:00")).as_deref(), Some("14"));
+    assert_eq!(value("i-unique", &t("08:00:00")).as_deref(), Some("1"));
+    // The day window 2026-11-22T16:00Z… is still open; add the 14.2 there and look at max.
+    assert_eq!(value("i-max", "2026-11-21T16:00:00Z").as_deref(), Some("12"));
+    let later = [Ev::new("m9", "i-max", "14.2", "2026-11-23T01:00:00Z"), Ev::new("m10", "i-max", "12", "2026-11-23T02:00:00Z")];
+    assert_eq!(ingest(&env, "09:10:00", &later)["accepted"], 2);
+    env.run(&["seal", "--now", "2026-11-23T16:06:00Z"]).success();
+    assert_eq!(value("i-max", "2026-11-22T16:00:00Z").as_deref(), Some("14.2"));
+    audit_holds(&env, "16:10:00");
+}
