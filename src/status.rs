@@ -236,7 +236,9 @@ fn unsealed_windows(
     let (mut n, mut late) = (0, 0);
     for (i, plan, closed) in due {
         for w in crate::store::windows::of_instance_with(tx, &tail, i.key, i.sealed_until, closed)? {
-            if w.usage.is_zero() {
+            // A point plan's window (max, latest, unique_count) bills 0 to `windows` per event
+            // and is sealed from its events, so its events count as usage here.
+            if w.usage.is_zero() && !(plan.aggregation.is_point() && w.events > 0) {
                 continue;
             }
             n += 1;

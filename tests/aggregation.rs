@@ -353,6 +353,8 @@ fn max_bills_the_seats_example_as_five() {
     env.add_instance(I, "seats", &t("00:00:00"));
     let evs: Vec<Ev> = (0..6).map(|i| Ev::new(&format!("s{i}"), I, "5", &t(&format!("09:{:02}:00", i * 10)))).collect();
     assert_eq!(ingest(&env, "09:55:00", &evs)["accepted"], 6);
+    let status = env.run(&["status", "--format", "json", "--now", &t("10:06:00")]).json();
+    assert_eq!(status["unsealed_windows"], 1, "a closed point window with events waits for its seal: {status}");
     env.run(&["seal", "--now", &t("10:06:00")]).success();
     assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "5", None)]);
     let p = env.run(&["preview", "--format", "json", "--now", &t("10:10:00")]).json();
