@@ -73,6 +73,9 @@ pub fn seal_counting(store: &mut Store, cfg: &Config, now: Timestamp, count: &dy
         .into_iter()
         .filter(|i| match cfg.plan(&i.plan) {
             Some(p) => i.sealed_until < closed_until(cfg, p, now),
+            // A finished instance (released, sealed through its release) has nothing left to
+            // seal: its plan may be removed from the config (`crate::settings`).
+            None if carry::sealed_through_release(i.release, i.sealed_until) => false,
             None => {
                 tracing::error!(instance = %i.instance_id, plan = %i.plan, "instance's plan is missing from the config; its windows stay unsealed until the plan is restored");
                 false

@@ -326,3 +326,45 @@ fn a_timezone_other_than_beijing_is_warned_at_start_and_in_status() {
     assert!(!r.stderr.contains("Beijing") && !r.stdout.contains("WARNING"), "{}{}", r.stdout, r.stderr);
     assert!(beijing.run(&["status", "--format", "json"]).success().json().get("timezone_warning").is_none());
 }
+
+/// The plan of a finished instance (released, sealed through its release) may leave the config
+/// (the settings check allows it): everyone else's preview still answers (CLI and HTTP), `seal`
+/// has nothing to log for it, and an identical resend of one of its stored events is still a
+/// duplicate (kind 3) while a new event is refused naming the plan.
+#[test]
+fn a_finished_instance_may_lose_its_plan_without_breaking_preview_seal_or_resends() {
+    const GONE: &str = "inst-gone";
+    let with_old = format!("{EXAMPLE_CONFIG}\n{}", calls_block().replace("name = \"calls\"", "name = \"old\""));
+    let env = Env::with_config(&with_old);
+    env.add_instance(HOUR, "calls", "2026-11-23T00:00:00Z");
+    env.add_instance(GONE, "old", "2026-11-23T00:00:00Z");
+    let stored = Ev::new("g1", GONE, "1", "2026-11-23T09:30:00Z");
+    ingest(&env, "2026-11-23T09:31:00Z", &[stored.clone(), Ev::new("h1", HOUR, "2", "2026-11-23T09:30:00Z")]);
+    env.release_instance(GONE, "2026-11-23T10:00:00Z");
+    env.run(&["seal", "--now", "2026-11-23T10:06:00Z"]).success();
+    set_config(&env, EXAMPLE_CONFIG);
+
+    let p = env.run(&["preview", "--format", "json"]).success().json();
+    let ids: Vec<&str> = p["rows"].as_array().expect("rows").iter().map(|r| r["instance_id"].as_str().expect("id")).collect();
+    assert_eq!(ids, [HOUR], "the finished instance without a plan is left out, the rest is shown: {p}");
+    let one = env.run(&["preview", "--instance", GONE]);
+    one.code(2);
+    assert!(one.stderr.contains("plan \"old\""), "{}", one.stderr);
+    let s = env.run(&["seal", "--now", "2026-11-23T11:06:00Z"]);
+    s.success();
+    assert!(!s.stderr.contains("missing from the config"), "nothing to seal, nothing to log: {}", s.stderr);
+
+    let resend = env.run_stdin(&["ingest", "--now", "2026-11-23T11:07:00Z", "-"], stored.json().as_bytes());
+    resend.success();
+    assert_eq!(resend.json()["duplicates"], 1, "{}", resend.stdout);
+    let new = env
+        .run_stdin(&["ingest", "--now", "2026-11-23T11:07:00Z", "-"], Ev::new("g2", GONE, "1", "2026-11-23T09:40:00Z").json().as_bytes());
+    new.code(1);
+    assert!(new.stdout.contains("plan \\\"old\\\""), "{}", new.stdout);
+
+    let d = env.daemon_at("2026-11-23T11:07:00Z", &[], &[]);
+    let http = d.http();
+    let p = http.get("/v1/preview").ok();
+    assert_eq!(p["rows"].as_array().map(Vec::len), Some(1), "{p}");
+    assert_eq!(http.events(stored.json()).ok()["duplicates"], 1);
+}

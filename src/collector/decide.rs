@@ -36,7 +36,10 @@ pub struct InstanceCtx {
     pub row: InstanceRow,
     /// FREEZE/UNFREEZE history: events are judged by the state at their own time.
     pub history: History,
-    pub plan: Plan,
+    /// `None` when the plan was removed from the config, which the settings check allows only
+    /// for a finished instance (released and sealed through its release): a resend of one of
+    /// its stored events is still a duplicate, a new event is refused ([`admit`]).
+    pub plan: Option<Plan>,
     /// Unbillable usage added by this transaction.
     pub new_unbillable: Decimal,
     /// Late point-plan events (billed nowhere) added by this transaction.
@@ -113,8 +116,9 @@ impl TxCtx<'_, '_> {
 /// later, a changed plan or metric, the clock past `max_age`), and the same key with another
 /// quantity or time is a conflict. Only a new key meets the rules ([`admit`]). Before the
 /// lookup come only the refusals that leave nothing to look up: a malformed event (refused at
-/// parsing), an unknown instance or a package instance's id (no event of it can be stored),
-/// and an instance whose plan is missing from the config. The lookup
+/// parsing), and an unknown instance or a package instance's id (no event of it can be stored).
+/// An instance whose plan is missing from the config (a finished one; see
+/// [`crate::settings`]) is looked up too, and refuses only new events. The lookup
 /// writes nothing of its own (at most it writes the events of this transaction held back so
 /// far, which are written before `COMMIT` anyway), so a new event the rules then refuse leaves
 /// no trace.
@@ -141,11 +145,13 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
         Ok(billed) => billed,
         Err(msg) => return Ok(reject(ev, msg)),
     };
-    if ctx.plan.aggregation.is_point() {
+    // `admit` refuses every new event of an instance without a plan.
+    let Some(plan) = &ctx.plan else { return Ok(reject(ev, missing_plan(&ctx.row))) };
+    if plan.aggregation.is_point() {
         return point(cx, slot, ev, probe, billed, props.as_deref(), now);
     }
     // What the event adds to its window: its quantity (`sum`) or 1 (`count`).
-    let amount = ctx.plan.aggregation.billing_quantity(ev.quantity.0);
+    let amount = plan.aggregation.billing_quantity(ev.quantity.0);
     let billed_qty = match billed {
         Some(w) => {
             let covered = super::quota::deduct(conn, cfg, ctx, w, ev, amount)?;
@@ -190,9 +196,10 @@ fn point(
     now: Timestamp,
 ) -> Result<Verdict, StoreError> {
     let ctx = &mut cx.instances.ctxs[slot];
-    let own = cx.cfg.timezone.window_start(ctx.plan.period, ev.time);
-    let open = billed == Some(own);
-    let (billed_window, billed_qty) = if open {
+    // Its own window (the plan is there: `admit` refuses new events of an instance without one).
+    let own = ctx.plan.as_ref().map(|p| cx.cfg.timezone.window_start(p.period, ev.time));
+    let open = own.is_some_and(|own| billed == Some(own));
+    let (billed_window, billed_qty) = if let (true, Some(own)) = (open, own) {
         cx.tail.add(ctx.row.key, own, Decimal::ZERO)?;
         (Some(own), (!ev.quantity.0.is_zero()).then_some(Decimal::ZERO))
     } else {
@@ -220,16 +227,17 @@ fn point(
 /// Returns the window start (UTC seconds) that bills the event, `None` for late usage of a
 /// released, fully sealed instance (kept as unbillable), or the refusal message.
 pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -> Result<Option<i64>, String> {
+    let Some(plan) = &ctx.plan else { return Err(missing_plan(&ctx.row)) };
     clock(cfg, ev, now)?;
     if let Some(m) = &ev.metric {
-        if *m != ctx.plan.factor {
+        if *m != plan.factor {
             return Err(format!(
                 "`metric` {m:?} does not match the billing factor {:?} of plan {:?}; send that metric or none",
-                ctx.plan.factor, ctx.plan.name
+                plan.factor, plan.name
             ));
         }
     }
-    aggregation_fields(&ctx.plan, ev)?;
+    aggregation_fields(plan, ev)?;
     if ev.time < ctx.row.start {
         return Err(format!("`time` {} is before the instance's start {}", ev.time, ctx.row.start));
     }
@@ -245,7 +253,7 @@ pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -
             ev.time
         ));
     }
-    let own = cfg.timezone.window_start(ctx.plan.period, ev.time);
+    let own = cfg.timezone.window_start(plan.period, ev.time);
     if own >= ctx.row.sealed_until {
         Ok(Some(own))
     } else if cfg.collector.late == LatePolicy::Reject {
@@ -259,6 +267,11 @@ pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -
     } else {
         Ok(Some(ctx.row.sealed_until))
     }
+}
+
+/// The refusal of a new event of an instance whose plan is not in the config.
+fn missing_plan(row: &InstanceRow) -> String {
+    format!("instance {:?} uses plan {:?}, which is not in the config; add the [[plan]] back", row.instance_id, row.plan)
 }
 
 /// What the plan's aggregation needs of an event (issue 14). Pure: a `quantity` unless the
@@ -358,14 +371,13 @@ fn load(conn: &Connection, cfg: &Config, ev: &EventInput, now: Timestamp) -> Res
             }
         },
     };
-    let Some(plan) = cfg.plan(&row.plan).cloned() else {
-        return Ok(Err(format!(
-            "instance {:?} uses plan {:?}, which is not in the config; add the [[plan]] back",
-            row.instance_id, row.plan
-        )));
-    };
+    // A missing plan refuses only new events, after the key lookup ([`admit`]).
+    let plan = cfg.plan(&row.plan).cloned();
     let history = lifecycle::history(conn, row.key)?;
-    let quota = super::quota::load(conn, &plan, row.key)?;
+    let quota = match &plan {
+        Some(plan) => super::quota::load(conn, plan, row.key)?,
+        None => None,
+    };
     Ok(Ok(InstanceCtx { row, history, plan, new_unbillable: Decimal::ZERO, new_late: 0, quota }))
 }
 

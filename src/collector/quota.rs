@@ -77,7 +77,7 @@ pub fn deduct(
     ev: &EventInput,
     q: Decimal,
 ) -> Result<Decimal, StoreError> {
-    let Some(stop) = ctx.quota.as_mut() else { return Ok(q) };
+    let (Some(stop), Some(plan)) = (ctx.quota.as_mut(), ctx.plan.as_ref()) else { return Ok(q) };
     if q.is_zero() {
         return Ok(q);
     }
@@ -85,7 +85,7 @@ pub fn deduct(
     stop.prefetch(conn, tz, ev.time)?;
     let (parts, mut over) = split_quota(&stop.packages, tz, ev.time, q, |i, p| stop.used[&(i, p)]);
     let key = ctx.row.key;
-    let window_end = tz.window_end(ctx.plan.period, window);
+    let window_end = tz.window_end(plan.period, window);
     let end = ctx.row.release.map_or(window_end, |r| window_end.min(r.secs()));
     let mut last = packages::last_segment(conn, key, window)?;
     let mut covered = Decimal::ZERO;

@@ -19,6 +19,11 @@
 //! after `to`) is refused by [`PreviewQuery::new`] with a [`RangeError`], the error the CLI
 //! (exit 2) and `GET /v1/preview` (400) show; a query built by hand with an inverted range
 //! simply holds no windows.
+//!
+//! A finished instance (released and sealed through its release) whose plan was removed from
+//! the config — allowed by [`crate::settings`] — cannot be priced: a preview of every instance
+//! leaves it out with a warning (so one retired plan never breaks everyone's preview), and
+//! `--instance` on it is an error that names the plan.
 
 pub mod html;
 pub mod price;
@@ -148,6 +153,8 @@ pub fn preview(store: &mut Store, cfg: &Config, q: &PreviewQuery) -> Result<Prev
             if all.is_empty() {
                 return Err(StoreError::Invalid(format!("instance {id:?} is not registered")));
             }
+        } else {
+            all.retain(|i| priceable(cfg, i));
         }
         // Usage not yet folded into `windows`: one scan, for one instance or all.
         let tail = match &all[..] {
@@ -172,6 +179,18 @@ pub fn preview(store: &mut Store, cfg: &Config, q: &PreviewQuery) -> Result<Prev
         normalize(&mut out);
         Ok(out)
     })
+}
+
+/// Whether an instance is shown when every instance is previewed. A finished instance
+/// (released and sealed through its release) whose plan was removed from the config — which the
+/// settings check allows ([`crate::settings`]) — cannot be priced, and is left out with a
+/// warning so that everyone else's preview still answers; `--instance` names the missing plan.
+fn priceable(cfg: &Config, inst: &InstanceRow) -> bool {
+    if cfg.plan(&inst.plan).is_some() || !crate::settings::finished(inst) {
+        return true;
+    }
+    tracing::warn!(instance = %inst.instance_id, plan = %inst.plan, "preview leaves out a finished instance whose plan is no longer in the config; add the [[plan]] back to see its records priced");
+    false
 }
 
 /// Every decimal shown in its shortest form (`80`, not `80.0`; `0`, not `0.000`), so JSON, CSV,
@@ -216,7 +235,10 @@ fn instance_rows(
     out: &mut Preview,
 ) -> Result<(), StoreError> {
     let Some(plan) = cfg.plan(&inst.plan) else {
-        return Err(StoreError::Invalid(format!("instance {:?} uses plan {:?}, which is not in the config", inst.instance_id, inst.plan)));
+        return Err(StoreError::Invalid(format!(
+            "instance {:?} uses plan {:?}, which is not in the config; add the [[plan]] back to preview its records",
+            inst.instance_id, inst.plan
+        )));
     };
     let from = q.from.map_or(i64::MIN, |t| t.secs());
     let to = q.to.map_or(i64::MAX, |t| t.secs());
