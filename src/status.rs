@@ -80,7 +80,9 @@ pub struct Status {
     pub unsealed_windows: u64,
     /// Those of them whose record would already be past its reporting deadline.
     pub unsealed_past_deadline: u64,
-    /// Instances whose plan is not in the config (instance id → plan): never sealed.
+    /// Unfinished instances whose plan is not in the config (instance id → plan): never sealed.
+    /// A finished one (released, sealed through its release) may lose its plan
+    /// ([`crate::settings`]): it has nothing left to seal, so it is not listed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub missing_plans: BTreeMap<String, String>,
     /// Health checks (see [`crate::health`]): the store's here, the daemon's live ones too.
@@ -188,7 +190,11 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         checks: crate::health::evaluate(&inputs),
         unsealed_windows: unsealed.0,
         unsealed_past_deadline: unsealed.1,
-        missing_plans: insts.iter().filter(|i| cfg.plan(&i.plan).is_none()).map(|i| (i.instance_id.clone(), i.plan.clone())).collect(),
+        missing_plans: insts
+            .iter()
+            .filter(|i| cfg.plan(&i.plan).is_none() && !crate::settings::finished(i))
+            .map(|i| (i.instance_id.clone(), i.plan.clone()))
+            .collect(),
         now,
         timezone_warning: crate::settings::zone_warning(cfg.timezone),
         instances: insts.len() as u64,

@@ -354,6 +354,9 @@ fn a_finished_instance_may_lose_its_plan_without_breaking_preview_seal_or_resend
     s.success();
     assert!(!s.stderr.contains("missing from the config"), "nothing to seal, nothing to log: {}", s.stderr);
 
+    let st = env.run(&["status", "--format", "json", "--now", "2026-11-23T11:07:00Z"]).success().json();
+    assert!(st.get("missing_plans").is_none(), "a finished instance's retired plan is not a missing plan: {st}");
+
     let resend = env.run_stdin(&["ingest", "--now", "2026-11-23T11:07:00Z", "-"], stored.json().as_bytes());
     resend.success();
     assert_eq!(resend.json()["duplicates"], 1, "{}", resend.stdout);
