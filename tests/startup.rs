@@ -29,7 +29,7 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
     ("timeout = \"30s\"", "timeout = \"0s\"", "upload.timeout"),
     ("endpoint = \"https://mkt.myhuaweicloud.com\"", "endpoint = \"mkt.myhuaweicloud.com\"", "upload.endpoint"),
     ("endpoint = \"https://mkt.myhuaweicloud.com\"", "endpoint = \"http://mkt.myhuaweicloud.com\"", "upload.endpoint"),
-    ("fallback = \"https://mkt.myhuaweicloud.cn\"", "fallback = \"http://10.1.2.3:80\"", "upload.fallback"),
+    ("# fallback = \"https://mkt.myhuaweicloud.cn\"", "fallback = \"http://10.1.2.3:80\"", "upload.fallback"),
     ("fallback_after = 3", "fallback_after = 0", "upload.fallback_after"),
     ("batch_size = 1000", "batch_size = 0", "upload.batch_size"),
     ("backoff_base = \"200ms\"", "backoff_base = \"0ms\"", "upload.backoff_base"),

@@ -67,7 +67,14 @@ impl Default for SealConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UploadConfig {
+    /// Base URL of the store's API (China site by default; the international site is
+    /// [`INTL_ENDPOINT`]).
     pub endpoint: String,
+    /// Host tried after `fallback_after` consecutive transient failures on `endpoint`. When the
+    /// file does not set it, it follows `endpoint` ([`default_fallback`]): the China site's
+    /// documented fallback [`CHINA_FALLBACK`] for the China endpoint, none for any other
+    /// (the international site documents no fallback, and records must never be sent to the
+    /// other site); `""` turns it off.
     pub fallback: Option<String>,
     pub path: String,
     /// Records per request, at most 1000 (the store's limit).
@@ -87,8 +94,9 @@ pub struct UploadConfig {
 impl Default for UploadConfig {
     fn default() -> Self {
         UploadConfig {
-            endpoint: "https://mkt.myhuaweicloud.com".into(),
-            fallback: Some("https://mkt.myhuaweicloud.cn".into()),
+            endpoint: CHINA_ENDPOINT.into(),
+            // Unset: resolved from `endpoint` when the config loads (`default_fallback`).
+            fallback: None,
             path: "/api/mkp-openapi-public/global/v1/isv/usage-data".into(),
             batch_size: 1000,
             timeout: Span::secs(30),
@@ -99,6 +107,23 @@ impl Default for UploadConfig {
             fallback_after: 3,
         }
     }
+}
+
+/// The China site's API host, the default `upload.endpoint`
+/// (`docs/koogallery-usage-api.md`: hosts).
+pub const CHINA_ENDPOINT: &str = "https://mkt.myhuaweicloud.com";
+/// The host to retry on when the China site's host is unreachable (same source).
+pub const CHINA_FALLBACK: &str = "https://mkt.myhuaweicloud.cn";
+/// The international site's API host.
+pub const INTL_ENDPOINT: &str = "https://mkt-intl.myhuaweicloud.com";
+
+/// The fallback host when the config sets none: [`CHINA_FALLBACK`] when `endpoint` is the China
+/// site's host, else none — the international site documents no fallback, and a mock or proxy
+/// endpoint must not fail over to the real store. Pure; compares the URL's host only.
+pub fn default_fallback(endpoint: &str) -> Option<&'static str> {
+    let host = url::Url::parse(endpoint.trim()).ok()?.host_str()?.to_ascii_lowercase();
+    let china = url::Url::parse(CHINA_ENDPOINT).ok()?;
+    (Some(host.as_str()) == china.host_str()).then_some(CHINA_FALLBACK)
 }
 
 /// `[server]`: the HTTP collector and its limits. The limits bound what slow or hostile
@@ -215,9 +240,11 @@ impl Config {
             plans.insert(plan.name.clone(), plan);
         }
         let mut upload = raw.upload;
-        if upload.fallback.as_deref().is_some_and(|f| f.trim().is_empty()) {
-            upload.fallback = None; // `fallback = ""` turns the fallback host off
-        }
+        upload.fallback = match upload.fallback.take() {
+            None => default_fallback(&upload.endpoint).map(str::to_string),
+            Some(f) if f.trim().is_empty() => None, // `fallback = ""` turns the fallback host off
+            Some(f) => Some(f),
+        };
         let cfg = Config {
             timezone: raw.timezone.unwrap_or_default(),
             collector: raw.collector,
@@ -298,6 +325,21 @@ mod tests {
     fn example_config_parses() {
         let c = Config::from_toml_str(EXAMPLE_CONFIG).unwrap();
         assert!(c.plans.contains_key("calls"));
+    }
+
+    #[test]
+    fn default_fallback_follows_the_endpoint() {
+        assert_eq!(Config::default().upload.fallback.as_deref(), Some(CHINA_FALLBACK));
+        let intl = Config::from_toml_str(&format!("[upload]\nendpoint = {INTL_ENDPOINT:?}")).unwrap();
+        assert_eq!(intl.upload.fallback, None, "the international site must not fail over to the China site");
+        let china = Config::from_toml_str("[upload]\nendpoint = \"https://MKT.myhuaweicloud.com/\"").unwrap();
+        assert_eq!(china.upload.fallback.as_deref(), Some(CHINA_FALLBACK));
+        let mock = Config::from_toml_str("[upload]\nendpoint = \"http://127.0.0.1:9\"").unwrap();
+        assert_eq!(mock.upload.fallback, None);
+        let explicit = format!("[upload]\nendpoint = {INTL_ENDPOINT:?}\nfallback = \"https://proxy.example.com\"");
+        assert_eq!(Config::from_toml_str(&explicit).unwrap().upload.fallback.as_deref(), Some("https://proxy.example.com"));
+        let off = Config::from_toml_str("[upload]\nfallback = \"\"").unwrap();
+        assert_eq!(off.upload.fallback, None);
     }
 
     #[test]
