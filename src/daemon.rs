@@ -6,6 +6,14 @@
 //! - **upload**, on `schedule.upload` and after each productive seal: delivers what is waiting.
 //!   It is off, with one log line, until a key is configured.
 //!
+//! **Key rotation.** The upload key (`METERD_ISV_KEY`, else `upload.key_file`) is read at start
+//! and read again (a) on SIGHUP, which also wakes the uploader, and (b) before the next run
+//! after the store answered a configuration error (`MKT.0102/0150/0151/0154`: wrong key,
+//! signature or app), so fixing the key file is enough — no restart. A re-read that fails (file
+//! missing, unreadable, empty) keeps the key in use and logs why; the key itself is never
+//! logged. SIGHUP on a daemon started without any key turns upload on once the file exists.
+//! `METERD_ISV_KEY` is the process environment, fixed at start: rotating it needs a restart.
+//!
 //! Both loops run once at start. Each reports its outcome to [`crate::health::Live`] (failures
 //! by reason, last success), which `/readyz`, `/v1/status` and `/metrics` read. The loops open
 //! the database with [`Store::open_existing`], so a database deleted under the daemon is never
@@ -26,6 +34,7 @@ use crate::schedule::Schedule;
 use crate::server::{self, AppState};
 use crate::store::{meta, Store};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -72,8 +81,10 @@ struct Loops {
     live: Arc<crate::health::Live>,
     fixed_now: Option<Timestamp>,
     cancel: CancellationToken,
-    /// Wakes the uploader after a seal that produced records.
+    /// Wakes the uploader after a seal that produced records, or on SIGHUP.
     kick: Notify,
+    /// Set by SIGHUP: the uploader re-reads the key before its next run.
+    reload_key: AtomicBool,
 }
 
 impl Loops {
@@ -122,7 +133,11 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
         fixed_now: opts.now,
         cancel: cancel.clone(),
         kick: Notify::new(),
+        reload_key: AtomicBool::new(false),
     });
+    // Registered before the address is printed, so a SIGHUP sent once the daemon is up never
+    // meets the default action (terminate).
+    hangups(loops.clone())?;
     let sealer = tokio::spawn(seal_loop(loops.clone(), seal_schedule));
     let uploader = tokio::spawn(upload_loop(loops.clone(), upload_schedule, key));
 
@@ -179,10 +194,12 @@ async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
 }
 
 async fn upload_loop(l: Arc<Loops>, schedule: Schedule, key: Option<Secret>) {
-    let Some(key) = key else {
-        tracing::info!("upload is off: set METERD_ISV_KEY or `upload.key_file` (and `upload.endpoint`) to deliver sealed records");
-        return;
-    };
+    let mut key = key;
+    if key.is_none() {
+        tracing::info!(
+            "upload is off: set METERD_ISV_KEY or `upload.key_file` (and `upload.endpoint`) to deliver sealed records; SIGHUP re-reads the key file"
+        );
+    }
     let store = match Store::open_existing(&l.db) {
         Ok(s) => Arc::new(Mutex::new(s)),
         Err(e) => {
@@ -191,38 +208,44 @@ async fn upload_loop(l: Arc<Loops>, schedule: Schedule, key: Option<Secret>) {
         }
     };
     loop {
-        // Counts into the metrics as it goes: a delivery is counted before `status` can show it.
-        let run = crate::upload::run::upload_with_metrics(store.clone(), &l.cfg.upload, &key, l.now(), l.metrics.clone());
-        tokio::select! {
-            _ = l.cancel.cancelled() => {
-                tracing::info!("upload interrupted by shutdown; open batches are resent unchanged at the next start");
-                return;
-            }
-            r = run => match r {
-                Ok(report) => {
-                    if report.delivered + report.rejected + report.expired > 0 {
-                        tracing::info!(delivered = report.delivered, rejected = report.rejected, expired = report.expired, "upload run finished");
-                    }
-                    if let Some(e) = &report.config_error {
-                        l.live.upload_failed("config_error", Some(e.clone()));
-                        tracing::error!("{e}");
-                    } else if report.transient_error.is_some() {
-                        l.live.upload_failed("transient", None);
-                    } else {
-                        l.live.upload_ok(Timestamp::now().secs());
-                    }
+        if l.reload_key.swap(false, Ordering::SeqCst) {
+            key = reload_key(&l.cfg, key);
+        }
+        if let Some(k) = &key {
+            // Counts into the metrics as it goes: a delivery is counted before `status` can show it.
+            let run = crate::upload::run::upload_with_metrics(store.clone(), &l.cfg.upload, k, l.now(), l.metrics.clone());
+            tokio::select! {
+                _ = l.cancel.cancelled() => {
+                    tracing::info!("upload interrupted by shutdown; open batches are resent unchanged at the next start");
+                    return;
                 }
-                Err(e) => {
-                    match &e {
-                        crate::upload::run::UploadError::Config(m) => l.live.upload_failed("config_error", Some(m.clone())),
-                        crate::upload::run::UploadError::Store(se) => {
-                            l.live.upload_failed(se.reason(), None);
-                            if se.is_unwritable() {
-                                l.live.write_failed(se.reason(), se.to_string());
-                            }
+                r = run => match r {
+                    Ok(report) => {
+                        if report.delivered + report.rejected + report.expired > 0 {
+                            tracing::info!(delivered = report.delivered, rejected = report.rejected, expired = report.expired, "upload run finished");
+                        }
+                        if let Some(e) = &report.config_error {
+                            l.live.upload_failed("config_error", Some(e.clone()));
+                            tracing::error!("{e}; the upload key is re-read before the next run");
+                            l.reload_key.store(true, Ordering::SeqCst);
+                        } else if report.transient_error.is_some() {
+                            l.live.upload_failed("transient", None);
+                        } else {
+                            l.live.upload_ok(Timestamp::now().secs());
                         }
                     }
-                    tracing::error!(error = %e, "upload run failed; records stay queued");
+                    Err(e) => {
+                        match &e {
+                            crate::upload::run::UploadError::Config(m) => l.live.upload_failed("config_error", Some(m.clone())),
+                            crate::upload::run::UploadError::Store(se) => {
+                                l.live.upload_failed(se.reason(), None);
+                                if se.is_unwritable() {
+                                    l.live.write_failed(se.reason(), se.to_string());
+                                }
+                            }
+                        }
+                        tracing::error!(error = %e, "upload run failed; records stay queued");
+                    }
                 }
             }
         }
@@ -241,6 +264,43 @@ fn interval_secs(schedule: &Schedule) -> i64 {
         (Some(a), Some(b)) => (b - a).num_seconds().max(1),
         _ => 3600,
     }
+}
+
+/// Reads the upload key again (see the module docs); the key in use when that fails.
+fn reload_key(cfg: &Config, current: Option<Secret>) -> Option<Secret> {
+    match crate::upload::run::load_key(&cfg.upload) {
+        Ok(Some(new)) => {
+            if current.as_ref() != Some(&new) {
+                tracing::info!("upload key re-read: a new key is in use");
+            }
+            Some(new)
+        }
+        Ok(None) => current,
+        Err(e) => {
+            tracing::error!("cannot re-read the upload key ({e}); still using the previous key");
+            current
+        }
+    }
+}
+
+/// SIGHUP: re-read the upload key and wake the uploader.
+#[cfg(unix)]
+fn hangups(l: Arc<Loops>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: re-reading the upload key");
+            l.reload_key.store(true, Ordering::SeqCst);
+            l.kick.notify_one();
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn hangups(_l: Arc<Loops>) -> anyhow::Result<()> {
+    Ok(())
 }
 
 /// First SIGTERM/Ctrl-C cancels; a second exits at once.
