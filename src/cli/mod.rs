@@ -3,6 +3,7 @@
 //! library errors get the context a person needs. Exit codes (design §7): 0 success; 1 finished
 //! but some input or records were rejected; 2 bad usage or configuration; 3 runtime failure.
 
+mod backup;
 mod demo;
 mod ingest;
 mod init;
@@ -71,8 +72,10 @@ pub enum Command {
     Store(store::Cmd),
     /// Serve the cloud store's usage API on loopback (local integration tests).
     MockStore(crate::mockstore::MockStoreArgs),
-    /// Daemon: HTTP collector plus scheduled seal and upload, until SIGTERM.
+    /// Daemon: HTTP collector plus scheduled seal and upload, until SIGTERM (SIGHUP re-reads the key).
     Run(run::Args),
+    /// Online backup of the store to a new file, safe while a daemon runs; the copy is checked.
+    Backup(backup::Args),
 }
 
 impl Command {
@@ -176,6 +179,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Instance(c) => instance::run(&Ctx::load(&cli)?, c),
         Command::Package(c) => package::run(&Ctx::load(&cli)?, c),
         Command::Run(a) => run::run(&Ctx::load(&cli)?, a),
+        Command::Backup(a) => backup::run(&Ctx::load(&cli)?, a),
         Command::Status(a) => status::run(&Ctx::load(&cli)?, a),
         Command::Upload(a) => upload::run(&Ctx::load(&cli)?, a),
         Command::Rejected(a) => rejected::run(&Ctx::load(&cli)?, a),

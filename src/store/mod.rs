@@ -16,6 +16,7 @@
 //! Several processes may open one database (the daemon and a one-shot `meterd seal`); SQLite's
 //! locking serialises their writes. Ingest itself has one writer per process (see `collector`).
 
+pub mod backup;
 pub mod batches;
 pub mod claims;
 pub mod dedupe;
