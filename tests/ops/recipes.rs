@@ -102,7 +102,7 @@ impl Root {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        let init = lines.iter().find(|l| l.contains(" init ")).expect("init line");
+        let init = lines.iter().find(|l| l.split_whitespace().any(|w| w == "init")).expect("init line");
         let out = self.sh(&self.moved(init.trim_start_matches("sudo ")), &[]);
         assert!(out.status.success(), "README init line failed: {}", String::from_utf8_lossy(&out.stderr));
         key
@@ -117,7 +117,7 @@ impl Root {
 fn install_recipe_matches_the_unit() {
     let unit = unit();
     let lines = recipe("<!-- recipe:install -->");
-    let init = lines.iter().find(|l| l.contains(" init ")).unwrap();
+    let init = lines.iter().find(|l| l.split_whitespace().any(|w| w == "init")).unwrap();
     let config = &unit["Environment:METERD_CONFIG"];
     let db = &unit["Environment:METERD_DB"];
     assert_eq!(flag(init, "--config"), config, "README init writes the config elsewhere than the unit reads it");
