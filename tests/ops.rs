@@ -4,11 +4,9 @@
 //! while another process ingests, restored. Real binary, real SQLite files, real loopback HTTP.
 
 #[path = "upload/harness.rs"]
-#[allow(dead_code)]
 mod harness;
 
 #[path = "util/mod.rs"]
-#[allow(dead_code)]
 mod util;
 
 #[path = "ops/recipes.rs"]
