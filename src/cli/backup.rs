@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     drop(store);
 
     let checked = (|| {
-        let mut copy = crate::store::Store::open(&args.dest)?;
+        let mut copy = crate::store::Store::open_backup(&args.dest)?;
         copy.integrity_check()?;
         let balances = crate::audit::balances(&mut copy)?;
         let events: u64 = balances.iter().map(|b| b.events).sum();

@@ -12,7 +12,8 @@
 //!
 //! The destination must not exist: it is created exclusively (`O_EXCL`), so a backup never
 //! overwrites anything, also not one written concurrently; on failure the partial file is
-//! removed. Checking the copy (integrity, conservation) is the caller's part (`cli::backup`).
+//! removed. Checking the copy (integrity, conservation) is the caller's part (`cli::backup`), through
+//! [`Store::open_backup`], which leaves no database marker beside the copy.
 
 use super::{Result, Store, StoreError};
 use rusqlite::backup::{Backup, StepResult};
@@ -44,6 +45,15 @@ impl Store {
             }
         }
         result
+    }
+
+    /// Opens a backup copy to check it, without writing the marker beside it (a backup file is
+    /// not a database in use: deleting it must not make a later open refuse).
+    pub fn open_backup(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Err(StoreError::Invalid(format!("the backup {} does not exist", path.display())));
+        }
+        Store::open_raw(path)
     }
 }
 

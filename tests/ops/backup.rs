@@ -46,6 +46,7 @@ fn backup_while_ingesting_then_restore() {
     let out = env.run(&["backup", dest.to_str().unwrap()]);
     out.success();
     assert!(out.stdout.contains("conservation ok"), "{}", out.stdout);
+    assert!(!env.dir.path().join("backup.db.created").exists(), "a backup is not a database in use: no marker beside it");
     let during = acked.load(Ordering::SeqCst);
     while acked.load(Ordering::SeqCst) < during + 200 {
         std::thread::sleep(Duration::from_millis(5));
