@@ -75,7 +75,7 @@ fn config_for(mock: &Mock, extra: &[(&str, &str)]) -> String {
     let endpoint = mock.handle().endpoint();
     let mut cfg = example_config_with(&[
         ("endpoint = \"https://mkt.myhuaweicloud.com\"", &format!("endpoint = {endpoint:?}")),
-        ("fallback = \"https://mkt.myhuaweicloud.cn\"", &format!("fallback = {endpoint:?}")),
+        ("# fallback = \"https://mkt.myhuaweicloud.cn\"", &format!("fallback = {endpoint:?}")),
         ("seal = \"0 */5 * * * *\"", "seal = \"* * * * * *\""),
         ("upload = \"30 */5 * * * *\"", "upload = \"* * * * * *\""),
         ("backoff_base = \"200ms\"", "backoff_base = \"10ms\""),

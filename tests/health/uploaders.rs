@@ -47,7 +47,7 @@ fn seeded(mock: &Mock, batch_size: usize) -> (Env, usize) {
     let endpoint = mock.h().endpoint();
     let env = Env::with_config(&example_config_with(&[
         ("endpoint = \"https://mkt.myhuaweicloud.com\"", &format!("endpoint = {endpoint:?}")),
-        ("fallback = \"https://mkt.myhuaweicloud.cn\"", "fallback = \"\""),
+        ("# fallback = \"https://mkt.myhuaweicloud.cn\"", "fallback = \"\""),
         ("batch_size = 1000", &format!("batch_size = {batch_size}")),
         ("upload = \"30 */5 * * * *\"", "upload = \"* * * * * *\""),
     ]));

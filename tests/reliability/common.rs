@@ -79,7 +79,7 @@ pub fn upload_config(endpoint: &str, fallback: &str, more: &[(&str, &str)]) -> S
     let (e, f) = (format!("endpoint = {endpoint:?}"), format!("fallback = {fallback:?}"));
     let mut all: Vec<(&str, &str)> = vec![
         ("endpoint = \"https://mkt.myhuaweicloud.com\"", &e),
-        ("fallback = \"https://mkt.myhuaweicloud.cn\"", &f),
+        ("# fallback = \"https://mkt.myhuaweicloud.cn\"", &f),
         ("backoff_base = \"200ms\"", "backoff_base = \"5ms\""),
         ("backoff_cap = \"30s\"", "backoff_cap = \"40ms\""),
     ];
