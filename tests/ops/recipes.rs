@@ -152,11 +152,14 @@ fn install_recipe_matches_the_unit() {
     let mut line = String::new();
     BufReader::new(child.child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert!(line.starts_with("meterd listening on"), "the daemon did not start: {line:?}");
+    // The daemon installs its SIGTERM handler in a task spawned just before it prints its
+    // address; give that task (and the uploader's first log line) a moment.
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let ok = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status().unwrap().success();
     assert!(ok);
     let status = child.child.wait().unwrap();
     let (_, stderr) = child.finish();
-    assert!(status.success(), "{stderr}");
+    assert!(status.success(), "{status:?}: {stderr}");
     assert!(!stderr.contains("upload is off"), "the daemon found no key: {stderr}");
     assert!(!stderr.contains(KEY));
     assert_eq!(std::fs::read_dir(root.at("/etc/meterd")).unwrap().count(), 2, "only meterd.toml and isv.key in /etc/meterd");
