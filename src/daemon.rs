@@ -124,7 +124,9 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
     let state =
         Arc::new(AppState { collector, cfg: cfg.clone(), admin, token, fixed_now: opts.now, metrics: metrics.clone(), live: live.clone() });
     let cancel = CancellationToken::new();
-    tokio::spawn(signals(cancel.clone()));
+    // The SIGTERM/SIGINT handlers are registered here, before the address is printed, so a
+    // signal sent as soon as the daemon is up never meets the default action (terminate).
+    tokio::spawn(signals(cancel.clone(), Shutdown::register()?));
     let loops = Arc::new(Loops {
         cfg: cfg.clone(),
         db: db.to_path_buf(),
@@ -304,10 +306,10 @@ fn hangups(_l: Arc<Loops>) -> anyhow::Result<()> {
 }
 
 /// First SIGTERM/Ctrl-C cancels; a second exits at once.
-async fn signals(cancel: CancellationToken) {
+async fn signals(cancel: CancellationToken, mut shutdown: Shutdown) {
     let mut count = 0;
     loop {
-        wait_signal().await;
+        shutdown.recv().await;
         count += 1;
         if count == 1 {
             cancel.cancel();
@@ -318,20 +320,38 @@ async fn signals(cancel: CancellationToken) {
     }
 }
 
+/// The shutdown signals (SIGTERM and SIGINT), registered once, up front.
 #[cfg(unix)]
-async fn wait_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Shutdown {
+    fn register() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+struct Shutdown;
+
+#[cfg(not(unix))]
+impl Shutdown {
+    fn register() -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn recv(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

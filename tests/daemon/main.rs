@@ -237,3 +237,16 @@ fn metrics_parse_and_agree_with_status() {
     assert!(get("meterd_ingest_commit_seconds_count") >= 1.0);
     assert!(get("meterd_upload_request_seconds{quantile=\"0.99\"}") > 0.0);
 }
+
+/// A SIGTERM sent the moment the daemon has printed its address is a clean shutdown (exit 0),
+/// never the signal's default action: the handlers are registered before the address is printed.
+#[test]
+fn sigterm_right_after_the_address_is_printed_exits_0() {
+    let env = Env::new();
+    for round in 0..20 {
+        let mut d = env.daemon();
+        d.terminate();
+        let code = d.wait_exit(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "round {round}: SIGTERM at start-up must exit 0; stderr:\n{}", d.stderr());
+    }
+}

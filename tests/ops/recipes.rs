@@ -152,8 +152,8 @@ fn install_recipe_matches_the_unit() {
     let mut line = String::new();
     BufReader::new(child.child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert!(line.starts_with("meterd listening on"), "the daemon did not start: {line:?}");
-    // The daemon installs its SIGTERM handler in a task spawned just before it prints its
-    // address; give that task (and the uploader's first log line) a moment.
+    // Give the uploader a moment to log its first line (the "upload is off" check below looks
+    // for it). SIGTERM itself is safe at once: the handler is registered before the address.
     std::thread::sleep(std::time::Duration::from_millis(500));
     let ok = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status().unwrap().success();
     assert!(ok);
