@@ -17,7 +17,10 @@
 //! Both loops run once at start. Each reports its outcome to [`crate::health::Live`] (failures
 //! by reason, last success), which `/readyz`, `/v1/status` and `/metrics` read. The loops open
 //! the database with [`Store::open_existing`], so a database deleted under the daemon is never
-//! recreated empty behind the operator's back. Shutdown is decide (first SIGTERM/Ctrl-C) → tell (stop
+//! recreated empty behind the operator's back. The seal loop opens the store at every tick; the
+//! upload loop and the admin connection keep theirs, which the store reopens after a write
+//! found it read-only ([`Store::reopen_if_needed`]), so a fixed permission needs no restart.
+//! Shutdown is decide (first SIGTERM/Ctrl-C) → tell (stop
 //! accepting, cancel the loops at their next await) → wait (bounded by [`SHUTDOWN_GRACE`]);
 //! then the ingest writer drains its queue. A second signal exits at once. Both are safe:
 //! nothing is acknowledged before commit, and an interrupted upload leaves its batch open, to

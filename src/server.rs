@@ -161,7 +161,11 @@ struct ReleaseBody {
 fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::Invalid(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
-        e if e.is_unavailable() => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        e if e.is_unavailable() => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
         e => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -20,6 +20,11 @@
 //! [`StoreError::Moved`] — never acknowledged, though it sits in the lost file — an ERROR is
 //! logged once, [`WriterHealth::moved`] is set, and every later job is refused the same way.
 //!
+//! A group that failed because the database is read-only leaves the connection marked, and the
+//! store reopens it before the next transaction ([`Store::reopen_if_needed`]); the dropped
+//! in-memory state is rebuilt from the new connection as after any failed transaction, so once
+//! the file is writable ingest recovers with no restart.
+//!
 //! Per request, the writer first probes every event's key against the in-memory filter in one
 //! pass ([`TxCtx::probe_all`]), so the cache misses of a thousand lookups overlap, and hands the
 //! events back with the reply, so their memory is freed on the caller's thread.

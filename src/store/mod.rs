@@ -13,6 +13,11 @@
 //! error ([`StoreError::Missing`]) instead of a new, empty one; [`Store::create`] (used by
 //! `meterd init` and `meterd run --create-db`) is the one way to start afresh.
 //!
+//! **A connection found read-only.** A transaction that fails with `SQLITE_READONLY` (or a
+//! permission error) marks the connection, and the next [`Store::write`] or [`Store::read`]
+//! reopens it first ([`Store::reopen_if_needed`]): SQLite keeps a file opened read-only as it
+//! was opened, so without a new connection a fixed permission would need a restart.
+//!
 //! Several processes may open one database (the daemon and a one-shot `meterd seal`); SQLite's
 //! locking serialises their writes. Ingest itself has one writer per process (see `collector`).
 
@@ -79,8 +84,11 @@ impl From<rusqlite::Error> for StoreError {
 
 impl StoreError {
     /// Temporary: the caller should answer "try again later" (HTTP 503), not "bad input".
+    /// A read-only database is one: the store cannot write now, like a full disk, and the
+    /// connection is reopened after such a failure, so it clears once the file is writable.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Full | StoreError::Busy | StoreError::Moved(_) | StoreError::Missing { .. })
+            || self.reason() == "readonly"
     }
 
     /// A short label for metrics and health checks: `full`, `busy`, `readonly`, `io`,
@@ -168,6 +176,8 @@ pub struct Store {
     path: PathBuf,
     /// (device, inode) of the file opened, for [`Store::file_moved`].
     identity: Option<(u64, u64)>,
+    /// The last transaction found the connection read-only: reopen it before the next one.
+    reopen: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -246,7 +256,7 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(64);
         register_functions(&conn).map_err(open_err)?;
         let identity = file_identity(path);
-        let mut store = Store { conn, path: path.to_path_buf(), identity };
+        let mut store = Store { conn, path: path.to_path_buf(), identity, reopen: false };
         store.migrate()?;
         if let Some(pages) = crate::faults::max_page_count() {
             store.set_max_page_count(pages)?;
@@ -279,19 +289,70 @@ impl Store {
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction and commits it; rolls back on error.
+    ///
+    /// A failure because the database is read-only marks the connection for a reopen before
+    /// the next transaction (see [`Store::reopen_if_needed`]).
     pub fn write<T>(&mut self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        self.reopen_if_needed()?;
+        let result = (|| {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        self.note_failure(&result);
+        result
     }
 
     /// Runs `f` inside a read transaction, so everything it reads is one consistent snapshot.
     pub fn read<T>(&mut self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let out = f(&tx)?;
-        tx.finish()?;
-        Ok(out)
+        self.reopen_if_needed()?;
+        let result = (|| {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let out = f(&tx)?;
+            tx.finish()?;
+            Ok(out)
+        })();
+        self.note_failure(&result);
+        result
+    }
+
+    /// Marks the connection for a reopen when `result` failed because it cannot write
+    /// (SQLITE_READONLY, or a permission error): SQLite keeps a file opened read-only as it
+    /// was opened, so once the operator makes it writable only a new connection can write.
+    fn note_failure<T>(&mut self, result: &Result<T>) {
+        if let Err(e) = result {
+            if e.reason() == "readonly" {
+                self.reopen = true;
+            }
+        }
+    }
+
+    /// Whether the next transaction will first reopen the connection.
+    pub fn reopen_pending(&self) -> bool {
+        self.reopen
+    }
+
+    /// Reopens the connection after a read-only failure (a no-op otherwise: never per
+    /// request). Opens the file at the same path only if it is still the file first opened
+    /// ([`StoreError::Moved`] otherwise, and [`StoreError::Missing`] if it is gone): a
+    /// reopen never switches to another or a new, empty database. If the reopen fails, the
+    /// old connection is kept and the next transaction tries again.
+    pub fn reopen_if_needed(&mut self) -> Result<()> {
+        if !self.reopen {
+            return Ok(());
+        }
+        if let Some(why) = self.file_moved() {
+            tracing::warn!("{why}; not reopening it");
+            return Err(StoreError::Moved(self.path.clone()));
+        }
+        let fresh = Self::open_existing(&self.path)?;
+        if self.identity.is_some() && fresh.identity != self.identity {
+            return Err(StoreError::Moved(self.path.clone()));
+        }
+        tracing::info!(db = %self.path.display(), "reopened the database connection after it was found read-only");
+        *self = fresh;
+        Ok(())
     }
 
     /// Makes the connection usable again after a panic unwound through a caller holding it:
@@ -432,5 +493,25 @@ mod tests {
         let v: i64 = s.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         s.integrity_check().unwrap();
+    }
+
+    #[test]
+    fn a_connection_found_read_only_is_reopened_at_the_next_attempt_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        let mut s = Store::open(&p).unwrap();
+        // What SQLite gives a process that opened the file while it was read-only.
+        s.conn = Connection::open_with_flags(&p, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let put = |s: &mut Store| s.write(|tx| meta::set(tx, meta::LAST_SEAL, "x"));
+        let e = put(&mut s).unwrap_err();
+        assert_eq!(e.reason(), "readonly", "{e}");
+        assert!(e.is_unavailable() && e.is_unwritable(), "a read-only store is a 503: {e}");
+        assert!(s.reopen_pending());
+        put(&mut s).unwrap();
+        assert!(!s.reopen_pending());
+        assert!(!s.conn.is_readonly(rusqlite::MAIN_DB).unwrap());
+        // Other failures never reopen.
+        assert!(s.write(|_| Err::<(), _>(StoreError::Busy)).is_err());
+        assert!(!s.reopen_pending());
     }
 }

@@ -8,7 +8,8 @@
 //!   503 naming the writer;
 //! - `readonly`: the database made read-only under a daemon running as an unprivileged user —
 //!   `/readyz` 503 naming the seal and writability checks, failures counted in `/metrics`,
-//!   and readiness back by itself once the file is writable again;
+//!   ingest 503 with `Retry-After`, and once the file is writable again the same daemon
+//!   recovers (ingest 200, a seal, `/readyz` 200, every acknowledged event stored);
 //! - `full`: a full filesystem (a small tmpfs the test mounts) — ingest 503, `/readyz` 503,
 //!   nothing acknowledged lost, recovery once space is back;
 //! - `uploaders`: two daemons on one database never send one batch, and their delivered
