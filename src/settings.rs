@@ -17,6 +17,9 @@
 //! - **each plan's `period`** against the period its instances were cut with. If no unfinished
 //!   instance of the plan has usage, the new period is adopted (a WARN); otherwise → error:
 //!   put it back, or define a new plan and move the instances.
+//! - **each plan's `aggregation`** (issue 14) the same way: `sum`/`count` fix a window's value
+//!   at ingest, the others recompute it at seal from events indexed at ingest only for them, so
+//!   switching under stored usage would bill windows from the wrong facts.
 //!
 //! The decisions are pure functions of the remembered values, the config and per-instance
 //! facts; [`check`] is the thin shell that reads and records them. Changes are written only
@@ -92,6 +95,16 @@ fn timezone_message(stored: &str, configured: FixedTz) -> String {
     )
 }
 
+fn aggregation_message(plan: &str, stored: &str, configured: &str, ids: &[String]) -> String {
+    format!(
+        "plan {plan:?} has `aggregation = \"{configured}\"` in the config, but the store holds usage of {} aggregated by \"{stored}\"; \
+         changing it would bill stored windows from the wrong facts. Set `aggregation = \"{stored}\"` back; to bill by \"{configured}\", \
+         add a new [[plan]] with it and move each instance with `meterd instance move ID --plan NEW --at BOUNDARY` \
+         (at a boundary with no usage stored past it)",
+        name_some(ids)
+    )
+}
+
 fn period_message(plan: &str, stored: &str, configured: Period, ids: &[String]) -> String {
     format!(
         "plan {plan:?} has `period = \"{}\"` in the config, but the store cut the windows of {} with period \"{stored}\"; \
@@ -114,10 +127,13 @@ pub fn check(store: &mut Store, cfg: &Config) -> Result<Vec<String>, SettingsErr
     let zone_differs = remembered.timezone.as_deref().is_some_and(|z| z != zone);
     let changed_plans: Vec<(&String, &crate::config::Plan)> =
         cfg.plans.iter().filter(|(name, p)| remembered.periods.get(*name).is_some_and(|s| s != p.period.as_str())).collect();
+    let changed_aggregations: Vec<(&String, &crate::config::Plan)> =
+        cfg.plans.iter().filter(|(name, p)| remembered.aggregations.get(*name).is_some_and(|s| s != p.aggregation.as_str())).collect();
     if remembered.timezone.is_some()
         && !zone_differs
         && changed_plans.is_empty()
-        && cfg.plans.keys().all(|n| remembered.periods.contains_key(n))
+        && changed_aggregations.is_empty()
+        && cfg.plans.keys().all(|n| remembered.periods.contains_key(n) && remembered.aggregations.contains_key(n))
     {
         return Ok(Vec::new());
     }
@@ -157,9 +173,26 @@ pub fn check(store: &mut Store, cfg: &Config) -> Result<Vec<String>, SettingsErr
                 plan.period.as_str()
             ));
             }
+            for (name, plan) in &changed_aggregations {
+                let stored = remembered.aggregations.get(*name).map(String::as_str).unwrap_or_default();
+                let mut ids = Vec::new();
+                for i in insts.iter().filter(|i| &i.plan == *name && !finished(i)) {
+                    if cut(i)? {
+                        ids.push(i.instance_id.clone());
+                    }
+                }
+                if !ids.is_empty() {
+                    return Err(StoreError::Invalid(aggregation_message(name, stored, plan.aggregation.as_str(), &ids)));
+                }
+                warnings.push(format!(
+                    "plan {name:?}: `aggregation` changed from \"{stored}\" to \"{}\"; none of its instances has usage yet, so the store adopts it",
+                    plan.aggregation
+                ));
+            }
             mem::remember_timezone(tx, &zone)?;
             for (name, plan) in &cfg.plans {
                 mem::remember_period(tx, name, plan.period.as_str())?;
+                mem::remember_aggregation(tx, name, plan.aggregation.as_str())?;
             }
             Ok(())
         })

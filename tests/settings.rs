@@ -371,3 +371,28 @@ fn a_finished_instance_may_lose_its_plan_without_breaking_preview_seal_or_resend
     assert_eq!(p["rows"].as_array().map(Vec::len), Some(1), "{p}");
     assert_eq!(http.events(stored.json()).ok()["duplicates"], 1);
 }
+
+#[test]
+fn a_changed_plan_aggregation_is_refused_by_every_command() {
+    let env = Env::new();
+    env.add_instance(HOUR, "calls", "2026-11-23T00:00:00Z");
+    ingest(&env, "2026-11-23T10:05:00Z", &[Ev::new("h1", HOUR, "1", "2026-11-23T10:00:00Z")]);
+    // `calls` (sum) holds usage: billing its stored windows by max would use the wrong facts.
+    let calls_max = EXAMPLE_CONFIG.replacen("name = \"calls\"", "name = \"calls\"\naggregation = \"max\"", 1);
+    assert_ne!(calls_max, EXAMPLE_CONFIG);
+    set_config(&env, &calls_max);
+    assert_refused(&env, "2026-11-23T12:06:00Z", &["plan \"calls\"", "aggregation", "\"sum\"", HOUR, "instance move"]);
+    // A plan with no instance (`logins`) may change its aggregation: the store adopts it.
+    let logins_sum = EXAMPLE_CONFIG.replacen("aggregation = \"count\"", "aggregation = \"sum\"", 1);
+    assert_ne!(logins_sum, EXAMPLE_CONFIG);
+    set_config(&env, &logins_sum);
+    let r = env.run(&["seal", "--now", "2026-11-23T12:06:00Z"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("`aggregation` changed"), "{}", r.stderr);
+    // Moving the instance to a plan of another aggregation (`seats`, max, also hourly) at a
+    // boundary with usage stored past it is refused too (without that usage it is allowed).
+    ingest(&env, "2026-11-23T12:15:00Z", &[Ev::new("h2", HOUR, "1", "2026-11-23T12:10:00Z")]);
+    let r = env.run(&["instance", "move", HOUR, "--plan", "seats", "--at", "2026-11-23T12:00:00Z"]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("aggregation"), "{}", r.stderr);
+}

@@ -132,6 +132,12 @@ fn move_plan(ctx: &Ctx, store: &mut crate::store::Store, id: &str, plan: &str, a
         if old.package != new.package && usage {
             return Err(invalid("the plans differ in `package` mode and usage is already stored from the boundary on".into()));
         }
+        if old.aggregation != new.aggregation && usage {
+            return Err(invalid(format!(
+                "the plans differ in `aggregation` ({} and {}) and usage is already stored from the boundary on; move at a boundary before new usage arrives",
+                old.aggregation, new.aggregation
+            )));
+        }
         crate::store::settings::set_plan(tx, inst.key, plan)?;
         Ok(inst.plan)
     })?;

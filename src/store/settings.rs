@@ -2,8 +2,10 @@
 //!
 //! Window boundaries are decided at ingest (each event keeps the window that bills it) and
 //! sealed records are immutable, so the `timezone` (day windows, month accumulation and
-//! package resets) and each plan's `period` must not change under stored usage. They live in
-//! `meta` under `setting.timezone` and `setting.period.<plan>`; [`crate::settings`] compares
+//! package resets) and each plan's `period` must not change under stored usage; nor may a plan's
+//! `aggregation` (issue 14: a window's value is fixed at ingest for `sum`/`count` and recomputed
+//! at seal from the window's events for the others). They live in `meta` under
+//! `setting.timezone`, `setting.period.<plan>` and `setting.aggregation.<plan>`; [`crate::settings`] compares
 //! them with the config when a command opens the store. No migration is needed: a store
 //! written by an older meterd has none of these keys, and the first open after the upgrade
 //! records the configured values (they are the ones its windows were cut with).
@@ -15,6 +17,7 @@ use std::collections::BTreeMap;
 
 const TIMEZONE: &str = "setting.timezone";
 const PERIOD_PREFIX: &str = "setting.period.";
+const AGGREGATION_PREFIX: &str = "setting.aggregation.";
 
 /// The remembered settings: the zone and each plan's period, as their text forms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,19 +25,28 @@ pub struct Remembered {
     pub timezone: Option<String>,
     /// Plan name → `"hour"` or `"day"`.
     pub periods: BTreeMap<String, String>,
+    /// Plan name → its aggregation's config spelling (`"sum"`, `"max"`, …).
+    pub aggregations: BTreeMap<String, String>,
 }
 
 /// Reads what the store remembers.
 pub fn remembered(conn: &Connection) -> Result<Remembered> {
     let timezone = meta::get(conn, TIMEZONE)?;
+    Ok(Remembered { timezone, periods: by_plan(conn, PERIOD_PREFIX)?, aggregations: by_plan(conn, AGGREGATION_PREFIX)? })
+}
+
+/// The `meta` entries under `prefix` (which ends in `.`), keyed by the plan name after it.
+fn by_plan(conn: &Connection, prefix: &str) -> Result<BTreeMap<String, String>> {
+    // Every key starting with `prefix` sorts in [prefix, prefix with its final '.' as '/').
+    let end = format!("{}/", &prefix[..prefix.len() - 1]);
     let mut stmt = conn.prepare_cached("SELECT key, value FROM meta WHERE key >= ?1 AND key < ?2")?;
-    let rows = stmt.query_map(params![PERIOD_PREFIX, "setting.period/"], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    let mut periods = BTreeMap::new();
+    let rows = stmt.query_map(params![prefix, end], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = BTreeMap::new();
     for row in rows {
         let (k, v) = row?;
-        periods.insert(k[PERIOD_PREFIX.len()..].to_string(), v);
+        out.insert(k[prefix.len()..].to_string(), v);
     }
-    Ok(Remembered { timezone, periods })
+    Ok(out)
 }
 
 pub fn remember_timezone(conn: &Connection, zone: &str) -> Result<()> {
@@ -43,6 +55,10 @@ pub fn remember_timezone(conn: &Connection, zone: &str) -> Result<()> {
 
 pub fn remember_period(conn: &Connection, plan: &str, period: &str) -> Result<()> {
     meta::set(conn, &format!("{PERIOD_PREFIX}{plan}"), period)
+}
+
+pub fn remember_aggregation(conn: &Connection, plan: &str, aggregation: &str) -> Result<()> {
+    meta::set(conn, &format!("{AGGREGATION_PREFIX}{plan}"), aggregation)
 }
 
 /// Whether the instance `key` has windows cut already: usage folded into a window, a record,
