@@ -373,7 +373,7 @@ mod tests {
     }
 
     fn stored(s: &mut Store, sn: &str) -> (String, Option<i64>) {
-        s.read(|tx| Ok(tx.query_row("SELECT state, batch_id FROM records WHERE metering_sn = ?1", [sn], |r| Ok((r.get(0)?, r.get(1)?)))?))
+        s.read(|tx| tx.query_row("SELECT state, batch_id FROM records WHERE metering_sn = ?1", crate::store::sql::params![sn], |r| Ok((r.get(0)?, r.get(1)?))))
             .unwrap()
     }
 
@@ -422,7 +422,7 @@ mod tests {
         assert_eq!(s.write(|tx| settle(tx, 4)).unwrap(), 0, "an open batch is not settled");
         s.write(|tx| delivered(tx, b.id).and_then(|()| settle(tx, 5))).unwrap();
         assert_eq!(states(&mut s), owned(&[("delivered", 5), ("zero", 1)]));
-        let left: i64 = s.read(|tx| Ok(tx.query_row("SELECT count(*) FROM upload_queue", [], |r| r.get(0))?)).unwrap();
+        let left: i64 = s.read(|tx| tx.one("SELECT count(*) FROM upload_queue", crate::store::sql::params![])).unwrap();
         assert_eq!(left, 0);
     }
 

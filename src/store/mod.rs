@@ -35,6 +35,7 @@ pub mod packages;
 pub mod points;
 pub mod records;
 pub mod settings;
+pub mod sql;
 pub mod windows;
 
 pub use events::{EventRow, InsertOutcome};
@@ -64,6 +65,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// A PostgreSQL error (the server's message, or a lost connection).
+    #[error("PostgreSQL: {0}")]
+    Postgres(postgres::Error),
     /// The database file is gone but its marker says one was in use (see the module docs).
     #[error("database {} is missing, but {} says meterd has used a database there: restore the database from a backup (or move it back), or run `meterd init` / `meterd run --create-db` to start an empty one on purpose", path.display(), marker.display())]
     Missing { path: PathBuf, marker: PathBuf },
@@ -82,13 +86,26 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        use postgres::error::SqlState;
+        match e.code() {
+            Some(c) if *c == SqlState::DISK_FULL => StoreError::Full,
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::LOCK_NOT_AVAILABLE => {
+                StoreError::Busy
+            }
+            _ => StoreError::Postgres(e),
+        }
+    }
+}
+
 impl StoreError {
     /// Temporary: the caller should answer "try again later" (HTTP 503), not "bad input".
     /// A read-only database is one: the store cannot write now, like a full disk, and the
     /// connection is reopened after such a failure, so it clears once the file is writable.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Full | StoreError::Busy | StoreError::Moved(_) | StoreError::Missing { .. })
-            || self.reason() == "readonly"
+            || matches!(self.reason(), "readonly" | "unreachable")
     }
 
     /// A short label for metrics and health checks: `full`, `busy`, `readonly`, `io`,
@@ -108,6 +125,7 @@ impl StoreError {
                 Some(rusqlite::ErrorCode::DiskFull) => "full",
                 _ => "other",
             },
+            StoreError::Postgres(e) => postgres_reason(e),
         }
     }
 
@@ -118,9 +136,24 @@ impl StoreError {
     }
 }
 
+/// The reason label of a PostgreSQL error: `unreachable` when the server cannot be reached
+/// (connection refused or lost, server shutting down), `readonly` on a read-only server
+/// (a standby), `full` when it is out of disk, otherwise `other`.
+fn postgres_reason(e: &postgres::Error) -> &'static str {
+    use postgres::error::SqlState;
+    match e.code() {
+        None if e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) => "unreachable",
+        None => "other",
+        Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => "readonly",
+        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => "full",
+        Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") => "unreachable",
+        Some(_) => "other",
+    }
+}
+
 /// Whether a [`StoreError::reason`] label means the database cannot take writes.
 pub fn unwritable_reason(reason: &str) -> bool {
-    matches!(reason, "full" | "readonly" | "io" | "cannot_open" | "moved" | "missing")
+    matches!(reason, "full" | "readonly" | "io" | "cannot_open" | "moved" | "missing" | "unreachable")
 }
 
 /// The marker kept beside a database (`<db>.created`): its presence says a database was in
@@ -292,11 +325,11 @@ impl Store {
     ///
     /// A failure because the database is read-only marks the connection for a reopen before
     /// the next transaction (see [`Store::reopen_if_needed`]).
-    pub fn write<T>(&mut self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub fn write<T>(&mut self, f: impl FnOnce(&sql::Tx<'_>) -> Result<T>) -> Result<T> {
         self.reopen_if_needed()?;
         let result = (|| {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
+            let out = f(&sql::Tx::sqlite(&tx))?;
             tx.commit()?;
             Ok(out)
         })();
@@ -305,11 +338,11 @@ impl Store {
     }
 
     /// Runs `f` inside a read transaction, so everything it reads is one consistent snapshot.
-    pub fn read<T>(&mut self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub fn read<T>(&mut self, f: impl FnOnce(&sql::Tx<'_>) -> Result<T>) -> Result<T> {
         self.reopen_if_needed()?;
         let result = (|| {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-            let out = f(&tx)?;
+            let out = f(&sql::Tx::sqlite(&tx))?;
             tx.finish()?;
             Ok(out)
         })();
