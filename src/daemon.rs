@@ -147,7 +147,7 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
     let uploader = tokio::spawn(upload_loop(loops.clone(), upload_schedule, key));
 
     println!("meterd listening on http://{addr}");
-    tracing::info!(%addr, db = %db.display(), "collector listening");
+    tracing::info!(%addr, db = %crate::store::shown(db), "collector listening");
     let shutdown = cancel.clone();
     let server = tokio::spawn(server::serve(listener, state.clone(), async move { shutdown.cancelled().await }));
     cancel.cancelled().await;

@@ -16,8 +16,17 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
+    if crate::store::postgres_url(&ctx.db).is_some() {
+        return Err(Failure::usage(format!(
+            "meterd backup copies a SQLite file; {} is a PostgreSQL server: back it up with the server's own tools (pg_dump, or continuous archiving)",
+            crate::store::shown(&ctx.db)
+        )));
+    }
     if !ctx.db.exists() {
-        return Err(Failure::usage(format!("no database at {} to back up; point --db / METERD_DB at the store in use", ctx.db.display())));
+        return Err(Failure::usage(format!(
+            "no database at {} to back up; point --db / METERD_DB at the store in use",
+            crate::store::shown(&ctx.db)
+        )));
     }
     if args.dest.exists() {
         return Err(Failure::usage(format!(
@@ -41,7 +50,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     })();
     match checked {
         Ok((events, broken)) if broken.is_empty() => {
-            println!("backed up {} to {} ({events} events; integrity ok; conservation ok)", ctx.db.display(), args.dest.display());
+            println!(
+                "backed up {} to {} ({events} events; integrity ok; conservation ok)",
+                crate::store::shown(&ctx.db),
+                args.dest.display()
+            );
             Ok(0)
         }
         Ok((_, broken)) => Err(Failure::runtime(format!(

@@ -35,7 +35,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<u8, Failure> {
     })?;
     // `init` is the operator's explicit "start a database here", even where one was before.
     crate::store::Store::create(&ctx.db).map_err(|e| Failure::runtime(e.to_string()))?;
-    println!("wrote {} and created {}", path.display(), ctx.db.display());
+    println!("wrote {} and created {}", path.display(), crate::store::shown(&ctx.db));
     Ok(0)
 }
 

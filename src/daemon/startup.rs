@@ -99,6 +99,9 @@ fn public_check(cfg: &Config, listen: SocketAddr, has_token: bool) -> Result<(),
 /// The database's directory must exist: meterd creates the file, never the directory (a
 /// missing one is usually a wrong path or an unmounted volume).
 pub fn check_db_dir(db: &Path) -> Result<(), String> {
+    if crate::store::postgres_url(db).is_some() {
+        return Ok(()); // a server, not a file: reachability is checked by connecting
+    }
     let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if dir.is_dir() {
         return Ok(());

@@ -36,7 +36,7 @@ impl Store {
                 format!("cannot create the backup {}: {e}", dest.display())
             })
         })?;
-        let result = copy_into(&self.conn, dest);
+        let result = copy_into(self.sqlite("a backup")?, dest);
         if result.is_err() {
             for suffix in ["", "-wal", "-shm", "-journal"] {
                 let mut p = dest.as_os_str().to_owned();

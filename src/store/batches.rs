@@ -373,8 +373,12 @@ mod tests {
     }
 
     fn stored(s: &mut Store, sn: &str) -> (String, Option<i64>) {
-        s.read(|tx| tx.query_row("SELECT state, batch_id FROM records WHERE metering_sn = ?1", crate::store::sql::params![sn], |r| Ok((r.get(0)?, r.get(1)?))))
-            .unwrap()
+        s.read(|tx| {
+            tx.query_row("SELECT state, batch_id FROM records WHERE metering_sn = ?1", crate::store::sql::params![sn], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .unwrap()
     }
 
     fn cut(s: &mut Store, n: usize) -> Batch {

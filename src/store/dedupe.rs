@@ -711,9 +711,9 @@ mod tests {
             assert_eq!(ins(&mut s, &mut d2, key, &format!("e{i}"), i, "1.5"), InsertOutcome::Duplicate);
         }
         assert_eq!(ins(&mut s, &mut d2, key, "new", 0, "1"), InsertOutcome::Inserted);
-        assert_eq!(crate::store::events::get(&s.conn, "i-1", "e4").unwrap().unwrap().quantity, q("1.5"));
-        assert_eq!(crate::store::events::get(&s.conn, "i-1", "new").unwrap().unwrap().quantity, q("1"));
-        assert_eq!(crate::store::events::get(&s.conn, "i-1", "nope").unwrap(), None);
+        assert_eq!(crate::store::events::get(s.sqlite("t").unwrap(), "i-1", "e4").unwrap().unwrap().quantity, q("1.5"));
+        assert_eq!(crate::store::events::get(s.sqlite("t").unwrap(), "i-1", "new").unwrap().unwrap().quantity, q("1"));
+        assert_eq!(crate::store::events::get(s.sqlite("t").unwrap(), "i-1", "nope").unwrap(), None);
     }
 
     #[test]
@@ -735,7 +735,7 @@ mod tests {
             assert_eq!(ins(&mut s1, &mut d1, key, &format!("e{i}"), i, "1"), InsertOutcome::Duplicate);
             assert_eq!(ins(&mut s2, &mut d2, key, &format!("e{i}"), i, "1"), InsertOutcome::Duplicate);
         }
-        assert_eq!(crate::store::events::count(&s1.conn).unwrap(), 12);
+        assert_eq!(crate::store::events::count(s1.sqlite("t").unwrap()).unwrap(), 12);
     }
 
     #[test]
@@ -794,14 +794,14 @@ mod tests {
         });
         r.unwrap();
         d.committed();
-        let blocks: i64 = s.conn.query_row("SELECT count(*) FROM key_blocks", [], |r| r.get(0)).unwrap();
+        let blocks: i64 = s.sqlite("t").unwrap().query_row("SELECT count(*) FROM key_blocks", [], |r| r.get(0)).unwrap();
         assert!(blocks >= 4, "{blocks} blocks");
         let mut fresh = s.read(|tx| Dedupe::load(tx)).unwrap();
         for i in (0..1000).step_by(7) {
             assert_eq!(ins(&mut s, &mut fresh, key, &format!("k{i}"), i, "1"), InsertOutcome::Duplicate, "k{i}");
-            assert_eq!(find_seq(&s.conn, key, &format!("k{i}")).unwrap(), Some(i + 1));
+            assert_eq!(find_seq(s.sqlite("t").unwrap(), key, &format!("k{i}")).unwrap(), Some(i + 1));
         }
-        assert_eq!(find_seq(&s.conn, key, "k-none").unwrap(), None);
+        assert_eq!(find_seq(s.sqlite("t").unwrap(), key, "k-none").unwrap(), None);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod lifecycle_flags;
 pub mod meta;
 mod migrations;
 pub mod packages;
+pub mod pg;
 pub mod points;
 pub mod records;
 pub mod settings;
@@ -91,7 +92,11 @@ impl From<postgres::Error> for StoreError {
         use postgres::error::SqlState;
         match e.code() {
             Some(c) if *c == SqlState::DISK_FULL => StoreError::Full,
-            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::LOCK_NOT_AVAILABLE => {
+            Some(c)
+                if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::LOCK_NOT_AVAILABLE =>
+            {
                 StoreError::Busy
             }
             _ => StoreError::Postgres(e),
@@ -156,6 +161,20 @@ pub fn unwritable_reason(reason: &str) -> bool {
     matches!(reason, "full" | "readonly" | "io" | "cannot_open" | "moved" | "missing" | "unreachable")
 }
 
+/// The URL when `db` (a `--db` / `METERD_DB` value) names a PostgreSQL server ([`pg::is_url`]).
+pub fn postgres_url(db: &Path) -> Option<&str> {
+    db.to_str().filter(|s| pg::is_url(s))
+}
+
+/// How a `--db` value is shown in messages and logs: a SQLite path as it is, a PostgreSQL URL
+/// without its password ([`pg::redact`]). Every message naming the store goes through this.
+pub fn shown(db: &Path) -> String {
+    match postgres_url(db) {
+        Some(url) => pg::redact(url),
+        None => db.display().to_string(),
+    }
+}
+
 /// The marker kept beside a database (`<db>.created`): its presence says a database was in
 /// use at that path, so a missing one must not be silently recreated empty.
 pub fn marker_path(db: &Path) -> PathBuf {
@@ -203,14 +222,21 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// An open database connection with meterd's pragmas and schema.
+/// An open database connection with meterd's schema: a SQLite file (with meterd's pragmas)
+/// or a PostgreSQL server (see [`pg`]).
 pub struct Store {
-    conn: Connection,
+    engine: Engine,
+    /// The SQLite file, or for PostgreSQL the URL without its password (for messages only).
     path: PathBuf,
     /// (device, inode) of the file opened, for [`Store::file_moved`].
     identity: Option<(u64, u64)>,
     /// The last transaction found the connection read-only: reopen it before the next one.
     reopen: bool,
+}
+
+enum Engine {
+    Sqlite(Connection),
+    Postgres { conn: Box<sql::PgConn>, location: pg::PgLocation },
 }
 
 impl std::fmt::Debug for Store {
@@ -223,6 +249,9 @@ impl Store {
     /// Opens the database at `path` and migrates it, creating it when it is missing and no
     /// marker says one was in use there ([`StoreError::Missing`] otherwise); writes the marker.
     pub fn open(path: &Path) -> Result<Store> {
+        if let Some(url) = postgres_url(path) {
+            return Self::open_postgres(url);
+        }
         let marker = marker_path(path);
         if !path.exists() && marker.exists() {
             return Err(StoreError::Missing { path: path.to_path_buf(), marker });
@@ -233,16 +262,45 @@ impl Store {
     /// Opens the database at `path`, creating it even where a marker says one was in use
     /// (`meterd init`, `meterd run --create-db`: an operator's explicit choice).
     pub fn create(path: &Path) -> Result<Store> {
+        if let Some(url) = postgres_url(path) {
+            return Self::open_postgres(url);
+        }
         Self::open_and_mark(path)
     }
 
     /// Opens an existing database only: a missing file is [`StoreError::Missing`]. The
     /// daemon's loops use it, so a database deleted under a running daemon is never recreated.
     pub fn open_existing(path: &Path) -> Result<Store> {
+        if let Some(url) = postgres_url(path) {
+            return Self::open_postgres(url);
+        }
         if !path.exists() {
             return Err(StoreError::Missing { path: path.to_path_buf(), marker: marker_path(path) });
         }
         Self::open_and_mark(path)
+    }
+
+    /// Connects to the PostgreSQL server at `url` (see [`pg`]).
+    fn open_postgres(url: &str) -> Result<Store> {
+        let location = pg::PgLocation::parse(url)?;
+        let conn = Box::new(location.connect()?);
+        Ok(Store { path: PathBuf::from(location.to_string()), engine: Engine::Postgres { conn, location }, identity: None, reopen: false })
+    }
+
+    /// Which engine holds this store.
+    pub fn backend(&self) -> sql::Backend {
+        match self.engine {
+            Engine::Sqlite(_) => sql::Backend::Sqlite,
+            Engine::Postgres { .. } => sql::Backend::Postgres,
+        }
+    }
+
+    /// The SQLite connection; an error on PostgreSQL, naming `what` needs SQLite.
+    pub(crate) fn sqlite(&self, what: &str) -> Result<&Connection> {
+        match &self.engine {
+            Engine::Sqlite(c) => Ok(c),
+            Engine::Postgres { .. } => Err(StoreError::Invalid(format!("{what} is available on a SQLite store only"))),
+        }
     }
 
     fn open_and_mark(path: &Path) -> Result<Store> {
@@ -289,7 +347,7 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(64);
         register_functions(&conn).map_err(open_err)?;
         let identity = file_identity(path);
-        let mut store = Store { conn, path: path.to_path_buf(), identity, reopen: false };
+        let mut store = Store { engine: Engine::Sqlite(conn), path: path.to_path_buf(), identity, reopen: false };
         store.migrate()?;
         if let Some(pages) = crate::faults::max_page_count() {
             store.set_max_page_count(pages)?;
@@ -302,7 +360,8 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let Engine::Sqlite(conn) = &mut self.engine else { return Ok(()) };
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
             return Err(StoreError::TooNew(self.path.clone(), version));
@@ -310,7 +369,7 @@ impl Store {
         if version == known {
             return Ok(());
         }
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Re-read under the write lock: another process may have migrated meanwhile.
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -327,12 +386,15 @@ impl Store {
     /// the next transaction (see [`Store::reopen_if_needed`]).
     pub fn write<T>(&mut self, f: impl FnOnce(&sql::Tx<'_>) -> Result<T>) -> Result<T> {
         self.reopen_if_needed()?;
-        let result = (|| {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&sql::Tx::sqlite(&tx))?;
-            tx.commit()?;
-            Ok(out)
-        })();
+        let result = match &mut self.engine {
+            Engine::Sqlite(conn) => (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = f(&sql::Tx::sqlite(&tx))?;
+                tx.commit()?;
+                Ok(out)
+            })(),
+            Engine::Postgres { conn, .. } => pg::in_transaction(conn, &pg::begin_write(), |c| f(&sql::Tx::postgres(c))),
+        };
         self.note_failure(&result);
         result
     }
@@ -340,12 +402,15 @@ impl Store {
     /// Runs `f` inside a read transaction, so everything it reads is one consistent snapshot.
     pub fn read<T>(&mut self, f: impl FnOnce(&sql::Tx<'_>) -> Result<T>) -> Result<T> {
         self.reopen_if_needed()?;
-        let result = (|| {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-            let out = f(&sql::Tx::sqlite(&tx))?;
-            tx.finish()?;
-            Ok(out)
-        })();
+        let result = match &mut self.engine {
+            Engine::Sqlite(conn) => (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+                let out = f(&sql::Tx::sqlite(&tx))?;
+                tx.finish()?;
+                Ok(out)
+            })(),
+            Engine::Postgres { conn, .. } => pg::in_transaction(conn, pg::BEGIN_READ, |c| f(&sql::Tx::postgres(c))),
+        };
         self.note_failure(&result);
         result
     }
@@ -355,7 +420,7 @@ impl Store {
     /// was opened, so once the operator makes it writable only a new connection can write.
     fn note_failure<T>(&mut self, result: &Result<T>) {
         if let Err(e) = result {
-            if e.reason() == "readonly" {
+            if e.reason() == "readonly" || e.reason() == "unreachable" {
                 self.reopen = true;
             }
         }
@@ -372,6 +437,16 @@ impl Store {
     /// reopen never switches to another or a new, empty database. If the reopen fails, the
     /// old connection is kept and the next transaction tries again.
     pub fn reopen_if_needed(&mut self) -> Result<()> {
+        if let Engine::Postgres { conn, location } = &mut self.engine {
+            // A lost connection (server restarted, network cut) is replaced before the next
+            // transaction; the one that failed was rolled back by the server.
+            if self.reopen || conn.is_closed() {
+                **conn = location.connect()?;
+                self.reopen = false;
+                tracing::info!(db = %location, "reconnected to PostgreSQL");
+            }
+            return Ok(());
+        }
         if !self.reopen {
             return Ok(());
         }
@@ -392,8 +467,16 @@ impl Store {
     /// rolls back a transaction left open (a dropped `rusqlite::Transaction` normally rolls
     /// back itself; this also covers one begun by hand). A no-op on a clean connection.
     pub fn recover(&mut self) -> Result<()> {
-        if !self.conn.is_autocommit() {
-            self.conn.execute_batch("ROLLBACK")?;
+        match &mut self.engine {
+            Engine::Sqlite(conn) => {
+                if !conn.is_autocommit() {
+                    conn.execute_batch("ROLLBACK")?;
+                }
+            }
+            // Outside a transaction ROLLBACK only warns; a dead connection is replaced later.
+            Engine::Postgres { conn, .. } => {
+                let _ = conn.batch("ROLLBACK");
+            }
         }
         Ok(())
     }
@@ -401,12 +484,16 @@ impl Store {
     /// Leaves a transaction open, as a panic between `BEGIN` and `COMMIT` could.
     #[cfg(test)]
     pub(crate) fn begin_for_test(&mut self) {
-        self.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        self.sqlite("a test").unwrap().execute_batch("BEGIN IMMEDIATE").unwrap();
     }
 
     /// `PRAGMA integrity_check`; `Ok(())` when the file is sound.
     pub fn integrity_check(&self) -> Result<()> {
-        let res: String = self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let Engine::Sqlite(conn) = &self.engine else {
+            // PostgreSQL checks its own pages; there is no file-level check to run here.
+            return Ok(());
+        };
+        let res: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         if res == "ok" {
             Ok(())
         } else {
@@ -416,7 +503,7 @@ impl Store {
 
     /// The schema as stored in `sqlite_master` (for `schemas/store.sql`).
     pub fn schema_sql(&self) -> Result<String> {
-        let mut stmt = self.conn.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")?;
+        let mut stmt = self.sqlite("the SQLite schema")?.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = String::from("-- Generated from src/store/migrations.rs; refresh with:\n--   METERD_BLESS=1 cargo test --lib store::tests::store_sql_is_fresh\n");
         for r in rows {
@@ -428,7 +515,7 @@ impl Store {
 
     /// Limits the database file to `pages` pages (for disk-full tests and quotas).
     pub fn set_max_page_count(&self, pages: u64) -> Result<()> {
-        self.conn.query_row(&format!("PRAGMA max_page_count={pages}"), [], |_| Ok(()))?;
+        self.sqlite("a page limit")?.query_row(&format!("PRAGMA max_page_count={pages}"), [], |_| Ok(()))?;
         Ok(())
     }
 }
@@ -519,11 +606,12 @@ mod tests {
         let p = dir.path().join("t.db");
         drop(Store::open(&p).unwrap());
         let s = Store::open(&p).unwrap();
-        let sync: i64 = s.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        let conn = s.sqlite("a test").unwrap();
+        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "synchronous must be FULL");
-        let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
-        let v: i64 = s.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         s.integrity_check().unwrap();
     }
@@ -534,7 +622,7 @@ mod tests {
         let p = dir.path().join("t.db");
         let mut s = Store::open(&p).unwrap();
         // What SQLite gives a process that opened the file while it was read-only.
-        s.conn = Connection::open_with_flags(&p, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        s.engine = Engine::Sqlite(Connection::open_with_flags(&p, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap());
         let put = |s: &mut Store| s.write(|tx| meta::set(tx, meta::LAST_SEAL, "x"));
         let e = put(&mut s).unwrap_err();
         assert_eq!(e.reason(), "readonly", "{e}");
@@ -542,7 +630,7 @@ mod tests {
         assert!(s.reopen_pending());
         put(&mut s).unwrap();
         assert!(!s.reopen_pending());
-        assert!(!s.conn.is_readonly(rusqlite::MAIN_DB).unwrap());
+        assert!(!s.sqlite("a test").unwrap().is_readonly(rusqlite::MAIN_DB).unwrap());
         // Other failures never reopen.
         assert!(s.write(|_| Err::<(), _>(StoreError::Busy)).is_err());
         assert!(!s.reopen_pending());

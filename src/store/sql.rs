@@ -350,6 +350,11 @@ impl PgConn {
         Ok(self.client.batch_execute(sql)?)
     }
 
+    /// Whether the connection to the server is gone (a new one is needed).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// Forgets the prepared statements (after the schema changed under them).
     pub fn clear_statements(&mut self) {
         self.stmts.clear();
