@@ -283,6 +283,13 @@ impl Store {
     /// Connects to the PostgreSQL server at `url` (see [`pg`]).
     fn open_postgres(url: &str) -> Result<Store> {
         let location = pg::PgLocation::parse(url)?;
+        // Until every store function runs on PostgreSQL (issue 13 is being built in steps), a
+        // PostgreSQL URL is refused rather than half served; development tests opt in.
+        if std::env::var_os("METERD_PG_UNFINISHED").is_none() {
+            return Err(StoreError::Invalid(format!(
+                "{location}: the shared PostgreSQL store is not finished in this build of meterd; use a SQLite file for now"
+            )));
+        }
         let conn = Box::new(location.connect()?);
         Ok(Store { path: PathBuf::from(location.to_string()), engine: Engine::Postgres { conn, location }, identity: None, reopen: false })
     }
