@@ -213,3 +213,17 @@ CREATE TABLE window_events (
     PRIMARY KEY (instance_ref, window_start, seq)
 ) STRICT, WITHOUT ROWID;
 
+CREATE TABLE lease (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    expires_ns INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE nodes (
+    name         TEXT PRIMARY KEY,
+    version      TEXT NOT NULL,
+    started_ns   INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL
+) STRICT;
+

@@ -161,6 +161,7 @@ struct ReleaseBody {
 fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::Invalid(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
+        e @ StoreError::Fenced { .. } => error(StatusCode::CONFLICT, e.to_string()),
         e if e.is_unavailable() => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

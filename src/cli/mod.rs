@@ -105,6 +105,7 @@ impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Failure {
         match e {
             crate::store::StoreError::Invalid(m) => Failure::usage(m),
+            e @ crate::store::StoreError::Fenced { .. } => Failure { code: 4, message: e.to_string() },
             other => Failure::runtime(other.to_string()),
         }
     }

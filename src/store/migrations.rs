@@ -286,4 +286,22 @@ CREATE TABLE window_events (
 -- Events of point plans stored after their window was sealed: acknowledged, billed nowhere.
 ALTER TABLE instances ADD COLUMN late_unbilled INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 9: the sealer lease and the nodes seen (issue 13). On SQLite one machine holds the
+    // store, but the same rows let the daemon and a one-shot `meterd seal` take turns and keep
+    // the code one for both backends (see `store::lease`). Times are Unix nanoseconds.
+    r#"
+CREATE TABLE lease (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    expires_ns INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE nodes (
+    name         TEXT PRIMARY KEY,
+    version      TEXT NOT NULL,
+    started_ns   INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL
+) STRICT;
+"#,
 ];

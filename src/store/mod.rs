@@ -27,6 +27,7 @@ pub mod claims;
 pub mod dedupe;
 pub mod events;
 pub mod instances;
+pub mod lease;
 pub mod lifecycle;
 pub mod lifecycle_flags;
 pub mod meta;
@@ -66,6 +67,10 @@ pub enum StoreError {
     Invalid(String),
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// This node lost the lease it writes under: another node took it over (see [`lease`]).
+    /// Nothing of the transaction was written.
+    #[error("lease {lease} was taken over by {holder} (epoch {epoch}; this node held epoch {ours}); nothing was written — that node seals and uploads now")]
+    Fenced { lease: String, ours: i64, holder: String, epoch: i64 },
     /// A PostgreSQL error (the server's message, or a lost connection).
     #[error("PostgreSQL: {0}")]
     Postgres(postgres::Error),
@@ -123,6 +128,7 @@ impl StoreError {
             StoreError::Missing { .. } => "missing",
             StoreError::Corrupt(_) | StoreError::TooNew(..) => "corrupt",
             StoreError::Invalid(_) => "invalid",
+            StoreError::Fenced { .. } => "fenced",
             StoreError::Open { source: e, .. } | StoreError::Sqlite(e) => match e.sqlite_error_code() {
                 Some(rusqlite::ErrorCode::ReadOnly) | Some(rusqlite::ErrorCode::PermissionDenied) => "readonly",
                 Some(rusqlite::ErrorCode::CannotOpen) => "cannot_open",

@@ -1,0 +1,205 @@
+//! The sealer lease: one node at a time seals and uploads, and a node that lost the lease
+//! writes nothing (fencing). Issue 13.
+//!
+//! A lease is one row of `lease` (name, holder, epoch, expires_ns). Any node may take it when
+//! it is free or expired; taking it from another holder (or after expiry) raises the epoch.
+//! The holder renews it well before it expires (the daemon every third of the lease). Every
+//! seal and upload state change runs [`Fence::check`] in its own transaction: the row must
+//! still name this holder and this epoch. A node paused past its lease (a GC pause, SIGSTOP, a
+//! network cut) wakes up with an old epoch, so its next transaction fails with
+//! [`StoreError::Fenced`] and changes nothing — the check and the write commit together or
+//! not at all, and on PostgreSQL every write transaction holds the writers' lock (see `pg`),
+//! so no takeover can fall between them.
+//!
+//! **Whose clock.** Expiry is measured by the database's clock, not each node's: on PostgreSQL
+//! `clock_timestamp()` of the server, on SQLite the one machine's clock. Nodes with skewed
+//! clocks therefore agree on when a lease ends. Billing time (`--now`) plays no part.
+//!
+//! The holder's expiry is not part of the fence: while nobody has taken the lease over, its
+//! epoch is unchanged and the holder's writes are still the only ones, so a holder whose
+//! renewal came late loses nothing; once another node takes it, the epoch moves and the old
+//! holder is fenced.
+
+use super::sql::{params, Backend, Tx};
+use super::{Result, StoreError};
+
+/// The lease that owns sealing and uploading.
+pub const SEALER: &str = "sealer";
+
+/// Default lease duration (`[store] lease`).
+pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub name: String,
+    pub holder: String,
+    pub epoch: i64,
+    /// Unix nanoseconds, by the database's clock.
+    pub expires_ns: i64,
+}
+
+/// Proof of holding a lease at an epoch; checked by every fenced write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub name: String,
+    pub holder: String,
+    pub epoch: i64,
+}
+
+/// The outcome of [`acquire`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    /// This node holds the lease (newly, or renewed at the same epoch).
+    Held(Fence),
+    /// Another node holds it until `expires_ns`.
+    Busy(LeaseRow),
+}
+
+/// What [`decide`] says to do with a lease row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Write (name, node, epoch, now + ttl).
+    Take { epoch: i64 },
+    /// Leave it; another node holds it.
+    Wait,
+}
+
+/// The pure rule: free or expired leases are taken with a higher epoch; our own is renewed at
+/// the same epoch (an expired lease of ours that nobody took is still ours: same epoch);
+/// another's live lease is left alone.
+pub fn decide(row: Option<&LeaseRow>, node: &str, now_ns: i64) -> Decision {
+    match row {
+        None => Decision::Take { epoch: 1 },
+        Some(r) if r.holder == node => Decision::Take { epoch: r.epoch },
+        Some(r) if r.expires_ns <= now_ns => Decision::Take { epoch: r.epoch + 1 },
+        Some(_) => Decision::Wait,
+    }
+}
+
+/// The database's clock in Unix nanoseconds (see the module docs).
+pub fn db_now_ns(tx: &Tx<'_>) -> Result<i64> {
+    match tx.backend() {
+        Backend::Postgres => tx.one("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000000 AS BIGINT)", params![]),
+        Backend::Sqlite => {
+            let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            Ok(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        }
+    }
+}
+
+/// The stored lease `name`, if any.
+pub fn get(tx: &Tx<'_>, name: &str) -> Result<Option<LeaseRow>> {
+    tx.query_opt("SELECT name, holder, epoch, expires_ns FROM lease WHERE name = ?1", params![name], |r| {
+        Ok(LeaseRow { name: r.get(0)?, holder: r.get(1)?, epoch: r.get(2)?, expires_ns: r.get(3)? })
+    })
+}
+
+/// Takes or renews lease `name` for `node` (call in a write transaction).
+pub fn acquire(tx: &Tx<'_>, name: &str, node: &str, ttl: std::time::Duration) -> Result<Acquired> {
+    let now = db_now_ns(tx)?;
+    let row = get(tx, name)?;
+    match decide(row.as_ref(), node, now) {
+        Decision::Wait => Ok(Acquired::Busy(row.expect("Wait is decided only on a stored row"))),
+        Decision::Take { epoch } => {
+            let expires = now.saturating_add(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX));
+            tx.execute(
+                "INSERT INTO lease (name, holder, epoch, expires_ns) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = excluded.epoch, expires_ns = excluded.expires_ns",
+                params![name, node, epoch, expires],
+            )?;
+            Ok(Acquired::Held(Fence { name: name.to_owned(), holder: node.to_owned(), epoch }))
+        }
+    }
+}
+
+/// Gives the lease up at once (a clean shutdown), so another node need not wait for expiry.
+/// A no-op when it is no longer ours.
+pub fn release(tx: &Tx<'_>, fence: &Fence) -> Result<()> {
+    tx.execute(
+        "UPDATE lease SET expires_ns = 0 WHERE name = ?1 AND holder = ?2 AND epoch = ?3",
+        params![fence.name, fence.holder, fence.epoch],
+    )?;
+    Ok(())
+}
+
+impl Fence {
+    /// Fails with [`StoreError::Fenced`] unless the lease still names this holder and epoch.
+    /// Call inside the transaction whose writes it guards.
+    pub fn check(&self, tx: &Tx<'_>) -> Result<()> {
+        match get(tx, &self.name)? {
+            Some(r) if r.holder == self.holder && r.epoch == self.epoch => Ok(()),
+            now => Err(StoreError::Fenced {
+                lease: self.name.clone(),
+                ours: self.epoch,
+                holder: now.as_ref().map(|r| r.holder.clone()).unwrap_or_default(),
+                epoch: now.map(|r| r.epoch).unwrap_or(0),
+            }),
+        }
+    }
+}
+
+/// This node's name: `--node` / `METERD_NODE`, else `<host name>:<pid>`.
+pub fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use std::time::Duration;
+
+    fn row(holder: &str, epoch: i64, expires_ns: i64) -> LeaseRow {
+        LeaseRow { name: SEALER.into(), holder: holder.into(), epoch, expires_ns }
+    }
+
+    #[test]
+    fn the_rule_takes_free_and_expired_leases_renews_its_own_and_waits_otherwise() {
+        assert_eq!(decide(None, "a", 10), Decision::Take { epoch: 1 });
+        assert_eq!(decide(Some(&row("a", 4, 5)), "a", 10), Decision::Take { epoch: 4 }, "ours, even expired: same epoch");
+        assert_eq!(decide(Some(&row("b", 4, 10)), "a", 10), Decision::Take { epoch: 5 }, "expired at now");
+        assert_eq!(decide(Some(&row("b", 4, 11)), "a", 10), Decision::Wait);
+    }
+
+    #[test]
+    fn a_node_that_lost_the_lease_is_fenced_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("t.db")).unwrap();
+        let ttl = Duration::from_millis(50);
+        let a = match s.write(|tx| acquire(tx, SEALER, "a", ttl)).unwrap() {
+            Acquired::Held(f) => f,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(s.write(|tx| acquire(tx, SEALER, "b", ttl)).unwrap(), Acquired::Busy(r) if r.holder == "a"));
+        s.write(|tx| a.check(tx)).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        let b = match s.write(|tx| acquire(tx, SEALER, "b", ttl)).unwrap() {
+            Acquired::Held(f) => f,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(b.epoch, a.epoch + 1);
+        // `a` wakes up: its fenced write fails and its change is rolled back with it.
+        let e = s
+            .write(|tx| {
+                tx.execute("UPDATE meta SET value = 'a' WHERE key = 'never'", params![])?;
+                a.check(tx)?;
+                tx.execute("INSERT INTO meta (key, value) VALUES ('written-by', 'a')", params![])
+            })
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Fenced { ref holder, .. } if holder == "b"), "{e}");
+        assert_eq!(
+            s.read(|tx| tx.query_opt("SELECT value FROM meta WHERE key = 'written-by'", params![], |r| r.get::<String>(0))).unwrap(),
+            None
+        );
+        // A clean release hands it over at once.
+        s.write(|tx| release(tx, &b)).unwrap();
+        assert!(matches!(s.write(|tx| acquire(tx, SEALER, "c", ttl)).unwrap(), Acquired::Held(f) if f.epoch == b.epoch + 1));
+    }
+}
