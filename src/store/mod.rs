@@ -34,6 +34,7 @@ pub mod meta;
 mod migrations;
 pub mod packages;
 pub mod pg;
+pub mod pg_events;
 pub mod points;
 pub mod records;
 pub mod settings;

@@ -345,6 +345,16 @@ impl PgConn {
         Ok(self.client.execute(&stmt, &refs)?)
     }
 
+    /// The client, for typed statements (arrays) this layer has no [`Value`] for.
+    pub fn client(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+
+    /// A prepared statement for `sql` (written with `$N` or `?N` placeholders), from the cache.
+    pub fn prepared(&mut self, sql: &str) -> Result<postgres::Statement> {
+        self.statement(sql)
+    }
+
     /// Runs statements with no parameters and no result (`BEGIN`, `COMMIT`, DDL).
     pub fn batch(&mut self, sql: &str) -> Result<()> {
         Ok(self.client.batch_execute(sql)?)
@@ -507,6 +517,16 @@ impl<'c> Tx<'c> {
         match self.inner {
             Inner::Sqlite(c) => Some(c),
             Inner::Pg(_) => None,
+        }
+    }
+
+    /// The PostgreSQL connection, for code that only PostgreSQL runs (bulk statements over
+    /// arrays, which SQLite has no type for). `None` on SQLite. Do not hold it across another
+    /// call on this `Tx`.
+    pub fn pg(&self) -> Option<std::cell::RefMut<'_, &'c mut PgConn>> {
+        match &self.inner {
+            Inner::Pg(c) => Some(c.borrow_mut()),
+            Inner::Sqlite(_) => None,
         }
     }
 
