@@ -26,6 +26,16 @@
 //! nothing is acknowledged before commit, and an interrupted upload leaves its batch open, to
 //! be resent byte-identical at the next start.
 //!
+//! **On a shared PostgreSQL store** (issue 13) any number of daemons run as one: every node
+//! serves ingest, and one at a time — the holder of the sealer lease (`store::lease`) — seals
+//! and uploads. A third loop, **lease**, renews or takes the lease every third of
+//! `[store] lease` and records this node in `nodes`; the seal and upload loops of a node that
+//! does not hold it skip their turn (their health stays good: standing by is their job), and
+//! those of the holder run with the lease's fence set on their connections, so every seal and
+//! upload state change checks the epoch in its own transaction ([`Store::set_fence`]). A
+//! clean shutdown releases the lease so another node takes over at once; a dead node's lease
+//! is taken after it expires. On SQLite (one machine) there is no lease: the loops always run.
+//!
 //! Before any of it, [`startup::prepare`] checks what the daemon needs (token, listen address,
 //! key, schedules, database directory, file limit); a problem there is [`RunError::Config`].
 
@@ -65,6 +75,8 @@ pub struct RunOptions {
     pub listen: Option<String>,
     /// Fixed clock for replays and tests.
     pub now: Option<Timestamp>,
+    /// This node's name on a shared store (default: host name and pid).
+    pub node: Option<String>,
 }
 
 /// Runs until SIGTERM or Ctrl-C, after [`startup::prepare`] found nothing wrong.
@@ -88,11 +100,29 @@ struct Loops {
     kick: Notify,
     /// Set by SIGHUP: the uploader re-reads the key before its next run.
     reload_key: AtomicBool,
+    /// This node's name (the lease holder's name when it holds the lease).
+    node: String,
+    /// Whether the store is shared (PostgreSQL): then sealing and uploading need the lease.
+    shared: bool,
+    /// The sealer lease as this node holds it now; `None` while another node holds it.
+    fence: Mutex<Option<crate::store::lease::Fence>>,
 }
 
 impl Loops {
     fn now(&self) -> Timestamp {
         self.fixed_now.unwrap_or_else(Timestamp::now)
+    }
+
+    /// `Ok(fence)` to seal or upload now (`None`: not shared, no fence needed); `Err(())` to
+    /// skip the turn because another node holds the lease.
+    fn turn(&self) -> Result<Option<crate::store::lease::Fence>, ()> {
+        if !self.shared {
+            return Ok(None);
+        }
+        match self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(f) => Ok(Some(f)),
+            None => Err(()),
+        }
     }
 
     /// Sleeps until the schedule's next fire time; `false` when cancelled.
@@ -122,7 +152,9 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
     let metrics = Arc::new(Metrics::default());
     let m = metrics.clone();
     let collector = Collector::start(db, cfg.clone(), Box::new(move |_, d| m.record_commit(d)))?;
-    let admin = Mutex::new(Store::open(db)?);
+    let admin_store = Store::open(db)?;
+    let shared = admin_store.backend() == crate::store::sql::Backend::Postgres;
+    let admin = Mutex::new(admin_store);
     let live = Arc::new(crate::health::Live::new(Timestamp::now().secs(), interval_secs(&seal_schedule)));
     let state =
         Arc::new(AppState { collector, cfg: cfg.clone(), admin, token, fixed_now: opts.now, metrics: metrics.clone(), live: live.clone() });
@@ -139,10 +171,14 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
         cancel: cancel.clone(),
         kick: Notify::new(),
         reload_key: AtomicBool::new(false),
+        node: opts.node.clone().unwrap_or_else(crate::store::lease::default_node_name),
+        shared,
+        fence: Mutex::new(None),
     });
     // Registered before the address is printed, so a SIGHUP sent once the daemon is up never
     // meets the default action (terminate).
     hangups(loops.clone())?;
+    let leaser = shared.then(|| tokio::spawn(lease_loop(loops.clone())));
     let sealer = tokio::spawn(seal_loop(loops.clone(), seal_schedule));
     let uploader = tokio::spawn(upload_loop(loops.clone(), upload_schedule, key));
 
@@ -159,16 +195,103 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
     if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
         tracing::warn!("in-flight work did not finish within {SHUTDOWN_GRACE:?}; exiting anyway (nothing acknowledged is lost)");
     }
+    if let Some(leaser) = leaser {
+        // It releases the lease on its way out (bounded: the grace above already ran).
+        let _ = tokio::time::timeout(Duration::from_secs(2), leaser).await;
+    }
     drop(state);
     tracing::info!("stopped");
     Ok(())
 }
 
+/// Takes or renews the sealer lease every third of its duration, and heartbeats this node
+/// (see the module docs); releases the lease at shutdown.
+async fn lease_loop(l: Arc<Loops>) {
+    use crate::store::lease;
+    let ttl = l.cfg.store.lease.0;
+    let every = (ttl / 3).max(Duration::from_millis(500));
+    let store = match Store::open_existing(&l.db) {
+        Ok(s) => Arc::new(Mutex::new(s)),
+        Err(e) => {
+            tracing::error!(error = %e, "the lease loop cannot open the store; this node will not seal or upload");
+            return;
+        }
+    };
+    let started = Timestamp::now().0;
+    loop {
+        let (s, node) = (store.clone(), l.node.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let mut s = crate::store::lock_recovering(&s, "lease");
+            s.write(|tx| {
+                lease::heartbeat(tx, &node, env!("CARGO_PKG_VERSION"), started)?;
+                lease::acquire(tx, lease::SEALER, &node, ttl)
+            })
+        })
+        .await;
+        l.note_lease(result);
+        tokio::select! {
+            _ = l.cancel.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+    let fence = l.fence.lock().unwrap_or_else(|p| p.into_inner()).take();
+    release_lease(store, fence).await;
+}
+
+impl Loops {
+    /// Updates the lease this node holds after a renewal attempt, logging changes of holder.
+    fn note_lease(&self, result: Result<crate::store::Result<crate::store::lease::Acquired>, tokio::task::JoinError>) {
+        use crate::store::lease::Acquired;
+        let mut held = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(Ok(Acquired::Held(f))) => {
+                if held.as_ref().map(|h| h.epoch) != Some(f.epoch) {
+                    tracing::info!(node = %self.node, epoch = f.epoch, "took the sealer lease: this node seals and uploads");
+                    self.kick.notify_one();
+                }
+                *held = Some(f);
+            }
+            Ok(Ok(Acquired::Busy(r))) => {
+                if held.take().is_some() {
+                    tracing::warn!(holder = %r.holder, epoch = r.epoch, "lost the sealer lease; this node stands by");
+                }
+            }
+            // Keep what we had: an unrenewed lease is still ours until another node takes it,
+            // and every fenced write checks the epoch in the database anyway.
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the sealer lease; retrying"),
+            Err(e) => tracing::error!(error = %e, "lease task failed"),
+        }
+    }
+}
+
+async fn release_lease(store: Arc<Mutex<Store>>, fence: Option<crate::store::lease::Fence>) {
+    use crate::store::lease;
+    if let Some(f) = fence {
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut s = crate::store::lock_recovering(&store, "lease");
+            match s.write(|tx| lease::release(tx, &f)) {
+                Ok(()) => tracing::info!("released the sealer lease"),
+                Err(e) => tracing::warn!(error = %e, "could not release the sealer lease; another node takes it when it expires"),
+            }
+        })
+        .await;
+    }
+}
+
 async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
     loop {
+        let Ok(fence) = l.turn() else {
+            // Another node holds the lease and seals; standing by is this loop's success.
+            l.live.seal_ok(Timestamp::now().secs());
+            if !l.wait_tick(&schedule, None).await {
+                return;
+            }
+            continue;
+        };
         let (cfg, db, now, metrics) = (l.cfg.clone(), l.db.clone(), l.now(), l.metrics.clone());
         let result = tokio::task::spawn_blocking(move || {
             let mut store = Store::open_existing(&db)?;
+            store.set_fence(fence);
             // Counted in each seal transaction before its commit, so never behind `status`.
             let report = crate::seal::seal_counting(&mut store, &cfg, now, &|n| metrics.record_seal(n))?;
             store.write(|tx| meta::set(tx, meta::LAST_SEAL, &Timestamp::now().to_string()))?;
@@ -216,7 +339,9 @@ async fn upload_loop(l: Arc<Loops>, schedule: Schedule, key: Option<Secret>) {
         if l.reload_key.swap(false, Ordering::SeqCst) {
             key = reload_key(&l.cfg, key);
         }
-        if let Some(k) = &key {
+        let turn = l.turn();
+        if let (Some(k), Ok(fence)) = (&key, turn) {
+            crate::store::lock_recovering(&store, "upload").set_fence(fence);
             // Counts into the metrics as it goes: a delivery is counted before `status` can show it.
             let run = crate::upload::run::upload_with_metrics(store.clone(), &l.cfg.upload, k, l.now(), l.metrics.clone());
             tokio::select! {

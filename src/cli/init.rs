@@ -30,6 +30,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<u8, Failure> {
     let ctx = Ctx::load(&Cli {
         config: Some(path.clone()),
         db: cli.db.clone(),
+        node: cli.node.clone(),
         log_format: cli.log_format.clone(),
         command: super::Command::Init(Args { force: false, key_file: None }),
     })?;

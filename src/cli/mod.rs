@@ -34,6 +34,10 @@ pub struct Cli {
     /// Database file (default: meterd.db beside the config).
     #[arg(long, global = true, env = "METERD_DB")]
     pub db: Option<PathBuf>,
+    /// This node's name on a shared PostgreSQL store (status, the sealer lease); default:
+    /// host name and process id.
+    #[arg(long, global = true, env = "METERD_NODE")]
+    pub node: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -115,6 +119,8 @@ impl From<crate::store::StoreError> for Failure {
 pub struct Ctx {
     pub cfg: Arc<Config>,
     pub db: PathBuf,
+    /// This node's name (`--node`, `METERD_NODE`, else host name and pid).
+    pub node: String,
 }
 
 impl Ctx {
@@ -130,7 +136,19 @@ impl Ctx {
         if let Some(w) = crate::settings::zone_warning(cfg.timezone) {
             tracing::warn!("{w}");
         }
-        Ok(Ctx { cfg: Arc::new(cfg), db })
+        if let Some(file) = &cfg.store.password_file {
+            if crate::store::postgres_url(&db).is_some() {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| Failure::usage(format!("cannot read `store.password_file` {}: {e}", file.display())))?;
+                let password = text.trim();
+                if password.is_empty() {
+                    return Err(Failure::usage(format!("`store.password_file` {} is empty", file.display())));
+                }
+                crate::store::pg::set_password_file_secret(crate::config::Secret::new(password.as_bytes()));
+            }
+        }
+        let node = cli.node.clone().filter(|n| !n.trim().is_empty()).unwrap_or_else(crate::store::lease::default_node_name);
+        Ok(Ctx { cfg: Arc::new(cfg), db, node })
     }
 
     /// Opens the store and checks the config against the settings it remembers (a plan in

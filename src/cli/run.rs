@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     // The settings check, and a missing database where one was in use: the daemon refuses to
     // start like every command.
     drop(ctx.store()?);
-    let opts = crate::daemon::RunOptions { listen: args.listen.clone(), now };
+    let opts = crate::daemon::RunOptions { listen: args.listen.clone(), now, node: Some(ctx.node.clone()) };
     crate::daemon::run(ctx.cfg.clone(), &ctx.db, opts).map_err(|e| match e {
         crate::daemon::RunError::Config(m) => Failure::usage(m),
         crate::daemon::RunError::Runtime(e) => Failure::runtime(format!("{e:#}")),

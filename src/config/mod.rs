@@ -63,6 +63,24 @@ impl Default for SealConfig {
     }
 }
 
+/// `[store]`: settings of a shared PostgreSQL store (issue 13); a SQLite store ignores them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// How long the sealer lease lasts without renewal: when its holder dies, another node
+    /// takes over sealing and uploading after at most this long. Between 3s and 10m.
+    pub lease: Span,
+    /// A file holding the PostgreSQL password, used when the `--db` URL has none and
+    /// `PGPASSWORD` is unset (one line; surrounding whitespace ignored).
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { lease: Span::secs(15), password_file: None }
+    }
+}
+
 /// `[upload]`: the cloud store's usage API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -203,6 +221,8 @@ struct ConfigToml {
     #[serde(default)]
     schedule: ScheduleConfig,
     #[serde(default)]
+    store: StoreConfig,
+    #[serde(default)]
     plan: Vec<PlanToml>,
 }
 
@@ -216,6 +236,7 @@ pub struct Config {
     pub upload: UploadConfig,
     pub server: ServerConfig,
     pub schedule: ScheduleConfig,
+    pub store: StoreConfig,
     pub plans: BTreeMap<String, Plan>,
     /// Where the file was read from, if any; the database defaults to `meterd.db` beside it.
     pub source: Option<PathBuf>,
@@ -252,6 +273,7 @@ impl Config {
             upload,
             server: raw.server,
             schedule: raw.schedule,
+            store: raw.store,
             plans,
             source: None,
         };
@@ -268,6 +290,12 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
+        if self.store.lease < Span::secs(3) || self.store.lease > Span::secs(600) {
+            return Err(format!(
+                "`store.lease` = {} must be between 3s and 10m: shorter leases expire under ordinary pauses, longer ones leave records unsent for long after a node dies",
+                self.store.lease
+            ));
+        }
         if self.seal.grace >= Span::secs(900) {
             return Err(format!("`seal.grace` = {} must be shorter than 15m so hourly records reach the store in time", self.seal.grace));
         }

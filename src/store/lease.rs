@@ -139,6 +139,37 @@ impl Fence {
     }
 }
 
+/// A node as last seen by the store (`nodes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    pub name: String,
+    pub version: String,
+    /// Unix nanoseconds, by the database's clock.
+    pub started_ns: i64,
+    pub last_seen_ns: i64,
+}
+
+/// Records that `node` (running meterd `version`, started at `started_ns`) is alive now.
+pub fn heartbeat(tx: &Tx<'_>, node: &str, version: &str, started_ns: i64) -> Result<()> {
+    let now = db_now_ns(tx)?;
+    tx.execute(
+        "INSERT INTO nodes (name, version, started_ns, last_seen_ns) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET version = excluded.version, started_ns = excluded.started_ns, last_seen_ns = excluded.last_seen_ns",
+        params![node, version, started_ns, now],
+    )?;
+    Ok(())
+}
+
+/// The nodes seen within `within` of the database's clock now, most recent first.
+pub fn nodes_seen(tx: &Tx<'_>, within: std::time::Duration) -> Result<Vec<NodeRow>> {
+    let since = db_now_ns(tx)?.saturating_sub(i64::try_from(within.as_nanos()).unwrap_or(i64::MAX));
+    tx.query_map(
+        "SELECT name, version, started_ns, last_seen_ns FROM nodes WHERE last_seen_ns >= ?1 ORDER BY last_seen_ns DESC, name",
+        params![since],
+        |r| Ok(NodeRow { name: r.get(0)?, version: r.get(1)?, started_ns: r.get(2)?, last_seen_ns: r.get(3)? }),
+    )
+}
+
 /// This node's name: `--node` / `METERD_NODE`, else `<host name>:<pid>`.
 pub fn default_node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -198,6 +229,14 @@ mod tests {
             s.read(|tx| tx.query_opt("SELECT value FROM meta WHERE key = 'written-by'", params![], |r| r.get::<String>(0))).unwrap(),
             None
         );
+        // The same through a fenced store, as the daemon's seal and upload connections are:
+        // the check runs first in every write transaction.
+        s.set_fence(Some(a.clone()));
+        let e = s.write(|tx| tx.execute("INSERT INTO meta (key, value) VALUES ('written-by', 'a')", params![])).unwrap_err();
+        assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
+        s.set_fence(Some(b.clone()));
+        s.write(|tx| tx.execute("INSERT INTO meta (key, value) VALUES ('written-by', 'b')", params![])).unwrap();
+        s.set_fence(None);
         // A clean release hands it over at once.
         s.write(|tx| release(tx, &b)).unwrap();
         assert!(matches!(s.write(|tx| acquire(tx, SEALER, "c", ttl)).unwrap(), Acquired::Held(f) if f.epoch == b.epoch + 1));

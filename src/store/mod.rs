@@ -239,6 +239,8 @@ pub struct Store {
     identity: Option<(u64, u64)>,
     /// The last transaction found the connection read-only: reopen it before the next one.
     reopen: bool,
+    /// When set, every write transaction first checks this lease (see [`Store::set_fence`]).
+    fence: Option<lease::Fence>,
 }
 
 enum Engine {
@@ -298,7 +300,27 @@ impl Store {
             )));
         }
         let conn = Box::new(location.connect()?);
-        Ok(Store { path: PathBuf::from(location.to_string()), engine: Engine::Postgres { conn, location }, identity: None, reopen: false })
+        Ok(Store {
+            path: PathBuf::from(location.to_string()),
+            engine: Engine::Postgres { conn, location },
+            identity: None,
+            reopen: false,
+            fence: None,
+        })
+    }
+
+    /// Fences this connection: from now on every [`Store::write`] checks, inside its own
+    /// transaction and before anything else, that `fence`'s lease is still held at its epoch,
+    /// and fails with [`StoreError::Fenced`] (writing nothing) when it is not. The daemon's
+    /// seal and upload connections carry the sealer lease's fence on a shared store, so every
+    /// seal and upload state change is fenced without those modules knowing (issue 13).
+    pub fn set_fence(&mut self, fence: Option<lease::Fence>) {
+        self.fence = fence;
+    }
+
+    /// The fence set by [`Store::set_fence`].
+    pub fn fence(&self) -> Option<&lease::Fence> {
+        self.fence.as_ref()
     }
 
     /// Which engine holds this store.
@@ -361,7 +383,7 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(64);
         register_functions(&conn).map_err(open_err)?;
         let identity = file_identity(path);
-        let mut store = Store { engine: Engine::Sqlite(conn), path: path.to_path_buf(), identity, reopen: false };
+        let mut store = Store { engine: Engine::Sqlite(conn), path: path.to_path_buf(), identity, reopen: false, fence: None };
         store.migrate()?;
         if let Some(pages) = crate::faults::max_page_count() {
             store.set_max_page_count(pages)?;
@@ -400,14 +422,21 @@ impl Store {
     /// the next transaction (see [`Store::reopen_if_needed`]).
     pub fn write<T>(&mut self, f: impl FnOnce(&sql::Tx<'_>) -> Result<T>) -> Result<T> {
         self.reopen_if_needed()?;
+        let fence = self.fence.as_ref();
+        let fenced = |tx: &sql::Tx<'_>| -> Result<T> {
+            if let Some(fence) = fence {
+                fence.check(tx)?;
+            }
+            f(tx)
+        };
         let result = match &mut self.engine {
             Engine::Sqlite(conn) => (|| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let out = f(&sql::Tx::sqlite(&tx))?;
+                let out = fenced(&sql::Tx::sqlite(&tx))?;
                 tx.commit()?;
                 Ok(out)
             })(),
-            Engine::Postgres { conn, .. } => pg::in_transaction(conn, &pg::begin_write(), |c| f(&sql::Tx::postgres(c))),
+            Engine::Postgres { conn, .. } => pg::in_transaction(conn, &pg::begin_write(), |c| fenced(&sql::Tx::postgres(c))),
         };
         self.note_failure(&result);
         result

@@ -3,8 +3,9 @@
 //!
 //! **Selecting it.** `--db` / `METERD_DB` holding a `postgres://` or `postgresql://` URL selects
 //! PostgreSQL ([`is_url`]); anything else is a SQLite path. The password comes from the URL, else
-//! from `PGPASSWORD`; it is never logged or shown: [`PgLocation`]'s `Display` and `Debug` print
-//! the URL with the password replaced by `***`.
+//! from `PGPASSWORD`, else from the file named by `[store] password_file`
+//! ([`set_password_file_secret`], read once at start); it is never logged or shown:
+//! [`PgLocation`]'s `Display` and `Debug` print the URL with the password replaced by `***`.
 //!
 //! **Transactions.** A write transaction takes one transaction-scoped advisory lock
 //! ([`WRITE_LOCK`]) before its first statement, so writers from every node run one at a time —
@@ -24,6 +25,14 @@ use super::{Result, StoreError};
 /// The advisory lock every write transaction holds (`pg_advisory_xact_lock`), serialising
 /// writers across nodes. An arbitrary constant, fixed forever: "meterd-w" in ASCII.
 pub const WRITE_LOCK: i64 = 0x6d65_7465_7264_2d77;
+
+static PASSWORD_FILE_SECRET: std::sync::OnceLock<crate::config::Secret> = std::sync::OnceLock::new();
+
+/// The password read from `[store] password_file`, the last resort of [`PgLocation::parse`].
+/// Set once per process (the CLI does it after loading the config); later calls are ignored.
+pub fn set_password_file_secret(secret: crate::config::Secret) {
+    let _ = PASSWORD_FILE_SECRET.set(secret);
+}
 
 /// Whether `db` names a PostgreSQL server rather than a SQLite file.
 pub fn is_url(db: &str) -> bool {
@@ -47,6 +56,8 @@ impl PgLocation {
         if config.get_password().is_none() {
             if let Some(pw) = std::env::var_os("PGPASSWORD") {
                 config.password(pw.into_encoded_bytes());
+            } else if let Some(pw) = PASSWORD_FILE_SECRET.get() {
+                config.password(pw.expose());
             }
         }
         if config.get_application_name().is_none() {
