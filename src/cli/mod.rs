@@ -165,6 +165,43 @@ impl Ctx {
         Ok(store)
     }
 
+    /// Opens the store for a one-shot seal or upload. On a shared PostgreSQL store it takes
+    /// the sealer lease for the run (fencing the store's writes with it; release it with
+    /// [`Ctx::release_lease`]), or fails with exit code 4 naming the node that holds it. On
+    /// SQLite no lease is needed (one machine; batch claims keep a daemon and a one-shot
+    /// apart).
+    pub fn store_for_sealing(&self) -> Result<crate::store::Store, Failure> {
+        use crate::store::lease::{self, Acquired};
+        let mut store = self.store()?;
+        if store.backend() != crate::store::sql::Backend::Postgres {
+            return Ok(store);
+        }
+        let ttl = self.cfg.store.lease.0;
+        match store.write(|tx| lease::acquire(tx, lease::SEALER, &self.node, ttl))? {
+            Acquired::Held(f) => store.set_fence(Some(f)),
+            Acquired::Busy(r) => {
+                return Err(Failure {
+                    code: 4,
+                    message: format!(
+                        "node {} holds the sealer lease (epoch {}): it seals and uploads this store; nothing was done here — let it, or stop it and run this again once its lease expires (at most `store.lease` = {})",
+                        r.holder, r.epoch, self.cfg.store.lease
+                    ),
+                })
+            }
+        }
+        Ok(store)
+    }
+
+    /// Gives back the lease [`Ctx::store_for_sealing`] took (a no-op on SQLite).
+    pub fn release_lease(store: &mut crate::store::Store) {
+        if let Some(f) = store.fence().cloned() {
+            store.set_fence(None);
+            if let Err(e) = store.write(|tx| crate::store::lease::release(tx, &f)) {
+                tracing::warn!(error = %e, "could not release the sealer lease; it expires by itself");
+            }
+        }
+    }
+
     /// Opens the store without the settings check (for the commands that change settings); a
     /// missing database directory is a configuration problem (exit 2).
     pub fn store_unchecked(&self) -> Result<crate::store::Store, Failure> {

@@ -11,8 +11,10 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let now = now_or(&args.now)?;
-    let mut store = ctx.store()?;
-    let report = crate::seal::seal(&mut store, &ctx.cfg, now)?;
+    let mut store = ctx.store_for_sealing()?;
+    let report = crate::seal::seal(&mut store, &ctx.cfg, now);
+    Ctx::release_lease(&mut store);
+    let report = report?;
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
     Ok(0)
 }

@@ -25,13 +25,16 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let key = load_key(&ctx.cfg.upload).map_err(Failure::usage)?.ok_or_else(|| {
         Failure::usage("no upload key: set METERD_ISV_KEY or `upload.key_file` (the interconnection key from Seller Console)")
     })?;
-    let mut store = ctx.store()?;
     if args.dry_run {
-        return dry_run(&mut store, ctx, &key, now);
+        return dry_run(&mut ctx.store()?, ctx, &key, now);
     }
+    let store = Arc::new(Mutex::new(ctx.store_for_sealing()?));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure::runtime(e.to_string()))?;
-    let report = rt.block_on(upload(Arc::new(Mutex::new(store)), &ctx.cfg.upload, &key, now)).map_err(|e| match e {
+    let report = rt.block_on(upload(store.clone(), &ctx.cfg.upload, &key, now));
+    Ctx::release_lease(&mut crate::store::lock_recovering(&store, "upload"));
+    let report = report.map_err(|e| match e {
         crate::upload::run::UploadError::Config(m) => Failure::usage(m),
+        crate::upload::run::UploadError::Store(s @ crate::store::StoreError::Fenced { .. }) => Failure { code: 4, message: s.to_string() },
         crate::upload::run::UploadError::Store(s) => Failure::runtime(s.to_string()),
     })?;
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
