@@ -15,6 +15,7 @@
 pub mod cases;
 pub mod db;
 pub mod event;
+pub mod pg;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
