@@ -35,6 +35,7 @@ mod migrations;
 pub mod packages;
 pub mod pg;
 pub mod pg_events;
+pub mod pg_schema;
 pub mod points;
 pub mod records;
 pub mod settings;
