@@ -28,8 +28,8 @@ fn migrated(pg: &PgCluster) -> postgres::Client {
     c
 }
 
-fn pg_columns(c: &mut postgres::Client) -> BTreeMap<String, Vec<(String, String)>> {
-    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+fn pg_columns(c: &mut postgres::Client) -> Columns {
+    let mut out = Columns::new();
     for row in c
         .query(
             "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns
@@ -43,8 +43,11 @@ fn pg_columns(c: &mut postgres::Client) -> BTreeMap<String, Vec<(String, String)
     out
 }
 
+/// Table → [(column, type)], in column order.
+type Columns = BTreeMap<String, Vec<(String, String)>>;
+
 /// The SQLite store's tables → [(column, declared type)], and its named indexes.
-fn sqlite_schema() -> (BTreeMap<String, Vec<(String, String)>>, BTreeSet<String>) {
+fn sqlite_schema() -> (Columns, BTreeSet<String>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     drop(meterd::store::Store::open(&path).unwrap());

@@ -42,8 +42,8 @@ fn fresh_databases_are_distinct() {
 #[test]
 fn a_wrong_or_missing_password_is_refused() {
     let Some(pg) = PgCluster::shared() else { return };
-    let url = pg.fresh_db();
-    let name = url.rsplit('/').next().unwrap();
+    let name = &pg.fresh_db_name();
+    let url = pg.url(name);
     let wrong = url.replace(pg.password(), "not-the-password");
     let err = postgres::Client::connect(&wrong, postgres::NoTls).err().expect("a wrong password was accepted");
     assert_eq!(err.code(), Some(&postgres::error::SqlState::INVALID_PASSWORD), "{err}");

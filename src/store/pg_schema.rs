@@ -43,9 +43,10 @@
 //! `nodes` (each node's name, meterd version and last heartbeat).
 //!
 //! **The advisory lock.** [`migrate`] takes `pg_advisory_xact_lock(`[`MIGRATE_LOCK_KEY`]`)`
-//! first, inside its transaction: `0x6d65_7465_7264_0001`, the ASCII bytes of "meterd" then
-//! 1. Advisory locks are per database, so stores in other databases of the same cluster do
-//! not wait for each other; the lock ends with the transaction, also when it fails.
+//! first, inside its transaction: `0x6d65_7465_7264_0001`, the ASCII bytes of "meterd"
+//! followed by the number one. Advisory locks are per database, so stores in other databases
+//! of the same cluster do not wait for each other; the lock ends with the transaction, also
+//! when it fails.
 
 use std::ops::Range;
 
@@ -356,9 +357,16 @@ pub fn schema_sql() -> String {
     out
 }
 
+/// The test harness's private PostgreSQL cluster (a `#[path]` on an inline module would be
+/// resolved under `src/store/pg_schema/`, so it is declared here).
+#[cfg(test)]
+#[path = "../../tests/util/pg.rs"]
+mod test_pg;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use test_pg as pg;
 
     #[test]
     fn store_postgres_sql_is_fresh() {
@@ -372,6 +380,16 @@ mod tests {
             on_disk == sql,
             "schemas/store.postgres.sql is stale; refresh it with: METERD_BLESS=1 cargo test --lib store::pg_schema::tests::store_postgres_sql_is_fresh"
         );
+    }
+
+    #[test]
+    fn migrate_brings_a_fresh_database_to_the_known_version_once() {
+        let Some(pg) = pg::PgCluster::shared() else { return };
+        let mut client = pg::connect(&pg.fresh_db());
+        assert_eq!(migrate(&mut client).unwrap(), PG_MIGRATIONS.len() as u32);
+        assert_eq!(migrate(&mut client).unwrap(), PG_MIGRATIONS.len() as u32);
+        let rows: i64 = client.query_one("SELECT count(*) FROM meterd_schema", &[]).unwrap().get(0);
+        assert_eq!(rows, PG_MIGRATIONS.len() as i64);
     }
 
     #[test]

@@ -146,10 +146,16 @@ impl PgCluster {
 
     /// `CREATE DATABASE` with a name unique in this cluster; returns its URL with the password.
     pub fn fresh_db(&self) -> String {
+        self.url(&self.fresh_db_name())
+    }
+
+    /// `CREATE DATABASE` with a name unique in this cluster (`t<pid>_<n>`); returns the name,
+    /// for [`PgCluster::url_without_password`].
+    pub fn fresh_db_name(&self) -> String {
         let name = format!("t{}_{}", std::process::id(), self.next_db.fetch_add(1, Ordering::Relaxed));
         let mut admin = self.admin();
         admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        self.url(&name)
+        name
     }
 
     /// `postgres://meterd:PASSWORD@127.0.0.1:PORT/NAME`.
