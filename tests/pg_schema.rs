@@ -1,6 +1,7 @@
 //! The PostgreSQL schema (`src/store/pg_schema.rs`) against a real server from the test
-//! harness: migration gives the known version and the SQLite store's tables, columns and
-//! indexes under the same names (less SQLite's dedupe runs); it is idempotent and safe when six
+//! harness: migration gives the known version and the SQLite store's tables, columns, keys,
+//! references and indexes under the same names (less SQLite's dedupe runs, plus the unique
+//! event key), so a SQLite migration without its PostgreSQL twin fails here; it is idempotent and safe when six
 //! nodes start at once; a store migrated by a newer meterd is refused; `numeric` keeps 28-digit
 //! decimals exactly; the event key dedupes `INSERT … ON CONFLICT DO NOTHING`; and
 //! `meterd_decimal_add` and the generation triggers behave as on SQLite.
@@ -302,4 +303,82 @@ fn changes_to_what_the_writer_caches_bump_the_generation() {
     )
     .unwrap();
     assert_eq!(gen(&mut c), last, "tables the writer does not cache leave the generation alone");
+}
+
+/// (table, "PRIMARY KEY" | "UNIQUE" | "REFERENCES table(column)", columns).
+type Key = (String, String, Vec<String>);
+
+fn sqlite_keys() -> BTreeSet<Key> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    drop(meterd::store::Store::open(&path).unwrap());
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let strings = |sql: &str| -> Vec<String> { c.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect() };
+    let mut keys = BTreeSet::new();
+    for t in strings("SELECT name FROM sqlite_master WHERE type = 'table'") {
+        if SQLITE_ONLY.contains(&t.as_str()) {
+            continue;
+        }
+        keys.insert((
+            t.clone(),
+            "PRIMARY KEY".to_string(),
+            strings(&format!("SELECT name FROM pragma_table_info('{t}') WHERE pk > 0 ORDER BY pk")),
+        ));
+        for index in strings(&format!("SELECT name FROM pragma_index_list('{t}') WHERE origin = 'u'")) {
+            keys.insert((
+                t.clone(),
+                "UNIQUE".to_string(),
+                strings(&format!("SELECT name FROM pragma_index_info('{index}') ORDER BY seqno")),
+            ));
+        }
+        for (from, table, to) in c
+            .prepare(&format!("SELECT \"from\", \"table\", \"to\" FROM pragma_foreign_key_list('{t}')"))
+            .unwrap()
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+        {
+            keys.insert((t.clone(), format!("REFERENCES {table}({to})"), vec![from]));
+        }
+    }
+    keys
+}
+
+fn pg_keys(c: &mut postgres::Client) -> BTreeSet<Key> {
+    let mut keys = BTreeSet::new();
+    let rows = c
+        .query(
+            "SELECT cl.relname::text, c.contype::text, fcl.relname::text,
+                    array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+                    array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
+             FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid LEFT JOIN pg_class fcl ON fcl.oid = c.confrelid
+             JOIN pg_namespace ns ON ns.oid = cl.relnamespace
+             WHERE ns.nspname = 'public' AND c.contype IN ('p', 'u', 'f')",
+            &[],
+        )
+        .unwrap();
+    for r in rows {
+        let (table, kind, cols): (String, String, Vec<String>) = (r.get(0), r.get(1), r.get(3));
+        let kind = match kind.as_str() {
+            "p" => "PRIMARY KEY".to_string(),
+            "u" => "UNIQUE".to_string(),
+            _ => format!("REFERENCES {}({})", r.get::<_, String>(2), r.get::<_, Vec<String>>(4).join(", ")),
+        };
+        keys.insert((table, kind, cols));
+    }
+    keys
+}
+
+#[test]
+fn keys_and_references_are_those_of_the_sqlite_schema_plus_the_event_key() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let mut c = migrated(pg);
+    let mut expected = sqlite_keys();
+    expected.insert(("events".into(), "UNIQUE".into(), vec!["instance_ref".into(), "event_id".into()]));
+    let found: BTreeSet<Key> = pg_keys(&mut c).into_iter().filter(|(t, _, _)| !PG_ONLY.contains(&t.as_str())).collect();
+    let missing: Vec<&Key> = expected.difference(&found).collect();
+    let extra: Vec<&Key> = found.difference(&expected).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing on PostgreSQL: {missing:?}\nonly on PostgreSQL: {extra:?}");
 }
