@@ -209,20 +209,19 @@ CREATE TABLE window_events (
     PRIMARY KEY (instance_ref, window_start, seq)
 );
 
--- The sealer/uploader lease: one row per lease name. `epoch` grows by one at every change of
--- holder; seal and upload writes check it in their own transaction (fencing).
+-- The sealer lease and the nodes seen (SQLite migration 9; see `store::lease`). `epoch` grows
+-- by one at every change of holder; seal and upload writes check it in their own transaction
+-- (fencing). Times are Unix nanoseconds by the database's clock.
 CREATE TABLE lease (
     name       text PRIMARY KEY,
-    -- the node holding it (NULL: released)
-    holder     text,
-    epoch      bigint NOT NULL DEFAULT 0,
-    -- UTC ns after which another node may take it
-    expires_ns bigint NOT NULL DEFAULT 0
+    holder     text NOT NULL,
+    epoch      bigint NOT NULL,
+    expires_ns bigint NOT NULL
 );
 
--- The nodes of this store: each node's name (--node), meterd version and last heartbeat.
 CREATE TABLE nodes (
     name         text PRIMARY KEY,
-    version      text NOT NULL DEFAULT '',
+    version      text NOT NULL,
+    started_ns   bigint NOT NULL,
     last_seen_ns bigint NOT NULL
 );

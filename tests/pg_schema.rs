@@ -19,8 +19,8 @@ use std::sync::{Arc, Barrier};
 const KNOWN: u32 = PG_MIGRATIONS.len() as u32;
 /// SQLite-only: the dedupe runs of src/store/dedupe.rs.
 const SQLITE_ONLY: &[&str] = &["key_runs", "key_blocks"];
-/// PostgreSQL-only: the version table, the lease and the nodes.
-const PG_ONLY: &[&str] = &["meterd_schema", "lease", "nodes"];
+/// PostgreSQL-only: the version table.
+const PG_ONLY: &[&str] = &["meterd_schema"];
 
 /// A fresh database, migrated.
 fn migrated(pg: &PgCluster) -> postgres::Client {
