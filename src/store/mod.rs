@@ -74,7 +74,7 @@ pub enum StoreError {
     #[error("lease {lease} was taken over by {holder} (epoch {epoch}; this node held epoch {ours}); nothing was written — that node seals and uploads now")]
     Fenced { lease: String, ours: i64, holder: String, epoch: i64 },
     /// A PostgreSQL error (the server's message, or a lost connection).
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", pg_message(.0))]
     Postgres(postgres::Error),
     /// The database file is gone but its marker says one was in use (see the module docs).
     #[error("database {} is missing, but {} says meterd has used a database there: restore the database from a backup (or move it back), or run `meterd init` / `meterd run --create-db` to start an empty one on purpose", path.display(), marker.display())]
@@ -146,6 +146,27 @@ impl StoreError {
     /// a person must act, unlike a busy lock or bad input.
     pub fn is_unwritable(&self) -> bool {
         unwritable_reason(self.reason())
+    }
+}
+
+/// A PostgreSQL error as a person needs it: the server's message with its detail and hint
+/// (the client's own `Display` says only "db error"), or the client's description.
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = format!("{} ({})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                m.push_str(&format!("; {d}"));
+            }
+            if let Some(h) = db.hint() {
+                m.push_str(&format!("; hint: {h}"));
+            }
+            m
+        }
+        None => match std::error::Error::source(e) {
+            Some(src) => format!("{e}: {src}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -300,7 +321,7 @@ impl Store {
                 "{location}: the shared PostgreSQL store is not finished in this build of meterd; use a SQLite file for now"
             )));
         }
-        let conn = Box::new(location.connect()?);
+        let conn = Box::new(location.connect_and_migrate()?);
         Ok(Store {
             path: PathBuf::from(location.to_string()),
             engine: Engine::Postgres { conn, location },

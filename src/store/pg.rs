@@ -71,7 +71,21 @@ impl PgLocation {
     pub fn connect(&self) -> Result<PgConn> {
         let client = self.config.connect(postgres::NoTls).map_err(|e| StoreError::Postgres(e))?;
         let mut conn = PgConn::new(client);
-        conn.batch("SET synchronous_commit = on; SET TIME ZONE 'UTC'")?;
+        // A session idle inside a transaction this long (a node paused mid-write) is ended by
+        // the server, so its writers' lock cannot stall every other node.
+        conn.batch("SET synchronous_commit = on; SET TIME ZONE 'UTC'; SET idle_in_transaction_session_timeout = '10s'")?;
+        Ok(conn)
+    }
+
+    /// Connects and applies pending schema migrations (once across nodes starting together:
+    /// `pg_schema::migrate` runs under an advisory lock).
+    pub fn connect_and_migrate(&self) -> Result<PgConn> {
+        let mut conn = self.connect()?;
+        super::pg_schema::migrate(conn.client()).map_err(|e| match e {
+            super::pg_schema::PgSchemaError::Postgres(e) => StoreError::from(e),
+            e => StoreError::Invalid(format!("{self}: {e}")),
+        })?;
+        conn.clear_statements();
         Ok(conn)
     }
 }

@@ -58,7 +58,7 @@ fn no_pg() -> StoreError {
 impl PgEvents {
     /// Begins the event work of a transaction (inside it: the seq it reads is final).
     pub fn begin(tx: &Tx<'_>) -> Result<PgEvents> {
-        let next_seq = super::events::max_seq(tx)? + 1;
+        let next_seq = tx.one::<i64>("SELECT COALESCE(MAX(seq), 0) FROM events", super::sql::params![])? + 1;
         Ok(PgEvents { known: HashMap::new(), held: Vec::new(), next_seq })
     }
 
