@@ -141,8 +141,11 @@ fn point_balance(
     events: u64,
 ) -> Result<Balance, StoreError> {
     let (mut recomputed, mut sealed, mut mismatched) = (Decimal::ZERO, Decimal::ZERO, 0);
-    for r in records::of_instance(tx, inst.key, i64::MIN, i64::MAX)? {
-        let exact = point_value(agg, &crate::store::points::window_events(tx, inst.key, r.window_start, unique_by)?);
+    for r in records::of_instance(&crate::store::sql::Tx::sqlite(tx), inst.key, i64::MIN, i64::MAX)? {
+        let exact = point_value(
+            agg,
+            &crate::store::points::window_events(&crate::store::sql::Tx::sqlite(tx), inst.key, r.window_start, unique_by)?,
+        );
         let value = Quantity(exact).floor_4dp().0 .0.min(MAX_RECORD_VALUE);
         if value != r.usage_value {
             mismatched += 1;

@@ -120,7 +120,7 @@ fn package_at(p: &Package, tz: FixedTz, used: &Usage, now: Timestamp) -> Package
 /// usage) of every sealed record the store did not reject (a rejected or expired record draws
 /// nothing from a package), then of every open window.
 pub fn payg_rows(conn: &rusqlite::Connection, inst: &InstanceRow) -> Result<Vec<(i64, Decimal)>, StoreError> {
-    let mut rows: Vec<(i64, i64, Decimal)> = records::of_instance(conn, inst.key, i64::MIN, i64::MAX)?
+    let mut rows: Vec<(i64, i64, Decimal)> = records::of_instance(&crate::store::sql::Tx::sqlite(conn), inst.key, i64::MIN, i64::MAX)?
         .into_iter()
         .filter(|r| r.state != records::RecordState::Rejected)
         .map(|r| (r.window_start, r.begin, r.usage_value))

@@ -164,7 +164,7 @@ fn seal_instance(
                 unbillable += sealed.unbillable;
                 for rec in sealed.records {
                     count(report, inst, &rec);
-                    records::insert(tx, &rec, now.0)?;
+                    records::insert(&crate::store::sql::Tx::sqlite(tx), &rec, now.0)?;
                 }
                 continue;
             }
@@ -177,11 +177,12 @@ fn seal_instance(
             carry = rec.carry_out;
             rec
         } else {
-            let events = crate::store::points::window_events(tx, inst.key, w.start, plan.unique_by.as_deref())?;
+            let events =
+                crate::store::points::window_events(&crate::store::sql::Tx::sqlite(tx), inst.key, w.start, plan.unique_by.as_deref())?;
             record_for(inst, w.start, (begin, end), crate::model::point_value(plan.aggregation, &events), Decimal::ZERO, None, now)
         };
         count(report, inst, &rec);
-        records::insert(tx, &rec, now.0)?;
+        records::insert(&crate::store::sql::Tx::sqlite(tx), &rec, now.0)?;
     }
     unbillable += pkgs.take_expired(until);
     if carry::sealed_through_release(inst.release, until) {

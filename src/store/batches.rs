@@ -12,10 +12,14 @@
 //! delivered. [`settle`] later writes `delivered` and the batch id into the records rows of
 //! delivered batches, many batches in one transaction, and drops their queue rows; until then
 //! every reader already sees them delivered, and nothing about them is sent again.
+//!
+//! Every statement runs on SQLite and PostgreSQL alike (see [`super::sql`]); a new batch's id
+//! comes back from its `INSERT … RETURNING id`. Lookups of a batch's state name SQLite's
+//! covering index, spelled per backend ([`records::hinted`]).
 
-use super::records::{self, RecordRow};
+use super::records::{self, hinted, RecordRow};
+use super::sql::{params, Row, Tx};
 use super::{Result, StoreError};
-use rusqlite::{params, Connection, OptionalExtension};
 
 /// A stored batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,84 +60,88 @@ impl From<RecordRow> for Member {
 }
 
 /// Up to `n` pending records, oldest first, as batch members (reads only key and bytes).
-pub fn next_pending(conn: &Connection, n: usize) -> Result<Vec<Member>> {
-    let mut stmt = conn.prepare_cached(
+pub fn next_pending(tx: &Tx<'_>, n: usize) -> Result<Vec<Member>> {
+    tx.query_map(
         "SELECT q.window_start, q.metering_sn, r.body FROM upload_queue q JOIN records r ON r.metering_sn = q.metering_sn
          WHERE q.batch_id IS NULL ORDER BY q.window_start, q.metering_sn LIMIT ?1",
-    )?;
-    let rows = stmt.query_map([n as i64], |r| Ok(Member { window_start: r.get(0)?, metering_sn: r.get(1)?, body: r.get(2)? }))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        params![n as i64],
+        |r| Ok(Member { window_start: r.get(0)?, metering_sn: r.get(1)?, body: r.get(2)? }),
+    )
+}
+
+/// Whether text column `i` of `r` is `text` (on SQLite compared where it lies, no copy).
+fn text_is(r: &Row<'_>, i: usize, text: &str) -> Result<bool> {
+    match r {
+        Row::Sqlite(r) => Ok(r.get_ref(i)?.as_str().map_err(rusqlite::Error::from)? == text),
+        Row::Pg(_) => Ok(r.get::<String>(i)? == text),
+    }
 }
 
 /// [`next_pending`], reusing `read_before`: the members read in an earlier transaction. A
 /// sealed record's bytes never change, so only which records are pending can differ; when the
 /// keys of the first `n` pending records (read from the queue's index alone) are exactly those
 /// of `read_before`, its bodies are the bodies, and the records table is not read again.
-pub fn next_pending_reusing(conn: &Connection, n: usize, read_before: Vec<Member>) -> Result<Vec<Member>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT window_start, metering_sn FROM upload_queue WHERE batch_id IS NULL ORDER BY window_start, metering_sn LIMIT ?1",
-    )?;
-    let mut keys = stmt.query([n as i64])?;
+pub fn next_pending_reusing(tx: &Tx<'_>, n: usize, read_before: Vec<Member>) -> Result<Vec<Member>> {
     let mut before = read_before.iter();
-    let same = loop {
-        match (keys.next()?, before.next()) {
-            (None, None) => break true,
-            (Some(k), Some(m))
-                if k.get::<_, i64>(0)? == m.window_start && k.get_ref(1)?.as_str().map_err(rusqlite::Error::from)? == m.metering_sn => {}
-            _ => break false,
-        }
-    };
-    drop(keys);
-    if same {
+    let mut same = true;
+    tx.for_each(
+        "SELECT window_start, metering_sn FROM upload_queue WHERE batch_id IS NULL ORDER BY window_start, metering_sn LIMIT ?1",
+        params![n as i64],
+        |k| {
+            if same {
+                same = match before.next() {
+                    Some(m) => k.get::<i64>(0)? == m.window_start && text_is(k, 1, &m.metering_sn)?,
+                    None => false,
+                };
+            }
+            Ok(())
+        },
+    )?;
+    if same && before.next().is_none() {
         Ok(read_before)
     } else {
-        next_pending(conn, n)
+        next_pending(tx, n)
     }
 }
 
 /// Creates an open batch of `recs` (in that order): its records are `sending` from now on.
 /// Every record must be pending (queued, in no batch).
-pub fn create(conn: &Connection, recs: &[Member], now_ns: i64) -> Result<Batch> {
+pub fn create(tx: &Tx<'_>, recs: &[Member], now_ns: i64) -> Result<Batch> {
     let bodies: Vec<&[u8]> = recs.iter().map(|r| r.body.as_slice()).collect();
     let body = join_bodies(&bodies);
-    conn.prepare_cached("INSERT INTO batches (body, records, state, created_ns) VALUES (?1, ?2, 'open', ?3)")?.execute(params![
-        body,
-        recs.len() as i64,
-        now_ns
-    ])?;
-    let id = conn.last_insert_rowid();
+    let id: i64 = tx.one(
+        "INSERT INTO batches (body, records, state, created_ns) VALUES (?1, ?2, 'open', ?3) RETURNING id",
+        params![body, recs.len() as i64, now_ns],
+    )?;
     let (Some(first), Some(last)) = (recs.first(), recs.last()) else { return Ok(Batch { id, body, records: 0, attempts: 0 }) };
     let range = params![first.window_start, first.metering_sn, last.window_start, last.metering_sn];
     const RANGE: &str = "batch_id IS NULL AND (window_start, metering_sn) >= (?1, ?2) AND (window_start, metering_sn) <= (?3, ?4)";
-    let in_range: i64 = conn.prepare_cached(&format!("SELECT count(*) FROM upload_queue WHERE {RANGE}"))?.query_row(range, |r| r.get(0))?;
+    let in_range: i64 = tx.one(&format!("SELECT count(*) FROM upload_queue WHERE {RANGE}"), range)?;
     let sorted = recs.windows(2).all(|w| (w[0].window_start, &w[0].metering_sn) < (w[1].window_start, &w[1].metering_sn));
     if sorted && in_range == recs.len() as i64 {
         // A cut from `next_pending` (or a half of a split): the members should be exactly the
         // pending rows of their key range, so one statement marks them; checked below.
-        conn.prepare_cached(&format!("UPDATE upload_queue SET batch_id = ?5 WHERE {RANGE}"))?.execute(params![
-            first.window_start,
-            first.metering_sn,
-            last.window_start,
-            last.metering_sn,
-            id
-        ])?;
-        let mut stmt =
-            conn.prepare_cached("SELECT metering_sn FROM upload_queue WHERE batch_id = ?1 ORDER BY window_start, metering_sn")?;
-        let marked = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+        tx.execute(
+            &format!("UPDATE upload_queue SET batch_id = ?5 WHERE {RANGE}"),
+            params![first.window_start, first.metering_sn, last.window_start, last.metering_sn, id],
+        )?;
         let mut expected = recs.iter();
-        for sn in marked {
-            let sn = sn?;
+        tx.for_each("SELECT metering_sn FROM upload_queue WHERE batch_id = ?1 ORDER BY window_start, metering_sn", params![id], |r| {
+            let sn = r.get::<String>(0)?;
             if expected.next().map(|r| &r.metering_sn) != Some(&sn) {
                 return Err(StoreError::Invalid(format!(
                     "record {sn} was not cut for batch {id}, or a member is no longer waiting for upload"
                 )));
             }
-        }
+            Ok(())
+        })?;
     } else {
-        let mut mark =
-            conn.prepare_cached("UPDATE upload_queue SET batch_id = ?3 WHERE window_start = ?1 AND metering_sn = ?2 AND batch_id IS NULL")?;
         for r in recs {
-            if mark.execute(params![r.window_start, r.metering_sn, id])? != 1 {
+            let marked = tx.execute(
+                "UPDATE upload_queue SET batch_id = ?3 WHERE window_start = ?1 AND metering_sn = ?2 AND batch_id IS NULL",
+                params![r.window_start, r.metering_sn, id],
+            )?;
+            if marked != 1 {
                 return Err(StoreError::Invalid(format!("record {} is no longer waiting for upload", r.metering_sn)));
             }
         }
@@ -142,177 +150,179 @@ pub fn create(conn: &Connection, recs: &[Member], now_ns: i64) -> Result<Batch> 
 }
 
 /// Open batches, oldest first (left by a crash, a lost answer or an exhausted retry budget).
-pub fn open(conn: &Connection) -> Result<Vec<Batch>> {
-    let mut stmt = conn.prepare_cached("SELECT id, body, records, attempts FROM batches WHERE state = 'open' ORDER BY id")?;
-    let rows = stmt.query_map([], |r| Ok(Batch { id: r.get(0)?, body: r.get(1)?, records: r.get(2)?, attempts: r.get(3)? }))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn open(tx: &Tx<'_>) -> Result<Vec<Batch>> {
+    tx.query_map("SELECT id, body, records, attempts FROM batches WHERE state = 'open' ORDER BY id", params![], |r| {
+        Ok(Batch { id: r.get(0)?, body: r.get(1)?, records: r.get(2)?, attempts: r.get(3)? })
+    })
 }
 
 /// The records of a batch, in body order (batches are always built in (window, serial) order).
-pub fn members(conn: &Connection, id: i64) -> Result<Vec<RecordRow>> {
-    records::in_batch(conn, id)
+pub fn members(tx: &Tx<'_>, id: i64) -> Result<Vec<RecordRow>> {
+    records::in_batch(tx, id)
 }
 
 /// Counts an attempt and its outcome text.
-pub fn attempted(conn: &Connection, id: i64, error: Option<&str>) -> Result<()> {
-    conn.prepare_cached("UPDATE batches SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1")?.execute(params![id, error])?;
+pub fn attempted(tx: &Tx<'_>, id: i64, error: Option<&str>) -> Result<()> {
+    tx.execute("UPDATE batches SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1", params![id, error])?;
     Ok(())
 }
 
 /// The store accepted the batch: every record in it is delivered (one row: the records follow
 /// their batch until [`settle`] writes it into them).
-pub fn delivered(conn: &Connection, id: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE batches SET state = 'delivered' WHERE id = ?1 AND state = 'open'")?.execute([id])?;
+pub fn delivered(tx: &Tx<'_>, id: i64) -> Result<()> {
+    tx.execute("UPDATE batches SET state = 'delivered' WHERE id = ?1 AND state = 'open'", params![id])?;
     Ok(())
 }
 
 /// [`attempted`] without an error, then [`delivered`], as one update of the batch row (every
 /// update of a batch row rereads or rewrites its body's overflow pages).
-pub fn attempt_delivered(conn: &Connection, id: i64) -> Result<()> {
-    conn.prepare_cached(
+pub fn attempt_delivered(tx: &Tx<'_>, id: i64) -> Result<()> {
+    tx.execute(
         "UPDATE batches SET attempts = attempts + 1, last_error = NULL,
          state = CASE state WHEN 'open' THEN 'delivered' ELSE state END WHERE id = ?1",
-    )?
-    .execute([id])?;
+        params![id],
+    )?;
     Ok(())
 }
 
 /// Records of delivered batches whose `records` rows still say `pending`.
-pub fn unsettled(conn: &Connection) -> Result<u64> {
-    let n: i64 = conn
-        .prepare_cached(
-            "SELECT count(*) FROM upload_queue q WHERE q.batch_id IS NOT NULL AND (SELECT b.state FROM batches b INDEXED BY batches_state WHERE b.id = q.batch_id) = 'delivered'",
-        )?
-        .query_row([], |r| r.get(0))?;
-    Ok(n as u64)
+pub fn unsettled(tx: &Tx<'_>) -> Result<u64> {
+    let sql = hinted!(
+        tx,
+        "SELECT count(*) FROM upload_queue q WHERE q.batch_id IS NOT NULL AND (SELECT b.state FROM batches b",
+        " WHERE b.id = q.batch_id) = 'delivered'"
+    );
+    Ok(tx.one::<i64>(sql, params![])? as u64)
 }
 
 /// Writes `delivered` and the batch id into the records rows of every delivered batch and
 /// drops their queue rows; returns how many records it settled. Bookkeeping only: the records
 /// were delivered (and read as delivered) since their batch was.
-pub fn settle(conn: &Connection, now_ns: i64) -> Result<u64> {
-    let n = conn
-        .prepare_cached(
-            "UPDATE records SET state = 'delivered', batch_id = d.batch_id, updated_ns = ?1
+pub fn settle(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
+    let update = hinted!(
+        tx,
+        "UPDATE records SET state = 'delivered', batch_id = d.batch_id, updated_ns = ?1
              FROM (SELECT q.metering_sn, q.batch_id FROM upload_queue q
-                   WHERE q.batch_id IS NOT NULL AND (SELECT b.state FROM batches b INDEXED BY batches_state WHERE b.id = q.batch_id) = 'delivered') AS d
-             WHERE records.metering_sn = d.metering_sn AND records.state = 'pending'",
-        )?
-        .execute([now_ns])?;
-    let dropped = conn
-        .prepare_cached(
-            "DELETE FROM upload_queue WHERE batch_id IS NOT NULL AND (SELECT b.state FROM batches b INDEXED BY batches_state WHERE b.id = upload_queue.batch_id) = 'delivered'",
-        )?
-        .execute([])?;
+                   WHERE q.batch_id IS NOT NULL AND (SELECT b.state FROM batches b",
+        " WHERE b.id = q.batch_id) = 'delivered') AS d
+             WHERE records.metering_sn = d.metering_sn AND records.state = 'pending'"
+    );
+    let n = tx.execute(update, params![now_ns])?;
+    let delete = hinted!(
+        tx,
+        "DELETE FROM upload_queue WHERE batch_id IS NOT NULL AND (SELECT b.state FROM batches b",
+        " WHERE b.id = upload_queue.batch_id) = 'delivered'"
+    );
+    let dropped = tx.execute(delete, params![])?;
     if n != dropped {
         return Err(StoreError::Corrupt(format!("settled {n} record(s) but {dropped} queue row(s) of delivered batches")));
     }
-    Ok(n as u64)
+    Ok(n)
 }
 
 /// Takes the queued records of batch `id` out of it: pending again.
-fn unqueue(conn: &Connection, id: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE upload_queue SET batch_id = NULL WHERE batch_id = ?1")?.execute([id])?;
+fn unqueue(tx: &Tx<'_>, id: i64) -> Result<()> {
+    tx.execute("UPDATE upload_queue SET batch_id = NULL WHERE batch_id = ?1", params![id])?;
     Ok(())
 }
 
 /// Replaces a refused batch by two halves (the store billed nothing of it).
-pub fn split(conn: &Connection, id: i64, now_ns: i64) -> Result<(Batch, Batch)> {
-    let recs = members(conn, id)?;
+pub fn split(tx: &Tx<'_>, id: i64, now_ns: i64) -> Result<(Batch, Batch)> {
+    let recs = members(tx, id)?;
     if recs.len() < 2 {
         return Err(StoreError::Invalid(format!("batch {id} has {} record(s); cannot split", recs.len())));
     }
-    conn.prepare_cached("UPDATE batches SET state = 'split' WHERE id = ?1")?.execute([id])?;
-    unqueue(conn, id)?;
+    tx.execute("UPDATE batches SET state = 'split' WHERE id = ?1", params![id])?;
+    unqueue(tx, id)?;
     let recs: Vec<Member> = recs.into_iter().map(Member::from).collect();
     let (a, b) = recs.split_at(recs.len() / 2);
-    Ok((create(conn, a, now_ns)?, create(conn, b, now_ns)?))
+    Ok((create(tx, a, now_ns)?, create(tx, b, now_ns)?))
 }
 
 /// Gives a batch up without billing (configuration error): its records are pending again.
-pub fn abandon(conn: &Connection, id: i64) -> Result<()> {
-    let n = conn.prepare_cached("UPDATE batches SET state = 'abandoned' WHERE id = ?1 AND state = 'open'")?.execute([id])?;
+pub fn abandon(tx: &Tx<'_>, id: i64) -> Result<()> {
+    let n = tx.execute("UPDATE batches SET state = 'abandoned' WHERE id = ?1 AND state = 'open'", params![id])?;
     if n == 1 {
-        unqueue(conn, id)?;
+        unqueue(tx, id)?;
     }
     Ok(())
 }
 
 /// Rejects every record of a (single-record) batch and logs the body that was sent.
-pub fn reject(conn: &Connection, id: i64, code: &str, message: &str, now_ns: i64) -> Result<Vec<String>> {
-    let batch: Vec<u8> = conn.prepare_cached("SELECT body FROM batches WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
-    let recs = records::in_batch(conn, id)?;
-    conn.prepare_cached("UPDATE batches SET state = 'split' WHERE id = ?1 AND state = 'open'")?.execute([id])?;
+pub fn reject(tx: &Tx<'_>, id: i64, code: &str, message: &str, now_ns: i64) -> Result<Vec<String>> {
+    let batch: Vec<u8> = tx.one("SELECT body FROM batches WHERE id = ?1", params![id])?;
+    let recs = records::in_batch(tx, id)?;
+    tx.execute("UPDATE batches SET state = 'split' WHERE id = ?1 AND state = 'open'", params![id])?;
     for r in &recs {
-        reject_record(conn, &r.metering_sn, code, message, &batch, now_ns)?;
+        reject_record(tx, &r.metering_sn, code, message, &batch, now_ns)?;
     }
     Ok(recs.into_iter().map(|r| r.metering_sn).collect())
 }
 
 /// The effective state, queue key and batch of the record `sn`, if there is one.
-fn record_state(conn: &Connection, sn: &str) -> Result<Option<(String, i64, Option<i64>)>> {
+fn record_state(tx: &Tx<'_>, sn: &str) -> Result<Option<(String, i64, Option<i64>)>> {
     let sql = format!(
         "SELECT {}, r.window_start, (SELECT q.batch_id FROM upload_queue q WHERE q.window_start = r.window_start AND q.metering_sn = r.metering_sn)
          FROM records r WHERE r.metering_sn = ?1",
-        records::STATE_SQL
+        records::state_sql(tx)
     );
-    Ok(conn.prepare_cached(&sql)?.query_row([sn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?)
+    tx.query_opt(&sql, params![sn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
 /// Marks one record rejected and appends it to the rejected log.
 /// A record that is no longer waiting (delivered meanwhile, e.g. by a concurrent uploader) is
 /// left as it is.
-pub fn reject_record(conn: &Connection, sn: &str, code: &str, message: &str, body: &[u8], now_ns: i64) -> Result<()> {
-    let Some((state, window_start, batch)) = record_state(conn, sn)? else { return Ok(()) };
+pub fn reject_record(tx: &Tx<'_>, sn: &str, code: &str, message: &str, body: &[u8], now_ns: i64) -> Result<()> {
+    let Some((state, window_start, batch)) = record_state(tx, sn)? else { return Ok(()) };
     if state != "pending" && state != "sending" {
         return Ok(());
     }
     // A record rejected out of a batch keeps naming it, as a delivered one does.
-    conn.prepare_cached(
+    tx.execute(
         "UPDATE records SET state = 'rejected', batch_id = coalesce(?3, batch_id), updated_ns = ?2 WHERE metering_sn = ?1 AND state = 'pending'",
-    )?
-    .execute(params![sn, now_ns, batch])?;
-    conn.prepare_cached("DELETE FROM upload_queue WHERE window_start = ?1 AND metering_sn = ?2")?.execute(params![window_start, sn])?;
-    conn.prepare_cached("INSERT INTO rejected (metering_sn, code, message, at_ns, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![sn, code, message, now_ns, body])?;
+        params![sn, now_ns, batch],
+    )?;
+    tx.execute("DELETE FROM upload_queue WHERE window_start = ?1 AND metering_sn = ?2", params![window_start, sn])?;
+    tx.execute(
+        "INSERT INTO rejected (metering_sn, code, message, at_ns, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![sn, code, message, now_ns, body],
+    )?;
     Ok(())
 }
 
 /// Puts a rejected record back to `pending` (same serial, same bytes) after its cause is fixed.
-pub fn requeue(conn: &Connection, sn: &str, now_ns: i64) -> Result<()> {
-    let (window_start, state) = match record_state(conn, sn)? {
+pub fn requeue(tx: &Tx<'_>, sn: &str, now_ns: i64) -> Result<()> {
+    let (window_start, state) = match record_state(tx, sn)? {
         None => return Err(StoreError::Invalid(format!("no record has metering_sn {sn:?}; see `meterd rejected`"))),
         Some((s, w, _)) => (w, s),
     };
     if state != "rejected" {
         return Err(StoreError::Invalid(format!("record {sn} is {state}, not rejected; only rejected records can be requeued")));
     }
-    conn.prepare_cached("UPDATE records SET state = 'pending', batch_id = NULL, updated_ns = ?2 WHERE metering_sn = ?1")?
-        .execute(params![sn, now_ns])?;
-    conn.prepare_cached("INSERT INTO upload_queue (window_start, metering_sn) VALUES (?1, ?2)")?.execute(params![window_start, sn])?;
-    conn.prepare_cached("UPDATE rejected SET requeued_ns = ?2 WHERE metering_sn = ?1 AND requeued_ns IS NULL")?
-        .execute(params![sn, now_ns])?;
+    tx.execute("UPDATE records SET state = 'pending', batch_id = NULL, updated_ns = ?2 WHERE metering_sn = ?1", params![sn, now_ns])?;
+    tx.execute("INSERT INTO upload_queue (window_start, metering_sn) VALUES (?1, ?2)", params![window_start, sn])?;
+    tx.execute("UPDATE rejected SET requeued_ns = ?2 WHERE metering_sn = ?1 AND requeued_ns IS NULL", params![sn, now_ns])?;
     Ok(())
 }
 
 /// The rejected log, newest first.
-pub fn rejected_log(conn: &Connection) -> Result<Vec<records::RejectedRow>> {
-    let mut stmt = conn.prepare_cached(
+pub fn rejected_log(tx: &Tx<'_>) -> Result<Vec<records::RejectedRow>> {
+    tx.query_map(
         "SELECT j.metering_sn, i.instance_id, j.code, j.message, j.at_ns, j.body, j.requeued_ns FROM rejected j
          JOIN records r ON r.metering_sn = j.metering_sn JOIN instances i ON i.ref = r.instance_ref ORDER BY j.id DESC",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(records::RejectedRow {
-            metering_sn: r.get(0)?,
-            instance_id: r.get(1)?,
-            code: r.get(2)?,
-            message: r.get(3)?,
-            at_ns: r.get(4)?,
-            body: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(5)?).into_owned(),
-            requeued: r.get::<_, Option<i64>>(6)?.is_some(),
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        params![],
+        |r| {
+            Ok(records::RejectedRow {
+                metering_sn: r.get(0)?,
+                instance_id: r.get(1)?,
+                code: r.get(2)?,
+                message: r.get(3)?,
+                at_ns: r.get(4)?,
+                body: String::from_utf8_lossy(&r.get::<Vec<u8>>(5)?).into_owned(),
+                requeued: r.get::<Option<i64>>(6)?.is_some(),
+            })
+        },
+    )
 }
 
 #[cfg(test)]
@@ -519,7 +529,7 @@ mod tests {
         assert_eq!(stored(&mut s, "a"), ("delivered".into(), Some(7)));
     }
 
-    fn batches_rejected(conn: &Connection) -> Result<i64> {
-        Ok(conn.query_row("SELECT count(*) FROM rejected WHERE requeued_ns IS NOT NULL", [], |r| r.get(0))?)
+    fn batches_rejected(tx: &Tx<'_>) -> Result<i64> {
+        tx.one("SELECT count(*) FROM rejected WHERE requeued_ns IS NOT NULL", params![])
     }
 }

@@ -9,13 +9,15 @@
 //! this process, e.g. a restarted container's pid 1). A run releases its claims at its end, so
 //! the next run of any process picks up what is left at once.
 //!
-//! Processes that share a database share a host (SQLite needs local locking), so the pid test
-//! holds; the lease bounds the wait if it ever does not. Billing never depended on this (the
+//! Processes that share a SQLite database share a host (SQLite needs local locking), so the pid
+//! test holds; the lease bounds the wait if it ever does not. On PostgreSQL the holders may run
+//! on other hosts, where a pid says nothing (it may even be a live process's here): there every
+//! holder counts as alive, and only its own release or the end of its lease frees a claim. Billing never depended on this (the
 //! store keeps the first record per period): the claim keeps delivery counts and metrics true.
 
 use super::batches::Batch;
+use super::sql::{params, Backend, Tx};
 use super::Result;
-use rusqlite::{params, Connection};
 
 /// How long a claim lasts without renewal: far above one attempt (timeout + backoff cap).
 pub const LEASE_NS: i64 = 10 * 60 * 1_000_000_000;
@@ -61,41 +63,42 @@ pub fn claimable(holder: Option<&str>, until_ns: Option<i64>, me: &Holder, now_n
 }
 
 /// Claims every claimable open batch for `me` and returns them, oldest first.
-pub fn claim_open(conn: &Connection, me: &Holder, now_ns: i64) -> Result<Vec<Batch>> {
-    let mut stmt = conn.prepare_cached("SELECT id, claimed_by, claim_until_ns FROM batches WHERE state = 'open' ORDER BY id")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<i64>>(2)?)))?;
+pub fn claim_open(tx: &Tx<'_>, me: &Holder, now_ns: i64) -> Result<Vec<Batch>> {
+    let rows = tx.query_map("SELECT id, claimed_by, claim_until_ns FROM batches WHERE state = 'open' ORDER BY id", params![], |r| {
+        Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?, r.get::<Option<i64>>(2)?))
+    })?;
+    // A holder's pid is only checkable where every holder shares our host (see the module docs).
+    let alive = |h: &str| tx.backend() == Backend::Postgres || holder_alive(h);
     let mut ids = Vec::new();
-    for row in rows {
-        let (id, holder, until) = row?;
-        if claimable(holder.as_deref(), until, me, now_ns, holder_alive) {
+    for (id, holder, until) in rows {
+        if claimable(holder.as_deref(), until, me, now_ns, alive) {
             ids.push(id);
         } else {
             tracing::debug!(batch = id, holder = ?holder, "open batch is being sent by another process; leaving it");
         }
     }
-    let mut read = conn.prepare_cached("SELECT id, body, records, attempts FROM batches WHERE id = ?1")?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        claim(conn, id, me, now_ns)?;
-        out.push(read.query_row([id], |r| Ok(Batch { id: r.get(0)?, body: r.get(1)?, records: r.get(2)?, attempts: r.get(3)? }))?);
+        claim(tx, id, me, now_ns)?;
+        out.push(tx.query_row("SELECT id, body, records, attempts FROM batches WHERE id = ?1", params![id], |r| {
+            Ok(Batch { id: r.get(0)?, body: r.get(1)?, records: r.get(2)?, attempts: r.get(3)? })
+        })?);
     }
     Ok(out)
 }
 
 /// Claims (or renews the claim on) batch `id` for `me` until `now_ns + LEASE_NS`.
-pub fn claim(conn: &Connection, id: i64, me: &Holder, now_ns: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE batches SET claimed_by = ?2, claim_until_ns = ?3 WHERE id = ?1")?.execute(params![
-        id,
-        me.0,
-        now_ns.saturating_add(LEASE_NS)
-    ])?;
+pub fn claim(tx: &Tx<'_>, id: i64, me: &Holder, now_ns: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE batches SET claimed_by = ?2, claim_until_ns = ?3 WHERE id = ?1",
+        params![id, me.0, now_ns.saturating_add(LEASE_NS)],
+    )?;
     Ok(())
 }
 
 /// Releases every claim of `me` on batches still open (the end of a run).
-pub fn release(conn: &Connection, me: &Holder) -> Result<()> {
-    conn.prepare_cached("UPDATE batches SET claimed_by = NULL, claim_until_ns = NULL WHERE claimed_by = ?1 AND state = 'open'")?
-        .execute([&me.0])?;
+pub fn release(tx: &Tx<'_>, me: &Holder) -> Result<()> {
+    tx.execute("UPDATE batches SET claimed_by = NULL, claim_until_ns = NULL WHERE claimed_by = ?1 AND state = 'open'", params![me.0])?;
     Ok(())
 }
 

@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::store::batches::{self, Batch};
 use crate::store::claims::{self, Holder};
+use crate::store::sql::Tx;
 use crate::store::{meta, records, Store, StoreError};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -410,7 +411,7 @@ impl Run<'_> {
 }
 
 /// Cuts a batch of `recs` claimed by this process (one transaction with the cut).
-fn create_claimed(tx: &rusqlite::Connection, recs: &[batches::Member]) -> Result<Batch, StoreError> {
+fn create_claimed(tx: &Tx<'_>, recs: &[batches::Member]) -> Result<Batch, StoreError> {
     let now = Timestamp::now().0;
     let b = batches::create(tx, recs, now)?;
     claims::claim(tx, b.id, &Holder::this_process(), now)?;
@@ -418,7 +419,7 @@ fn create_claimed(tx: &rusqlite::Connection, recs: &[batches::Member]) -> Result
 }
 
 /// Splits batch `id` into two halves claimed by this process.
-fn split_claimed(tx: &rusqlite::Connection, id: i64) -> Result<(Batch, Batch), StoreError> {
+fn split_claimed(tx: &Tx<'_>, id: i64) -> Result<(Batch, Batch), StoreError> {
     let now = Timestamp::now().0;
     let halves = batches::split(tx, id, now)?;
     for b in [&halves.0, &halves.1] {
