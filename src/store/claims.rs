@@ -53,6 +53,16 @@ pub fn holder_alive(holder: &str) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// [`holder_alive`] where the store's holders share our host (SQLite); on PostgreSQL a holder
+/// may run on any node, where its pid says nothing here, so it counts as alive (see the module
+/// docs).
+pub fn holder_alive_on(backend: Backend, holder: &str) -> bool {
+    match backend {
+        Backend::Sqlite => holder_alive(holder),
+        Backend::Postgres => true,
+    }
+}
+
 /// The pure decision: may `me` take a batch claimed by `holder` until `until_ns`, at `now_ns`?
 pub fn claimable(holder: Option<&str>, until_ns: Option<i64>, me: &Holder, now_ns: i64, alive: impl Fn(&str) -> bool) -> bool {
     match holder {
@@ -67,8 +77,8 @@ pub fn claim_open(tx: &Tx<'_>, me: &Holder, now_ns: i64) -> Result<Vec<Batch>> {
     let rows = tx.query_map("SELECT id, claimed_by, claim_until_ns FROM batches WHERE state = 'open' ORDER BY id", params![], |r| {
         Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?, r.get::<Option<i64>>(2)?))
     })?;
-    // A holder's pid is only checkable where every holder shares our host (see the module docs).
-    let alive = |h: &str| tx.backend() == Backend::Postgres || holder_alive(h);
+    let backend = tx.backend();
+    let alive = |h: &str| holder_alive_on(backend, h);
     let mut ids = Vec::new();
     for (id, holder, until) in rows {
         if claimable(holder.as_deref(), until, me, now_ns, alive) {
@@ -124,5 +134,14 @@ mod tests {
         assert!(holder_alive(&me.0));
         assert!(!holder_alive(&format!("{}:not-our-nonce", std::process::id())));
         assert!(!holder_alive("garbage"));
+    }
+
+    #[test]
+    fn on_a_shared_postgres_store_no_holder_is_judged_by_its_pid() {
+        let gone = format!("{}:not-our-nonce", std::process::id());
+        assert!(!holder_alive_on(Backend::Sqlite, &gone));
+        assert!(holder_alive_on(Backend::Postgres, &gone), "our pid on this host may be another node's live uploader");
+        assert!(holder_alive_on(Backend::Postgres, "garbage"));
+        assert!(holder_alive_on(Backend::Postgres, &Holder::this_process().0));
     }
 }
