@@ -624,7 +624,7 @@ proptest::proptest! {
             for b in &balances {
                 proptest::prop_assert!(b.holds(), "audit broken: {:?}", b);
             }
-            let all = store.read(|tx| meterd::store::records::all(tx)).unwrap();
+            let all = store.read(meterd::store::records::all).unwrap();
             let mut periods = std::collections::HashSet::new();
             for r in &all {
                 proptest::prop_assert!(periods.insert((r.instance_key, r.begin, r.end)), "sealed twice: {:?}", r);

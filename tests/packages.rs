@@ -279,7 +279,7 @@ fn monthly_quota_renews_at_the_month_boundary_in_beijing() {
 /// (begin, value, relate_pkg) of every sealed record, from the database.
 fn records(env: &Env) -> Vec<(String, String, Option<String>)> {
     let mut store = meterd::store::Store::open(&env.db).unwrap();
-    let all = store.read(|tx| meterd::store::records::all(tx)).unwrap();
+    let all = store.read(meterd::store::records::all).unwrap();
     all.iter()
         .map(|r| (meterd::model::Timestamp::from_secs(r.begin).to_string(), r.usage_value.to_string(), r.relate_pkg.clone()))
         .collect()

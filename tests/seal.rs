@@ -86,7 +86,7 @@ fn assert_conserved(db: &Path) {
     for b in meterd::audit::balances(&mut store).unwrap() {
         assert!(b.holds(), "conservation broken: {b:?}");
     }
-    let all = store.read(|tx| records::all(tx)).unwrap();
+    let all = store.read(records::all).unwrap();
     let mut periods = HashSet::new();
     for r in &all {
         assert!(periods.insert((r.instance_key, r.begin, r.end)), "sealed twice: {r:?}");
@@ -150,7 +150,7 @@ fn clipped_times_and_record_format() {
     assert_eq!(w.event("i-1", "b", "2", "2026-11-23T09:10:00Z", "2026-11-23T09:30:00Z").accepted, 1);
     w.store().write(|tx| instances::release(tx, "i-1", ts("2026-11-23T09:40:00Z"))).unwrap();
     w.seal("2026-11-23T11:00:00Z");
-    let recs = w.store().read(|tx| records::all(tx)).unwrap();
+    let recs = w.store().read(records::all).unwrap();
     let bodies: Vec<serde_json::Value> = recs.iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
     assert_eq!(bodies[0]["begin_time"], "20231123T062000Z".replace("2023", "2026"));
     assert_eq!(bodies[0]["end_time"], "20261123T070000Z");
@@ -188,7 +188,7 @@ fn remainder_is_carried_not_lost() {
     w.event("i-1", "b", "0.00006", "2026-11-23T02:10:00Z", "2026-11-23T05:00:00Z");
     w.event("i-1", "c", "1.123456789", "2026-11-23T03:10:00Z", "2026-11-23T05:00:00Z");
     w.seal("2026-11-23T05:00:00Z");
-    let recs = w.store().read(|tx| records::all(tx)).unwrap();
+    let recs = w.store().read(records::all).unwrap();
     let values: Vec<String> = recs.iter().map(|r| r.usage_value.to_string()).collect();
     // 0.00006 → 0 (zero record, carry 0.00006); 0.00012 → 0.0001 (carry 0.00002);
     // 1.123476789 → 1.1234 (carry 0.000076789).
@@ -209,7 +209,7 @@ fn cap_carries_the_excess() {
     w.event("i-1", "small", "1", "2026-11-23T02:10:00Z", "2026-11-23T05:00:00Z");
     let rep = w.seal("2026-11-23T05:00:00Z");
     assert_eq!(rep.capped, 1);
-    let recs = w.store().read(|tx| records::all(tx)).unwrap();
+    let recs = w.store().read(records::all).unwrap();
     assert_eq!(recs[0].usage_value.to_string(), "99999999.9999");
     assert_eq!(recs[1].usage_value.to_string(), "50000001.0001");
     assert_conserved(&w.db);
@@ -223,7 +223,7 @@ fn day_window_in_beijing_is_rendered_in_utc() {
     w.event("g-1", "a", "10", "2026-11-23T17:30:00Z", "2026-11-24T12:00:00Z");
     w.event("g-1", "b", "5", "2026-11-23T15:30:00Z", "2026-11-24T12:00:00Z");
     w.seal("2026-11-24T16:05:00Z");
-    let recs = w.store().read(|tx| records::all(tx)).unwrap();
+    let recs = w.store().read(records::all).unwrap();
     let b: Vec<serde_json::Value> = recs.iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
     assert_eq!(
         (b[0]["begin_time"].as_str(), b[0]["end_time"].as_str(), b[0]["usage_value"].as_str()),

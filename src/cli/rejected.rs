@@ -17,7 +17,7 @@ pub struct RequeueArgs {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
-    let rows = ctx.store()?.read(|tx| batches::rejected_log(tx))?;
+    let rows = ctx.store()?.read(batches::rejected_log)?;
     if args.format == "json" {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return Ok(0);

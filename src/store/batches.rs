@@ -379,7 +379,7 @@ mod tests {
     }
 
     fn states(s: &mut Store) -> Vec<(String, u64)> {
-        s.read(|tx| records::count_by_state(tx)).unwrap().into_iter().map(|(st, n)| (st.as_str().to_string(), n)).collect()
+        s.read(records::count_by_state).unwrap().into_iter().map(|(st, n)| (st.as_str().to_string(), n)).collect()
     }
 
     fn stored(s: &mut Store, sn: &str) -> (String, Option<i64>) {
@@ -410,7 +410,7 @@ mod tests {
         let a = cut(&mut s, 3);
         assert_eq!(a.records, 3);
         assert_eq!(states(&mut s), owned(&[("pending", 2), ("sending", 3), ("zero", 1)]));
-        let all = s.read(|tx| records::all(tx)).unwrap();
+        let all = s.read(records::all).unwrap();
         assert_eq!(all.iter().filter(|r| r.batch_id == Some(a.id)).count(), 3);
         assert_eq!(s.read(|tx| records::unsent(tx, 100)).unwrap().len(), 5);
         assert_eq!(s.read(|tx| records::pending(tx, 100)).unwrap().iter().map(|r| &r.metering_sn).collect::<Vec<_>>(), [&sns[3], &sns[4]]);
@@ -419,9 +419,9 @@ mod tests {
         s.write(|tx| delivered(tx, a.id)).unwrap();
         assert_eq!(states(&mut s), owned(&[("delivered", 3), ("pending", 2), ("zero", 1)]));
         assert_eq!(stored(&mut s, &sns[0]), ("pending".into(), None), "the row waits for settle");
-        assert_eq!(s.read(|tx| unsettled(tx)).unwrap(), 3);
+        assert_eq!(s.read(unsettled).unwrap(), 3);
         assert_eq!(s.read(|tx| records::unsent(tx, 100)).unwrap().len(), 2, "delivered records are not waiting");
-        assert_eq!(s.read(|tx| records::waiting(tx)).unwrap(), 2);
+        assert_eq!(s.read(records::waiting).unwrap(), 2);
         let summaries = s.read(|tx| records::summaries_of_instance(tx, 1, i64::MIN, i64::MAX)).unwrap();
         assert_eq!(summaries.iter().filter(|r| r.state == RecordState::Delivered).count(), 3);
         // Nothing delivered is cut again.
@@ -430,7 +430,7 @@ mod tests {
 
         assert_eq!(s.write(|tx| settle(tx, 3)).unwrap(), 3);
         assert_eq!(stored(&mut s, &sns[0]), ("delivered".into(), Some(a.id)));
-        assert_eq!(s.read(|tx| unsettled(tx)).unwrap(), 0);
+        assert_eq!(s.read(unsettled).unwrap(), 0);
         assert_eq!(states(&mut s), owned(&[("delivered", 3), ("sending", 2), ("zero", 1)]));
         assert_eq!(s.read(|tx| members(tx, a.id)).unwrap().len(), 3, "a settled batch still knows its records");
         assert_eq!(s.write(|tx| settle(tx, 4)).unwrap(), 0, "an open batch is not settled");
@@ -476,7 +476,7 @@ mod tests {
         assert_eq!(String::from_utf8(c.body).unwrap().matches("sn-").count(), 3);
         s.write(|tx| delivered(tx, c.id).and_then(|()| settle(tx, 8).map(drop))).unwrap();
         assert_eq!(states(&mut s), owned(&[("delivered", 4), ("zero", 1)]));
-        assert_eq!(s.read(|tx| batches_rejected(tx)).unwrap(), 1);
+        assert_eq!(s.read(batches_rejected).unwrap(), 1);
     }
 
     #[test]
@@ -523,7 +523,7 @@ mod tests {
         assert_eq!(states(&mut s), owned(&[("delivered", 1), ("pending", 1), ("sending", 1)]));
         assert_eq!(stored(&mut s, "a"), ("pending".into(), None), "in the queue now, with its batch");
         assert_eq!(s.read(|tx| members(tx, 7)).unwrap().iter().map(|r| r.metering_sn.as_str()).collect::<Vec<_>>(), ["a"]);
-        assert_eq!(s.read(|tx| open(tx)).unwrap().len(), 1, "the open batch is resent as it is");
+        assert_eq!(s.read(open).unwrap().len(), 1, "the open batch is resent as it is");
         assert_eq!(s.read(|tx| next_pending(tx, 10)).unwrap().iter().map(|m| m.metering_sn.as_str()).collect::<Vec<_>>(), ["b"]);
         s.write(|tx| delivered(tx, 7).and_then(|()| settle(tx, 1))).unwrap();
         assert_eq!(stored(&mut s, "a"), ("delivered".into(), Some(7)));

@@ -193,7 +193,7 @@ async fn upload_run(
         })
     })
     .await?;
-    run.report.waiting = db(&run.store, |s| s.read(|tx| records::waiting(tx))).await?;
+    run.report.waiting = db(&run.store, |s| s.read(records::waiting)).await?;
     Ok(run.report)
 }
 

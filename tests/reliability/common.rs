@@ -167,7 +167,7 @@ pub fn assert_billed_once(entries: &[LedgerEntry]) {
 /// raw `records.state` column alone is not the answer during or right after a run.
 pub fn records(env: &Env) -> Vec<(String, String, String)> {
     let mut store = meterd::store::Store::open(&env.db).expect("open the store");
-    let mut rows = store.read(|tx| meterd::store::records::all(tx)).expect("read records");
+    let mut rows = store.read(meterd::store::records::all).expect("read records");
     rows.sort_by(|a, b| (a.window_start, &a.metering_sn).cmp(&(b.window_start, &b.metering_sn)));
     rows.into_iter().map(|r| (r.metering_sn, r.state.as_str().to_string(), r.usage_value.to_string())).collect()
 }

@@ -203,12 +203,12 @@ impl World {
     }
 
     pub fn records(&self) -> Vec<RecordRow> {
-        self.store().read(|tx| records::all(tx)).unwrap()
+        self.store().read(records::all).unwrap()
     }
 
     /// Record count by state name.
     pub fn states(&self) -> BTreeMap<String, u64> {
-        let counts = self.store().read(|tx| records::count_by_state(tx)).unwrap();
+        let counts = self.store().read(records::count_by_state).unwrap();
         counts.into_iter().map(|(s, n)| (s.as_str().to_string(), n)).collect()
     }
 
