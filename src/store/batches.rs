@@ -15,7 +15,7 @@
 //!
 //! Every statement runs on SQLite and PostgreSQL alike (see [`super::sql`]); a new batch's id
 //! comes back from its `INSERT … RETURNING id`. Lookups of a batch's state name SQLite's
-//! covering index, spelled per backend ([`records::hinted`]).
+//! covering index, spelled per backend (`records::hinted!`).
 
 use super::records::{self, hinted, RecordRow};
 use super::sql::{params, Row, Tx};

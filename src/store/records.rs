@@ -16,7 +16,7 @@
 //! **Both backends.** Every statement here and in [`super::batches`] runs on SQLite and
 //! PostgreSQL alike (see [`super::sql`]), with one exception spelled per backend: SQLite is
 //! told to look a batch's state up through the covering index `batches_state` (`INDEXED BY`,
-//! [`hinted!`]), so it never reads a batch row with its large body; PostgreSQL has no such
+//! `hinted!`), so it never reads a batch row with its large body; PostgreSQL has no such
 //! hint and plans the lookup itself, so its spelling is the same statement without it.
 
 use super::sql::{params, Param, Row, Tx};
