@@ -20,6 +20,7 @@
 //! (sealing and `instance release` move such usage to `unbillable`); `status` lists any.
 
 use crate::model::{point_value, Aggregation, Package, Quantity, Timestamp, MAX_RECORD_VALUE};
+use crate::store::sql::Tx;
 use crate::store::{events, instances, packages, records, windows, InstanceRow, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -133,19 +134,10 @@ pub fn balances_with(store: &mut Store, rule_of: &dyn Fn(&str) -> (Aggregation, 
 }
 
 /// The per-window check of a point plan's instance (see the module docs).
-fn point_balance(
-    tx: &rusqlite::Connection,
-    inst: &InstanceRow,
-    agg: Aggregation,
-    unique_by: Option<&str>,
-    events: u64,
-) -> Result<Balance, StoreError> {
+fn point_balance(tx: &Tx<'_>, inst: &InstanceRow, agg: Aggregation, unique_by: Option<&str>, events: u64) -> Result<Balance, StoreError> {
     let (mut recomputed, mut sealed, mut mismatched) = (Decimal::ZERO, Decimal::ZERO, 0);
-    for r in records::of_instance(&crate::store::sql::Tx::sqlite(tx), inst.key, i64::MIN, i64::MAX)? {
-        let exact = point_value(
-            agg,
-            &crate::store::points::window_events(&crate::store::sql::Tx::sqlite(tx), inst.key, r.window_start, unique_by)?,
-        );
+    for r in records::of_instance(tx, inst.key, i64::MIN, i64::MAX)? {
+        let exact = point_value(agg, &crate::store::points::window_events(tx, inst.key, r.window_start, unique_by)?);
         let value = Quantity(exact).floor_4dp().0 .0.min(MAX_RECORD_VALUE);
         if value != r.usage_value {
             mismatched += 1;

@@ -19,6 +19,7 @@
 
 use crate::config::{Config, PackageMode};
 use crate::model::{split_quota, FixedTz, Package, Reset, Timestamp};
+use crate::store::sql::Tx;
 use crate::store::{packages, records, windows, InstanceRow, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -68,12 +69,12 @@ pub struct QuotaView {
 }
 
 /// The quota view of one instance at `now`.
-pub fn view(conn: &rusqlite::Connection, cfg: &Config, inst: &InstanceRow, now: Timestamp) -> Result<QuotaView, StoreError> {
+pub fn view(tx: &Tx<'_>, cfg: &Config, inst: &InstanceRow, now: Timestamp) -> Result<QuotaView, StoreError> {
     let mode = cfg.plan(&inst.plan).and_then(|p| p.package);
-    let pkgs = packages::of_instance(conn, inst.key)?;
+    let pkgs = packages::of_instance(tx, inst.key)?;
     let used = match mode {
-        Some(PackageMode::Payg) => payg_cover(&pkgs, cfg.timezone, &payg_rows(conn, inst)?).1,
-        _ => packages::usage_of_instance(conn, inst.key)?,
+        Some(PackageMode::Payg) => payg_cover(&pkgs, cfg.timezone, &payg_rows(tx, inst)?).1,
+        _ => packages::usage_of_instance(tx, inst.key)?,
     };
     let packages: Vec<PackageQuota> = pkgs.iter().map(|p| package_at(p, cfg.timezone, &used, now)).collect();
     let remaining: Decimal = packages.iter().map(|p| p.remaining).sum();
@@ -89,7 +90,7 @@ pub fn view(conn: &rusqlite::Connection, cfg: &Config, inst: &InstanceRow, now: 
         exhausted: mode == Some(PackageMode::Stop) && remaining <= Decimal::ZERO,
         remaining: remaining.normalize(),
         packages,
-        over_quota: packages::over_quota(conn, inst.key)?.normalize(),
+        over_quota: packages::over_quota(tx, inst.key)?.normalize(),
     })
 }
 
@@ -119,13 +120,13 @@ fn package_at(p: &Package, tz: FixedTz, used: &Usage, now: Timestamp) -> Package
 /// What the store sees of a pay-per-use instance, in time order: (begin in UTC seconds,
 /// usage) of every sealed record the store did not reject (a rejected or expired record draws
 /// nothing from a package), then of every open window.
-pub fn payg_rows(conn: &rusqlite::Connection, inst: &InstanceRow) -> Result<Vec<(i64, Decimal)>, StoreError> {
-    let mut rows: Vec<(i64, i64, Decimal)> = records::of_instance(&crate::store::sql::Tx::sqlite(conn), inst.key, i64::MIN, i64::MAX)?
+pub fn payg_rows(tx: &Tx<'_>, inst: &InstanceRow) -> Result<Vec<(i64, Decimal)>, StoreError> {
+    let mut rows: Vec<(i64, i64, Decimal)> = records::of_instance(tx, inst.key, i64::MIN, i64::MAX)?
         .into_iter()
         .filter(|r| r.state != records::RecordState::Rejected)
         .map(|r| (r.window_start, r.begin, r.usage_value))
         .collect();
-    for w in windows::of_instance(conn, inst.key, inst.sealed_until, i64::MAX)? {
+    for w in windows::of_instance(tx, inst.key, inst.sealed_until, i64::MAX)? {
         rows.push((w.start, w.start.max(inst.start.secs()), w.usage));
     }
     rows.sort_by_key(|r| (r.0, r.1));
@@ -205,19 +206,13 @@ pub fn new_package(package_id: &str, quota: &str, from: &str, to: &str, reset: O
 }
 
 /// Registers a package for an instance whose plan has a `package` setting.
-pub fn add(
-    conn: &rusqlite::Connection,
-    cfg: &Config,
-    instance_id: &str,
-    p: &packages::NewPackage,
-    now: Timestamp,
-) -> Result<Package, StoreError> {
-    let inst = crate::store::instances::get(conn, instance_id)?.ok_or_else(|| crate::store::instances::unknown(instance_id))?;
+pub fn add(tx: &Tx<'_>, cfg: &Config, instance_id: &str, p: &packages::NewPackage, now: Timestamp) -> Result<Package, StoreError> {
+    let inst = crate::store::instances::get(tx, instance_id)?.ok_or_else(|| crate::store::instances::unknown(instance_id))?;
     if cfg.plan(&inst.plan).and_then(|pl| pl.package).is_none() {
         return Err(StoreError::Invalid(format!(
             "instance {instance_id:?} uses plan {:?}, which has no `package` setting; set package = \"stop\" or \"payg\" in that [[plan]] first",
             inst.plan
         )));
     }
-    packages::add(conn, instance_id, p, now)
+    packages::add(tx, instance_id, p, now)
 }

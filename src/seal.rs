@@ -33,6 +33,7 @@ mod segments;
 use crate::config::{Config, PackageMode, Plan};
 use crate::model::{format_record_time, metering_sn, Quantity, Timestamp, UsageRecord, MAX_RECORD_VALUE};
 use crate::store::records::{self, NewRecord, RecordState};
+use crate::store::sql::Tx;
 use crate::store::{instances, lifecycle, windows, InstanceRow, Store, StoreError, WindowRow};
 use carry::{Fate, Life};
 use rust_decimal::Decimal;
@@ -106,7 +107,7 @@ pub fn seal_counting(store: &mut Store, cfg: &Config, now: Timestamp, count: &dy
 }
 
 fn seal_instance(
-    tx: &rusqlite::Connection,
+    tx: &Tx<'_>,
     cfg: &Config,
     plan: &Plan,
     inst: &InstanceRow,
@@ -164,7 +165,7 @@ fn seal_instance(
                 unbillable += sealed.unbillable;
                 for rec in sealed.records {
                     count(report, inst, &rec);
-                    records::insert(&crate::store::sql::Tx::sqlite(tx), &rec, now.0)?;
+                    records::insert(tx, &rec, now.0)?;
                 }
                 continue;
             }
@@ -177,12 +178,11 @@ fn seal_instance(
             carry = rec.carry_out;
             rec
         } else {
-            let events =
-                crate::store::points::window_events(&crate::store::sql::Tx::sqlite(tx), inst.key, w.start, plan.unique_by.as_deref())?;
+            let events = crate::store::points::window_events(tx, inst.key, w.start, plan.unique_by.as_deref())?;
             record_for(inst, w.start, (begin, end), crate::model::point_value(plan.aggregation, &events), Decimal::ZERO, None, now)
         };
         count(report, inst, &rec);
-        records::insert(&crate::store::sql::Tx::sqlite(tx), &rec, now.0)?;
+        records::insert(tx, &rec, now.0)?;
     }
     unbillable += pkgs.take_expired(until);
     if carry::sealed_through_release(inst.release, until) {

@@ -7,6 +7,7 @@
 use crate::collector::{Collector, IngestError};
 use crate::config::Config;
 use crate::model::{parse_rfc3339, Timestamp};
+use crate::store::sql::Tx;
 use crate::store::{instances, Store, StoreError};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -354,7 +355,7 @@ async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// An instance with its status history, as the API shows it.
-fn view(tx: &rusqlite::Connection, r: &crate::store::InstanceRow, now: Timestamp) -> Result<serde_json::Value, StoreError> {
+fn view(tx: &Tx<'_>, r: &crate::store::InstanceRow, now: Timestamp) -> Result<serde_json::Value, StoreError> {
     let h = crate::store::lifecycle::history(tx, r.key)?;
     Ok(crate::cli::instance::instance_json(r, &h, now))
 }
@@ -437,7 +438,7 @@ async fn add_package(State(st): State<Arc<AppState>>, Path(id): Path<String>, bo
 }
 
 /// The quota view of a registered instance.
-fn quota_view(tx: &rusqlite::Connection, cfg: &Config, id: &str, now: Timestamp) -> Result<crate::quota::QuotaView, StoreError> {
+fn quota_view(tx: &Tx<'_>, cfg: &Config, id: &str, now: Timestamp) -> Result<crate::quota::QuotaView, StoreError> {
     let inst = instances::get(tx, id)?.ok_or_else(|| StoreError::Invalid(format!("instance {id:?} is not registered")))?;
     crate::quota::view(tx, cfg, &inst, now)
 }

@@ -10,6 +10,7 @@ use crate::audit;
 use crate::config::Config;
 use crate::model::{Period, Timestamp};
 use crate::store::records::RecordState;
+use crate::store::sql::Tx;
 use crate::store::{events, instances, lifecycle, lifecycle_flags, meta, packages, records, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -224,12 +225,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
 }
 
 /// (closed windows with usage and no record, those of them past their reporting deadline).
-fn unsealed_windows(
-    tx: &rusqlite::Connection,
-    cfg: &Config,
-    insts: &[instances::InstanceRow],
-    now: Timestamp,
-) -> Result<(u64, u64), StoreError> {
+fn unsealed_windows(tx: &Tx<'_>, cfg: &Config, insts: &[instances::InstanceRow], now: Timestamp) -> Result<(u64, u64), StoreError> {
     let due: Vec<_> = insts
         .iter()
         .filter_map(|i| cfg.plan(&i.plan).map(|p| (i, p, crate::seal::closed_until(cfg, p, now))))

@@ -8,6 +8,7 @@ use crate::config::{Config, LatePolicy, Plan};
 use crate::model::Timestamp;
 use crate::store::dedupe::{Appender, Dedupe, NewEvent, Probe};
 use crate::store::lifecycle::{self, History};
+use crate::store::sql::Tx;
 use crate::store::windows::TailSums;
 use crate::store::{instances, InsertOutcome, InstanceRow, StoreError};
 use rusqlite::Connection;
@@ -87,6 +88,9 @@ pub type Prepared = Option<(usize, Probe)>;
 
 /// What deciding needs inside one write transaction.
 pub struct TxCtx<'a, 'c> {
+    /// The SQLite writer's transaction: the dedupe structures (Bloom filter, key runs) and the
+    /// appender are SQLite's own; instances, packages and status are loaded through a
+    /// [`Tx`] wrapping it.
     pub conn: &'c Connection,
     pub dedupe: &'a mut Dedupe,
     pub app: &'a mut Appender<'c>,
@@ -123,10 +127,10 @@ impl TxCtx<'_, '_> {
 /// far, which are written before `COMMIT` anyway), so a new event the rules then refuse leaves
 /// no trace.
 pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: Timestamp) -> Result<Verdict, StoreError> {
-    let (conn, cfg) = (cx.conn, cx.cfg);
+    let (tx, cfg) = (Tx::sqlite(cx.conn), cx.cfg);
     let (slot, probe) = match prepared {
         Some(p) => p,
-        None => match instance(conn, cfg, cx.instances, ev, now)? {
+        None => match instance(&tx, cfg, cx.instances, ev, now)? {
             Ok(slot) => (slot, cx.dedupe.probe(cx.instances.ctxs[slot].row.key, &ev.id)),
             Err(msg) => return Ok(reject(ev, msg)),
         },
@@ -154,7 +158,7 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
     let amount = plan.aggregation.billing_quantity(ev.quantity.0);
     let billed_qty = match billed {
         Some(w) => {
-            let covered = super::quota::deduct(conn, cfg, ctx, w, ev, amount)?;
+            let covered = super::quota::deduct(&tx, cfg, ctx, w, ev, amount)?;
             cx.tail.add(ctx.row.key, w, covered)?;
             (covered != ev.quantity.0).then_some(covered)
         }
@@ -336,7 +340,7 @@ pub fn clock(cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<(), String
 
 /// The cache slot of `ev`'s instance, from the cache, the store, or auto-registration.
 fn instance(
-    conn: &Connection,
+    tx: &Tx<'_>,
     cfg: &Config,
     cache: &mut InstanceCache,
     ev: &EventInput,
@@ -345,13 +349,13 @@ fn instance(
     if let Some(slot) = cache.slot(&ev.instance_id) {
         return Ok(Ok(slot));
     }
-    Ok(load(conn, cfg, ev, now)?.map(|ctx| cache.insert(ev.instance_id.clone(), ctx)))
+    Ok(load(tx, cfg, ev, now)?.map(|ctx| cache.insert(ev.instance_id.clone(), ctx)))
 }
 
-fn load(conn: &Connection, cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<Result<InstanceCtx, String>, StoreError> {
-    let row = match instances::get(conn, &ev.instance_id)? {
+fn load(tx: &Tx<'_>, cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<Result<InstanceCtx, String>, StoreError> {
+    let row = match instances::get(tx, &ev.instance_id)? {
         Some(row) => row,
-        None if crate::store::packages::get(conn, &ev.instance_id)?.is_some() => {
+        None if crate::store::packages::get(tx, &ev.instance_id)?.is_some() => {
             return Ok(Err(format!("`instance_id` {:?} is a package instance; send usage under the pay-per-use instance it belongs to", ev.instance_id)))
         }
         None => match &cfg.collector.auto_register {
@@ -361,7 +365,7 @@ fn load(conn: &Connection, cfg: &Config, ev: &EventInput, now: Timestamp) -> Res
                 }
                 let plan = cfg.plan(plan_name).ok_or_else(|| StoreError::Invalid(format!("auto_register plan {plan_name:?} vanished")))?;
                 let start = Timestamp::from_secs(cfg.timezone.window_start(plan.period, ev.time));
-                instances::add(conn, &ev.instance_id, plan_name, start, now)?
+                instances::add(tx, &ev.instance_id, plan_name, start, now)?
             }
             None => {
                 return Ok(Err(format!(
@@ -373,9 +377,9 @@ fn load(conn: &Connection, cfg: &Config, ev: &EventInput, now: Timestamp) -> Res
     };
     // A missing plan refuses only new events, after the key lookup ([`admit`]).
     let plan = cfg.plan(&row.plan).cloned();
-    let history = lifecycle::history(conn, row.key)?;
+    let history = lifecycle::history(tx, row.key)?;
     let quota = match &plan {
-        Some(plan) => super::quota::load(conn, plan, row.key)?,
+        Some(plan) => super::quota::load(tx, plan, row.key)?,
         None => None,
     };
     Ok(Ok(InstanceCtx { row, history, plan, new_unbillable: Decimal::ZERO, new_late: 0, quota }))

@@ -24,8 +24,8 @@ use super::parse::EventInput;
 use crate::config::{Config, PackageMode, Plan};
 use crate::model::{deduction_order, split_quota, FixedTz, Package, Timestamp};
 use crate::store::packages::{self, Segment};
+use crate::store::sql::Tx;
 use crate::store::StoreError;
-use rusqlite::Connection;
 use rust_decimal::Decimal;
 use std::collections::{BTreeSet, HashMap};
 
@@ -37,28 +37,28 @@ pub struct StopQuota {
 }
 
 /// The quota state of an instance, for stop plans only.
-pub fn load(conn: &Connection, plan: &Plan, instance_key: i64) -> Result<Option<StopQuota>, StoreError> {
+pub fn load(tx: &Tx<'_>, plan: &Plan, instance_key: i64) -> Result<Option<StopQuota>, StoreError> {
     if plan.package != Some(PackageMode::Stop) {
         return Ok(None);
     }
-    Ok(Some(StopQuota { packages: packages::of_instance(conn, instance_key)?, used: HashMap::new() }))
+    Ok(Some(StopQuota { packages: packages::of_instance(tx, instance_key)?, used: HashMap::new() }))
 }
 
 impl StopQuota {
     /// Reads what each package valid at `t` used in its period, into the cache.
-    fn prefetch(&mut self, conn: &Connection, tz: FixedTz, t: Timestamp) -> Result<(), StoreError> {
+    fn prefetch(&mut self, tx: &Tx<'_>, tz: FixedTz, t: Timestamp) -> Result<(), StoreError> {
         for i in deduction_order(&self.packages, t) {
             let period = self.packages[i].period_start(tz, t);
             if let std::collections::hash_map::Entry::Vacant(e) = self.used.entry((i, period)) {
-                e.insert(packages::used(conn, &self.packages[i].package_id, period)?);
+                e.insert(packages::used(tx, &self.packages[i].package_id, period)?);
             }
         }
         Ok(())
     }
 
     /// Quota left at `t` over every package valid then.
-    pub fn remaining_at(&mut self, conn: &Connection, tz: FixedTz, t: Timestamp) -> Result<Decimal, StoreError> {
-        self.prefetch(conn, tz, t)?;
+    pub fn remaining_at(&mut self, tx: &Tx<'_>, tz: FixedTz, t: Timestamp) -> Result<Decimal, StoreError> {
+        self.prefetch(tx, tz, t)?;
         Ok(deduction_order(&self.packages, t)
             .into_iter()
             .map(|i| (self.packages[i].quota - self.used[&(i, self.packages[i].period_start(tz, t))]).max(Decimal::ZERO))
@@ -69,25 +69,18 @@ impl StopQuota {
 /// Deducts `q` (an accepted event's billing quantity: its quantity, or 1 for a `count` plan)
 /// billed in the window starting at `window`; returns the part the window bills (all of it for
 /// instances without a stop plan).
-pub fn deduct(
-    conn: &Connection,
-    cfg: &Config,
-    ctx: &mut InstanceCtx,
-    window: i64,
-    ev: &EventInput,
-    q: Decimal,
-) -> Result<Decimal, StoreError> {
+pub fn deduct(tx: &Tx<'_>, cfg: &Config, ctx: &mut InstanceCtx, window: i64, ev: &EventInput, q: Decimal) -> Result<Decimal, StoreError> {
     let (Some(stop), Some(plan)) = (ctx.quota.as_mut(), ctx.plan.as_ref()) else { return Ok(q) };
     if q.is_zero() {
         return Ok(q);
     }
     let tz = cfg.timezone;
-    stop.prefetch(conn, tz, ev.time)?;
+    stop.prefetch(tx, tz, ev.time)?;
     let (parts, mut over) = split_quota(&stop.packages, tz, ev.time, q, |i, p| stop.used[&(i, p)]);
     let key = ctx.row.key;
     let window_end = tz.window_end(plan.period, window);
     let end = ctx.row.release.map_or(window_end, |r| window_end.min(r.secs()));
-    let mut last = packages::last_segment(conn, key, window)?;
+    let mut last = packages::last_segment(tx, key, window)?;
     let mut covered = Decimal::ZERO;
     for (i, period, amount) in parts {
         let id = &stop.packages[i].package_id;
@@ -103,20 +96,20 @@ pub fn deduct(
         }
         let used = stop.used.entry((i, period)).or_default();
         *used += amount;
-        packages::set_used(conn, id, period, *used)?;
-        packages::put_segment(conn, key, window, &seg)?;
+        packages::set_used(tx, id, period, *used)?;
+        packages::put_segment(tx, key, window, &seg)?;
         covered += amount;
         last = Some(seg);
     }
     if over > Decimal::ZERO {
-        packages::add_over_quota(conn, key, over)?;
+        packages::add_over_quota(tx, key, over)?;
     }
     Ok(covered)
 }
 
 /// Stop instances named by `events` that have no quota left at `now`, sorted.
 pub fn exhausted(
-    conn: &Connection,
+    tx: &Tx<'_>,
     cfg: &Config,
     cache: &mut InstanceCache,
     events: &[(usize, EventInput)],
@@ -129,7 +122,7 @@ pub fn exhausted(
     let mut out = Vec::new();
     for id in ids {
         if let Some(stop) = cache.get_mut(id).and_then(|c| c.quota.as_mut()) {
-            if stop.remaining_at(conn, cfg.timezone, now)? <= Decimal::ZERO {
+            if stop.remaining_at(tx, cfg.timezone, now)? <= Decimal::ZERO {
                 out.push(id.to_string());
             }
         }

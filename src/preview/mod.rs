@@ -33,6 +33,7 @@ use crate::model::Timestamp;
 use crate::pricing;
 use crate::quota;
 use crate::store::records::{self, RecordState};
+use crate::store::sql::Tx;
 use crate::store::{instances, packages, windows, InstanceRow, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -227,7 +228,7 @@ struct Raw {
 }
 
 fn instance_rows(
-    tx: &rusqlite::Connection,
+    tx: &Tx<'_>,
     cfg: &Config,
     tail: &windows::Unfolded,
     inst: &InstanceRow,
@@ -249,7 +250,7 @@ fn instance_rows(
         Some(acc) if from != i64::MIN => pricing::accumulation_start(acc, cfg.timezone, from),
         _ => from,
     };
-    let mut raw: Vec<Raw> = records::summaries_of_instance(&crate::store::sql::Tx::sqlite(tx), inst.key, load_from, to)?
+    let mut raw: Vec<Raw> = records::summaries_of_instance(tx, inst.key, load_from, to)?
         .into_iter()
         .map(|r| Raw {
             window: r.window_start,
@@ -269,8 +270,7 @@ fn instance_rows(
         let end = inst.release.map_or(end, |r| end.min(r.secs()));
         // A point plan's open window shows its value so far, recomputed as the seal will.
         let usage = if plan.aggregation.is_point() {
-            let events =
-                crate::store::points::window_events(&crate::store::sql::Tx::sqlite(tx), inst.key, w.start, plan.unique_by.as_deref())?;
+            let events = crate::store::points::window_events(tx, inst.key, w.start, plan.unique_by.as_deref())?;
             crate::model::Quantity(crate::model::point_value(plan.aggregation, &events)).floor_4dp().0 .0
         } else {
             w.usage
@@ -299,11 +299,7 @@ fn instance_rows(
         unbillable: inst.unbillable,
         carried: inst.carry + pkgs.iter().map(|p| p.carry).sum::<Decimal>(),
         over_quota: packages::over_quota(tx, inst.key)?,
-        late_unbilled: if plan.aggregation.is_point() {
-            crate::store::points::late_unbilled_of(&crate::store::sql::Tx::sqlite(tx), inst.key)?
-        } else {
-            0
-        },
+        late_unbilled: if plan.aggregation.is_point() { crate::store::points::late_unbilled_of(tx, inst.key)? } else { 0 },
         packages: quota::periods(&pkgs, &used),
     };
     let cov = |k: usize| covered.as_ref().map(|c| c.get(k).copied().unwrap_or_default());

@@ -24,6 +24,7 @@ use super::carry::{is_due, overlaps_validity};
 use super::record_for;
 use crate::model::{Package, Timestamp};
 use crate::store::packages::{self, Segment};
+use crate::store::sql::Tx;
 use crate::store::{InstanceRow, NewRecord, StoreError, WindowRow};
 use rust_decimal::Decimal;
 
@@ -47,7 +48,7 @@ pub struct PackageCarries {
 }
 
 impl PackageCarries {
-    pub fn load(tx: &rusqlite::Connection, instance_key: i64) -> Result<PackageCarries, StoreError> {
+    pub fn load(tx: &Tx<'_>, instance_key: i64) -> Result<PackageCarries, StoreError> {
         let pkgs = packages::of_instance(tx, instance_key)?;
         let loaded = pkgs.iter().map(|p| p.carry).collect();
         Ok(PackageCarries { pkgs, loaded })
@@ -79,7 +80,7 @@ impl PackageCarries {
     }
 
     /// Writes back every carry that changed since [`PackageCarries::load`].
-    pub fn store(&self, tx: &rusqlite::Connection) -> Result<(), StoreError> {
+    pub fn store(&self, tx: &Tx<'_>) -> Result<(), StoreError> {
         for (p, was) in self.pkgs.iter().zip(&self.loaded) {
             if p.carry != *was {
                 packages::set_carry(tx, &p.package_id, p.carry)?;
@@ -91,7 +92,7 @@ impl PackageCarries {
 
 /// A wholly frozen window (no record): each segment's usage moves to its package's carry.
 /// Returns the usage no known package holds, for the instance's carry.
-pub fn defer_window(tx: &rusqlite::Connection, pkgs: &mut PackageCarries, w: &WindowRow) -> Result<Decimal, StoreError> {
+pub fn defer_window(tx: &Tx<'_>, pkgs: &mut PackageCarries, w: &WindowRow) -> Result<Decimal, StoreError> {
     let mut residual = w.usage;
     for s in packages::segments(tx, w.instance_key, w.start)? {
         if let Some(p) = pkgs.get_mut(&s.package_id) {
@@ -105,7 +106,7 @@ pub fn defer_window(tx: &rusqlite::Connection, pkgs: &mut PackageCarries, w: &Wi
 /// The records of a stop window billed over `[begin, end)` (UTC seconds), or `None` when it
 /// has no segments and no package carry is due in it (sealed like any window).
 pub fn seal_window(
-    tx: &rusqlite::Connection,
+    tx: &Tx<'_>,
     inst: &InstanceRow,
     w: &WindowRow,
     (begin, end): (i64, i64),

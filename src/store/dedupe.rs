@@ -204,7 +204,7 @@ impl Dedupe {
             self.recent_more.retain(|(_, seq)| *seq > through);
             self.last_seq = self.last_seq.max(through);
         }
-        let max_seq = super::events::max_seq(conn)?;
+        let max_seq = super::events::max_seq(&super::sql::Tx::sqlite(conn))?;
         if max_seq > self.last_seq {
             let mut stmt = conn.prepare("SELECT seq, instance_ref, event_id FROM events WHERE seq > ?1 ORDER BY seq")?;
             let mut rows = stmt.query([self.last_seq])?;
@@ -443,7 +443,7 @@ pub struct Appender<'c> {
 /// The appender of a write transaction (call after every other connection's rows are visible,
 /// i.e. inside the transaction).
 pub fn appender(conn: &Connection) -> Result<Appender<'_>> {
-    let next_seq = super::events::max_seq(conn)? + 1;
+    let next_seq = super::events::max_seq(&super::sql::Tx::sqlite(conn))? + 1;
     let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; APPEND_ROWS].join(", ");
     Ok(Appender {
         conn,
@@ -711,9 +711,15 @@ mod tests {
             assert_eq!(ins(&mut s, &mut d2, key, &format!("e{i}"), i, "1.5"), InsertOutcome::Duplicate);
         }
         assert_eq!(ins(&mut s, &mut d2, key, "new", 0, "1"), InsertOutcome::Inserted);
-        assert_eq!(crate::store::events::get(s.sqlite("t").unwrap(), "i-1", "e4").unwrap().unwrap().quantity, q("1.5"));
-        assert_eq!(crate::store::events::get(s.sqlite("t").unwrap(), "i-1", "new").unwrap().unwrap().quantity, q("1"));
-        assert_eq!(crate::store::events::get(s.sqlite("t").unwrap(), "i-1", "nope").unwrap(), None);
+        assert_eq!(
+            crate::store::events::get(&crate::store::sql::Tx::sqlite(s.sqlite("t").unwrap()), "i-1", "e4").unwrap().unwrap().quantity,
+            q("1.5")
+        );
+        assert_eq!(
+            crate::store::events::get(&crate::store::sql::Tx::sqlite(s.sqlite("t").unwrap()), "i-1", "new").unwrap().unwrap().quantity,
+            q("1")
+        );
+        assert_eq!(crate::store::events::get(&crate::store::sql::Tx::sqlite(s.sqlite("t").unwrap()), "i-1", "nope").unwrap(), None);
     }
 
     #[test]
@@ -735,7 +741,7 @@ mod tests {
             assert_eq!(ins(&mut s1, &mut d1, key, &format!("e{i}"), i, "1"), InsertOutcome::Duplicate);
             assert_eq!(ins(&mut s2, &mut d2, key, &format!("e{i}"), i, "1"), InsertOutcome::Duplicate);
         }
-        assert_eq!(crate::store::events::count(s1.sqlite("t").unwrap()).unwrap(), 12);
+        assert_eq!(crate::store::events::count(&crate::store::sql::Tx::sqlite(s1.sqlite("t").unwrap())).unwrap(), 12);
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! bills it (`billed_window`) and, when that is not the whole quantity, the billed part
 //! (`billed_qty`), from which `windows` sums the unfolded tail. This file holds the read side.
 
+use super::sql::{params, Backend, Row, Tx};
 use super::{Result, StoreError};
 use crate::model::{Quantity, Timestamp};
-use rusqlite::{params, Connection, OptionalExtension};
 
 /// What happened to one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,59 +35,74 @@ pub struct EventRow {
 }
 
 /// Looks one event up by key.
-pub fn get(conn: &Connection, instance_id: &str, event_id: &str) -> Result<Option<EventRow>> {
-    let Some(key) = conn
-        .prepare_cached("SELECT ref FROM instances WHERE instance_id = ?1")?
-        .query_row([instance_id], |r| r.get::<_, i64>(0))
-        .optional()?
-    else {
+///
+/// On SQLite the events table has no index on (instance, id): the dedupe key runs find the
+/// event ([`super::dedupe::find_seq`], SQLite's own structure). On PostgreSQL `events` is
+/// unique on (instance_ref, event_id), and that index finds it.
+pub fn get(tx: &Tx<'_>, instance_id: &str, event_id: &str) -> Result<Option<EventRow>> {
+    let Some(key) = tx.query_opt("SELECT ref FROM instances WHERE instance_id = ?1", params![instance_id], |r| r.get::<i64>(0))? else {
         return Ok(None);
     };
-    let Some(seq) = super::dedupe::find_seq(conn, key, event_id)? else { return Ok(None) };
-    let mut stmt = conn.prepare_cached(
+    let seq = match tx.sqlite_conn() {
+        Some(conn) => super::dedupe::find_seq(conn, key, event_id)?,
+        None => tx.query_opt("SELECT seq FROM events WHERE instance_ref = ?1 AND event_id = ?2", params![key, event_id], |r| r.get(0))?,
+    };
+    let Some(seq) = seq else { return Ok(None) };
+    tx.query_opt(
         "SELECT i.instance_id, e.event_id, e.time_ns, e.qty, e.billed_window FROM events e JOIN instances i ON i.ref = e.instance_ref
          WHERE e.seq = ?1",
-    )?;
-    let row = stmt.query_row(params![seq], row_to_event).optional()?;
-    row.transpose()
+        params![seq],
+        row_to_event,
+    )
 }
 
-fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<EventRow>> {
+fn row_to_event(r: &Row<'_>) -> Result<EventRow> {
     let qty: String = r.get(3)?;
-    Ok(Ok(EventRow {
+    Ok(EventRow {
         instance_id: r.get(0)?,
         event_id: r.get(1)?,
         time: Timestamp(r.get(2)?),
-        quantity: match Quantity::parse_stored(&qty) {
-            Some(q) => q,
-            None => return Ok(Err(StoreError::Corrupt(format!("event quantity {qty:?}")))),
-        },
+        quantity: Quantity::parse_stored(&qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {qty:?}")))?,
         billed_window: r.get(4)?,
-    }))
+    })
+}
+
+/// Calls `f` with the text of column `i` of a row — borrowed from SQLite's row without a copy
+/// (for scans over every event), the decimal text of PostgreSQL's `numeric` there.
+pub(crate) fn with_text<T>(r: &Row<'_>, i: usize, f: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+    match r {
+        Row::Sqlite(r) => f(r.get_ref(i)?.as_str().map_err(rusqlite::Error::from)?),
+        Row::Pg(_) => f(&r.get::<String>(i)?),
+    }
 }
 
 /// Count and exact quantity sum per instance key, in one pass over the events.
-pub fn totals_all(conn: &Connection) -> Result<std::collections::HashMap<i64, (u64, Quantity)>> {
-    let mut stmt = conn.prepare_cached("SELECT instance_ref, qty FROM events")?;
-    let mut rows = stmt.query([])?;
+pub fn totals_all(tx: &Tx<'_>) -> Result<std::collections::HashMap<i64, (u64, Quantity)>> {
     let mut out = std::collections::HashMap::<i64, (u64, Quantity)>::new();
-    while let Some(r) = rows.next()? {
-        let qty = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-        let q = Quantity::parse_stored(qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {qty:?}")))?;
+    tx.for_each("SELECT instance_ref, qty FROM events", params![], |r| {
+        let q = with_text(r, 1, |qty| Quantity::parse_stored(qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {qty:?}"))))?;
         let e = out.entry(r.get(0)?).or_insert((0, Quantity::ZERO));
         e.0 += 1;
         e.1 = e.1.checked_add(q).ok_or_else(|| StoreError::Invalid("sum overflows".into()))?;
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
-/// Total number of stored events.
 /// The highest `seq` stored (0 when there are no events); the next event gets this + 1.
-pub fn max_seq(conn: &Connection) -> Result<i64> {
-    Ok(conn.prepare_cached("SELECT coalesce(max(seq), 0) FROM events")?.query_row([], |r| r.get(0))?)
+pub fn max_seq(tx: &Tx<'_>) -> Result<i64> {
+    tx.one("SELECT coalesce(max(seq), 0) FROM events", params![])
 }
 
-pub fn count(conn: &Connection) -> Result<u64> {
-    // Kept with every append (see `dedupe::Appender::finish`): count(*) would read every row.
-    Ok(conn.query_row("SELECT events FROM ingest_state WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
+/// Total number of stored events.
+///
+/// On SQLite the ingest writer keeps the count in `ingest_state` with every append (see
+/// `dedupe::Appender::finish`): count(*) would read every row. Several PostgreSQL nodes
+/// ingest at once and one shared counter row would serialise them, so there the rows are
+/// counted.
+pub fn count(tx: &Tx<'_>) -> Result<u64> {
+    match tx.backend() {
+        Backend::Sqlite => Ok(tx.one::<i64>("SELECT events FROM ingest_state WHERE id = 1", params![])? as u64),
+        Backend::Postgres => tx.one("SELECT count(*) FROM events", params![]),
+    }
 }

@@ -1,9 +1,11 @@
 //! Instances: one customer's pay-per-use subscription (design §4), with the sealing cursor and
-//! the carried remainder that sealing keeps per instance.
+//! the carried remainder that sealing keeps per instance. Statements run through [`Tx`], in
+//! SQL that means the same on SQLite and PostgreSQL; amounts are bound as their exact decimal
+//! text (`numeric` on PostgreSQL).
 
+use super::sql::{params, Row, Tx};
 use super::{dec, Result, StoreError};
 use crate::model::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use rust_decimal::Decimal;
 
 /// An instance as stored.
@@ -23,46 +25,33 @@ pub struct InstanceRow {
 
 const COLUMNS: &str = "ref, instance_id, plan, start_ns, release_ns, sealed_until, carry, unbillable";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<(InstanceRow, String, String)> {
-    Ok((
-        InstanceRow {
-            key: r.get(0)?,
-            instance_id: r.get(1)?,
-            plan: r.get(2)?,
-            start: Timestamp(r.get(3)?),
-            release: r.get::<_, Option<i64>>(4)?.map(Timestamp),
-            sealed_until: r.get(5)?,
-            carry: Decimal::ZERO,
-            unbillable: Decimal::ZERO,
-        },
-        r.get(6)?,
-        r.get(7)?,
-    ))
-}
-
-fn finish((mut row, carry, unbillable): (InstanceRow, String, String)) -> Result<InstanceRow> {
-    row.carry = dec(&carry)?;
-    row.unbillable = dec(&unbillable)?;
-    Ok(row)
+fn from_row(r: &Row<'_>) -> Result<InstanceRow> {
+    Ok(InstanceRow {
+        key: r.get(0)?,
+        instance_id: r.get(1)?,
+        plan: r.get(2)?,
+        start: Timestamp(r.get(3)?),
+        release: r.get::<Option<i64>>(4)?.map(Timestamp),
+        sealed_until: r.get(5)?,
+        carry: dec(&r.get::<String>(6)?)?,
+        unbillable: dec(&r.get::<String>(7)?)?,
+    })
 }
 
 /// Looks an instance up by its cloud store id.
-pub fn get(conn: &Connection, instance_id: &str) -> Result<Option<InstanceRow>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances WHERE instance_id = ?1"))?;
-    stmt.query_row([instance_id], from_row).optional()?.map(finish).transpose()
+pub fn get(tx: &Tx<'_>, instance_id: &str) -> Result<Option<InstanceRow>> {
+    tx.query_opt(&format!("SELECT {COLUMNS} FROM instances WHERE instance_id = ?1"), params![instance_id], from_row)
 }
 
-/// Every instance, ordered by id.
-pub fn list(conn: &Connection) -> Result<Vec<InstanceRow>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances ORDER BY instance_id"))?;
-    let rows = stmt.query_map([], from_row)?;
-    rows.map(|r| finish(r?)).collect()
+/// Every instance, ordered by id (byte order on both backends).
+pub fn list(tx: &Tx<'_>) -> Result<Vec<InstanceRow>> {
+    tx.query_map(&format!("SELECT {COLUMNS} FROM instances ORDER BY instance_id"), params![], from_row)
 }
 
 /// Registers an instance. Registering the same id again with the same plan and start is a
 /// no-op; with different values it is an error naming both.
-pub fn add(conn: &Connection, instance_id: &str, plan: &str, start: Timestamp, now: Timestamp) -> Result<InstanceRow> {
-    if let Some(existing) = get(conn, instance_id)? {
+pub fn add(tx: &Tx<'_>, instance_id: &str, plan: &str, start: Timestamp, now: Timestamp) -> Result<InstanceRow> {
+    if let Some(existing) = get(tx, instance_id)? {
         if existing.plan == plan && existing.start == start {
             return Ok(existing);
         }
@@ -71,18 +60,16 @@ pub fn add(conn: &Connection, instance_id: &str, plan: &str, start: Timestamp, n
             existing.plan, existing.start
         )));
     }
-    if super::packages::get(conn, instance_id)?.is_some() {
+    if super::packages::get(tx, instance_id)?.is_some() {
         return Err(StoreError::Invalid(format!(
             "{instance_id:?} is registered as a package instance; it cannot be a pay-per-use instance too"
         )));
     }
-    conn.prepare_cached("INSERT INTO instances (instance_id, plan, start_ns, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
-        instance_id,
-        plan,
-        start.0,
-        now.0
-    ])?;
-    get(conn, instance_id)?.ok_or_else(|| StoreError::Corrupt("instance vanished after insert".into()))
+    tx.execute(
+        "INSERT INTO instances (instance_id, plan, start_ns, created_ns) VALUES (?1, ?2, ?3, ?4)",
+        params![instance_id, plan, start.0, now.0],
+    )?;
+    get(tx, instance_id)?.ok_or_else(|| StoreError::Corrupt("instance vanished after insert".into()))
 }
 
 /// What recording a release found: the instance, and what was stored before the release was
@@ -127,8 +114,8 @@ impl Released {
 /// (with the same report); another time is refused, since records were already cut at the
 /// first one and events after it refused. Errors: unknown instance, a time not after the
 /// instance's start, or a second release at another time (`StoreError::Invalid`).
-pub fn release(conn: &Connection, instance_id: &str, at: Timestamp) -> Result<Released> {
-    let inst = get(conn, instance_id)?.ok_or_else(|| unknown(instance_id))?;
+pub fn release(tx: &Tx<'_>, instance_id: &str, at: Timestamp) -> Result<Released> {
+    let inst = get(tx, instance_id)?.ok_or_else(|| unknown(instance_id))?;
     if let Some(r) = inst.release {
         if r != at {
             return Err(StoreError::Invalid(format!(
@@ -139,15 +126,13 @@ pub fn release(conn: &Connection, instance_id: &str, at: Timestamp) -> Result<Re
         if at <= inst.start {
             return Err(StoreError::Invalid(format!("release time {at} is not after the instance's start {}", inst.start)));
         }
-        conn.prepare_cached("UPDATE instances SET release_ns = ?2 WHERE ref = ?1")?.execute(params![inst.key, at.0])?;
+        tx.execute("UPDATE instances SET release_ns = ?2 WHERE ref = ?1", params![inst.key, at.0])?;
     }
-    settle_released(conn, instance_id)?;
-    let instance = get(conn, instance_id)?.ok_or_else(|| unknown(instance_id))?;
-    let events_after: i64 = conn
-        .prepare_cached("SELECT count(*) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2")?
-        .query_row(params![inst.key, at.0], |r| r.get(0))?;
+    settle_released(tx, instance_id)?;
+    let instance = get(tx, instance_id)?.ok_or_else(|| unknown(instance_id))?;
+    let events_after: i64 = tx.one("SELECT count(*) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2", params![inst.key, at.0])?;
     let sealed_past = if instance.sealed_until > at.secs() {
-        super::lifecycle_flags::of_instance(conn, &instance, &super::lifecycle::History::default())?
+        super::lifecycle_flags::of_instance(tx, &instance, &super::lifecycle::History::default())?
     } else {
         Vec::new()
     };
@@ -159,19 +144,19 @@ pub fn release(conn: &Connection, instance_id: &str, at: Timestamp) -> Result<Re
 /// (issue 12: nothing sits in a carry forever). Returns the amount moved (0 when the instance
 /// is not released, or not sealed through its release yet). [`release`] calls it, for a release
 /// at or before the seal cursor; sealing settles the same way when its cursor passes a release.
-pub fn settle_released(conn: &Connection, instance_id: &str) -> Result<Decimal> {
-    let inst = get(conn, instance_id)?.ok_or_else(|| unknown(instance_id))?;
+pub fn settle_released(tx: &Tx<'_>, instance_id: &str) -> Result<Decimal> {
+    let inst = get(tx, instance_id)?.ok_or_else(|| unknown(instance_id))?;
     if inst.release.is_none_or(|r| r > Timestamp::from_secs(inst.sealed_until)) {
         return Ok(Decimal::ZERO);
     }
     let mut moved = inst.carry;
-    for p in super::packages::of_instance(conn, inst.key)?.into_iter().filter(|p| !p.carry.is_zero()) {
+    for p in super::packages::of_instance(tx, inst.key)?.into_iter().filter(|p| !p.carry.is_zero()) {
         moved += p.carry;
-        super::packages::set_carry(conn, &p.package_id, Decimal::ZERO)?;
+        super::packages::set_carry(tx, &p.package_id, Decimal::ZERO)?;
     }
     if !moved.is_zero() {
-        conn.prepare_cached("UPDATE instances SET carry = '0' WHERE ref = ?1")?.execute([inst.key])?;
-        add_unbillable(conn, inst.key, moved)?;
+        tx.execute("UPDATE instances SET carry = '0' WHERE ref = ?1", params![inst.key])?;
+        add_unbillable(tx, inst.key, moved)?;
     }
     Ok(moved)
 }
@@ -183,25 +168,25 @@ pub(crate) fn unknown(instance_id: &str) -> StoreError {
 }
 
 /// Adds unbillable usage (late usage of a released instance with no window left).
-pub fn add_unbillable(conn: &Connection, key: i64, amount: Decimal) -> Result<()> {
-    let cur: String = conn.prepare_cached("SELECT unbillable FROM instances WHERE ref = ?1")?.query_row([key], |r| r.get(0))?;
+pub fn add_unbillable(tx: &Tx<'_>, key: i64, amount: Decimal) -> Result<()> {
+    let cur: String = tx.one("SELECT unbillable FROM instances WHERE ref = ?1", params![key])?;
     let next = dec(&cur)?.checked_add(amount).ok_or_else(|| StoreError::Invalid("unbillable usage overflows".into()))?;
-    conn.prepare_cached("UPDATE instances SET unbillable = ?2 WHERE ref = ?1")?.execute(params![key, next.normalize().to_string()])?;
+    tx.execute("UPDATE instances SET unbillable = ?2 WHERE ref = ?1", params![key, next.normalize().to_string()])?;
     Ok(())
 }
 
 /// Moves the sealing cursor forward (never back) and stores the carried remainder.
-pub fn set_sealed(conn: &Connection, key: i64, sealed_until: i64, carry: Decimal) -> Result<()> {
-    conn.prepare_cached("UPDATE instances SET sealed_until = max(sealed_until, ?2), carry = ?3 WHERE ref = ?1")?.execute(params![
-        key,
-        sealed_until,
-        carry.normalize().to_string()
-    ])?;
+pub fn set_sealed(tx: &Tx<'_>, key: i64, sealed_until: i64, carry: Decimal) -> Result<()> {
+    // CASE, not SQLite's two-argument max() (PostgreSQL has none; GREATEST is not SQLite's).
+    tx.execute(
+        "UPDATE instances SET sealed_until = CASE WHEN sealed_until > ?2 THEN sealed_until ELSE ?2 END, carry = ?3 WHERE ref = ?1",
+        params![key, sealed_until, carry.normalize().to_string()],
+    )?;
     Ok(())
 }
 
 /// Bumped (by triggers) whenever instances, their status history, packages or package usage
 /// change: a cache of those may be kept while this stays the same.
-pub fn generation(conn: &Connection) -> Result<i64> {
-    Ok(conn.prepare_cached("SELECT instances_gen FROM ingest_state WHERE id = 1")?.query_row([], |r| r.get(0))?)
+pub fn generation(tx: &Tx<'_>) -> Result<i64> {
+    tx.one("SELECT instances_gen FROM ingest_state WHERE id = 1", params![])
 }

@@ -8,9 +8,9 @@
 //! after it, which stay as they are ([`Change::warning`], and `status` lists the records).
 
 use super::instances::{self, InstanceRow};
+use super::sql::{params, Tx};
 use super::{Result, StoreError};
 use crate::model::Timestamp;
-use rusqlite::{params, Connection};
 
 /// A status change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -73,15 +73,13 @@ impl History {
 }
 
 /// The history of one instance.
-pub fn history(conn: &Connection, instance_key: i64) -> Result<History> {
-    let mut stmt = conn.prepare_cached("SELECT at_ns, status FROM instance_status WHERE instance_ref = ?1 ORDER BY at_ns")?;
-    let rows = stmt.query_map([instance_key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = Vec::new();
-    for r in rows {
-        let (at, s) = r?;
-        out.push((Timestamp(at), Status::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("instance status {s:?}")))?));
-    }
-    Ok(History(out))
+pub fn history(tx: &Tx<'_>, instance_key: i64) -> Result<History> {
+    let rows =
+        tx.query_map("SELECT at_ns, status FROM instance_status WHERE instance_ref = ?1 ORDER BY at_ns", params![instance_key], |r| {
+            let s: String = r.get(1)?;
+            Ok((Timestamp(r.get(0)?), Status::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("instance status {s:?}")))?))
+        })?;
+    Ok(History(rows))
 }
 
 /// What recording a change found.
@@ -117,9 +115,9 @@ impl Change {
 }
 
 /// Appends a status change.
-pub fn set_status(conn: &Connection, instance_id: &str, status: Status, at: Timestamp, now: Timestamp) -> Result<Change> {
-    let inst = instances::get(conn, instance_id)?.ok_or_else(|| instances::unknown(instance_id))?;
-    let h = history(conn, inst.key)?;
+pub fn set_status(tx: &Tx<'_>, instance_id: &str, status: Status, at: Timestamp, now: Timestamp) -> Result<Change> {
+    let inst = instances::get(tx, instance_id)?.ok_or_else(|| instances::unknown(instance_id))?;
+    let h = history(tx, inst.key)?;
     let last = h.0.last().copied();
     if let Some((t, s)) = last {
         if t == at && s == status {
@@ -144,18 +142,19 @@ pub fn set_status(conn: &Connection, instance_id: &str, status: Status, at: Time
     if at < inst.start {
         return Err(StoreError::Invalid(format!("{} at {at} is before the instance's start {}", status.as_str(), inst.start)));
     }
-    conn.prepare_cached("INSERT INTO instance_status (instance_ref, at_ns, status, recorded_ns) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![inst.key, at.0, status.as_str(), now.0])?;
+    tx.execute(
+        "INSERT INTO instance_status (instance_ref, at_ns, status, recorded_ns) VALUES (?1, ?2, ?3, ?4)",
+        params![inst.key, at.0, status.as_str(), now.0],
+    )?;
     if status == Status::Unfreeze {
         return Ok(Change { instance: inst, events_after: 0, sealed_inside: Vec::new() });
     }
-    let events_after = conn
-        .prepare_cached("SELECT count(*) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2")?
-        .query_row(params![inst.key, at.0], |r| r.get::<_, i64>(0))? as u64;
+    let events_after =
+        tx.one::<i64>("SELECT count(*) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2", params![inst.key, at.0])? as u64;
     // Only the new interval: records inside earlier ones were named when those were reported.
     let only_new = History(vec![(at, Status::Freeze)]);
     let sealed_inside = if inst.sealed_until > at.secs() {
-        super::lifecycle_flags::of_instance(conn, &InstanceRow { release: None, ..inst.clone() }, &only_new)?
+        super::lifecycle_flags::of_instance(tx, &InstanceRow { release: None, ..inst.clone() }, &only_new)?
     } else {
         Vec::new()
     };

@@ -19,9 +19,9 @@
 
 use super::instances::InstanceRow;
 use super::lifecycle::History;
+use super::sql::{params, Tx};
 use super::{dec, Result};
 use crate::model::Timestamp;
-use rusqlite::{params, Connection};
 use serde::Serialize;
 
 /// More than the longest window (a day): bounds the records read per instance.
@@ -90,30 +90,31 @@ fn earliest(inst: &InstanceRow, history: &History) -> Option<Timestamp> {
 
 /// The instance's sealed records (value > 0) that its release or status history contradicts,
 /// in time order.
-pub fn of_instance(conn: &Connection, inst: &InstanceRow, history: &History) -> Result<Vec<Flagged>> {
+pub fn of_instance(tx: &Tx<'_>, inst: &InstanceRow, history: &History) -> Result<Vec<Flagged>> {
     let Some(after) = earliest(inst, history) else { return Ok(Vec::new()) };
-    let mut stmt = conn.prepare_cached(
+    // A window is at most a day long, so a record ending after `after` begins less than a day
+    // before it: the bound on `window_start` lets the index skip the instance's older records.
+    let mut out = Vec::new();
+    tx.for_each(
         "SELECT metering_sn, begin_s, end_s, usage_value, state FROM records
          WHERE instance_ref = ?1 AND window_start > ?3 AND end_s * 1000000000 > ?2 AND state != 'zero'
          ORDER BY begin_s, end_s",
+        params![inst.key, after.0, after.secs() - WINDOW_BOUND_SECS],
+        |r| {
+            let (begin, end) = (Timestamp::from_secs(r.get(1)?), Timestamp::from_secs(r.get(2)?));
+            let Some(reason) = judge(inst.release, history, begin, end) else { return Ok(()) };
+            out.push(Flagged {
+                instance_id: inst.instance_id.clone(),
+                metering_sn: r.get(0)?,
+                begin_time: begin,
+                end_time: end,
+                usage_value: dec(&r.get::<String>(3)?)?.normalize().to_string(),
+                state: r.get(4)?,
+                reason: reason.to_string(),
+            });
+            Ok(())
+        },
     )?;
-    // A window is at most a day long, so a record ending after `after` begins less than a day
-    // before it: the bound on `window_start` lets the index skip the instance's older records.
-    let mut rows = stmt.query(params![inst.key, after.0, after.secs() - WINDOW_BOUND_SECS])?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let (begin, end) = (Timestamp::from_secs(r.get(1)?), Timestamp::from_secs(r.get(2)?));
-        let Some(reason) = judge(inst.release, history, begin, end) else { continue };
-        out.push(Flagged {
-            instance_id: inst.instance_id.clone(),
-            metering_sn: r.get(0)?,
-            begin_time: begin,
-            end_time: end,
-            usage_value: dec(&r.get::<_, String>(3)?)?.normalize().to_string(),
-            state: r.get(4)?,
-            reason: reason.to_string(),
-        });
-    }
     Ok(out)
 }
 

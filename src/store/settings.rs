@@ -10,9 +10,9 @@
 //! written by an older meterd has none of these keys, and the first open after the upgrade
 //! records the configured values (they are the ones its windows were cut with).
 
-use super::{meta, Result};
+use super::sql::{params, Tx};
+use super::{meta, windows, Result};
 use crate::model::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeMap;
 
 const TIMEZONE: &str = "setting.timezone";
@@ -30,80 +30,84 @@ pub struct Remembered {
 }
 
 /// Reads what the store remembers.
-pub fn remembered(conn: &Connection) -> Result<Remembered> {
-    let timezone = meta::get(conn, TIMEZONE)?;
-    Ok(Remembered { timezone, periods: by_plan(conn, PERIOD_PREFIX)?, aggregations: by_plan(conn, AGGREGATION_PREFIX)? })
+pub fn remembered(tx: &Tx<'_>) -> Result<Remembered> {
+    let timezone = meta::get(tx, TIMEZONE)?;
+    Ok(Remembered { timezone, periods: by_plan(tx, PERIOD_PREFIX)?, aggregations: by_plan(tx, AGGREGATION_PREFIX)? })
 }
 
 /// The `meta` entries under `prefix` (which ends in `.`), keyed by the plan name after it.
-fn by_plan(conn: &Connection, prefix: &str) -> Result<BTreeMap<String, String>> {
-    // Every key starting with `prefix` sorts in [prefix, prefix with its final '.' as '/').
+fn by_plan(tx: &Tx<'_>, prefix: &str) -> Result<BTreeMap<String, String>> {
+    // Every key starting with `prefix` sorts in [prefix, prefix with its final '.' as '/')
+    // (byte order on both backends: the PostgreSQL cluster is C-collated).
     let end = format!("{}/", &prefix[..prefix.len() - 1]);
-    let mut stmt = conn.prepare_cached("SELECT key, value FROM meta WHERE key >= ?1 AND key < ?2")?;
-    let rows = stmt.query_map(params![prefix, end], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = BTreeMap::new();
-    for row in rows {
-        let (k, v) = row?;
-        out.insert(k[prefix.len()..].to_string(), v);
-    }
+    tx.for_each("SELECT key, value FROM meta WHERE key >= ?1 AND key < ?2", params![prefix, end], |r| {
+        let k: String = r.get(0)?;
+        out.insert(k[prefix.len()..].to_string(), r.get(1)?);
+        Ok(())
+    })?;
     Ok(out)
 }
 
-pub fn remember_timezone(conn: &Connection, zone: &str) -> Result<()> {
-    meta::set(conn, TIMEZONE, zone)
+pub fn remember_timezone(tx: &Tx<'_>, zone: &str) -> Result<()> {
+    meta::set(tx, TIMEZONE, zone)
 }
 
-pub fn remember_period(conn: &Connection, plan: &str, period: &str) -> Result<()> {
-    meta::set(conn, &format!("{PERIOD_PREFIX}{plan}"), period)
+pub fn remember_period(tx: &Tx<'_>, plan: &str, period: &str) -> Result<()> {
+    meta::set(tx, &format!("{PERIOD_PREFIX}{plan}"), period)
 }
 
-pub fn remember_aggregation(conn: &Connection, plan: &str, aggregation: &str) -> Result<()> {
-    meta::set(conn, &format!("{AGGREGATION_PREFIX}{plan}"), aggregation)
+pub fn remember_aggregation(tx: &Tx<'_>, plan: &str, aggregation: &str) -> Result<()> {
+    meta::set(tx, &format!("{AGGREGATION_PREFIX}{plan}"), aggregation)
 }
 
 /// Whether the instance `key` has windows cut already: usage folded into a window, a record,
 /// an event not yet folded, or a seal cursor that moved. Indexed lookups, plus at most one
-/// scan of the unfolded tail (≤ the fold size).
-pub fn is_cut(conn: &Connection, key: i64, sealed_until: i64) -> Result<bool> {
+/// scan of the unfolded tail (≤ the fold size; none on PostgreSQL, where `windows` is always
+/// complete — see [`windows`]).
+pub fn is_cut(tx: &Tx<'_>, key: i64, sealed_until: i64) -> Result<bool> {
     if sealed_until > 0 {
         return Ok(true);
     }
-    let probe = |sql: &str| -> Result<bool> { Ok(conn.prepare_cached(sql)?.query_row([key], |_| Ok(())).optional()?.is_some()) };
+    let probe = |sql: &str| -> Result<bool> { Ok(tx.query_opt(sql, params![key], |_| Ok(()))?.is_some()) };
     Ok(probe("SELECT 1 FROM windows WHERE instance_ref = ?1 LIMIT 1")?
         || probe("SELECT 1 FROM records WHERE instance_ref = ?1 LIMIT 1")?
-        || probe("SELECT 1 FROM events WHERE seq > (SELECT windows_through FROM ingest_state WHERE id = 1) AND instance_ref = ?1 LIMIT 1")?)
+        || (windows::has_tail(tx)
+            && probe(
+                "SELECT 1 FROM events WHERE seq > (SELECT windows_through FROM ingest_state WHERE id = 1) AND instance_ref = ?1 LIMIT 1",
+            )?))
 }
 
 /// Whether usage of the instance `key` is billed in a window starting at or after `from`
 /// (UTC seconds): folded window totals or events not yet folded.
-pub fn has_usage_from(conn: &Connection, key: i64, from: i64) -> Result<bool> {
-    let folded = conn
-        .prepare_cached("SELECT 1 FROM windows WHERE instance_ref = ?1 AND start_s >= ?2 LIMIT 1")?
-        .query_row(params![key, from], |_| Ok(()))
-        .optional()?
-        .is_some();
-    let tail = conn
-        .prepare_cached(
+pub fn has_usage_from(tx: &Tx<'_>, key: i64, from: i64) -> Result<bool> {
+    let folded =
+        tx.query_opt("SELECT 1 FROM windows WHERE instance_ref = ?1 AND start_s >= ?2 LIMIT 1", params![key, from], |_| Ok(()))?.is_some();
+    if folded || !windows::has_tail(tx) {
+        return Ok(folded);
+    }
+    let tail = tx
+        .query_opt(
             "SELECT 1 FROM events WHERE seq > (SELECT windows_through FROM ingest_state WHERE id = 1) AND instance_ref = ?1 AND billed_window >= ?2 LIMIT 1",
+            params![key, from],
+            |_| Ok(()),
         )?
-        .query_row(params![key, from], |_| Ok(()))
-        .optional()?
         .is_some();
-    Ok(folded || tail)
+    Ok(tail)
 }
 
 /// Packages with a monthly or yearly reset still valid at `now`, as (package id, instance id):
 /// their quota periods follow the zone.
-pub fn resetting_packages(conn: &Connection, now: Timestamp) -> Result<Vec<(String, String)>> {
-    let mut stmt = conn.prepare_cached(
+pub fn resetting_packages(tx: &Tx<'_>, now: Timestamp) -> Result<Vec<(String, String)>> {
+    tx.query_map(
         "SELECT p.package_id, i.instance_id FROM packages p JOIN instances i ON i.ref = p.instance_ref WHERE p.reset <> 'none' AND p.to_ns > ?1 ORDER BY p.package_id",
-    )?;
-    let rows = stmt.query_map([now.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        params![now.0],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// Switches an instance to another plan (the caller checked that this is safe).
-pub fn set_plan(conn: &Connection, key: i64, plan: &str) -> Result<()> {
-    conn.prepare_cached("UPDATE instances SET plan = ?2 WHERE ref = ?1")?.execute(params![key, plan])?;
+pub fn set_plan(tx: &Tx<'_>, key: i64, plan: &str) -> Result<()> {
+    tx.execute("UPDATE instances SET plan = ?2 WHERE ref = ?1", params![key, plan])?;
     Ok(())
 }

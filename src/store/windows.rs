@@ -15,10 +15,19 @@
 //!
 //! Readers get the sum through [`of_instance`] (one instance) or [`Unfolded::load`] +
 //! [`of_instance_with`] (many instances, one tail scan).
+//!
+//! **On PostgreSQL there is no tail.** The lazy fold relies on `seq` being assigned in commit
+//! order by one writer: an event committed after a fold must have a `seq` above
+//! `windows_through`. With several nodes inserting at once that does not hold (a transaction
+//! that took a lower `seq` may commit after a fold passed a higher one, and its event would be
+//! in neither `windows` nor the tail). So on PostgreSQL the ingest updates `windows` in the
+//! event's own transaction and `windows` is always complete: [`folded_through`] answers
+//! `i64::MAX` there (every tail scan finds nothing), and [`fold`] and
+//! [`TailSums::maybe_fold`] do nothing ([`has_tail`]).
 
-use super::events::max_seq;
+use super::events::{max_seq, with_text};
+use super::sql::{params, Backend, Row, Tx};
 use super::{dec, Result, StoreError};
-use rusqlite::{params, Connection};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,58 +59,74 @@ fn add_to(sums: &mut Sums, key: (i64, i64), usage: Decimal, events: u64) -> Resu
     Ok(())
 }
 
-/// `windows_through`: every billable event with `seq` up to here is in `windows`.
-pub fn folded_through(conn: &Connection) -> Result<i64> {
-    Ok(conn.prepare_cached("SELECT windows_through FROM ingest_state WHERE id = 1")?.query_row([], |r| r.get(0))?)
+/// Whether this backend keeps an unfolded tail of events outside `windows`: SQLite does,
+/// PostgreSQL does not (see the module docs).
+pub fn has_tail(tx: &Tx<'_>) -> bool {
+    tx.backend() == Backend::Sqlite
+}
+
+/// `windows_through`: every billable event with `seq` up to here is in `windows`. On
+/// PostgreSQL, where `windows` is always complete, `i64::MAX`.
+pub fn folded_through(tx: &Tx<'_>) -> Result<i64> {
+    if !has_tail(tx) {
+        return Ok(i64::MAX);
+    }
+    tx.one("SELECT windows_through FROM ingest_state WHERE id = 1", params![])
 }
 
 /// Adds the billable events with `seq > after` (of one instance, or all) to `sums`; returns
 /// how many were added.
-fn scan_tail(conn: &Connection, after: i64, instance: Option<i64>, sums: &mut Sums) -> Result<usize> {
-    let mut stmt = conn.prepare_cached(
+fn scan_tail(tx: &Tx<'_>, after: i64, instance: Option<i64>, sums: &mut Sums) -> Result<usize> {
+    let mut n = 0;
+    tx.for_each(
         "SELECT instance_ref, billed_window, coalesce(billed_qty, qty) FROM events
          WHERE seq > ?1 AND billed_window IS NOT NULL AND (?2 IS NULL OR instance_ref = ?2)",
+        params![after, instance],
+        |r| {
+            let q = with_text(r, 2, dec)?;
+            add_to(sums, (r.get(0)?, r.get(1)?), q, 1)?;
+            n += 1;
+            Ok(())
+        },
     )?;
-    let mut rows = stmt.query(params![after, instance])?;
-    let mut n = 0;
-    while let Some(r) = rows.next()? {
-        let q = dec(r.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?)?;
-        add_to(sums, (r.get(0)?, r.get(1)?), q, 1)?;
-        n += 1;
-    }
     Ok(n)
 }
 
 /// Adds `sums` to the stored totals, in key order (the table's, so writes stay on few pages).
-fn write_sums(conn: &Connection, sums: &Sums) -> Result<()> {
+fn write_sums(tx: &Tx<'_>, sums: &Sums) -> Result<()> {
     let mut keys: Vec<_> = sums.iter().map(|(&(key, start), &v)| ((start, key), v)).collect();
     keys.sort_unstable_by_key(|e| e.0);
-    // One statement per window: insert it, or add to the stored total exactly.
-    let mut upsert = conn.prepare_cached(
-        "INSERT INTO windows (start_s, instance_ref, usage, events) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (start_s, instance_ref) DO UPDATE SET usage = meterd_decimal_add(usage, excluded.usage), events = events + excluded.events",
-    )?;
+    // One statement per window: insert it, or add to the stored total exactly. The columns are
+    // qualified in DO UPDATE: PostgreSQL finds a bare `usage` ambiguous beside `excluded`.
     for ((start, key), (delta, count)) in keys {
-        upsert.execute(params![start, key, delta.normalize().to_string(), count as i64])?;
+        tx.execute(
+            "INSERT INTO windows (start_s, instance_ref, usage, events) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (start_s, instance_ref) DO UPDATE SET usage = meterd_decimal_add(windows.usage, excluded.usage), events = windows.events + excluded.events",
+            params![start, key, delta.normalize().to_string(), count as i64],
+        )?;
     }
     Ok(())
 }
 
-/// Folds the whole unfolded tail into `windows` (call inside a write transaction).
-pub fn fold(conn: &Connection) -> Result<()> {
-    let through = folded_through(conn)?;
-    let last = max_seq(conn)?;
+/// Folds the whole unfolded tail into `windows` (call inside a write transaction). A no-op on
+/// PostgreSQL, which has no tail (see the module docs).
+pub fn fold(tx: &Tx<'_>) -> Result<()> {
+    if !has_tail(tx) {
+        return Ok(());
+    }
+    let through = folded_through(tx)?;
+    let last = max_seq(tx)?;
     if last <= through {
         return Ok(());
     }
     let mut sums = Sums::default();
-    scan_tail(conn, through, None, &mut sums)?;
-    write_sums(conn, &sums)?;
-    set_folded_through(conn, last)
+    scan_tail(tx, through, None, &mut sums)?;
+    write_sums(tx, &sums)?;
+    set_folded_through(tx, last)
 }
 
-fn set_folded_through(conn: &Connection, seq: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE ingest_state SET windows_through = ?1 WHERE id = 1")?.execute([seq])?;
+fn set_folded_through(tx: &Tx<'_>, seq: i64) -> Result<()> {
+    tx.execute("UPDATE ingest_state SET windows_through = ?1 WHERE id = 1", params![seq])?;
     Ok(())
 }
 
@@ -130,17 +155,17 @@ impl TailSums {
 
     /// Catches up with the database when another connection may have committed (`changed`) or
     /// the sums are unknown: reloads when someone folded, else adds the events others appended.
-    pub fn sync(&mut self, conn: &Connection, changed: bool) -> Result<()> {
+    pub fn sync(&mut self, tx: &Tx<'_>, changed: bool) -> Result<()> {
         if !changed && !self.stale {
             return Ok(());
         }
-        let through = folded_through(conn)?;
+        let through = folded_through(tx)?;
         if self.stale || through != self.through {
             self.reset(through);
         }
-        let last = max_seq(conn)?;
+        let last = max_seq(tx)?;
         if last > self.seen {
-            scan_tail(conn, self.seen, None, &mut self.sums)?;
+            scan_tail(tx, self.seen, None, &mut self.sums)?;
             self.events += (last - self.seen) as usize;
             self.seen = last;
         }
@@ -159,13 +184,14 @@ impl TailSums {
     }
 
     /// Folds the tail (events up to `last_seq`) into `windows` when it is long enough. Returns
-    /// whether it did; pass that to [`Self::committed`] after the commit.
-    pub fn maybe_fold(&self, conn: &Connection, last_seq: i64) -> Result<bool> {
-        if self.events < self.fold_at {
+    /// whether it did; pass that to [`Self::committed`] after the commit. Never folds on
+    /// PostgreSQL, which has no tail (see the module docs).
+    pub fn maybe_fold(&self, tx: &Tx<'_>, last_seq: i64) -> Result<bool> {
+        if self.events < self.fold_at || !has_tail(tx) {
             return Ok(false);
         }
-        write_sums(conn, &self.sums)?;
-        set_folded_through(conn, last_seq)?;
+        write_sums(tx, &self.sums)?;
+        set_folded_through(tx, last_seq)?;
         Ok(true)
     }
 
@@ -195,18 +221,20 @@ pub struct Unfolded(HashMap<i64, BTreeMap<i64, (Decimal, u64)>>);
 
 impl Unfolded {
     /// Every instance's unfolded usage (one scan of the tail).
-    pub fn load(conn: &Connection) -> Result<Unfolded> {
-        Self::scan(conn, None)
+    pub fn load(tx: &Tx<'_>) -> Result<Unfolded> {
+        Self::scan(tx, None)
     }
 
     /// One instance's unfolded usage.
-    pub fn load_instance(conn: &Connection, instance_key: i64) -> Result<Unfolded> {
-        Self::scan(conn, Some(instance_key))
+    pub fn load_instance(tx: &Tx<'_>, instance_key: i64) -> Result<Unfolded> {
+        Self::scan(tx, Some(instance_key))
     }
 
-    fn scan(conn: &Connection, instance: Option<i64>) -> Result<Unfolded> {
+    fn scan(tx: &Tx<'_>, instance: Option<i64>) -> Result<Unfolded> {
         let mut sums = Sums::default();
-        scan_tail(conn, folded_through(conn)?, instance, &mut sums)?;
+        if has_tail(tx) {
+            scan_tail(tx, folded_through(tx)?, instance, &mut sums)?;
+        }
         let mut out = Unfolded::default();
         for ((key, start), v) in sums {
             out.0.entry(key).or_default().insert(start, v);
@@ -217,21 +245,22 @@ impl Unfolded {
 
 /// Windows of one instance with `start` in `[from, to)`, ordered by start: stored totals plus
 /// the unfolded tail.
-pub fn of_instance(conn: &Connection, instance_key: i64, from: i64, to: i64) -> Result<Vec<WindowRow>> {
-    of_instance_with(conn, &Unfolded::load_instance(conn, instance_key)?, instance_key, from, to)
+pub fn of_instance(tx: &Tx<'_>, instance_key: i64, from: i64, to: i64) -> Result<Vec<WindowRow>> {
+    of_instance_with(tx, &Unfolded::load_instance(tx, instance_key)?, instance_key, from, to)
 }
 
 /// [`of_instance`] with a tail already loaded (by [`Unfolded::load`] in the same transaction).
 /// An empty or inverted range (`from >= to`, e.g. a preview ending before the seal cursor)
 /// holds no window: the answer is empty, never a panic.
-pub fn of_instance_with(conn: &Connection, tail: &Unfolded, instance_key: i64, from: i64, to: i64) -> Result<Vec<WindowRow>> {
+pub fn of_instance_with(tx: &Tx<'_>, tail: &Unfolded, instance_key: i64, from: i64, to: i64) -> Result<Vec<WindowRow>> {
     if from >= to {
         return Ok(Vec::new());
     }
-    let mut stmt = conn.prepare_cached(
+    let mut out = tx.query_map(
         "SELECT instance_ref, start_s, usage, events FROM windows WHERE instance_ref = ?1 AND start_s >= ?2 AND start_s < ?3 ORDER BY start_s",
+        params![instance_key, from, to],
+        window_row,
     )?;
-    let mut out = collect(stmt.query(params![instance_key, from, to])?)?;
     let Some(extra) = tail.0.get(&instance_key) else { return Ok(out) };
     let mut merged: BTreeMap<i64, WindowRow> = out.drain(..).map(|w| (w.start, w)).collect();
     for (&start, &(usage, events)) in extra.range(from..to) {
@@ -242,15 +271,6 @@ pub fn of_instance_with(conn: &Connection, tail: &Unfolded, instance_key: i64, f
     Ok(merged.into_values().collect())
 }
 
-fn collect(mut rows: rusqlite::Rows<'_>) -> Result<Vec<WindowRow>> {
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        out.push(WindowRow {
-            instance_key: r.get(0)?,
-            start: r.get(1)?,
-            usage: dec(&r.get::<_, String>(2)?)?,
-            events: r.get::<_, i64>(3)? as u64,
-        });
-    }
-    Ok(out)
+fn window_row(r: &Row<'_>) -> Result<WindowRow> {
+    Ok(WindowRow { instance_key: r.get(0)?, start: r.get(1)?, usage: dec(&r.get::<String>(2)?)?, events: r.get::<i64>(3)? as u64 })
 }
