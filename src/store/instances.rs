@@ -190,3 +190,28 @@ pub fn set_sealed(tx: &Tx<'_>, key: i64, sealed_until: i64, carry: Decimal) -> R
 pub fn generation(tx: &Tx<'_>) -> Result<i64> {
     tx.one("SELECT instances_gen FROM ingest_state WHERE id = 1", params![])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sql::params;
+    use crate::store::Store;
+
+    #[test]
+    fn the_seal_cursor_never_moves_back_and_the_carry_is_stored_as_normalized_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("t.db")).unwrap();
+        s.write(|tx| {
+            let key = add(tx, "i-1", "p", Timestamp::from_secs(0), Timestamp(1))?.key;
+            set_sealed(tx, key, 7200, "0.00005000".parse().unwrap())?;
+            set_sealed(tx, key, 3600, "0.00002".parse().unwrap())?;
+            let row = get(tx, "i-1")?.unwrap();
+            assert_eq!((row.sealed_until, row.carry), (7200, "0.00002".parse().unwrap()));
+            assert_eq!(tx.one::<String>("SELECT carry FROM instances WHERE ref = ?1", params![key])?, "0.00002");
+            set_sealed(tx, key, 10800, Decimal::ZERO)?;
+            assert_eq!(get(tx, "i-1")?.unwrap().sealed_until, 10800);
+            Ok(())
+        })
+        .unwrap();
+    }
+}

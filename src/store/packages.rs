@@ -183,3 +183,45 @@ pub fn set_carry(tx: &Tx<'_>, package_id: &str, carry: Decimal) -> Result<()> {
     tx.execute("UPDATE packages SET carry = ?2 WHERE package_id = ?1", params![package_id, carry.normalize().to_string()])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// The upserts that replaced `INSERT OR REPLACE` replace the row's values, and the
+    /// `instances_gen` triggers bump the generation once per write, as the replace did.
+    #[test]
+    fn rewriting_usage_segments_and_over_quota_replaces_the_row_and_bumps_the_generation_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("t.db")).unwrap();
+        s.write(|tx| {
+            let key = instances::add(tx, "i-1", "p", Timestamp::from_secs(0), Timestamp(1))?.key;
+            let p = NewPackage {
+                package_id: "pk-1".into(),
+                quota: "10".parse().unwrap(),
+                from: Timestamp::from_secs(0),
+                to: Timestamp::from_secs(86_400),
+                reset: Reset::None,
+            };
+            add(tx, "i-1", &p, Timestamp(1))?;
+            for used_now in ["1.5", "2.25000"] {
+                let gen = instances::generation(tx)?;
+                set_used(tx, "pk-1", 0, used_now.parse().unwrap())?;
+                assert_eq!(instances::generation(tx)?, gen + 1);
+            }
+            assert_eq!(used(tx, "pk-1", 0)?, "2.25".parse::<Decimal>().unwrap());
+            assert_eq!(tx.one::<String>("SELECT used FROM package_usage WHERE package_id = 'pk-1'", super::params![])?, "2.25");
+            for usage in ["1", "3.5"] {
+                put_segment(tx, key, 0, &Segment { begin: 60, package_id: "pk-1".into(), usage: usage.parse().unwrap() })?;
+            }
+            assert_eq!(segments(tx, key, 0)?, vec![Segment { begin: 60, package_id: "pk-1".into(), usage: "3.5".parse().unwrap() }]);
+            assert_eq!(last_segment(tx, key, 0)?.map(|s| s.usage), Some("3.5".parse().unwrap()));
+            add_over_quota(tx, key, "0.5".parse().unwrap())?;
+            add_over_quota(tx, key, "0.25".parse().unwrap())?;
+            assert_eq!(over_quota(tx, key)?, "0.75".parse::<Decimal>().unwrap());
+            Ok(())
+        })
+        .unwrap();
+    }
+}
