@@ -69,7 +69,7 @@ pub fn seal(store: &mut Store, cfg: &Config, now: Timestamp) -> Result<SealRepor
 /// [`seal`], calling `count` with the records each transaction writes, inside it, just before
 /// its commit (the daemon's `meterd_records_sealed_total`: never behind what `status` shows).
 pub fn seal_counting(store: &mut Store, cfg: &Config, now: Timestamp, count: &dyn Fn(usize)) -> Result<SealReport, StoreError> {
-    let all = store.read(|tx| instances::list(tx))?;
+    let all = store.read(instances::list)?;
     let due: Vec<InstanceRow> = all
         .into_iter()
         .filter(|i| match cfg.plan(&i.plan) {
