@@ -78,9 +78,11 @@ pub fn folded_through(tx: &Tx<'_>) -> Result<i64> {
 /// how many were added.
 fn scan_tail(tx: &Tx<'_>, after: i64, instance: Option<i64>, sums: &mut Sums) -> Result<usize> {
     let mut n = 0;
+    // The CAST types the parameter for PostgreSQL, which cannot infer it from `IS NULL`
+    // (even with `instance_ref = ?2` beside it); on SQLite it changes nothing.
     tx.for_each(
         "SELECT instance_ref, billed_window, coalesce(billed_qty, qty) FROM events
-         WHERE seq > ?1 AND billed_window IS NOT NULL AND (?2 IS NULL OR instance_ref = ?2)",
+         WHERE seq > ?1 AND billed_window IS NOT NULL AND (CAST(?2 AS BIGINT) IS NULL OR instance_ref = ?2)",
         params![after, instance],
         |r| {
             let q = with_text(r, 2, dec)?;
