@@ -15,7 +15,10 @@ fn the_kubernetes_sidecar_config_loads_and_names_the_port_its_probes_use() {
         .collect();
     let cfg = Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("contrib/k8s-sidecar.yaml's meterd.toml: {e}\n{toml}"));
     let port = cfg.server.listen.rsplit(':').next().unwrap().to_string();
-    assert!(yaml.contains(&format!("port: {port}")) && yaml.contains(&format!("containerPort: {port}")), "probes use the listen port {port}");
+    assert!(
+        yaml.contains(&format!("port: {port}")) && yaml.contains(&format!("containerPort: {port}")),
+        "probes use the listen port {port}"
+    );
     assert!(yaml.contains("secretKeyRef: { name: meterd, key: database-url }"), "the URL comes from a Secret");
 }
 

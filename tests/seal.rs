@@ -577,17 +577,16 @@ fn two_writers_and_a_sealer_keep_window_totals_exact() {
                         .into_iter()
                         .map(|w| (w.start, w.usage.normalize().to_string(), w.events))
                         .collect();
-                    let mut stmt = tx.prepare(
+                    let raw: Vec<(i64, String, u64)> = tx.query_map(
                         "SELECT billed_window, group_concat(coalesce(billed_qty, qty), ' '), count(*) FROM events
                          WHERE instance_ref = ?1 AND billed_window >= ?2 GROUP BY billed_window ORDER BY billed_window",
-                    )?;
-                    let raw: Vec<(i64, String, u64)> = stmt
-                        .query_map(rusqlite::params![inst.key, inst.sealed_until], |r| {
+                        meterd::store::sql::params![inst.key, inst.sealed_until],
+                        |r| {
                             let parts: String = r.get(1)?;
                             let sum: rust_decimal::Decimal = parts.split(' ').map(|p| p.parse::<rust_decimal::Decimal>().unwrap()).sum();
-                            Ok((r.get(0)?, sum.normalize().to_string(), r.get::<_, i64>(2)? as u64))
-                        })?
-                        .collect::<Result<_, _>>()?;
+                            Ok((r.get(0)?, sum.normalize().to_string(), r.get::<u64>(2)?))
+                        },
+                    )?;
                     assert_eq!(seen, raw, "open windows of {id} after step {step}");
                 }
                 let copies: i64 =

@@ -8,10 +8,10 @@ use crate::config::{Config, LatePolicy, Plan};
 use crate::model::Timestamp;
 use crate::store::dedupe::{Appender, Dedupe, NewEvent, Probe};
 use crate::store::lifecycle::{self, History};
+use crate::store::pg_events::{PgEvents, PgNewEvent};
 use crate::store::sql::Tx;
 use crate::store::windows::TailSums;
 use crate::store::{instances, InsertOutcome, InstanceRow, StoreError};
-use rusqlite::Connection;
 use rust_decimal::Decimal;
 
 /// The outcome for one event.
@@ -83,31 +83,96 @@ impl InstanceCache {
     }
 }
 
+/// Where a transaction finds stored events and holds new ones: SQLite's own dedupe structures
+/// (Bloom filter, key runs, appender; `store::dedupe`) or PostgreSQL's unique key
+/// (`store::pg_events`). The rules around them are the same.
+pub enum Keys<'a, 'c> {
+    Sqlite { dedupe: &'a mut Dedupe, app: &'a mut Appender<'c> },
+    Postgres(&'a mut PgEvents),
+}
+
+/// An event's key, probed before it is decided: SQLite's Bloom probe, or (PostgreSQL) a key
+/// already looked up in this transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyProbe {
+    Sqlite(Probe),
+    Postgres,
+}
+
 /// An event's instance slot and key probe, found before the event is decided.
-pub type Prepared = Option<(usize, Probe)>;
+pub type Prepared = Option<(usize, KeyProbe)>;
 
 /// What deciding needs inside one write transaction.
 pub struct TxCtx<'a, 'c> {
-    /// The SQLite writer's transaction: the dedupe structures (Bloom filter, key runs) and the
-    /// appender are SQLite's own; instances, packages and status are loaded through a
-    /// [`Tx`] wrapping it.
-    pub conn: &'c Connection,
-    pub dedupe: &'a mut Dedupe,
-    pub app: &'a mut Appender<'c>,
+    /// The writer's transaction: instances, packages and status are loaded through it.
+    pub tx: &'a Tx<'c>,
+    pub keys: Keys<'a, 'c>,
     pub cfg: &'a Config,
     pub instances: &'a mut InstanceCache,
+    /// Window usage this transaction adds (SQLite: the unfolded tail kept between
+    /// transactions; PostgreSQL: written to `windows` before `COMMIT`).
     pub tail: &'a mut TailSums,
 }
 
 impl TxCtx<'_, '_> {
-    /// Probes the keys of a request's events whose instance is known, in one tight pass, so that
-    /// their Bloom filter misses overlap instead of stalling each event in turn.
-    pub fn probe_all(&self, events: &[(usize, EventInput)]) -> Vec<Prepared> {
+    /// Probes the keys of a request's events whose instance is known, in one pass: on SQLite
+    /// one tight loop over the Bloom filter, so its cache misses overlap instead of stalling
+    /// each event in turn; on PostgreSQL one lookup query for all of them.
+    pub fn probe_all(&mut self, events: &[(usize, EventInput)]) -> Result<Vec<Prepared>, StoreError> {
         let slots: Vec<Option<usize>> = events.iter().map(|(_, ev)| self.instances.slot(&ev.instance_id)).collect();
-        let probes = self
-            .dedupe
-            .probe_many(slots.iter().zip(events).map(|(slot, (_, ev))| slot.map(|i| (self.instances.ctxs[i].row.key, ev.id.as_str()))));
-        slots.into_iter().zip(probes).map(|(slot, probe)| slot.zip(probe)).collect()
+        let keys = slots.iter().zip(events).map(|(slot, (_, ev))| slot.map(|i| (self.instances.ctxs[i].row.key, ev.id.as_str())));
+        Ok(match &mut self.keys {
+            Keys::Sqlite { dedupe, .. } => {
+                let probes = dedupe.probe_many(keys);
+                slots.into_iter().zip(probes).map(|(slot, probe)| slot.zip(probe.map(KeyProbe::Sqlite))).collect()
+            }
+            Keys::Postgres(pg) => {
+                pg.lookup(self.tx, keys.flatten())?;
+                slots.into_iter().map(|slot| slot.map(|s| (s, KeyProbe::Postgres))).collect()
+            }
+        })
+    }
+
+    /// The probe of one event whose instance was just loaded.
+    fn probe_one(&mut self, instance_key: i64, event_id: &str) -> Result<KeyProbe, StoreError> {
+        Ok(match &mut self.keys {
+            Keys::Sqlite { dedupe, .. } => KeyProbe::Sqlite(dedupe.probe(instance_key, event_id)),
+            Keys::Postgres(pg) => {
+                pg.lookup(self.tx, std::iter::once((instance_key, event_id)))?;
+                KeyProbe::Postgres
+            }
+        })
+    }
+
+    /// Whether the event is new, a duplicate or a conflict.
+    fn check(&mut self, probe: KeyProbe, instance_key: i64, ev: &EventInput, props: Option<&str>) -> Result<InsertOutcome, StoreError> {
+        match (&mut self.keys, probe) {
+            (Keys::Sqlite { dedupe, app }, KeyProbe::Sqlite(p)) => dedupe.check(app, p, &ev.id, ev.time, ev.quantity, props),
+            (Keys::Postgres(pg), KeyProbe::Postgres) => Ok(pg.check(instance_key, &ev.id, ev.time, ev.quantity, props)),
+            _ => Err(StoreError::Invalid("an event probed on one backend was checked on the other".into())),
+        }
+    }
+
+    /// Stores a new event (held back until the end of the transaction).
+    fn append(&mut self, probe: KeyProbe, instance_key: i64, new: NewEvent<'_>) -> Result<(), StoreError> {
+        match (&mut self.keys, probe) {
+            (Keys::Sqlite { dedupe, app }, KeyProbe::Sqlite(p)) => dedupe.append(app, p, new).map(|_| ()),
+            (Keys::Postgres(pg), KeyProbe::Postgres) => {
+                pg.append(PgNewEvent {
+                    instance_key,
+                    event_id: new.event_id.to_owned(),
+                    time: new.time,
+                    quantity: new.quantity,
+                    billed_window: new.billed_window,
+                    billed_qty: new.billed_qty,
+                    received: new.received,
+                    props: new.props.map(str::to_owned),
+                    point_window: new.point_window,
+                });
+                Ok(())
+            }
+            _ => Err(StoreError::Invalid("an event probed on one backend was stored on the other".into())),
+        }
     }
 }
 
@@ -127,17 +192,18 @@ impl TxCtx<'_, '_> {
 /// far, which are written before `COMMIT` anyway), so a new event the rules then refuse leaves
 /// no trace.
 pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: Timestamp) -> Result<Verdict, StoreError> {
-    let (tx, cfg) = (Tx::sqlite(cx.conn), cx.cfg);
+    let (tx, cfg) = (cx.tx, cx.cfg);
     let (slot, probe) = match prepared {
         Some(p) => p,
-        None => match instance(&tx, cfg, cx.instances, ev, now)? {
-            Ok(slot) => (slot, cx.dedupe.probe(cx.instances.ctxs[slot].row.key, &ev.id)),
+        None => match instance(tx, cfg, cx.instances, ev, now)? {
+            Ok(slot) => (slot, cx.probe_one(cx.instances.ctxs[slot].row.key, &ev.id)?),
             Err(msg) => return Ok(reject(ev, msg)),
         },
     };
+    let instance_key = cx.instances.ctxs[slot].row.key;
     // Only events with properties pay for their canonical form.
     let props = ev.properties.as_ref().map(crate::model::Properties::canonical);
-    match cx.dedupe.check(cx.app, probe, &ev.id, ev.time, ev.quantity, props.as_deref())? {
+    match cx.check(probe, instance_key, ev, props.as_deref())? {
         InsertOutcome::Inserted => {}
         InsertOutcome::Duplicate => return Ok(Verdict::Duplicate),
         InsertOutcome::Conflict { stored_quantity, stored_time, stored_properties } => {
@@ -158,7 +224,7 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
     let amount = plan.aggregation.billing_quantity(ev.quantity.0);
     let billed_qty = match billed {
         Some(w) => {
-            let covered = super::quota::deduct(&tx, cfg, ctx, w, ev, amount)?;
+            let covered = super::quota::deduct(tx, cfg, ctx, w, ev, amount)?;
             cx.tail.add(ctx.row.key, w, covered)?;
             (covered != ev.quantity.0).then_some(covered)
         }
@@ -167,9 +233,9 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
             None
         }
     };
-    cx.dedupe.append(
-        cx.app,
+    cx.append(
         probe,
+        instance_key,
         NewEvent {
             event_id: &ev.id,
             time: ev.time,
@@ -194,7 +260,7 @@ fn point(
     cx: &mut TxCtx<'_, '_>,
     slot: usize,
     ev: &EventInput,
-    probe: Probe,
+    probe: KeyProbe,
     billed: Option<i64>,
     props: Option<&str>,
     now: Timestamp,
@@ -220,7 +286,8 @@ fn point(
         props,
         point_window: billed_window,
     };
-    cx.dedupe.append(cx.app, probe, new)?;
+    let instance_key = ctx.row.key;
+    cx.append(probe, instance_key, new)?;
     cx.tail.appended();
     Ok(if open { Verdict::Accepted } else { Verdict::Late { id: ev.id.clone(), instance_id: ev.instance_id.clone() } })
 }

@@ -29,12 +29,14 @@
 //! pass ([`TxCtx::probe_all`]), so the cache misses of a thousand lookups overlap, and hands the
 //! events back with the reply, so their memory is freed on the caller's thread.
 
-use super::decide::{decide, InstanceCache, TxCtx, Verdict};
+use super::decide::{decide, InstanceCache, Keys, TxCtx, Verdict};
 use super::parse::EventInput;
 use super::WriterHealth;
 use crate::config::Config;
 use crate::model::Timestamp;
 use crate::store::dedupe::Dedupe;
+use crate::store::pg_events::PgEvents;
+use crate::store::sql::Backend;
 use crate::store::windows::TailSums;
 use crate::store::{Store, StoreError};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -138,43 +140,33 @@ pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: Commi
 
 impl Writer {
     fn commit_group(&mut self, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
+        match self.store.backend() {
+            Backend::Sqlite => self.commit_group_sqlite(cfg, group),
+            Backend::Postgres => self.commit_group_postgres(cfg, group),
+        }
+    }
+
+    fn commit_group_sqlite(&mut self, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
         if self.dedupe.is_none() {
             let flush_at = crate::faults::batch_override("METERD_FLUSH_EVENTS").unwrap_or(crate::store::dedupe::FLUSH_EVENTS);
-            self.dedupe = Some(self.store.read(|tx| Dedupe::load_flushing_at(tx, flush_at))?);
+            self.dedupe = Some(self.store.read(|tx| Dedupe::load_flushing_at(sqlite(tx)?, flush_at))?);
         }
         let Writer { store, dedupe, tail, instances, instances_gen } = self;
         let dedupe = dedupe.as_mut().expect("loaded above");
         let result = store.write(|tx| {
-            let changed = dedupe.sync(tx)?;
+            let conn = sqlite(tx)?;
+            let changed = dedupe.sync(conn)?;
             if changed && crate::store::instances::generation(tx)? != *instances_gen {
                 instances.clear();
             }
             tail.sync(tx, changed)?;
-            let mut app = crate::store::dedupe::appender(tx)?;
-            let mut cx = TxCtx { conn: tx, dedupe: &mut *dedupe, app: &mut app, cfg, instances: &mut *instances, tail: &mut *tail };
-            let mut out = Vec::with_capacity(group.len());
-            for job in group {
-                let probes = cx.probe_all(&job.events);
-                let mut verdicts = Vec::with_capacity(job.events.len());
-                for ((index, ev), probe) in job.events.iter().zip(probes) {
-                    verdicts.push((*index, decide(&mut cx, ev, probe, job.now)?));
-                }
-                let quota_exhausted = super::quota::exhausted(tx, cfg, cx.instances, &job.events, job.now)?;
-                out.push(JobReply { verdicts, quota_exhausted, events: Vec::new() });
-            }
+            let mut app = crate::store::dedupe::appender(conn)?;
+            let keys = Keys::Sqlite { dedupe: &mut *dedupe, app: &mut app };
+            let out = decide_group(&mut TxCtx { tx, keys, cfg, instances: &mut *instances, tail: &mut *tail }, cfg, group)?;
             // Every acknowledged event must be in the table before the commit.
             app.finish()?;
-            for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero() || c.new_late > 0) {
-                if !ctx.new_unbillable.is_zero() {
-                    crate::store::instances::add_unbillable(tx, ctx.row.key, ctx.new_unbillable)?;
-                    ctx.new_unbillable = rust_decimal::Decimal::ZERO;
-                }
-                if ctx.new_late > 0 {
-                    crate::store::points::add_late_unbilled(tx, ctx.row.key, ctx.new_late)?;
-                    ctx.new_late = 0;
-                }
-            }
-            dedupe.maybe_flush(tx)?;
+            settle_instances(tx, instances)?;
+            dedupe.maybe_flush(conn)?;
             let folded = tail.maybe_fold(tx, dedupe.last_seq())?;
             // Our own changes (auto-registration, package use) are in the cache already.
             Ok((out, folded, crate::store::instances::generation(tx)?))
@@ -196,4 +188,71 @@ impl Writer {
             }
         }
     }
+
+    /// The same on a shared PostgreSQL store: the transaction holds the writers' lock, looks
+    /// the group's keys up by the unique index (`store::pg_events`), and adds its window sums to
+    /// `windows` before `COMMIT` (no tail: other nodes write too). The instance cache is kept
+    /// while the stored generation is unchanged, as on SQLite.
+    fn commit_group_postgres(&mut self, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
+        let Writer { store, tail, instances, instances_gen, .. } = self;
+        let result = store.write(|tx| {
+            if crate::store::instances::generation(tx)? != *instances_gen {
+                instances.clear();
+            }
+            let mut events = PgEvents::begin(tx)?;
+            *tail = TailSums::new(usize::MAX);
+            let keys = Keys::Postgres(&mut events);
+            let out = decide_group(&mut TxCtx { tx, keys, cfg, instances: &mut *instances, tail: &mut *tail }, cfg, group)?;
+            events.finish(tx)?;
+            tail.write_now(tx)?;
+            settle_instances(tx, instances)?;
+            Ok((out, crate::store::instances::generation(tx)?))
+        });
+        match result {
+            Ok((out, gen)) => {
+                *instances_gen = gen;
+                Ok(out)
+            }
+            Err(e) => {
+                instances.clear();
+                *instances_gen = -1;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The SQLite connection of a transaction the SQLite writer opened.
+fn sqlite<'c>(tx: &crate::store::sql::Tx<'c>) -> Result<&'c rusqlite::Connection, StoreError> {
+    tx.sqlite_conn().ok_or_else(|| StoreError::Invalid("the SQLite ingest path ran on a PostgreSQL store".into()))
+}
+
+/// Decides every event of every job of a group, in order; one reply per job.
+fn decide_group(cx: &mut TxCtx<'_, '_>, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
+    let mut out = Vec::with_capacity(group.len());
+    for job in group {
+        let probes = cx.probe_all(&job.events)?;
+        let mut verdicts = Vec::with_capacity(job.events.len());
+        for ((index, ev), probe) in job.events.iter().zip(probes) {
+            verdicts.push((*index, decide(cx, ev, probe, job.now)?));
+        }
+        let quota_exhausted = super::quota::exhausted(cx.tx, cfg, cx.instances, &job.events, job.now)?;
+        out.push(JobReply { verdicts, quota_exhausted, events: Vec::new() });
+    }
+    Ok(out)
+}
+
+/// Writes what the group added to its instances' unbillable usage and late-unbilled counts.
+fn settle_instances(tx: &crate::store::sql::Tx<'_>, instances: &mut InstanceCache) -> Result<(), StoreError> {
+    for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero() || c.new_late > 0) {
+        if !ctx.new_unbillable.is_zero() {
+            crate::store::instances::add_unbillable(tx, ctx.row.key, ctx.new_unbillable)?;
+            ctx.new_unbillable = rust_decimal::Decimal::ZERO;
+        }
+        if ctx.new_late > 0 {
+            crate::store::points::add_late_unbilled(tx, ctx.row.key, ctx.new_late)?;
+            ctx.new_late = 0;
+        }
+    }
+    Ok(())
 }

@@ -653,6 +653,11 @@ pub fn find_seq(conn: &Connection, instance_key: i64, event_id: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SQLite connection of a test's transaction.
+    fn c<'a>(tx: &crate::store::sql::Tx<'a>) -> &'a Connection {
+        tx.sqlite_conn().unwrap()
+    }
     use crate::store::{instances, Store};
 
     fn q(s: &str) -> Quantity {
@@ -661,9 +666,9 @@ mod tests {
 
     fn ins(store: &mut Store, d: &mut Dedupe, key: i64, id: &str, t: i64, qty: &str) -> InsertOutcome {
         let r = store.write(|tx| {
-            d.sync(tx)?;
-            let out = d.insert(tx, key, id, Timestamp(t), q(qty), Some(0), Timestamp(0))?;
-            d.maybe_flush(tx)?;
+            d.sync(c(tx))?;
+            let out = d.insert(c(tx), key, id, Timestamp(t), q(qty), Some(0), Timestamp(0))?;
+            d.maybe_flush(c(tx))?;
             Ok(out)
         });
         match r {
@@ -690,7 +695,7 @@ mod tests {
     fn duplicate_and_conflict_across_runs_and_restarts() {
         let (_dir, p, key) = setup();
         let mut s = Store::open(&p).unwrap();
-        let mut d = s.read(|tx| Dedupe::load(tx)).unwrap();
+        let mut d = s.read(|tx| Dedupe::load(c(tx))).unwrap();
         d.flush_at = 3;
         for i in 0..10 {
             assert_eq!(ins(&mut s, &mut d, key, &format!("e{i}"), i, "1.5"), InsertOutcome::Inserted);
@@ -706,7 +711,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A fresh writer (restart) rebuilds the same answers from the database.
-        let mut d2 = s.read(|tx| Dedupe::load(tx)).unwrap();
+        let mut d2 = s.read(|tx| Dedupe::load(c(tx))).unwrap();
         for i in 0..10 {
             assert_eq!(ins(&mut s, &mut d2, key, &format!("e{i}"), i, "1.5"), InsertOutcome::Duplicate);
         }
@@ -726,8 +731,8 @@ mod tests {
     fn two_writers_on_one_database_see_each_other() {
         let (_dir, p, key) = setup();
         let (mut s1, mut s2) = (Store::open(&p).unwrap(), Store::open(&p).unwrap());
-        let mut d1 = s1.read(|tx| Dedupe::load(tx)).unwrap();
-        let mut d2 = s2.read(|tx| Dedupe::load(tx)).unwrap();
+        let mut d1 = s1.read(|tx| Dedupe::load(c(tx))).unwrap();
+        let mut d2 = s2.read(|tx| Dedupe::load(c(tx))).unwrap();
         d1.flush_at = 2;
         d2.flush_at = 3;
         for i in 0..12 {
@@ -748,13 +753,13 @@ mod tests {
     fn a_rolled_back_insert_is_forgotten() {
         let (_dir, p, key) = setup();
         let mut s = Store::open(&p).unwrap();
-        let mut d = s.read(|tx| Dedupe::load(tx)).unwrap();
+        let mut d = s.read(|tx| Dedupe::load(c(tx))).unwrap();
         d.flush_at = 1;
         assert_eq!(ins(&mut s, &mut d, key, "kept", 0, "1"), InsertOutcome::Inserted);
         let r: Result<()> = s.write(|tx| {
-            d.sync(tx)?;
-            d.insert(tx, key, "lost", Timestamp(0), q("1"), Some(0), Timestamp(0))?;
-            d.maybe_flush(tx)?;
+            d.sync(c(tx))?;
+            d.insert(c(tx), key, "lost", Timestamp(0), q("1"), Some(0), Timestamp(0))?;
+            d.maybe_flush(c(tx))?;
             Err(StoreError::Invalid("boom".into()))
         });
         assert!(r.is_err());
@@ -791,18 +796,18 @@ mod tests {
     fn a_run_of_many_blocks_answers_every_key() {
         let (_dir, p, key) = setup();
         let mut s = Store::open(&p).unwrap();
-        let mut d = s.read(|tx| Dedupe::load_flushing_at(tx, 1000)).unwrap();
+        let mut d = s.read(|tx| Dedupe::load_flushing_at(c(tx), 1000)).unwrap();
         let r = s.write(|tx| {
             for i in 0..1000 {
-                d.insert(tx, key, &format!("k{i}"), Timestamp(i), q("1"), Some(0), Timestamp(0))?;
+                d.insert(c(tx), key, &format!("k{i}"), Timestamp(i), q("1"), Some(0), Timestamp(0))?;
             }
-            d.maybe_flush(tx)
+            d.maybe_flush(c(tx))
         });
         r.unwrap();
         d.committed();
         let blocks: i64 = s.sqlite("t").unwrap().query_row("SELECT count(*) FROM key_blocks", [], |r| r.get(0)).unwrap();
         assert!(blocks >= 4, "{blocks} blocks");
-        let mut fresh = s.read(|tx| Dedupe::load(tx)).unwrap();
+        let mut fresh = s.read(|tx| Dedupe::load(c(tx))).unwrap();
         for i in (0..1000).step_by(7) {
             assert_eq!(ins(&mut s, &mut fresh, key, &format!("k{i}"), i, "1"), InsertOutcome::Duplicate, "k{i}");
             assert_eq!(find_seq(s.sqlite("t").unwrap(), key, &format!("k{i}")).unwrap(), Some(i + 1));

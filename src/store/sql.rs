@@ -598,20 +598,6 @@ impl<'c> Tx<'c> {
     }
 }
 
-/// While store functions move to [`Tx`], the ones still written against rusqlite take a
-/// SQLite `Tx` as the connection it wraps. PostgreSQL never reaches them: calling one on a
-/// PostgreSQL transaction is a bug and panics, and the PostgreSQL backend is not selectable
-/// until none is left (issue 13).
-impl std::ops::Deref for Tx<'_> {
-    type Target = rusqlite::Connection;
-    fn deref(&self) -> &rusqlite::Connection {
-        match self.inner {
-            Inner::Sqlite(c) => c,
-            Inner::Pg(_) => panic!("a SQLite-only store function was called on a PostgreSQL transaction"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

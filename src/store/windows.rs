@@ -197,6 +197,15 @@ impl TailSums {
         Ok(true)
     }
 
+    /// PostgreSQL, which has no tail: adds the sums of this transaction's events to `windows`
+    /// now (call last, before `COMMIT`; the writers' lock makes the read-add-write exact) and
+    /// starts empty for the next transaction.
+    pub fn write_now(&mut self, tx: &Tx<'_>) -> Result<()> {
+        write_sums(tx, &self.sums)?;
+        self.reset(0);
+        Ok(())
+    }
+
     /// The transaction committed: its events are in the tail, or, when it folded, in `windows`.
     pub fn committed(&mut self, folded: bool, last_seq: i64) {
         if folded {
