@@ -15,6 +15,7 @@ mod properties;
 mod quantity;
 mod record;
 mod time;
+mod weighted;
 
 pub use aggregation::{point_value, Aggregation, PointEvent};
 pub use package::{deduction_order, parse_quota, split as split_quota, Package, Reset};
@@ -22,3 +23,8 @@ pub use properties::{valid_property_key, Properties, MAX_KEY_LEN, MAX_PROPERTIES
 pub use quantity::{shorten, Quantity, QuantityError, MAX_EVENT_QUANTITY, MAX_RECORD_VALUE};
 pub use record::{metering_sn, UsageRecord};
 pub use time::{format_record_time, parse_rfc3339, FixedTz, Period, Timestamp};
+pub use weighted::{LevelEvent, WeightedError};
+/// The `weighted_sum` core (issue 14): integral, cut, late changes.
+pub mod level {
+    pub use super::weighted::*;
+}
