@@ -225,3 +225,8 @@ CREATE TABLE nodes (
     started_ns   bigint NOT NULL,
     last_seen_ns bigint NOT NULL
 );
+
+-- migration 2
+ALTER TABLE records ADD COLUMN seen_seq bigint;
+ALTER TABLE records ADD COLUMN seen_changes bigint;
+ALTER TABLE instances ADD COLUMN late_change numeric NOT NULL DEFAULT 0;

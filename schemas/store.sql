@@ -13,7 +13,7 @@ CREATE TABLE instances (
     -- late usage of a released instance that no window can bill any more
     unbillable   TEXT NOT NULL DEFAULT '0',
     created_ns   INTEGER NOT NULL
-, late_unbilled INTEGER NOT NULL DEFAULT 0) STRICT;
+, late_unbilled INTEGER NOT NULL DEFAULT 0, late_change TEXT NOT NULL DEFAULT '0') STRICT;
 
 CREATE TABLE events (
     seq           INTEGER PRIMARY KEY,
@@ -61,7 +61,7 @@ CREATE TABLE records (
     state         TEXT NOT NULL CHECK (state IN ('zero', 'pending', 'sending', 'delivered', 'rejected')),
     batch_id      INTEGER,
     attempts      INTEGER NOT NULL DEFAULT 0,
-    updated_ns    INTEGER NOT NULL,
+    updated_ns    INTEGER NOT NULL, seen_seq INTEGER, seen_changes INTEGER,
     UNIQUE (instance_ref, begin_s, end_s)
 ) STRICT;
 

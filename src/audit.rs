@@ -11,7 +11,15 @@
 //! the check is per window: every sealed window's record equals the aggregation recomputed from
 //! the window's stored events, floored to 4 decimals (and capped as a record is);
 //! `event_total` is then the sum of the recomputed values and `mismatched_windows` counts the
-//! windows that differ. [`balances`] assumes `sum` for every instance (it has no config);
+//! windows that differ. For `weighted_sum` ([`crate::model::weighted`]), which carries in
+//! unit·seconds, the check is per record and chained: each record's integral is recomputed
+//! from the events (seq ≤ the record's `seen_seq`) and status changes (the first
+//! `seen_changes`) its seal saw, over the record's own period; value × 3600 + carry-out must
+//! equal that integral + carry-in, and each carry-in the previous record's carry-out (0 for the
+//! first). A record that breaks any of these counts in `mismatched_windows`. Its balance is in
+//! unit·seconds: `event_total` = Σ recomputed integrals, `sealed` = Σ values × 3600,
+//! `carried` and `unbillable` the instance's (unit·seconds for these instances), `open` 0 (an
+//! open window's integral is not fixed until it closes). [`balances`] assumes `sum` for every instance (it has no config);
 //! callers that have the config use [`balances_with`].
 //!
 //! Beside the balance, the audit reports carried usage that no record can ever bill
@@ -84,6 +92,9 @@ pub fn check_name(agg: Aggregation) -> &'static str {
     match agg {
         Aggregation::Sum => "events = records + open + carried + unbillable + over_quota (quantities)",
         Aggregation::Count => "events = records + open + carried + unbillable + over_quota (event counts)",
+        Aggregation::WeightedSum => {
+            "every sealed window's record × 3600 + carry-out = its level integral recomputed from the events and status changes its seal saw + carry-in, carry-in = the previous record's carry-out; Σ integrals = Σ records × 3600 + carried + unbillable (unit·seconds)"
+        }
         _ => "every sealed window's record = its events recomputed",
     }
 }
@@ -109,6 +120,10 @@ pub fn balances_with(store: &mut Store, rule_of: &dyn Fn(&str) -> (Aggregation, 
             let (aggregation, unique_by) = rule_of(&inst.plan);
             if aggregation.is_point() {
                 out.push(point_balance(tx, &inst, aggregation, unique_by.as_deref(), n)?);
+                continue;
+            }
+            if aggregation.is_level() {
+                out.push(level_balance(tx, &inst, n)?);
                 continue;
             }
             let event_total = match aggregation {
@@ -154,6 +169,48 @@ fn point_balance(tx: &Tx<'_>, inst: &InstanceRow, agg: Aggregation, unique_by: O
         open: Decimal::ZERO,
         carried: Decimal::ZERO,
         unbillable: Decimal::ZERO,
+        over_quota: Decimal::ZERO,
+        stranded: Decimal::ZERO,
+        mismatched_windows: mismatched,
+    })
+}
+
+/// The chained per-record check of a level plan's instance, in unit·seconds (see the module
+/// docs).
+fn level_balance(tx: &crate::store::sql::Tx<'_>, inst: &InstanceRow, events: u64) -> Result<Balance, StoreError> {
+    use crate::model::weighted as level;
+    use crate::store::{levels, lifecycle};
+    let history = lifecycle::history(tx, inst.key)?;
+    let (mut integrals, mut sealed, mut mismatched, mut prev_carry) = (Decimal::ZERO, Decimal::ZERO, 0, Decimal::ZERO);
+    for r in levels::sealed_of_instance(tx, inst.key)? {
+        let Some((seq, changes)) = r.seen else {
+            mismatched += 1;
+            continue;
+        };
+        let seen_history = lifecycle::History(history.0.iter().take(changes.max(0) as usize).copied().collect());
+        let frozen = levels::frozen_secs(&seen_history);
+        let before = levels::level_before(tx, inst.key, r.window_start, seq)?;
+        let evs: Vec<level::LevelEvent> =
+            levels::events_between(tx, inst.key, r.window_start, r.window_start + 1, seq)?.into_iter().map(|(_, e)| e).collect();
+        let integral = level::integral(before, &evs, r.begin, r.end, &frozen)?;
+        let cut = level::cut(integral, r.carry_in)?;
+        if integral != r.integral || r.carry_in != prev_carry || cut.value != r.value || cut.carry_out != r.carry_out {
+            mismatched += 1;
+        }
+        prev_carry = r.carry_out;
+        let overflow = || StoreError::Corrupt(format!("the level integrals of instance {:?} overflow a decimal", inst.instance_id));
+        integrals = integrals.checked_add(integral).ok_or_else(overflow)?;
+        sealed = r.value.checked_mul(Decimal::from(3600)).and_then(|v| sealed.checked_add(v)).ok_or_else(overflow)?;
+    }
+    Ok(Balance {
+        instance_id: inst.instance_id.clone(),
+        aggregation: Aggregation::WeightedSum,
+        events,
+        event_total: integrals,
+        sealed,
+        open: Decimal::ZERO,
+        carried: inst.carry,
+        unbillable: inst.unbillable,
         over_quota: Decimal::ZERO,
         stranded: Decimal::ZERO,
         mismatched_windows: mismatched,

@@ -40,7 +40,7 @@ pub fn run(keep: bool) -> anyhow::Result<u8> {
         store.write(|tx| instances::add(tx, &i.instance_id, &i.plan, i.start, now))?;
     }
     println!(
-        "0. registered {} instances (plans: calls = step per hour, storage = fixed per day, seats = tier per hour on the peak (max), logins = count, licences = latest per day, users = unique users per day)",
+        "0. registered {} instances (plans: calls = step per hour, storage = GB·h per day from the GB stored (weighted_sum), seats = tier per hour on the peak (max), logins = count, licences = latest per day, users = unique users per day)",
         list.len()
     );
 
@@ -58,7 +58,7 @@ pub fn run(keep: bool) -> anyhow::Result<u8> {
         sealed.records, sealed.zero
     );
 
-    let p = preview(&mut store, &cfg, &PreviewQuery::default())?;
+    let p = preview(&mut store, &cfg, &PreviewQuery::default().at(now))?;
     println!("\n3. preview (charges before upload; 'open' windows are still collecting):\n");
     print!("{}", crate::cli::preview::table(&p));
 

@@ -167,6 +167,12 @@ impl Metrics {
                 let _ = writeln!(s, "meterd_late_unbilled_events{{instance=\"{inst}\"}} {n}");
             }
         }
+        if !status.late_unbilled_change.is_empty() {
+            let _ = writeln!(s, "# HELP meterd_late_unbilled_change What events of weighted_sum plans stored after their window was sealed would have changed in the sealed windows, per instance, in the plan's unit·hours (signed); never billed.\n# TYPE meterd_late_unbilled_change gauge");
+            for (inst, c) in &status.late_unbilled_change {
+                let _ = writeln!(s, "meterd_late_unbilled_change{{instance=\"{inst}\"}} {c}");
+            }
+        }
         let _ = writeln!(s, "# HELP meterd_records Records in the store, by state.\n# TYPE meterd_records gauge");
         for (state, n) in &status.records {
             let _ = writeln!(s, "meterd_records{{state=\"{state}\"}} {n}");

@@ -26,8 +26,13 @@
 //! ([`crate::model::point_value`] over [`crate::store::points::window_events`]), floored to 4
 //! decimals; nothing is carried in or out (the part dropped by the floor is kept as the
 //! record's `carry_out` for `status`, and not carried on).
+//!
+//! Level plans (`weighted_sum`; issue 14, [`crate::model::weighted`]) are sealed by [`level`]:
+//! every window up to the cursor, the level carried from window to window, the remainder
+//! carried in unit·seconds.
 
 pub mod carry;
+mod level;
 mod segments;
 
 use crate::config::{Config, PackageMode, Plan};
@@ -93,7 +98,11 @@ pub fn seal_counting(store: &mut Store, cfg: &Config, now: Timestamp, count: &dy
                 // Re-read under the write lock: another sealer may have moved the cursor.
                 let Some(inst) = instances::get(tx, &stale.instance_id)? else { continue };
                 let Some(plan) = cfg.plan(&inst.plan) else { continue };
-                seal_instance(tx, cfg, plan, &inst, now, &mut part)?;
+                if plan.aggregation.is_level() {
+                    level::seal_instance(tx, cfg, plan, &inst, now, &mut part)?;
+                } else {
+                    seal_instance(tx, cfg, plan, &inst, now, &mut part)?;
+                }
             }
             count(part.records);
             Ok(part)
@@ -249,6 +258,21 @@ pub(crate) fn record_for(
         carry_out += value.0 - MAX_RECORD_VALUE;
         value = Quantity(MAX_RECORD_VALUE);
     }
+    new_record(inst, window_start, (begin, end), value, (usage, carry_in, carry_out), relate_pkg_instance, now)
+}
+
+/// The record of `value` over `[begin, end)` of the window starting at `window_start`, keeping
+/// the window's usage, carry-in and carry-out as given (in the plan's unit, or unit·seconds for
+/// `weighted_sum`).
+pub(crate) fn new_record(
+    inst: &InstanceRow,
+    window_start: i64,
+    (begin, end): (i64, i64),
+    value: Quantity,
+    (usage, carry_in, carry_out): (Decimal, Decimal, Decimal),
+    relate_pkg_instance: Option<String>,
+    now: Timestamp,
+) -> NewRecord {
     let (b, e) = (format_record_time(Timestamp::from_secs(begin)), format_record_time(Timestamp::from_secs(end)));
     let record = UsageRecord {
         metering_sn: metering_sn(&inst.instance_id, &b, &e),

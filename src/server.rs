@@ -277,7 +277,7 @@ async fn get_preview(
     let parse = |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_rfc3339(s).map_err(|e| format!("`{name}`: {e}"))).transpose();
     let q = match (parse("from", &params.from), parse("to", &params.to)) {
         (Ok(from), Ok(to)) => match crate::preview::PreviewQuery::new(params.instance, from, to) {
-            Ok(q) => q,
+            Ok(q) => q.at(st.now()),
             Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         },
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),

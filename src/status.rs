@@ -43,7 +43,9 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Instances frozen at `now`.
     pub frozen: Vec<String>,
-    /// Late usage of released instances that no record can bill, per instance.
+    /// Late usage of released instances that no record can bill, per instance, in the plan's
+    /// unit (`weighted_sum`: the carry left at the release, kept in unit·seconds, shown in
+    /// unit·hours to 9 decimals).
     pub unbillable: BTreeMap<String, String>,
     /// Carried usage no record can ever bill, per instance (see [`audit::stranded`]): should
     /// never show; sealing and `instance release` move it to `unbillable`.
@@ -69,6 +71,11 @@ pub struct Status {
     /// sealed, per instance: acknowledged, billed nowhere (issue 14).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub late_unbilled: BTreeMap<String, u64>,
+    /// `weighted_sum` plans: what events stored after their window was sealed would have
+    /// changed in the sealed windows, per instance, in the plan's unit·hours (signed, rounded
+    /// to 4 decimals); never billed — a sealed record never changes (issue 14).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub late_unbilled_change: BTreeMap<String, String>,
     /// Point plans: what the 4-decimal floor dropped from their records, per instance (not
     /// carried: those values are not additive; shown so nothing is dropped silently).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -148,8 +155,12 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             unsealed_windows(tx, cfg, &insts, now)?,
         ))
     })?;
-    let (late_unbilled, rounding_dropped) = store.read(|tx| {
+    let (late_unbilled, late_unbilled_change, rounding_dropped) = store.read(|tx| {
         let late: BTreeMap<String, u64> = crate::store::points::late_unbilled(tx)?.into_iter().collect();
+        let change: BTreeMap<String, String> = crate::store::levels::late_changes(tx)?
+            .into_iter()
+            .map(|(i, c)| (i, crate::model::weighted::hours_shown(c, 4).to_string()))
+            .collect();
         let mut dropped = BTreeMap::new();
         for i in insts.iter().filter(|i| cfg.plan(&i.plan).is_some_and(|p| p.aggregation.is_point())) {
             let d = crate::store::points::dropped(tx, i.key)?;
@@ -157,7 +168,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
                 dropped.insert(i.instance_id.clone(), d.normalize().to_string());
             }
         }
-        Ok((late, dropped))
+        Ok((late, change, dropped))
     })?;
     let plan_of: BTreeMap<i64, Period> = insts.iter().filter_map(|i| cfg.plan(&i.plan).map(|p| (i.key, p.period))).collect();
     let past_deadline =
@@ -210,7 +221,12 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         unbillable: insts
             .iter()
             .filter(|i| i.unbillable > Decimal::ZERO)
-            .map(|i| (i.instance_id.clone(), i.unbillable.normalize().to_string()))
+            .map(|i| {
+                // A weighted_sum instance keeps it in unit·seconds: shown in unit·hours.
+                let level = cfg.plan(&i.plan).is_some_and(|p| p.aggregation.is_level());
+                let shown = if level { crate::model::weighted::hours_shown(i.unbillable, 9) } else { i.unbillable.normalize() };
+                (i.instance_id.clone(), shown.to_string())
+            })
             .collect(),
         stranded_carry: stranded,
         over_quota: quota.iter().filter(|q| !q.over_quota.is_zero()).map(|q| (q.instance_id.clone(), q.over_quota.to_string())).collect(),
@@ -218,6 +234,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         quota,
         flagged_records: flagged,
         late_unbilled,
+        late_unbilled_change,
         rounding_dropped,
         conservation_violations: violations,
         audit_checks,
@@ -238,9 +255,10 @@ fn unsealed_windows(tx: &Tx<'_>, cfg: &Config, insts: &[instances::InstanceRow],
     let (mut n, mut late) = (0, 0);
     for (i, plan, closed) in due {
         for w in crate::store::windows::of_instance_with(tx, &tail, i.key, i.sealed_until, closed)? {
-            // A point plan's window (max, latest, unique_count) bills 0 to `windows` per event
-            // and is sealed from its events, so its events count as usage here.
-            if w.usage.is_zero() && !(plan.aggregation.is_point() && w.events > 0) {
+            // A point plan's window (max, latest, unique_count) and a level plan's
+            // (weighted_sum) bill 0 to `windows` per event and are sealed from their events, so
+            // their events count as usage here.
+            if w.usage.is_zero() && !((plan.aggregation.is_point() || plan.aggregation.is_level()) && w.events > 0) {
                 continue;
             }
             n += 1;

@@ -113,6 +113,7 @@ fn migration_gives_the_known_version_and_the_sqlite_tables_under_the_same_names(
     let decimals = [
         ("instances", "carry"),
         ("instances", "unbillable"),
+        ("instances", "late_change"),
         ("events", "qty"),
         ("events", "billed_qty"),
         ("windows", "usage"),

@@ -184,7 +184,9 @@ fn calls_block() -> String {
 
 #[test]
 fn move_changes_the_period_at_a_common_boundary_without_overlap_or_early_days() {
-    let env = Env::new();
+    // A move between two `sum` plans: the example's storage plan sums here (moves into or out
+    // of weighted_sum are refused; see the next test).
+    let env = Env::with_config(&util::example_config_storage_sum());
     let busy = "inst-busy";
     env.add_instance(HOUR, "calls", "2026-11-23T00:00:00Z");
     env.add_instance(busy, "calls", "2026-11-23T00:00:00Z");
@@ -221,6 +223,21 @@ fn move_changes_the_period_at_a_common_boundary_without_overlap_or_early_days() 
     assert_eq!((last.1.as_str(), last.2.as_str()), ("2026-11-23T16:00:00Z", "2026-11-24T16:00:00Z"));
     let p = env.run(&["preview", "--instance", HOUR, "--format", "json"]).success().json();
     assert_eq!(p["instances"][0]["usage"], "9", "2 hourly + 7 in the day: {p}");
+}
+
+/// An instance never moves between a weighted_sum plan and a plan of another aggregation: its
+/// level spans windows and its carry is unit·seconds.
+#[test]
+fn a_move_into_or_out_of_weighted_sum_is_refused() {
+    let env = Env::new();
+    env.add_instance(HOUR, "calls", "2026-11-23T00:00:00Z");
+    env.add_instance("inst-gb", "storage", "2026-11-22T16:00:00Z");
+    env.run(&["seal", "--now", "2026-11-23T16:06:00Z"]).success();
+    for (id, plan) in [(HOUR, "storage"), ("inst-gb", "calls")] {
+        let r = env.run(&["instance", "move", id, "--plan", plan, "--at", "2026-11-23T16:00:00Z"]);
+        r.code(2);
+        assert!(r.stderr.contains("weighted_sum") && r.stderr.contains("new instance"), "{}", r.stderr);
+    }
 }
 
 /// `80`, not `80.0`; `0`, not `0.0` — in every output format. `charge_2dp` is the cent amount

@@ -132,6 +132,14 @@ fn move_plan(ctx: &Ctx, store: &mut crate::store::Store, id: &str, plan: &str, a
         if old.package != new.package && usage {
             return Err(invalid("the plans differ in `package` mode and usage is already stored from the boundary on".into()));
         }
+        if old.aggregation != new.aggregation && (old.aggregation.is_level() || new.aggregation.is_level()) {
+            // A level spans windows (the level before the move would hold on) and its carry
+            // and records are kept in unit·seconds: neither carries over to another rule.
+            return Err(invalid(format!(
+                "the plans differ in `aggregation` ({} and {}) and one of them is weighted_sum, whose level and unit·second carry do not carry over to another aggregation; register the customer's new subscription as a new instance",
+                old.aggregation, new.aggregation
+            )));
+        }
         if old.aggregation != new.aggregation && usage {
             return Err(invalid(format!(
                 "the plans differ in `aggregation` ({} and {}) and usage is already stored from the boundary on; move at a boundary before new usage arrives",

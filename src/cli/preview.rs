@@ -18,7 +18,8 @@ pub struct Args {
     /// Windows starting before this time.
     #[arg(long)]
     to: Option<String>,
-    /// Accepted for symmetry with the other commands; the preview shows the store as it is.
+    /// The time open `weighted_sum` windows are integrated up to (default: the clock); other
+    /// plans show the store as it is.
     #[arg(long)]
     now: Option<String>,
     #[arg(long, default_value = "table", value_parser = ["table", "json", "csv", "html"])]
@@ -28,7 +29,9 @@ pub struct Args {
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let from = args.from.as_deref().map(|s| time_arg("--from", s)).transpose()?;
     let to = args.to.as_deref().map(|s| time_arg("--to", s)).transpose()?;
-    let q = PreviewQuery::new(args.instance.clone(), from, to).map_err(|e| Failure::usage(format!("--from/--to: {e}")))?;
+    let q = PreviewQuery::new(args.instance.clone(), from, to)
+        .map_err(|e| Failure::usage(format!("--from/--to: {e}")))?
+        .at(super::now_or(&args.now)?);
     let mut store = ctx.store()?;
     let p = crate::preview::preview(&mut store, &ctx.cfg, &q)?;
     let text = match args.format.as_str() {

@@ -46,6 +46,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         for (inst, n) in &s.late_unbilled {
             println!("late, unbilled      {inst}: {n} event(s) arrived after their window was sealed (max/latest/unique_count plans: billed nowhere)");
         }
+        for (inst, c) in &s.late_unbilled_change {
+            println!("late, unbilled      {inst}: {c} unit·h — what events that arrived after their window was sealed would have changed in sealed windows (weighted_sum: they bill only the windows not sealed yet)");
+        }
         for (inst, d) in &s.rounding_dropped {
             println!("rounding dropped    {inst}: {d} (max/latest/unique_count values are floored to 4 decimals, not carried)");
         }

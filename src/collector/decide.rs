@@ -25,6 +25,9 @@ pub enum Verdict {
     Late {
         id: String,
         instance_id: String,
+        /// `weighted_sum` only: what the event would have changed in sealed windows,
+        /// unit·seconds, signed (it still sets the level of the windows not yet sealed).
+        change: Option<Decimal>,
     },
     Rejected {
         id: String,
@@ -45,6 +48,9 @@ pub struct InstanceCtx {
     pub new_unbillable: Decimal,
     /// Late point-plan events (billed nowhere) added by this transaction.
     pub new_late: u64,
+    /// What late `weighted_sum` events of this transaction would have changed in sealed
+    /// windows, unit·seconds, signed.
+    pub new_late_change: Decimal,
     /// Packages and their use, for stop-before-excess plans only.
     pub quota: Option<super::quota::StopQuota>,
 }
@@ -61,6 +67,15 @@ pub struct InstanceCache {
 impl InstanceCache {
     pub fn slot(&self, instance_id: &str) -> Option<usize> {
         self.slots.get(instance_id).copied()
+    }
+
+    /// The instance in `slot` (a slot handed out by this cache since its last clear).
+    pub fn at(&self, slot: usize) -> &InstanceCtx {
+        &self.ctxs[slot]
+    }
+
+    pub fn at_mut(&mut self, slot: usize) -> &mut InstanceCtx {
+        &mut self.ctxs[slot]
     }
 
     pub fn get_mut(&mut self, instance_id: &str) -> Option<&mut InstanceCtx> {
@@ -153,8 +168,26 @@ impl TxCtx<'_, '_> {
         }
     }
 
+    /// The new events of `instance_key` this transaction holds back that index a level window
+    /// (`weighted_sum`), for a read that must see them: SQLite writes its held rows now (a
+    /// query then sees them; none are returned), PostgreSQL writes them only before `COMMIT`,
+    /// so they are returned instead.
+    pub(super) fn held_levels(&mut self, instance_key: i64) -> Result<Vec<crate::model::LevelEvent>, StoreError> {
+        match &mut self.keys {
+            Keys::Sqlite { app, .. } => {
+                app.flush()?;
+                Ok(Vec::new())
+            }
+            Keys::Postgres(pg) => Ok(pg
+                .held_of(instance_key)
+                .filter(|e| e.point_window.is_some())
+                .map(|e| crate::model::LevelEvent { time_ns: e.time.0, id: e.event_id.clone(), quantity: e.quantity.0 })
+                .collect()),
+        }
+    }
+
     /// Stores a new event (held back until the end of the transaction).
-    fn append(&mut self, probe: KeyProbe, instance_key: i64, new: NewEvent<'_>) -> Result<(), StoreError> {
+    pub(super) fn append(&mut self, probe: KeyProbe, instance_key: i64, new: NewEvent<'_>) -> Result<(), StoreError> {
         match (&mut self.keys, probe) {
             (Keys::Sqlite { dedupe, app }, KeyProbe::Sqlite(p)) => dedupe.append(app, p, new).map(|_| ()),
             (Keys::Postgres(pg), KeyProbe::Postgres) => {
@@ -219,6 +252,9 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
     let Some(plan) = &ctx.plan else { return Ok(reject(ev, missing_plan(&ctx.row))) };
     if plan.aggregation.is_point() {
         return point(cx, slot, ev, probe, billed, props.as_deref(), now);
+    }
+    if plan.aggregation.is_level() {
+        return super::level::level(cx, slot, ev, probe, billed, props.as_deref(), now);
     }
     // What the event adds to its window: its quantity (`sum`) or 1 (`count`).
     let amount = plan.aggregation.billing_quantity(ev.quantity.0);
@@ -289,7 +325,7 @@ fn point(
     let instance_key = ctx.row.key;
     cx.append(probe, instance_key, new)?;
     cx.tail.appended();
-    Ok(if open { Verdict::Accepted } else { Verdict::Late { id: ev.id.clone(), instance_id: ev.instance_id.clone() } })
+    Ok(if open { Verdict::Accepted } else { Verdict::Late { id: ev.id.clone(), instance_id: ev.instance_id.clone(), change: None } })
 }
 
 /// The rules for a new event of a known instance, in order: the clock ([`clock`]), the
@@ -449,7 +485,7 @@ fn load(tx: &Tx<'_>, cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<Re
         Some(plan) => super::quota::load(tx, plan, row.key)?,
         None => None,
     };
-    Ok(Ok(InstanceCtx { row, history, plan, new_unbillable: Decimal::ZERO, new_late: 0, quota }))
+    Ok(Ok(InstanceCtx { row, history, plan, new_unbillable: Decimal::ZERO, new_late: 0, new_late_change: Decimal::ZERO, quota }))
 }
 
 fn reject(ev: &EventInput, error: String) -> Verdict {

@@ -11,6 +11,7 @@
 //! thread still runs: the daemon's `/healthz` and `/readyz` read both.
 
 pub mod decide;
+mod level;
 pub mod parse;
 pub mod quota;
 mod result;
@@ -238,9 +239,10 @@ fn fold(result: &mut IngestResult, reply: writer::JobReply) {
     for (index, v) in reply.verdicts {
         match v {
             Verdict::Accepted => result.accepted += 1,
-            Verdict::Late { id, instance_id } => {
+            Verdict::Late { id, instance_id, change } => {
                 result.accepted += 1;
-                result.late_unbilled.push(LateUnbilled { index, id, instance_id });
+                let unbilled_change = change.map(|c| crate::model::weighted::hours_shown(c, 4).to_string());
+                result.late_unbilled.push(LateUnbilled { index, id, instance_id, unbilled_change });
             }
             Verdict::Duplicate => result.duplicates += 1,
             Verdict::Rejected { id, error } => result.rejected.push(Rejected { index, id: Some(id), error }),

@@ -15,20 +15,26 @@ pub struct IngestResult {
     /// must stop their service (design §4.2). Omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quota_exhausted: Vec<String>,
-    /// Accepted events of `max`, `latest` and `unique_count` plans whose window was already
-    /// sealed: stored, counted in `accepted`, billed nowhere (a sealed record never changes;
-    /// issue 14). Omitted when empty.
+    /// Accepted events of `max`, `latest`, `unique_count` and `weighted_sum` plans whose window
+    /// was already sealed: stored, counted in `accepted`; a sealed record never changes (issue
+    /// 14). Point plans bill them nowhere; a `weighted_sum` event still sets the level of the
+    /// windows not yet sealed, and `unbilled_change` says what it would have changed in the
+    /// sealed ones. Omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub late_unbilled: Vec<LateUnbilled>,
 }
 
-/// An accepted event billed nowhere because its window was already sealed.
+/// An accepted event whose window was already sealed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LateUnbilled {
     /// 0-based position of the event in the request or file.
     pub index: usize,
     pub id: String,
     pub instance_id: String,
+    /// `weighted_sum` plans only: what the event would have changed in the sealed windows, in
+    /// the plan's unit·hours (signed; rounded to 4 decimals for display).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unbilled_change: Option<String>,
 }
 
 /// One refused event.

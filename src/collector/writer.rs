@@ -244,7 +244,7 @@ fn decide_group(cx: &mut TxCtx<'_, '_>, cfg: &Config, group: &[Job]) -> Result<V
 
 /// Writes what the group added to its instances' unbillable usage and late-unbilled counts.
 fn settle_instances(tx: &crate::store::sql::Tx<'_>, instances: &mut InstanceCache) -> Result<(), StoreError> {
-    for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero() || c.new_late > 0) {
+    for ctx in instances.values_mut().filter(|c| !c.new_unbillable.is_zero() || c.new_late > 0 || !c.new_late_change.is_zero()) {
         if !ctx.new_unbillable.is_zero() {
             crate::store::instances::add_unbillable(tx, ctx.row.key, ctx.new_unbillable)?;
             ctx.new_unbillable = rust_decimal::Decimal::ZERO;
@@ -252,6 +252,10 @@ fn settle_instances(tx: &crate::store::sql::Tx<'_>, instances: &mut InstanceCach
         if ctx.new_late > 0 {
             crate::store::points::add_late_unbilled(tx, ctx.row.key, ctx.new_late)?;
             ctx.new_late = 0;
+        }
+        if !ctx.new_late_change.is_zero() {
+            crate::store::levels::add_late_change(tx, ctx.row.key, ctx.new_late_change)?;
+            ctx.new_late_change = rust_decimal::Decimal::ZERO;
         }
     }
     Ok(())

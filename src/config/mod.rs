@@ -24,9 +24,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LatePolicy {
-    /// Bill it in the instance's next unsealed window (default).
+    /// Keep it (default): `sum`/`count` bill it in the instance's next unsealed window;
+    /// `max`/`latest`/`unique_count` store it billed nowhere and report it; `weighted_sum`
+    /// stores it — its level holds in the windows not yet sealed — and reports what it would
+    /// have changed in the sealed ones (issue 14).
     Carry,
-    /// Refuse it at ingest.
+    /// Refuse it at ingest, whatever the aggregation (a refused `weighted_sum` event sets no
+    /// level).
     Reject,
 }
 

@@ -7,9 +7,8 @@
 //! name; `unique_by` missing on a `unique_count` plan or present on any other; `package = "stop"`
 //! with an aggregation other than `sum` or `count` (a stop package is drawn down event by event
 //! at ingest, which needs each event's share of the window fixed when it arrives — a maximum,
-//! a latest value, a distinct count or a level is only known once the window closes); and, in
-//! this version, `weighted_sum`, whose sealing is not built yet (the message says so), so no
-//! plan is ever billed by a rule other than the one it names.
+//! a latest value, a distinct count or a level's integral is only known once the window closes).
+//! Every aggregation of issue 14 is built, `weighted_sum` included.
 
 use crate::model::{Aggregation, Period};
 use rust_decimal::Decimal;
@@ -191,12 +190,6 @@ impl PlanToml {
                     "package = \"stop\" works with aggregation \"sum\" or \"count\" only: a stop package is drawn down as each event arrives, but a {} value is only known when the window closes. Use package = \"payg\" or another aggregation",
                     agg.as_str()
                 ),
-            ));
-        }
-        if !agg.supported() {
-            return Err((
-                "aggregation",
-                format!("aggregation {:?} is not supported by this meterd yet (\"sum\", \"count\", \"max\", \"latest\" and \"unique_count\" are); the plan is refused rather than billed by another rule", agg.as_str()),
             ));
         }
         Ok(agg)

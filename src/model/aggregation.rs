@@ -24,8 +24,16 @@
 //!   The memory a point window holds is only while it is sealed: its events are read from the
 //!   store then (`unique_count` keeps one set of distinct values of the window, ≤ 256
 //!   characters each); nothing is held per open window at ingest.
-//! - `weighted_sum` is not built yet: it is refused at config load
-//!   ([`Aggregation::supported`]), so no plan is silently billed by another rule.
+//! - `weighted_sum` is a *level* aggregation (see [`crate::model::weighted`] for the rule and its
+//!   arithmetic): a window's value is the time integral of the level the instance's events set,
+//!   so it depends on events before the window too and bills windows without events. Its
+//!   events are stored like a point plan's — billed part 0, indexed in `window_events` by their
+//!   own window, late ones included (they set the level of the windows not sealed yet) — and a
+//!   seal visits every window up to its cursor, reading the level at the first one from the
+//!   last earlier indexed event. Its carry is kept in unit·seconds (`instances.carry` and the
+//!   records' `carry_in`/`carry_out`/`window_usage` of such plans are unit·seconds), and each of
+//!   its records keeps the highest event seq and the number of status changes its seal saw
+//!   (`records.seen_seq`, `seen_changes`), so the audit recomputes exactly what was billed.
 //!
 //! `sum` stays byte for byte what it was: the hot path branches once per event on a `Copy`
 //! enum and does no other work for it.
@@ -88,10 +96,10 @@ impl Aggregation {
         matches!(self, Aggregation::Max | Aggregation::Latest | Aggregation::UniqueCount)
     }
 
-    /// Whether this meterd bills plans with this aggregation (the others are refused at config
-    /// load with a message saying so).
-    pub fn supported(self) -> bool {
-        self.is_additive() || self.is_point()
+    /// Whether a window's value is the time integral of a level (`weighted_sum`): carried in
+    /// unit·seconds, every window billed, late events change the windows not yet sealed.
+    pub fn is_level(self) -> bool {
+        self == Aggregation::WeightedSum
     }
 
     /// What one accepted event adds to its window, for additive aggregations: its quantity

@@ -15,7 +15,7 @@ mod properties;
 mod quantity;
 mod record;
 mod time;
-mod weighted;
+pub mod weighted;
 
 pub use aggregation::{point_value, Aggregation, PointEvent};
 pub use package::{deduction_order, parse_quota, split as split_quota, Package, Reset};
@@ -24,7 +24,3 @@ pub use quantity::{shorten, Quantity, QuantityError, MAX_EVENT_QUANTITY, MAX_REC
 pub use record::{metering_sn, UsageRecord};
 pub use time::{format_record_time, parse_rfc3339, FixedTz, Period, Timestamp};
 pub use weighted::{LevelEvent, WeightedError};
-/// The `weighted_sum` core (issue 14): integral, cut, late changes.
-pub mod level {
-    pub use super::weighted::*;
-}

@@ -213,10 +213,10 @@ pub fn late_change(
     delta.checked_mul(Decimal::from(secs)).ok_or_else(|| overflow("late change"))
 }
 
-/// unit·seconds shown as unit·hours (rounded half-even to 4 decimals, for display only: billing
-/// never divides outside [`cut`]).
-pub fn hours_shown(unit_seconds: Decimal) -> Decimal {
-    (unit_seconds / SECONDS_PER_HOUR).round_dp(4).normalize()
+/// unit·seconds shown as unit·hours, rounded half-even to `dp` decimals — for display only:
+/// billing never divides outside [`cut`].
+pub fn hours_shown(unit_seconds: Decimal, dp: u32) -> Decimal {
+    unit_seconds.checked_div(SECONDS_PER_HOUR).map_or(unit_seconds, |h| h.round_dp(dp)).normalize()
 }
 
 #[cfg(test)]

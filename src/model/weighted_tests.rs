@@ -173,7 +173,8 @@ fn late_changes_of_sealed_time() {
     );
     let frozen = [(s("2026-11-23T10:30:00Z"), None)];
     assert_eq!(late_change(d("5"), &late, None, sealed, None, &frozen).unwrap(), d("1800"));
-    assert_eq!(hours_shown(d("5400")), d("1.5"));
+    assert_eq!(hours_shown(d("5400"), 4), d("1.5"));
+    assert_eq!(hours_shown(d("0.359"), 9), d("0.000099722"));
 }
 
 #[test]

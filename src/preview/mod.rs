@@ -26,6 +26,7 @@
 //! `--instance` on it is an error that names the plan.
 
 pub mod html;
+mod level;
 pub mod price;
 
 use crate::config::{Config, PackageMode};
@@ -45,6 +46,9 @@ pub struct PreviewQuery {
     pub instance: Option<String>,
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
+    /// The time open `weighted_sum` windows are integrated up to (see [`level`]); `None`
+    /// shows none of them.
+    pub now: Option<Timestamp>,
 }
 
 /// A range that cannot hold any window because it ends before it begins.
@@ -61,8 +65,13 @@ impl PreviewQuery {
     pub fn new(instance: Option<String>, from: Option<Timestamp>, to: Option<Timestamp>) -> Result<PreviewQuery, RangeError> {
         match (from, to) {
             (Some(from), Some(to)) if from > to => Err(RangeError { from, to }),
-            _ => Ok(PreviewQuery { instance, from, to }),
+            _ => Ok(PreviewQuery { instance, from, to, now: None }),
         }
+    }
+
+    /// The same query, with open `weighted_sum` windows integrated up to `now`.
+    pub fn at(self, now: Timestamp) -> PreviewQuery {
+        PreviewQuery { now: Some(now), ..self }
     }
 }
 
@@ -108,10 +117,12 @@ pub struct InstanceTotal {
     pub charge: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     pub charge_2dp: Decimal,
-    /// Late usage of a released instance that no record can bill.
+    /// Late usage of a released instance that no record can bill (`weighted_sum`: the carry
+    /// left at the release, kept in unit·seconds, shown in unit·hours to 9 decimals).
     #[serde(with = "rust_decimal::serde::str")]
     pub unbillable: Decimal,
-    /// Remainder below 0.0001 (or capped excess) waiting for the next record.
+    /// Remainder below 0.0001 (or capped excess) waiting for the next record (`weighted_sum`:
+    /// kept in unit·seconds, shown in unit·hours to 9 decimals).
     #[serde(with = "rust_decimal::serde::str")]
     pub carried: Decimal,
     /// Stop-before-excess usage no package covered: kept, never uploaded.
@@ -121,6 +132,11 @@ pub struct InstanceTotal {
     /// billed nowhere (issue 14). Omitted when 0.
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub late_unbilled: u64,
+    /// `weighted_sum` plans: what events stored after their window was sealed would have
+    /// changed in the sealed windows, in the plan's unit·hours (signed, rounded to 4
+    /// decimals); never billed. Omitted when 0.
+    #[serde(skip_serializing_if = "Decimal::is_zero", with = "rust_decimal::serde::str")]
+    pub late_unbilled_change: Decimal,
     /// Each package's consumption per reset period.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<crate::quota::PeriodUse>,
@@ -265,7 +281,17 @@ fn instance_rows(
             pkg: r.relate_pkg,
         })
         .collect();
-    for w in windows::of_instance_with(tx, tail, inst.key, inst.sealed_until.max(load_from), to)? {
+    if plan.aggregation.is_level() {
+        for (window, begin, end, usage) in level::open_rows(tx, cfg, plan, inst, q.now, to)? {
+            raw.push(Raw { window, begin, end, state: "open", usage, sn: None, pkg: None });
+        }
+    }
+    let point_windows = if plan.aggregation.is_level() {
+        Vec::new()
+    } else {
+        windows::of_instance_with(tx, tail, inst.key, inst.sealed_until.max(load_from), to)?
+    };
+    for w in point_windows {
         let end = cfg.timezone.window_end(plan.period, w.start);
         let end = inst.release.map_or(end, |r| end.min(r.secs()));
         // A point plan's open window shows its value so far, recomputed as the seal will.
@@ -296,10 +322,15 @@ fn instance_rows(
         usage: Decimal::ZERO,
         charge: Decimal::ZERO,
         charge_2dp: Decimal::ZERO,
-        unbillable: inst.unbillable,
-        carried: inst.carry + pkgs.iter().map(|p| p.carry).sum::<Decimal>(),
+        unbillable: in_plan_unit(plan, inst.unbillable),
+        carried: in_plan_unit(plan, inst.carry + pkgs.iter().map(|p| p.carry).sum::<Decimal>()),
         over_quota: packages::over_quota(tx, inst.key)?,
         late_unbilled: if plan.aggregation.is_point() { crate::store::points::late_unbilled_of(tx, inst.key)? } else { 0 },
+        late_unbilled_change: if plan.aggregation.is_level() {
+            crate::model::weighted::hours_shown(crate::store::levels::late_change_of(tx, inst.key)?, 4)
+        } else {
+            Decimal::ZERO
+        },
         packages: quota::periods(&pkgs, &used),
     };
     let cov = |k: usize| covered.as_ref().map(|c| c.get(k).copied().unwrap_or_default());
@@ -344,4 +375,15 @@ fn sum(a: Decimal, b: Decimal, inst: &InstanceRow) -> Result<Decimal, StoreError
 
 fn is_zero_u64(n: &u64) -> bool {
     *n == 0
+}
+
+/// An instance's carry or unbillable amount in the plan's unit: a `weighted_sum` instance keeps
+/// them in unit·seconds (see [`crate::model::weighted`]), shown here in unit·hours rounded to 9
+/// decimals; other plans' as stored.
+fn in_plan_unit(plan: &crate::config::Plan, amount: Decimal) -> Decimal {
+    if plan.aggregation.is_level() {
+        crate::model::weighted::hours_shown(amount, 9)
+    } else {
+        amount
+    }
 }

@@ -304,4 +304,15 @@ CREATE TABLE nodes (
     last_seen_ns INTEGER NOT NULL
 ) STRICT;
 "#,
+    // 10: weighted_sum (issue 14). A weighted record keeps what its seal saw — the highest
+    // event seq and the number of the instance's status changes (they only append) — so the
+    // audit integrates exactly the events and frozen intervals that were billed, whatever
+    // arrived later (src/store/levels.rs). NULL on every other record.
+    // `late_change`: Σ of what late events of a weighted_sum instance would have changed in
+    // its sealed windows, unit·seconds, signed (reported, never billed).
+    r#"
+ALTER TABLE records ADD COLUMN seen_seq INTEGER;
+ALTER TABLE records ADD COLUMN seen_changes INTEGER;
+ALTER TABLE instances ADD COLUMN late_change TEXT NOT NULL DEFAULT '0';
+"#,
 ];

@@ -28,6 +28,7 @@ pub mod dedupe;
 pub mod events;
 pub mod instances;
 pub mod lease;
+pub mod levels;
 pub mod lifecycle;
 pub mod lifecycle_flags;
 pub mod meta;

@@ -101,6 +101,12 @@ impl PgEvents {
     }
 
     /// Holds a new event back for [`PgEvents::finish`]; returns the seq it will have.
+    /// The events of `instance_key` held back so far (not yet in `events`): a read inside the
+    /// transaction that must see them (a `weighted_sum` late event's neighbours) adds them.
+    pub fn held_of(&self, instance_key: i64) -> impl Iterator<Item = &PgNewEvent> {
+        self.held.iter().filter(move |e| e.instance_key == instance_key)
+    }
+
     pub fn append(&mut self, ev: PgNewEvent) -> i64 {
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -285,6 +285,15 @@ CREATE TABLE nodes (
     last_seen_ns bigint NOT NULL
 );
 "#,
+    // 2: weighted_sum (issue 14), as SQLite migration 10: what a weighted record's seal saw
+    // (the highest event seq, the number of the instance's status changes; NULL on other
+    // records), and Σ of what late events of a weighted_sum instance would have changed in its
+    // sealed windows, unit·seconds, signed (src/store/levels.rs).
+    r#"
+ALTER TABLE records ADD COLUMN seen_seq bigint;
+ALTER TABLE records ADD COLUMN seen_changes bigint;
+ALTER TABLE instances ADD COLUMN late_change numeric NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Why [`migrate`] failed.

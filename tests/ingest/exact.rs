@@ -12,7 +12,8 @@ fn secs(t: &str) -> i64 {
 }
 
 fn setup() -> Env {
-    let env = Env::new();
+    // Running window sums: the storage plan sums, as before `weighted_sum`.
+    let env = Env::with_config(&crate::util::example_config_storage_sum());
     env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
     env.add_instance("inst-s", "storage", "2026-11-01T00:00:00Z");
     env

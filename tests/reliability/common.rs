@@ -82,6 +82,9 @@ pub fn upload_config(endpoint: &str, fallback: &str, more: &[(&str, &str)]) -> S
         ("# fallback = \"https://mkt.myhuaweicloud.cn\"", &f),
         ("backoff_base = \"200ms\"", "backoff_base = \"5ms\""),
         ("backoff_cap = \"30s\"", "backoff_cap = \"40ms\""),
+        // The storage plan sums, as before `weighted_sum`: these tests check the sum balance
+        // (`audit::balances`) under faults; weighted_sum has its own suite.
+        ("aggregation = \"weighted_sum\"\n", ""),
     ];
     all.extend_from_slice(more);
     example_config_with(&all)

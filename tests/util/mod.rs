@@ -44,6 +44,12 @@ pub fn example_config_with(replace: &[(&str, &str)]) -> String {
     text
 }
 
+/// The example config with its `storage` plan summing GB·h reported by the app (`sum`), as it
+/// did before `weighted_sum`: for tests about sums over day windows, not about aggregations.
+pub fn example_config_storage_sum() -> String {
+    example_config_with(&[("aggregation = \"weighted_sum\"\n", "")])
+}
+
 /// A temporary directory holding `meterd.toml` and `meterd.db`.
 pub struct Env {
     pub dir: tempfile::TempDir,

@@ -39,6 +39,7 @@ fn total(id: &str, plan: &str, unit: &str, usage: &str, charge: &str) -> Instanc
         carried: d("0.00004"),
         over_quota: Decimal::ZERO,
         late_unbilled: 0,
+        late_unbilled_change: Default::default(),
         packages: Vec::new(),
     }
 }
