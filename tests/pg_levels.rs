@@ -149,3 +149,60 @@ fn weighted_seal_and_audit_on_postgres() {
     std::env::set_var("METERD_PG_UNFINISHED", "1");
     assert_eq!(seal_and_audit(&mut Store::open(Path::new(&pg.fresh_db())).unwrap()), expected_records());
 }
+
+/// Ingest of weighted_sum events through the collector: two late events of one instance in one
+/// request — the second's neighbour in level order is the first, held back by the transaction
+/// (SQLite writes it before the read; PostgreSQL holds it in memory until `COMMIT`) — report the
+/// same sealed changes on both backends, and the next seal bills the level they set.
+fn ingest_late(db: &Path) {
+    let cfg =
+        std::sync::Arc::new(meterd::config::Config::from_toml_str(&format!("[collector]\nauto_register = \"disk\"\n{PLAN}")).unwrap());
+    let at = |hms: &str| -> meterd::model::Timestamp { format!("2026-11-23T{hms}Z").parse().unwrap() };
+    let line = |id: &str, q: &str, t: &str| format!(r#"{{"id":"{id}","instance_id":"i-1","quantity":"{q}","time":"2026-11-23T{t}Z"}}"#);
+    let c = meterd::collector::Collector::start(db, cfg.clone(), Box::new(|_, _| {})).unwrap();
+    assert_eq!(c.ingest_body(line("a", "5", "09:30:00").as_bytes(), at("09:31:00")).unwrap().accepted, 1);
+    drop(c);
+    let mut s = Store::open(db).unwrap();
+    meterd::seal::seal(&mut s, &cfg, at("10:06:00")).unwrap();
+    drop(s);
+    let c = meterd::collector::Collector::start(db, cfg.clone(), Box::new(|_, _| {})).unwrap();
+    let body = [line("n", "2", "09:50:00"), line("late", "8", "09:40:00")].join("\n");
+    let r = c.ingest_body(body.as_bytes(), at("10:20:00")).unwrap();
+    drop(c);
+    // n: 2 instead of 5 from 09:50 to the cursor (10:00) = −0.5 GB·h; late: 8 instead of 5 from
+    // 09:40 until n at 09:50 = +0.5 GB·h.
+    let changes: Vec<(String, Option<String>)> = r.late_unbilled.iter().map(|l| (l.id.clone(), l.unbilled_change.clone())).collect();
+    assert_eq!(changes, vec![("n".into(), Some("-0.5".into())), ("late".into(), Some("0.5".into()))], "{r:?}");
+    let mut s = Store::open(db).unwrap();
+    meterd::seal::seal(&mut s, &cfg, at("11:06:00")).unwrap();
+    let values: Vec<String> = s
+        .read(|tx| {
+            tx.query_map("SELECT usage_value FROM records ORDER BY begin_s", params![], |r| {
+                Ok(r.get::<Decimal>(0)?.normalize().to_string())
+            })
+        })
+        .unwrap();
+    assert_eq!(values, ["2.5", "2"], "the sealed 09:00 record stays; 10:00 bills the late level 2");
+    let balances = meterd::audit::balances_with(&mut s, &|_| (meterd::model::Aggregation::WeightedSum, None)).unwrap();
+    assert!(balances.iter().all(|b| b.holds()), "{balances:?}");
+    let late: Decimal = s
+        .read(|tx| {
+            let key: i64 = tx.one("SELECT ref FROM instances WHERE instance_id = ?1", params!["i-1"])?;
+            levels::late_change_of(tx, key)
+        })
+        .unwrap();
+    assert_eq!(late, Decimal::ZERO, "−1800 + 1800 GB·s");
+}
+
+#[test]
+fn weighted_late_ingest_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    ingest_late(&dir.path().join("t.db"));
+}
+
+#[test]
+fn weighted_late_ingest_on_postgres() {
+    let Some(pg) = pg::PgCluster::shared() else { return };
+    std::env::set_var("METERD_PG_UNFINISHED", "1");
+    ingest_late(Path::new(&pg.fresh_db()));
+}
