@@ -12,7 +12,8 @@
 //! usage + carry + unbillable (+ package carries + over_quota for packages, see [`segments`]).
 //!
 //! Stop-before-excess instances (design §4.2) seal one record per window *segment*, each with
-//! its own period and `relate_pkg_instance`.
+//! its own period and `relate_pkg_instance`; in a partially frozen window these periods lie
+//! within the window's active part (rule in [`place`]).
 //!
 //! Carried usage (late events, remainders, capped excess) is billed only where the store can
 //! accept it (issue 12; rules and the reasons in [`carry`]): a window the instance spent wholly
@@ -33,6 +34,7 @@
 
 pub mod carry;
 mod level;
+pub mod place;
 mod segments;
 
 use crate::config::{Config, PackageMode, Plan};
@@ -169,7 +171,8 @@ fn seal_instance(
             Fate::Record { begin, end } => (begin, end),
         };
         if stop {
-            if let Some(sealed) = segments::seal_window(tx, inst, &w, (begin, end), &mut pkgs, now)? {
+            let active = carry::active_stretches(life.history, begin, end);
+            if let Some(sealed) = segments::seal_window(tx, inst, &w, end, &active, &mut pkgs, now)? {
                 carry += sealed.residual;
                 unbillable += sealed.unbillable;
                 for rec in sealed.records {

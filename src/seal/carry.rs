@@ -18,6 +18,9 @@
 //!   covering them was reported — moves on to the next window in which the instance is active;
 //! - a **partially frozen** window is billed as usual, over the whole window (clipped to the
 //!   instance's life): the instance was active for part of it, which is what the store checks;
+//!   the records of a stop-before-excess window, cut into several periods anyway, are placed
+//!   within the window's active part ([`active_stretches`], rule in [`super::place`]), so none
+//!   lies in a frozen stretch;
 //! - the next active window gets a record of what is carried even when it has no events of its
 //!   own (only when the carry reaches 0.0001, so a record is never made of a remainder alone);
 //! - once the instance is released and sealed through its release ([`sealed_through_release`]),
@@ -84,6 +87,37 @@ pub fn active_during(history: &History, begin: i64, end: i64) -> bool {
     history.unfrozen_after(since).is_some_and(|u| u < Timestamp::from_secs(end))
 }
 
+/// The active stretches of `[begin, end)` (UTC seconds): the runs of whole seconds in which the
+/// instance was not frozen, disjoint and in time order, each `[from, to)` with `from < to`.
+/// A second touched by a frozen interval (`[freeze, unfreeze)`, possibly not ending at a whole
+/// second) is not active; a freeze with no unfreeze yet lasts to `end`. Empty when the instance
+/// was frozen for every whole second of the window.
+pub fn active_stretches(history: &History, begin: i64, end: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut from = begin;
+    for (freeze, unfreeze) in history.frozen_intervals() {
+        let thaw =
+            unfreeze.map_or(i64::MAX, |u| u.0.div_euclid(Timestamp::NS_PER_SEC) + i64::from(u.0.rem_euclid(Timestamp::NS_PER_SEC) != 0));
+        if thaw <= from {
+            continue;
+        }
+        if freeze.secs() >= end {
+            break;
+        }
+        if freeze.secs() > from {
+            out.push((from, freeze.secs()));
+        }
+        from = thaw;
+        if from >= end {
+            break;
+        }
+    }
+    if from < end {
+        out.push((from, end));
+    }
+    out
+}
+
 /// Whether every window the instance can have a record in is sealed: it is released and the
 /// cursor `sealed_until` (UTC seconds, a window boundary) is at or past the release.
 pub fn sealed_through_release(release: Option<Timestamp>, sealed_until: i64) -> bool {
@@ -130,6 +164,24 @@ mod tests {
         let life = Life { history: &h, release: None, ..life };
         assert!(matches!(window_fate(life, s("2026-11-23T10:00:00Z"), s("2026-11-23T11:00:00Z")), Fate::Record { .. }));
         assert_eq!(window_fate(life, s("2026-11-23T11:00:00Z"), s("2026-11-23T12:00:00Z")), Fate::Frozen, "no unfreeze yet");
+    }
+
+    #[test]
+    fn active_stretches_of_a_window() {
+        let h = History(vec![
+            (t("2026-11-23T10:10:00Z"), Status::Freeze),
+            (Timestamp(t("2026-11-23T10:20:00Z").0 + 500_000_000), Status::Unfreeze),
+            (t("2026-11-23T10:50:00Z"), Status::Freeze),
+        ]);
+        let (b, e) = (s("2026-11-23T10:00:00Z"), s("2026-11-23T11:00:00Z"));
+        let unfrozen = s("2026-11-23T10:20:01Z"); // the unfreeze's own second was partly frozen
+        assert_eq!(active_stretches(&h, b, e), vec![(b, s("2026-11-23T10:10:00Z")), (unfrozen, s("2026-11-23T10:50:00Z"))]);
+        assert_eq!(active_stretches(&h, s("2026-11-23T10:15:00Z"), s("2026-11-23T10:30:00Z")), vec![(unfrozen, s("2026-11-23T10:30:00Z"))]);
+        assert_eq!(active_stretches(&h, s("2026-11-23T11:00:00Z"), s("2026-11-23T12:00:00Z")), vec![], "no unfreeze yet");
+        assert_eq!(active_stretches(&History::default(), b, e), vec![(b, e)]);
+        // The regression case of tests/seal.proptest-regressions.
+        let h = History(vec![(Timestamp::from_secs(1795175070), Status::Freeze), (Timestamp::from_secs(1795380870), Status::Unfreeze)]);
+        assert_eq!(active_stretches(&h, 1795377600, 1795381200), vec![(1795380870, 1795381200)]);
     }
 
     #[test]

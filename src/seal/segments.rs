@@ -2,7 +2,12 @@
 //! `collector::quota`), each over its own period — from the segment's begin to the next
 //! segment's begin, the last one to the window's end (or the release) — and each carrying
 //! `relate_pkg_instance` = the segment's package. Periods never overlap and begins strictly
-//! increase, so every record gets a distinct period and serial.
+//! increase, so every record gets a distinct period and serial. In a partially frozen window
+//! the periods are placed within the window's active part instead ([`super::place`]): a
+//! segment wanting to begin in a frozen stretch moves to the next active second (or back into
+//! the last ones), and a record ends where a frozen stretch begins; a segment left without an
+//! active second (fewer active seconds than segments) moves to its package's carry, as in a
+//! wholly frozen window.
 //!
 //! Carry rule: as for every record, value = usage + carry-in rounded down to 4 decimals, the
 //! rest carried — but the carry is kept per package (`packages.carry`, held in memory by
@@ -16,11 +21,13 @@
 //! frozen window's segments move to their packages' carries ([`defer_window`]); the next
 //! active window in which such a package is valid gets a record of that carry (of at least
 //! 0.0001) against the package: in the package's own segment if the window has one, else in a
-//! segment of its own over the window's last second (the whole window, when the window has no
-//! segments); one such package per window, the others wait for the next. The package must be
-//! valid during that period, so the record overlaps its validity.
+//! segment of its own over the window's last active second (the window's first active stretch
+//! — the whole window when it was never frozen — when the window has no segments); one such
+//! package per window, the others wait for the next. The package must be valid during that
+//! period, so the record overlaps its validity.
 
 use super::carry::{is_due, overlaps_validity};
+use super::place::place;
 use super::record_for;
 use crate::model::{Package, Timestamp};
 use crate::store::packages::{self, Segment};
@@ -103,31 +110,47 @@ pub fn defer_window(tx: &Tx<'_>, pkgs: &mut PackageCarries, w: &WindowRow) -> Re
     Ok(residual)
 }
 
-/// The records of a stop window billed over `[begin, end)` (UTC seconds), or `None` when it
-/// has no segments and no package carry is due in it (sealed like any window).
+/// The records of a stop window billed up to `end` (UTC seconds: the window's end clipped to
+/// the instance's release) whose active stretches are `active`
+/// ([`super::carry::active_stretches`] of the window clipped to the instance's life),
+/// or `None` when it has no segments and no package carry is due in it (sealed like any
+/// window). Periods follow [`place`]: each record lies within one active stretch.
 pub fn seal_window(
     tx: &Tx<'_>,
     inst: &InstanceRow,
     w: &WindowRow,
-    (begin, end): (i64, i64),
+    end: i64,
+    active: &[(i64, i64)],
     pkgs: &mut PackageCarries,
     now: Timestamp,
 ) -> Result<Option<SealedWindow>, StoreError> {
     let mut segs = packages::segments(tx, inst.key, w.start)?;
-    // Carried package usage with no segment here gets a segment of its own: over the whole
-    // window when it has none, else over the window's last second (the window's own segments
-    // keep the rest of their periods). One package per window; the others wait for the next.
-    let from = if segs.is_empty() { begin } else { end - 1 };
-    let waiting = pkgs
-        .pkgs
-        .iter()
-        .filter(|p| is_due(p.carry) && !segs.iter().any(|s| s.package_id == p.package_id))
-        .find(|p| overlaps_validity(from, end, p.from, p.to));
-    if let Some(p) = waiting {
-        let at = segs.last().map_or(begin, |l| (l.begin + 1).max(end - 1));
-        if at < end {
-            segs.push(Segment { begin: at, package_id: p.package_id.clone(), usage: Decimal::ZERO });
-        }
+    // Segments beginning at or after `end` (a release reported after they were stored) get no
+    // period; they are the last ones, as begins strictly increase.
+    let mut live = segs.iter().take_while(|s| s.begin < end).count();
+    let mut periods = place(&begins(&segs[..live]), active);
+    // Carried package usage with no segment here gets a segment of its own: over the window's
+    // first active stretch when it has no segments, else over its last active second (the
+    // window's own segments keep the rest of their periods). One package per window; the
+    // others wait for the next.
+    let slot = if segs.is_empty() {
+        active.first().copied()
+    } else if live == segs.len() {
+        last_free_second(&periods, active)
+    } else {
+        None
+    };
+    let waiting = slot.and_then(|(from, to)| {
+        pkgs.pkgs
+            .iter()
+            .filter(|p| is_due(p.carry) && !segs.iter().any(|s| s.package_id == p.package_id))
+            .find(|p| overlaps_validity(from, to, p.from, p.to))
+            .map(|p| Segment { begin: from, package_id: p.package_id.clone(), usage: Decimal::ZERO })
+    });
+    if let Some(seg) = waiting {
+        segs.push(seg);
+        live += 1;
+        periods = place(&begins(&segs[..live]), active);
     }
     if segs.is_empty() {
         return Ok(None);
@@ -135,20 +158,28 @@ pub fn seal_window(
     let mut records = Vec::with_capacity(segs.len());
     let (mut residual, mut unbillable) = (w.usage, Decimal::ZERO);
     for (k, s) in segs.iter().enumerate() {
-        let seg_end = segs.get(k + 1).map_or(end, |n| n.begin);
-        if s.begin >= seg_end {
+        if k >= live {
             tracing::warn!(instance = %inst.instance_id, window = w.start, begin = s.begin, "segment has no time left in the window (released inside it); its usage is carried on the instance");
             continue;
         }
-        residual -= s.usage;
         let pkg = pkgs.get_mut(&s.package_id);
-        if let Some(p) = pkg.as_ref().filter(|p| !overlaps_validity(s.begin, seg_end, p.from, p.to)) {
+        let Some((seg_begin, seg_end)) = periods.get(k).copied().flatten() else {
+            // No active second left for it: like a wholly frozen window's segment.
+            if let Some(p) = pkg {
+                tracing::warn!(instance = %inst.instance_id, package = %p.package_id, window = w.start, usage = %s.usage, "no active second left in the partly frozen window for this package's record; its usage moves to the package's carry");
+                p.carry += s.usage;
+                residual -= s.usage;
+            }
+            continue;
+        };
+        residual -= s.usage;
+        if let Some(p) = pkg.as_ref().filter(|p| !overlaps_validity(seg_begin, seg_end, p.from, p.to)) {
             tracing::warn!(instance = %inst.instance_id, package = %p.package_id, window = w.start, usage = %s.usage, "usage drawn from a package was carried past the package's validity; it cannot be reported against it and is kept as unbillable");
             unbillable += s.usage;
             continue;
         }
         let carry_in = pkg.as_ref().map_or(Decimal::ZERO, |p| p.carry);
-        let rec = record_for(inst, w.start, (s.begin, seg_end), s.usage, carry_in, Some(s.package_id.clone()), now);
+        let rec = record_for(inst, w.start, (seg_begin, seg_end), s.usage, carry_in, Some(s.package_id.clone()), now);
         if let Some(p) = pkg {
             p.carry = rec.carry_out;
         }
@@ -158,4 +189,17 @@ pub fn seal_window(
         tracing::warn!(instance = %inst.instance_id, window = w.start, %residual, "window usage not drawn from any package (plan switched to package = \"stop\"?); carried on the instance");
     }
     Ok(Some(SealedWindow { records, residual, unbillable }))
+}
+
+fn begins(segs: &[Segment]) -> Vec<i64> {
+    segs.iter().map(|s| s.begin).collect()
+}
+
+/// The window's last active second `[t, t + 1)`, if the last placed record begins before it.
+fn last_free_second(periods: &[Option<(i64, i64)>], active: &[(i64, i64)]) -> Option<(i64, i64)> {
+    let last = active.last()?.1 - 1;
+    match periods.last() {
+        Some(Some((b, _))) if *b < last => Some((last, last + 1)),
+        _ => None,
+    }
 }
