@@ -201,6 +201,51 @@ fn stop_packages_cut_the_window_report_exhaustion_and_keep_over_quota() {
     }
 }
 
+/// A freeze reported after a stop window's usage was stored (issue 12): the window is only
+/// partly frozen, so it is billed, but its package records — which wanted to begin at 10:00
+/// and at the 10:25:07 crossing, both frozen — are placed in its active part, from the
+/// unfreeze at 10:30 on: the first gets the first active second, the second the rest.
+#[test]
+fn stop_records_of_a_partly_frozen_window_lie_in_its_active_part() {
+    let (env, _mock) = world();
+    env.add_instance(I, "stopcalls", "2026-11-01T00:00:00Z");
+    env.run(&["package", "add", I, "pkg-100", "--quota", "100", "--from", "2026-11-01T00:00:00Z", "--to", "2026-12-01T00:00:00Z"])
+        .success();
+    env.run(&["package", "add", I, "pkg-50", "--quota", "50", "--from", "2026-11-01T00:00:00Z", "--to", "2027-01-01T00:00:00Z"]).success();
+    let r = ingest(
+        &env,
+        "2026-11-23T10:50:00Z",
+        &[
+            Ev::new("a", I, "40", "2026-11-23T10:05:00Z"),
+            Ev::new("b", I, "40", "2026-11-23T10:15:00Z"),
+            Ev::new("c", I, "40", "2026-11-23T10:25:07.5Z"),
+            Ev::new("d", I, "10", "2026-11-23T10:40:00Z"),
+        ],
+    );
+    assert_eq!(r["accepted"], 4, "{r}");
+    env.run(&["instance", "freeze", I, "--at", "2026-11-23T09:58:00Z"]).success();
+    env.run(&["instance", "unfreeze", I, "--at", "2026-11-23T10:30:00Z"]).success();
+    env.run(&["seal", "--now", "2026-11-23T11:06:00Z"]).success();
+
+    let mut store = meterd::store::Store::open(&env.db).unwrap();
+    let all = store.read(meterd::store::records::all).unwrap();
+    let t = |s: i64| meterd::model::Timestamp::from_secs(s).to_string();
+    let got: Vec<(String, String, String, Option<String>)> =
+        all.iter().map(|r| (t(r.begin), t(r.end), r.usage_value.to_string(), r.relate_pkg.clone())).collect();
+    let row = |b: &str, e: &str, v: &str, p: &str| (b.to_string(), e.to_string(), v.to_string(), Some(p.to_string()));
+    assert_eq!(
+        got,
+        [
+            row("2026-11-23T10:30:00Z", "2026-11-23T10:30:01Z", "100", "pkg-100"),
+            row("2026-11-23T10:30:01Z", "2026-11-23T11:00:00Z", "30", "pkg-50"),
+        ],
+        "both package records within the active part 10:30..11:00"
+    );
+    let report = upload(&env, "2026-11-23T11:07:00Z");
+    assert_eq!(report["delivered"], 2, "{report}");
+    audit_holds(&env);
+}
+
 #[test]
 fn mock_store_rejects_records_without_their_package_and_package_ids_as_instances() {
     // A non-stop instance the mock was told has packages: its record lacks relate_pkg_instance,

@@ -101,7 +101,9 @@ fn assert_conserved(db: &Path) {
 /// - no record lies in a window its instance spent wholly frozen, judged by the history known
 ///   when the record was sealed (`checked` holds the records already judged: a freeze reported
 ///   after a record was sealed cannot change it);
-/// - no record names a package whose validity its period does not overlap.
+/// - no record names a package whose validity its period does not overlap;
+/// - no record naming a package (stop-before-excess) touches a frozen interval: the records of
+///   a partially frozen window lie within its active part.
 fn assert_carry_settled(db: &Path, checked: &mut HashSet<String>) {
     let mut store = Store::open(db).unwrap();
     for b in meterd::audit::balances(&mut store).unwrap() {
@@ -121,6 +123,12 @@ fn assert_carry_settled(db: &Path, checked: &mut HashSet<String>) {
                         continue;
                     }
                     assert!(!wholly_frozen(&history, r.begin, r.end), "record inside a frozen interval: {r:?}, history {history:?}");
+                    if r.relate_pkg.is_some() {
+                        assert!(
+                            !touches_frozen(&history, r.begin, r.end),
+                            "package record touching a frozen interval: {r:?}, history {history:?}"
+                        );
+                    }
                     if let Some(id) = &r.relate_pkg {
                         let p = pkgs.iter().find(|p| &p.package_id == id).expect("record names a package of its instance");
                         let (b, e) = (Timestamp::from_secs(r.begin), Timestamp::from_secs(r.end));
@@ -131,6 +139,15 @@ fn assert_carry_settled(db: &Path, checked: &mut HashSet<String>) {
             Ok(())
         })
         .unwrap();
+}
+
+/// Whether some instant of `[begin, end)` (UTC seconds) lies in a frozen interval of `h`
+/// (written here from the history's rows): frozen at `begin`, or a freeze inside.
+fn touches_frozen(h: &meterd::store::lifecycle::History, begin: i64, end: i64) -> bool {
+    use meterd::store::lifecycle::Status;
+    let (b, e) = (Timestamp::from_secs(begin), Timestamp::from_secs(end));
+    let state_at_begin = h.0.iter().rfind(|(at, _)| *at <= b).map(|(_, s)| *s);
+    state_at_begin == Some(Status::Freeze) || h.0.iter().any(|(at, s)| *at > b && *at < e && *s == Status::Freeze)
 }
 
 /// Whether `[begin, end)` (UTC seconds) lies wholly inside one frozen interval of `h` (written
