@@ -1,5 +1,5 @@
 //! Where the records of a stop-before-excess window go in time (issue 12): the placement rule,
-//! pure — no I/O, no clock. [`super::segments::seal_window`] applies it.
+//! pure — no I/O, no clock. `segments::seal_window` applies it.
 //!
 //! The store checks a record's period against the instance's status, so a record must not lie
 //! in a frozen stretch. A stop window's records are its segments, each wanting to begin at its
