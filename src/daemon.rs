@@ -151,8 +151,14 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::default());
     let m = metrics.clone();
-    let collector = Collector::start(db, cfg.clone(), Box::new(move |_, d| m.record_commit(d)))?;
-    let admin_store = Store::open(db)?;
+    // Both connect to the store: on PostgreSQL that is the blocking client, which panics on a
+    // runtime thread ("Cannot start a runtime from within a runtime"), so off it.
+    let (ccfg, cdb) = (cfg.clone(), db.to_path_buf());
+    let (collector, admin_store) = tokio::task::spawn_blocking(move || {
+        let collector = Collector::start(&cdb, ccfg, Box::new(move |_, d| m.record_commit(d)))?;
+        Ok::<_, crate::store::StoreError>((collector, Store::open(&cdb)?))
+    })
+    .await??;
     let shared = admin_store.backend() == crate::store::sql::Backend::Postgres;
     let admin = Mutex::new(admin_store);
     let live = Arc::new(crate::health::Live::new(Timestamp::now().secs(), interval_secs(&seal_schedule)));
@@ -199,9 +205,21 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
         // It releases the lease on its way out (bounded: the grace above already ran).
         let _ = tokio::time::timeout(Duration::from_secs(2), leaser).await;
     }
-    drop(state);
+    // The admin connection (and on SQLite the collector's probe) closes off the runtime: a
+    // PostgreSQL client's drop blocks, which panics on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || drop(state)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// [`Store::open_existing`] on a blocking thread: on PostgreSQL it connects with the blocking
+/// client, which panics on a runtime thread.
+async fn open_off_runtime(db: &Path) -> crate::store::Result<Store> {
+    let db = db.to_path_buf();
+    match tokio::task::spawn_blocking(move || Store::open_existing(&db)).await {
+        Ok(r) => r,
+        Err(e) => Err(crate::store::StoreError::Invalid(format!("the task opening the store failed: {e}"))),
+    }
 }
 
 /// Takes or renews the sealer lease every third of its duration, and heartbeats this node
@@ -210,7 +228,7 @@ async fn lease_loop(l: Arc<Loops>) {
     use crate::store::lease;
     let ttl = l.cfg.store.lease.0;
     let every = (ttl / 3).max(Duration::from_millis(500));
-    let store = match Store::open_existing(&l.db) {
+    let store = match open_off_runtime(&l.db).await {
         Ok(s) => Arc::new(Mutex::new(s)),
         Err(e) => {
             tracing::error!(error = %e, "the lease loop cannot open the store; this node will not seal or upload");
@@ -264,18 +282,21 @@ impl Loops {
     }
 }
 
+/// Releases the lease if this node holds it, and closes the lease connection, both on a
+/// blocking thread (a PostgreSQL client's drop blocks too).
 async fn release_lease(store: Arc<Mutex<Store>>, fence: Option<crate::store::lease::Fence>) {
     use crate::store::lease;
-    if let Some(f) = fence {
-        let _ = tokio::task::spawn_blocking(move || {
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(f) = fence {
             let mut s = crate::store::lock_recovering(&store, "lease");
             match s.write(|tx| lease::release(tx, &f)) {
                 Ok(()) => tracing::info!("released the sealer lease"),
                 Err(e) => tracing::warn!(error = %e, "could not release the sealer lease; another node takes it when it expires"),
             }
-        })
-        .await;
-    }
+        }
+        drop(store);
+    })
+    .await;
 }
 
 async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
@@ -322,26 +343,32 @@ async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
 }
 
 async fn upload_loop(l: Arc<Loops>, schedule: Schedule, key: Option<Secret>) {
-    let mut key = key;
     if key.is_none() {
         tracing::info!(
             "upload is off: set METERD_ISV_KEY or `upload.key_file` (and `upload.endpoint`) to deliver sealed records; SIGHUP re-reads the key file"
         );
     }
-    let store = match Store::open_existing(&l.db) {
+    let store = match open_off_runtime(&l.db).await {
         Ok(s) => Arc::new(Mutex::new(s)),
         Err(e) => {
             tracing::error!(error = %e, "upload cannot open the store; records wait");
             return;
         }
     };
+    upload_turns(&l, schedule, key, &store).await;
+    // The last handle (an interrupted run's clone is gone by now) closes off the runtime.
+    let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+}
+
+/// The upload loop's turns until shutdown (see [`upload_loop`]).
+async fn upload_turns(l: &Loops, schedule: Schedule, mut key: Option<Secret>, store: &Arc<Mutex<Store>>) {
     loop {
         if l.reload_key.swap(false, Ordering::SeqCst) {
             key = reload_key(&l.cfg, key);
         }
         let turn = l.turn();
         if let (Some(k), Ok(fence)) = (&key, turn) {
-            crate::store::lock_recovering(&store, "upload").set_fence(fence);
+            crate::store::lock_recovering(store, "upload").set_fence(fence);
             // Counts into the metrics as it goes: a delivery is counted before `status` can show it.
             let run = crate::upload::run::upload_with_metrics(store.clone(), &l.cfg.upload, k, l.now(), l.metrics.clone());
             tokio::select! {

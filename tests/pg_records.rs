@@ -96,9 +96,9 @@ fn script(tx: &Tx<'_>) -> Result<Vec<String>> {
     // Pid 1 runs on every Linux host, so on SQLite too this holder is alive within its lease.
     let other = claims::Holder("1:ff".into());
     claims::claim(tx, a.id, &other, 100)?;
-    log("claimed by another", format!("{}", claims::claim_open(tx, &me, 200)?.len()));
+    log("claimed by another", format!("{}", claims::claim_open(tx, &me, 200, false)?.len()));
     claims::release(tx, &other)?;
-    log("released", format!("{}", claims::claim_open(tx, &me, 200)?.len()));
+    log("released", format!("{}", claims::claim_open(tx, &me, 200, false)?.len()));
 
     batches::attempted(tx, a.id, Some("boom"))?;
     batches::attempted(tx, a.id, None)?;

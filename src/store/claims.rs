@@ -12,8 +12,15 @@
 //! Processes that share a SQLite database share a host (SQLite needs local locking), so the pid
 //! test holds; the lease bounds the wait if it ever does not. On PostgreSQL the holders may run
 //! on other hosts, where a pid says nothing (it may even be a live process's here): there every
-//! holder counts as alive, and only its own release or the end of its lease frees a claim. Billing never depended on this (the
-//! store keeps the first record per period): the claim keeps delivery counts and metrics true.
+//! holder counts as alive, and only its own release or the end of its lease frees a claim —
+//! unless the claimer holds the sealer lease (`lease_held`, issue 13): uploading on a shared
+//! store needs that lease (the daemon's holder and one-shot `meterd upload` both take it and
+//! fence every write with it, checked in the same transaction as the claim), so a claim of any
+//! other holder was made under an earlier epoch by a node that died, was paused past its lease
+//! or shut down, and can never record an outcome again. Its batch is claimable at once and
+//! resent with the same bytes; waiting out the 10-minute claim lease would leave a dead
+//! node's batch unsent that long after a failover. Billing never depended on this (the store
+//! keeps the first record per period): the claim keeps delivery counts and metrics true.
 
 use super::batches::Batch;
 use super::sql::{params, Backend, Tx};
@@ -72,13 +79,15 @@ pub fn claimable(holder: Option<&str>, until_ns: Option<i64>, me: &Holder, now_n
     }
 }
 
-/// Claims every claimable open batch for `me` and returns them, oldest first.
-pub fn claim_open(tx: &Tx<'_>, me: &Holder, now_ns: i64) -> Result<Vec<Batch>> {
+/// Claims every claimable open batch for `me` and returns them, oldest first. `lease_held`:
+/// this transaction is fenced by the sealer lease (a shared store), so every other holder's
+/// claim is stale (see the module docs); `false` on SQLite.
+pub fn claim_open(tx: &Tx<'_>, me: &Holder, now_ns: i64, lease_held: bool) -> Result<Vec<Batch>> {
     let rows = tx.query_map("SELECT id, claimed_by, claim_until_ns FROM batches WHERE state = 'open' ORDER BY id", params![], |r| {
         Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?, r.get::<Option<i64>>(2)?))
     })?;
     let backend = tx.backend();
-    let alive = |h: &str| holder_alive_on(backend, h);
+    let alive = |h: &str| !lease_held && holder_alive_on(backend, h);
     let mut ids = Vec::new();
     for (id, holder, until) in rows {
         if claimable(holder.as_deref(), until, me, now_ns, alive) {

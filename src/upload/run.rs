@@ -147,9 +147,14 @@ async fn upload_run(
         report: UploadReport::default(),
     };
     run.report.expired = run.expire(now).await?;
-    // Claimed in a write transaction: a batch another live process is sending is left to it.
-    let mut queue: VecDeque<Batch> =
-        db(&run.store, |s| s.write(|tx| claims::claim_open(tx, &Holder::this_process(), Timestamp::now().0))).await?.into();
+    // Claimed in a write transaction: a batch another live process is sending is left to it,
+    // unless this run holds the sealer lease of a shared store (then that process lost it).
+    let mut queue: VecDeque<Batch> = db(&run.store, |s| {
+        let lease_held = s.fence().is_some();
+        s.write(|tx| claims::claim_open(tx, &Holder::this_process(), Timestamp::now().0, lease_held))
+    })
+    .await?
+    .into();
     'outer: loop {
         while let Some(batch) = queue.pop_front() {
             match run.deliver(batch).await? {
