@@ -35,6 +35,11 @@
 //! upload state change checks the epoch in its own transaction ([`Store::set_fence`]). A
 //! clean shutdown releases the lease so another node takes over at once; a dead node's lease
 //! is taken after it expires. On SQLite (one machine) there is no lease: the loops always run.
+//! The PostgreSQL client blocks (it drives its own runtime, and panics on one of ours), so
+//! every connection of the daemon is opened, used and closed on a blocking thread
+//! (`spawn_blocking`), at start and at shutdown too. After a failover the new holder's
+//! uploader takes over the old holder's open batch at once and resends it byte-identical
+//! (`store::claims`). Tested with real processes in `tests/multinode.rs`.
 //!
 //! Before any of it, [`startup::prepare`] checks what the daemon needs (token, listen address,
 //! key, schedules, database directory, file limit); a problem there is [`RunError::Config`].
