@@ -486,6 +486,9 @@ fn a_restarted_postgres_gets_503_while_down_and_nodes_reconnect_without_losing_a
         assert_eq!(ready.status, 503, "/readyz while PostgreSQL is down: {}", ready.text());
     }
     pg.restart();
+    let mut db = util::pg::connect(&url);
+    let early: i64 = db.query_one("SELECT count(*) FROM events", &[]).unwrap().get(0);
+    assert_eq!(early, acked.len() as i64, "nothing refused with 503 was stored while the server was down");
 
     // The refused batches, retried as a client would, and new ones: both nodes reconnect alone.
     for (i, ids) in refused.iter().enumerate() {
@@ -508,7 +511,6 @@ fn a_restarted_postgres_gets_503_while_down_and_nodes_reconnect_without_losing_a
         wait_until("/readyz after the restart", || http.get("/readyz").status == 200);
     }
 
-    let mut db = util::pg::connect(&url);
     let stored: BTreeSet<String> = db.query("SELECT event_id FROM events", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(stored, acked, "every acknowledged event stored, once, and nothing else");
     let usage: String = db.query_one("SELECT sum(usage)::text FROM windows", &[]).unwrap().get(0);
