@@ -261,3 +261,35 @@ price = "0.002"
     assert_eq!(balances.len(), 2);
     assert!(balances.iter().all(|b| b.holds() && b.settled()), "conservation holds on PostgreSQL: {balances:?}");
 }
+
+fn meterd(dir: &Path, db: &str, gate: bool) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"));
+    cmd.current_dir(dir).env_remove("METERD_CONFIG").env_remove("PGPASSWORD").args(["--db", db, "status"]);
+    if gate {
+        cmd.env("METERD_PG_UNFINISHED", "1");
+    } else {
+        cmd.env_remove("METERD_PG_UNFINISHED");
+    }
+    cmd.output().unwrap()
+}
+
+/// A wrong password, a missing database, a libpq `key=value` string and a URL this build
+/// refuses are configuration errors (exit 2: a restart cannot fix them), and none of the
+/// messages repeats the password; the libpq string never becomes a SQLite file.
+#[test]
+fn configuration_errors_of_a_postgres_store_are_exit_2_and_never_show_the_password() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.fresh_db();
+    let wrong = url.replacen(pg.password(), "not-the-password", 1);
+    let missing_db = format!("{}/no_such_database", url.rsplit_once('/').unwrap().0);
+    let conninfo = format!("host=127.0.0.1 port={} user=meterd password={} dbname=meterd", pg.port(), pg.password());
+    for (db, gate) in [(wrong.as_str(), true), (missing_db.as_str(), true), (conninfo.as_str(), true), (url.as_str(), false)] {
+        let out = meterd(dir.path(), db, gate);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{db}: {stderr}");
+        assert!(!stderr.contains(pg.password()) && !stderr.contains("not-the-password"), "{stderr}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no SQLite file made of a connection string");
+    assert_eq!(meterd(dir.path(), &url, true).status.code(), Some(0));
+}

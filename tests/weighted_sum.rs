@@ -152,6 +152,25 @@ fn a_freeze_and_a_release_inside_a_window() {
     audit_holds(&env, &t("12:10:00"));
 }
 
+/// A level reported while the instance is frozen is kept (issue 14: the level holds through a
+/// freeze): the frozen time is not billed, and the new level bills from the unfreeze on —
+/// not the stale one.
+#[test]
+fn a_level_reported_during_a_freeze_bills_from_the_unfreeze() {
+    let env = Env::with_config(CONFIG);
+    env.add_instance(I, "disk", &t("00:00:00"));
+    assert_eq!(ingest(&env, &t("10:05:00"), &[Ev::new("a", I, "4", &t("10:00:00"))])["accepted"], 1);
+    env.run(&["instance", "freeze", I, "--at", &t("10:30:00")]).success();
+    let r = ingest(&env, &t("10:41:00"), &[Ev::new("b", I, "0", &t("10:40:00"))]);
+    assert_eq!(r["accepted"], 1, "a level change during a freeze is kept: {r}");
+    env.run(&["instance", "unfreeze", I, "--at", &t("10:50:00")]).success();
+    env.run(&["seal", "--now", &t("12:06:00")]).success();
+    // 10:00–10:30 at 4 GB = 2 GB·h; frozen 10:30–10:50; the level 0 from 10:50: nothing more
+    // (with the change refused, 11:00–12:00 would bill the stale 4 GB·h).
+    assert_eq!(records(&env), vec![rec("10:00:00", "11:00:00", "2", "0")]);
+    audit_holds(&env, &t("12:10:00"));
+}
+
 /// A freeze reported after its window was sealed: the sealed record stays, later windows skip
 /// the frozen time, and the audit recomputes each record with the status changes its seal saw.
 #[test]

@@ -208,6 +208,10 @@ impl Ctx {
         crate::daemon::startup::check_db_dir(&self.db).map_err(Failure::usage)?;
         crate::store::Store::open(&self.db).map_err(|e| match e {
             e @ crate::store::StoreError::Missing { .. } => Failure::usage(e.to_string()),
+            // A bad URL, a PostgreSQL URL this build refuses, a libpq string, a wrong password or
+            // database: configuration, which a restart cannot fix (exit 2).
+            crate::store::StoreError::Invalid(m) => Failure::usage(m),
+            e if e.reason() == "config" => Failure::usage(format!("{e} (check the URL in --db / METERD_DB and the password)")),
             e => Failure::runtime(e.to_string()),
         })
     }

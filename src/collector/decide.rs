@@ -353,7 +353,10 @@ pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -
             return Err(format!("`time` {} is at or after the instance's release {r}", ev.time));
         }
     }
-    if let Some(since) = ctx.history.frozen_since(ev.time) {
+    // A level (`weighted_sum`) reported while frozen is kept: the level holds through a freeze
+    // and bills again from the unfreeze on, so refusing the change would bill the stale level
+    // after the unfreeze. The frozen time itself is never billed (the seal skips it).
+    if let Some(since) = ctx.history.frozen_since(ev.time).filter(|_| plan.aggregation != crate::model::Aggregation::WeightedSum) {
         let until = ctx.history.unfrozen_after(since).map(|u| format!(" until {u}")).unwrap_or_default();
         return Err(format!(
             "`time` {} falls while the instance was frozen (since {since}{until}); a frozen instance produces no billable usage",

@@ -122,7 +122,9 @@ impl StoreError {
     }
 
     /// A short label for metrics and health checks: `full`, `busy`, `readonly`, `io`,
-    /// `moved`, `missing`, `corrupt`, `invalid` or `other`.
+    /// `moved`, `missing`, `corrupt`, `invalid`, `fenced`, `cannot_open`, and for PostgreSQL
+    /// `unreachable` (server down or connection lost) and `config` (authentication failed,
+    /// no such database, a bad URL option), or `other`.
     pub fn reason(&self) -> &'static str {
         match self {
             StoreError::Full => "full",
@@ -178,10 +180,14 @@ fn postgres_reason(e: &postgres::Error) -> &'static str {
     use postgres::error::SqlState;
     match e.code() {
         None if e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) => "unreachable",
+        // The client refused its own settings (a missing password, a bad URL option).
+        None if e.to_string().starts_with("invalid configuration") => "config",
         None => "other",
         Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => "readonly",
         Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => "full",
         Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") => "unreachable",
+        // Authentication failed, or the database does not exist: the configuration is wrong.
+        Some(c) if c.code().starts_with("28") || *c == SqlState::INVALID_CATALOG_NAME => "config",
         Some(_) => "other",
     }
 }
@@ -194,6 +200,17 @@ pub fn unwritable_reason(reason: &str) -> bool {
 /// The URL when `db` (a `--db` / `METERD_DB` value) names a PostgreSQL server ([`pg::is_url`]).
 pub fn postgres_url(db: &Path) -> Option<&str> {
     db.to_str().filter(|s| pg::is_url(s))
+}
+
+/// A libpq `key=value` connection string given as `--db` is refused (see
+/// [`pg::looks_like_conninfo`]); the message never repeats it (it may hold a password).
+fn refuse_conninfo(db: &Path) -> Result<()> {
+    match db.to_str() {
+        Some(s) if pg::looks_like_conninfo(s) => Err(StoreError::Invalid(
+            "the database looks like a PostgreSQL key=value connection string; meterd takes a URL (postgres://USER@HOST:PORT/DBNAME, the password in PGPASSWORD or `store.password_file`) or a SQLite file path".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// How a `--db` value is shown in messages and logs: a SQLite path as it is, a PostgreSQL URL
@@ -281,6 +298,7 @@ impl Store {
     /// Opens the database at `path` and migrates it, creating it when it is missing and no
     /// marker says one was in use there ([`StoreError::Missing`] otherwise); writes the marker.
     pub fn open(path: &Path) -> Result<Store> {
+        refuse_conninfo(path)?;
         if let Some(url) = postgres_url(path) {
             return Self::open_postgres(url);
         }
@@ -294,6 +312,7 @@ impl Store {
     /// Opens the database at `path`, creating it even where a marker says one was in use
     /// (`meterd init`, `meterd run --create-db`: an operator's explicit choice).
     pub fn create(path: &Path) -> Result<Store> {
+        refuse_conninfo(path)?;
         if let Some(url) = postgres_url(path) {
             return Self::open_postgres(url);
         }
@@ -317,9 +336,9 @@ impl Store {
         let location = pg::PgLocation::parse(url)?;
         // Until every store function runs on PostgreSQL (issue 13 is being built in steps), a
         // PostgreSQL URL is refused rather than half served; development tests opt in.
-        if std::env::var_os("METERD_PG_UNFINISHED").is_none() {
+        if std::env::var("METERD_PG_UNFINISHED").as_deref() != Ok("1") {
             return Err(StoreError::Invalid(format!(
-                "{location}: the shared PostgreSQL store is not finished in this build of meterd; use a SQLite file for now"
+                "{location}: the shared PostgreSQL store is not finished in this build of meterd; use a SQLite file for now (to try it anyway, set METERD_PG_UNFINISHED=1)"
             )));
         }
         let conn = Box::new(location.connect_and_migrate()?);

@@ -34,6 +34,15 @@ pub fn set_password_file_secret(secret: crate::config::Secret) {
     let _ = PASSWORD_FILE_SECRET.set(secret);
 }
 
+/// Whether `db` looks like a libpq `key=value` connection string (`host=… dbname=…`), which
+/// meterd does not take: used as a file name it would silently open a private SQLite store
+/// (one that no other node sees — the shape that loses money) named after the password.
+pub fn looks_like_conninfo(db: &str) -> bool {
+    let keys = ["host=", "hostaddr=", "dbname=", "user=", "password=", "port=", "sslmode="];
+    db.split_whitespace().filter(|w| keys.iter().any(|k| w.starts_with(k))).count() >= 1 && db.contains(char::is_whitespace)
+        || keys.iter().any(|k| db.starts_with(k))
+}
+
 /// Whether `db` names a PostgreSQL server rather than a SQLite file.
 pub fn is_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
@@ -73,7 +82,11 @@ impl PgLocation {
         let mut conn = PgConn::new(client);
         // A session idle inside a transaction this long (a node paused mid-write) is ended by
         // the server, so its writers' lock cannot stall every other node.
-        conn.batch("SET synchronous_commit = on; SET TIME ZONE 'UTC'; SET idle_in_transaction_session_timeout = '10s'")?;
+        // client_min_messages: the migration's `CREATE TABLE IF NOT EXISTS` would otherwise log
+        // a NOTICE at every open.
+        conn.batch(
+            "SET synchronous_commit = on; SET TIME ZONE 'UTC'; SET idle_in_transaction_session_timeout = '10s'; SET client_min_messages = warning",
+        )?;
         Ok(conn)
     }
 
@@ -149,6 +162,15 @@ pub(crate) const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_libpq_connection_string_is_recognised_and_paths_are_not() {
+        assert!(looks_like_conninfo("host=127.0.0.1 port=5432 user=u password=SECRET dbname=meterd"));
+        assert!(looks_like_conninfo("dbname=meterd"));
+        for path in ["meterd.db", "/var/lib/meterd/meterd.db", "./data/my db.sqlite", "postgres://u@h/db"] {
+            assert!(!looks_like_conninfo(path), "{path}");
+        }
+    }
 
     #[test]
     fn urls_select_postgres_and_passwords_never_show() {
