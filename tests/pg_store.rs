@@ -293,3 +293,21 @@ fn configuration_errors_of_a_postgres_store_are_exit_2_and_never_show_the_passwo
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no SQLite file made of a connection string");
     assert_eq!(meterd(dir.path(), &url, true).status.code(), Some(0));
 }
+
+/// A server that accepts the connection and never answers does not hang meterd: the open
+/// fails within the connect timeout, with a message that says what happened.
+#[test]
+fn a_silent_server_fails_the_open_instead_of_hanging() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _hold = std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(2).collect();
+        std::thread::sleep(Duration::from_secs(40));
+        drop(held);
+    });
+    std::env::set_var("METERD_PG_UNFINISHED", "1");
+    let started = std::time::Instant::now();
+    let e = Store::open(Path::new(&format!("postgres://meterd:pw@127.0.0.1:{port}/meterd"))).unwrap_err();
+    assert!(started.elapsed() < meterd::store::pg::CONNECT_TIMEOUT + Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(e.to_string().contains("did not complete the handshake"), "{e}");
+}

@@ -78,7 +78,11 @@ impl PgLocation {
 
     /// Connects and makes every commit on this connection durable before it returns.
     pub fn connect(&self) -> Result<PgConn> {
-        let client = self.config.connect(postgres::NoTls).map_err(|e| StoreError::Postgres(e))?;
+        let client = connect_within(&self.config, CONNECT_TIMEOUT).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "{self}: the server accepted the connection but did not complete the handshake within {CONNECT_TIMEOUT:?}; is this a PostgreSQL server, and is it overloaded?"
+            ))
+        })??;
         let mut conn = PgConn::new(client);
         // A session idle inside a transaction this long (a node paused mid-write) is ended by
         // the server, so its writers' lock cannot stall every other node.
@@ -113,6 +117,25 @@ impl std::fmt::Debug for PgLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PgLocation({})", self.shown)
     }
+}
+
+/// How long a connection, handshake and authentication included, may take.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Connects on a helper thread and waits at most `timeout`: the client's own
+/// `connect_timeout` bounds only the TCP connect, so a server that accepts and then never
+/// answers would hang a command (or the daemon) forever. `None` on timeout (the helper thread
+/// ends when the OS gives up on the socket).
+fn connect_within(config: &postgres::Config, timeout: std::time::Duration) -> Option<Result<postgres::Client>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("pg-connect".into())
+        .spawn(move || {
+            let _ = tx.send(config.connect(postgres::NoTls).map_err(StoreError::from));
+        })
+        .ok()?;
+    rx.recv_timeout(timeout).ok()
 }
 
 /// The URL with any password replaced by `***` (and any `password=` query parameter too).
