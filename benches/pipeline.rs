@@ -484,6 +484,7 @@ fn seal_and_preview(dir: &Path, s: &Sizes) -> SealFigures {
         instance,
         from: Some(Timestamp::from_secs(T_END - 31 * DAY)),
         to: Some(Timestamp::from_secs(T_END)),
+        now: Some(now),
     };
     let one = median_ms(7, || {
         preview(&mut store, &cfg, &q(Some(instance_id(inst / 2)))).unwrap();
