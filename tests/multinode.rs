@@ -99,7 +99,8 @@ impl Drop for Mock {
 fn shared_env(db: &str, endpoint: &str, batch_size: usize) -> Env {
     std::env::set_var("METERD_PG_UNFINISHED", "1");
     let (e, f, b) = (format!("endpoint = {endpoint:?}"), format!("fallback = {endpoint:?}"), format!("batch_size = {batch_size}"));
-    let mut text = example_config_with(&[
+    let lease = format!("lease = \"{}s\"", LEASE.as_secs());
+    let text = example_config_with(&[
         ("endpoint = \"https://mkt.myhuaweicloud.com\"", &e),
         ("# fallback = \"https://mkt.myhuaweicloud.cn\"", &f),
         ("batch_size = 1000", &b),
@@ -107,8 +108,8 @@ fn shared_env(db: &str, endpoint: &str, batch_size: usize) -> Env {
         ("backoff_cap = \"30s\"", "backoff_cap = \"40ms\""),
         ("seal = \"0 */5 * * * *\"", "seal = \"* * * * * *\""),
         ("upload = \"30 */5 * * * *\"", "upload = \"* * * * * *\""),
+        ("lease = \"15s\"", &lease),
     ]);
-    text.push_str(&format!("\n[store]\nlease = \"{}s\"\n", LEASE.as_secs()));
     let mut env = Env::with_config(&text);
     env.db = db.into();
     env
