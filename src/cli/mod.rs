@@ -71,7 +71,7 @@ pub enum Command {
     Rejected(rejected::Args),
     /// Send a rejected record again after its cause is fixed (same metering_sn).
     Requeue(rejected::RequeueArgs),
-    /// Settings the store remembers: `store set-timezone ZONE`.
+    /// The store itself: `store set-timezone ZONE`, `store copy --from SRC --to DST`.
     #[command(subcommand)]
     Store(store::Cmd),
     /// Serve the cloud store's usage API on loopback (local integration tests).
@@ -136,16 +136,8 @@ impl Ctx {
         if let Some(w) = crate::settings::zone_warning(cfg.timezone) {
             tracing::warn!("{w}");
         }
-        if let Some(file) = &cfg.store.password_file {
-            if crate::store::postgres_url(&db).is_some() {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| Failure::usage(format!("cannot read `store.password_file` {}: {e}", file.display())))?;
-                let password = text.trim();
-                if password.is_empty() {
-                    return Err(Failure::usage(format!("`store.password_file` {} is empty", file.display())));
-                }
-                crate::store::pg::set_password_file_secret(crate::config::Secret::new(password.as_bytes()));
-            }
+        if crate::store::postgres_url(&db).is_some() {
+            load_password_file(&cfg)?;
         }
         let node = cli.node.clone().filter(|n| !n.trim().is_empty()).unwrap_or_else(crate::store::lease::default_node_name);
         Ok(Ctx { cfg: Arc::new(cfg), db, node })
@@ -215,6 +207,21 @@ impl Ctx {
             e => Failure::runtime(e.to_string()),
         })
     }
+}
+
+/// Reads `[store] password_file` (if set) as the PostgreSQL password of last resort (see
+/// `store::pg`); an unreadable or empty file is a configuration error (exit 2).
+pub fn load_password_file(cfg: &Config) -> Result<(), Failure> {
+    if let Some(file) = &cfg.store.password_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Failure::usage(format!("cannot read `store.password_file` {}: {e}", file.display())))?;
+        let password = text.trim();
+        if password.is_empty() {
+            return Err(Failure::usage(format!("`store.password_file` {} is empty", file.display())));
+        }
+        crate::store::pg::set_password_file_secret(crate::config::Secret::new(password.as_bytes()));
+    }
+    Ok(())
 }
 
 /// `--now TIME` or the wall clock.

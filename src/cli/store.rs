@@ -1,5 +1,7 @@
 //! `meterd store set-timezone ZONE [--now TIME]`: change the zone the store cuts day windows,
-//! month boundaries and package periods in (issue 12, kind 7).
+//! month boundaries and package periods in (issue 12, kind 7). `meterd store copy --from SRC
+//! --to DST`: copy a whole store between SQLite and PostgreSQL (issue 13; the rules are in
+//! [`crate::store::copy`]); a non-empty destination is exit 2, audits that differ exit 3.
 //!
 //! The store remembers its zone ([`crate::settings`]) and refuses a config with another one.
 //! Changing it is safe only where nothing stored depends on it: no unreleased day-period
@@ -9,6 +11,7 @@
 
 use super::{now_or, Ctx, Failure};
 use crate::model::FixedTz;
+use std::path::Path;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -20,10 +23,26 @@ pub enum Cmd {
         #[arg(long)]
         now: Option<String>,
     },
+    /// Copy a whole store into an empty one: SQLite file ↔ PostgreSQL URL (stop every meterd
+    /// on the source first). Ends with the conservation audit on both sides.
+    Copy {
+        /// The store to read: a SQLite file or a postgres:// URL (it must exist).
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// The empty store to write: a new SQLite file or an empty PostgreSQL database.
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
-    let Cmd::SetTimezone { zone, now } = cmd;
+    match cmd {
+        Cmd::SetTimezone { zone, now } => set_timezone(ctx, zone, now),
+        Cmd::Copy { from, to } => copy(ctx, from, to),
+    }
+}
+
+fn set_timezone(ctx: &Ctx, zone: &str, now: &Option<String>) -> Result<u8, Failure> {
     let now = now_or(now)?;
     let tz: FixedTz = zone.parse().map_err(Failure::usage)?;
     let mut store = ctx.store_unchecked()?;
@@ -45,4 +64,50 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
         );
     }
     Ok(0)
+}
+
+fn copy(ctx: &Ctx, from: &Path, to: &Path) -> Result<u8, Failure> {
+    use crate::store::{shown, Store, StoreError};
+    let (from_shown, to_shown) = (shown(from), shown(to));
+    if from == to {
+        return Err(Failure::usage(format!("--from and --to both name {from_shown}; copy into another, empty store")));
+    }
+    if crate::store::postgres_url(from).is_some() || crate::store::postgres_url(to).is_some() {
+        super::load_password_file(&ctx.cfg)?;
+    }
+    let open_err = |which: &str, shown: &str, e: StoreError| match e {
+        e @ (StoreError::Missing { .. } | StoreError::Invalid(_)) => Failure::usage(format!("{which} {shown}: {e}")),
+        e => Failure::runtime(format!("{which} {shown}: {e}")),
+    };
+    if crate::store::postgres_url(from).is_none() && !from.exists() {
+        return Err(Failure::usage(format!("--from {from_shown}: no such database file; name an existing store to copy")));
+    }
+    let mut src = Store::open_existing(from).map_err(|e| open_err("--from", &from_shown, e))?;
+    if crate::store::postgres_url(to).is_none() {
+        crate::daemon::startup::check_db_dir(to).map_err(Failure::usage)?;
+    }
+    let mut dst = Store::create(to).map_err(|e| open_err("--to", &to_shown, e))?;
+    let cfg = ctx.cfg.clone();
+    let rule_of = move |plan: &str| cfg.plan(plan).map_or((Default::default(), None), |p| (p.aggregation, p.unique_by.clone()));
+    println!("copying {} {from_shown} -> {} {to_shown}", src.backend().as_str(), dst.backend().as_str());
+    let report = crate::store::copy::copy(&mut src, &mut dst, &rule_of)?;
+    for (table, read, there) in &report.tables {
+        let note = if read == there { String::new() } else { format!("  MISMATCH: {there} on the destination") };
+        println!("  {table:<16} {read:>10} rows{note}");
+    }
+    if report.tail_folded > 0 {
+        println!("  {} unfolded events of the source were added to the destination's window totals", report.tail_folded);
+    }
+    if report.ok() {
+        println!("audit: equal on both sides — the copy is complete; point meterd at {to_shown}");
+        Ok(0)
+    } else {
+        for d in &report.audit_differences {
+            println!("  audit differs: {d}");
+        }
+        Err(Failure::runtime(format!(
+            "the copy in {to_shown} does not match {from_shown} (rows or audit differ; was a meterd still writing to the source?): \
+             do not use it — empty it (or delete the file) and copy again with every meterd on the source stopped"
+        )))
+    }
 }

@@ -24,6 +24,7 @@
 pub mod backup;
 pub mod batches;
 pub mod claims;
+pub mod copy;
 pub mod dedupe;
 pub mod events;
 pub mod instances;

@@ -127,6 +127,17 @@ pub fn fold(tx: &Tx<'_>) -> Result<()> {
     set_folded_through(tx, last)
 }
 
+/// Adds every billable event with `seq > after` to `windows` on either backend, whatever its
+/// tail rule, and returns how many it added. For `store::copy`: a SQLite source's unfolded
+/// tail, copied as events, becomes window totals on the destination (PostgreSQL keeps no
+/// tail; a SQLite destination starts with none). Call inside a write transaction.
+pub fn fold_after(tx: &Tx<'_>, after: i64) -> Result<u64> {
+    let mut sums = Sums::default();
+    let n = scan_tail(tx, after, None, &mut sums)?;
+    write_sums(tx, &sums)?;
+    Ok(n as u64)
+}
+
 fn set_folded_through(tx: &Tx<'_>, seq: i64) -> Result<()> {
     tx.execute("UPDATE ingest_state SET windows_through = ?1 WHERE id = 1", params![seq])?;
     Ok(())
