@@ -167,8 +167,17 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
     let shared = admin_store.backend() == crate::store::sql::Backend::Postgres;
     let admin = Mutex::new(admin_store);
     let live = Arc::new(crate::health::Live::new(Timestamp::now().secs(), interval_secs(&seal_schedule)));
-    let state =
-        Arc::new(AppState { collector, cfg: cfg.clone(), admin, token, fixed_now: opts.now, metrics: metrics.clone(), live: live.clone() });
+    let node = opts.node.clone().unwrap_or_else(crate::store::lease::default_node_name);
+    let state = Arc::new(AppState {
+        collector,
+        cfg: cfg.clone(),
+        admin,
+        token,
+        fixed_now: opts.now,
+        metrics: metrics.clone(),
+        live: live.clone(),
+        node: node.clone(),
+    });
     let cancel = CancellationToken::new();
     // The SIGTERM/SIGINT handlers are registered here, before the address is printed, so a
     // signal sent as soon as the daemon is up never meets the default action (terminate).
@@ -182,7 +191,7 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
         cancel: cancel.clone(),
         kick: Notify::new(),
         reload_key: AtomicBool::new(false),
-        node: opts.node.clone().unwrap_or_else(crate::store::lease::default_node_name),
+        node,
         shared,
         fence: Mutex::new(None),
     });

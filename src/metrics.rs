@@ -177,10 +177,39 @@ impl Metrics {
         for (state, n) in &status.records {
             let _ = writeln!(s, "meterd_records{{state=\"{state}\"}} {n}");
         }
+        if let Some(v) = &status.store {
+            store_gauges(&mut s, v);
+        }
         summary(&mut s, "meterd_ingest_commit_seconds", "Ingest commit latency (group commit, fsync included).", &self.ingest_commit_us);
         summary(&mut s, "meterd_upload_request_seconds", "Upload request latency.", &self.upload_request_us);
         s
     }
+}
+
+/// The store's backend (`meterd_store_backend{backend="sqlite"|"postgres"} 1`) and, on
+/// PostgreSQL only, the sealer lease as this node sees it and the nodes seen (SQLite has no
+/// lease: one machine seals, so a "not held" gauge there would only raise false alarms).
+fn store_gauges(s: &mut String, v: &crate::status::StoreView) {
+    let _ = writeln!(
+        s,
+        "# HELP meterd_store_backend The store's backend (value 1).\n# TYPE meterd_store_backend gauge\nmeterd_store_backend{{backend=\"{}\"}} 1",
+        v.backend
+    );
+    if v.backend == "sqlite" {
+        return;
+    }
+    let held = v.lease.as_ref().is_some_and(|l| l.held_here && !l.expired);
+    gauge(s, "meterd_lease_held", "1 when this node holds the sealer lease (it seals and uploads), else 0.", u64::from(held));
+    let epoch = v.lease.as_ref().map_or(0, |l| u64::try_from(l.epoch).unwrap_or(0));
+    gauge(s, "meterd_lease_epoch", "The sealer lease's epoch (grows at every change of holder; 0 before any).", epoch);
+    let expires = v.lease.as_ref().map_or(0, |l| u64::try_from(l.expires.secs()).unwrap_or(0));
+    gauge(
+        s,
+        "meterd_lease_expires_seconds",
+        "When the sealer lease expires, Unix seconds by the database's clock (0: never taken).",
+        expires,
+    );
+    gauge(s, "meterd_nodes_seen", "Nodes that reported on this store within 5 leases.", v.nodes_seen.len() as u64);
 }
 
 fn counter(s: &mut String, name: &str, help: &str, v: u64) {

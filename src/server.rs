@@ -36,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What the daemon's loops report about themselves (`/readyz`, `/v1/status`, `/metrics`).
     pub live: Arc<crate::health::Live>,
+    /// This daemon's node name (status and metrics show it beside the sealer lease's holder).
+    pub node: String,
 }
 
 impl AppState {
@@ -292,7 +294,13 @@ async fn get_preview(
 /// The status with the daemon's live checks in place of the store-only ones.
 async fn current_status(st: &Arc<AppState>) -> Result<crate::status::Status, Response> {
     let (cfg, now) = (st.cfg.clone(), st.now());
-    let mut s = with_admin(st, move |s| crate::status::status(s, &cfg, now, false)).await?;
+    let node = st.node.clone();
+    let mut s = with_admin(st, move |s| {
+        let mut status = crate::status::status(s, &cfg, now, false)?;
+        status.store = Some(crate::status::store_view(s, &node, cfg.store.lease.0)?);
+        Ok(status)
+    })
+    .await?;
     s.checks =
         crate::health::evaluate(&st.live.inputs(Timestamp::now().secs(), &st.collector, (s.past_deadline, s.unsealed_past_deadline)));
     Ok(s)

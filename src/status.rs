@@ -99,6 +99,90 @@ pub struct Status {
     /// ran ([`audit::check_name`]) and whether it holds for every instance of the plan.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub audit_checks: BTreeMap<String, PlanCheck>,
+    /// Which store this is and, on a shared one, who seals (set by the caller that knows the
+    /// node: [`store_view`]); omitted where nobody set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreView>,
+}
+
+/// The store's backend and, on PostgreSQL, the sealer lease and the nodes seen (issue 13).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreView {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// This process's node name (`--node` / `METERD_NODE`, else host name and pid).
+    pub node: String,
+    /// The sealer lease as stored; `None` on SQLite or before any node took it.
+    pub lease: Option<LeaseView>,
+    /// What the lease means here, in words: "no lease (one machine)" on SQLite, "held by this
+    /// node", "held by NODE", "expired (held by NODE)" or "free" on PostgreSQL.
+    pub lease_state: String,
+    /// Nodes that reported within [`NODES_SEEN_LEASES`] leases, most recent first (empty on
+    /// SQLite, where there is one machine and no heartbeat).
+    pub nodes_seen: Vec<NodeView>,
+}
+
+/// The sealer lease row; times by the database's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseView {
+    pub holder: String,
+    pub epoch: i64,
+    pub expires: Timestamp,
+    /// Whether `holder` is this node.
+    pub held_here: bool,
+    /// Whether `expires` passed (another node may take it; the holder keeps it until one does).
+    pub expired: bool,
+}
+
+/// One node of a shared store, from its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeView {
+    pub name: String,
+    pub version: String,
+    pub started: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+/// A node counts as seen when its heartbeat is at most this many lease durations old (the
+/// daemon heartbeats every third of a lease, so a live node is never missing; a stopped one
+/// drops out after a few minutes at the default 15 s lease).
+pub const NODES_SEEN_LEASES: u32 = 5;
+
+/// Reads [`StoreView`] for `node` from `store`; `ttl` is `[store] lease` (see
+/// `store::lease`). On SQLite it reads nothing: no lease, one machine.
+pub fn store_view(store: &mut Store, node: &str, ttl: std::time::Duration) -> Result<StoreView, StoreError> {
+    use crate::store::lease as l;
+    let backend = store.backend();
+    if backend == crate::store::sql::Backend::Sqlite {
+        return Ok(StoreView {
+            backend: backend.as_str(),
+            node: node.to_string(),
+            lease: None,
+            lease_state: "no lease (one machine)".into(),
+            nodes_seen: Vec::new(),
+        });
+    }
+    store.read(|tx| {
+        let now = l::db_now_ns(tx)?;
+        let lease = l::get(tx, l::SEALER)?.map(|r| LeaseView {
+            held_here: r.holder == node,
+            expired: r.expires_ns <= now,
+            holder: r.holder,
+            epoch: r.epoch,
+            expires: Timestamp(r.expires_ns),
+        });
+        let lease_state = match &lease {
+            None => "free".to_string(),
+            Some(v) if v.expired => format!("expired (held by {})", v.holder),
+            Some(v) if v.held_here => "held by this node".to_string(),
+            Some(v) => format!("held by {}", v.holder),
+        };
+        let nodes_seen = l::nodes_seen(tx, ttl * NODES_SEEN_LEASES)?
+            .into_iter()
+            .map(|n| NodeView { name: n.name, version: n.version, started: Timestamp(n.started_ns), last_seen: Timestamp(n.last_seen_ns) })
+            .collect();
+        Ok(StoreView { backend: backend.as_str(), node: node.to_string(), lease, lease_state, nodes_seen })
+    })
 }
 
 /// Which audit check ran for a plan, and whether it holds.
@@ -199,6 +283,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         ..Default::default()
     };
     Ok(Status {
+        store: None,
         checks: crate::health::evaluate(&inputs),
         unsealed_windows: unsealed.0,
         unsealed_past_deadline: unsealed.1,

@@ -2,7 +2,8 @@
 //! their deadline, unbillable usage, carried usage that can never be billed, records a late
 //! release or freeze contradicts (flagged), package quotas and over-quota usage, the
 //! conservation audit, and the health checks the store can decide (the daemon's
-//! `/v1/status` and `/readyz` add its live ones).
+//! `/v1/status` and `/readyz` add its live ones), and the store: backend, this node, the
+//! sealer lease and the nodes seen on a shared PostgreSQL store ([`crate::status::StoreView`]).
 //!
 //! `--check` is for scripts and probes: it prints what needs a person (see
 //! [`crate::health::attention`]) and exits 1 when anything does, 0 when nothing does, 3 when
@@ -25,13 +26,27 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let now = now_or(&args.now)?;
-    let s = crate::status::status(&mut ctx.store()?, &ctx.cfg, now, true)?;
+    let mut store = ctx.store()?;
+    let mut s = crate::status::status(&mut store, &ctx.cfg, now, true)?;
+    s.store = Some(crate::status::store_view(&mut store, &ctx.node, ctx.cfg.store.lease.0)?);
     if args.format == "json" {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     } else {
         let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
         if let Some(w) = &s.timezone_warning {
             println!("WARNING             {w}");
+        }
+        if let Some(v) = &s.store {
+            println!("store               {} (this node: {})", v.backend, v.node);
+            match &v.lease {
+                Some(l) => println!("sealer lease        {} — {} epoch {}, expires {}", v.lease_state, l.holder, l.epoch, l.expires),
+                None => println!("sealer lease        {}", v.lease_state),
+            }
+            if v.backend != "sqlite" {
+                let nodes: Vec<String> =
+                    v.nodes_seen.iter().map(|n| format!("{} ({}, last seen {})", n.name, n.version, n.last_seen)).collect();
+                println!("nodes seen          {}", if nodes.is_empty() { "-".to_string() } else { nodes.join(", ") });
+            }
         }
         println!("instances           {}", s.instances);
         println!("events stored       {}", s.events);

@@ -235,6 +235,12 @@ fn metrics_parse_and_agree_with_status() {
     assert_eq!(get("meterd_upload_attempts_total{outcome=\"delivered\"}"), 1.0);
     assert!(get("meterd_records_sealed_total") >= 1.0);
     assert!(get("meterd_ingest_commit_seconds_count") >= 1.0);
+    // The store shown (issue 13): SQLite, one machine, no lease gauges to alarm on.
+    assert_eq!(get("meterd_store_backend{backend=\"sqlite\"}"), 1.0);
+    assert!(!text.contains("meterd_lease_held"), "{text}");
+    assert_eq!(status["store"]["backend"], "sqlite", "{status}");
+    assert_eq!(status["store"]["lease_state"], "no lease (one machine)", "{status}");
+    assert!(status["store"]["lease"].is_null() && status["store"]["node"].as_str().is_some_and(|n| !n.is_empty()), "{status}");
     assert!(get("meterd_upload_request_seconds{quantile=\"0.99\"}") > 0.0);
 }
 

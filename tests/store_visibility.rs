@@ -1,0 +1,84 @@
+//! The shared store's visibility (issue 13): `meterd status` (table and JSON), `GET
+//! /v1/status` and `/metrics` show the backend, this node, the sealer lease's holder, epoch
+//! and expiry, and the nodes seen — with a real daemon on a real PostgreSQL server; on SQLite
+//! `meterd status` says there is no lease (one machine).
+
+#[path = "util/pg.rs"]
+mod pg;
+#[allow(dead_code)]
+#[path = "util/mod.rs"]
+mod util;
+
+use pg::PgCluster;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use util::Env;
+
+const PG: (&str, &str) = ("METERD_PG_UNFINISHED", "1");
+
+#[test]
+fn status_and_metrics_show_the_lease_holder_and_the_nodes_on_postgres() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let mut env = Env::new();
+    env.db = PathBuf::from(pg.fresh_db());
+    let d = env.daemon_with(&["--node", "node-a"], &[PG]);
+    // The lease loop takes the lease at start; wait until the status shows it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let s = d.http().get("/v1/status").ok();
+        if s["store"]["lease"]["holder"] == "node-a" || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let store = &status["store"];
+    assert_eq!(store["backend"], "postgres", "{status}");
+    assert_eq!(store["node"], "node-a", "{status}");
+    assert_eq!(store["lease"]["holder"], "node-a", "{status}");
+    assert_eq!(store["lease"]["epoch"], 1, "{status}");
+    assert_eq!(store["lease"]["held_here"], true, "{status}");
+    assert!(store["lease"]["expires"].as_str().is_some_and(|t| t.ends_with('Z')), "{status}");
+    assert_eq!(store["lease_state"], "held by this node", "{status}");
+    assert_eq!(store["nodes_seen"][0]["name"], "node-a", "{status}");
+    assert!(!status.to_string().contains(pg.password()), "the password never shows");
+
+    let text = d.http().get("/metrics").text();
+    for line in ["meterd_store_backend{backend=\"postgres\"} 1", "meterd_lease_held 1", "meterd_lease_epoch 1", "meterd_nodes_seen 1"] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+
+    // Another node's view: not the holder; node-a is still the one seen.
+    let run = |args: &[&str]| {
+        let out = env.cmd().args(["--node", "node-b"]).env(PG.0, PG.1).args(args).stdin(std::process::Stdio::null()).output().unwrap();
+        util::Run::from(out)
+    };
+    let json = run(&["status", "--format", "json", "--now", util::NOW]);
+    json.success();
+    let s = json.json();
+    assert_eq!(s["store"]["node"], "node-b", "{s}");
+    assert_eq!(s["store"]["lease"]["held_here"], false, "{s}");
+    assert_eq!(s["store"]["lease_state"], "held by node-a", "{s}");
+    let table = run(&["status", "--now", util::NOW]);
+    table.success();
+    assert!(table.stdout.contains("store               postgres (this node: node-b)"), "{}", table.stdout);
+    assert!(table.stdout.contains("sealer lease        held by node-a — node-a epoch 1, expires "), "{}", table.stdout);
+    assert!(table.stdout.contains("nodes seen          node-a ("), "{}", table.stdout);
+    drop(d);
+}
+
+#[test]
+fn status_on_sqlite_says_there_is_no_lease() {
+    let env = Env::new();
+    env.run(&["instance", "add", "i-1", "--plan", "calls", "--start", "2026-11-01T00:00:00Z"]).success();
+    let out = env.cmd().args(["--node", "solo", "status", "--now", util::NOW]).stdin(std::process::Stdio::null()).output().unwrap();
+    let table = util::Run::from(out);
+    table.success();
+    assert!(table.stdout.contains("store               sqlite (this node: solo)"), "{}", table.stdout);
+    assert!(table.stdout.contains("sealer lease        no lease (one machine)"), "{}", table.stdout);
+    assert!(!table.stdout.contains("nodes seen"), "{}", table.stdout);
+    let json = env.run(&["status", "--format", "json", "--now", util::NOW]);
+    let s = json.json();
+    assert_eq!(s["store"]["backend"], "sqlite");
+    assert_eq!(s["store"]["lease_state"], "no lease (one machine)");
+    assert!(s["store"]["lease"].is_null());
+}
