@@ -345,6 +345,7 @@ async fn start_server(db: &Path, now: Timestamp) -> (String, tokio_util::sync::C
         fixed_now: Some(now),
         metrics: Arc::new(meterd::metrics::Metrics::default()),
         live: Arc::new(meterd::health::Live::default()),
+        node: "bench".into(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/events", listener.local_addr().unwrap());

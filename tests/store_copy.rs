@@ -6,17 +6,14 @@
 //! naming what is there); the password is never printed; every table and column of the
 //! PostgreSQL schema is copied or deliberately skipped.
 
-#[path = "util/pg.rs"]
-mod pg;
-#[allow(dead_code)]
 #[path = "util/mod.rs"]
 mod util;
 
 use meterd::store::copy::{SKIPPED, TABLES};
 use meterd::store::sql::{params, Value};
 use meterd::store::Store;
-use pg::PgCluster;
 use std::path::Path;
+use util::pg::{self, PgCluster};
 use util::{Env, Ev, Run, NOW};
 
 const CALLS: &str = "6a1f0c3e-1d2b-4c5a-8e9f-0a1b2c3d4e5f";
@@ -186,7 +183,7 @@ fn sqlite_to_postgres_and_back_keeps_every_row_and_the_audit() {
     // Every row of every table: the source's tail is folded on the destinations (the same
     // totals), and upload claims of the old store's processes are cleared.
     let mut s = open(&src);
-    s.write(|tx| meterd::store::windows::fold(tx)).unwrap();
+    s.write(meterd::store::windows::fold).unwrap();
     s.write(|tx| tx.execute("UPDATE batches SET claimed_by = NULL, claim_until_ns = NULL", params![])).unwrap();
     drop(s);
     let expected = dump(&src);

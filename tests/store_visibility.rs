@@ -3,15 +3,12 @@
 //! and expiry, and the nodes seen — with a real daemon on a real PostgreSQL server; on SQLite
 //! `meterd status` says there is no lease (one machine).
 
-#[path = "util/pg.rs"]
-mod pg;
-#[allow(dead_code)]
 #[path = "util/mod.rs"]
 mod util;
 
-use pg::PgCluster;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use util::pg::PgCluster;
 use util::Env;
 
 const PG: (&str, &str) = ("METERD_PG_UNFINISHED", "1");
