@@ -11,7 +11,7 @@
 mod util;
 
 use serde_json::Value;
-use util::{Env, Ev};
+use util::{schema_valid, Env, Ev};
 
 const CONFIG: &str = r#"timezone = "+08:00"
 
@@ -126,15 +126,6 @@ fn audit_holds(env: &Env, now: &str) {
     }
     let status = env.run(&["status", "--format", "json", "--now", &t(now)]).json();
     assert_eq!(status["conservation_violations"], serde_json::json!([]), "{status}");
-}
-
-/// `value` validates against `schemas/NAME`.
-fn schema_valid(name: &str, value: &Value) {
-    let schema: Value =
-        serde_json::from_slice(&std::fs::read(util::repo_file(&format!("schemas/{name}"))).expect("read schema")).expect("schema JSON");
-    let v = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = v.iter_errors(value).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{name}: {errors:?}\n{value}");
 }
 
 #[test]

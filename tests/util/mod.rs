@@ -423,6 +423,15 @@ pub fn ndjson(events: &[String]) -> Vec<u8> {
 }
 
 /// The path of a file in the repository.
+/// `value` validates against `schemas/NAME` (a failure lists every violation).
+pub fn schema_valid(name: &str, value: &serde_json::Value) {
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo_file(&format!("schemas/{name}"))).expect("read schema")).expect("schema JSON");
+    let v = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = v.iter_errors(value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{value}");
+}
+
 pub fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
