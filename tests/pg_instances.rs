@@ -14,13 +14,14 @@
 
 #[path = "util/pg.rs"]
 mod pg;
+#[path = "util/pg_both.rs"]
+mod pg_both;
 
 use meterd::model::{Reset, Timestamp};
 use meterd::store::lifecycle::Status;
 use meterd::store::packages::{NewPackage, Segment};
-use meterd::store::sql::{params, Backend, PgConn, Tx};
-use meterd::store::{events, instances, lifecycle, lifecycle_flags, meta, packages, settings, windows, Store, StoreError};
-use pg::PgCluster;
+use meterd::store::sql::{params, Backend, Tx};
+use meterd::store::{events, instances, lifecycle, lifecycle_flags, meta, packages, settings, windows, StoreError};
 use rust_decimal::Decimal;
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -155,17 +156,7 @@ fn script(tx: &Tx<'_>) -> Result<Vec<String>> {
 
 #[test]
 fn the_instance_side_of_the_store_answers_the_same_on_postgresql_and_sqlite() {
-    let Some(pg) = PgCluster::shared() else { return };
-    let mut client = pg::connect(&pg.fresh_db());
-    meterd::store::pg_schema::migrate(&mut client).unwrap();
-    let mut conn = PgConn::new(client);
-    conn.batch("BEGIN").unwrap();
-    let on_pg = script(&Tx::postgres(&mut conn)).unwrap();
-    conn.batch("COMMIT").unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::create(&dir.path().join("t.db")).unwrap();
-    let on_sqlite = store.write(script).unwrap();
+    let Some((on_pg, on_sqlite)) = pg_both::on_both(script) else { return };
     for (a, b) in on_sqlite.iter().zip(&on_pg) {
         assert_eq!(a, b, "SQLite's line, then PostgreSQL's");
     }

@@ -7,12 +7,13 @@
 
 #[path = "util/pg.rs"]
 mod pg;
+#[path = "util/pg_both.rs"]
+mod pg_both;
 
 use meterd::model::UsageRecord;
 use meterd::store::records::{self, NewRecord, RecordState};
-use meterd::store::sql::{params, PgConn, Tx};
-use meterd::store::{batches, claims, points, Store, StoreError};
-use pg::PgCluster;
+use meterd::store::sql::{params, Tx};
+use meterd::store::{batches, claims, points, StoreError};
 use rust_decimal::Decimal;
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -146,17 +147,7 @@ fn script(tx: &Tx<'_>) -> Result<Vec<String>> {
 
 #[test]
 fn the_upload_side_of_the_store_answers_the_same_on_postgresql_and_sqlite() {
-    let Some(pg) = PgCluster::shared() else { return };
-    let mut client = pg::connect(&pg.fresh_db());
-    meterd::store::pg_schema::migrate(&mut client).unwrap();
-    let mut conn = PgConn::new(client);
-    conn.batch("BEGIN").unwrap();
-    let on_pg = script(&Tx::postgres(&mut conn)).unwrap();
-    conn.batch("COMMIT").unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::create(&dir.path().join("t.db")).unwrap();
-    let on_sqlite = store.write(script).unwrap();
+    let Some((on_pg, on_sqlite)) = pg_both::on_both(script) else { return };
     assert_eq!(on_pg, on_sqlite);
     // The transcript says what it checked: a sample of it.
     assert!(on_sqlite.iter().any(|l| l == "dropped: 0.00003"), "{on_sqlite:#?}");
