@@ -67,20 +67,11 @@ fn row_to_event(r: &Row<'_>) -> Result<EventRow> {
     })
 }
 
-/// Calls `f` with the text of column `i` of a row — borrowed from SQLite's row without a copy
-/// (for scans over every event), the decimal text of PostgreSQL's `numeric` there.
-pub(crate) fn with_text<T>(r: &Row<'_>, i: usize, f: impl FnOnce(&str) -> Result<T>) -> Result<T> {
-    match r {
-        Row::Sqlite(r) => f(r.get_ref(i)?.as_str().map_err(rusqlite::Error::from)?),
-        Row::Pg(_) => f(&r.get::<String>(i)?),
-    }
-}
-
 /// Count and exact quantity sum per instance key, in one pass over the events.
 pub fn totals_all(tx: &Tx<'_>) -> Result<std::collections::HashMap<i64, (u64, Quantity)>> {
     let mut out = std::collections::HashMap::<i64, (u64, Quantity)>::new();
     tx.for_each("SELECT instance_ref, qty FROM events", params![], |r| {
-        let q = with_text(r, 1, |qty| Quantity::parse_stored(qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {qty:?}"))))?;
+        let q = r.with_str(1, |qty| Quantity::parse_stored(qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {qty:?}"))))?;
         let e = out.entry(r.get(0)?).or_insert((0, Quantity::ZERO));
         e.0 += 1;
         e.1 = e.1.checked_add(q).ok_or_else(|| StoreError::Invalid("sum overflows".into()))?;

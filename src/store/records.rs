@@ -100,7 +100,7 @@ pub struct RecordRow {
 /// with the same error as ever for text that is not a decimal.
 pub(crate) fn dec_at(r: &Row<'_>, i: usize) -> Result<Decimal> {
     match r {
-        Row::Sqlite(r) => dec(r.get_ref(i)?.as_str().map_err(rusqlite::Error::from)?),
+        Row::Sqlite(_) => r.with_str(i, dec),
         Row::Pg(_) => r.get(i),
     }
 }

@@ -389,6 +389,15 @@ impl Row<'_> {
         }
     }
 
+    /// Column `i` as text handed to `f`: borrowed where it lies on SQLite (no copy, for scans
+    /// over every event), an owned string on PostgreSQL (a `numeric` as its decimal text).
+    pub fn with_str<T>(&self, i: usize, f: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+        match self {
+            Row::Sqlite(r) => f(r.get_ref(i)?.as_str().map_err(rusqlite::Error::from)?),
+            Row::Pg(_) => f(&self.get::<String>(i)?),
+        }
+    }
+
     /// Column `i` (from 0) as `T`; a NULL or a value of another kind is an error unless `T`
     /// says otherwise (`Option<_>`).
     pub fn get<T: FromValue>(&self, i: usize) -> Result<T> {

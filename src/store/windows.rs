@@ -25,7 +25,7 @@
 //! `i64::MAX` there (every tail scan finds nothing), and [`fold`] and
 //! [`TailSums::maybe_fold`] do nothing ([`has_tail`]).
 
-use super::events::{max_seq, with_text};
+use super::events::max_seq;
 use super::sql::{params, Backend, Row, Tx};
 use super::{dec, Result, StoreError};
 use rust_decimal::Decimal;
@@ -85,7 +85,7 @@ fn scan_tail(tx: &Tx<'_>, after: i64, instance: Option<i64>, sums: &mut Sums) ->
          WHERE seq > ?1 AND billed_window IS NOT NULL AND (CAST(?2 AS BIGINT) IS NULL OR instance_ref = ?2)",
         params![after, instance],
         |r| {
-            let q = with_text(r, 2, dec)?;
+            let q = r.with_str(2, dec)?;
             add_to(sums, (r.get(0)?, r.get(1)?), q, 1)?;
             n += 1;
             Ok(())
