@@ -100,12 +100,13 @@ fn write_sums(tx: &Tx<'_>, sums: &Sums) -> Result<()> {
     keys.sort_unstable_by_key(|e| e.0);
     // One statement per window: insert it, or add to the stored total exactly. The columns are
     // qualified in DO UPDATE: PostgreSQL finds a bare `usage` ambiguous beside `excluded`.
+    // Prepared once: the fold may write tens of thousands of windows in one transaction.
+    let mut upsert = tx.prepare(
+        "INSERT INTO windows (start_s, instance_ref, usage, events) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (start_s, instance_ref) DO UPDATE SET usage = meterd_decimal_add(windows.usage, excluded.usage), events = windows.events + excluded.events",
+    )?;
     for ((start, key), (delta, count)) in keys {
-        tx.execute(
-            "INSERT INTO windows (start_s, instance_ref, usage, events) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (start_s, instance_ref) DO UPDATE SET usage = meterd_decimal_add(windows.usage, excluded.usage), events = windows.events + excluded.events",
-            params![start, key, delta.normalize().to_string(), count as i64],
-        )?;
+        upsert.execute(params![start, key, delta.normalize().to_string(), count as i64])?;
     }
     Ok(())
 }
