@@ -203,6 +203,7 @@ impl Ctx {
             // A bad URL, a PostgreSQL URL this build refuses, a libpq string, a wrong password or
             // database: configuration, which a restart cannot fix (exit 2).
             crate::store::StoreError::Invalid(m) => Failure::usage(m),
+            e @ crate::store::StoreError::Tls(_) => Failure::usage(e.to_string()),
             e if e.reason() == "config" => Failure::usage(format!("{e} (check the URL in --db / METERD_DB and the password)")),
             e => Failure::runtime(e.to_string()),
         })

@@ -38,6 +38,7 @@ pub mod packages;
 pub mod pg;
 pub mod pg_events;
 pub mod pg_schema;
+pub mod pg_tls;
 pub mod points;
 pub mod records;
 pub mod settings;
@@ -84,6 +85,11 @@ pub enum StoreError {
     /// The file the connection holds is no longer the file at its path (deleted or replaced).
     #[error("the database file {0} was deleted or replaced while meterd had it open; nothing more is acknowledged: restore the file (or restart meterd on the right one)")]
     Moved(PathBuf),
+    /// TLS to the PostgreSQL server could not be set up as the URL's `sslmode` asks (the
+    /// server has none, or its certificate was refused): the message says why and what to do
+    /// ([`pg_tls::explain`]). Configuration, like a wrong password: reason `config`.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -135,6 +141,7 @@ impl StoreError {
             StoreError::Corrupt(_) | StoreError::TooNew(..) => "corrupt",
             StoreError::Invalid(_) => "invalid",
             StoreError::Fenced { .. } => "fenced",
+            StoreError::Tls(_) => "config",
             StoreError::Open { source: e, .. } | StoreError::Sqlite(e) => match e.sqlite_error_code() {
                 Some(rusqlite::ErrorCode::ReadOnly) | Some(rusqlite::ErrorCode::PermissionDenied) => "readonly",
                 Some(rusqlite::ErrorCode::CannotOpen) => "cannot_open",

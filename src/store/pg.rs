@@ -15,10 +15,20 @@
 //! before it returns (`synchronous_commit = on` is set per connection, whatever the server's
 //! default), so nothing is acknowledged that a crash could lose.
 //!
+//! **TLS** ([`super::pg_tls`]): the URL's `sslmode` (`disable`, `prefer` — the default —,
+//! `require`, `verify-ca`, `verify-full`) and `sslrootcert=/path/ca.pem` choose whether the
+//! connection is encrypted and what of the server's certificate is checked; `require` and
+//! above always verify the chain (stricter than libpq's `require`), `verify-full` the host name
+//! too. Across hosts use `verify-full`: `postgres://meterd@db.example:5432/meterd?sslmode=verify-full&sslrootcert=/etc/meterd/pg-ca.pem`.
+//! The CA file is read once, when the URL is parsed. A refused certificate or a server without
+//! TLS fails the connection with [`StoreError::Tls`] (a configuration error, exit 2), never a
+//! silent fall back to clear text.
+//!
 //! **A lost connection** fails the transaction in flight (the caller answers 503, nothing is
 //! acknowledged) and is replaced at the next transaction: meterd reconnects by itself once the
 //! server is back.
 
+use super::pg_tls::{self, TlsSettings};
 use super::sql::PgConn;
 use super::{Result, StoreError};
 
@@ -53,15 +63,24 @@ pub fn is_url(db: &str) -> bool {
 pub struct PgLocation {
     config: postgres::Config,
     shown: String,
+    /// The URL's `sslmode` / `sslrootcert`, for messages.
+    tls: TlsSettings,
+    /// The rustls connector those settings ask for; `None` under `sslmode=disable`.
+    connector: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl PgLocation {
     /// Parses a `postgres://` URL; the password, if the URL has none, comes from `PGPASSWORD`.
-    /// A malformed URL is an error naming what is wrong (never echoing the password).
+    /// A malformed URL, a bad TLS parameter or an unreadable `sslrootcert` is
+    /// [`StoreError::Invalid`] naming what is wrong (never echoing the password).
     pub fn parse(url: &str) -> Result<PgLocation> {
         let shown = redact(url);
+        let (rest, tls) = pg_tls::split_url(url).map_err(|e| StoreError::Invalid(format!("the database URL {shown}: {e}")))?;
         let mut config: postgres::Config =
-            url.parse().map_err(|e| StoreError::Invalid(format!("the database URL {shown} is not a valid PostgreSQL URL: {e}")))?;
+            rest.parse().map_err(|e| StoreError::Invalid(format!("the database URL {shown} is not a valid PostgreSQL URL: {e}")))?;
+        let tls = on_sockets_no_tls(&config, tls);
+        config.ssl_mode(pg_tls::client_mode(&tls));
+        let connector = pg_tls::connector(&tls).map_err(|e| StoreError::Invalid(format!("the database URL {shown}: {e}")))?;
         if config.get_password().is_none() {
             if let Some(pw) = std::env::var_os("PGPASSWORD") {
                 config.password(pw.into_encoded_bytes());
@@ -73,16 +92,28 @@ impl PgLocation {
             config.application_name("meterd");
         }
         config.connect_timeout(std::time::Duration::from_secs(10));
-        Ok(PgLocation { config, shown })
+        Ok(PgLocation { config, shown, tls, connector })
     }
 
-    /// Connects and makes every commit on this connection durable before it returns.
+    /// The URL's TLS settings (`sslmode`, the trusted CAs).
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
+    }
+
+    /// Connects and makes every commit on this connection durable before it returns. A TLS
+    /// failure that a retry cannot fix (no TLS on the server, a refused certificate) is
+    /// [`StoreError::Tls`].
     pub fn connect(&self) -> Result<PgConn> {
-        let client = connect_within(&self.config, CONNECT_TIMEOUT).ok_or_else(|| {
-            StoreError::Invalid(format!(
-                "{self}: the server accepted the connection but did not complete the handshake within {CONNECT_TIMEOUT:?}; is this a PostgreSQL server, and is it overloaded?"
-            ))
-        })??;
+        let client = connect_within(&self.config, self.connector.clone(), CONNECT_TIMEOUT)
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "{self}: the server accepted the connection but did not complete the handshake within {CONNECT_TIMEOUT:?}; is this a PostgreSQL server, and is it overloaded?"
+                ))
+            })?
+            .map_err(|e| match pg_tls::explain(&e, &self.tls) {
+                Some(why) => StoreError::Tls(format!("{self}: {why}")),
+                None => StoreError::from(e),
+            })?;
         let mut conn = PgConn::new(client);
         // A session idle inside a transaction this long (a node paused mid-write) is ended by
         // the server, so its writers' lock cannot stall every other node.
@@ -126,16 +157,35 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// `connect_timeout` bounds only the TCP connect, so a server that accepts and then never
 /// answers would hang a command (or the daemon) forever. `None` on timeout (the helper thread
 /// ends when the OS gives up on the socket).
-fn connect_within(config: &postgres::Config, timeout: std::time::Duration) -> Option<Result<postgres::Client>> {
+fn connect_within(
+    config: &postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    timeout: std::time::Duration,
+) -> Option<std::result::Result<postgres::Client, postgres::Error>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let config = config.clone();
     std::thread::Builder::new()
         .name("pg-connect".into())
         .spawn(move || {
-            let _ = tx.send(config.connect(postgres::NoTls).map_err(StoreError::from));
+            let _ = tx.send(match tls {
+                Some(tls) => config.connect(tls),
+                None => config.connect(postgres::NoTls),
+            });
         })
         .ok()?;
     rx.recv_timeout(timeout).ok()
+}
+
+/// A URL whose every host is a Unix socket never uses TLS, as in libpq: the socket does not
+/// leave the machine, and the server refuses TLS on it.
+fn on_sockets_no_tls(config: &postgres::Config, tls: TlsSettings) -> TlsSettings {
+    let hosts = config.get_hosts();
+    let all_sockets = !hosts.is_empty() && hosts.iter().all(|h| !matches!(h, postgres::config::Host::Tcp(_)));
+    if all_sockets {
+        TlsSettings { mode: pg_tls::SslMode::Disable, ..tls }
+    } else {
+        tls
+    }
 }
 
 /// The URL with any password replaced by `***` (and any `password=` query parameter too).

@@ -23,6 +23,13 @@
 //! `scram-sha-256`; `trust` on a unix socket in a private directory (mode 0700), which the
 //! harness itself uses for `CREATE DATABASE`. UTF8, C locale (`--no-locale`).
 //!
+//! **TLS** ([`PgCluster::start_tls`]): a private cluster with `ssl = on`, serving a certificate
+//! for `localhost` and `127.0.0.1` signed by a CA made for that cluster alone (rcgen, ECDSA
+//! P-256); the CA's PEM is at [`PgCluster::tls_ca`]. `server.crt` / `server.key` sit in the data
+//! directory (the key mode 0600, owned by the server's user, as PostgreSQL demands). The
+//! `host … scram-sha-256` line `initdb` writes still admits clear-text connections, so a test
+//! can tell from `pg_stat_ssl` whether a client really used TLS.
+//!
 //! **Root.** `initdb` and `postgres` refuse to run as root. When the test process is root they
 //! run as the OS package's `postgres` user (`Command::uid`/`gid`: std switches group, clears
 //! supplementary groups and switches user in the child before the `pre_exec` hook runs), and
@@ -84,6 +91,8 @@ pub struct PgCluster {
     run_as: Option<(u32, u32)>,
     child: Mutex<Option<Child>>,
     next_db: AtomicU64,
+    /// The CA that signed the server's certificate (PEM), when started with TLS.
+    tls_ca: Option<PathBuf>,
 }
 
 /// What is needed to run a cluster: the binaries and the user to run them as.
@@ -109,7 +118,7 @@ impl PgCluster {
         SHARED
             .get_or_init(|| {
                 let located = locate().map_err(|why| skip(&why)).ok()?;
-                let cluster = PgCluster::launch(located);
+                let cluster = PgCluster::launch(located, false);
                 // SAFETY: registers a plain `extern "C" fn` with no captured state.
                 unsafe { libc::atexit(stop_shared_at_exit) };
                 Some(cluster)
@@ -121,12 +130,30 @@ impl PgCluster {
     /// server; `None` as for [`PgCluster::shared`].
     pub fn start() -> Option<PgCluster> {
         match locate() {
-            Ok(located) => Some(PgCluster::launch(located)),
+            Ok(located) => Some(PgCluster::launch(located, false)),
             Err(why) => {
                 skip(&why);
                 None
             }
         }
+    }
+
+    /// A private cluster with `ssl = on` (see the module docs); `None` as for
+    /// [`PgCluster::shared`].
+    pub fn start_tls() -> Option<PgCluster> {
+        match locate() {
+            Ok(located) => Some(PgCluster::launch(located, true)),
+            Err(why) => {
+                skip(&why);
+                None
+            }
+        }
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (clusters from
+    /// [`PgCluster::start_tls`] only).
+    pub fn tls_ca(&self) -> Option<&Path> {
+        self.tls_ca.as_deref()
     }
 
     /// The TCP port on 127.0.0.1.
@@ -228,7 +255,7 @@ impl PgCluster {
     }
 
     /// initdb, then start the server on a free port (another one when the port was taken).
-    fn launch(located: Located) -> PgCluster {
+    fn launch(located: Located, tls: bool) -> PgCluster {
         static SWEPT: OnceLock<()> = OnceLock::new();
         SWEPT.get_or_init(|| {
             sweep_dead_clusters();
@@ -243,8 +270,12 @@ impl PgCluster {
             run_as: located.run_as,
             child: Mutex::new(None),
             next_db: AtomicU64::new(0),
+            tls_ca: None,
         };
         cluster.initdb();
+        if tls {
+            cluster.tls_ca = Some(cluster.write_server_certificate());
+        }
         for _ in 0..PORT_ATTEMPTS {
             cluster.port = free_port();
             match cluster.spawn_server() {
@@ -291,6 +322,9 @@ impl PgCluster {
             "-c",
             "max_connections=200",
         ]);
+        if self.tls_ca.is_some() {
+            cmd.args(["-c", "ssl=on"]);
+        }
         self.prepare(&mut cmd, libc::SIGQUIT, log);
         let mut child = spawn_on_spawner(cmd).map_err(|e| StartError::Other(format!("spawn postgres: {e}")))?;
         let deadline = Instant::now() + START_TIMEOUT;
@@ -345,6 +379,33 @@ impl PgCluster {
         unsafe {
             cmd.pre_exec(move || die_with_parent(parent, death_signal));
         }
+    }
+
+    /// Makes a CA and a server certificate for `localhost` / `127.0.0.1` signed by it; writes
+    /// `data/server.crt`, `data/server.key` (0600, the server's user) and `ca.pem`; returns the
+    /// path of `ca.pem`.
+    fn write_server_certificate(&self) -> PathBuf {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "meterd test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_cert = ca.self_signed(&ca_key).expect("self-sign the CA");
+        let key = KeyPair::generate().expect("server key");
+        let mut server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("server params");
+        server.distinguished_name.push(DnType::CommonName, "localhost");
+        let cert = server.signed_by(&key, &ca_cert, &ca_key).expect("sign the server certificate");
+        let data = self.dir.join("data");
+        for (name, text, mode) in [("server.crt", cert.pem(), 0o644), ("server.key", key.serialize_pem(), 0o600)] {
+            let path = data.join(name);
+            fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod the server certificate");
+            self.chown(&path);
+        }
+        let ca_path = self.dir.join("ca.pem");
+        fs::write(&ca_path, ca_cert.pem()).expect("write ca.pem");
+        ca_path
     }
 
     fn chown(&self, path: &Path) {
