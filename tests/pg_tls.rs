@@ -93,7 +93,8 @@ fn the_binary_ingests_and_reports_over_verified_tls() {
     let url = verify_full(&pg, &pg.url(&name));
     let mut env = Env::new();
     env.db = PathBuf::from(&url);
-    env.cmd().env(PG.0, PG.1).args(["instance", "add", "i-1", "--plan", "calls", "--start", "2026-11-01T00:00:00Z"]).status().unwrap();
+    let add = env.cmd().env(PG.0, PG.1).args(["instance", "add", "i-1", "--plan", "calls", "--start", "2026-11-01T00:00:00Z"]).output();
+    Run::from(add.expect("spawn meterd")).success();
     let d = env.daemon_with(&["--node", "tls-a"], &[PG]);
     let ev = r#"{"id":"e-1","instance_id":"i-1","time":"2026-11-23T11:10:00Z","quantity":"3"}"#;
     let reply = d.http().events(format!("[{ev}]"));
