@@ -131,6 +131,8 @@ pub enum TlsConfigError {
     RootNotPem { path: String, reason: String },
     #[error("sslmode={mode} verifies the server's certificate, but the platform's CA store is empty or unreadable ({reason}); name the CA in sslrootcert=/path/ca.pem")]
     NoPlatformRoots { mode: &'static str, reason: String },
+    #[error("TLS cannot be set up in this build ({0}); report it")]
+    Setup(String),
 }
 
 /// Takes `sslmode` and `sslrootcert` out of `url` (percent-decoded, as the `postgres` client
@@ -191,7 +193,7 @@ pub fn connector(settings: &TlsSettings) -> Result<Option<tokio_postgres_rustls:
             let store = Arc::new(load_roots(roots, mode)?);
             let webpki = WebPkiServerVerifier::builder_with_provider(store, provider.clone())
                 .build()
-                .map_err(|e| root_not_pem(roots, format!("no usable CA certificate ({e})")))?;
+                .map_err(|e| root_not_pem(roots, mode, format!("no usable CA certificate ({e})")))?;
             if mode == SslMode::VerifyFull {
                 webpki
             } else {
@@ -201,7 +203,7 @@ pub fn connector(settings: &TlsSettings) -> Result<Option<tokio_postgres_rustls:
     };
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsConfigError::Unsupported(format!("(TLS versions: {e})")))?
+        .map_err(|e| TlsConfigError::Setup(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
@@ -211,10 +213,10 @@ pub fn connector(settings: &TlsSettings) -> Result<Option<tokio_postgres_rustls:
     Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
 }
 
-fn root_not_pem(roots: &Roots, reason: String) -> TlsConfigError {
+fn root_not_pem(roots: &Roots, mode: SslMode, reason: String) -> TlsConfigError {
     match roots {
         Roots::File(p) => TlsConfigError::RootNotPem { path: p.display().to_string(), reason },
-        Roots::Platform => TlsConfigError::NoPlatformRoots { mode: "verify", reason },
+        Roots::Platform => TlsConfigError::NoPlatformRoots { mode: mode.as_str(), reason },
     }
 }
 
