@@ -105,10 +105,10 @@ fn accepted(env: &Env, now: &str, id: &str, qty: &str, time: &str) -> serde_json
 
 /// The serials of the instance's records, in time order, with their begin times.
 fn records(env: &Env) -> Vec<(String, String)> {
-    let c = env.db();
-    let mut stmt = c.prepare("SELECT metering_sn, begin_s FROM records ORDER BY begin_s").unwrap();
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).unwrap();
-    rows.map(|r| r.unwrap()).map(|(sn, b)| (sn, meterd::model::Timestamp::from_secs(b).to_string())).collect()
+    let rows = env
+        .db()
+        .query_map("SELECT metering_sn, begin_s FROM records ORDER BY begin_s", &[], |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)));
+    rows.into_iter().map(|(sn, b)| (sn, meterd::model::Timestamp::from_secs(b).to_string())).collect()
 }
 
 /// Records (`POST` over HTTP with the daemon's clock at `now`, or the CLI) a release or a

@@ -2,6 +2,9 @@
 //! event streams and seal times (with freezes, unfreezes, releases and packages, also reported
 //! after some sealing), clipping, zone-aware windows, and golden previews.
 
+#[path = "util/mod.rs"]
+mod util;
+
 use meterd::collector::{Collector, EventInput};
 use meterd::config::Config;
 use meterd::model::{parse_rfc3339, Quantity, Timestamp};
@@ -49,7 +52,7 @@ struct World {
 impl World {
     fn new(extra: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("m.db");
+        let db = util::backend::new_db(dir.path(), "m.db");
         let cfg = Arc::new(Config::from_toml_str(&format!("{PLANS}\n{extra}")).unwrap());
         // Fold window totals and flush dedupe keys every few events (see `meterd::faults`), so
         // the random streams cross those boundaries between and inside calls.
@@ -635,10 +638,7 @@ fn a_seal_by_another_process_moves_the_running_collectors_late_boundary() {
     w.event("h-1", "b", "1", "2026-11-20T10:35:00Z", "2026-11-20T10:36:00Z");
     w.seal("2026-11-20T11:10:00Z");
     w.event("h-1", "late", "2", "2026-11-20T10:40:00Z", "2026-11-20T11:11:00Z");
-    let billed: i64 = rusqlite::Connection::open(&w.db)
-        .unwrap()
-        .query_row("SELECT billed_window FROM events WHERE event_id = 'late'", [], |r| r.get(0))
-        .unwrap();
+    let billed: i64 = util::db::Db::open(&w.db).one("SELECT billed_window FROM events WHERE event_id = 'late'", &[]);
     assert_eq!(billed, ts("2026-11-20T11:00:00Z").secs(), "late event billed in the first open window");
     assert_conserved(&w.db);
 }

@@ -9,6 +9,9 @@
 //! received) or as the real `meterd mock-store` binary. Nothing here asserts timings; waits
 //! are polls with a generous limit.
 
+#[path = "util/mod.rs"]
+mod util;
+
 #[path = "upload/harness.rs"]
 mod harness;
 

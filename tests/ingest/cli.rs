@@ -12,6 +12,7 @@ fn meterd_in(dir: &std::path::Path) -> Command {
 
 #[test]
 fn init_writes_a_config_that_parses_and_creates_the_db() {
+    crate::sqlite_only!("`meterd init` creating ./meterd.db, its user_version and WAL journal mode are the SQLite file's");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("meterd.toml");
     let out = meterd_in(dir.path()).arg("--config").arg(&config).arg("init").output().unwrap();
@@ -19,12 +20,13 @@ fn init_writes_a_config_that_parses_and_creates_the_db() {
     let cfg = meterd::config::Config::load(&config).expect("the written config parses");
     assert!(cfg.plan("calls").is_some());
     let db_path = dir.path().join("meterd.db");
-    let c = db::open_ro(&db_path);
+    let c = db::Db::open(&db_path);
+    let c = c.sqlite();
     let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, meterd::store::MIGRATIONS.len() as i64);
     let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
-    assert_eq!(db::count_events(&c), 0);
+    assert_eq!(c.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
 
     // Never overwrites silently.
     std::fs::write(&config, "# mine\n").unwrap();
@@ -120,7 +122,7 @@ fn ingest_exit_codes() {
     let run = bad_plan.ingest_file("good.ndjson", good.as_bytes());
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("storage"), "names the plan: {}", run.stderr);
-    assert!(!typo.db.exists() && !bad_plan.db.exists(), "nothing was created with a bad config");
+    assert!(!typo.store_created() && !bad_plan.store_created(), "nothing was created with a bad config");
 }
 
 #[test]

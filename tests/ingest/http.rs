@@ -85,7 +85,7 @@ fn without_the_bearer_token_nothing_is_stored() {
     }
     let c = env.db();
     assert_eq!(db::count_events(&c), 0, "a refused request stores nothing");
-    let instances: i64 = c.query_row("SELECT count(*) FROM instances WHERE release_ns IS NULL", [], |r| r.get(0)).unwrap();
+    let instances: i64 = c.one("SELECT count(*) FROM instances WHERE release_ns IS NULL", &[]);
     assert_eq!(instances, 1, "no instance added or released without the token");
     assert_eq!(anonymous.get("/healthz").status, 200, "/healthz needs no token");
 

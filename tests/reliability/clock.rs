@@ -22,25 +22,21 @@ const INSTANCES: [(&str, &str); 2] = [("inst-h", "calls"), ("inst-d", "storage")
 /// Per instance: (begin, end, state) of every record.
 fn local_records(env: &Env) -> BTreeMap<String, Vec<(i64, i64, String, String, String)>> {
     let c = env.db();
-    let mut stmt = c
-        .prepare(
-            "SELECT i.instance_id, r.begin_s, r.end_s, r.state, r.metering_sn, r.usage_value FROM records r
-             JOIN instances i ON i.ref = r.instance_ref ORDER BY r.begin_s",
-        )
-        .unwrap();
+    let rows = c.query_map(
+        "SELECT i.instance_id, r.begin_s, r.end_s, r.state, r.metering_sn, r.usage_value FROM records r
+         JOIN instances i ON i.ref = r.instance_ref ORDER BY r.begin_s",
+        &[],
+        |r| Ok((r.get::<String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))),
+    );
     let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))).unwrap() {
-        let (i, rec) = row.unwrap();
+    for (i, rec) in rows {
         out.entry(i).or_default().push(rec);
     }
     out
 }
 
 fn sealed_until(env: &Env) -> BTreeMap<String, i64> {
-    let c = env.db();
-    let mut stmt = c.prepare("SELECT instance_id, sealed_until FROM instances").unwrap();
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-    rows.map(|r| r.unwrap()).collect()
+    env.db().query_map("SELECT instance_id, sealed_until FROM instances", &[], |r| Ok((r.get(0)?, r.get(1)?))).into_iter().collect()
 }
 
 fn check(env: &Env, mock: &Mock, acked: &BTreeMap<String, i128>, cursor: &mut BTreeMap<String, i64>, when: &str) {
@@ -134,9 +130,9 @@ fn now_moving_backwards_and_jumping_forwards_seals_and_bills_once() {
     let c = env.db();
     let received = mock.received();
     for (sn, _) in &should_expire {
-        let state: String = c.query_row("SELECT state FROM records WHERE metering_sn = ?1", [sn], |r| r.get(0)).unwrap();
+        let state: String = c.one("SELECT state FROM records WHERE metering_sn = ?1", meterd::sql_params![sn]);
         assert_eq!(state, "rejected", "{sn}");
-        let code: String = c.query_row("SELECT code FROM rejected WHERE metering_sn = ?1", [sn], |r| r.get(0)).unwrap();
+        let code: String = c.one("SELECT code FROM rejected WHERE metering_sn = ?1", meterd::sql_params![sn]);
         assert_eq!(code, "EXPIRED");
         assert!(!received.iter().any(|b| b.windows(sn.len()).any(|w| w == sn.as_bytes())), "expired {sn} was sent");
     }

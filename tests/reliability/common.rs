@@ -177,8 +177,5 @@ pub fn records(env: &Env) -> Vec<(String, String, String)> {
 
 /// The bodies of every batch the uploader stored.
 pub fn batch_bodies(env: &Env) -> Vec<Vec<u8>> {
-    let c = env.db();
-    let mut stmt = c.prepare("SELECT body FROM batches ORDER BY id").expect("prepare");
-    let rows = stmt.query_map([], |r| r.get(0)).expect("query batches");
-    rows.map(|r| r.expect("row")).collect()
+    env.db().query_map("SELECT body FROM batches ORDER BY id", &[], |r| r.get(0))
 }

@@ -17,6 +17,7 @@ fn batch(tag: &str, n: usize) -> (Vec<String>, Vec<u8>) {
 
 #[test]
 fn full_database_refuses_clearly_keeps_everything_acknowledged_and_recovers() {
+    crate::sqlite_only!("the full disk is simulated with SQLite's max_page_count (METERD_MAX_PAGE_COUNT); a full PostgreSQL server is the server's own condition, not simulated here");
     let env = Env::new();
     env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
     let mut acked: Vec<String> = Vec::new();
@@ -28,7 +29,7 @@ fn full_database_refuses_clearly_keeps_everything_acknowledged_and_recovers() {
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
     drop(daemon);
 
-    let pages: i64 = env.db().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    let pages: i64 = env.db().sqlite().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
     let cap = (pages + 12).to_string();
     let daemon = env.daemon_with(&[], &[("METERD_MAX_PAGE_COUNT", &cap)]);
     let http = daemon.http();

@@ -80,7 +80,7 @@ fn without_the_token_nothing_is_served_or_stored_and_big_bodies_get_413() {
     assert_eq!(r.status, 401);
     let c = env.db();
     assert_eq!(db::count_events(&c), 0, "nothing stored without the token");
-    assert_eq!(c.query_row("SELECT count(*) FROM instances", [], |r| r.get::<_, i64>(0)).unwrap(), 1);
+    assert_eq!(c.one::<i64>("SELECT count(*) FROM instances", &[]), 1);
 
     let ok = daemon.http_with_token(TOKEN);
     // Over the limit (4096 bytes): 413, with or without the token, nothing stored.
@@ -266,6 +266,6 @@ fn an_untrusted_certificate_is_refused_and_records_stay_queued() {
     let after = records(&env);
     assert_eq!(after.len(), before.len());
     assert!(after.iter().all(|r| r.1 == "pending" || r.1 == "sending"), "records stay queued: {after:?}");
-    assert_eq!(env.db().query_row("SELECT count(*) FROM rejected", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+    assert_eq!(env.db().one::<i64>("SELECT count(*) FROM rejected", &[]), 0);
     drop(server.rt);
 }

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+use crate::util::db::Db;
 use meterd::collector::{Collector, EventInput};
 use meterd::config::{Config, Secret};
 use meterd::mockstore::{LedgerEntry, MockConfig, MockHandle, MockStore};
@@ -121,7 +122,7 @@ impl Upload {
 impl World {
     pub fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("meterd.db");
+        let db = crate::util::backend::new_db(dir.path(), "meterd.db");
         let config = dir.path().join("meterd.toml");
         let w = World { dir, db, config };
         w.configure(&Upload::to("http://127.0.0.1:9"));
@@ -130,8 +131,11 @@ impl World {
 
     /// A world whose database is a copy of `from`'s (taken while no connection is open).
     pub fn copy_of(from: &World) -> World {
-        let w = World::new();
-        std::fs::copy(&from.db, &w.db).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::util::backend::copy_db(&from.db, dir.path(), "meterd.db");
+        let config = dir.path().join("meterd.toml");
+        let w = World { dir, db, config };
+        w.configure(&Upload::to("http://127.0.0.1:9"));
         w
     }
 
@@ -214,18 +218,14 @@ impl World {
 
     /// Every batch: (id, body, records, state), by id.
     pub fn batches(&self) -> Vec<(i64, Vec<u8>, i64, String)> {
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        let mut stmt = conn.prepare("SELECT id, body, records, state FROM batches ORDER BY id").unwrap();
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap();
-        rows.collect::<rusqlite::Result<_>>().unwrap()
+        Db::open(&self.db).query_map("SELECT id, body, records, state FROM batches ORDER BY id", &[], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
     }
 
     /// Attempts counted on each batch, by id.
     pub fn batch_attempts(&self) -> Vec<i64> {
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        let mut stmt = conn.prepare("SELECT attempts FROM batches ORDER BY id").unwrap();
-        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
-        rows.collect::<rusqlite::Result<_>>().unwrap()
+        Db::open(&self.db).query_map("SELECT attempts FROM batches ORDER BY id", &[], |r| r.get(0))
     }
 
     /// The library upload, as `meterd upload --now NOW` runs it.
@@ -242,6 +242,7 @@ impl World {
         for var in ["METERD_ISV_KEY", "METERD_CONFIG", "METERD_DB", "RUST_LOG"] {
             c.env_remove(var);
         }
+        c.envs(crate::util::backend::child_env().iter().copied());
         for (k, v) in env {
             c.env(k, v);
         }

@@ -1,7 +1,11 @@
 //! Shared harness for the integration tests (ripgrep style): a temporary directory with a
 //! `meterd.toml` and a database, helpers that run the real `meterd` binary with `--config` and
 //! `--db`, a running `meterd run` child process on `127.0.0.1:0`, a small blocking HTTP client,
-//! and read access to the SQLite file so tests can check what was really stored.
+//! and read access to the store so tests can check what was really stored.
+//!
+//! **Backend.** The database is a SQLite file in the temp dir, or — in the `<suite>_pg` test
+//! binaries — a fresh database of the shared private PostgreSQL cluster, chosen at compile time
+//! ([`backend`]); `Env::db` is then its `postgres://` URL, which every door takes as `--db`.
 //!
 //! Time is controlled, never slept: commands get `--now NOW` (the daemon its hidden `--now`),
 //! so every event time in the tests is relative to [`NOW`].
@@ -12,6 +16,7 @@
 
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod cases;
 pub mod db;
 pub mod event;
@@ -50,7 +55,8 @@ pub fn example_config_storage_sum() -> String {
     example_config_with(&[("aggregation = \"weighted_sum\"\n", "")])
 }
 
-/// A temporary directory holding `meterd.toml` and `meterd.db`.
+/// A temporary directory holding `meterd.toml` and `meterd.db` (on PostgreSQL `db` is the URL
+/// of a fresh database instead, see [`backend`]).
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -77,7 +83,7 @@ impl Env {
         let dir = tempfile::Builder::new().prefix("meterd-test-").tempdir().expect("temp dir");
         let config = dir.path().join("meterd.toml");
         std::fs::write(&config, toml).expect("write config");
-        let db = dir.path().join("meterd.db");
+        let db = backend::new_db(dir.path(), "meterd.db");
         Env { dir, config, db }
     }
 
@@ -94,6 +100,7 @@ impl Env {
         // Fold window totals and flush dedupe keys every few dozen events (not every ~100k), so
         // that every test crosses those boundaries, mid-request too.
         c.env("METERD_FOLD_EVENTS", FOLD_EVENTS).env("METERD_FLUSH_EVENTS", FLUSH_EVENTS);
+        c.envs(backend::child_env().iter().copied());
         c
     }
 
@@ -173,9 +180,19 @@ impl Env {
         Daemon::start_wrapped(self, NOW, wrapper, args, envs, |_| {})
     }
 
-    /// A read-only connection to the database (the daemon may be running).
-    pub fn db(&self) -> rusqlite::Connection {
-        db::open_ro(&self.db)
+    /// Read access to the database on either backend (the daemon may be running).
+    pub fn db(&self) -> db::Db {
+        db::Db::open(&self.db)
+    }
+
+    /// Whether meterd created its store here: the SQLite file exists, or the PostgreSQL
+    /// database holds meterd's schema table (the database itself is made empty by the harness).
+    pub fn store_created(&self) -> bool {
+        if backend::PG {
+            self.db().one::<i64>("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meterd_schema'", &[]) > 0
+        } else {
+            self.db.exists()
+        }
     }
 
     /// An in-process collector on this environment's database (the library door).
@@ -227,7 +244,11 @@ impl Run {
     }
 }
 
-/// A `meterd run` child process; killed (SIGKILL) and reaped on drop.
+/// A `meterd run` child process; killed (SIGKILL) and reaped on drop. On PostgreSQL a drop
+/// first asks it to stop (SIGTERM, up to 10 s), since only a clean stop hands the sealer lease
+/// back at once: a killed daemon's lease blocks a later one-shot `meterd seal` (exit 4) until
+/// it expires, which a test that merely ends a daemon does not mean to test ([`Daemon::kill`]
+/// stays SIGKILL for the tests that do).
 pub struct Daemon {
     child: Child,
     pub addr: String,
@@ -324,6 +345,10 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if backend::PG && matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+            let _ = self.wait_exit(Duration::from_secs(10));
+        }
         self.kill();
     }
 }
