@@ -141,7 +141,10 @@ impl World {
 
     /// Rewrites the config file with these upload settings.
     pub fn configure(&self, up: &Upload) {
-        std::fs::write(&self.config, format!("{PLANS}\n{}", up.toml())).unwrap();
+        // On PostgreSQL the shortest sealer lease, so that a run after a SIGKILLed one waits
+        // out the dead run's lease in seconds (see [`World::meterd`]).
+        let store = if crate::util::backend::PG { "[store]\nlease = \"3s\"\n" } else { "" };
+        std::fs::write(&self.config, format!("{PLANS}\n{}{store}", up.toml())).unwrap();
     }
 
     /// The config as the binary would load it.
@@ -231,7 +234,12 @@ impl World {
     /// The library upload, as `meterd upload --now NOW` runs it.
     pub fn upload_lib(&self, cfg: &Config, key: &Secret) -> UploadReport {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(upload(Arc::new(Mutex::new(self.store())), &cfg.upload, key, now())).unwrap()
+        // The store is dropped after the runtime's `block_on`, never inside it (PostgreSQL's
+        // blocking client cannot close on a runtime thread).
+        let store = Arc::new(Mutex::new(self.store()));
+        let report = rt.block_on(upload(store.clone(), &cfg.upload, key, now())).unwrap();
+        drop(store);
+        report
     }
 
     /// The real binary with this world's config and database; the environment is cleared of
@@ -249,8 +257,20 @@ impl World {
         c
     }
 
+    /// Runs the binary to completion. On PostgreSQL a run refused because a killed run still
+    /// holds the sealer lease (exit 4) is retried until that lease expires (at most 10 s, over
+    /// the 3 s lease [`World::configure`] sets), as an operator's rerun would be; SQLite has no
+    /// lease.
     pub fn meterd(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
-        Ran::from(self.command(args, env).output().unwrap())
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ran = Ran::from(self.command(args, env).output().unwrap());
+            if crate::util::backend::PG && ran.code == 4 && ran.stderr.contains("holds the sealer lease") && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(300));
+                continue;
+            }
+            return ran;
+        }
     }
 }
 
