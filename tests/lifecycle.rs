@@ -105,9 +105,8 @@ fn accepted(env: &Env, now: &str, id: &str, qty: &str, time: &str) -> serde_json
 
 /// The serials of the instance's records, in time order, with their begin times.
 fn records(env: &Env) -> Vec<(String, String)> {
-    let rows = env
-        .db()
-        .query_map("SELECT metering_sn, begin_s FROM records ORDER BY begin_s", &[], |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)));
+    let rows =
+        env.db().rows("SELECT metering_sn, begin_s FROM records ORDER BY begin_s", &[], |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)));
     rows.into_iter().map(|(sn, b)| (sn, meterd::model::Timestamp::from_secs(b).to_string())).collect()
 }
 

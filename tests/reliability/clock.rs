@@ -22,7 +22,7 @@ const INSTANCES: [(&str, &str); 2] = [("inst-h", "calls"), ("inst-d", "storage")
 /// Per instance: (begin, end, state) of every record.
 fn local_records(env: &Env) -> BTreeMap<String, Vec<(i64, i64, String, String, String)>> {
     let c = env.db();
-    let rows = c.query_map(
+    let rows = c.rows(
         "SELECT i.instance_id, r.begin_s, r.end_s, r.state, r.metering_sn, r.usage_value FROM records r
          JOIN instances i ON i.ref = r.instance_ref ORDER BY r.begin_s",
         &[],
@@ -36,7 +36,7 @@ fn local_records(env: &Env) -> BTreeMap<String, Vec<(i64, i64, String, String, S
 }
 
 fn sealed_until(env: &Env) -> BTreeMap<String, i64> {
-    env.db().query_map("SELECT instance_id, sealed_until FROM instances", &[], |r| Ok((r.get(0)?, r.get(1)?))).into_iter().collect()
+    env.db().rows("SELECT instance_id, sealed_until FROM instances", &[], |r| Ok((r.get(0)?, r.get(1)?))).into_iter().collect()
 }
 
 fn check(env: &Env, mock: &Mock, acked: &BTreeMap<String, i128>, cursor: &mut BTreeMap<String, i64>, when: &str) {

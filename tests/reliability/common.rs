@@ -177,5 +177,5 @@ pub fn records(env: &Env) -> Vec<(String, String, String)> {
 
 /// The bodies of every batch the uploader stored.
 pub fn batch_bodies(env: &Env) -> Vec<Vec<u8>> {
-    env.db().query_map("SELECT body FROM batches ORDER BY id", &[], |r| r.get(0))
+    env.db().rows("SELECT body FROM batches ORDER BY id", &[], |r| r.get(0))
 }

@@ -76,11 +76,10 @@ fn check_after_kill(env: &Env, log: &Log, when: &str) {
     let c = env.db();
     assert_eq!(db::integrity(&c), "ok", "{when}");
     let mut stored = BTreeMap::new();
-    let rows = c.query_map(
-        "SELECT i.instance_id, e.event_id, e.qty, e.time_ns FROM events e JOIN instances i ON i.ref = e.instance_ref",
-        &[],
-        |r| Ok(((r.get::<String>(0)?, r.get::<String>(1)?), (r.get::<String>(2)?, r.get::<i64>(3)?))),
-    );
+    let rows =
+        c.rows("SELECT i.instance_id, e.event_id, e.qty, e.time_ns FROM events e JOIN instances i ON i.ref = e.instance_ref", &[], |r| {
+            Ok(((r.get::<String>(0)?, r.get::<String>(1)?), (r.get::<String>(2)?, r.get::<i64>(3)?)))
+        });
     for (k, v) in rows {
         assert!(stored.insert(k.clone(), v).is_none(), "{when}: {k:?} stored twice");
     }

@@ -221,14 +221,13 @@ impl World {
 
     /// Every batch: (id, body, records, state), by id.
     pub fn batches(&self) -> Vec<(i64, Vec<u8>, i64, String)> {
-        Db::open(&self.db).query_map("SELECT id, body, records, state FROM batches ORDER BY id", &[], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
+        Db::open(&self.db)
+            .rows("SELECT id, body, records, state FROM batches ORDER BY id", &[], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
     }
 
     /// Attempts counted on each batch, by id.
     pub fn batch_attempts(&self) -> Vec<i64> {
-        Db::open(&self.db).query_map("SELECT attempts FROM batches ORDER BY id", &[], |r| r.get(0))
+        Db::open(&self.db).rows("SELECT attempts FROM batches ORDER BY id", &[], |r| r.get(0))
     }
 
     /// The library upload, as `meterd upload --now NOW` runs it.

@@ -93,7 +93,8 @@ pub fn child_env() -> &'static [(&'static str, &'static str)] {
     }
 }
 
-/// Read access to a test's store on either backend, independent of meterd's own connections
+/// Read access to a test's store on either backend (named `row`/`rows`/`opt`/`one` so that on
+/// SQLite, through `Deref`, the suites that run on SQLite only keep rusqlite's own API), independent of meterd's own connections
 /// (a daemon may be writing). SQLite: a read-only connection (WAL readers never block the
 /// writer). PostgreSQL: a plain client, each statement its own snapshot.
 pub enum Db {
@@ -121,17 +122,17 @@ impl Db {
     }
 
     /// The one row of `sql` through `f` (panics when there is none).
-    pub fn query_row<T>(&self, sql: &str, params: &[&dyn Param], f: impl FnOnce(&Row<'_>) -> Result<T, StoreError>) -> T {
+    pub fn row<T>(&self, sql: &str, params: &[&dyn Param], f: impl FnOnce(&Row<'_>) -> Result<T, StoreError>) -> T {
         self.with(|tx| tx.query_row(sql, params, f))
     }
 
     /// The first row of `sql` through `f`, if any.
-    pub fn query_opt<T>(&self, sql: &str, params: &[&dyn Param], f: impl FnOnce(&Row<'_>) -> Result<T, StoreError>) -> Option<T> {
+    pub fn opt<T>(&self, sql: &str, params: &[&dyn Param], f: impl FnOnce(&Row<'_>) -> Result<T, StoreError>) -> Option<T> {
         self.with(|tx| tx.query_opt(sql, params, f))
     }
 
     /// Every row of `sql` through `f`.
-    pub fn query_map<T>(&self, sql: &str, params: &[&dyn Param], f: impl FnMut(&Row<'_>) -> Result<T, StoreError>) -> Vec<T> {
+    pub fn rows<T>(&self, sql: &str, params: &[&dyn Param], f: impl FnMut(&Row<'_>) -> Result<T, StoreError>) -> Vec<T> {
         self.with(|tx| tx.query_map(sql, params, f))
     }
 
@@ -181,4 +182,12 @@ pub fn copy_db(from: &Path, dir: &Path, file: &str) -> PathBuf {
         .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {source}"))
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name} TEMPLATE {source}: {e}"));
     PathBuf::from(cluster.url(&name))
+}
+
+/// The SQLite-only suites (not built as `_pg`) keep using rusqlite's API on `env.db()`.
+impl std::ops::Deref for Db {
+    type Target = rusqlite::Connection;
+    fn deref(&self) -> &rusqlite::Connection {
+        self.sqlite()
+    }
 }

@@ -26,7 +26,7 @@ pub fn count_events_of(c: &Db, instance_id: &str) -> i64 {
 
 /// One stored event as (quantity text, time in UTC ns), if present.
 pub fn event(c: &Db, instance_id: &str, id: &str) -> Option<(String, i64)> {
-    c.query_opt(
+    c.opt(
         "SELECT e.qty, e.time_ns FROM events e JOIN instances i ON i.ref = e.instance_ref
          WHERE i.instance_id = ?1 AND e.event_id = ?2",
         params![instance_id, id],
@@ -44,11 +44,9 @@ pub fn copies(c: &Db, instance_id: &str, id: &str) -> i64 {
 
 /// Every stored (instance_id, event id, quantity text).
 pub fn all_events(c: &Db) -> Vec<(String, String, String)> {
-    c.query_map(
-        "SELECT i.instance_id, e.event_id, e.qty FROM events e JOIN instances i ON i.ref = e.instance_ref ORDER BY e.seq",
-        &[],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
+    c.rows("SELECT i.instance_id, e.event_id, e.qty FROM events e JOIN instances i ON i.ref = e.instance_ref ORDER BY e.seq", &[], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
 }
 
 /// One instance's windows as (start in UTC seconds, usage text, event count): the stored
@@ -57,7 +55,7 @@ pub fn all_events(c: &Db) -> Vec<(String, String, String)> {
 /// keeps no tail (its ingest updates `windows` in the event's own transaction, see
 /// `meterd::store::windows`), so there the stored totals are the whole answer.
 pub fn windows(c: &Db, instance_id: &str) -> Vec<(i64, String, i64)> {
-    let rows: Vec<(i64, String, i64)> = c.query_map(
+    let rows: Vec<(i64, String, i64)> = c.rows(
         "SELECT w.start_s, w.usage, w.events FROM windows w JOIN instances i ON i.ref = w.instance_ref
          WHERE i.instance_id = ?1 ORDER BY w.start_s",
         params![instance_id],
@@ -67,7 +65,7 @@ pub fn windows(c: &Db, instance_id: &str) -> Vec<(i64, String, i64)> {
     if matches!(c, Db::Pg(_)) {
         return sums.into_iter().map(|(s, (u, n))| (s, decimal(u), n)).collect();
     }
-    let tail: Vec<(i64, String)> = c.query_map(
+    let tail: Vec<(i64, String)> = c.rows(
         "SELECT e.billed_window, coalesce(e.billed_qty, e.qty) FROM events e JOIN instances i ON i.ref = e.instance_ref
          WHERE i.instance_id = ?1 AND e.billed_window IS NOT NULL AND e.seq > (SELECT windows_through FROM ingest_state)",
         params![instance_id],
