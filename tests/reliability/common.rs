@@ -117,13 +117,20 @@ pub fn outcome(mut cmd: Command) -> Outcome {
 }
 
 /// `meterd upload --now NOW` with the test key in the environment and extra variables.
+/// On PostgreSQL a run refused because a killed run still holds the sealer lease is rerun
+/// until that lease ends ([`Env::run_waiting_out_lease`]).
 pub fn upload(env: &Env, now: &str, envs: &[(&str, &str)]) -> Outcome {
-    let mut cmd = env.cmd();
-    cmd.args(["upload", "--now", now]).env("METERD_ISV_KEY", KEY);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    outcome(cmd)
+    env.run_waiting_out_lease(
+        || {
+            let mut cmd = env.cmd();
+            cmd.args(["upload", "--now", now]).env("METERD_ISV_KEY", KEY);
+            for (k, v) in envs {
+                cmd.env(k, v);
+            }
+            outcome(cmd)
+        },
+        |o| (o.code.unwrap_or(-1), o.stderr.clone()),
+    )
 }
 
 /// Reopens the store as a restarted meterd would (WAL recovery), checks `integrity_check` and

@@ -188,7 +188,6 @@ fn round(env: &Env, r: usize, rng: &mut StdRng, log: &mut Log) {
 
 #[test]
 fn sigkill_during_concurrent_ingest_loses_and_doubles_nothing() {
-    crate::known_pg_bug!("not meterd: the SIGKILLed daemon keeps the sealer lease (15s), so the test's next one-shot `meterd seal` is refused with exit 4 as designed; the test must wait out the lease on PostgreSQL (harness work left undone)");
     let mut rng = StdRng::seed_from_u64(seed("sigkill_during_concurrent_ingest_loses_and_doubles_nothing"));
     let env = Env::new();
     for inst in INSTANCES {

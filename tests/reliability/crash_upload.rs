@@ -33,7 +33,6 @@ fn setup(mock: &Mock) -> Env {
 
 #[test]
 fn death_after_the_store_billed_resends_the_same_bytes_and_bills_once() {
-    crate::known_pg_bug!("not meterd: the aborted `meterd upload` keeps the sealer lease (15s), so the next attempt is refused with exit 4 as designed; the test must wait out the lease on PostgreSQL (harness work left undone)");
     let mock = Mock::start(NOW, Faults::default());
     let env = setup(&mock);
     let total = INSTANCES * HOURS.len();

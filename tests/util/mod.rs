@@ -82,6 +82,9 @@ impl Env {
     pub fn with_config(toml: &str) -> Env {
         let dir = tempfile::Builder::new().prefix("meterd-test-").tempdir().expect("temp dir");
         let config = dir.path().join("meterd.toml");
+        // On PostgreSQL the shortest sealer lease, so that a one-shot command after a killed
+        // daemon or run waits out the dead holder's lease in seconds ([`Env::run`]).
+        let toml = if backend::PG { toml.replacen("lease = \"15s\"", "lease = \"3s\"", 1) } else { toml.to_owned() };
         std::fs::write(&config, toml).expect("write config");
         let db = backend::new_db(dir.path(), "meterd.db");
         Env { dir, config, db }
@@ -105,8 +108,30 @@ impl Env {
     }
 
     /// Runs a command to completion with stdin closed.
+    ///
+    /// On PostgreSQL a one-shot `seal`/`upload` refused because another process holds the
+    /// sealer lease (exit 4: a daemon or run the test killed keeps it until it expires) is
+    /// rerun until that lease ends, at most 10 s (the config's lease is 3 s there, see
+    /// [`Env::with_config`]), as an operator's rerun would be. SQLite has no lease.
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::from(self.cmd().args(args).stdin(Stdio::null()).output().expect("spawn meterd"))
+        self.run_waiting_out_lease(
+            || Run::from(self.cmd().args(args).stdin(Stdio::null()).output().expect("spawn meterd")),
+            |r| (r.code, r.stderr.clone()),
+        )
+    }
+
+    /// Runs `once` again while it reports exit 4 for a held sealer lease on PostgreSQL (see
+    /// [`Env::run`]); `code_and_stderr` reads the outcome.
+    pub fn run_waiting_out_lease<T>(&self, mut once: impl FnMut() -> T, code_and_stderr: impl Fn(&T) -> (i32, String)) -> T {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = once();
+            let (code, stderr) = code_and_stderr(&out);
+            if !(backend::PG && code == 4 && stderr.contains("holds the sealer lease") && std::time::Instant::now() < deadline) {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Runs a command feeding `stdin`.
