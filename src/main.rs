@@ -1,10 +1,9 @@
 //! The `meterd` binary: parse the command line, set up logging, run, map to an exit code.
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = meterd::cli::Cli::parse();
+    let cli = meterd::cli::help::parse();
     if !cli.command.is_long_running() {
         restore_sigpipe();
     }

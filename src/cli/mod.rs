@@ -1,13 +1,17 @@
 //! The command line: one file per subcommand, each a small `Args` + `run` that calls the
-//! library. This is where config is loaded, the clock is read (`--now` overrides it), and
-//! library errors get the context a person needs. Exit codes (design §7): 0 success; 1 finished
+//! library; [`help`] adds every subcommand's examples to the clap definition. This is where
+//! config is loaded, the clock is read (`--now` overrides it), and library errors get the
+//! context a person needs. Exit codes (design §7): 0 success; 1 finished
 //! but some input or records were rejected; 2 bad usage or configuration; 3 runtime failure.
 
 mod backup;
+mod completions;
 mod demo;
+pub mod help;
 mod ingest;
 mod init;
 pub mod instance;
+mod man;
 mod mock_store;
 mod package;
 pub mod preview;
@@ -80,6 +84,10 @@ pub enum Command {
     Run(run::Args),
     /// Online backup of the store to a new file, safe while a daemon runs; the copy is checked.
     Backup(backup::Args),
+    /// Print a shell completion script (bash, zsh, fish) to stdout.
+    Completions(completions::Args),
+    /// Print the manual page (roff) to stdout, or write one page per command with --dir.
+    Man(man::Args),
 }
 
 impl Command {
@@ -242,6 +250,8 @@ pub fn time_arg(name: &str, s: &str) -> Result<Timestamp, Failure> {
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     match &cli.command {
         Command::Demo(a) => demo::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
         Command::Init(a) => init::run(&cli, a),
         Command::Ingest(a) => ingest::run(&Ctx::load(&cli)?, a),
         Command::Instance(c) => instance::run(&Ctx::load(&cli)?, c),

@@ -1,0 +1,164 @@
+//! The full command-line definition as clap sees it, with an "Examples:" block under every
+//! subcommand's `--help` (issue 17, CLI conventions). The examples live in one table,
+//! [`EXAMPLES`], keyed by the subcommand's path (`"instance add"`), so they read as a whole
+//! and a unit test fails when a subcommand has none — a new subcommand must bring its example.
+//! [`command`] is what `main` parses with and what `meterd completions` and `meterd man`
+//! generate from, so the help, the completions and the man pages always describe one CLI.
+//!
+//! Each subcommand's first example starts with `meterd ` (a test walks every `--help` and
+//! checks it); later lines may set a variable or pipe, as an operator would type them.
+
+use super::Cli;
+use clap::{CommandFactory, FromArgMatches};
+
+/// Examples per subcommand path (space-separated, as typed after `meterd`).
+pub const EXAMPLES: &[(&str, &[&str])] = &[
+    ("demo", &["meterd demo", "meterd demo --keep"]),
+    (
+        "init",
+        &["meterd init", "meterd --config /etc/meterd/meterd.toml --db /var/lib/meterd/meterd.db init --key-file /etc/meterd/isv.key"],
+    ),
+    (
+        "ingest",
+        &[
+            "meterd ingest events.ndjson",
+            r#"echo '{"id":"req-1","instance_id":"i-1","quantity":"12.5","time":"2026-11-23T08:15:00Z"}' | meterd ingest -"#,
+        ],
+    ),
+    ("instance", &["meterd instance add i-1 --plan calls --start 2026-11-23T06:20:00Z", "meterd instance list --format json"]),
+    ("instance add", &["meterd instance add 7f141bf1-aec8-4859-8323-fb3a8ad50721 --plan calls --start 2026-11-23T06:20:00Z"]),
+    ("instance release", &["meterd instance release i-1 --at 2026-12-01T00:00:00Z"]),
+    ("instance freeze", &["meterd instance freeze i-1 --at 2026-11-25T10:00:00Z"]),
+    ("instance unfreeze", &["meterd instance unfreeze i-1 --at 2026-11-26T10:00:00Z"]),
+    ("instance move", &["meterd instance move i-1 --plan calls-v2 --at 2026-11-27T00:00:00Z"]),
+    ("instance list", &["meterd instance list", "meterd instance list --format json"]),
+    (
+        "package",
+        &[
+            "meterd package add i-1 pkg-1 --quota 1000 --from 2026-11-01T00:00:00Z --to 2027-11-01T00:00:00Z --reset monthly",
+            "meterd package list i-1",
+        ],
+    ),
+    ("package add", &["meterd package add i-1 pkg-1 --quota 1000 --from 2026-11-01T00:00:00Z --to 2027-11-01T00:00:00Z --reset monthly"]),
+    ("package list", &["meterd package list", "meterd package list i-1 --format json"]),
+    ("seal", &["meterd seal", "meterd seal && meterd upload"]),
+    (
+        "preview",
+        &[
+            "meterd preview",
+            "meterd preview --instance i-1 --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z --format csv",
+            "meterd preview --format html > charges.html",
+        ],
+    ),
+    ("status", &["meterd status", "meterd status --format json", "meterd status --check >/dev/null || notify-someone"]),
+    ("upload", &["meterd upload", "meterd upload --dry-run", "METERD_ISV_KEY=... meterd upload"]),
+    ("rejected", &["meterd rejected", "meterd rejected --format json"]),
+    ("requeue", &["meterd requeue 3f2a9c0d5e7b41a8b6c2d9e0f1a2b3c4"]),
+    ("store", &["meterd store set-timezone +08:00", "meterd store copy --from meterd.db --to postgres://meterd@db.example/meterd"]),
+    ("store set-timezone", &["meterd store set-timezone +08:00"]),
+    ("store copy", &["meterd store copy --from /var/lib/meterd/meterd.db --to postgres://meterd@db.example/meterd"]),
+    (
+        "mock-store",
+        &[
+            "meterd mock-store --listen 127.0.0.1:8480 --key-env MOCK_KEY",
+            "MOCK_KEY=local-test-key meterd mock-store --listen 127.0.0.1:8480 --key-env MOCK_KEY --ledger billed.jsonl",
+        ],
+    ),
+    ("run", &["meterd run", "meterd --config /etc/meterd/meterd.toml --db /var/lib/meterd/meterd.db run --listen 127.0.0.1:9464"]),
+    ("backup", &["meterd backup /var/lib/meterd/backup-$(date +%F).db"]),
+    (
+        "completions",
+        &[
+            "meterd completions bash > /etc/bash_completion.d/meterd",
+            "meterd completions zsh > \"${fpath[1]}/_meterd\"",
+            "meterd completions fish > ~/.config/fish/completions/meterd.fish",
+        ],
+    ),
+    ("man", &["meterd man | man -l -", "meterd man --dir /usr/local/share/man/man1"]),
+];
+
+/// The examples of one subcommand path, if the table has them.
+pub fn examples_of(path: &str) -> Option<&'static [&'static str]> {
+    EXAMPLES.iter().find(|(p, _)| *p == path).map(|(_, e)| *e)
+}
+
+/// The "Examples:" block shown under `--help`: the heading, then one two-space indented line
+/// per example.
+fn block(examples: &[&str]) -> String {
+    let mut s = String::from("Examples:");
+    for e in examples {
+        s.push_str("\n  ");
+        s.push_str(e);
+    }
+    s
+}
+
+/// The whole CLI, each subcommand (at any depth) with its examples as `after_help`.
+pub fn command() -> clap::Command {
+    with_examples(Cli::command(), "")
+}
+
+fn with_examples(cmd: clap::Command, path: &str) -> clap::Command {
+    let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    let mut cmd = match examples_of(path) {
+        Some(e) if !path.is_empty() => cmd.after_help(block(e)),
+        _ => cmd,
+    };
+    for name in names {
+        let sub_path = if path.is_empty() { name.clone() } else { format!("{path} {name}") };
+        cmd = cmd.mut_subcommand(&name, |s| with_examples(s, &sub_path));
+    }
+    cmd
+}
+
+/// Every subcommand path of `cmd`, depth first (`"instance"`, `"instance add"`, …), without
+/// clap's built-in `help`.
+pub fn subcommand_paths(cmd: &clap::Command) -> Vec<String> {
+    fn walk(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+        for s in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let path = if prefix.is_empty() { s.get_name().to_string() } else { format!("{prefix} {}", s.get_name()) };
+            out.push(path.clone());
+            walk(s, &path, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(cmd, "", &mut out);
+    out
+}
+
+/// Parses the process's arguments with [`command`] (clap prints help, version and usage
+/// errors itself and exits 0 or 2, as `Cli::parse` does).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subcommand_has_an_example_and_every_example_a_subcommand() {
+        let paths = subcommand_paths(&command());
+        let missing: Vec<_> = paths.iter().filter(|p| examples_of(p).is_none_or(|e| e.is_empty())).collect();
+        assert!(missing.is_empty(), "subcommands without an example in cli::help::EXAMPLES: {missing:?}");
+        let stale: Vec<_> = EXAMPLES.iter().map(|(p, _)| *p).filter(|p| !paths.iter().any(|q| q == p)).collect();
+        assert!(stale.is_empty(), "examples of subcommands that do not exist: {stale:?}");
+    }
+
+    #[test]
+    fn every_example_names_meterd_and_its_own_subcommand() {
+        for (path, examples) in EXAMPLES {
+            assert!(examples[0].starts_with("meterd "), "{path}: the first example starts with `meterd `");
+            for e in *examples {
+                let at = e.find("meterd ").unwrap_or_else(|| panic!("{path}: {e:?} does not run meterd"));
+                assert!(e[at..].contains(path.split(' ').next_back().unwrap_or(path)), "{path}: {e:?} does not show `{path}`");
+            }
+        }
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        command().debug_assert();
+    }
+}
