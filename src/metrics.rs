@@ -15,6 +15,12 @@
 //! upload (`meterd_last_*_success_timestamp_seconds`, 0 = none since start), closed windows
 //! with usage not sealed yet and those past their deadline, and one `meterd_health_check`
 //! gauge per check (1 = passing).
+//!
+//! For the dashboard and alert rules of `contrib/` (issue 17) it also shows the oldest waiting
+//! record and the earliest reporting deadline among waiting records (Unix seconds, 0 = none),
+//! quota use per instance and package (exact decimals, as `meterd package list` shows them),
+//! and — only when asked with `GET /metrics?audit=1`, since the audit reads every event —
+//! `meterd_conservation_violations`.
 
 use crate::collector::IngestResult;
 use crate::status::Status;
@@ -159,7 +165,29 @@ impl Metrics {
             "Sealed records a release or freeze reported later contradicts (see status flagged_records).",
             status.flagged_records.len() as u64,
         );
+        let secs = |t: Option<crate::model::Timestamp>| t.map_or(0, |t| u64::try_from(t.secs()).unwrap_or(0));
+        gauge(
+            &mut s,
+            "meterd_records_oldest_waiting_timestamp_seconds",
+            "Begin of the oldest record waiting for upload, Unix seconds (0: none waiting).",
+            secs(status.oldest_pending),
+        );
+        gauge(
+            &mut s,
+            "meterd_records_next_deadline_timestamp_seconds",
+            "Earliest reporting deadline of a record waiting for upload, Unix seconds (0: none waiting).",
+            secs(status.next_deadline),
+        );
         gauge(&mut s, "meterd_events_stored", "Events in the store.", status.events);
+        quota_gauges(&mut s, status);
+        if let Some(v) = &status.conservation_violations {
+            gauge(
+                &mut s,
+                "meterd_conservation_violations",
+                "Instances whose conservation audit fails (only with ?audit=1; should be 0).",
+                v.len() as u64,
+            );
+        }
         if !status.late_unbilled.is_empty() {
             // Instance ids are [A-Za-z0-9._:-]: nothing to escape in the label.
             let _ = writeln!(s, "# HELP meterd_late_unbilled_events Events of max/latest/unique_count plans stored after their window was sealed, billed nowhere, per instance.\n# TYPE meterd_late_unbilled_events gauge");
@@ -184,6 +212,52 @@ impl Metrics {
         summary(&mut s, "meterd_upload_request_seconds", "Upload request latency.", &self.upload_request_us);
         s
     }
+}
+
+/// Quota gauges of the instances with packages or a `package` plan (see [`crate::quota`]):
+/// `meterd_quota_remaining{instance}` (Σ remaining of the packages valid now, plan unit),
+/// `meterd_quota_exhausted{instance}` (1: stop-before-excess with nothing left — the service
+/// must stop), `meterd_over_quota{instance}` (stop usage no package covered, never uploaded),
+/// and per valid package `meterd_package_quota` / `meterd_package_used{instance,package}` in
+/// its current reset period. Decimals are printed exactly (Prometheus parses them as floats).
+fn quota_gauges(s: &mut String, status: &Status) {
+    if status.quota.is_empty() {
+        return;
+    }
+    let per_instance: [(&str, &str, fn(&crate::quota::QuotaView) -> String); 3] = [
+        ("meterd_quota_remaining", "Quota left in the packages valid now, per instance, in the plan's unit.", |q| {
+            q.remaining.normalize().to_string()
+        }),
+        ("meterd_quota_exhausted", "1 when a stop-before-excess instance has no quota left (its service must stop), else 0.", |q| {
+            u8::from(q.exhausted).to_string()
+        }),
+        ("meterd_over_quota", "Stop-before-excess usage no package covered (kept, never uploaded), per instance.", |q| {
+            q.over_quota.normalize().to_string()
+        }),
+    ];
+    for (name, help, value) in per_instance {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for q in &status.quota {
+            let _ = writeln!(s, "{name}{{instance=\"{}\"}} {}", label(&q.instance_id), value(q));
+        }
+    }
+    let valid = || status.quota.iter().flat_map(|q| q.packages.iter().filter(|p| p.state == "valid").map(move |p| (q, p)));
+    let _ =
+        writeln!(s, "# HELP meterd_package_quota A valid package's quota in its current reset period.\n# TYPE meterd_package_quota gauge");
+    for (q, p) in valid() {
+        let _ =
+            writeln!(s, "meterd_package_quota{{instance=\"{}\",package=\"{}\"}} {}", label(&q.instance_id), label(&p.package_id), p.quota);
+    }
+    let _ = writeln!(s, "# HELP meterd_package_used A valid package's use in its current reset period.\n# TYPE meterd_package_used gauge");
+    for (q, p) in valid() {
+        let _ =
+            writeln!(s, "meterd_package_used{{instance=\"{}\",package=\"{}\"}} {}", label(&q.instance_id), label(&p.package_id), p.used);
+    }
+}
+
+/// A label value escaped as the text format requires (backslash, double quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// The store's backend (`meterd_store_backend{backend="sqlite"|"postgres"} 1`) and, on

@@ -291,12 +291,13 @@ async fn get_preview(
     }
 }
 
-/// The status with the daemon's live checks in place of the store-only ones.
-async fn current_status(st: &Arc<AppState>) -> Result<crate::status::Status, Response> {
+/// The status with the daemon's live checks in place of the store-only ones; `audit` also
+/// runs the conservation audit (it reads every event).
+async fn current_status(st: &Arc<AppState>, audit: bool) -> Result<crate::status::Status, Response> {
     let (cfg, now) = (st.cfg.clone(), st.now());
     let node = st.node.clone();
     let mut s = with_admin(st, move |s| {
-        let mut status = crate::status::status(s, &cfg, now, false)?;
+        let mut status = crate::status::status(s, &cfg, now, audit)?;
         status.store = Some(crate::status::store_view(s, &node, cfg.store.lease.0)?);
         Ok(status)
     })
@@ -324,7 +325,7 @@ async fn get_healthz(State(st): State<Arc<AppState>>) -> Response {
 /// `GET /readyz` (no token): 200 or 503 with `{"ready", "checks", "failing"}`, every check
 /// of [`crate::health`]; a status that cannot be read at all is a failing `database` check.
 async fn get_readyz(State(st): State<Arc<AppState>>) -> Response {
-    let checks = match current_status(&st).await {
+    let checks = match current_status(&st, false).await {
         Ok(s) => s.checks,
         Err(r) => {
             let (parts, body) = r.into_parts();
@@ -345,14 +346,32 @@ async fn get_readyz(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn get_status(State(st): State<Arc<AppState>>) -> Response {
-    match current_status(&st).await {
+    match current_status(&st, false).await {
         Ok(s) => Json(s).into_response(),
         Err(r) => r,
     }
 }
 
-async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
-    match current_status(&st).await {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsParams {
+    audit: Option<String>,
+}
+
+/// `GET /metrics`; `?audit=1` adds `meterd_conservation_violations`, which reads every event:
+/// scrape it as a separate, infrequent job (see `contrib/prometheus/README.md`).
+async fn get_metrics(
+    State(st): State<Arc<AppState>>,
+    params: Result<axum::extract::Query<MetricsParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let audit = match params.map(|q| q.0.audit) {
+        Ok(None) => false,
+        Ok(Some(a)) if a == "1" || a == "true" => true,
+        Ok(Some(a)) if a == "0" || a == "false" => false,
+        Ok(Some(a)) => return error(StatusCode::BAD_REQUEST, format!("`audit={a}`: use audit=1 (or leave it out)")),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e}; the only parameter is audit=1")),
+    };
+    match current_status(&st, audit).await {
         Ok(s) => {
             let mut text = st.metrics.render(&s);
             text.push_str(&crate::metrics::render_health(&s, &st.live, st.collector.health()));

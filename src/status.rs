@@ -39,6 +39,11 @@ pub struct Status {
     pub oldest_pending: Option<Timestamp>,
     /// Waiting records whose reporting deadline has passed.
     pub past_deadline: u64,
+    /// The earliest reporting deadline of a record waiting for upload (`/metrics`
+    /// `meterd_records_next_deadline_timestamp_seconds`, which the "approaching deadline" alert
+    /// of `contrib/prometheus` watches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_deadline: Option<Timestamp>,
     pub last_successful_upload: Option<String>,
     pub last_error: Option<String>,
     /// Instances frozen at `now`.
@@ -301,6 +306,11 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         backlog: by_state.iter().filter(|(s, _)| matches!(s, RecordState::Pending | RecordState::Sending)).map(|(_, n)| n).sum(),
         oldest_pending: waiting.iter().map(|r| r.begin).min().map(Timestamp::from_secs),
         past_deadline,
+        next_deadline: waiting
+            .iter()
+            .filter_map(|r| plan_of.get(&r.instance_key).map(|p| deadline(*p, r.end)))
+            .min()
+            .map(Timestamp::from_secs),
         last_successful_upload: last_ok,
         last_error: last_err,
         unbillable: insts
