@@ -215,10 +215,11 @@ impl Metrics {
 }
 
 /// Quota gauges of the instances with packages or a `package` plan (see [`crate::quota`]):
-/// `meterd_quota_remaining{instance}` (Σ remaining of the packages valid now, plan unit),
-/// `meterd_quota_exhausted{instance}` (1: stop-before-excess with nothing left — the service
-/// must stop), `meterd_over_quota{instance}` (stop usage no package covered, never uploaded),
-/// and per valid package `meterd_package_quota` / `meterd_package_used{instance,package}` in
+/// labelled `instance_id` (the KooGallery instance; `instance` is the label Prometheus gives
+/// the scrape target): `meterd_quota_remaining{instance_id}` (Σ remaining of the packages valid now, plan unit),
+/// `meterd_quota_exhausted{instance_id}` (1: stop-before-excess with nothing left — the service
+/// must stop), `meterd_over_quota{instance_id}` (stop usage no package covered, never uploaded),
+/// and per valid package `meterd_package_quota` / `meterd_package_used{instance_id,package}` in
 /// its current reset period. Decimals are printed exactly (Prometheus parses them as floats).
 fn quota_gauges(s: &mut String, status: &Status) {
     if status.quota.is_empty() {
@@ -238,20 +239,25 @@ fn quota_gauges(s: &mut String, status: &Status) {
     for (name, help, value) in per_instance {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge");
         for q in &status.quota {
-            let _ = writeln!(s, "{name}{{instance=\"{}\"}} {}", label(&q.instance_id), value(q));
+            let _ = writeln!(s, "{name}{{instance_id=\"{}\"}} {}", label(&q.instance_id), value(q));
         }
     }
     let valid = || status.quota.iter().flat_map(|q| q.packages.iter().filter(|p| p.state == "valid").map(move |p| (q, p)));
     let _ =
         writeln!(s, "# HELP meterd_package_quota A valid package's quota in its current reset period.\n# TYPE meterd_package_quota gauge");
     for (q, p) in valid() {
-        let _ =
-            writeln!(s, "meterd_package_quota{{instance=\"{}\",package=\"{}\"}} {}", label(&q.instance_id), label(&p.package_id), p.quota);
+        let _ = writeln!(
+            s,
+            "meterd_package_quota{{instance_id=\"{}\",package=\"{}\"}} {}",
+            label(&q.instance_id),
+            label(&p.package_id),
+            p.quota
+        );
     }
     let _ = writeln!(s, "# HELP meterd_package_used A valid package's use in its current reset period.\n# TYPE meterd_package_used gauge");
     for (q, p) in valid() {
         let _ =
-            writeln!(s, "meterd_package_used{{instance=\"{}\",package=\"{}\"}} {}", label(&q.instance_id), label(&p.package_id), p.used);
+            writeln!(s, "meterd_package_used{{instance_id=\"{}\",package=\"{}\"}} {}", label(&q.instance_id), label(&p.package_id), p.used);
     }
 }
 
