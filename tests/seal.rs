@@ -426,6 +426,9 @@ fn records_past_their_reporting_deadline_are_flagged() {
     let s = meterd::status::status(&mut w.store(), &w.cfg, ts("2026-11-23T11:00:01Z"), true).unwrap();
     assert_eq!(s.backlog, 2);
     assert_eq!(s.oldest_pending, Some(ts("2026-11-21T16:00:00Z")));
+    // The earliest deadline of a waiting record (`/metrics`
+    // meterd_records_next_deadline_timestamp_seconds): the daily record's, 1 h after its end.
+    assert_eq!(s.next_deadline, Some(ts("2026-11-22T17:00:00Z")));
     assert_eq!(s.conservation_violations, Some(vec![]));
 }
 
