@@ -12,7 +12,12 @@
 //! METERD_BENCH_ONLY=upload …                        # only figure 7
 //! METERD_BENCH_ONLY=seal …                          # only figures 5 and 6
 //! METERD_BENCH_ONLY=baseline …                      # only figure 2
+//! METERD_BENCH_ONLY=agg …                           # only the per-aggregation rows (issue 14)
 //! ```
+//!
+//! After the eight figures, a sub-table gives one row per plan `aggregation` (ingest and seal
+//! of 1M events over 1000 instances; `pipeline/agg.rs`) and what sealing a `unique_count`
+//! window holds in memory.
 //!
 //! Databases live in a temporary directory on the same filesystem as `$TMPDIR` (set
 //! `METERD_BENCH_DIR` to choose): it must be a real disk, since `synchronous=FULL` is what is
@@ -35,6 +40,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+mod agg;
 
 const NS: i64 = 1_000_000_000;
 const HOUR: i64 = 3600;
@@ -589,6 +596,13 @@ fn main() {
     }
     let total = Instant::now();
     let phase = |name: &str| eprintln!("[{:>6.1}s] {name}", total.elapsed().as_secs_f64());
+    // ---- per-aggregation rows (issue 14), alone ----
+    if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "agg") {
+        let figures = agg::run(dir.path(), &s, &phase);
+        agg::print(&figures);
+        eprintln!("total {:.1}s", total.elapsed().as_secs_f64());
+        return;
+    }
     phase(&format!("library ingest of {} events", s.ingest_events));
     // First, so VmHWM is the ingest's peak and nothing else's.
     let ing = lib_ingest(dir.path(), &s);
@@ -613,6 +627,8 @@ fn main() {
     let sp = seal_and_preview(dir.path(), &s);
     phase("upload");
     let (up, up_n) = upload(dir.path(), &s);
+    // ---- per-aggregation rows (issue 14) ----
+    let per_aggregation = agg::run(dir.path(), &s, &phase);
     phase("done");
 
     let mode = if s.quick { "QUICK (sizes reduced; see Sizes)" } else { "FULL" };
@@ -665,6 +681,8 @@ fn main() {
         format!("{:.0} MiB / {:.0} B", ing.rss as f64 / (1024.0 * 1024.0), ing.bytes_per_event),
         "≤ 150 MiB / ≤ 100 B",
     );
+    // ---- per-aggregation rows (issue 14) ----
+    agg::print(&per_aggregation);
     eprintln!("total {:.1}s", total.elapsed().as_secs_f64());
 }
 
