@@ -21,9 +21,17 @@
 //!   A late event (its window already sealed) is stored and acknowledged but billed nowhere
 //!   (`billed_window` NULL): the ingest result lists it, and `instances.late_unbilled` counts
 //!   it for `status`, preview and `/metrics`.
-//!   The memory a point window holds is only while it is sealed: its events are read from the
-//!   store then (`unique_count` keeps one set of distinct values of the window, ≤ 256
-//!   characters each); nothing is held per open window at ingest.
+//!
+//!   **Memory: meterd holds nothing per open window**, for any aggregation. At ingest a point
+//!   event is rows in the store — `events`, its canonical properties in `event_props`, its
+//!   window in `window_events` — and the writer keeps no maximum, latest value or set of
+//!   distinct values, so neither open windows nor distinct `unique_by` values grow the
+//!   process. Memory is taken only while one window is read — when the seal closes it, when
+//!   preview shows it open, when the audit recomputes it — one window at a time, freed before
+//!   the next: every stored event of that window as a [`PointEvent`] (72 bytes + its `id` +,
+//!   for `unique_count`, its `unique_by` value), and for `unique_count` a set of the distinct
+//!   values borrowed from those events. The bench's probe (`benches/pipeline/agg.rs`) measures
+//!   it: see the README's aggregation section for the figures.
 //! - `weighted_sum` is a *level* aggregation (see [`crate::model::weighted`] for the rule and its
 //!   arithmetic): a window's value is the time integral of the level the instance's events set,
 //!   so it depends on events before the window too and bills windows without events. Its
