@@ -691,3 +691,118 @@ fn peer_cases_from_lagos_specs() {
     assert_eq!(value("i-max", "2026-11-22T16:00:00Z").as_deref(), Some("14.2"));
     audit_holds(&env, "16:10:00");
 }
+
+/// Facts from OpenMeter's own tests (openmeterio/openmeter), replayed in meterd's hourly
+/// windows where the semantics match (facts only; the cases are re-expressed as meterd events):
+/// - `openmeter/streaming/clickhouse/meter_cache_ch_test.go` (`TestGeneratedSQLRoundTrip`):
+///   one hour holding a value of 2 (at :05) and one of 7 (at :10) → SUM 9, COUNT 2, MAX 7,
+///   UNIQUE_COUNT 2 (of the values "2" and "7"), LATEST 7;
+/// - `openmeter/streaming/testutils/streaming_test.go` ("LATEST when windowed", hour windows):
+///   3 at +6 s and 2 at +2 s sent after it → 3 (the greatest time, not the last arrival); an
+///   event at the next hour's first instant belongs to that hour, where 5 at −1 s beats 6 at
+///   −2 s → 5; an event 2 s before the first hour is not in it;
+/// - `e2e/e2e_test.go` (`TestDedupe`; its `dedupe` meter is a COUNT in `e2e/config.yaml`): one
+///   event sent many times under one id counts 1. OpenMeter's resends also change the time,
+///   which meterd refuses as a conflict: here the resends are unchanged, and a changed one is
+///   refused without changing the count;
+/// - `openmeter/meter/parse_test.go`: a COUNT event without data counts 1 (meterd: a `count`
+///   event without `quantity`); an event without the meter's value property is refused
+///   (meterd: a `unique_count` event without its `unique_by` property).
+#[test]
+fn peer_cases_from_openmeters_tests() {
+    let env = Env::with_config(CONFIG);
+    for (inst, plan) in [
+        ("om-sum", "calls"),
+        ("om-count", "logins"),
+        ("om-max", "seats"),
+        ("om-unique", "active_users"),
+        ("om-latest", "licences"),
+        ("om-latest-windowed", "licences"),
+        ("om-dedupe", "logins"),
+    ] {
+        env.add_instance(inst, plan, &t("00:00:00"));
+    }
+    let mut evs = Vec::new();
+    for (n, (q, at)) in [("2", "08:05:00"), ("7", "08:10:00")].into_iter().enumerate() {
+        let id = format!("e{n}");
+        evs.push(Ev::new(&id, "om-sum", q, &t(at)));
+        evs.push(Ev::new(&id, "om-count", q, &t(at)).without("quantity"));
+        evs.push(Ev::new(&id, "om-max", q, &t(at)));
+        evs.push(Ev::new(&id, "om-unique", q, &t(at)).without("quantity").set("properties", &format!(r#"{{"user":"{q}"}}"#)));
+        evs.push(Ev::new(&id, "om-latest", q, &t(at)));
+    }
+    // In OpenMeter's arrival order.
+    for (n, (q, at)) in [
+        ("1", "07:59:58"),
+        ("3", "08:00:06"),
+        ("2", "08:00:02"),
+        ("4", "09:00:00"),
+        ("5", "09:59:59"),
+        ("6", "09:59:58"),
+        ("7", "10:00:02"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        evs.push(Ev::new(&format!("w{n}"), "om-latest-windowed", q, &t(at)));
+    }
+    let once = Ev::new("52f44f66-020f-4fa9-a733-102a8ef6f515", "om-dedupe", "0", &t("08:30:00")).without("quantity");
+    evs.extend([once.clone(), once.clone(), once.clone()]);
+    evs.push(Ev::new("no-user", "om-unique", "0", &t("08:20:00")).without("quantity").set("properties", r#"{"trace_id":"x"}"#));
+    let r = ingest(&env, "10:05:00", &evs);
+    assert_eq!((r["accepted"].as_u64(), r["duplicates"].as_u64()), (Some(18), Some(2)), "{r}");
+    let rejected = r["rejected"].as_array().expect("rejected list");
+    assert_eq!(rejected.len(), 1, "{r}");
+    assert!(rejected[0].to_string().contains(r#"missing property \"user\""#), "{r}");
+    let moved = ingest(&env, "10:05:30", &[once.set_str("time", &t("08:31:00"))]);
+    assert_eq!(moved["rejected"].as_array().map(Vec::len), Some(1), "a resend at another time is a conflict: {moved}");
+    env.run(&["seal", "--now", &t("10:06:00")]).success();
+    let value = |inst: &str, begin: &str| -> Option<String> {
+        env.db()
+            .query_row(
+                "SELECT r.usage_value FROM records r JOIN instances i ON i.ref = r.instance_ref WHERE i.instance_id = ?1 AND r.window_start = ?2",
+                rusqlite::params![inst, util::ns(&t(begin)) / 1_000_000_000],
+                |r| r.get(0),
+            )
+            .ok()
+    };
+    let hour8 = |inst: &str| value(inst, "08:00:00");
+    assert_eq!(
+        [hour8("om-sum"), hour8("om-count"), hour8("om-max"), hour8("om-unique"), hour8("om-latest"), hour8("om-dedupe")],
+        [Some("9"), Some("2"), Some("7"), Some("2"), Some("7"), Some("1")].map(|v| v.map(str::to_string))
+    );
+    let windowed: Vec<Option<String>> = ["07:00:00", "08:00:00", "09:00:00"].iter().map(|h| value("om-latest-windowed", h)).collect();
+    assert_eq!(
+        windowed,
+        [Some("1"), Some("3"), Some("5")].map(|v| v.map(str::to_string)),
+        "07:00 is the window OpenMeter's query left out"
+    );
+    audit_holds(&env, "10:10:00");
+}
+
+/// The example configuration has one plan per aggregation, and `meterd demo` (the real binary,
+/// its mock store on loopback) seals and prices records of every one of them.
+#[test]
+fn the_example_and_the_demo_show_each_aggregation_once() {
+    use meterd::model::Aggregation::*;
+    let cfg = meterd::config::Config::from_toml_str(util::EXAMPLE_CONFIG).expect("example parses");
+    let mut by_aggregation: Vec<(String, String)> = cfg.plans.values().map(|p| (p.aggregation.to_string(), p.name.clone())).collect();
+    by_aggregation.sort();
+    let expected: Vec<String> = [Sum, Count, Max, Latest, UniqueCount, WeightedSum].iter().map(|a| a.to_string()).collect();
+    let mut seen: Vec<String> = by_aggregation.iter().map(|(a, _)| a.clone()).collect();
+    seen.dedup();
+    assert_eq!(seen.len(), by_aggregation.len(), "one plan per aggregation: {by_aggregation:?}");
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(seen, want, "{by_aggregation:?}");
+    let env = Env::new();
+    let out = env.run(&["demo"]);
+    out.success();
+    for (agg, plan) in &by_aggregation {
+        let sealed = out.stdout.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1) == Some(&plan.as_str()) && cols.get(4).is_some_and(|s| *s != "open")
+        });
+        assert!(sealed, "the demo seals a record of plan {plan} ({agg}):\n{}", out.stdout);
+    }
+}
