@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+#[path = "pipeline/agg.rs"]
 mod agg;
 
 const NS: i64 = 1_000_000_000;

@@ -258,7 +258,7 @@ fn agg_row(dir: &Path, z: &AggSizes, callers: usize, name: &'static str, plan: &
 }
 
 /// Peak heap growth of sealing one hourly window of `n` events of one instance.
-fn probe(dir: &Path, n: u64, name: &'static str, plan: &str, user: &dyn Fn(u64) -> String) -> i64 {
+fn probe(dir: &Path, n: u64, name: &'static str, plan: &str, user: &(dyn Fn(u64) -> String + Sync)) -> i64 {
     let db = dir.join(format!("probe-{name}-{plan}.db"));
     let t0 = T_END - HOUR;
     let id = "probe-instance".to_string();
