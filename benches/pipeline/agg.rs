@@ -259,7 +259,8 @@ fn agg_row(dir: &Path, z: &AggSizes, callers: usize, name: &'static str, plan: &
 
 /// Peak heap growth of sealing one hourly window of `n` events of one instance.
 fn probe(dir: &Path, n: u64, name: &'static str, plan: &str, user: &(dyn Fn(u64) -> String + Sync)) -> i64 {
-    let db = dir.join(format!("probe-{name}-{plan}.db"));
+    // Named by the first value too: each probe needs its own fresh store.
+    let db = dir.join(format!("probe-{name}-{}.db", user(0)));
     let t0 = T_END - HOUR;
     let id = "probe-instance".to_string();
     register_on(&db, plan, std::slice::from_ref(&id), t0 - DAY);
@@ -277,7 +278,7 @@ fn probe(dir: &Path, n: u64, name: &'static str, plan: &str, user: &(dyn Fn(u64)
     let (bytes, _, report) = heap_peak(|| meterd::seal::seal(&mut store, &cfg, now).unwrap());
     assert_eq!(report.records, 1, "the probe seals one window");
     drop(store);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", ".created"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     bytes
@@ -315,7 +316,7 @@ pub fn run(dir: &Path, s: &Sizes, phase: &dyn Fn(&str)) -> AggFigures {
         events: z.probe_events,
         sum: probe(dir, z.probe_events, "sum", "calls", &|_| String::new()),
         one_value: probe(dir, z.probe_events, "unique_count", "agg_unique_count", &|_| "user-00000000".to_string()),
-        all_distinct: probe(dir, z.probe_events, "unique_count", "agg_unique_count", &|i| format!("user-{i:08}")),
+        all_distinct: probe(dir, z.probe_events, "unique_count", "agg_unique_count", &|i| format!("user-{:08}", i + 1)),
     };
     AggFigures { rows, unique, events: z.events, instances: z.instances }
 }
