@@ -1,4 +1,5 @@
-//! End-to-end pipeline benchmark (issue 6): prints one table with the eight figures.
+//! End-to-end pipeline benchmark (issue 6): prints one table with the eight figures, and the
+//! PostgreSQL backend's rows (issue 13, `P…`; see `pipeline/pg_rows.rs`) in the same table.
 //!
 //! Run it:
 //!
@@ -13,11 +14,19 @@
 //! METERD_BENCH_ONLY=seal …                          # only figures 5 and 6
 //! METERD_BENCH_ONLY=baseline …                      # only figure 2
 //! METERD_BENCH_ONLY=agg …                           # only the per-aggregation rows (issue 14)
+//! METERD_BENCH_ONLY=pg …                            # only the PostgreSQL rows
+//! METERD_BENCH_ONLY=pg-ingest …                     # one PostgreSQL row (also pg-plain,
+//!                                                   #   pg-seal, pg-upload), for profiling
+//! METERD_BENCH_PG_EVENTS=200000 …                   # PostgreSQL ingest of 200k events
 //! ```
 //!
 //! After the eight figures, a sub-table gives one row per plan `aggregation` (ingest and seal
 //! of 1M events over 1000 instances; `pipeline/agg.rs`) and what sealing a `unique_count`
 //! window holds in memory.
+//!
+//! The PostgreSQL rows run on a private durable cluster the bench starts (`initdb` from the
+//! OS package's server binaries, fsync and `synchronous_commit` on); without the binaries they
+//! print `PostgreSQL rows skipped: <why>` and the SQLite rows are unaffected.
 //!
 //! Databases live in a temporary directory on the same filesystem as `$TMPDIR` (set
 //! `METERD_BENCH_DIR` to choose): it must be a real disk, since `synchronous=FULL` is what is
@@ -43,6 +52,10 @@ use std::time::Instant;
 
 #[path = "pipeline/agg.rs"]
 mod agg;
+#[path = "../tests/util/pg.rs"]
+mod pg_cluster;
+#[path = "pipeline/pg_rows.rs"]
+mod pg_rows;
 
 const NS: i64 = 1_000_000_000;
 const HOUR: i64 = 3600;
@@ -77,6 +90,10 @@ struct Sizes {
     history_days: i64,
     /// Upload: 100k records = 100 batches of 1000, a day of records for ~4k hourly instances.
     upload_records: u64,
+    /// PostgreSQL ingest (issue 13): 1M events over 1000 instances, the size the issue's
+    /// figures for PostgreSQL's own insert paths were measured at.
+    pg_ingest_events: u64,
+    pg_ingest_instances: u64,
 }
 
 impl Sizes {
@@ -96,6 +113,8 @@ impl Sizes {
                 seal_events: 100_000,
                 history_days: 2,
                 upload_records: 10_000,
+                pg_ingest_events: 100_000,
+                pg_ingest_instances: 1000,
             }
         } else {
             Sizes {
@@ -110,10 +129,15 @@ impl Sizes {
                 seal_events: 1_000_000,
                 history_days: 30,
                 upload_records: 100_000,
+                pg_ingest_events: 1_000_000,
+                pg_ingest_instances: 1000,
             }
         };
         if let Some(n) = std::env::var("METERD_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()) {
             s.ingest_events = n;
+        }
+        if let Some(n) = std::env::var("METERD_BENCH_PG_EVENTS").ok().and_then(|v| v.parse().ok()) {
+            s.pg_ingest_events = n;
         }
         // For profiling a small run with the full run's events per instance and window.
         if let Some(n) = std::env::var("METERD_BENCH_INSTANCES").ok().and_then(|v| v.parse().ok()) {
@@ -461,8 +485,8 @@ struct SealFigures {
 
 /// Figures 5 and 6: `history_days` of sealed hourly history (1 event per instance-hour), then
 /// one day of `seal_events` events, sealed in one timed `seal`; then previews over 31 days.
-fn seal_and_preview(dir: &Path, s: &Sizes) -> SealFigures {
-    let db = dir.join("seal.db");
+/// `db`: a fresh SQLite path or PostgreSQL URL.
+fn seal_and_preview(db: &Path, s: &Sizes) -> SealFigures {
     let inst = s.seal_instances;
     let first_day = T_END - (s.history_days + 1) * DAY;
     register(&db, inst, first_day);
@@ -518,8 +542,8 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// Figure 7: upload of `upload_records` pending records to the mock store on loopback.
-fn upload(dir: &Path, s: &Sizes) -> (f64, u64) {
-    let db = dir.join("upload.db");
+/// `db`: a fresh SQLite path or PostgreSQL URL.
+fn upload(db: &Path, s: &Sizes) -> (f64, u64) {
     let inst = 1000;
     let hours = (s.upload_records / inst) as i64;
     let t0 = T_END - hours * HOUR;
@@ -539,6 +563,9 @@ fn upload(dir: &Path, s: &Sizes) -> (f64, u64) {
     let sealed = meterd::seal::seal(&mut store, &cfg, now).unwrap();
     assert_eq!(sealed.records as u64, n);
     let rt = runtime();
+    // Dropped here, off the runtime: a PostgreSQL connection's drop must not run on it.
+    let store = Arc::new(Mutex::new(store));
+    let shared = store.clone();
     let (secs, delivered) = rt.block_on(async {
         let key = Secret::new(b"bench-key-0123456789abcdef".to_vec());
         let mut mock_cfg = MockConfig::new(key.clone());
@@ -548,11 +575,12 @@ fn upload(dir: &Path, s: &Sizes) -> (f64, u64) {
         cfg.upload.endpoint = mock.endpoint();
         cfg.upload.fallback = None;
         let started = Instant::now();
-        let report = meterd::upload::run::upload(Arc::new(Mutex::new(store)), &cfg.upload, &key, now).await.unwrap();
+        let report = meterd::upload::run::upload(shared, &cfg.upload, &key, now).await.unwrap();
         let secs = started.elapsed().as_secs_f64();
         mock.shutdown().await;
         (secs, report.delivered)
     });
+    drop(store);
     assert_eq!(delivered, n, "every record is delivered");
     (n as f64 / secs, n)
 }
@@ -575,10 +603,21 @@ fn fmt_n(x: f64) -> String {
 }
 
 fn main() {
+    pg_rows::allow_postgres();
     let s = Sizes::from_env();
     let dir = bench_dir();
+    let only = std::env::var("METERD_BENCH_ONLY").ok();
+    if only.as_deref().is_some_and(|o| o.starts_with("pg")) {
+        let run = pg_rows::run(&s, &pg_rows::Phases::from_only(only.as_deref()));
+        print_header(&s, dir.path());
+        pg_rows::print_rows(&run, &s);
+        if matches!(run, pg_rows::PgRun::Failed(_)) {
+            std::process::exit(1);
+        }
+        return;
+    }
     if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "seal") {
-        let sp = seal_and_preview(dir.path(), &s);
+        let sp = seal_and_preview(&dir.path().join("seal.db"), &s);
         println!(
             "seal: {:.3} s ({} records); preview one {:.1} ms / all {:.0} ms ({} rows)",
             sp.seal_s, sp.records, sp.preview_one_ms, sp.preview_all_ms, sp.preview_rows
@@ -586,7 +625,7 @@ fn main() {
         return;
     }
     if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "upload") {
-        let (up, n) = upload(dir.path(), &s);
+        let (up, n) = upload(&dir.path().join("upload.db"), &s);
         println!("upload: {} records/s ({} records)", fmt_n(up), fmt_n(n as f64));
         return;
     }
@@ -625,17 +664,16 @@ fn main() {
     phase("HTTP single events, 64 connections");
     let (hs, p50, p99) = http_single(dir.path(), &s);
     phase("seal and preview");
-    let sp = seal_and_preview(dir.path(), &s);
+    let sp = seal_and_preview(&dir.path().join("seal.db"), &s);
     phase("upload");
-    let (up, up_n) = upload(dir.path(), &s);
+    let (up, up_n) = upload(&dir.path().join("upload.db"), &s);
     // ---- per-aggregation rows (issue 14) ----
     let per_aggregation = agg::run(dir.path(), &s, &phase);
+    phase("PostgreSQL rows");
+    let pg = pg_rows::run(&s, &pg_rows::Phases::from_only(None));
     phase("done");
 
-    let mode = if s.quick { "QUICK (sizes reduced; see Sizes)" } else { "FULL" };
-    println!("\nmeterd pipeline benchmark — {mode}; {} cores; dir {}", num_cpus(), dir.path().display());
-    println!("| # | figure | size | result | target |");
-    println!("|---|---|---|---|---|");
+    print_header(&s, dir.path());
     let row = |n: &str, f: &str, size: String, res: String, tgt: &str| println!("| {n} | {f} | {size} | {res} | {tgt} |");
     row(
         "1",
@@ -684,7 +722,18 @@ fn main() {
     );
     // ---- per-aggregation rows (issue 14) ----
     agg::print(&per_aggregation);
+    pg_rows::print_rows(&pg, &s);
     eprintln!("total {:.1}s", total.elapsed().as_secs_f64());
+    if matches!(pg, pg_rows::PgRun::Failed(_)) {
+        std::process::exit(1);
+    }
+}
+
+fn print_header(s: &Sizes, dir: &Path) {
+    let mode = if s.quick { "QUICK (sizes reduced; see Sizes)" } else { "FULL" };
+    println!("\nmeterd pipeline benchmark — {mode}; {} cores; dir {}", num_cpus(), dir.display());
+    println!("| # | figure | size | result | target |");
+    println!("|---|---|---|---|---|");
 }
 
 fn num_cpus() -> usize {

@@ -1,0 +1,290 @@
+//! The PostgreSQL rows of the pipeline bench (issue 13, "Performance"): the same phases as the
+//! SQLite rows, run on a private durable PostgreSQL cluster the bench starts itself.
+//!
+//! The cluster comes from the tests' harness (`tests/util/pg.rs`, included by `#[path]`):
+//! `initdb` into `$TMPDIR/meterd-pgtest/…`, the OS package's server binaries, fsync and
+//! `synchronous_commit` at their defaults (on), stopped and removed when the rows are done.
+//! Every phase gets a fresh database in it. Without server binaries (or without a `postgres`
+//! user to run them as root) the rows print `PostgreSQL rows skipped: <why>` and the SQLite
+//! rows are unaffected; a PostgreSQL phase that fails is reported as such, after the SQLite rows.
+//!
+//! The rows (issue 13's list):
+//! - **ingest**: `pg_ingest_events` events (UUID-shaped ids in random order, the bench's
+//!   generator) over `pg_ingest_instances` instances, `ingest_callers` callers × batches of
+//!   1000, through [`Collector`](meterd::collector::Collector) on the `postgres://` URL — what
+//!   the daemon does;
+//! - **plain insert**: the same rows by `INSERT … ON CONFLICT DO NOTHING`, one prepared
+//!   statement per row, into a table keyed by (instance, id), one transaction per batch of 1000,
+//!   rows generated on another thread (as the SQLite baseline); and the ratio of the two;
+//! - **seal** and **preview**: the SQLite phase's shape (history, then a day of `seal_events`);
+//! - **upload**: `upload_records` sealed records to the in-process mock store over loopback.
+//!
+//! CPU seconds are recorded beside the wall-clock figures (the machine is shared): the
+//! writer thread's, and the PostgreSQL server's (postmaster and every child process: backends,
+//! WAL writer, checkpointer) over the phase.
+
+use super::pg_cluster::PgCluster;
+use super::{collector, event, fmt_n, ingest_all, register, seal_and_preview, thread_cpu_s, upload, Sizes, BATCH, DAY, T_END};
+use meterd::collector::EventInput;
+use meterd::model::Timestamp;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What the PostgreSQL rows measured.
+pub struct PgFigures {
+    pub ingest_eps: f64,
+    /// CPU seconds of the collector's writer thread over the ingest.
+    pub ingest_writer_cpu_s: f64,
+    /// CPU seconds of the PostgreSQL server over the ingest.
+    pub ingest_server_cpu_s: f64,
+    pub plain_eps: f64,
+    /// CPU seconds of the inserting thread, and of the server, over the plain insert.
+    pub plain_client_cpu_s: f64,
+    pub plain_server_cpu_s: f64,
+    pub seal: Option<super::SealFigures>,
+    pub upload: Option<(f64, u64)>,
+}
+
+/// The outcome of the PostgreSQL part of a run.
+pub enum PgRun {
+    /// No usable server binaries: why.
+    Skipped(String),
+    /// A phase panicked: its message (the SQLite rows still print).
+    Failed(String),
+    Ran(PgFigures),
+}
+
+/// Which phases to run, from `METERD_BENCH_ONLY` (`pg`: all of them; `pg-ingest`, `pg-plain`,
+/// `pg-seal`, `pg-upload`: one, for profiling).
+pub struct Phases {
+    pub ingest: bool,
+    pub plain: bool,
+    pub seal: bool,
+    pub upload: bool,
+}
+
+impl Phases {
+    pub fn from_only(only: Option<&str>) -> Phases {
+        let one = |p: &str| only.is_none_or(|o| o == "pg" || o == p);
+        Phases { ingest: one("pg-ingest"), plain: one("pg-plain"), seal: one("pg-seal"), upload: one("pg-upload") }
+    }
+}
+
+/// Runs the PostgreSQL rows (see the module docs). Call before any other thread exists if
+/// `METERD_PG_UNFINISHED` is to be set by [`allow_postgres`].
+pub fn run(s: &Sizes, phases: &Phases) -> PgRun {
+    if let Err(why) = super::pg_cluster::find_bin_dir() {
+        return PgRun::Skipped(why);
+    }
+    let Some(cluster) = PgCluster::start() else {
+        return PgRun::Skipped("the server binaries cannot be run here (see the line above)".into());
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_phases(&cluster, s, phases)));
+    drop(cluster);
+    match result {
+        Ok(f) => PgRun::Ran(f),
+        Err(panic) => PgRun::Failed(
+            panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default(),
+        ),
+    }
+}
+
+/// The temporary opt-in of this build to the PostgreSQL store (`store::open_postgres`). Call
+/// once, first thing in `main`, before any thread is started.
+pub fn allow_postgres() {
+    std::env::set_var("METERD_PG_UNFINISHED", "1");
+}
+
+fn run_phases(cluster: &PgCluster, s: &Sizes, phases: &Phases) -> PgFigures {
+    let pid = cluster.server_pid().unwrap_or(0);
+    let phase = |name: &str| eprintln!("[pg] {name}");
+    let mut f = PgFigures {
+        ingest_eps: 0.0,
+        ingest_writer_cpu_s: 0.0,
+        ingest_server_cpu_s: 0.0,
+        plain_eps: 0.0,
+        plain_client_cpu_s: 0.0,
+        plain_server_cpu_s: 0.0,
+        seal: None,
+        upload: None,
+    };
+    if phases.ingest {
+        phase(&format!("library ingest of {} events", s.pg_ingest_events));
+        let db = PathBuf::from(cluster.fresh_db());
+        let t0 = T_END - DAY;
+        register(&db, s.pg_ingest_instances, t0 - DAY);
+        let now = Timestamp::from_secs(T_END + 60);
+        let c = collector(&db);
+        let (n, inst) = (s.pg_ingest_events, s.pg_ingest_instances);
+        let cpu0 = server_cpu_s(pid);
+        let started = Instant::now();
+        ingest_all(&c, n, s.ingest_callers, now, &|i| event(i, n, inst, t0, DAY));
+        f.ingest_eps = n as f64 / started.elapsed().as_secs_f64();
+        f.ingest_server_cpu_s = server_cpu_s(pid) - cpu0;
+        f.ingest_writer_cpu_s = thread_cpu_s("meterd-writer");
+        drop(c);
+        eprintln!(
+            "[pg] {} ev/s; writer {:.1} s CPU, server {:.1} s CPU",
+            fmt_n(f.ingest_eps),
+            f.ingest_writer_cpu_s,
+            f.ingest_server_cpu_s
+        );
+    }
+    if phases.plain {
+        phase("plain INSERT … ON CONFLICT DO NOTHING");
+        let url = cluster.fresh_db();
+        let cpu0 = server_cpu_s(pid);
+        let (eps, client_cpu) = plain_insert(&url, s);
+        f.plain_server_cpu_s = server_cpu_s(pid) - cpu0;
+        f.plain_eps = eps;
+        f.plain_client_cpu_s = client_cpu;
+        eprintln!("[pg] {} rows/s; client {:.1} s CPU, server {:.1} s CPU", fmt_n(eps), client_cpu, f.plain_server_cpu_s);
+    }
+    if phases.seal {
+        phase("seal and preview");
+        let sp = seal_and_preview(&PathBuf::from(cluster.fresh_db()), s);
+        eprintln!("[pg] seal {:.3} s ({} records)", sp.seal_s, sp.records);
+        f.seal = Some(sp);
+    }
+    if phases.upload {
+        phase("upload");
+        let (up, n) = upload(&PathBuf::from(cluster.fresh_db()), s);
+        eprintln!("[pg] upload {} rec/s ({n} records)", fmt_n(up));
+        f.upload = Some((up, n));
+    }
+    f
+}
+
+/// The plain `INSERT … ON CONFLICT DO NOTHING` of the ingest's rows: (rows/s, CPU seconds of
+/// the inserting thread).
+fn plain_insert(url: &str, s: &Sizes) -> (f64, f64) {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect for the plain insert");
+    c.batch_execute(
+        "SET synchronous_commit = on;
+         CREATE TABLE plain (instance_id text NOT NULL, event_id text NOT NULL, time_ns bigint NOT NULL, qty numeric NOT NULL,
+                             PRIMARY KEY (instance_id, event_id))",
+    )
+    .expect("create the plain table");
+    let stmt = c.prepare("INSERT INTO plain VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING").expect("prepare the plain insert");
+    let (n, inst, t0) = (s.pg_ingest_events, s.pg_ingest_instances, T_END - DAY);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<EventInput>>(8);
+    let started = Instant::now();
+    let cpu0 = super::own_cpu_s();
+    let producer = std::thread::spawn(move || {
+        let mut from = 0;
+        while from < n {
+            let to = (from + BATCH).min(n);
+            if tx.send((from..to).map(|i| event(i, n, inst, t0, DAY)).collect()).is_err() {
+                break;
+            }
+            from = to;
+        }
+    });
+    let mut stored = 0;
+    for batch in rx {
+        let mut t = c.transaction().expect("BEGIN");
+        for ev in &batch {
+            stored += t.execute(&stmt, &[&ev.instance_id, &ev.id, &ev.time.0, &ev.quantity.0]).expect("INSERT");
+        }
+        t.commit().expect("COMMIT");
+    }
+    let cpu = super::own_cpu_s() - cpu0;
+    producer.join().expect("the row producer");
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(stored, n, "every generated row is new");
+    (n as f64 / secs, cpu)
+}
+
+/// CPU seconds (user + system) used so far by the PostgreSQL server: the postmaster `pid` and
+/// its live children (a backend that exited takes its figures with it; the phases keep their
+/// connections open until measured).
+fn server_cpu_s(pid: u32) -> f64 {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let Ok(procs) = std::fs::read_dir("/proc") else { return 0.0 };
+    let mut total = 0.0;
+    for p in procs.flatten() {
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else { continue };
+        let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let me = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
+        let ppid = f.get(1).and_then(|v| v.parse::<u32>().ok());
+        if me == Some(pid) || ppid == Some(pid) {
+            let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            total += (field(11) + field(12)) / ticks;
+        }
+    }
+    total
+}
+
+/// Prints the PostgreSQL rows into the table (after the SQLite rows), or the skip line.
+pub fn print_rows(run: &PgRun, s: &Sizes) {
+    let f = match run {
+        PgRun::Skipped(why) => {
+            println!("\nPostgreSQL rows skipped: {why}");
+            return;
+        }
+        PgRun::Failed(why) => {
+            println!("\nPostgreSQL rows failed: {why}");
+            return;
+        }
+        PgRun::Ran(f) => f,
+    };
+    let row = |n: &str, fig: &str, size: String, res: String, tgt: &str| println!("| {n} | {fig} | {size} | {res} | {tgt} |");
+    let n = s.pg_ingest_events as f64;
+    if f.ingest_eps > 0.0 {
+        row(
+            "P1",
+            "PostgreSQL: library ingest, durable, exact dedupe",
+            format!("{} ev, {} inst, {} callers × {BATCH}", fmt_n(n), s.pg_ingest_instances, s.ingest_callers),
+            format!(
+                "{} ev/s; CPU/event: writer {:.2} µs, server {:.2} µs",
+                fmt_n(f.ingest_eps),
+                f.ingest_writer_cpu_s * 1e6 / n,
+                f.ingest_server_cpu_s * 1e6 / n
+            ),
+            "≥ 100,000 ev/s",
+        );
+    }
+    if f.plain_eps > 0.0 {
+        row(
+            "P2",
+            "PostgreSQL: plain INSERT … ON CONFLICT DO NOTHING, key (instance, id)",
+            format!("same rows, {BATCH}/commit"),
+            format!(
+                "{} rows/s; CPU/row: client {:.2} µs, server {:.2} µs",
+                fmt_n(f.plain_eps),
+                f.plain_client_cpu_s * 1e6 / n,
+                f.plain_server_cpu_s * 1e6 / n
+            ),
+            "—",
+        );
+    }
+    if f.ingest_eps > 0.0 && f.plain_eps > 0.0 {
+        row("P1÷P2", "ratio", String::new(), format!("{:.2}", f.ingest_eps / f.plain_eps), "≥ 1.5");
+    }
+    if let Some(sp) = &f.seal {
+        row(
+            "P5",
+            "PostgreSQL: seal",
+            format!("{} ev, {} inst × 24 h → {} records", fmt_n(s.seal_events as f64), s.seal_instances, sp.records),
+            format!("{:.3} s", sp.seal_s),
+            "≤ 3 s",
+        );
+        row(
+            "P6",
+            "PostgreSQL: preview over 31 days: one instance / all",
+            format!("{} days of data, {} inst, {} rows", s.history_days + 1, s.seal_instances, sp.preview_rows),
+            format!("{:.1} ms / {:.0} ms", sp.preview_one_ms, sp.preview_all_ms),
+            "—",
+        );
+    }
+    if let Some((up, up_n)) = f.upload {
+        row(
+            "P7",
+            "PostgreSQL: upload to loopback mock store",
+            format!("{} records", fmt_n(up_n as f64)),
+            format!("{} rec/s", fmt_n(up)),
+            "≥ 30,000 rec/s",
+        );
+    }
+}
