@@ -612,6 +612,7 @@ fn main() {
         print_header(&s, dir.path());
         pg_rows::print_rows(&run, &s);
         if matches!(run, pg_rows::PgRun::Failed(_)) {
+            drop(dir);
             std::process::exit(1);
         }
         return;
@@ -725,6 +726,7 @@ fn main() {
     pg_rows::print_rows(&pg, &s);
     eprintln!("total {:.1}s", total.elapsed().as_secs_f64());
     if matches!(pg, pg_rows::PgRun::Failed(_)) {
+        drop(dir);
         std::process::exit(1);
     }
 }
