@@ -351,7 +351,8 @@ fn sqlite_exposition(mock: &Mock) -> String {
     body.extend_from_slice(b"{\"id\":\"bad\",\"instance_id\":\"inst-0\",\"quantity\":\"-1\",\"time\":\"2026-11-23T11:00:00Z\"}\n");
     let r = d.http().events(body);
     assert_eq!(r.json()["accepted"], 1, "{}", r.text());
-    let text = scrape_until(&d, "/metrics", "a delivered record", |t| {
+    // Waits for the upload to have delivered (the scrape itself is read again below).
+    scrape_until(&d, "/metrics", "a delivered record", |t| {
         t.lines().any(|l| l.starts_with("meterd_records_delivered_total ") && !l.ends_with(" 0"))
     });
     // A `max` plan's event for a sealed window: stored, billed nowhere, counted per instance.
