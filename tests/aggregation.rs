@@ -806,3 +806,38 @@ fn the_example_and_the_demo_show_each_aggregation_once() {
         assert!(sealed, "the demo seals a record of plan {plan} ({agg}):\n{}", out.stdout);
     }
 }
+
+/// Graduated (`step`) pricing with a day's accumulation on a `max` plan prices the record
+/// values, not the events: hour 09 peaks at 4 (events 2 and 4), hour 10 at 3 (events 3 and 1).
+/// Accumulated over the day (+08:00), 09 is 4 × 1 = 4.00 and 10 crosses the first step at 5:
+/// 1 × 1 + 2 × 0.5 = 2.00, so 6.00 in all (without the accumulation 7.00; the summed events,
+/// 6 and 4 units, would give 7.50).
+#[test]
+fn graduated_pricing_accumulates_the_record_values_of_a_max_plan() {
+    let config = r#"timezone = "+08:00"
+
+[[plan]]
+name = "peak_step"
+factor = "seats"
+unit = "seat"
+period = "hour"
+pricing = "step"
+accumulation = "day"
+tiers = [ { up_to = "5", price = "1" }, { price = "0.5" } ]
+aggregation = "max"
+"#;
+    let env = Env::with_config(config);
+    env.add_instance(I, "peak_step", &t("00:00:00"));
+    let evs = [
+        Ev::new("a", I, "2", &t("09:05:00")),
+        Ev::new("b", I, "4", &t("09:35:00")),
+        Ev::new("c", I, "3", &t("10:05:00")),
+        Ev::new("d", I, "1", &t("10:35:00")),
+    ];
+    assert_eq!(ingest(&env, "10:40:00", &evs)["accepted"], 4);
+    env.run(&["seal", "--now", &t("11:06:00")]).success();
+    assert_eq!(records(&env), vec![rec("09:00:00", "10:00:00", "4", None), rec("10:00:00", "11:00:00", "3", None)]);
+    let p = env.run(&["preview", "--format", "json", "--now", &t("11:10:00")]).json();
+    assert_eq!(p["instances"][0]["charge_2dp"], "6.00", "{p}");
+    audit_holds(&env, "11:10:00");
+}
