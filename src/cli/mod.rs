@@ -35,7 +35,8 @@ pub struct Cli {
     /// Config file (default: ./meterd.toml if it exists, else built-in defaults).
     #[arg(long, global = true, env = "METERD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Database file (default: meterd.db beside the config).
+    /// Database: a SQLite file (default: meterd.db beside the config) or a shared PostgreSQL
+    /// store's `postgres://` URL.
     #[arg(long, global = true, env = "METERD_DB")]
     pub db: Option<PathBuf>,
     /// This node's name on a shared PostgreSQL store (status, the sealer lease); default:

@@ -358,6 +358,15 @@ pub fn explain(e: &postgres::Error, settings: &TlsSettings) -> Option<String> {
     Some(format!("TLS could not be set up ({text}); check sslmode= in the store URL"))
 }
 
+/// A certificate name as rustls lists it (`DnsName("db.example")`, `IpAddress(127.0.0.1)`),
+/// bare (`db.example`, `127.0.0.1`); anything else as it is.
+fn bare_name(n: &str) -> &str {
+    n.strip_prefix("DnsName(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+        .or_else(|| n.strip_prefix("IpAddress(").and_then(|r| r.strip_suffix(')')))
+        .unwrap_or(n)
+}
+
 fn explain_rustls(e: &rustls::Error, settings: &TlsSettings) -> String {
     let cert = match e {
         rustls::Error::InvalidCertificate(c) => c,
@@ -374,7 +383,7 @@ fn explain_rustls(e: &rustls::Error, settings: &TlsSettings) -> String {
         CertificateError::NotValidForNameContext { expected, presented } => format!(
             "the server's TLS certificate is not valid for the host name {} (wrong host name; the certificate names {}); connect by a name the certificate holds, or reissue it with this name",
             expected.to_str(),
-            presented.join(", ")
+            presented.iter().map(|n| bare_name(n)).collect::<Vec<_>>().join(", ")
         ),
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
             "the server's TLS certificate has expired; renew it on the server".into()
@@ -438,5 +447,12 @@ mod tests {
         assert!(matches!(e, TlsConfigError::RootNotPem { .. }) && e.to_string().contains("PEM"), "{e}");
         assert!(connector(&TlsSettings { mode: SslMode::Disable, mode_given: true, roots: Roots::Platform }).unwrap().is_none());
         assert!(connector(&TlsSettings { mode: SslMode::Prefer, mode_given: false, roots: Roots::Platform }).unwrap().is_some());
+    }
+
+    #[test]
+    fn certificate_names_are_shown_bare() {
+        assert_eq!(super::bare_name("DnsName(\"db.example\")"), "db.example");
+        assert_eq!(super::bare_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(super::bare_name("something else"), "something else");
     }
 }
