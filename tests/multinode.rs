@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use util::pg::PgCluster;
-use util::{example_config_with, Daemon, Env, Ev, NOW};
+use util::{assert_billed_once, example_config_with, Daemon, Env, Ev, NOW};
 
 /// The interconnection key of the mock store.
 const KEY: &str = "multinode-key-3c9e1a7f5d";
@@ -160,22 +160,6 @@ fn assert_one_record_per_period(db: &mut postgres::Client) {
         .expect("count periods")
         .get(0);
     assert_eq!(twice, 0, "some period has two records");
-}
-
-/// Every ledger entry appears once by `metering_sn` and once by (instance, begin, end).
-fn assert_billed_once(entries: &[LedgerEntry]) {
-    let mut sns = HashSet::new();
-    let mut periods = HashSet::new();
-    for e in entries {
-        let r = &e.record;
-        assert!(sns.insert(r.metering_sn.clone()), "metering_sn {} billed twice", r.metering_sn);
-        assert!(
-            periods.insert((r.instance_id.clone(), r.begin_time.clone(), r.end_time.clone())),
-            "{} {} billed twice",
-            r.instance_id,
-            r.begin_time
-        );
-    }
 }
 
 /// The conservation audit of the library on the shared store: every instance balances.

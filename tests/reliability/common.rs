@@ -6,7 +6,6 @@
 use crate::util::{example_config_with, Env};
 use meterd::config::Secret;
 use meterd::mockstore::{Faults, LedgerEntry, MockConfig, MockHandle, MockStore};
-use std::collections::HashSet;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
@@ -154,22 +153,7 @@ pub fn assert_status_clean(env: &Env, now: &str) -> serde_json::Value {
     v
 }
 
-/// Every ledger entry appears once by `metering_sn` and once by (instance, begin, end).
-pub fn assert_billed_once(entries: &[LedgerEntry]) {
-    let mut sns = HashSet::new();
-    let mut periods = HashSet::new();
-    for e in entries {
-        let r = &e.record;
-        assert!(sns.insert(r.metering_sn.clone()), "metering_sn {} billed twice", r.metering_sn);
-        assert!(
-            periods.insert((r.instance_id.clone(), r.begin_time.clone(), r.end_time.clone())),
-            "{} {}–{} billed twice",
-            r.instance_id,
-            r.begin_time,
-            r.end_time
-        );
-    }
-}
+pub use crate::util::assert_billed_once;
 
 /// (metering_sn, state, usage_value) of every record in the store, in (window, serial) order,
 /// with the state the store reports: a record waiting in `upload_queue` is stored as

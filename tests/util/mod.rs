@@ -495,3 +495,20 @@ pub fn ns(t: &str) -> i64 {
 pub fn now() -> meterd::model::Timestamp {
     meterd::model::parse_rfc3339(NOW).expect("NOW")
 }
+
+/// Every ledger entry appears once by `metering_sn` and once by (instance, begin, end).
+pub fn assert_billed_once(entries: &[meterd::mockstore::LedgerEntry]) {
+    let mut sns = std::collections::HashSet::new();
+    let mut periods = std::collections::HashSet::new();
+    for e in entries {
+        let r = &e.record;
+        assert!(sns.insert(r.metering_sn.clone()), "metering_sn {} billed twice", r.metering_sn);
+        assert!(
+            periods.insert((r.instance_id.clone(), r.begin_time.clone(), r.end_time.clone())),
+            "{} {}–{} billed twice",
+            r.instance_id,
+            r.begin_time,
+            r.end_time
+        );
+    }
+}
