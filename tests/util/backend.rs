@@ -151,19 +151,6 @@ impl Db {
     }
 }
 
-/// Leaves the calling test out of the PostgreSQL run because meterd is wrong there in a way
-/// not fixed yet; the text names the bug. Every use is a known, reported defect, never a
-/// difference in kind (that is [`sqlite_only!`](crate::sqlite_only)).
-#[macro_export]
-macro_rules! known_pg_bug {
-    ($bug:expr) => {
-        if $crate::util::backend::PG {
-            eprintln!("KNOWN POSTGRESQL BUG, test skipped on PostgreSQL: {}", $bug);
-            return;
-        }
-    };
-}
-
 /// A new database holding a copy of `from` (no connection to it may be open): the file copied
 /// into `dir/file` on SQLite; on PostgreSQL a database created from it as its template.
 pub fn copy_db(from: &Path, dir: &Path, file: &str) -> PathBuf {
