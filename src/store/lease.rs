@@ -203,14 +203,16 @@ mod tests {
     fn a_node_that_lost_the_lease_is_fenced_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("t.db")).unwrap();
-        let ttl = Duration::from_millis(50);
+        // Long enough that a loaded machine (the whole suite in parallel) still asks twice
+        // within it; 50 ms was not.
+        let ttl = Duration::from_millis(1000);
         let a = match s.write(|tx| acquire(tx, SEALER, "a", ttl)).unwrap() {
             Acquired::Held(f) => f,
             other => panic!("{other:?}"),
         };
         assert!(matches!(s.write(|tx| acquire(tx, SEALER, "b", ttl)).unwrap(), Acquired::Busy(r) if r.holder == "a"));
         s.write(|tx| a.check(tx)).unwrap();
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(ttl + Duration::from_millis(50));
         let b = match s.write(|tx| acquire(tx, SEALER, "b", ttl)).unwrap() {
             Acquired::Held(f) => f,
             other => panic!("{other:?}"),
