@@ -8,10 +8,25 @@ fn main() -> ExitCode {
         restore_sigpipe();
     }
     meterd::logging::init(&cli.log_format);
+    let json = cli.log_format == "json";
     match meterd::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("meterd: {}", f.message);
+            // Under `--log-format json` a log collector reads stderr line by line as JSON: the
+            // failure that ends the process is one more such line, not plain text.
+            // Written directly (not through `tracing`) so that no `RUST_LOG` filter can hide why
+            // the process ended; the shape is the JSON log lines' own.
+            if json {
+                let line = serde_json::json!({
+                    "timestamp": meterd::model::Timestamp::now().to_string(),
+                    "level": "ERROR",
+                    "fields": { "message": f.message, "exit_code": f.code },
+                    "target": "meterd",
+                });
+                eprintln!("{line}");
+            } else {
+                eprintln!("meterd: {}", f.message);
+            }
             ExitCode::from(f.code)
         }
     }

@@ -193,3 +193,29 @@ fn a_missing_database_directory_is_named_as_such() {
     }
     assert!(!gone.parent().unwrap().exists(), "nothing created the directory");
 }
+
+/// Under `--log-format json` the error that ends the process is a JSON line too (a log
+/// collector reads stderr as JSON lines), printed even when `RUST_LOG` silences the logs; text
+/// logs to a pipe carry no colour escapes.
+#[test]
+fn the_final_error_follows_the_log_format() {
+    let (from, to, key) = BAD_VALUES[0];
+    let env = Env::with_config(&example_config_with(&[(from, to)]));
+    for filter in ["info", "off"] {
+        let run = bounded(env.cmd().args(["--log-format", "json", "status"]).env("RUST_LOG", filter));
+        assert_config_error(&run, key, "json log format");
+        let last = run.stderr.lines().last().expect("a line on stderr");
+        let line: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"));
+        assert_eq!(line["level"], "ERROR", "{line}");
+        assert_eq!(line["fields"]["exit_code"], 2, "{line}");
+        assert!(line["fields"]["message"].as_str().unwrap().contains(key), "{line}");
+    }
+    let run = bounded(env.cmd().args(["status"]));
+    assert!(run.stderr.starts_with("meterd: ") && !run.stderr.contains('\u{1b}'), "{}", run.stderr);
+    // Logs (not only the final line) written to a pipe have no ANSI escapes: a zone other than
+    // the store's logs a warning.
+    let ok = Env::with_config(&example_config_with(&[("timezone = \"+08:00\"", "timezone = \"+00:00\"")]));
+    let run = bounded(ok.cmd().args(["status"]));
+    assert!(run.stderr.contains("WARN") && run.stderr.contains("Beijing time"), "a warning was expected: {run:?}");
+    assert!(!run.stderr.contains('\u{1b}'), "colour escapes in piped logs: {}", run.stderr);
+}

@@ -242,6 +242,13 @@ fn a_destination_with_data_is_refused_and_left_alone() {
     // A source that does not exist is a usage error, never an empty store copied.
     let r = copy(&env, env.dir.path().join("nope.db").to_str().unwrap(), env.dir.path().join("x.db").to_str().unwrap());
     r.code(2);
+    // A wrong password is configuration (exit 2, as for every other command), and is not shown.
+    let wrong = url.replacen(pg.password(), "not-the-password", 1);
+    assert_ne!(wrong, url);
+    let r = copy(&env, &src, &wrong);
+    r.code(2);
+    assert!(r.stderr.contains("password"), "{}", r.stderr);
+    assert!(!r.stderr.contains("not-the-password") && !r.stdout.contains("not-the-password"), "{}", r.stderr);
 }
 
 /// A table or column added to the PostgreSQL schema must be copied or listed as skipped.

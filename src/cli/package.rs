@@ -8,7 +8,10 @@ use crate::store::instances;
 pub enum Cmd {
     /// Register a package bought for an instance (its plan needs `package = "stop"|"payg"`).
     Add {
+        /// The instance the package is for (its `instance_id`, registered before).
         instance: String,
+        /// The package's id from the cloud store's order, unique in the store (adding it again
+        /// with the same terms is a no-op; with other terms, an error).
         package_id: String,
         /// Quota in the plan's unit: a decimal > 0 with at most 4 decimals.
         #[arg(long)]

@@ -75,8 +75,13 @@ fn copy(ctx: &Ctx, from: &Path, to: &Path) -> Result<u8, Failure> {
     if crate::store::postgres_url(from).is_some() || crate::store::postgres_url(to).is_some() {
         super::load_password_file(&ctx.cfg)?;
     }
+    // As `Ctx::store_unchecked`: what a restart cannot fix (a bad URL, TLS refused, a wrong
+    // password or database) is configuration, exit 2; anything else is exit 3.
     let open_err = |which: &str, shown: &str, e: StoreError| match e {
-        e @ (StoreError::Missing { .. } | StoreError::Invalid(_)) => Failure::usage(format!("{which} {shown}: {e}")),
+        e @ (StoreError::Missing { .. } | StoreError::Invalid(_) | StoreError::Tls(_)) => Failure::usage(format!("{which} {shown}: {e}")),
+        e if e.reason() == "config" => {
+            Failure::usage(format!("{which} {shown}: {e} (check the URL in --{} and the password)", which.trim_start_matches('-')))
+        }
         e => Failure::runtime(format!("{which} {shown}: {e}")),
     };
     if crate::store::postgres_url(from).is_none() && !from.exists() {

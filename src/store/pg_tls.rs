@@ -67,11 +67,17 @@ impl SslMode {
         }
     }
 
+    /// Parses a mode; spelling is exact, as in libpq (a mode in another case is refused with a
+    /// hint naming the lower-case spelling).
     fn parse(s: &str) -> Result<SslMode, TlsConfigError> {
-        [SslMode::Disable, SslMode::Prefer, SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull]
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| TlsConfigError::BadMode(s.to_string()))
+        const ALL: [SslMode; 5] = [SslMode::Disable, SslMode::Prefer, SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull];
+        if let Some(m) = ALL.into_iter().find(|m| m.as_str() == s) {
+            return Ok(m);
+        }
+        match ALL.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(s)) {
+            Some(m) => Err(TlsConfigError::ModeCase { given: s.to_string(), mode: m.as_str() }),
+            None => Err(TlsConfigError::BadMode(s.to_string())),
+        }
     }
 
     /// Whether the server's certificate chain must verify when roots are the platform's.
@@ -121,6 +127,10 @@ impl TlsSettings {
 pub enum TlsConfigError {
     #[error("sslmode={0:?} is not a TLS mode; use one of disable, prefer, require, verify-ca, verify-full (verify-full across hosts)")]
     BadMode(String),
+    #[error("sslmode={given:?}: modes are lower case; write sslmode={mode}")]
+    ModeCase { given: String, mode: &'static str },
+    #[error("the URL gives {0} more than once; keep one (which one was meant cannot be known)")]
+    Repeated(&'static str),
     #[error("sslmode={0} is weaker than sslrootcert=system allows; use sslmode=verify-full, or name a CA file in sslrootcert=")]
     WeakWithSystem(&'static str),
     #[error("the URL parameter {0} is not supported (meterd has no client certificates or CRLs); remove it and log in with a password")]
@@ -146,7 +156,9 @@ pub fn split_url(url: &str) -> Result<(String, TlsSettings), TlsConfigError> {
         let (k, v) = piece.split_once('=').unwrap_or((piece, ""));
         let key = decode(k);
         match key.as_str() {
+            "sslmode" if mode.is_some() => return Err(TlsConfigError::Repeated("sslmode")),
             "sslmode" => mode = Some(SslMode::parse(&decode(v))?),
+            "sslrootcert" if root.is_some() => return Err(TlsConfigError::Repeated("sslrootcert")),
             "sslrootcert" => root = Some(decode(v)),
             "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => return Err(TlsConfigError::Unsupported(key)),
             _ => kept.push(piece),
@@ -426,6 +438,12 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_named() {
+        let e = split_url("postgres://db/m?sslmode=VERIFY-FULL").unwrap_err().to_string();
+        assert!(e.contains("lower case") && e.contains("sslmode=verify-full"), "{e}");
+        let e = split_url("postgres://db/m?sslmode=disable&sslmode=verify-full").unwrap_err().to_string();
+        assert!(e.contains("sslmode more than once"), "{e}");
+        let e = split_url("postgres://db/m?sslrootcert=/a.pem&sslrootcert=/b.pem").unwrap_err().to_string();
+        assert!(e.contains("sslrootcert more than once"), "{e}");
         let e = split_url("postgres://db/m?sslmode=verify_full").unwrap_err().to_string();
         assert!(e.contains("sslmode=\"verify_full\"") && e.contains("verify-full"), "{e}");
         let e = split_url("postgres://db/m?sslmode=require&sslrootcert=system").unwrap_err().to_string();
