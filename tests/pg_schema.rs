@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Barrier};
 
 const KNOWN: u32 = PG_MIGRATIONS.len() as u32;
-/// SQLite-only: the dedupe runs of src/store/dedupe.rs.
+/// SQLite-only: the dedupe runs of src/store/dedupe/.
 const SQLITE_ONLY: &[&str] = &["key_runs", "key_blocks"];
 /// PostgreSQL-only: the version table.
 const PG_ONLY: &[&str] = &["meterd_schema"];

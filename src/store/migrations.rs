@@ -180,7 +180,7 @@ CREATE TABLE over_quota (
     // - The ingest writer's per-instance cache is invalidated by a generation that triggers
     //   bump, not by every commit of another connection.
     // - Dedupe runs are stored packed, 320 keys per row, instead of one index row per key
-    //   (src/store/dedupe.rs). The old runs are dropped; the writer rebuilds them from `events`.
+    //   (src/store/dedupe/runs.rs). The old runs are dropped; the writer rebuilds them from `events`.
     r#"
 ALTER TABLE events ADD COLUMN billed_qty TEXT;
 

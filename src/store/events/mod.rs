@@ -1,9 +1,12 @@
 //! Raw events, stored exactly once per (instance, id). The dedupe check and the insert happen
 //! in the writer's transaction ([`super::dedupe::Dedupe::check`], then
-//! [`super::dedupe::Dedupe::append`] through an [`super::dedupe::Appender`]), so an
-//! acknowledged event and its dedupe key commit together. Each row also keeps the window that
+//! [`super::dedupe::Dedupe::append`] through an [`append::Appender`]), so an acknowledged
+//! event and its dedupe key commit together. Each row also keeps the window that
 //! bills it (`billed_window`) and, when that is not the whole quantity, the billed part
-//! (`billed_qty`), from which `windows` sums the unfolded tail. This file holds the read side.
+//! (`billed_qty`), from which `windows` sums the unfolded tail. This file holds the read side;
+//! [`append`] the SQLite write side.
+
+pub mod append;
 
 use super::sql::{params, Backend, Row, Tx};
 use super::{Result, StoreError};
