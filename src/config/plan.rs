@@ -14,17 +14,21 @@ use crate::model::{Aggregation, Period};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-/// How a record's charge is computed.
+/// How a record's charge is computed. The config (and every output that shows the mode)
+/// spells them `fixed`, `tier` and `step`, the KooGallery names; the code names what they do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "pricing", rename_all = "lowercase")]
 pub enum Pricing {
     /// usage × price.
     Fixed { price: Decimal },
-    /// Volume: the whole record is charged at the price of the first tier whose bound holds it.
-    Tier { tiers: Vec<Tier> },
-    /// Graduated over the accumulation period: each part of the cumulative usage is charged at
-    /// the price of the tier it falls in.
-    Step { tiers: Vec<Tier>, accumulation: Accumulation },
+    /// Volume pricing (config `tier`): the whole record is charged at the price of the first
+    /// tier whose bound holds it.
+    #[serde(rename = "tier")]
+    Volume { tiers: Vec<Tier> },
+    /// Graduated pricing (config `step`) over the accumulation period: each part of the
+    /// cumulative usage is charged at the price of the tier it falls in.
+    #[serde(rename = "step")]
+    Graduated { tiers: Vec<Tier>, accumulation: Accumulation },
 }
 
 /// One price bracket; `up_to = None` only on the last, open-ended tier. Bounds are inclusive.
@@ -132,14 +136,14 @@ impl PlanToml {
                 let tiers = self.tiers.clone().unwrap_or_default();
                 check_tiers(&tiers).map_err(|m| err("tiers", m))?;
                 if self.pricing == "tier" {
-                    Pricing::Tier { tiers }
+                    Pricing::Volume { tiers }
                 } else {
-                    Pricing::Step { tiers, accumulation: self.accumulation.unwrap_or(Accumulation::Month) }
+                    Pricing::Graduated { tiers, accumulation: self.accumulation.unwrap_or(Accumulation::Month) }
                 }
             }
             other => return Err(err("pricing", format!("unknown mode {other:?}; use \"fixed\", \"tier\" or \"step\""))),
         };
-        if !matches!(pricing, Pricing::Step { .. }) && self.accumulation.is_some() {
+        if !matches!(pricing, Pricing::Graduated { .. }) && self.accumulation.is_some() {
             return Err(err("accumulation", "only step pricing accumulates; remove it or use pricing = \"step\"".into()));
         }
         let aggregation = self.check_aggregation().map_err(|(key, m)| err(key, m))?;
@@ -246,9 +250,18 @@ accumulation="month"
 tiers=[{up_to="3",price="0.3"},{price="0.2"}]"#,
         )
         .unwrap();
-        assert!(matches!(p.pricing, Pricing::Step { accumulation: Accumulation::Month, .. }));
+        assert!(matches!(p.pricing, Pricing::Graduated { accumulation: Accumulation::Month, .. }));
         let p = parse("name=\"s\"\nfactor=\"gb\"\nperiod=\"day\"\npricing=\"fixed\"\nprice=\"0.0125\"").unwrap();
         assert_eq!(p.pricing, Pricing::Fixed { price: "0.0125".parse().unwrap() });
+    }
+
+    #[test]
+    fn outputs_keep_the_config_spellings_of_the_modes() {
+        // The code says Volume/Graduated; users read and write `tier`/`step`.
+        let v = serde_json::to_value(Pricing::Volume { tiers: vec![] }).unwrap();
+        assert_eq!(v["pricing"], "tier");
+        let g = serde_json::to_value(Pricing::Graduated { tiers: vec![], accumulation: Accumulation::Month }).unwrap();
+        assert_eq!(g["pricing"], "step");
     }
 
     #[test]

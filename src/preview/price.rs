@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn step_accumulates_billable_usage_only() {
-        let step = Pricing::Step {
+        let step = Pricing::Graduated {
             tiers: vec![Tier { up_to: Some(d("3")), price: d("0.3") }, Tier { up_to: None, price: d("0.2") }],
             accumulation: Accumulation::Month,
         };

@@ -19,8 +19,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 pub fn charge(pricing: &Pricing, before: Decimal, usage: Decimal) -> Option<Decimal> {
     match pricing {
         Pricing::Fixed { price } => usage.checked_mul(*price),
-        Pricing::Tier { tiers } => usage.checked_mul(volume_price(tiers, usage)),
-        Pricing::Step { tiers, .. } => {
+        Pricing::Volume { tiers } => usage.checked_mul(volume_price(tiers, usage)),
+        Pricing::Graduated { tiers, .. } => {
             let after = before.checked_add(usage)?;
             graduated(tiers, after)?.checked_sub(graduated(tiers, before)?)
         }
@@ -68,7 +68,7 @@ pub fn accumulation_start(acc: Accumulation, tz: FixedTz, window_start: i64) -> 
 /// Whether a step plan accumulates across records at all.
 pub fn accumulates(pricing: &Pricing) -> Option<Accumulation> {
     match pricing {
-        Pricing::Step { accumulation, .. } => Some(*accumulation),
+        Pricing::Graduated { accumulation, .. } => Some(*accumulation),
         _ => None,
     }
 }

@@ -52,8 +52,8 @@ fn tiers() -> Vec<Tier> {
 
 #[test]
 fn documented_example() {
-    let step = Pricing::Step { tiers: tiers(), accumulation: Accumulation::Month };
-    let tier = Pricing::Tier { tiers: tiers() };
+    let step = Pricing::Graduated { tiers: tiers(), accumulation: Accumulation::Month };
+    let tier = Pricing::Volume { tiers: tiers() };
     assert_eq!(charge(&step, d("0"), d("8")).unwrap(), d("1.90"));
     assert_eq!(charge(&tier, d("0"), d("8")).unwrap(), d("1.60"));
     let two = charge(&step, d("0"), d("2")).unwrap() + charge(&step, d("2"), d("6")).unwrap();
@@ -64,7 +64,7 @@ fn documented_example() {
 fn step_is_additive_over_any_split() {
     // G(a+b) − G(0) = [G(a) − G(0)] + [G(a+b) − G(a)] for every split: the sum of step charges
     // of a period never depends on how usage was cut into records.
-    let step = Pricing::Step { tiers: tiers(), accumulation: Accumulation::Month };
+    let step = Pricing::Graduated { tiers: tiers(), accumulation: Accumulation::Month };
     for a in ["0", "0.0001", "1", "2.9999", "3", "3.0001", "7"] {
         for b in ["0", "0.5", "3", "10"] {
             let whole = charge(&step, d("0"), d(a) + d(b)).unwrap();

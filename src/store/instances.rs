@@ -11,7 +11,8 @@ use rust_decimal::Decimal;
 /// An instance as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRow {
-    /// Internal key used by events, windows and records.
+    /// The instance key: the internal number events, windows and records refer to (the
+    /// `instance_ref` column; `instance_key` in parameters).
     pub key: i64,
     pub instance_id: String,
     pub plan: String,
@@ -168,19 +169,19 @@ pub(crate) fn unknown(instance_id: &str) -> StoreError {
 }
 
 /// Adds unbillable usage (late usage of a released instance with no window left).
-pub fn add_unbillable(tx: &Tx<'_>, key: i64, amount: Decimal) -> Result<()> {
-    let cur: String = tx.one("SELECT unbillable FROM instances WHERE ref = ?1", params![key])?;
+pub fn add_unbillable(tx: &Tx<'_>, instance_key: i64, amount: Decimal) -> Result<()> {
+    let cur: String = tx.one("SELECT unbillable FROM instances WHERE ref = ?1", params![instance_key])?;
     let next = dec(&cur)?.checked_add(amount).ok_or_else(|| StoreError::Invalid("unbillable usage overflows".into()))?;
-    tx.execute("UPDATE instances SET unbillable = ?2 WHERE ref = ?1", params![key, next.normalize().to_string()])?;
+    tx.execute("UPDATE instances SET unbillable = ?2 WHERE ref = ?1", params![instance_key, next.normalize().to_string()])?;
     Ok(())
 }
 
 /// Moves the sealing cursor forward (never back) and stores the carried remainder.
-pub fn set_sealed(tx: &Tx<'_>, key: i64, sealed_until: i64, carry: Decimal) -> Result<()> {
+pub fn set_sealed(tx: &Tx<'_>, instance_key: i64, sealed_until: i64, carry: Decimal) -> Result<()> {
     // CASE, not SQLite's two-argument max() (PostgreSQL has none; GREATEST is not SQLite's).
     tx.execute(
         "UPDATE instances SET sealed_until = CASE WHEN sealed_until > ?2 THEN sealed_until ELSE ?2 END, carry = ?3 WHERE ref = ?1",
-        params![key, sealed_until, carry.normalize().to_string()],
+        params![instance_key, sealed_until, carry.normalize().to_string()],
     )?;
     Ok(())
 }

@@ -61,15 +61,15 @@ pub fn remember_aggregation(tx: &Tx<'_>, plan: &str, aggregation: &str) -> Resul
     meta::set(tx, &format!("{AGGREGATION_PREFIX}{plan}"), aggregation)
 }
 
-/// Whether the instance `key` has windows cut already: usage folded into a window, a record,
+/// Whether the instance `instance_key` has windows cut already: usage folded into a window, a record,
 /// an event not yet folded, or a seal cursor that moved. Indexed lookups, plus at most one
 /// scan of the unfolded tail (≤ the fold size; none on PostgreSQL, where `windows` is always
 /// complete — see [`windows`]).
-pub fn is_cut(tx: &Tx<'_>, key: i64, sealed_until: i64) -> Result<bool> {
+pub fn is_cut(tx: &Tx<'_>, instance_key: i64, sealed_until: i64) -> Result<bool> {
     if sealed_until > 0 {
         return Ok(true);
     }
-    let probe = |sql: &str| -> Result<bool> { Ok(tx.query_opt(sql, params![key], |_| Ok(()))?.is_some()) };
+    let probe = |sql: &str| -> Result<bool> { Ok(tx.query_opt(sql, params![instance_key], |_| Ok(()))?.is_some()) };
     Ok(probe("SELECT 1 FROM windows WHERE instance_ref = ?1 LIMIT 1")?
         || probe("SELECT 1 FROM records WHERE instance_ref = ?1 LIMIT 1")?
         || (windows::has_tail(tx)
@@ -78,18 +78,19 @@ pub fn is_cut(tx: &Tx<'_>, key: i64, sealed_until: i64) -> Result<bool> {
             )?))
 }
 
-/// Whether usage of the instance `key` is billed in a window starting at or after `from`
+/// Whether usage of the instance `instance_key` is billed in a window starting at or after `from`
 /// (UTC seconds): folded window totals or events not yet folded.
-pub fn has_usage_from(tx: &Tx<'_>, key: i64, from: i64) -> Result<bool> {
-    let folded =
-        tx.query_opt("SELECT 1 FROM windows WHERE instance_ref = ?1 AND start_s >= ?2 LIMIT 1", params![key, from], |_| Ok(()))?.is_some();
+pub fn has_usage_from(tx: &Tx<'_>, instance_key: i64, from: i64) -> Result<bool> {
+    let folded = tx
+        .query_opt("SELECT 1 FROM windows WHERE instance_ref = ?1 AND start_s >= ?2 LIMIT 1", params![instance_key, from], |_| Ok(()))?
+        .is_some();
     if folded || !windows::has_tail(tx) {
         return Ok(folded);
     }
     let tail = tx
         .query_opt(
             "SELECT 1 FROM events WHERE seq > (SELECT windows_through FROM ingest_state WHERE id = 1) AND instance_ref = ?1 AND billed_window >= ?2 LIMIT 1",
-            params![key, from],
+            params![instance_key, from],
             |_| Ok(()),
         )?
         .is_some();
@@ -107,7 +108,7 @@ pub fn resetting_packages(tx: &Tx<'_>, now: Timestamp) -> Result<Vec<(String, St
 }
 
 /// Switches an instance to another plan (the caller checked that this is safe).
-pub fn set_plan(tx: &Tx<'_>, key: i64, plan: &str) -> Result<()> {
-    tx.execute("UPDATE instances SET plan = ?2 WHERE ref = ?1", params![key, plan])?;
+pub fn set_plan(tx: &Tx<'_>, instance_key: i64, plan: &str) -> Result<()> {
+    tx.execute("UPDATE instances SET plan = ?2 WHERE ref = ?1", params![instance_key, plan])?;
     Ok(())
 }
