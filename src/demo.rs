@@ -60,7 +60,7 @@ pub fn run(keep: bool) -> anyhow::Result<u8> {
 
     let p = preview(&mut store, &cfg, &PreviewQuery::default().at(now))?;
     println!("\n3. preview (charges before upload; 'open' windows are still collecting):\n");
-    print!("{}", crate::cli::preview::table(&p));
+    print!("{}", crate::views::preview_table(&p));
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (report, ledger) = rt.block_on(async {

@@ -194,7 +194,7 @@ impl PeriodUse {
 
 /// Validates a package as a user wrote it (CLI flags or the HTTP body).
 pub fn new_package(package_id: &str, quota: &str, from: &str, to: &str, reset: Option<&str>) -> Result<packages::NewPackage, String> {
-    crate::collector::parse::valid_instance_id(package_id).map_err(|m| m.replace("`instance_id`", "package id"))?;
+    crate::model::valid_package_id(package_id)?;
     let quota = crate::model::parse_quota(quota)?;
     let from = crate::model::parse_rfc3339(from).map_err(|e| format!("`from`: {e}"))?;
     let to = crate::model::parse_rfc3339(to).map_err(|e| format!("`to`: {e}"))?;

@@ -205,7 +205,7 @@ async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Response
         Ok(r) => r,
         Err(r) => return r,
     };
-    if let Err(m) = crate::collector::parse::valid_instance_id(&req.instance_id) {
+    if let Err(m) = crate::model::valid_instance_id(&req.instance_id) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, m);
     }
     if st.cfg.plan(&req.plan).is_none() {
@@ -384,7 +384,7 @@ async fn get_metrics(
 /// An instance with its status history, as the API shows it.
 fn view(tx: &Tx<'_>, r: &crate::store::InstanceRow, now: Timestamp) -> Result<serde_json::Value, StoreError> {
     let h = crate::store::lifecycle::history(tx, r.key)?;
-    Ok(crate::cli::instance::instance_json(r, &h, now))
+    Ok(crate::views::instance_json(r, &h, now))
 }
 
 #[derive(Deserialize)]

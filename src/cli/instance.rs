@@ -4,6 +4,7 @@ use super::{time_arg, Ctx, Failure};
 use crate::model::Timestamp;
 use crate::store::instances;
 use crate::store::lifecycle::{self, Status};
+use crate::views::{instance_json, instance_state as state};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -55,7 +56,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
     let mut store = ctx.store()?;
     match cmd {
         Cmd::Add { id, plan, start } => {
-            crate::collector::parse::valid_instance_id(id).map_err(Failure::usage)?;
+            crate::model::valid_instance_id(id).map_err(Failure::usage)?;
             if ctx.cfg.plan(plan).is_none() {
                 let known: Vec<_> = ctx.cfg.plans.keys().cloned().collect();
                 return Err(Failure::usage(format!("plan {plan:?} is not in the config; known plans: {known:?}")));
@@ -150,27 +151,4 @@ fn move_plan(ctx: &Ctx, store: &mut crate::store::Store, id: &str, plan: &str, a
         Ok(inst.plan)
     })?;
     Ok(out)
-}
-
-/// `released`, `frozen` or `active` at `now`.
-pub fn state(r: &crate::store::InstanceRow, h: &lifecycle::History, now: Timestamp) -> &'static str {
-    if r.release.is_some_and(|t| t <= now) {
-        "released"
-    } else {
-        h.state_at(now)
-    }
-}
-
-/// The JSON form of an instance used by the CLI and HTTP API.
-pub fn instance_json(r: &crate::store::InstanceRow, h: &lifecycle::History, now: Timestamp) -> serde_json::Value {
-    let history: Vec<_> = h.0.iter().map(|(at, s)| serde_json::json!({"status": s.as_str(), "time": at})).collect();
-    serde_json::json!({
-        "instance_id": r.instance_id,
-        "plan": r.plan,
-        "state": state(r, h, now),
-        "status_history": history,
-        "start": r.start,
-        "release": r.release,
-        "sealed_until": crate::model::Timestamp::from_secs(r.sealed_until),
-    })
 }

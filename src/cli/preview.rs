@@ -38,59 +38,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         "json" => serde_json::to_string_pretty(&p).unwrap_or_default(),
         "csv" => csv(&p),
         "html" => crate::preview::html::render(&p),
-        _ => table(&p),
+        _ => crate::views::preview_table(&p),
     };
     println!("{text}");
     Ok(0)
-}
-
-/// A fixed-width table for terminals.
-pub fn table(p: &Preview) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<38} {:<8} {:<20} {:<20} {:<9} {:>16} {:>12} {:>16} {:<32}",
-        "INSTANCE", "PLAN", "BEGIN (UTC)", "END (UTC)", "STATE", "USAGE", "CHARGE", "DRAWN", "METERING_SN"
-    );
-    for r in &p.rows {
-        let _ = writeln!(
-            s,
-            "{:<38} {:<8} {:<20} {:<20} {:<9} {:>16} {:>12} {:>16} {:<32}",
-            r.instance_id,
-            r.plan,
-            r.begin_time.to_string(),
-            r.end_time.to_string(),
-            r.state,
-            r.usage.to_string(),
-            r.charge_2dp.to_string(),
-            r.drawn.map_or_else(|| "-".to_string(), |d| d.to_string()),
-            r.metering_sn.as_deref().unwrap_or("-")
-        );
-    }
-    let _ = writeln!(s);
-    for t in &p.instances {
-        let mut extra = String::new();
-        if !t.unbillable.is_zero() {
-            let _ = write!(extra, "  unbillable {}", t.unbillable);
-        }
-        if !t.over_quota.is_zero() {
-            let _ = write!(extra, "  over_quota {}", t.over_quota);
-        }
-        let _ = writeln!(
-            s,
-            "total {:<38} {:<8} usage {:>14} {:<6} charge {:>10} {}{extra}",
-            t.instance_id,
-            t.plan,
-            t.usage.to_string(),
-            t.unit,
-            t.charge_2dp.to_string(),
-            t.currency
-        );
-    }
-    for t in &p.totals {
-        let _ = writeln!(s, "grand total: {} {}", t.charge_2dp, t.currency);
-    }
-    s
 }
 
 fn csv(p: &Preview) -> String {

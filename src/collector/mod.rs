@@ -9,7 +9,13 @@
 //! The writer reports on itself through [`WriterHealth`] (last commit outcome, failures by
 //! reason, the database file having moved), and [`Collector::writer_alive`] says whether its
 //! thread still runs: the daemon's `/healthz` and `/readyz` read both.
+//!
+//! The library door (issue 16, item 9): [`Collector::builder`] starts one (the commit hook is
+//! optional); `ingest_*_async` never block the runtime; the blocking `ingest_events` and
+//! `ingest_body` are safe on any thread, inside a tokio runtime too ([`blocking`] says how).
 
+mod blocking;
+mod builder;
 pub mod decide;
 mod level;
 pub mod parse;
@@ -17,6 +23,7 @@ pub mod quota;
 mod result;
 pub mod writer;
 
+pub use builder::CollectorBuilder;
 pub use decide::Verdict;
 pub use parse::{parse_body, EventInput, NotJson};
 pub use result::{IngestResult, LateUnbilled, Rejected};
@@ -103,7 +110,17 @@ pub struct Collector {
 use writer::Job;
 
 impl Collector {
-    /// Opens the store at `db` and starts the writer thread.
+    /// A builder for a collector on the store at `db` (a SQLite file path, or a
+    /// `postgres://` URL given as a path), judging events by `cfg`; the commit hook is optional.
+    pub fn builder(db: impl AsRef<Path>, cfg: impl Into<Arc<Config>>) -> CollectorBuilder {
+        CollectorBuilder { db: db.as_ref().to_path_buf(), cfg: cfg.into(), on_commit: None }
+    }
+
+    /// Opens the store at `db` and starts the writer thread; `on_commit` is called on the
+    /// writer thread after each commit. Same as [`Collector::builder`] with a hook.
+    ///
+    /// Errors: the store cannot be opened or migrated ([`StoreError`]), or the thread cannot
+    /// be started.
     pub fn start(db: &Path, cfg: Arc<Config>, on_commit: writer::CommitHook) -> Result<Collector, StoreError> {
         let store = Store::open(db)?;
         let probe = store.file_probe();
@@ -134,22 +151,46 @@ impl Collector {
         self.writer.as_ref().is_some_and(|w| !w.is_finished())
     }
 
-    /// Ingests a request body (JSON object, array or NDJSON), blocking until committed.
+    /// Ingests a request body (JSON object, array or NDJSON), blocking the calling thread until
+    /// committed. Safe to call anywhere, inside an async runtime too (see [`blocking`]); an
+    /// async caller should prefer [`Collector::ingest_body_async`].
+    ///
+    /// Errors: [`IngestError::NotJson`] when the body as a whole is unreadable (per-event
+    /// problems are in [`IngestResult::rejected`]); [`IngestError::Unavailable`] when the store
+    /// cannot write now (retry later); [`IngestError::Store`] otherwise.
     pub fn ingest_body(&self, body: &[u8], now: Timestamp) -> Result<IngestResult, IngestError> {
         let parsed = parse_body(body)?;
-        self.ingest_parsed(parsed, now, true)
+        self.ingest_parsed(parsed, now)
     }
 
-    /// Ingests events built in code, blocking until committed. They are held to the same field
-    /// rules as parsed JSON ([`EventInput::validate`]).
+    /// Ingests events built in code, blocking the calling thread until committed. They are held
+    /// to the same field rules as parsed JSON ([`EventInput::validate`]); `now` judges the
+    /// clock rules (`max_age`, future skew). Safe to call anywhere, inside an async runtime
+    /// too (see [`blocking`]); an async caller should prefer [`Collector::ingest_events_async`].
+    /// Errors as [`Collector::ingest_body`], never `NotJson`.
     pub fn ingest_events(&self, events: Vec<EventInput>, now: Timestamp) -> Result<IngestResult, IngestError> {
-        self.ingest_parsed(events.into_iter().map(|ev| ev.validate().map(|()| ev)).collect(), now, true)
+        self.ingest_parsed(checked(events), now)
     }
 
-    /// Async form for servers: never blocks the runtime; answers `Unavailable` when the writer's
-    /// queue is full instead of waiting.
+    /// Async form of [`Collector::ingest_body`] for servers: never blocks the runtime; answers
+    /// `Unavailable` when the writer's queue is full instead of waiting.
     pub async fn ingest_body_async(&self, body: &[u8], now: Timestamp) -> Result<IngestResult, IngestError> {
         let parsed = parse_body(body)?;
+        self.ingest_parsed_async(parsed, now).await
+    }
+
+    /// Async form of [`Collector::ingest_events`]: never blocks the runtime; answers
+    /// [`IngestError::Unavailable`] when the writer's queue is full instead of waiting (retry
+    /// shortly, or answer `503` to your own caller).
+    pub async fn ingest_events_async(&self, events: Vec<EventInput>, now: Timestamp) -> Result<IngestResult, IngestError> {
+        self.ingest_parsed_async(checked(events), now).await
+    }
+
+    async fn ingest_parsed_async(
+        &self,
+        parsed: Vec<Result<EventInput, parse::Refusal>>,
+        now: Timestamp,
+    ) -> Result<IngestResult, IngestError> {
         let (mut result, pending) = self.submit(parsed, now, false)?;
         for rx in pending {
             let verdicts = rx.await.map_err(|_| IngestError::Unavailable("the writer stopped".into()))?.map_err(IngestError::from_store)?;
@@ -160,21 +201,19 @@ impl Collector {
         Ok(result)
     }
 
-    fn ingest_parsed(
-        &self,
-        parsed: Vec<Result<EventInput, parse::Refusal>>,
-        now: Timestamp,
-        block: bool,
-    ) -> Result<IngestResult, IngestError> {
-        let (mut result, pending) = self.submit(parsed, now, block)?;
-        for rx in pending {
-            let verdicts =
-                rx.blocking_recv().map_err(|_| IngestError::Unavailable("the writer stopped".into()))?.map_err(IngestError::from_store)?;
-            fold(&mut result, verdicts);
-        }
-        result.rejected.sort_by_key(|r| r.index);
-        result.late_unbilled.sort_by_key(|r| r.index);
-        Ok(result)
+    fn ingest_parsed(&self, parsed: Vec<Result<EventInput, parse::Refusal>>, now: Timestamp) -> Result<IngestResult, IngestError> {
+        blocking::section(|| {
+            let (mut result, pending) = self.submit(parsed, now, true)?;
+            for rx in pending {
+                let verdicts = blocking::wait(rx)
+                    .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?
+                    .map_err(IngestError::from_store)?;
+                fold(&mut result, verdicts);
+            }
+            result.rejected.sort_by_key(|r| r.index);
+            result.late_unbilled.sort_by_key(|r| r.index);
+            Ok(result)
+        })
     }
 
     /// Queues the events that parsed for the writer in chunks. The clock rules are judged there,
@@ -232,6 +271,11 @@ impl Drop for Collector {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Events built in code, each checked by the rules JSON events meet.
+fn checked(events: Vec<EventInput>) -> Vec<Result<EventInput, parse::Refusal>> {
+    events.into_iter().map(|ev| ev.validate().map(|()| ev)).collect()
 }
 
 fn fold(result: &mut IngestResult, reply: writer::JobReply) {

@@ -9,7 +9,7 @@
 //! plans take it), which the writer decides ([`super::decide::admit`]); an omitted quantity is
 //! 0 ([`EventInput::quantity_omitted`]).
 
-use crate::model::{parse_rfc3339, shorten, Properties, Quantity, Timestamp};
+use crate::model::{parse_rfc3339, shorten, valid_event_id as valid_id, valid_instance_id, Properties, Quantity, Timestamp};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -31,6 +31,23 @@ pub struct EventInput {
 }
 
 impl EventInput {
+    /// An event built in code: `id` unique per instance (1–128 printable ASCII characters),
+    /// `instance_id` (1–64 of letters, digits and `._:-`), an exact `quantity` in the plan's
+    /// unit, and the UTC `time` it happened. No metric or properties; set the fields to add
+    /// them. The collector checks the fields ([`EventInput::validate`]) and refuses a bad one
+    /// in [`super::IngestResult::rejected`], never with a panic.
+    pub fn new(id: impl Into<String>, instance_id: impl Into<String>, quantity: Quantity, time: Timestamp) -> EventInput {
+        EventInput {
+            id: id.into(),
+            instance_id: instance_id.into(),
+            quantity,
+            time,
+            metric: None,
+            properties: None,
+            quantity_omitted: false,
+        }
+    }
+
     /// The field rules `parse_event` applies to JSON, for events built in code (the library
     /// door): the same ids, instance ids and quantities are refused with the same messages.
     pub fn validate(&self) -> Result<(), Refusal> {
@@ -212,26 +229,6 @@ fn quantity_field(raw: &RawValue) -> Result<Quantity, String> {
         return Err(format!("`quantity` must be a number or a decimal string, got {}", shorten(text)));
     };
     Quantity::parse_event(&digits).map_err(|e| format!("`quantity`: {e}"))
-}
-
-fn valid_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 128 {
-        return Err(format!("`id` must be 1–128 characters, got {}", id.chars().count()));
-    }
-    if let Some(c) = id.chars().find(|c| !(' '..='~').contains(c)) {
-        return Err(format!("`id` must be printable ASCII; it contains {:?}", c));
-    }
-    Ok(())
-}
-
-pub fn valid_instance_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 64 {
-        return Err(format!("`instance_id` must be 1–64 characters, got {}", id.chars().count()));
-    }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "._:-".contains(*c))) {
-        return Err(format!("`instance_id` may only hold letters, digits and . _ : -; it contains {:?}", c));
-    }
-    Ok(())
 }
 
 fn readable_id(text: &[u8]) -> Option<String> {

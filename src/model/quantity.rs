@@ -135,6 +135,35 @@ impl Quantity {
     }
 }
 
+/// Parses an event quantity as the JSON door does ([`Quantity::parse_event`]): plain decimal
+/// digits, at most 9 fractional digits, at most 1e12; the error says what to send instead.
+impl FromStr for Quantity {
+    type Err = QuantityError;
+    fn from_str(s: &str) -> Result<Quantity, QuantityError> {
+        Quantity::parse_event(s)
+    }
+}
+
+/// An event quantity from an exact decimal built in code: refused when negative, with more
+/// than 9 fractional digits (after dropping trailing zeros) or above 1e12 — the rules of
+/// [`Quantity::parse_event`], with the same errors.
+impl TryFrom<Decimal> for Quantity {
+    type Error = QuantityError;
+    fn try_from(d: Decimal) -> Result<Quantity, QuantityError> {
+        let d = d.normalize();
+        if d.is_sign_negative() && !d.is_zero() {
+            return Err(QuantityError::Signed(d.to_string()));
+        }
+        if d.scale() > 9 {
+            return Err(QuantityError::TooPrecise(shorten(&d.to_string())));
+        }
+        if d > MAX_EVENT_QUANTITY {
+            return Err(QuantityError::TooLarge(shorten(&d.to_string())));
+        }
+        Ok(Quantity(d.abs()))
+    }
+}
+
 impl fmt::Display for Quantity {
     /// Plain decimal digits, no exponent, no trailing zeros.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -159,6 +188,23 @@ pub fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_str_and_try_from_decimal_follow_the_event_rules() {
+        assert_eq!("12.50".parse::<Quantity>().unwrap().to_string(), "12.5");
+        assert!(matches!("-1".parse::<Quantity>(), Err(QuantityError::Signed(_))));
+        assert!(matches!("1e3".parse::<Quantity>(), Err(QuantityError::Exponent(_))));
+        let d = |s: &str| Decimal::from_str(s).unwrap();
+        assert_eq!(Quantity::try_from(d("3.100")).unwrap().to_string(), "3.1");
+        assert_eq!(Quantity::try_from(d("-0")).unwrap(), Quantity::ZERO);
+        assert_eq!(Quantity::try_from(d("0.123456789000")).unwrap().to_string(), "0.123456789");
+        assert!(matches!(Quantity::try_from(d("-2")), Err(QuantityError::Signed(_))));
+        assert!(matches!(Quantity::try_from(d("0.1234567891")), Err(QuantityError::TooPrecise(_))));
+        assert!(matches!(Quantity::try_from(d("1000000000000.5")), Err(QuantityError::TooLarge(_))));
+        assert_eq!(Quantity::try_from(MAX_EVENT_QUANTITY).unwrap().0, MAX_EVENT_QUANTITY);
+        let e = Quantity::try_from(d("-2")).unwrap_err().to_string();
+        assert!(e.contains("non-negative"), "{e}");
+    }
 
     fn plain(q: Quantity) -> String {
         let mut s = String::new();

@@ -54,10 +54,18 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// Why a text is not a [`Timestamp`]; the message shows the text and a valid example.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TimestampError(String);
+
+/// Parses exactly what an event's `time` field accepts: RFC 3339 with an explicit offset
+/// (`"2026-11-23T08:15:00Z"`, `"2026-11-23T16:15:00.5+08:00"`), nanoseconds at most, within
+/// the years 1677–2262. A time without an offset is refused, never guessed as UTC.
 impl FromStr for Timestamp {
-    type Err = String;
+    type Err = TimestampError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_rfc3339(s)
+        parse_rfc3339(s).map_err(TimestampError)
     }
 }
 
@@ -210,6 +218,18 @@ impl FixedTz {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_str_takes_what_the_event_time_field_takes() {
+        let t: Timestamp = "2026-11-23T16:15:00.5+08:00".parse().unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-23T08:15:00.500Z");
+        let e = "2026-11-23T08:15:00".parse::<Timestamp>().unwrap_err().to_string();
+        assert!(e.contains("with an offset") && e.contains("2026-11-23T08:15:00Z"), "{e}");
+        let e = "3000-01-01T00:00:00Z".parse::<Timestamp>().unwrap_err().to_string();
+        assert!(e.contains("1677–2262"), "{e}");
+        let boxed: Box<dyn std::error::Error + Send + Sync> = "x".parse::<Timestamp>().unwrap_err().into();
+        assert!(boxed.to_string().contains("RFC 3339"));
+    }
 
     fn ts(s: &str) -> Timestamp {
         parse_rfc3339(s).unwrap()

@@ -124,3 +124,56 @@ fn library_events_built_in_code_meet_the_same_field_rules() {
     }
     assert_eq!(crate::util::db::count_events(&env.db()), 1, "only the good event is stored");
 }
+
+/// The good events of the shared cases, built in code as an embedding service would.
+fn built_in_code() -> (Vec<meterd::EventInput>, usize) {
+    let goods = good_events();
+    let parsed = goods.iter().map(|g| meterd::collector::parse::parse_event(g.ev.json().as_bytes()).expect("good event parses")).collect();
+    (parsed, goods.len())
+}
+
+#[test]
+fn library_blocking_ingest_from_a_tokio_handler() {
+    // Issue 16 item 9: a new user calls the blocking `ingest_events` from `#[tokio::main]` (a
+    // multi-thread runtime) or from a current-thread runtime's task. Before the fix both
+    // panicked with "Cannot block the current thread from within a runtime".
+    for multi in [true, false] {
+        let env = Env::new();
+        env.add_case_instances();
+        let (events, n) = built_in_code();
+        let collector = std::sync::Arc::new(env.collector());
+        let rt = if multi {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+        } else {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()
+        }
+        .expect("runtime");
+        let c = collector.clone();
+        let r = rt.block_on(async move {
+            let in_handler = tokio::spawn(async move { c.ingest_events(events, now()) });
+            in_handler.await.expect("the handler task does not panic")
+        });
+        let r = r.expect("ingest");
+        assert_eq!((r.accepted, r.duplicates, r.rejected.len()), (n as u64, 0, 0), "multi-thread runtime: {multi}");
+        check_stored(&env, &good_events());
+    }
+}
+
+#[test]
+fn library_async_ingest_of_events_built_in_code() {
+    let env = Env::new();
+    env.add_case_instances();
+    let (events, n) = built_in_code();
+    let collector = meterd::Collector::builder(&env.db, env.cfg()).start().expect("collector starts without a commit hook");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let first = rt.block_on(collector.ingest_events_async(events.clone(), now())).expect("ingest");
+    assert_eq!((first.accepted, first.duplicates, first.rejected.len()), (n as u64, 0, 0));
+    let again = rt.block_on(collector.ingest_events_async(events, now())).expect("ingest again");
+    assert_eq!((again.accepted, again.duplicates, again.rejected.len()), (0, n as u64, 0));
+    let mut bad = built_in_code().0.remove(0);
+    bad.instance_id = "no spaces allowed".into();
+    let r = rt.block_on(collector.ingest_events_async(vec![bad], now())).expect("ingest");
+    assert_eq!(r.rejected.len(), 1, "built events meet the same field rules as JSON: {r:?}");
+    assert!(r.rejected[0].error.contains("instance_id"), "{}", r.rejected[0].error);
+    check_stored(&env, &good_events());
+}
