@@ -5,9 +5,9 @@
 //!
 //! 1. **collect** — the app reports raw usage events; [`collector`] validates them and commits
 //!    each exactly once to the [`store`] (SQLite, or a shared PostgreSQL);
-//! 2. **seal** — [`seal`] turns every closed billing window into one immutable usage record;
+//! 2. **seal** — [`mod@seal`] turns every closed billing window into one immutable usage record;
 //! 3. **price** — [`pricing`] computes what records cost (fixed, volume `tier`, graduated
-//!    `step`) and [`preview`] shows it;
+//!    `step`) and [`mod@preview`] shows it;
 //! 4. **upload** — [`upload`] signs canonical batches and delivers them to the cloud store,
 //!    retrying transient failures and logging rejections.
 //!

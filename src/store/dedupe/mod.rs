@@ -23,8 +23,8 @@
 //! and catches up with its events and runs before deciding anything. Changes made inside a
 //! transaction are remembered and undone by [`Dedupe::rolled_back`] if it does not commit.
 //!
-//! Files: this one holds [`Dedupe`], the writer's state and its decisions; [`bloom`] the
-//! in-memory filter; [`runs`] the on-disk sorted key runs and the pinned [`key_hash`]; the
+//! Files: this one holds [`Dedupe`], the writer's state and its decisions; `bloom` the
+//! in-memory filter; `runs` the on-disk sorted key runs and the pinned [`key_hash`]; the
 //! appender that writes the events themselves lives with them, in
 //! [`crate::store::events::append`] (re-exported here for the writer).
 

@@ -2,7 +2,7 @@
 //! checks each key with [`crate::store::dedupe::Dedupe::check`], then appends the new ones
 //! here in the same transaction, so an acknowledged event and its dedupe key commit together.
 //!
-//! Events are buffered and written [`APPEND_ROWS`] at a time with one multi-row `INSERT`;
+//! Events are buffered and written `APPEND_ROWS` at a time with one multi-row `INSERT`;
 //! each gets its `seq` up front (the transaction is the only writer), checked when written.
 //! Properties go to `event_props` and a point plan's window to `window_events`, keyed by that
 //! seq. PostgreSQL appends through `store::pg_events` instead.
