@@ -12,7 +12,8 @@
 //!
 //! The library door (issue 16, item 9): [`Collector::builder`] starts one (the commit hook is
 //! optional); `ingest_*_async` never block the runtime; the blocking `ingest_events` and
-//! `ingest_body` are safe on any thread, inside a tokio runtime too (`collector/blocking.rs` says how).
+//! `ingest_body` are safe on any thread, inside a tokio runtime too (`collector/blocking.rs`
+//! says how).
 
 mod blocking;
 mod builder;
@@ -152,8 +153,8 @@ impl Collector {
     }
 
     /// Ingests a request body (JSON object, array or NDJSON), blocking the calling thread until
-    /// committed. Safe to call anywhere, inside an async runtime too (see the `collector` module docs); an
-    /// async caller should prefer [`Collector::ingest_body_async`].
+    /// committed. Safe to call anywhere, inside an async runtime too (see the `collector`
+    /// module docs); an async caller should prefer [`Collector::ingest_body_async`].
     ///
     /// Errors: [`IngestError::NotJson`] when the body as a whole is unreadable (per-event
     /// problems are in [`IngestResult::rejected`]); [`IngestError::Unavailable`] when the store
@@ -166,7 +167,8 @@ impl Collector {
     /// Ingests events built in code, blocking the calling thread until committed. They are held
     /// to the same field rules as parsed JSON ([`EventInput::validate`]); `now` judges the
     /// clock rules (`max_age`, future skew). Safe to call anywhere, inside an async runtime
-    /// too (see the `collector` module docs); an async caller should prefer [`Collector::ingest_events_async`].
+    /// too (see the `collector` module docs); an async caller should prefer
+    /// [`Collector::ingest_events_async`].
     /// Errors as [`Collector::ingest_body`], never `NotJson`.
     pub fn ingest_events(&self, events: Vec<EventInput>, now: Timestamp) -> Result<IngestResult, IngestError> {
         self.ingest_parsed(checked(events), now)
