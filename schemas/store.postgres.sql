@@ -230,3 +230,22 @@ CREATE TABLE nodes (
 ALTER TABLE records ADD COLUMN seen_seq bigint;
 ALTER TABLE records ADD COLUMN seen_changes bigint;
 ALTER TABLE instances ADD COLUMN late_change numeric NOT NULL DEFAULT 0;
+
+-- migration 3
+CREATE TABLE notify_outbox (
+    id              text PRIMARY KEY,
+    target          text NOT NULL,
+    state           text NOT NULL,
+    kind            text NOT NULL,
+    instance_id     text,
+    body            text NOT NULL,
+    created_ns      bigint NOT NULL,
+    attempts        bigint NOT NULL DEFAULT 0,
+    next_ns         bigint NOT NULL DEFAULT 0,
+    last_attempt_ns bigint,
+    last_error      text,
+    delivered_ns    bigint,
+    UNIQUE (target, state)
+);
+
+CREATE INDEX notify_outbox_pending ON notify_outbox (next_ns) WHERE delivered_ns IS NULL;

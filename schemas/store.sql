@@ -227,3 +227,21 @@ CREATE TABLE nodes (
     last_seen_ns INTEGER NOT NULL
 ) STRICT;
 
+CREATE TABLE notify_outbox (
+    id              TEXT PRIMARY KEY,
+    target          TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    instance_id     TEXT,
+    body            TEXT NOT NULL,
+    created_ns      INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_ns         INTEGER NOT NULL DEFAULT 0,
+    last_attempt_ns INTEGER,
+    last_error      TEXT,
+    delivered_ns    INTEGER,
+    UNIQUE (target, state)
+) STRICT;
+
+CREATE INDEX notify_outbox_pending ON notify_outbox (next_ns) WHERE delivered_ns IS NULL;
+

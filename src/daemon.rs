@@ -41,6 +41,10 @@
 //! uploader takes over the old holder's open batch at once and resends it byte-identical
 //! (`store::claims`). Tested with real processes in `tests/multinode.rs`.
 //!
+//! With `[[notify]]` receivers configured, a fourth loop delivers usage notifications from the
+//! store's outbox and watches for the facts and readiness changes they announce
+//! ([`notify`]; issue 17).
+//!
 //! Before any of it, [`startup::prepare`] checks what the daemon needs (token, listen address,
 //! key, schedules, database directory, file limit); a problem there is [`RunError::Config`].
 
@@ -58,6 +62,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+mod notify;
 pub mod startup;
 
 /// Why the daemon could not run: a configuration problem (exit code 2, found before anything
@@ -201,6 +206,7 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
     let leaser = shared.then(|| tokio::spawn(lease_loop(loops.clone())));
     let sealer = tokio::spawn(seal_loop(loops.clone(), seal_schedule));
     let uploader = tokio::spawn(upload_loop(loops.clone(), upload_schedule, key));
+    let notifier = (!cfg.notify.is_empty()).then(|| tokio::spawn(notify::run(loops.clone(), state.clone())));
 
     println!("meterd listening on http://{addr}");
     tracing::info!(%addr, db = %crate::store::shown(db), "collector listening");
@@ -214,6 +220,10 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
         tracing::warn!("in-flight work did not finish within {SHUTDOWN_GRACE:?}; exiting anyway (nothing acknowledged is lost)");
+    }
+    if let Some(notifier) = notifier {
+        // Undelivered notices stay in the outbox for the next start.
+        let _ = tokio::time::timeout(Duration::from_secs(2), notifier).await;
     }
     if let Some(leaser) = leaser {
         // It releases the lease on its way out (bounded: the grace above already ran).

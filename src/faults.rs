@@ -12,6 +12,9 @@
 //!   answers 500 and the next request works ([`crate::guard`]);
 //! - `METERD_FAULTS=ingest-writer-panic`: the ingest writer thread panics at its first job
 //!   (the thread dies, the process lives on: `/healthz` must say so);
+//! - `METERD_FAULTS=notify-after-send`: abort right after a notification receiver answered,
+//!   before the outbox records it (the "receiver has it, we crashed" window: the restart must
+//!   resend it with the same id); `notify-before-send`: abort just before the first attempt;
 //! - `METERD_MAX_PAGE_COUNT=N`: cap the database at N pages (`PRAGMA max_page_count`), the
 //!   way a full disk behaves: writes fail with SQLITE_FULL;
 //! - `METERD_FOLD_EVENTS=N`, `METERD_FLUSH_EVENTS=N`: fold window totals / flush dedupe keys

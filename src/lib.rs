@@ -11,8 +11,10 @@
 //! 4. **upload** — [`upload`] signs canonical batches and delivers them to the cloud store,
 //!    retrying transient failures and logging rejections.
 //!
-//! [`mockstore`] emulates the cloud store on loopback for tests and local integration;
-//! [`server`] and [`daemon`] run it all as a sidecar; [`cli`] is the command line.
+//! [`notify`] announces quota and usage crossings, deadlines, rejections and readiness changes
+//! to the seller's app through a persisted outbox and signed webhooks; [`mockstore`] emulates
+//! the cloud store on loopback for tests and local integration; [`server`] and [`daemon`] run
+//! it all as a sidecar; [`cli`] is the command line.
 //!
 //! Invariants: an event is acknowledged only after the transaction holding it committed
 //! (`synchronous=FULL`, WAL); an event is identified by (`instance_id`, `id`) and counted once;
@@ -85,6 +87,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mockstore;
 pub mod model;
+pub mod notify;
 pub mod preview;
 pub mod pricing;
 pub mod quota;

@@ -41,6 +41,12 @@ pub struct Metrics {
     upload_attempts: Mutex<BTreeMap<String, u64>>,
     ingest_commit_us: Mutex<Histogram<u64>>,
     upload_request_us: Mutex<Histogram<u64>>,
+    /// Notifications acknowledged with a 2xx by this process (issue 17).
+    notifications_delivered: AtomicU64,
+    /// Notification attempts that failed, by receiver name.
+    notifications_failed: Mutex<BTreeMap<String, u64>>,
+    /// Undelivered notifications in the outbox, as the delivery loop last read it.
+    notifications_pending: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -56,6 +62,9 @@ impl Default for Metrics {
             upload_attempts: Mutex::default(),
             ingest_commit_us: h(),
             upload_request_us: h(),
+            notifications_delivered: AtomicU64::new(0),
+            notifications_failed: Mutex::default(),
+            notifications_pending: AtomicU64::new(0),
         }
     }
 }
@@ -132,6 +141,21 @@ impl Metrics {
         self.records_rejected.fetch_add(records, Ordering::Relaxed);
     }
 
+    /// A notification acknowledged with a 2xx, counted once its delivery is committed.
+    pub fn record_notification_delivered(&self) {
+        self.notifications_delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A failed notification attempt to the receiver `name` (a `[[notify]]` name).
+    pub fn record_notification_failed(&self, name: &str) {
+        bump(&self.notifications_failed, name, 1);
+    }
+
+    /// Undelivered notifications in the outbox (read by the delivery loop at every poll).
+    pub fn set_notifications_pending(&self, n: u64) {
+        self.notifications_pending.store(n, Ordering::Relaxed);
+    }
+
     /// Renders the Prometheus text exposition, with gauges from `status`.
     pub fn render(&self, status: &Status) -> String {
         let mut s = String::new();
@@ -157,6 +181,25 @@ impl Metrics {
             self.records_rejected.load(Ordering::Relaxed),
         );
         labelled(&mut s, "meterd_upload_attempts_total", "Upload HTTP attempts, by outcome.", "outcome", &self.upload_attempts);
+        gauge(
+            &mut s,
+            "meterd_notifications_pending",
+            "Notifications in the outbox not yet acknowledged, as this node's delivery loop last read it (0 on a node that does not deliver).",
+            self.notifications_pending.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut s,
+            "meterd_notifications_delivered_total",
+            "Notifications acknowledged with a 2xx, sent by this process.",
+            self.notifications_delivered.load(Ordering::Relaxed),
+        );
+        labelled(
+            &mut s,
+            "meterd_notifications_failed_attempts_total",
+            "Notification attempts not acknowledged (error status, timeout, connection failure), by receiver.",
+            "receiver",
+            &self.notifications_failed,
+        );
         gauge(&mut s, "meterd_records_pending", "Records waiting for upload (pending or sending).", status.backlog);
         gauge(&mut s, "meterd_records_past_deadline", "Waiting records past their reporting deadline.", status.past_deadline);
         gauge(

@@ -325,7 +325,17 @@ async fn get_healthz(State(st): State<Arc<AppState>>) -> Response {
 /// `GET /readyz` (no token): 200 or 503 with `{"ready", "checks", "failing"}`, every check
 /// of [`crate::health`]; a status that cannot be read at all is a failing `database` check.
 async fn get_readyz(State(st): State<Arc<AppState>>) -> Response {
-    let checks = match current_status(&st, false).await {
+    let checks = readiness_checks(&st).await;
+    let failing: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    let ready = failing.is_empty();
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({ "ready": ready, "checks": checks, "failing": failing }))).into_response()
+}
+
+/// The checks `/readyz` answers with (ready when all pass); also read by the daemon's
+/// readiness notifications (`daemon::notify`).
+pub async fn readiness_checks(st: &Arc<AppState>) -> Vec<crate::health::Check> {
+    match current_status(st, false).await {
         Ok(s) => s.checks,
         Err(r) => {
             let (parts, body) = r.into_parts();
@@ -338,11 +348,7 @@ async fn get_readyz(State(st): State<Arc<AppState>>) -> Response {
             });
             c
         }
-    };
-    let failing: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
-    let ready = failing.is_empty();
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({ "ready": ready, "checks": checks, "failing": failing }))).into_response()
+    }
 }
 
 async fn get_status(State(st): State<Arc<AppState>>) -> Response {

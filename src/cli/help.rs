@@ -53,6 +53,7 @@ pub const EXAMPLES: &[(&str, &[&str])] = &[
     ("status", &["meterd status", "meterd status --format json", "meterd status --check >/dev/null || notify-someone"]),
     ("upload", &["meterd upload", "meterd upload --dry-run", "METERD_ISV_KEY=... meterd upload"]),
     ("rejected", &["meterd rejected", "meterd rejected --format json"]),
+    ("notifications", &["meterd notifications", "meterd notifications --pending", "meterd notifications --format json --limit 200"]),
     ("requeue", &["meterd requeue 3f2a9c0d5e7b41a8b6c2d9e0f1a2b3c4"]),
     ("store", &["meterd store set-timezone +08:00", "meterd store copy --from meterd.db --to postgres://meterd@db.example/meterd"]),
     ("store set-timezone", &["meterd store set-timezone +08:00"]),

@@ -13,6 +13,7 @@ mod init;
 pub mod instance;
 mod man;
 mod mock_store;
+mod notifications;
 mod package;
 pub mod preview;
 mod rejected;
@@ -76,6 +77,8 @@ pub enum Command {
     Rejected(rejected::Args),
     /// Send a rejected record again after its cause is fixed (same metering_sn).
     Requeue(rejected::RequeueArgs),
+    /// List recent usage notifications ([[notify]]): delivered, waiting and failing, with errors.
+    Notifications(notifications::Args),
     /// The store itself: `store set-timezone ZONE`, `store copy --from SRC --to DST`.
     #[command(subcommand)]
     Store(store::Cmd),
@@ -263,6 +266,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Upload(a) => upload::run(&Ctx::load(&cli)?, a),
         Command::Rejected(a) => rejected::run(&Ctx::load(&cli)?, a),
         Command::Requeue(a) => rejected::requeue(&Ctx::load(&cli)?, a),
+        Command::Notifications(a) => notifications::run(&Ctx::load(&cli)?, a),
         Command::MockStore(a) => mock_store::run(a.clone()),
         Command::Store(c) => store::run(&Ctx::load(&cli)?, c),
         Command::Seal(a) => seal::run(&Ctx::load(&cli)?, a),

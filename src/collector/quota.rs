@@ -34,6 +34,9 @@ pub struct StopQuota {
     packages: Vec<Package>,
     /// (package index, period start) → used, read through and written through.
     used: HashMap<(usize, i64), Decimal>,
+    /// (receiver, state) of the quota notices this cache knows are in the outbox, so an
+    /// instance past a threshold does not try to enqueue it again at every transaction.
+    announced: BTreeSet<(String, String)>,
 }
 
 /// The quota state of an instance, for stop plans only.
@@ -41,7 +44,7 @@ pub fn load(tx: &Tx<'_>, plan: &Plan, instance_key: i64) -> Result<Option<StopQu
     if plan.package != Some(PackageMode::Stop) {
         return Ok(None);
     }
-    Ok(Some(StopQuota { packages: packages::of_instance(tx, instance_key)?, used: HashMap::new() }))
+    Ok(Some(StopQuota { packages: packages::of_instance(tx, instance_key)?, used: HashMap::new(), announced: BTreeSet::new() }))
 }
 
 impl StopQuota {
@@ -105,6 +108,52 @@ pub fn deduct(tx: &Tx<'_>, cfg: &Config, ctx: &mut InstanceCtx, window: i64, ev:
         packages::add_over_quota(tx, key, over)?;
     }
     Ok(covered)
+}
+
+/// Enqueues the `quota.crossed` notifications (issue 17) that the packages of the stop
+/// instances named by `events` call for, in the ingest transaction, so the crossing commits
+/// with the usage that caused it, whichever door or node took the events. The decision is
+/// `notify::decide::quota`; the outbox's unique `(target, state)` makes it once per state.
+/// Costs nothing without a `[[notify]]` that wants quota events.
+pub fn announce(
+    tx: &Tx<'_>,
+    cfg: &Config,
+    cache: &mut InstanceCache,
+    events: &[(usize, EventInput)],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if !cfg.notify.iter().any(|t| t.wants(crate::config::EventKind::QuotaCrossed))
+        || !cfg.plans.values().any(|p| p.package == Some(PackageMode::Stop))
+    {
+        return Ok(());
+    }
+    let ids: BTreeSet<&str> = events.iter().map(|(_, e)| e.instance_id.as_str()).collect();
+    for id in ids {
+        let Some(ctx) = cache.get_mut(id) else { continue };
+        let plan = ctx.row.plan.clone();
+        let Some(stop) = ctx.quota.as_mut() else { continue };
+        let instance_remaining = stop.remaining_at(tx, cfg.timezone, now)?;
+        let mut used: Vec<((usize, i64), Decimal)> = stop.used.iter().map(|(k, v)| (*k, *v)).collect();
+        used.sort_by_key(|(k, _)| *k);
+        for ((i, period_start), used) in used {
+            let p = &stop.packages[i];
+            let u = crate::notify::decide::PackageUse {
+                instance_id: id,
+                plan: &plan,
+                package_id: &p.package_id,
+                period_start,
+                quota: p.quota,
+                used,
+                instance_remaining,
+            };
+            for n in crate::notify::decide::quota(&cfg.notify, &u, now) {
+                if stop.announced.insert((n.target.clone(), n.state.clone())) {
+                    crate::store::notify::enqueue(tx, &n)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Stop instances named by `events` that have no quota left at `now`, sorted.

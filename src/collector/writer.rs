@@ -237,6 +237,7 @@ fn decide_group(cx: &mut TxCtx<'_, '_>, cfg: &Config, group: &[Job]) -> Result<V
             verdicts.push((*index, decide(cx, ev, probe, job.now)?));
         }
         let quota_exhausted = super::quota::exhausted(cx.tx, cfg, cx.instances, &job.events, job.now)?;
+        super::quota::announce(cx.tx, cfg, cx.instances, &job.events, job.now)?;
         out.push(JobReply { verdicts, quota_exhausted, events: Vec::new() });
     }
     Ok(out)

@@ -7,11 +7,13 @@
 
 mod check;
 mod duration;
+mod notify;
 mod plan;
 mod secret;
 
 pub use check::{endpoint_url, is_loopback_url, listen_addr};
 pub use duration::Span;
+pub use notify::{EventKind, NotifyTarget};
 pub use plan::{Accumulation, PackageMode, Plan, PlanToml, Pricing, Tier};
 pub use secret::Secret;
 
@@ -228,6 +230,8 @@ struct ConfigToml {
     store: StoreConfig,
     #[serde(default)]
     plan: Vec<PlanToml>,
+    #[serde(default)]
+    notify: Vec<notify::NotifyToml>,
 }
 
 /// The whole, validated configuration.
@@ -242,6 +246,8 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub store: StoreConfig,
     pub plans: BTreeMap<String, Plan>,
+    /// `[[notify]]`: receivers of usage notifications (`crate::notify`), in file order.
+    pub notify: Vec<NotifyTarget>,
     /// Where the file was read from, if any; the database defaults to `meterd.db` beside it.
     pub source: Option<PathBuf>,
 }
@@ -264,6 +270,8 @@ impl Config {
             }
             plans.insert(plan.name.clone(), plan);
         }
+        let notify = raw.notify.into_iter().map(|n| n.validate(&plans)).collect::<Result<Vec<_>, _>>()?;
+        notify::check_unique(&notify)?;
         let mut upload = raw.upload;
         upload.fallback = match upload.fallback.take() {
             None => default_fallback(&upload.endpoint).map(str::to_string),
@@ -279,6 +287,7 @@ impl Config {
             schedule: raw.schedule,
             store: raw.store,
             plans,
+            notify,
             source: None,
         };
         cfg.check()?;

@@ -121,6 +121,27 @@ pub const TABLES: &[Table] = &[
     t("upload_queue", &["window_start", "metering_sn", "batch_id"], 2, None),
     t("rejected", &["id", "metering_sn", "code", "message", "at_ns", "body", "requeued_ns"], 1, Some("id")),
     t("meta", &["key", "value"], 1, None),
+    // the announced states and undelivered notifications (issue 17): copied, so a moved store
+    // neither announces a crossing twice nor loses one not yet delivered
+    t(
+        "notify_outbox",
+        &[
+            "id",
+            "target",
+            "state",
+            "kind",
+            "instance_id",
+            "body",
+            "created_ns",
+            "attempts",
+            "next_ns",
+            "last_attempt_ns",
+            "last_error",
+            "delivered_ns",
+        ],
+        1,
+        None,
+    ),
 ];
 
 /// Tables of the schemas that are deliberately not copied, with why (see the module docs).

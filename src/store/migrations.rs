@@ -315,4 +315,28 @@ ALTER TABLE records ADD COLUMN seen_seq INTEGER;
 ALTER TABLE records ADD COLUMN seen_changes INTEGER;
 ALTER TABLE instances ADD COLUMN late_change TEXT NOT NULL DEFAULT '0';
 "#,
+    // 11: the notification outbox (issue 17, `store::notify`). One row per announcement and
+    // receiver; `(target, state)` is unique, so a crossing is announced once per state whatever
+    // node or door took the ingest that caused it, and the row is the persisted state. `body`
+    // holds the exact bytes sent (and signed) at every attempt. Times are Unix nanoseconds;
+    // `next_ns` 0 means due now; `delivered_ns` is set only after a 2xx.
+    r#"
+CREATE TABLE notify_outbox (
+    id              TEXT PRIMARY KEY,
+    target          TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    instance_id     TEXT,
+    body            TEXT NOT NULL,
+    created_ns      INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_ns         INTEGER NOT NULL DEFAULT 0,
+    last_attempt_ns INTEGER,
+    last_error      TEXT,
+    delivered_ns    INTEGER,
+    UNIQUE (target, state)
+) STRICT;
+
+CREATE INDEX notify_outbox_pending ON notify_outbox (next_ns) WHERE delivered_ns IS NULL;
+"#,
 ];

@@ -34,6 +34,7 @@ pub mod lifecycle;
 pub mod lifecycle_flags;
 pub mod meta;
 mod migrations;
+pub mod notify;
 pub mod packages;
 pub mod pg;
 pub mod pg_events;

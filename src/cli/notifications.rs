@@ -1,0 +1,95 @@
+//! `meterd notifications`: the notification outbox (issue 17), newest first — what was
+//! announced to which receiver, whether it was acknowledged, and for those not yet, how many
+//! attempts failed, the last error and when the next attempt is due. A table by default,
+//! `--format json` for scripts (bodies included there, exactly as sent).
+
+use super::{Ctx, Failure};
+use crate::model::Timestamp;
+use crate::store::notify::{self, Notice};
+use serde::Serialize;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only notifications not acknowledged yet (waiting or failing).
+    #[arg(long)]
+    pending: bool,
+    /// How many of the most recent to show.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+/// One outbox row as shown.
+#[derive(Serialize)]
+struct Shown<'a> {
+    id: &'a str,
+    receiver: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    instance_id: Option<&'a str>,
+    state: &'a str,
+    created: Timestamp,
+    /// `delivered`, `pending` (no attempt yet) or `failing`.
+    status: &'static str,
+    attempts: i64,
+    delivered: Option<Timestamp>,
+    last_attempt: Option<Timestamp>,
+    last_error: Option<&'a str>,
+    next_attempt: Option<Timestamp>,
+    body: &'a str,
+}
+
+fn shown(n: &Notice) -> Shown<'_> {
+    let status = match (n.delivered_ns, n.attempts) {
+        (Some(_), _) => "delivered",
+        (None, 0) => "pending",
+        (None, _) => "failing",
+    };
+    Shown {
+        id: &n.id,
+        receiver: &n.target,
+        kind: &n.kind,
+        instance_id: n.instance_id.as_deref(),
+        state: &n.state,
+        created: Timestamp(n.created_ns),
+        status,
+        attempts: n.attempts,
+        delivered: n.delivered_ns.map(Timestamp),
+        last_attempt: n.last_attempt_ns.map(Timestamp),
+        last_error: n.last_error.as_deref(),
+        next_attempt: (n.delivered_ns.is_none() && n.next_ns > 0).then_some(Timestamp(n.next_ns)),
+        body: &n.body,
+    }
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
+    let rows = ctx.store()?.read(|tx| notify::recent(tx, args.limit, args.pending))?;
+    let rows: Vec<Shown<'_>> = rows.iter().map(shown).collect();
+    if args.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("{}", if args.pending { "no notifications waiting" } else { "no notifications yet" });
+        return Ok(0);
+    }
+    println!("{:<36}  {:<16}  {:<22}  {:<16}  {:<9}  {:>8}  DETAIL", "ID", "RECEIVER", "TYPE", "INSTANCE", "STATUS", "ATTEMPTS");
+    for r in &rows {
+        let detail = match (r.status, r.last_error, r.next_attempt) {
+            ("delivered", _, _) => format!("delivered {}", r.delivered.map(|t| t.to_string()).unwrap_or_default()),
+            (_, Some(e), Some(next)) => format!("{e}; next attempt {next}"),
+            _ => format!("created {}", r.created),
+        };
+        println!(
+            "{:<36}  {:<16}  {:<22}  {:<16}  {:<9}  {:>8}  {detail}",
+            r.id,
+            r.receiver,
+            r.kind,
+            r.instance_id.unwrap_or("-"),
+            r.status,
+            r.attempts
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,85 @@
+//! The facts not established at ingest, found by a periodic scan of the store (the daemon's
+//! notify loop, every [`SCAN_EVERY`]): instances' window usage past configured amounts,
+//! waiting records near or past their reporting deadline, and records the store rejected. Each
+//! fact goes through `decide` and into the outbox, where a state already announced is not
+//! added again, so scanning the same facts at every tick is harmless.
+//!
+//! Choices: usage amounts are checked against the instance's current window and the one before
+//! it (a crossing just before a window boundary is still announced), on the window totals the
+//! seal bills (`windows` plus the unfolded tail); deadlines of the [`DEADLINE_SCAN`] oldest
+//! waiting records; rejections of the last [`REJECTED_WITHIN_NS`] only, so configuring a
+//! receiver on an old store does not replay years of dead letters.
+
+use super::decide;
+use crate::config::{Config, EventKind};
+use crate::model::Timestamp;
+use crate::store::sql::Tx;
+use crate::store::{batches, instances, notify, records, windows, StoreError};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How often the daemon scans for these facts.
+pub const SCAN_EVERY: Duration = Duration::from_secs(5);
+/// Oldest waiting records whose deadline is checked per scan (they are the nearest to it).
+pub const DEADLINE_SCAN: usize = 1000;
+/// Rejections older than this are not announced (7 days).
+pub const REJECTED_WITHIN_NS: i64 = 7 * 86_400 * 1_000_000_000;
+
+/// Enqueues the notices the store's facts call for at `now`; returns how many were new.
+pub fn scan(tx: &Tx<'_>, cfg: &Config, now: Timestamp) -> Result<usize, StoreError> {
+    let t = &cfg.notify;
+    let wants = |k| t.iter().any(|n| n.wants(k));
+    let usage_wanted = t.iter().any(|n| n.wants(EventKind::UsageCrossed) && !n.usage_amounts.is_empty());
+    let deadline_wanted = wants(EventKind::DeadlineNear) || wants(EventKind::DeadlineMissed);
+    let rejected_wanted = wants(EventKind::RecordRejected);
+    if !(usage_wanted || deadline_wanted || rejected_wanted) {
+        return Ok(0);
+    }
+    let insts = instances::list(tx)?;
+    let plan_of: BTreeMap<&str, &str> = insts.iter().map(|i| (i.instance_id.as_str(), i.plan.as_str())).collect();
+    let mut notices = Vec::new();
+    if usage_wanted {
+        let tail = windows::Unfolded::load(tx)?;
+        for i in &insts {
+            let Some(plan) = cfg.plan(&i.plan) else { continue };
+            let current = cfg.timezone.window_start(plan.period, now);
+            let previous = cfg.timezone.window_start(plan.period, Timestamp::from_secs(current - 1));
+            for w in windows::of_instance_with(tx, &tail, i.key, previous, current + 1)? {
+                let u = decide::WindowUse { instance_id: &i.instance_id, plan: &i.plan, window_start: w.start, usage: w.usage };
+                notices.extend(decide::usage(t, &u, now));
+            }
+        }
+    }
+    if deadline_wanted {
+        let key_plan: BTreeMap<i64, &str> = insts.iter().map(|i| (i.key, i.plan.as_str())).collect();
+        for r in records::unsent(tx, DEADLINE_SCAN)? {
+            let Some(plan_name) = key_plan.get(&r.instance_key) else { continue };
+            let Some(plan) = cfg.plan(plan_name) else { continue };
+            let w = decide::Waiting {
+                metering_sn: &r.metering_sn,
+                instance_id: &r.instance_id,
+                plan: plan_name,
+                deadline: crate::status::deadline(plan.period, r.end),
+            };
+            notices.extend(decide::deadline(t, &w, now));
+        }
+    }
+    if rejected_wanted {
+        for r in batches::rejected_log(tx)?.iter().take_while(|r| r.at_ns >= now.0.saturating_sub(REJECTED_WITHIN_NS)) {
+            let j = decide::Rejection {
+                metering_sn: &r.metering_sn,
+                instance_id: &r.instance_id,
+                plan: plan_of.get(r.instance_id.as_str()).copied().unwrap_or_default(),
+                code: &r.code,
+                message: &r.message,
+                at_ns: r.at_ns,
+            };
+            notices.extend(decide::rejected(t, &j));
+        }
+    }
+    let mut added = 0;
+    for n in &notices {
+        added += usize::from(notify::enqueue(tx, n)?);
+    }
+    Ok(added)
+}

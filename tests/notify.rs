@@ -1,0 +1,345 @@
+//! Usage notifications (issue 17) end to end: the real `meterd` binary (a daemon and one-shot
+//! `meterd ingest` processes) on a real store, and a small threaded HTTP receiver on loopback
+//! that can refuse, drop connections or answer slowly. Each quota crossing is delivered, once
+//! per state, with a signature that verifies by the documented scheme
+//! (`fixtures/notify/signature-vector.json`); nothing is lost across a SIGKILL between the
+//! receiver's answer and the outbox's commit (the restart resends the same id); exhaustion of a
+//! stop-before-excess package ingested by the CLI reaches the receiver within seconds while a
+//! daemon runs; a wrong `[[notify]]` is a configuration error (exit 2). Built twice, like the
+//! other behavioural suites: `notify` on SQLite and `notify_pg` on PostgreSQL.
+
+mod util;
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use util::{Env, Ev};
+
+const SECRET: &str = "whsec_t3st_notify_0a1b2c";
+const I: &str = "inst-stop";
+
+/// What the receiver does with the next requests, in order; then it answers 200.
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    /// Close the connection without an answer.
+    Drop,
+    /// Answer this status.
+    Status(u16),
+    /// Wait this long, then answer 200 (past the sender's timeout: an attempt that timed out).
+    Slow(Duration),
+}
+
+/// One request as received.
+#[derive(Clone, Debug)]
+struct Got {
+    headers: Vec<(String, String)>,
+    body: String,
+    /// Whether it was answered 2xx.
+    acked: bool,
+    at: Instant,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+    fn id(&self) -> String {
+        self.json()["id"].as_str().unwrap().to_string()
+    }
+}
+
+/// A threaded loopback receiver (one thread per connection).
+struct Receiver {
+    url: String,
+    script: Arc<Mutex<Vec<Act>>>,
+    got: Arc<Mutex<Vec<Got>>>,
+}
+
+impl Receiver {
+    fn start(script: &[Act]) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hooks/meterd", listener.local_addr().unwrap());
+        let script = Arc::new(Mutex::new(script.to_vec()));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (s, g) = (script.clone(), got.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (s, g) = (s.clone(), g.clone());
+                std::thread::spawn(move || serve(conn, &s, &g));
+            }
+        });
+        Receiver { url, script, got }
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+
+    fn acked(&self) -> Vec<Got> {
+        self.got().into_iter().filter(|g| g.acked).collect()
+    }
+
+    /// Waits until `n` requests were acknowledged (at most `limit`).
+    fn wait_acked(&self, n: usize, limit: Duration) -> Vec<Got> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let a = self.acked();
+            if a.len() >= n {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{n} notifications not acknowledged within {limit:?}; received: {:#?}", self.got());
+    }
+}
+
+fn serve(conn: TcpStream, script: &Mutex<Vec<Act>>, got: &Mutex<Vec<Got>>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap();
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        let len: usize = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        let act = {
+            let mut s = script.lock().unwrap();
+            if s.is_empty() {
+                None
+            } else {
+                Some(s.remove(0))
+            }
+        };
+        let mut g = Got { headers, body: String::from_utf8(body).unwrap(), acked: false, at: Instant::now() };
+        let status = match act {
+            Some(Act::Drop) => {
+                got.lock().unwrap().push(g);
+                return;
+            }
+            Some(Act::Status(code)) => code,
+            Some(Act::Slow(d)) => {
+                std::thread::sleep(d);
+                200
+            }
+            None => 200,
+        };
+        // A 2xx after the sender gave up (a slow answer) acknowledges nothing.
+        g.acked = (200..300).contains(&status) && !matches!(act, Some(Act::Slow(_)));
+        // Recorded before answering: the sender can only act on an answer we already counted.
+        got.lock().unwrap().push(g);
+        if write!(conn, "HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok").is_err() {
+            return;
+        }
+    }
+}
+
+/// The documented check (fixtures/notify/signature-vector.json): `t=<secs>,v1=<hex>` where hex
+/// is HMAC-SHA256(secret, "<t>." + body). Written here from the document, not from meterd.
+fn verify(g: &Got, secret: &str) {
+    let header = g.header("Meterd-Signature").expect("Meterd-Signature header");
+    let (t, v1) = header.split_once(',').expect("t=…,v1=…");
+    let t = t.strip_prefix("t=").expect("t=");
+    let v1 = v1.strip_prefix("v1=").expect("v1=");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((now - t.parse::<i64>().unwrap()).abs() < 300, "timestamp {t} is within 5 minutes of now");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(g.body.as_bytes());
+    mac.verify_slice(&hex::decode(v1).expect("hex")).unwrap_or_else(|_| panic!("signature {header} does not verify over {}", g.body));
+    assert_eq!(v1, v1.to_lowercase());
+    assert_eq!(g.header("Meterd-Event-Id"), Some(g.id().as_str()), "the id header is the body's id");
+    assert_eq!(g.header("content-type"), Some("application/json"));
+}
+
+/// The signature vector itself verifies with [`verify`]'s reading of the document.
+#[test]
+fn the_documented_vector_verifies_with_the_receiver_check() {
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(util::repo_file("fixtures/notify/signature-vector.json")).unwrap()).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(v["secret"].as_str().unwrap().as_bytes()).unwrap();
+    mac.update(v["signed_payload"].as_str().unwrap().as_bytes());
+    assert_eq!(hex::encode(mac.finalize().into_bytes()), v["signature_hex"].as_str().unwrap());
+}
+
+fn config(url: &str, extra: &str) -> String {
+    format!(
+        r#"[[plan]]
+name = "stopcalls"
+factor = "api_calls"
+unit = "call"
+period = "hour"
+pricing = "fixed"
+price = "0.1"
+package = "stop"
+
+[store]
+lease = "15s"
+
+[[notify]]
+name = "app"
+url = "{url}"
+secret = "{SECRET}"
+events = ["quota.crossed"]
+quota_fractions = ["0.5", "1"]
+timeout = "1s"
+{extra}
+"#
+    )
+}
+
+/// A stop instance with one package of quota 10 for November 2026.
+fn world(receiver: &Receiver) -> Env {
+    let env = Env::with_config(&config(&receiver.url, ""));
+    env.add_instance(I, "stopcalls", "2026-11-01T00:00:00Z");
+    env.run(&["package", "add", I, "pkg-10", "--quota", "10", "--from", "2026-11-01T00:00:00Z", "--to", "2026-12-01T00:00:00Z"]).success();
+    env
+}
+
+fn ingest(env: &Env, events: &[Ev]) -> Value {
+    let body: Vec<String> = events.iter().map(|e| e.json()).collect();
+    env.run_stdin(&["ingest", "--now", util::NOW, "-"], body.join("\n").as_bytes()).json()
+}
+
+fn outbox(env: &Env) -> Vec<(String, String, Option<i64>)> {
+    let out = env.run(&["notifications", "--format", "json", "--limit", "100"]);
+    out.success();
+    out.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r["state"].as_str().unwrap().to_string(), r["attempts"].as_i64()))
+        .collect()
+}
+
+#[test]
+fn crossings_are_delivered_once_each_through_failures_and_signed() {
+    // Dropped connection, 503, a response slower than the 1 s timeout, then 200s.
+    let receiver = Receiver::start(&[Act::Drop, Act::Status(503), Act::Slow(Duration::from_millis(1500))]);
+    let env = world(&receiver);
+    let _daemon = env.daemon();
+    ingest(&env, &[Ev::new("a", I, "3", "2026-11-23T10:05:00Z")]);
+    ingest(&env, &[Ev::new("b", I, "2", "2026-11-23T10:06:00Z")]); // 5 of 10: crosses 0.5
+    ingest(&env, &[Ev::new("c", I, "1", "2026-11-23T10:07:00Z")]); // past 0.5 again: nothing new
+    let r = ingest(&env, &[Ev::new("d", I, "6", "2026-11-23T10:08:00Z")]); // 12 of 10: crosses 1
+    assert_eq!(r["quota_exhausted"], serde_json::json!([I]), "{r}");
+    ingest(&env, &[Ev::new("e", I, "1", "2026-11-23T10:09:00Z"), Ev::new("f", I, "1", "2026-11-23T10:10:00Z")]);
+
+    let acked = receiver.wait_acked(2, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2)); // anything more would come now
+    let acked_after = receiver.acked();
+    let mut ids: Vec<String> = acked_after.iter().map(Got::id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "one notice per crossed state, none twice: {acked_after:#?}");
+    assert_eq!(acked.len(), acked_after.len(), "nothing delivered twice without a crash");
+    let mut fractions: Vec<String> = acked_after.iter().map(|g| g.json()["data"]["fraction"].as_str().unwrap().to_string()).collect();
+    fractions.sort();
+    assert_eq!(fractions, ["0.5", "1"]);
+    for g in receiver.got() {
+        verify(&g, SECRET);
+        let b = g.json();
+        assert_eq!(b["type"], "quota.crossed");
+        assert_eq!(b["instance_id"], I);
+        assert_eq!(b["data"]["package_id"], "pkg-10");
+        assert_eq!(b["data"]["total"], "10");
+    }
+    let last = acked_after.iter().find(|g| g.json()["data"]["fraction"] == "1").unwrap().json();
+    assert_eq!(last["data"]["instance_exhausted"], true);
+    assert_eq!(last["data"]["remaining"], "0");
+    // Every failed attempt was retried: 3 failures + 2 deliveries at least.
+    assert!(receiver.got().len() >= 5, "{:#?}", receiver.got());
+    let rows = outbox(&env);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let listing = env.run(&["notifications"]);
+    assert!(listing.stdout.contains("delivered") && listing.stdout.contains("quota.crossed"), "{}", listing.stdout);
+}
+
+#[test]
+fn exhaustion_ingested_by_the_cli_reaches_the_app_within_seconds() {
+    let receiver = Receiver::start(&[]);
+    let env = world(&receiver);
+    let _daemon = env.daemon();
+    let before = Instant::now();
+    let r = ingest(&env, &[Ev::new("a", I, "10", "2026-11-23T10:05:00Z")]);
+    let took_ingest = before.elapsed();
+    assert_eq!(r["quota_exhausted"], serde_json::json!([I]), "{r}");
+    let acked = receiver.wait_acked(2, Duration::from_secs(10));
+    let exhausted = acked.iter().find(|g| g.json()["data"]["fraction"] == "1").expect("the exhaustion notice");
+    let latency = exhausted.at.duration_since(before).saturating_sub(took_ingest);
+    assert!(latency < Duration::from_secs(3), "exhaustion reached the app {latency:?} after the ingest returned");
+    assert_eq!(exhausted.json()["data"]["instance_exhausted"], true);
+}
+
+#[test]
+fn a_sigkill_between_the_answer_and_the_commit_resends_the_same_id() {
+    let receiver = Receiver::start(&[]);
+    let env = world(&receiver);
+    ingest(&env, &[Ev::new("a", I, "6", "2026-11-23T10:05:00Z")]); // crosses 0.5, daemon down
+    let pending = outbox(&env);
+    assert_eq!(pending.len(), 1, "the crossing is in the outbox before any daemon runs: {pending:?}");
+    // The receiver answers 200, the daemon aborts before recording it.
+    let mut crashing = env.daemon_with(&[], &[("METERD_FAULTS", "notify-after-send")]);
+    receiver.wait_acked(1, Duration::from_secs(10));
+    assert!(crashing.wait_exit(Duration::from_secs(10)).is_some(), "the fault aborted the daemon");
+    let first = receiver.acked()[0].id();
+    assert_eq!(first, pending[0].0);
+    // Restart: the notice was not recorded as delivered, so it is sent again, same id.
+    let _daemon = env.daemon();
+    let acked = receiver.wait_acked(2, Duration::from_secs(10));
+    assert_eq!(acked[1].id(), first, "same event id resent");
+    assert_eq!(acked[1].body, acked[0].body, "same bytes");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(receiver.acked().len(), 2, "delivered once recorded, not sent again");
+    // Also a plain SIGKILL while the receiver keeps failing: nothing is lost.
+    let failing = Receiver::start(&[Act::Status(500); 1000]);
+    let env2 = world(&failing);
+    let mut d = env2.daemon();
+    ingest(&env2, &[Ev::new("a", I, "10", "2026-11-23T10:05:00Z")]);
+    let start = Instant::now();
+    while failing.got().len() < 2 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.kill();
+    failing.script.lock().unwrap().clear();
+    let _d2 = env2.daemon();
+    let acked = failing.wait_acked(2, Duration::from_secs(15));
+    let mut states: Vec<String> = acked.iter().map(|g| g.json()["data"]["fraction"].as_str().unwrap().to_string()).collect();
+    states.sort();
+    assert_eq!(states, ["0.5", "1"]);
+}
+
+#[test]
+fn a_wrong_notify_section_is_a_configuration_error() {
+    for (extra, want) in [
+        ("url = \"http://example.com/hook\"\nsecret = \"s\"", "https://"),
+        ("url = \"https://example.com/hook\"", "`secret`"),
+        ("url = \"https://example.com/hook\"\nsecret = \"s\"\nquota_fractions = [\"80%\"]", "quota_fractions"),
+        ("url = \"https://example.com/hook\"\nsecret = \"s\"\nevents = [\"quota\"]", "unknown event"),
+    ] {
+        let env = Env::with_config(&format!("[[notify]]\nname = \"app\"\n{extra}\n"));
+        let r = env.run(&["status"]);
+        assert_eq!(r.code, 2, "{extra}: {}", r.stderr);
+        assert!(r.stderr.contains(want) && r.stderr.contains("[[notify]]"), "{extra}: {}", r.stderr);
+        assert!(!r.stderr.contains("\"s\""), "the secret is never printed: {}", r.stderr);
+    }
+}
