@@ -130,7 +130,11 @@ fn fixture(env: &Env) {
          INSERT INTO rejected (id, metering_sn, code, message, at_ns, body) VALUES (4, '{r}', 'MKT.0199', 'bad unit', 3, x'7b7d');
          INSERT INTO package_usage (package_id, period_s, used) VALUES ('pk-1', 1793491200, '12.3400');
          INSERT INTO segments (instance_ref, window_start, begin_s, package_id, usage) VALUES (1, 1795334400, 1795334400, 'pk-1', '12.34');
-         INSERT INTO over_quota (instance_ref, usage) VALUES (1, '0.0000');",
+         INSERT INTO over_quota (instance_ref, usage) VALUES (1, '0.0000');
+         INSERT INTO notify_outbox (id, target, state, kind, instance_id, body, created_ns, attempts, next_ns, last_attempt_ns, last_error)
+           VALUES ('ntf_00000000000000000000000000000001', 'app', 'quota:pk-1:1793491200:0.8', 'quota.crossed', '{CALLS}', '{{\"id\":1}}', 5, 2, 6, 5, 'HTTP 503');
+         INSERT INTO notify_outbox (id, target, state, kind, instance_id, body, created_ns, attempts, delivered_ns)
+           VALUES ('ntf_00000000000000000000000000000002', 'app', 'readiness:n1:lost:7', 'readiness.lost', NULL, '{{}}', 7, 1, 8);",
         d = sns[0].0,
         s = sns[1].0,
         r = sns[2].0,
