@@ -21,6 +21,11 @@
 //! quota use per instance and package (exact decimals, as `meterd package list` shows them),
 //! and — only when asked with `GET /metrics?audit=1`, since the audit reads every event —
 //! `meterd_conservation_violations`.
+//!
+//! Usage notifications (issue 17, `crate::notify`): `meterd_notifications_delivered_total`,
+//! `meterd_notifications_failed_attempts_total{receiver}` (counted by the delivery loop as each
+//! attempt ends) and `meterd_notifications_pending` (the outbox's unacknowledged notices, as
+//! the delivery loop last read it; 0 on a node that does not deliver).
 
 use crate::collector::IngestResult;
 use crate::status::Status;
