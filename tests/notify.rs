@@ -5,7 +5,8 @@
 //! (`fixtures/notify/signature-vector.json`); nothing is lost across a SIGKILL between the
 //! receiver's answer and the outbox's commit (the restart resends the same id); exhaustion of a
 //! stop-before-excess package ingested by the CLI reaches the receiver within seconds while a
-//! daemon runs; a wrong `[[notify]]` is a configuration error (exit 2). Built twice, like the
+//! daemon runs; a record the store rejects (the mock store, an unknown instance) is announced
+//! once; a wrong `[[notify]]` is a configuration error (exit 2). Built twice, like the
 //! other behavioural suites: `notify` on SQLite and `notify_pg` on PostgreSQL.
 
 mod util;
@@ -342,4 +343,68 @@ fn a_wrong_notify_section_is_a_configuration_error() {
         assert!(r.stderr.contains(want) && r.stderr.contains("[[notify]]"), "{extra}: {}", r.stderr);
         assert!(!r.stderr.contains("\"s\""), "the secret is never printed: {}", r.stderr);
     }
+}
+
+/// `meterd mock-store` on loopback knowing only `known`; killed on drop.
+struct Mock(std::process::Child, String);
+
+impl Mock {
+    fn start(env: &Env, known: &str) -> Mock {
+        let list = env.dir.path().join("instances.txt");
+        std::fs::write(&list, format!("{known}\n")).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .args(["mock-store", "--listen", "127.0.0.1:0", "--key-env", "METERD_TEST_NOTIFY_KEY", "--now", util::NOW, "--instances"])
+            .arg(&list)
+            .env("METERD_TEST_NOTIFY_KEY", "notify-test-key-0123456789")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let endpoint = line.trim().strip_prefix("mock-store listening on ").expect("mock announces its address").to_string();
+        Mock(child, endpoint)
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_record_the_store_rejects_is_announced_once() {
+    let receiver = Receiver::start(&[]);
+    let env = Env::with_config("");
+    let mock = Mock::start(&env, "inst-known");
+    std::fs::write(
+        &env.config,
+        format!(
+            "[[plan]]\nname = \"calls\"\nfactor = \"api_calls\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"0.1\"\n\n\
+             [store]\nlease = \"15s\"\n\n[upload]\nendpoint = \"{e}\"\nfallback = \"\"\nmax_attempts = 2\nbackoff_base = \"10ms\"\nbackoff_cap = \"50ms\"\n\n\
+             [[notify]]\nname = \"ops\"\nurl = \"{u}\"\nsecret = \"{SECRET}\"\nevents = [\"record.rejected\"]\n",
+            e = mock.1,
+            u = receiver.url
+        ),
+    )
+    .unwrap();
+    env.add_instance("inst-unknown", "calls", "2026-11-01T00:00:00Z");
+    ingest(&env, &[Ev::new("a", "inst-unknown", "3", "2026-11-23T10:05:00Z")]);
+    env.run(&["seal", "--now", util::NOW]).success();
+    let up = env.cmd().args(["upload", "--now", util::NOW]).env("METERD_ISV_KEY", "notify-test-key-0123456789").output().unwrap();
+    let rejected = env.run(&["rejected", "--format", "json"]);
+    assert_eq!(rejected.json().as_array().map(Vec::len), Some(1), "the store rejected the record: {}", String::from_utf8_lossy(&up.stdout));
+    let _daemon = env.daemon();
+    let acked = receiver.wait_acked(1, Duration::from_secs(15));
+    verify(&acked[0], SECRET);
+    let b = acked[0].json();
+    assert_eq!(b["type"], "record.rejected");
+    assert_eq!(b["instance_id"], "inst-unknown");
+    assert_eq!(b["data"]["code"], "MKT.9001");
+    std::thread::sleep(Duration::from_secs(6)); // one more scan: the same rejection is not announced again
+    assert_eq!(receiver.acked().len(), 1, "{:#?}", receiver.got());
 }
