@@ -1,7 +1,9 @@
 //! Request bodies → candidate events, each accepted or refused on its own.
 //!
 //! A body is one JSON object, a JSON array of objects, or NDJSON (one object per line). Only a
-//! body that is not JSON at all is refused whole. Quantities are read from the raw JSON text
+//! body that is not JSON at all, or holds no object (a lone `"text"`, `5`, `null`, NDJSON of
+//! scalars only), is refused whole: there is no event in it to accept or reject (issue 17:
+//! schemathesis found `"AAA"` answered 200 with one rejected "event"). Quantities are read from the raw JSON text
 //! (number or string), never through `f64`.
 //!
 //! `properties` (issue 14) is checked here ([`Properties::new`]); `quantity` may be left out —
@@ -120,15 +122,33 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Result<EventInput, Refusal>>, NotJs
         return Ok(items.iter().map(|raw| parse_event(raw.get().as_bytes())).collect());
     }
     if let Ok(one) = serde_json::from_slice::<&RawValue>(trimmed) {
+        if !one.get().starts_with('{') {
+            return Err(NotJson(format!(
+                "the body is the JSON value {}, not an event; send a JSON object, a JSON array of objects, or NDJSON (one object per line)",
+                excerpt(one.get())
+            )));
+        }
         return Ok(vec![parse_event(one.get().as_bytes())]);
     }
     let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').map(|l| l.trim_ascii()).filter(|l| !l.is_empty()).collect();
     let parsed: Vec<_> = lines.iter().map(|l| parse_event(l)).collect();
-    let any_json = lines.iter().any(|l| serde_json::from_slice::<serde::de::IgnoredAny>(l).is_ok());
-    if !any_json {
-        return Err(NotJson("the body is not JSON; send a JSON object, a JSON array of objects, or NDJSON (one object per line)".into()));
+    // NDJSON with no object on any line holds no event to judge: refused whole, like a body
+    // that is not JSON (a stray scalar among objects is one rejected event).
+    let any_object = lines.iter().any(|l| l.starts_with(b"{") && serde_json::from_slice::<serde::de::IgnoredAny>(l).is_ok());
+    if !any_object {
+        return Err(NotJson(
+            "the body is not JSON objects; send a JSON object, a JSON array of objects, or NDJSON (one object per line)".into(),
+        ));
     }
     Ok(parsed)
+}
+
+/// The start of a JSON text for a message: at most 40 characters.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
 }
 
 /// Parses and checks one event object.
@@ -266,6 +286,16 @@ mod tests {
         assert!(parse_body(pretty.as_bytes()).unwrap()[0].is_ok());
         assert!(parse_body(b"hello world").is_err());
         assert!(parse_body(b"[{\"id\":").is_err());
+        // No object at all: refused whole, naming what was sent; a scalar among objects is one
+        // rejected event.
+        for scalar in [&b"\"AAA\""[..], b"5", b"null", b" true ", b"5\n\"x\"\n"] {
+            let e = parse_body(scalar).unwrap_err();
+            assert!(e.0.contains("send a JSON object"), "{e}");
+        }
+        assert!(parse_body(b"\"AAA\"").unwrap_err().0.contains("the JSON value \"AAA\""));
+        let mixed = parse_body(format!("5\n{ev}").as_bytes()).unwrap();
+        assert!(mixed[0].is_err() && mixed[1].is_ok());
+        assert_eq!(parse_body(b"[1]").unwrap().len(), 1);
         assert!(parse_body(b"").is_err());
         let bom = [b"\xEF\xBB\xBF".as_slice(), ev.as_bytes()].concat();
         assert!(parse_body(&bom).unwrap()[0].is_ok(), "a leading byte order mark is ignored");
