@@ -2,7 +2,9 @@
 //! preview, status and metrics. Every handler is a thin adapter over the library; ingest is
 //! answered only after the writer's commit. The listener and the shutdown signal are
 //! parameters, so tests start the real server on `127.0.0.1:0`. Limits on connections, time
-//! and request bodies (`[server]`) are in [`listen`] and [`limits`].
+//! and request bodies (`[server]`) are in [`listen`] and [`limits`]. Every route, its answers
+//! and its errors are described by the OpenAPI document that [`openapi`] serves at
+//! `/openapi.json` (`schemas/openapi.json`, checked against this router by `tests/openapi.rs`).
 
 use crate::collector::{Collector, IngestError};
 use crate::config::Config;
@@ -22,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 pub mod limits;
 pub mod listen;
+pub mod openapi;
 
 /// Shared state of the HTTP server.
 pub struct AppState {
@@ -66,6 +69,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(get_healthz))
         .route("/readyz", get(get_readyz))
+        .route("/openapi.json", get(openapi::get_openapi))
         .merge(protected)
         .layer(DefaultBodyLimit::max(max_body))
         // Outermost: a panic anywhere below answers 500 and never takes the connection down.
