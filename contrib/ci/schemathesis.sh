@@ -7,7 +7,7 @@
 #
 #   contrib/ci/schemathesis.sh [PATH_TO_METERD]    (default: target/release/meterd, else debug)
 #
-# Knobs: ST_MAX_EXAMPLES (default 40), ST_MAX_TIME (seconds, default 90), ST_SEED (default
+# Knobs: ST_MAX_EXAMPLES (default 40), ST_MAX_TIME (seconds, default 60), ST_SEED (default
 # random; the run prints it so a finding can be replayed with ST_SEED=…).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,7 +31,7 @@ st_cmd=("$venv/bin/st")
 start_daemon "$bin" || exit 2
 
 seed="${ST_SEED:-$RANDOM}"
-max_time="${ST_MAX_TIME:-90}"
+max_time="${ST_MAX_TIME:-60}"
 echo "schemathesis $ST_VERSION against meterd on $addr (seed $seed, ${ST_MAX_EXAMPLES:-40} examples per operation, ${max_time}s budget)"
 set +e
 # From the temp dir, where schemathesis keeps its replay cache (.schemathesis/).
