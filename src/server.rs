@@ -12,6 +12,7 @@ use crate::model::{parse_rfc3339, Timestamp};
 use crate::store::sql::Tx;
 use crate::store::{instances, Store, StoreError};
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -194,6 +195,15 @@ async fn with_admin<T: Send + 'static>(
         .map_err(store_error)
 }
 
+/// The `{id}` of an instance route. A path that does not decode to UTF-8 (`%FF`) is a 400 in
+/// the API's JSON error shape, as `schemas/openapi.json` says (axum's own answer is plain text;
+/// found by schemathesis, issue 17).
+fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+    p.map(|Path(id)| id).map_err(|e| {
+        error(StatusCode::BAD_REQUEST, format!("the instance id in the path: {}; percent-encode the id's UTF-8 bytes", e.body_text()))
+    })
+}
+
 /// Parses a JSON request body; a 400 that shows the expected shape otherwise.
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("expected {expected}: {e}")))
@@ -230,7 +240,11 @@ async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Response
     }
 }
 
-async fn release_instance(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn release_instance(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>, body: Bytes) -> Response {
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let at = match json_body::<ReleaseBody>(&body, r#"{"time"}"#).and_then(|req| time_field("time", &req.time)) {
         Ok(t) => t,
         Err(r) => return r,
@@ -404,7 +418,11 @@ struct StatusBody {
     time: String,
 }
 
-async fn set_status(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn set_status(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>, body: Bytes) -> Response {
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let req: StatusBody = match json_body(&body, r#"{"status": "FREEZE"|"UNFREEZE", "time"}"#) {
         Ok(r) => r,
         Err(r) => return r,
@@ -444,7 +462,11 @@ struct PackageBody {
 }
 
 /// `POST /v1/instances/{id}/packages`: registers a package; answers the instance's quota view.
-async fn add_package(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn add_package(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>, body: Bytes) -> Response {
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let req: PackageBody = match json_body(&body, r#"{"package_id", "quota", "from", "to", "reset" (optional: none|monthly|yearly)}"#) {
         Ok(r) => r,
         Err(r) => return r,
@@ -481,7 +503,11 @@ fn quota_view(tx: &Tx<'_>, cfg: &Config, id: &str, now: Timestamp) -> Result<cra
 }
 
 /// `GET /v1/instances/{id}/quota`: each package's use and what is left at now.
-async fn get_quota(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn get_quota(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let (cfg, now) = (st.cfg.clone(), st.now());
     let result = with_admin(&st, move |s| s.read(|tx| quota_view(tx, &cfg, &id, now))).await;
     match result {

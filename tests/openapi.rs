@@ -272,6 +272,13 @@ fn live_answers_of_every_route_conform_to_the_document() {
     check("post", t, h.post(&inst("packages"), r#"{"package_id":"pkg-2"}"#));
     check("get", "/v1/instances/{id}/quota", h.get(&inst("quota")));
     check("get", "/v1/instances/{id}/quota", h.get("/v1/instances/nope/quota"));
+    // An id that is not UTF-8 once decoded: a JSON 400 like every other error.
+    let r = h.get("/v1/instances/%FF/quota");
+    assert_eq!((r.status, r.content_type.as_str()), (400, "application/json"), "{}", r.text());
+    check("get", "/v1/instances/{id}/quota", r);
+    let r = h.post("/v1/instances/%FF/release", r#"{"time":"2026-11-23T10:50:00Z"}"#);
+    assert_eq!((r.status, r.content_type.as_str()), (400, "application/json"), "{}", r.text());
+    check("post", "/v1/instances/{id}/release", r);
 
     // Preview: 200, 400 (bad time, reversed range, unknown parameter).
     check("get", "/v1/preview", h.get("/v1/preview"));
