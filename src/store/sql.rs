@@ -363,6 +363,8 @@ pub(crate) fn to_pg_placeholders(sql: &str) -> String {
 pub struct PgConn {
     pub(crate) client: postgres::Client,
     stmts: HashMap<String, postgres::Statement>,
+    /// Requests that waited for the server's answer, counted by [`PgConn::round_trips`].
+    round_trips: u64,
 }
 
 impl std::fmt::Debug for PgConn {
@@ -373,13 +375,23 @@ impl std::fmt::Debug for PgConn {
 
 impl PgConn {
     pub fn new(client: postgres::Client) -> PgConn {
-        PgConn { client, stmts: HashMap::new() }
+        PgConn { client, stmts: HashMap::new(), round_trips: 0 }
+    }
+
+    /// How many requests on this connection so far waited for the server's answer (each
+    /// statement run through this type, each statement prepared, each batch such as `BEGIN` or
+    /// `COMMIT`): on a machine with few cores every one is a client↔server switch, the cost
+    /// the bulk paths exist to avoid. Statements run on [`PgConn::client`] directly are not
+    /// counted. For the bench and the tests that bound statements per record.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
     }
 
     fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
         if let Some(s) = self.stmts.get(sql) {
             return Ok(s.clone());
         }
+        self.round_trips += 1;
         let stmt = self.client.prepare(&to_pg_placeholders(sql))?;
         if self.stmts.len() >= 256 {
             self.stmts.clear();
@@ -392,6 +404,7 @@ impl PgConn {
         let stmt = self.statement(sql)?;
         let values: Vec<PgParam> = params.iter().map(|p| PgParam(p.to_value())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        self.round_trips += 1;
         Ok(self.client.query(&stmt, &refs)?)
     }
 
@@ -399,7 +412,31 @@ impl PgConn {
         let stmt = self.statement(sql)?;
         let values: Vec<PgParam> = params.iter().map(|p| PgParam(p.to_value())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        self.round_trips += 1;
         Ok(self.client.execute(&stmt, &refs)?)
+    }
+
+    /// Runs `sql` (written with `$N` placeholders, prepared once per connection) with
+    /// parameters typed by the caller — arrays for `unnest`, which [`Value`] has no shape for —
+    /// and returns how many rows it changed. One round trip (the bulk writes of seal and
+    /// upload: one statement for many rows).
+    pub fn execute_typed(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let stmt = self.statement(sql)?;
+        self.round_trips += 1;
+        Ok(self.client.execute(&stmt, params)?)
+    }
+
+    /// [`PgConn::execute_typed`] for a statement that returns rows, each read by `f`.
+    pub fn query_typed<T>(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        mut f: impl FnMut(&Row<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let stmt = self.statement(sql)?;
+        self.round_trips += 1;
+        let rows = self.client.query(&stmt, params)?;
+        rows.iter().map(|r| f(&Row::Pg(r))).collect()
     }
 
     /// The client, for typed statements (arrays) this layer has no [`Value`] for.
@@ -414,6 +451,7 @@ impl PgConn {
 
     /// Runs statements with no parameters and no result (`BEGIN`, `COMMIT`, DDL).
     pub fn batch(&mut self, sql: &str) -> Result<()> {
+        self.round_trips += 1;
         Ok(self.client.batch_execute(sql)?)
     }
 
