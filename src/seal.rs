@@ -31,7 +31,12 @@
 //! Level plans (`weighted_sum`; issue 14, [`crate::model::weighted`]) are sealed by [`level`]:
 //! every window up to the cursor, the level carried from window to window, the remainder
 //! carried in unit·seconds.
+//!
+//! On PostgreSQL a chunk of instances reads what it seals and writes its records and cursors
+//! in a few set-based statements ([`bulk`]); the decisions above are the same code on both
+//! backends, and SQLite keeps its per-instance statements.
 
+mod bulk;
 pub mod carry;
 mod level;
 pub mod place;
@@ -40,8 +45,9 @@ mod segments;
 use crate::config::{Config, PackageMode, Plan};
 use crate::model::{format_record_time, metering_sn, Quantity, Timestamp, UsageRecord, MAX_RECORD_VALUE};
 use crate::store::records::{self, NewRecord, RecordState};
-use crate::store::sql::Tx;
+use crate::store::sql::{Backend, Tx};
 use crate::store::{instances, lifecycle, windows, InstanceRow, Store, StoreError, WindowRow};
+use bulk::Prefetched;
 use carry::{Fate, Life};
 use rust_decimal::Decimal;
 use segments::PackageCarries;
@@ -96,15 +102,32 @@ pub fn seal_counting(store: &mut Store, cfg: &Config, now: Timestamp, count: &dy
             // Sum the events not yet in `windows` into it first (see `store::windows`).
             windows::fold(tx)?;
             let mut part = SealReport::default();
+            // On PostgreSQL the chunk's reads and writes are set-based (see `bulk`).
+            let mut pre = match tx.backend() {
+                Backend::Sqlite => None,
+                Backend::Postgres => {
+                    let ids: Vec<String> = chunk.iter().map(|i| i.instance_id.clone()).collect();
+                    let until =
+                        |row: &InstanceRow| cfg.plan(&row.plan).filter(|p| !p.aggregation.is_level()).map(|p| closed_until(cfg, p, now));
+                    Some(Prefetched::load(tx, &ids, until)?)
+                }
+            };
             for stale in chunk {
                 // Re-read under the write lock: another sealer may have moved the cursor.
-                let Some(inst) = instances::get(tx, &stale.instance_id)? else { continue };
+                let inst = match &pre {
+                    Some(p) => p.instance(&stale.instance_id),
+                    None => instances::get(tx, &stale.instance_id)?,
+                };
+                let Some(inst) = inst else { continue };
                 let Some(plan) = cfg.plan(&inst.plan) else { continue };
                 if plan.aggregation.is_level() {
                     level::seal_instance(tx, cfg, plan, &inst, now, &mut part)?;
                 } else {
-                    seal_instance(tx, cfg, plan, &inst, now, &mut part)?;
+                    seal_instance(tx, cfg, plan, &inst, now, &mut part, pre.as_mut())?;
                 }
+            }
+            if let Some(p) = &mut pre {
+                p.flush(tx, now.0)?;
             }
             count(part.records);
             Ok(part)
@@ -124,21 +147,32 @@ fn seal_instance(
     inst: &InstanceRow,
     now: Timestamp,
     report: &mut SealReport,
+    mut pre: Option<&mut Prefetched>,
 ) -> Result<(), StoreError> {
     let until = closed_until(cfg, plan, now);
     if inst.sealed_until >= until {
         return Ok(());
     }
-    let history = lifecycle::history(tx, inst.key)?;
+    let history = match pre.as_deref_mut() {
+        Some(p) => p.take_history(inst.key),
+        None => lifecycle::history(tx, inst.key)?,
+    };
     let life = Life { start: inst.start, release: inst.release, history: &history };
     let stop = plan.package == Some(PackageMode::Stop);
     // Loaded for every plan: a plan switched away from `package = "stop"` may leave carries.
-    let mut pkgs = PackageCarries::load(tx, inst.key)?;
+    let mut pkgs = match pre.as_deref() {
+        Some(p) if !p.has_packages(inst.key) => PackageCarries::default(),
+        _ => PackageCarries::load(tx, inst.key)?,
+    };
     let mut carry = inst.carry;
     // Additive plans carry remainders and late usage; point plans carry nothing.
     let carries = plan.aggregation.is_additive();
     let mut unbillable = pkgs.take_expired(inst.sealed_until);
-    let mut rows = windows::of_instance(tx, inst.key, inst.sealed_until, until)?.into_iter().peekable();
+    let rows = match pre.as_deref_mut() {
+        Some(p) => p.take_windows(inst.key),
+        None => windows::of_instance(tx, inst.key, inst.sealed_until, until)?,
+    };
+    let mut rows = rows.into_iter().peekable();
     // The first window in time that may still be sealed (for carries due without usage).
     let first = inst.sealed_until.max(cfg.timezone.window_start(plan.period, inst.start));
     let mut next = boundary_at_or_after(cfg, plan, first);
@@ -177,7 +211,7 @@ fn seal_instance(
                 unbillable += sealed.unbillable;
                 for rec in sealed.records {
                     count(report, inst, &rec);
-                    records::insert(tx, &rec, now.0)?;
+                    write_record(tx, pre.as_deref_mut(), rec, now)?;
                 }
                 continue;
             }
@@ -194,7 +228,7 @@ fn seal_instance(
             record_for(inst, w.start, (begin, end), crate::model::point_value(plan.aggregation, &events), Decimal::ZERO, None, now)
         };
         count(report, inst, &rec);
-        records::insert(tx, &rec, now.0)?;
+        write_record(tx, pre.as_deref_mut(), rec, now)?;
     }
     unbillable += pkgs.take_expired(until);
     if carry::sealed_through_release(inst.release, until) {
@@ -202,13 +236,28 @@ fn seal_instance(
         carry = Decimal::ZERO;
     }
     pkgs.store(tx)?;
-    instances::set_sealed(tx, inst.key, until, carry)?;
+    match pre {
+        Some(p) => p.push_cursor(inst.key, until, carry),
+        None => instances::set_sealed(tx, inst.key, until, carry)?,
+    }
     if !unbillable.is_zero() {
         tracing::warn!(instance = %inst.instance_id, %unbillable, "carried usage can no longer be billed (instance released and sealed through its release, or its package expired); kept as unbillable");
         instances::add_unbillable(tx, inst.key, unbillable)?;
     }
     report.instances += 1;
     Ok(())
+}
+
+/// Writes a sealed record now (SQLite), or holds it for the chunk's one bulk insert
+/// (PostgreSQL, [`bulk`]).
+fn write_record(tx: &Tx<'_>, pre: Option<&mut Prefetched>, rec: NewRecord, now: Timestamp) -> Result<(), StoreError> {
+    match pre {
+        Some(p) => {
+            p.push_record(rec);
+            Ok(())
+        }
+        None => records::insert(tx, &rec, now.0),
+    }
 }
 
 /// The first window boundary of `plan` at or after `t` (UTC seconds).

@@ -24,9 +24,11 @@ pub struct InstanceRow {
     pub unbillable: Decimal,
 }
 
-const COLUMNS: &str = "ref, instance_id, plan, start_ns, release_ns, sealed_until, carry, unbillable";
+/// The columns [`from_row`] reads, in its order.
+pub(crate) const COLUMNS: &str = "ref, instance_id, plan, start_ns, release_ns, sealed_until, carry, unbillable";
 
-fn from_row(r: &Row<'_>) -> Result<InstanceRow> {
+/// An instance row read from the columns [`COLUMNS`] names.
+pub(crate) fn from_row(r: &Row<'_>) -> Result<InstanceRow> {
     Ok(InstanceRow {
         key: r.get(0)?,
         instance_id: r.get(1)?,
