@@ -477,10 +477,40 @@ fn http_single(dir: &Path, s: &Sizes) -> (f64, f64, f64) {
 
 struct SealFigures {
     seal_s: f64,
+    /// What the timed seal cost besides wall time.
+    seal_cost: StoreCost,
     records: usize,
     preview_one_ms: f64,
     preview_all_ms: f64,
     preview_rows: usize,
+}
+
+/// CPU and round trips of one timed phase: wall time on a shared machine is noisy, these are
+/// not (much).
+#[derive(Clone, Copy, Default)]
+struct StoreCost {
+    /// CPU seconds of this process's side: the sealing thread for a seal; the whole process
+    /// (uploader and the in-process mock store) for an upload.
+    client_cpu_s: f64,
+    /// CPU seconds of the PostgreSQL server (0 on SQLite).
+    server_cpu_s: f64,
+    /// Requests that waited for PostgreSQL's answer (`PgConn::round_trips`); `None` on SQLite.
+    round_trips: Option<u64>,
+}
+
+/// The store's round-trip counter (see [`StoreCost::round_trips`]), read inside a read
+/// transaction: two readings around a phase differ by the phase's round trips plus 2 (the
+/// first reading's `COMMIT`, the second's `BEGIN`).
+fn round_trips(store: &mut Store) -> Option<u64> {
+    store.read(|tx| Ok(tx.pg().map(|c| c.round_trips()))).unwrap()
+}
+
+/// CPU seconds used so far by this whole process.
+fn process_cpu_s() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// Figures 5 and 6: `history_days` of sealed hourly history (1 event per instance-hour), then
@@ -510,9 +540,15 @@ fn seal_and_preview(db: &Path, s: &Sizes) -> SealFigures {
     let n = s.seal_events;
     ingest_all(&c, n, s.ingest_callers, now, &|i| event(i, n, inst, day, DAY));
     drop(c);
+    let (trips0, cpu0, server0) = (round_trips(&mut store), own_cpu_s(), pg_rows::server_cpu_now());
     let started = Instant::now();
     let report = meterd::seal::seal(&mut store, &cfg, now).unwrap();
     let seal_s = started.elapsed().as_secs_f64();
+    let seal_cost = StoreCost {
+        client_cpu_s: own_cpu_s() - cpu0,
+        server_cpu_s: pg_rows::server_cpu_now() - server0,
+        round_trips: round_trips(&mut store).zip(trips0).map(|(a, b)| a.saturating_sub(b + 2)),
+    };
     let q = |instance: Option<String>| PreviewQuery {
         instance,
         from: Some(Timestamp::from_secs(T_END - 31 * DAY)),
@@ -526,7 +562,7 @@ fn seal_and_preview(db: &Path, s: &Sizes) -> SealFigures {
     let all = median_ms(3, || {
         rows = preview(&mut store, &cfg, &q(None)).unwrap().rows.len();
     });
-    SealFigures { seal_s, records: report.records, preview_one_ms: one, preview_all_ms: all, preview_rows: rows }
+    SealFigures { seal_s, seal_cost, records: report.records, preview_one_ms: one, preview_all_ms: all, preview_rows: rows }
 }
 
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -543,7 +579,7 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
 
 /// Figure 7: upload of `upload_records` pending records to the mock store on loopback.
 /// `db`: a fresh SQLite path or PostgreSQL URL.
-fn upload(db: &Path, s: &Sizes) -> (f64, u64) {
+fn upload(db: &Path, s: &Sizes) -> (f64, u64, StoreCost) {
     let inst = 1000;
     let hours = (s.upload_records / inst) as i64;
     let t0 = T_END - hours * HOUR;
@@ -562,6 +598,7 @@ fn upload(db: &Path, s: &Sizes) -> (f64, u64) {
     let mut store = Store::open(&db).unwrap();
     let sealed = meterd::seal::seal(&mut store, &cfg, now).unwrap();
     assert_eq!(sealed.records as u64, n);
+    let (trips0, cpu0, server0) = (round_trips(&mut store), process_cpu_s(), pg_rows::server_cpu_now());
     let rt = runtime();
     // Dropped here, off the runtime: a PostgreSQL connection's drop must not run on it.
     let store = Arc::new(Mutex::new(store));
@@ -580,9 +617,12 @@ fn upload(db: &Path, s: &Sizes) -> (f64, u64) {
         mock.shutdown().await;
         (secs, report.delivered)
     });
+    let (client_cpu_s, server_cpu_s) = (process_cpu_s() - cpu0, pg_rows::server_cpu_now() - server0);
+    let mut store = Arc::try_unwrap(store).ok().expect("the upload run is over").into_inner().unwrap();
+    let round_trips = round_trips(&mut store).zip(trips0).map(|(a, b)| a.saturating_sub(b + 2));
     drop(store);
     assert_eq!(delivered, n, "every record is delivered");
-    (n as f64 / secs, n)
+    (n as f64 / secs, n, StoreCost { client_cpu_s, server_cpu_s, round_trips })
 }
 
 fn bench_dir() -> tempfile::TempDir {
@@ -626,7 +666,7 @@ fn main() {
         return;
     }
     if std::env::var("METERD_BENCH_ONLY").is_ok_and(|v| v == "upload") {
-        let (up, n) = upload(&dir.path().join("upload.db"), &s);
+        let (up, n, _) = upload(&dir.path().join("upload.db"), &s);
         println!("upload: {} records/s ({} records)", fmt_n(up), fmt_n(n as f64));
         return;
     }
@@ -667,7 +707,7 @@ fn main() {
     phase("seal and preview");
     let sp = seal_and_preview(&dir.path().join("seal.db"), &s);
     phase("upload");
-    let (up, up_n) = upload(&dir.path().join("upload.db"), &s);
+    let (up, up_n, _) = upload(&dir.path().join("upload.db"), &s);
     // ---- per-aggregation rows (issue 14) ----
     let per_aggregation = agg::run(dir.path(), &s, &phase);
     phase("PostgreSQL rows");

@@ -42,7 +42,19 @@ pub struct PgFigures {
     pub plain_client_cpu_s: f64,
     pub plain_server_cpu_s: f64,
     pub seal: Option<super::SealFigures>,
-    pub upload: Option<(f64, u64)>,
+    pub upload: Option<(f64, u64, super::StoreCost)>,
+}
+
+/// The running cluster's postmaster, for [`server_cpu_now`] (0: none).
+static SERVER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// CPU seconds used so far by the bench's PostgreSQL server; 0 when none runs (the SQLite
+/// rows), so a difference of two readings is the server's share of what ran between them.
+pub fn server_cpu_now() -> f64 {
+    match SERVER_PID.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => 0.0,
+        pid => server_cpu_s(pid),
+    }
 }
 
 /// The outcome of the PostgreSQL part of a run.
@@ -97,6 +109,7 @@ pub fn allow_postgres() {
 
 fn run_phases(cluster: &PgCluster, s: &Sizes, phases: &Phases) -> PgFigures {
     let pid = cluster.server_pid().unwrap_or(0);
+    SERVER_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
     let phase = |name: &str| eprintln!("[pg] {name}");
     let mut f = PgFigures {
         ingest_eps: 0.0,
@@ -143,16 +156,28 @@ fn run_phases(cluster: &PgCluster, s: &Sizes, phases: &Phases) -> PgFigures {
     if phases.seal {
         phase("seal and preview");
         let sp = seal_and_preview(&PathBuf::from(cluster.fresh_db()), s);
-        eprintln!("[pg] seal {:.3} s ({} records)", sp.seal_s, sp.records);
+        eprintln!("[pg] seal {:.3} s ({} records); {}", sp.seal_s, sp.records, cost_line(&sp.seal_cost, sp.records as u64));
         f.seal = Some(sp);
     }
     if phases.upload {
         phase("upload");
-        let (up, n) = upload(&PathBuf::from(cluster.fresh_db()), s);
-        eprintln!("[pg] upload {} rec/s ({n} records)", fmt_n(up));
-        f.upload = Some((up, n));
+        let (up, n, cost) = upload(&PathBuf::from(cluster.fresh_db()), s);
+        eprintln!("[pg] upload {} rec/s ({n} records); {}", fmt_n(up), cost_line(&cost, n));
+        f.upload = Some((up, n, cost));
     }
     f
+}
+
+/// A phase's CPU and round trips, per record.
+fn cost_line(c: &super::StoreCost, records: u64) -> String {
+    let per = |x: f64| x * 1e6 / records.max(1) as f64;
+    let trips = c.round_trips.map_or("-".to_string(), |t| format!("{:.3}", t as f64 / records.max(1) as f64));
+    format!(
+        "CPU/record: client {:.1} µs, server {:.1} µs; round trips/record {trips} ({} in all)",
+        per(c.client_cpu_s),
+        per(c.server_cpu_s),
+        c.round_trips.map_or("-".to_string(), |t| t.to_string())
+    )
 }
 
 /// The plain `INSERT … ON CONFLICT DO NOTHING` of the ingest's rows: (rows/s, CPU seconds of
@@ -267,7 +292,7 @@ pub fn print_rows(run: &PgRun, s: &Sizes) {
             "P5",
             "PostgreSQL: seal",
             format!("{} ev, {} inst × 24 h → {} records", fmt_n(s.seal_events as f64), s.seal_instances, sp.records),
-            format!("{:.3} s", sp.seal_s),
+            format!("{:.3} s; {}", sp.seal_s, cost_line(&sp.seal_cost, sp.records as u64)),
             "≤ 3 s",
         );
         row(
@@ -278,12 +303,13 @@ pub fn print_rows(run: &PgRun, s: &Sizes) {
             "—",
         );
     }
-    if let Some((up, up_n)) = f.upload {
+    if let Some((up, up_n, cost)) = &f.upload {
+        let (up, up_n) = (*up, *up_n);
         row(
             "P7",
             "PostgreSQL: upload to loopback mock store",
             format!("{} records", fmt_n(up_n as f64)),
-            format!("{} rec/s", fmt_n(up)),
+            format!("{} rec/s; {}", fmt_n(up), cost_line(cost, up_n)),
             "≥ 30,000 rec/s",
         );
     }
