@@ -129,6 +129,7 @@ fn run_phases(cluster: &PgCluster, s: &Sizes, phases: &Phases) -> PgFigures {
         let now = Timestamp::from_secs(T_END + 60);
         let c = collector(&db);
         let (n, inst) = (s.pg_ingest_events, s.pg_ingest_instances);
+        let pgss = statements_begin(&db);
         let cpu0 = server_cpu_s(pid);
         let started = Instant::now();
         ingest_all(&c, n, s.ingest_callers, now, &|i| event(i, n, inst, t0, DAY));
@@ -142,6 +143,9 @@ fn run_phases(cluster: &PgCluster, s: &Sizes, phases: &Phases) -> PgFigures {
             f.ingest_writer_cpu_s,
             f.ingest_server_cpu_s
         );
+        if let Some(admin) = pgss {
+            statements_print(admin, n);
+        }
     }
     if phases.plain {
         phase("plain INSERT … ON CONFLICT DO NOTHING");
@@ -311,6 +315,43 @@ pub fn print_rows(run: &PgRun, s: &Sizes) {
             format!("{} records", fmt_n(up_n as f64)),
             format!("{} rec/s; {}", fmt_n(up), cost_line(cost, up_n)),
             "≥ 30,000 rec/s",
+        );
+    }
+}
+
+/// With `METERD_BENCH_PGSS=1` (the cluster then preloads `pg_stat_statements`): a connection
+/// to the ingest's database with the statement counters reset, for [`statements_print`].
+fn statements_begin(db: &std::path::Path) -> Option<postgres::Client> {
+    if !std::env::var_os("METERD_BENCH_PGSS").is_some_and(|v| v != "0") {
+        return None;
+    }
+    let mut c = postgres::Client::connect(&db.to_string_lossy(), postgres::NoTls).expect("connect for pg_stat_statements");
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()")
+        .expect("reset pg_stat_statements");
+    Some(c)
+}
+
+/// Prints the statements of the ingest by total execution time: calls, calls per 1000 events,
+/// total and mean milliseconds, rows (the profile behind the P1 row).
+fn statements_print(mut c: postgres::Client, events: u64) {
+    let rows = c
+        .query(
+            "SELECT calls, total_exec_time, mean_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
+             FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC LIMIT 25",
+            &[],
+        )
+        .expect("read pg_stat_statements");
+    eprintln!("[pg] statements by total time (calls/1000 ev, total ms, mean ms, rows):");
+    for r in rows {
+        let calls: i64 = r.get(0);
+        eprintln!(
+            "[pg] {:>8} {:>7.2} {:>10.1} {:>8.3} {:>9}  {}",
+            calls,
+            calls as f64 * 1000.0 / events as f64,
+            r.get::<_, f64>(1),
+            r.get::<_, f64>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, String>(4)
         );
     }
 }

@@ -325,6 +325,11 @@ impl PgCluster {
         if self.tls_ca.is_some() {
             cmd.args(["-c", "ssl=on"]);
         }
+        // Profiling (the bench's `METERD_BENCH_PGSS=1`): per-statement totals in
+        // `pg_stat_statements`, statements inside functions included.
+        if std::env::var_os("METERD_BENCH_PGSS").is_some_and(|v| v != "0") {
+            cmd.args(["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all"]);
+        }
         self.prepare(&mut cmd, libc::SIGQUIT, log);
         let mut child = spawn_on_spawner(cmd).map_err(|e| StartError::Other(format!("spawn postgres: {e}")))?;
         let deadline = Instant::now() + START_TIMEOUT;
