@@ -5,7 +5,8 @@
 //! rather than one per event:
 //!
 //! 1. [`PgEvents::lookup`]: the stored time, quantity and properties of every key of a request
-//!    whose instance is known, in one `SELECT … JOIN unnest($1, $2)`.
+//!    whose instance is known, in one `SELECT … FROM unnest($1, $2) CROSS JOIN LATERAL (…)`:
+//!    one probe of the unique index per key, a plan that does not depend on the table's size.
 //! 2. [`PgEvents::check`] per event: stored → duplicate (same quantity, time and properties) or
 //!    conflict; new → inserted, unless an earlier event of the same transaction had the same key
 //!    (then that one is the stored event). [`PgEvents::append`] holds the new row back.
@@ -14,8 +15,10 @@
 //!
 //! **Why the lookup is the truth.** Every write transaction holds the writers' advisory lock
 //! (`store::pg`), so between the lookup and the insert no other node can store a key: the
-//! insert still says `ON CONFLICT DO NOTHING`, and a row it did not insert fails the
-//! transaction (nothing is acknowledged) rather than being counted as stored. Events get their
+//! insert is a plain `INSERT` (no `ON CONFLICT`, whose speculative insertion costs a second
+//! descent of the unique index and a WAL record per row), and a key stored anyway violates
+//! `events_key`, which fails the transaction ([`StoreError::Corrupt`]; nothing is
+//! acknowledged) rather than counting the event as stored. Events get their
 //! `seq` from this transaction (max + 1 onwards, as on SQLite): under the lock, seq order is
 //! commit order.
 
@@ -55,6 +58,11 @@ fn no_pg() -> StoreError {
     StoreError::Invalid("the PostgreSQL event path was called on a SQLite store".into())
 }
 
+/// Whether `e` is a unique violation of the event key `events_key`.
+fn is_key_violation(e: &postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| *d.code() == postgres::error::SqlState::UNIQUE_VIOLATION && d.constraint() == Some("events_key"))
+}
+
 impl PgEvents {
     /// Begins the event work of a transaction (inside it: the seq it reads is final).
     pub fn begin(tx: &Tx<'_>) -> Result<PgEvents> {
@@ -75,11 +83,15 @@ impl PgEvents {
             return Ok(());
         }
         let mut pg = tx.pg().ok_or_else(no_pg)?;
+        // One probe of the unique index per key, whatever the planner believes: a plain join
+        // was planned once per connection (a prepared statement's generic plan), while `events`
+        // was still empty, as a hash join over a scan of the whole table, and kept — every
+        // batch then read every stored event. `LATERAL … LIMIT 1` (the key is unique) cannot
+        // be flattened into a join, and the properties' subquery is an index probe too.
         let stmt = pg.prepared(
-            "SELECT e.instance_ref, e.event_id, e.time_ns, e.qty, p.props
+            "SELECT e.instance_ref, e.event_id, e.time_ns, e.qty, (SELECT p.props FROM event_props p WHERE p.seq = e.seq)
              FROM unnest($1::bigint[], $2::text[]) AS k(r, id)
-             JOIN events e ON e.instance_ref = k.r AND e.event_id = k.id
-             LEFT JOIN event_props p ON p.seq = e.seq",
+             CROSS JOIN LATERAL (SELECT * FROM events e WHERE e.instance_ref = k.r AND e.event_id = k.id LIMIT 1) e",
         )?;
         for row in pg.client().query(&stmt, &[&refs, &ids])? {
             let key: (i64, String) = (row.try_get(0)?, row.try_get(1)?);
@@ -133,18 +145,24 @@ impl PgEvents {
         let windows: Vec<Option<i64>> = self.held.iter().map(|e| e.billed_window).collect();
         let billed: Vec<Option<Decimal>> = self.held.iter().map(|e| e.billed_qty).collect();
         let mut pg = tx.pg().ok_or_else(no_pg)?;
+        // A plain INSERT, not `ON CONFLICT DO NOTHING`: under the writers' lock the lookup is
+        // the truth, and the speculative insertion of ON CONFLICT costs one more descent of the
+        // unique index and one more WAL record per row. A key stored anyway (impossible under
+        // the lock) fails the statement on `events_key`, and so the whole transaction.
         let stmt = pg.prepared(
             "INSERT INTO events (seq, instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s)
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::numeric[], $6::bigint[], $7::numeric[], $8::bigint[])
-             ON CONFLICT (instance_ref, event_id) DO NOTHING",
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::numeric[], $6::bigint[], $7::numeric[], $8::bigint[])",
         )?;
-        let inserted = pg.client().execute(&stmt, &[&seqs, &refs, &ids, &times, &qtys, &windows, &billed, &received])?;
-        if inserted != n as u64 {
-            // Impossible under the writers' lock; never acknowledge what was not stored.
-            return Err(StoreError::Corrupt(format!(
-                "{} of {n} new events were already stored by another writer; nothing of this batch is acknowledged",
-                n as u64 - inserted
-            )));
+        match pg.client().execute(&stmt, &[&seqs, &refs, &ids, &times, &qtys, &windows, &billed, &received]) {
+            Ok(_) => {}
+            Err(e) if is_key_violation(&e) => {
+                // Never acknowledge what was not stored by this transaction.
+                return Err(StoreError::Corrupt(format!(
+                    "a new event of this batch was already stored by another writer ({}); nothing of this batch is acknowledged",
+                    e.as_db_error().map_or("", |d| d.message())
+                )));
+            }
+            Err(e) => return Err(e.into()),
         }
         let (mut pseq, mut props) = (Vec::new(), Vec::new());
         let (mut wref, mut wstart, mut wseq) = (Vec::new(), Vec::new(), Vec::new());
