@@ -249,3 +249,6 @@ CREATE TABLE notify_outbox (
 );
 
 CREATE INDEX notify_outbox_pending ON notify_outbox (next_ns) WHERE delivered_ns IS NULL;
+
+-- migration 4
+ALTER TABLE windows SET (fillfactor = 50);

@@ -23,9 +23,10 @@
 //! in neither `windows` nor the tail). So on PostgreSQL the ingest updates `windows` in the
 //! event's own transaction — every window the transaction touched in one statement over arrays
 //! ([`TailSums::write_now`]), since one statement per window cost more than the events' own
-//! insert — and `windows` is always complete: [`folded_through`] answers
-//! `i64::MAX` there (every tail scan finds nothing), and [`fold`] and
-//! [`TailSums::maybe_fold`] do nothing ([`has_tail`]).
+//! insert; the table's pages are kept half empty (PostgreSQL migration 3) so that such an
+//! update stays on its page, with no new index entries — and `windows` is always complete:
+//! [`folded_through`] answers `i64::MAX` there (every tail scan finds nothing), and [`fold`]
+//! and [`TailSums::maybe_fold`] do nothing ([`has_tail`]).
 
 use super::events::max_seq;
 use super::sql::{params, Backend, Row, Tx};
