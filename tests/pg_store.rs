@@ -177,6 +177,73 @@ fn events_are_stored_once_and_conflicts_are_named() {
     assert_eq!(s.read(|tx| tx.one::<i64>("SELECT count(*) FROM events", params![])).unwrap(), 3);
 }
 
+/// The lookup probes the unique index once per key however its plan was made: with the plan
+/// made while `events` was empty (the connection's first batches), a join planned as a hash
+/// join over a scan of the whole table read every stored event at every later batch.
+#[test]
+fn the_lookup_probes_the_key_index_even_with_a_plan_made_on_an_empty_table() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let mut s = open(&pg.fresh_db());
+    let scans = |tx: &meterd::store::sql::Tx<'_>| {
+        tx.one::<i64>("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'events'", params![])
+    };
+    s.write(|tx| {
+        // A prepared statement's generic plan, as a connection gets after a few executions.
+        tx.pg().expect("a PostgreSQL store").batch("SET plan_cache_mode = force_generic_plan")?;
+        let mut ev = PgEvents::begin(tx)?;
+        ev.lookup(tx, [(1, "k0")].into_iter())?;
+        (0..2000).for_each(|i| {
+            ev.append(new_event(1, &format!("k{i}"), "1"));
+        });
+        ev.finish(tx)
+    })
+    .unwrap();
+    s.write(|tx| {
+        let mut ev = PgEvents::begin(tx)?;
+        let ids: Vec<String> = (1990..2010).map(|i| format!("k{i}")).collect();
+        let before = scans(tx)?;
+        ev.lookup(tx, ids.iter().map(|id| (1, id.as_str())))?;
+        assert_eq!(scans(tx)? - before, 0, "the lookup scanned the whole events table");
+        assert_eq!(ev.check(1, "k1995", Timestamp::from_secs(7200), Quantity(dec("1")), None), InsertOutcome::Duplicate);
+        assert_eq!(ev.check(1, "k2005", Timestamp::from_secs(7200), Quantity(dec("1")), None), InsertOutcome::Inserted);
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// Every ingest transaction adds to the `windows` rows of its events: the pages keep room, so
+/// such an update stays on its page (HOT: no new entry in either of the table's indexes).
+#[test]
+fn window_updates_stay_on_their_page() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let mut s = open(&pg.fresh_db());
+    let n = 1000_i64;
+    // One window each, then one update of each, in two transactions, as ingest does.
+    let add = |tx: &meterd::store::sql::Tx<'_>| -> Result<(i64, i64), StoreError> {
+        let key: i64 = tx.one("SELECT ref FROM instances", params![])?;
+        let mut pg = tx.pg().expect("a PostgreSQL store");
+        let stmt = pg.prepared(
+            "INSERT INTO windows (start_s, instance_ref, usage, events) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::numeric[], $4::bigint[])
+             ON CONFLICT (start_s, instance_ref) DO UPDATE SET usage = meterd_decimal_add(windows.usage, excluded.usage), events = windows.events + excluded.events",
+        )?;
+        let starts: Vec<i64> = (0..n).map(|i| i * 3600).collect();
+        let (keys, usage, events) = (vec![key; n as usize], vec![dec("1.5"); n as usize], vec![1_i64; n as usize]);
+        pg.client().execute(&stmt, &[&starts, &keys, &usage, &events])?;
+        let row = pg.client().query_one("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'windows'", &[])?;
+        Ok((row.get(0), row.get(1)))
+    };
+    s.write(|tx| {
+        tx.execute("INSERT INTO instances (instance_id, plan, start_ns, created_ns) VALUES ('i-1', 'api', 0, 0)", params![])?;
+        add(tx)
+    })
+    .unwrap();
+    let (upd, hot) = s.write(|tx| add(tx)).unwrap();
+    assert_eq!(upd, n);
+    assert!(hot * 10 >= n * 9, "{hot} of {n} window updates were HOT");
+    let usage: Decimal = s.read(|tx| tx.one("SELECT sum(usage) FROM windows", params![])).unwrap();
+    assert_eq!(usage, dec("3000"));
+}
+
 #[test]
 fn a_restarted_server_is_reconnected_to_by_itself() {
     let Some(pg) = PgCluster::start() else { return };
