@@ -6,7 +6,12 @@
 //! receiver's answer and the outbox's commit (the restart resends the same id); exhaustion of a
 //! stop-before-excess package ingested by the CLI reaches the receiver within seconds while a
 //! daemon runs; a record the store rejects (the mock store, an unknown instance) is announced
-//! once; a wrong `[[notify]]` is a configuration error (exit 2). Built twice, like the
+//! once; an instance's window usage past a configured amount is announced once per window
+//! (exact decimal figures), however much more arrives; sealed records whose upload cannot
+//! happen (nothing listens at the endpoint) are announced near and past their reporting
+//! deadline, once each; the daemon's readiness lost (a record past its deadline fails the
+//! `deadline` check) and regained (the store comes up, the records are accepted) is announced
+//! once each; a wrong `[[notify]]` is a configuration error (exit 2). Built twice, like the
 //! other behavioural suites: `notify` on SQLite and `notify_pg` on PostgreSQL.
 
 mod util;
@@ -350,10 +355,15 @@ struct Mock(std::process::Child, String);
 
 impl Mock {
     fn start(env: &Env, known: &str) -> Mock {
+        Mock::start_on(env, known, "127.0.0.1:0")
+    }
+
+    /// The mock on a given `IP:PORT` (a port the test reserved and released).
+    fn start_on(env: &Env, known: &str, listen: &str) -> Mock {
         let list = env.dir.path().join("instances.txt");
         std::fs::write(&list, format!("{known}\n")).unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
-            .args(["mock-store", "--listen", "127.0.0.1:0", "--key-env", "METERD_TEST_NOTIFY_KEY", "--now", util::NOW, "--instances"])
+            .args(["mock-store", "--listen", listen, "--key-env", "METERD_TEST_NOTIFY_KEY", "--now", util::NOW, "--instances"])
             .arg(&list)
             .env("METERD_TEST_NOTIFY_KEY", "notify-test-key-0123456789")
             .env_remove("RUST_LOG")
@@ -407,4 +417,124 @@ fn a_record_the_store_rejects_is_announced_once() {
     assert_eq!(b["data"]["code"], "MKT.9001");
     std::thread::sleep(Duration::from_secs(6)); // one more scan: the same rejection is not announced again
     assert_eq!(receiver.acked().len(), 1, "{:#?}", receiver.got());
+}
+
+/// The notices acknowledged so far, of one `type`.
+fn of_type(receiver: &Receiver, kind: &str) -> Vec<Value> {
+    receiver.acked().iter().map(Got::json).filter(|b| b["type"] == kind).collect()
+}
+
+/// Waits until `n` notices of `kind` were acknowledged (at most `limit`).
+fn wait_type(receiver: &Receiver, kind: &str, n: usize, limit: Duration) -> Vec<Value> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let got = of_type(receiver, kind);
+        if got.len() >= n {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{n} `{kind}` notices not acknowledged within {limit:?}; received: {:#?}", receiver.got());
+}
+
+#[test]
+fn usage_crossing_an_amount_is_announced_once_per_window() {
+    let receiver = Receiver::start(&[]);
+    let env = Env::with_config(&format!(
+        "[[plan]]\nname = \"calls\"\nfactor = \"api_calls\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"0.1\"\n\n\
+         [store]\nlease = \"15s\"\n\n\
+         [[notify]]\nname = \"app\"\nurl = \"{u}\"\nsecret = \"{SECRET}\"\nevents = [\"usage.crossed\"]\nusage_amounts = [\"10\"]\n",
+        u = receiver.url
+    ));
+    env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
+    // The daemon's clock is 12:00: the 11:00 window is the previous one, 12:00 the current one.
+    ingest(&env, &[Ev::new("a", "inst-a", "4.5", "2026-11-23T11:05:00Z")]);
+    ingest(&env, &[Ev::new("b", "inst-a", "6.25", "2026-11-23T11:06:00Z")]); // 10.75 ≥ 10
+    let _daemon = env.daemon(); // scans at start
+    let first = wait_type(&receiver, "usage.crossed", 1, Duration::from_secs(10));
+    verify(&receiver.acked()[0], SECRET);
+    assert_eq!(first[0]["instance_id"], "inst-a");
+    assert_eq!(
+        first[0]["data"],
+        serde_json::json!({"amount": "10", "usage": "10.75", "window_start": "2026-11-23T11:00:00Z"}),
+        "the documented fields, exact decimals"
+    );
+    // More usage past the amount in the same window, and a crossing in the next one.
+    ingest(&env, &[Ev::new("c", "inst-a", "3", "2026-11-23T11:07:00Z")]);
+    ingest(&env, &[Ev::new("d", "inst-a", "12.000", "2026-11-23T12:00:00Z")]);
+    let both = wait_type(&receiver, "usage.crossed", 2, Duration::from_secs(10));
+    // The scan that found 12:00 also saw 11:00 at 13.75: give its notices a moment to arrive.
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = of_type(&receiver, "usage.crossed");
+    assert_eq!(all.len(), 2, "one notice per window, none twice: {all:#?}");
+    assert_eq!(both[1]["data"], serde_json::json!({"amount": "10", "usage": "12", "window_start": "2026-11-23T12:00:00Z"}));
+    assert_eq!(receiver.acked().len(), 2, "{:#?}", receiver.got());
+}
+
+/// A free loopback port: bound, then released (the mock store takes it later).
+fn free_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn records_near_and_past_their_deadline_and_readiness_lost_then_regained() {
+    let receiver = Receiver::start(&[]);
+    let env = Env::with_config("");
+    let store_addr = free_port(); // nothing listens yet: every upload fails to connect
+    std::fs::write(
+        &env.config,
+        format!(
+            "[[plan]]\nname = \"calls\"\nfactor = \"api_calls\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"0.1\"\n\n\
+             [store]\nlease = \"15s\"\n\n[schedule]\nupload = \"* * * * * *\"\n\n\
+             [upload]\nendpoint = \"http://{store_addr}\"\nfallback = \"\"\ntimeout = \"1s\"\nmax_attempts = 2\nbackoff_base = \"10ms\"\nbackoff_cap = \"50ms\"\n\n\
+             [[notify]]\nname = \"ops\"\nurl = \"{u}\"\nsecret = \"{SECRET}\"\ndeadline_margin = \"1h\"\n\
+             events = [\"record.deadline_near\", \"record.deadline_missed\", \"readiness.lost\", \"readiness.regained\"]\n",
+            u = receiver.url
+        ),
+    )
+    .unwrap();
+    env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
+    // Hourly records: deadline = end + 2 h. At the daemon's 12:30 the 09:00 record's (12:00)
+    // has passed (readiness's `deadline` check fails) and the 10:00 record's (13:00) is within
+    // the 1 h margin.
+    ingest(&env, &[Ev::new("a", "inst-a", "3", "2026-11-23T09:05:00Z"), Ev::new("b", "inst-a", "4", "2026-11-23T10:05:00Z")]);
+    env.run(&["seal", "--now", util::NOW]).success();
+    let sn = |begin: &str| -> String {
+        env.db().one("SELECT metering_sn FROM records WHERE begin_s = ?1", meterd::sql_params![util::ns(begin) / 1_000_000_000])
+    };
+    let (late, near) = (sn("2026-11-23T09:00:00Z"), sn("2026-11-23T10:00:00Z"));
+
+    let d = env.daemon_at("2026-11-23T12:30:00Z", &[], &[("METERD_ISV_KEY", "notify-test-key-0123456789")]);
+    let missed = wait_type(&receiver, "record.deadline_missed", 1, Duration::from_secs(10));
+    let nearing = wait_type(&receiver, "record.deadline_near", 1, Duration::from_secs(10));
+    let lost = wait_type(&receiver, "readiness.lost", 1, Duration::from_secs(10));
+    assert_eq!(missed[0]["instance_id"], "inst-a");
+    assert_eq!(missed[0]["data"], serde_json::json!({"metering_sn": late, "deadline": "2026-11-23T12:00:00Z"}));
+    assert_eq!(nearing[0]["instance_id"], "inst-a");
+    assert_eq!(nearing[0]["data"], serde_json::json!({"metering_sn": near, "deadline": "2026-11-23T13:00:00Z"}));
+    assert_eq!(lost[0]["instance_id"], Value::Null);
+    assert!(lost[0]["data"]["node"].as_str().is_some_and(|n| !n.is_empty()), "{}", lost[0]);
+    assert!(lost[0]["data"]["failing"].as_array().unwrap().contains(&"deadline".into()), "the failing check is named: {}", lost[0]);
+    for g in receiver.got() {
+        verify(&g, SECRET);
+    }
+    // Another scan (every 5 s) while the uploads still fail announces nothing again.
+    std::thread::sleep(watch_interval());
+    assert_eq!(receiver.acked().len(), 3, "each state once: {:#?}", receiver.got());
+
+    // The store comes up: the records are accepted, nothing is past its deadline any more.
+    let _mock = Mock::start_on(&env, "inst-a", &store_addr);
+    let regained = wait_type(&receiver, "readiness.regained", 1, Duration::from_secs(15));
+    assert_eq!(regained[0]["data"]["failing"], serde_json::json!([]));
+    assert_eq!(regained[0]["data"]["node"], lost[0]["data"]["node"]);
+    assert_eq!(regained[0]["instance_id"], Value::Null);
+    assert_eq!(d.http().get("/readyz").status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(receiver.acked().len(), 4, "{:#?}", receiver.got());
+}
+
+/// A little over the daemon's scan interval (`notify::watch::SCAN_EVERY`, 5 s).
+fn watch_interval() -> Duration {
+    Duration::from_millis(5500)
 }
