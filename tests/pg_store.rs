@@ -18,6 +18,19 @@ use rust_decimal::Decimal;
 use std::path::Path;
 use std::time::Duration;
 
+/// An hourly `calls` plan with auto-registration, as the ingest and seal tests here use it.
+const CALLS_PLAN: &str = r#"
+[collector]
+auto_register = "calls"
+[[plan]]
+name = "calls"
+factor = "api_calls"
+unit = "call"
+period = "hour"
+pricing = "fixed"
+price = "0.002"
+"#;
+
 fn open(url: &str) -> Store {
     std::env::set_var("METERD_PG_UNFINISHED", "1");
     Store::open(Path::new(url)).unwrap()
@@ -268,22 +281,7 @@ fn ingest_and_seal_run_on_postgres() {
     let Some(pg) = PgCluster::shared() else { return };
     let url = pg.fresh_db();
     std::env::set_var("METERD_PG_UNFINISHED", "1");
-    let cfg = std::sync::Arc::new(
-        meterd::config::Config::from_toml_str(
-            r#"
-[collector]
-auto_register = "calls"
-[[plan]]
-name = "calls"
-factor = "api_calls"
-unit = "call"
-period = "hour"
-pricing = "fixed"
-price = "0.002"
-"#,
-        )
-        .unwrap(),
-    );
+    let cfg = std::sync::Arc::new(meterd::config::Config::from_toml_str(CALLS_PLAN).unwrap());
     let now: Timestamp = "2026-11-20T10:30:00Z".parse().unwrap();
     let line = |id: &str, inst: &str, q: &str, t: &str| format!(r#"{{"id":"{id}","instance_id":"{inst}","quantity":"{q}","time":"{t}"}}"#);
     let body = [
@@ -385,20 +383,7 @@ fn a_silent_server_fails_the_open_instead_of_hanging() {
 fn seal_a_day(db: &str) -> (Vec<String>, Option<u64>) {
     use meterd::store::lifecycle::{self, Status};
     use meterd::store::{instances, packages, records};
-    let cfg = meterd::config::Config::from_toml_str(
-        r#"
-[collector]
-auto_register = "calls"
-[[plan]]
-name = "calls"
-factor = "api_calls"
-unit = "call"
-period = "hour"
-pricing = "fixed"
-price = "0.002"
-"#,
-    )
-    .unwrap();
+    let cfg = meterd::config::Config::from_toml_str(CALLS_PLAN).unwrap();
     let day: Timestamp = "2026-11-19T00:00:00Z".parse().unwrap();
     let at = |h: i64| Timestamp::from_secs(day.secs() + h * 3600);
     let mut s = open(db);
