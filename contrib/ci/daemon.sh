@@ -33,6 +33,13 @@ start_daemon() {
   instance=7f141bf1-aec8-4859-8323-fb3a8ad50721
   local m=("$bin" --config "$work/meterd.toml" --db "$work/meterd.db")
   "${m[@]}" instance add "$instance" --plan calls --start "$(date -u -d '-2 days' +%Y-%m-%dT00:00:00Z)" >/dev/null
+  # A stop-before-excess instance whose package (quota 1 call) the first event uses up: the
+  # clients must pass the store's `quota_exhausted` on ("stop its service").
+  printf '\n[[plan]]\nname = "calls-prepaid"\nfactor = "api_calls"\nunit = "call"\nperiod = "hour"\npricing = "fixed"\nprice = "0.002"\npackage = "stop"\n' >>"$work/meterd.toml"
+  prepaid=0b8c6a3e-5d1f-4e2a-9c7b-1a2b3c4d5e6f
+  "${m[@]}" instance add "$prepaid" --plan calls-prepaid --start "$(date -u -d '-2 days' +%Y-%m-%dT00:00:00Z)" >/dev/null
+  "${m[@]}" package add "$prepaid" pkg-ci-1 --quota 1 --from "$(date -u -d '-2 days' +%Y-%m-%dT00:00:00Z)" \
+    --to "$(date -u -d '+30 days' +%Y-%m-%dT00:00:00Z)" >/dev/null
   RUST_LOG=warn "${m[@]}" run --listen 127.0.0.1:0 >"$work/daemon.stdout" 2>"$work/daemon.stderr" &
   daemon_pid=$!
   addr=""

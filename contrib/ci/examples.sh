@@ -65,6 +65,7 @@ check_client() {
   expect "$lang refuse tampered body" 1 'signature INVALID: the body or the secret does not match' -- "$@" verify "$secret" "$header" "$work/tampered" --no-age-check
   expect "$lang refuse wrong secret" 1 'signature INVALID' -- "$@" verify "${secret}x" "$header" "$work/body" --no-age-check
   expect "$lang refuse old timestamp" 1 'signature INVALID: timestamp 1764460800 is more than 5 minutes from now' -- "$@" verify "$secret" "$header" "$work/body"
+  expect "$lang quota exhausted" 0 "^  quota exhausted: $prepaid - stop its service$" -- "$@" send "$prepaid" 1
   expect "$lang refuse missing token" 1 'meterd answered 401' -- env METERD_TOKEN= "$@" preview "$instance"
 }
 

@@ -43,6 +43,8 @@ send() {
   jq -r '"sent \(.accepted + .duplicates + (.rejected | length)) events: accepted \(.accepted), duplicates \(.duplicates), rejected \(.rejected | length)"' <<<"$result"
   # Each refused event says what to fix.
   jq -r '.rejected[] | "  event #\(.index) \(.id // "-"): \(.error)"' <<<"$result"
+  # A stop-before-excess package used up: the app must stop this instance's service now.
+  jq -r '(.quota_exhausted // [])[] | "  quota exhausted: \(.) - stop its service"' <<<"$result"
   [ "$(jq '.rejected | length' <<<"$result")" = 0 ]
 }
 

@@ -115,6 +115,13 @@ public class MeterdClient {
             Map<?, ?> e = (Map<?, ?>) o;
             System.out.printf("  event #%s %s: %s%n", e.get("index"), e.get("id") == null ? "-" : e.get("id"), e.get("error"));
         }
+        // A stop-before-excess package used up: the app must stop this instance's service now.
+        Object exhausted = r.get("quota_exhausted");
+        if (exhausted != null) {
+            for (Object inst : (List<?>) exhausted) {
+                System.out.printf("  quota exhausted: %s - stop its service%n", inst);
+            }
+        }
         return rejected.isEmpty() ? 0 : 1;
     }
 

@@ -66,6 +66,9 @@ def send(instance_id, count=3):
     print(f"sent {total} events: accepted {result['accepted']}, duplicates {result['duplicates']}, rejected {len(rejected)}")
     for r in rejected:  # each refused event says what to fix
         print(f"  event #{r['index']} {r.get('id', '-')}: {r['error']}")
+    # A stop-before-excess package used up: the app must stop this instance's service now.
+    for inst in result.get("quota_exhausted", []):
+        print(f"  quota exhausted: {inst} - stop its service")
     return 0 if not rejected else 1
 
 
