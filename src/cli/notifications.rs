@@ -74,7 +74,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         println!("{}", if args.pending { "no notifications waiting" } else { "no notifications yet" });
         return Ok(0);
     }
-    println!("{:<36}  {:<16}  {:<22}  {:<16}  {:<9}  {:>8}  DETAIL", "ID", "RECEIVER", "TYPE", "INSTANCE", "STATUS", "ATTEMPTS");
+    // Column widths fit what they hold (ids are 36 characters, instance ids up to 64: the
+    // column is as wide as the longest shown), so values stay under their headers.
+    let iw = rows.iter().map(|r| r.instance_id.unwrap_or("-").len()).max().unwrap_or(0).max("INSTANCE".len());
+    let rw = rows.iter().map(|r| r.receiver.len()).max().unwrap_or(0).max("RECEIVER".len());
+    println!("{:<36}  {:<rw$}  {:<22}  {:<iw$}  {:<9}  {:>8}  DETAIL", "ID", "RECEIVER", "TYPE", "INSTANCE", "STATUS", "ATTEMPTS");
     for r in &rows {
         let detail = match (r.status, r.last_error, r.next_attempt) {
             ("delivered", _, _) => format!("delivered {}", r.delivered.map(|t| t.to_string()).unwrap_or_default()),
@@ -82,7 +86,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
             _ => format!("created {}", r.created),
         };
         println!(
-            "{:<36}  {:<16}  {:<22}  {:<16}  {:<9}  {:>8}  {detail}",
+            "{:<36}  {:<rw$}  {:<22}  {:<iw$}  {:<9}  {:>8}  {detail}",
             r.id,
             r.receiver,
             r.kind,
