@@ -7,6 +7,7 @@
 
 mod check;
 mod duration;
+mod exact;
 mod notify;
 mod plan;
 mod secret;

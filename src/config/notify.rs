@@ -91,9 +91,9 @@ pub struct NotifyToml {
     secret_file: Option<PathBuf>,
     #[serde(default)]
     events: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::exact::texts_option")]
     quota_fractions: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::exact::texts")]
     usage_amounts: Vec<String>,
     #[serde(default)]
     plans: Option<Vec<String>>,

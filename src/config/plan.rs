@@ -35,9 +35,14 @@ pub enum Pricing {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
-    #[serde(default, with = "rust_decimal::serde::str_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        serialize_with = "rust_decimal::serde::str_option::serialize",
+        deserialize_with = "super::exact::decimal_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub up_to: Option<Decimal>,
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(serialize_with = "rust_decimal::serde::str::serialize", deserialize_with = "super::exact::decimal")]
     pub price: Decimal,
 }
 
@@ -91,7 +96,7 @@ pub struct PlanToml {
     pub accumulation: Option<Accumulation>,
     #[serde(default)]
     pub tiers: Option<Vec<Tier>>,
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, deserialize_with = "super::exact::decimal_option")]
     pub price: Option<Decimal>,
     #[serde(default = "default_currency")]
     pub currency: String,
