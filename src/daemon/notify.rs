@@ -5,7 +5,8 @@
 //!   deliverer keeps the at-least-once reasoning simple, and a takeover after the holder dies
 //!   resends what it had not acknowledged); on SQLite the daemon always does.
 //! - **watch**: every `notify::watch::SCAN_EVERY` the lease holder scans the store for usage
-//!   amounts, deadlines and rejections (`notify::watch::scan`); every second, every node
+//!   amounts, deadlines and rejections (`notify::watch::scan`, in a read transaction; a write
+//!   transaction only when a notice is new); every second, every node
 //!   compares its own readiness (the `/readyz` checks) with the last seen and enqueues
 //!   `readiness.lost` / `readiness.regained` on a change. The daemon starts as ready; a change
 //!   that cannot be written (the store is what failed) is kept and written once it can be.
@@ -64,12 +65,16 @@ async fn watch_loop(l: Arc<Loops>, st: Arc<AppState>, store: Arc<Mutex<Store>>) 
             let (s, cfg, now, pending) = (store.clone(), l.cfg.clone(), l.now(), unwritten.clone());
             let result = tokio::task::spawn_blocking(move || {
                 let mut s = crate::store::lock_recovering(&s, "notify");
+                let mut fresh = pending;
+                if scan {
+                    fresh.extend(s.read(|tx| watch::scan(tx, &cfg, now))?);
+                }
+                if fresh.is_empty() {
+                    return Ok(());
+                }
                 s.write(|tx| {
-                    for n in &pending {
+                    for n in &fresh {
                         crate::store::notify::enqueue(tx, n)?;
-                    }
-                    if scan {
-                        watch::scan(tx, &cfg, now)?;
                     }
                     Ok(())
                 })

@@ -1,8 +1,12 @@
 //! The facts not established at ingest, found by a periodic scan of the store (the daemon's
 //! notify loop, every [`SCAN_EVERY`]): instances' window usage past configured amounts,
 //! waiting records near or past their reporting deadline, and records the store rejected. Each
-//! fact goes through `decide` and into the outbox, where a state already announced is not
-//! added again, so scanning the same facts at every tick is harmless.
+//! fact goes through `decide`; what the outbox holds already is dropped, and the daemon writes
+//! the rest. The scan only reads: it runs in a read transaction, so it never holds the
+//! writers' lock (on PostgreSQL the advisory lock every node's ingest takes; on SQLite the
+//! ingest writer's) while it walks every instance — a write transaction is opened only when
+//! there is something new to enqueue, and the outbox's unique `(target, state)` still makes a
+//! race with another scanner harmless.
 //!
 //! Choices: usage amounts are checked against the instance's current window and the one before
 //! it (a crossing just before a window boundary is still announced), on the window totals the
@@ -13,6 +17,7 @@
 use super::decide;
 use crate::config::{Config, EventKind};
 use crate::model::Timestamp;
+use crate::store::notify::NewNotice;
 use crate::store::sql::Tx;
 use crate::store::{batches, instances, notify, records, windows, StoreError};
 use std::collections::BTreeMap;
@@ -25,15 +30,16 @@ pub const DEADLINE_SCAN: usize = 1000;
 /// Rejections older than this are not announced (7 days).
 pub const REJECTED_WITHIN_NS: i64 = 7 * 86_400 * 1_000_000_000;
 
-/// Enqueues the notices the store's facts call for at `now`; returns how many were new.
-pub fn scan(tx: &Tx<'_>, cfg: &Config, now: Timestamp) -> Result<usize, StoreError> {
+/// The notices the store's facts call for at `now` that the outbox does not hold yet (read
+/// only; the caller enqueues them with `store::notify::enqueue`).
+pub fn scan(tx: &Tx<'_>, cfg: &Config, now: Timestamp) -> Result<Vec<NewNotice>, StoreError> {
     let t = &cfg.notify;
     let wants = |k| t.iter().any(|n| n.wants(k));
     let usage_wanted = t.iter().any(|n| n.wants(EventKind::UsageCrossed) && !n.usage_amounts.is_empty());
     let deadline_wanted = wants(EventKind::DeadlineNear) || wants(EventKind::DeadlineMissed);
     let rejected_wanted = wants(EventKind::RecordRejected);
     if !(usage_wanted || deadline_wanted || rejected_wanted) {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let insts = instances::list(tx)?;
     let plan_of: BTreeMap<&str, &str> = insts.iter().map(|i| (i.instance_id.as_str(), i.plan.as_str())).collect();
@@ -77,9 +83,11 @@ pub fn scan(tx: &Tx<'_>, cfg: &Config, now: Timestamp) -> Result<usize, StoreErr
             notices.extend(decide::rejected(t, &j));
         }
     }
-    let mut added = 0;
-    for n in &notices {
-        added += usize::from(notify::enqueue(tx, n)?);
+    let mut fresh = Vec::new();
+    for n in notices {
+        if !notify::announced(tx, &n.target, &n.state)? {
+            fresh.push(n);
+        }
     }
-    Ok(added)
+    Ok(fresh)
 }
