@@ -88,13 +88,15 @@ pub async fn attempt(r: &Receiver, id: &str, body: &str, t: i64) -> Outcome {
             Outcome::Failed { error: format!("HTTP {}", resp.status().as_u16()), retry_after }
         }
         Err(e) if e.is_timeout() => Outcome::Failed { error: "timed out".into(), retry_after: None },
-        Err(e) if e.is_connect() => Outcome::Failed { error: "connection failed".into(), retry_after: None },
-        Err(e) => Outcome::Failed { error: format!("request failed: {}", without_url(&e)), retry_after: None },
+        Err(e) if e.is_connect() => Outcome::Failed { error: format!("connection failed: {}", cause(&e)), retry_after: None },
+        Err(e) => Outcome::Failed { error: format!("request failed: {}", cause(&e)), retry_after: None },
     }
 }
 
-/// The error's text without the URL (which may carry a receiver's token in its query).
-fn without_url(e: &reqwest::Error) -> String {
+/// Why a request failed, for `last_error` and the logs: the innermost cause (e.g. "Connection
+/// refused (os error 111)", "invalid peer certificate: UnknownIssuer"), which says what to fix,
+/// never the top-level text, which names the URL (it may carry a receiver's token in its query).
+fn cause(e: &reqwest::Error) -> String {
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
     let mut text = String::from(if e.is_body() || e.is_request() { "transport error" } else { "error" });
     while let Some(s) = src {
@@ -206,4 +208,20 @@ async fn send_one(
         Err(e) => tracing::error!(error = %e, "notification record task failed"),
     }
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_says_why_and_not_the_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let toml = format!("[[notify]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook?token=sekret\"\nsecret = \"s\"\n");
+        let cfg = crate::config::Config::from_toml_str(&toml).unwrap();
+        let r = Receiver::new(cfg.notify[0].clone()).unwrap();
+        let Outcome::Failed { error, .. } = attempt(&r, "ntf_1", "{}", 0).await else { panic!("delivered to a closed port") };
+        assert!(error.starts_with("connection failed: ") && error.to_lowercase().contains("refused"), "{error}");
+        assert!(!error.contains("sekret") && !error.contains("/hook"), "{error}");
+    }
 }
