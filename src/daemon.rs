@@ -242,7 +242,7 @@ async fn open_off_runtime(db: &Path) -> crate::store::Result<Store> {
     let db = db.to_path_buf();
     match tokio::task::spawn_blocking(move || Store::open_existing(&db)).await {
         Ok(r) => r,
-        Err(e) => Err(crate::store::StoreError::Invalid(format!("the task opening the store failed: {e}"))),
+        Err(e) => Err(crate::store::StoreError::Internal(format!("the task opening the store failed: {e}"))),
     }
 }
 

@@ -20,14 +20,14 @@ fn main() -> ExitCode {
                 let line = serde_json::json!({
                     "timestamp": meterd::model::Timestamp::now().to_string(),
                     "level": "ERROR",
-                    "fields": { "message": f.message, "exit_code": f.code },
+                    "fields": { "message": f.message, "exit_code": f.code() },
                     "target": "meterd",
                 });
                 eprintln!("{line}");
             } else {
                 eprintln!("meterd: {}", f.message);
             }
-            ExitCode::from(f.code)
+            ExitCode::from(f.code())
         }
     }
 }

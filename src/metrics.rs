@@ -74,30 +74,6 @@ impl Default for Metrics {
     }
 }
 
-/// The reason label of a rejected event: the field its message names, else a coarse class.
-pub fn reject_reason(error: &str) -> &'static str {
-    for field in ["id", "instance_id", "quantity", "time", "metric"] {
-        if error.starts_with(&format!("`{field}`")) {
-            return match field {
-                "id" => "id",
-                "instance_id" => "instance_id",
-                "quantity" => "quantity",
-                "time" => "time",
-                _ => "metric",
-            };
-        }
-    }
-    if error.contains("already stored") {
-        "conflict"
-    } else if error.contains("unknown field") {
-        "unknown_field"
-    } else if error.starts_with("missing field") {
-        "missing_field"
-    } else {
-        "invalid"
-    }
-}
-
 fn bump(map: &Mutex<BTreeMap<String, u64>>, key: &str, by: u64) {
     if let Ok(mut m) = map.lock() {
         *m.entry(key.to_string()).or_default() += by;
@@ -109,7 +85,7 @@ impl Metrics {
         self.events_accepted.fetch_add(r.accepted, Ordering::Relaxed);
         self.events_duplicate.fetch_add(r.duplicates, Ordering::Relaxed);
         for rej in &r.rejected {
-            bump(&self.events_rejected, reject_reason(&rej.error), 1);
+            bump(&self.events_rejected, rej.reason.label(), 1);
         }
     }
 

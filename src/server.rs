@@ -14,7 +14,7 @@ use crate::store::{instances, Store, StoreError};
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -23,6 +23,9 @@ use serde_json::json;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+pub use error::ApiError;
+
+pub mod error;
 pub mod limits;
 pub mod listen;
 pub mod openapi;
@@ -100,7 +103,7 @@ async fn require_token(State(st): State<Arc<AppState>>, req: axum::extract::Requ
             .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim()))
             .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()));
         if !ok {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token; send `Authorization: Bearer <token>`");
+            return ApiError::Unauthorized("missing or wrong bearer token; send `Authorization: Bearer <token>`".into()).into_response();
         }
     }
     next.run(req).await
@@ -110,46 +113,32 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": msg.into() }))).into_response()
-}
-
-async fn post_events(State(st): State<Arc<AppState>>, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the body is larger than server.max_body ({} bytes); split it into smaller requests — nothing was stored",
-                    st.cfg.server.max_body
-                ),
-            )
-        }
-        Err(e) => return error(e.status(), e.body_text()),
-    };
-    match st.collector.ingest_body_async(&body, st.now()).await {
-        Ok(result) => {
-            st.metrics.record_ingest(&result);
-            Json(result).into_response()
-        }
-        Err(IngestError::NotJson(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(IngestError::Unavailable(m)) => {
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{m}; retry the whole request later: events already stored from it count as duplicates, never twice"),
-            );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
-        Err(IngestError::Store(e)) => {
+/// `POST /v1/events`: the ingest result after the writer's commit. A failure of the whole
+/// request is 400 (not JSON), 413 (too large), 503 (the store cannot write now) or 500 (the
+/// store failed); both of the last say that a resend counts stored events as duplicates.
+async fn post_events(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<crate::collector::IngestResult>, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "the body is larger than server.max_body ({} bytes); split it into smaller requests — nothing was stored",
+            st.cfg.server.max_body
+        )),
+        status => ApiError::Other(status, e.body_text()),
+    })?;
+    let result = st.collector.ingest_body_async(&body, st.now()).await.map_err(|e| match e {
+        IngestError::NotJson(e) => ApiError::BadRequest(e.to_string()),
+        IngestError::Unavailable(m) => ApiError::Unavailable(format!(
+            "{m}; retry the whole request later: events already stored from it count as duplicates, never twice"
+        )),
+        IngestError::Store(e) => {
             tracing::error!(error = %e, "ingest failed in the store");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{e}; retry the whole request later: events already stored from it count as duplicates"),
-            )
+            ApiError::Internal(format!("{e}; retry the whole request later: events already stored from it count as duplicates"))
         }
-    }
+    })?;
+    st.metrics.record_ingest(&result);
+    Ok(Json(result))
 }
 
 #[derive(Deserialize)]
@@ -166,89 +155,59 @@ struct ReleaseBody {
     time: String,
 }
 
-fn store_error(e: StoreError) -> Response {
-    match e {
-        StoreError::Invalid(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
-        e @ StoreError::Fenced { .. } => error(StatusCode::CONFLICT, e.to_string()),
-        e if e.is_unavailable() => {
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
-        e => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
 /// Runs a closure on the admin connection off the async runtime. A panic in `f` answers 500
-/// and leaves the connection usable for the next request ([`crate::guard`]).
+/// and leaves the connection usable for the next request ([`crate::guard`]); a store error is
+/// answered by its kind ([`ApiError`]).
 async fn with_admin<T: Send + 'static>(
     st: &Arc<AppState>,
     f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Response> {
+) -> Result<T, ApiError> {
     let st = st.clone();
-    tokio::task::spawn_blocking(move || f(&mut crate::guard::lock_admin(&st.admin)))
-        .await
-        .map_err(|e| match e.try_into_panic() {
-            Ok(payload) => crate::guard::internal_error(&crate::guard::panic_message(payload.as_ref())),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        })?
-        .map_err(store_error)
+    let joined = tokio::task::spawn_blocking(move || f(&mut crate::guard::lock_admin(&st.admin))).await;
+    let done = joined.map_err(|e| match e.try_into_panic() {
+        Ok(payload) => ApiError::Panicked(crate::guard::panic_message(payload.as_ref())),
+        Err(e) => ApiError::Internal(e.to_string()),
+    })?;
+    Ok(done?)
 }
 
 /// The `{id}` of an instance route. A path that does not decode to UTF-8 (`%FF`) is a 400 in
 /// the API's JSON error shape, as `schemas/openapi.json` says (axum's own answer is plain text;
 /// found by schemathesis, issue 17).
-fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, Response> {
-    p.map(|Path(id)| id).map_err(|e| {
-        error(StatusCode::BAD_REQUEST, format!("the instance id in the path: {}; percent-encode the id's UTF-8 bytes", e.body_text()))
-    })
+fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(id)| id)
+        .map_err(|e| ApiError::BadRequest(format!("the instance id in the path: {}; percent-encode the id's UTF-8 bytes", e.body_text())))
 }
 
 /// Parses a JSON request body; a 400 that shows the expected shape otherwise.
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("expected {expected}: {e}")))
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("expected {expected}: {e}")))
 }
 
 /// Parses an RFC 3339 field; a 422 naming the field otherwise.
-fn time_field(name: &str, text: &str) -> Result<Timestamp, Response> {
-    parse_rfc3339(text).map_err(|m| error(StatusCode::UNPROCESSABLE_ENTITY, format!("`{name}`: {m}")))
+fn time_field(name: &str, text: &str) -> Result<Timestamp, ApiError> {
+    parse_rfc3339(text).map_err(|m| ApiError::Unprocessable(format!("`{name}`: {m}")))
 }
 
-async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: NewInstance = match json_body(&body, r#"{"instance_id", "plan", "start"}"#) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    if let Err(m) = crate::model::valid_instance_id(&req.instance_id) {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, m);
-    }
+type Answer<T = serde_json::Value> = Result<Json<T>, ApiError>;
+
+async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Answer {
+    let req: NewInstance = json_body(&body, r#"{"instance_id", "plan", "start"}"#)?;
+    crate::model::valid_instance_id(&req.instance_id).map_err(ApiError::Unprocessable)?;
     if st.cfg.plan(&req.plan).is_none() {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, format!("plan {:?} is not in the config", req.plan));
+        return Err(ApiError::Unprocessable(format!("plan {:?} is not in the config", req.plan)));
     }
-    let start = match time_field("start", &req.start) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+    let start = time_field("start", &req.start)?;
     let now = st.now();
-    match with_admin(&st, move |s| {
-        s.write(|tx| instances::add(tx, &req.instance_id, &req.plan, start, now).and_then(|r| view(tx, &r, now)))
-    })
-    .await
-    {
-        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
-        Err(r) => r,
-    }
+    let v =
+        with_admin(&st, move |s| s.write(|tx| instances::add(tx, &req.instance_id, &req.plan, start, now).and_then(|r| view(tx, &r, now))))
+            .await?;
+    Ok(Json(v))
 }
 
-async fn release_instance(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>, body: Bytes) -> Response {
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let at = match json_body::<ReleaseBody>(&body, r#"{"time"}"#).and_then(|req| time_field("time", &req.time)) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+async fn release_instance(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>, body: Bytes) -> Answer {
+    let id = path_id(id)?;
+    let at = json_body::<ReleaseBody>(&body, r#"{"time"}"#).and_then(|req| time_field("time", &req.time))?;
     let now = st.now();
     let result = with_admin(&st, move |s| {
         s.write(|tx| {
@@ -262,19 +221,14 @@ async fn release_instance(State(st): State<Arc<AppState>>, id: Result<Path<Strin
             Ok(v)
         })
     });
-    match result.await {
-        Ok(v) => Json(v).into_response(),
-        Err(r) => r,
-    }
+    Ok(Json(result.await?))
 }
 
-async fn list_instances(State(st): State<Arc<AppState>>, _h: HeaderMap) -> Response {
+async fn list_instances(State(st): State<Arc<AppState>>, _h: HeaderMap) -> Answer<Vec<serde_json::Value>> {
     let now = st.now();
-    match with_admin(&st, move |s| s.read(|tx| instances::list(tx)?.iter().map(|r| view(tx, r, now)).collect::<Result<Vec<_>, _>>())).await
-    {
-        Ok(v) => Json(v).into_response(),
-        Err(r) => r,
-    }
+    let list =
+        with_admin(&st, move |s| s.read(|tx| instances::list(tx)?.iter().map(|r| view(tx, r, now)).collect::<Result<Vec<_>, _>>())).await?;
+    Ok(Json(list))
 }
 
 #[derive(Deserialize)]
@@ -288,30 +242,21 @@ struct PreviewParams {
 async fn get_preview(
     State(st): State<Arc<AppState>>,
     params: Result<axum::extract::Query<PreviewParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let params = match params {
-        Ok(axum::extract::Query(p)) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e}; use instance, from and to (RFC 3339)")),
-    };
+) -> Answer<crate::preview::Preview> {
+    let axum::extract::Query(params) = params.map_err(|e| ApiError::BadRequest(format!("{e}; use instance, from and to (RFC 3339)")))?;
     crate::faults::panic_point("preview-handler");
-    let parse = |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_rfc3339(s).map_err(|e| format!("`{name}`: {e}"))).transpose();
-    let q = match (parse("from", &params.from), parse("to", &params.to)) {
-        (Ok(from), Ok(to)) => match crate::preview::PreviewQuery::new(params.instance, from, to) {
-            Ok(q) => q.at(st.now()),
-            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-        },
-        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    let parse = |name: &str, v: &Option<String>| {
+        v.as_deref().map(|s| parse_rfc3339(s).map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}")))).transpose()
     };
+    let (from, to) = (parse("from", &params.from)?, parse("to", &params.to)?);
+    let q = crate::preview::PreviewQuery::new(params.instance, from, to).map_err(|e| ApiError::BadRequest(e.to_string()))?.at(st.now());
     let cfg = st.cfg.clone();
-    match with_admin(&st, move |s| crate::preview::preview(s, &cfg, &q)).await {
-        Ok(p) => Json(p).into_response(),
-        Err(r) => r,
-    }
+    Ok(Json(with_admin(&st, move |s| crate::preview::preview(s, &cfg, &q)).await?))
 }
 
 /// The status with the daemon's live checks in place of the store-only ones; `audit` also
 /// runs the conservation audit (it reads every event).
-async fn current_status(st: &Arc<AppState>, audit: bool) -> Result<crate::status::Status, Response> {
+async fn current_status(st: &Arc<AppState>, audit: bool) -> Result<crate::status::Status, ApiError> {
     let (cfg, now) = (st.cfg.clone(), st.now());
     let node = st.node.clone();
     let mut s = with_admin(st, move |s| {
@@ -355,8 +300,8 @@ async fn get_readyz(State(st): State<Arc<AppState>>) -> Response {
 pub async fn readiness_checks(st: &Arc<AppState>) -> Vec<crate::health::Check> {
     match current_status(st, false).await {
         Ok(s) => s.checks,
-        Err(r) => {
-            let (parts, body) = r.into_parts();
+        Err(e) => {
+            let (parts, body) = e.into_response().into_parts();
             let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
             let mut c = crate::health::evaluate(&st.live.inputs(Timestamp::now().secs(), &st.collector, (0, 0)));
             c.push(crate::health::Check {
@@ -369,11 +314,8 @@ pub async fn readiness_checks(st: &Arc<AppState>) -> Vec<crate::health::Check> {
     }
 }
 
-async fn get_status(State(st): State<Arc<AppState>>) -> Response {
-    match current_status(&st, false).await {
-        Ok(s) => Json(s).into_response(),
-        Err(r) => r,
-    }
+async fn get_status(State(st): State<Arc<AppState>>) -> Answer<crate::status::Status> {
+    Ok(Json(current_status(&st, false).await?))
 }
 
 #[derive(Deserialize)]
@@ -387,22 +329,18 @@ struct MetricsParams {
 async fn get_metrics(
     State(st): State<Arc<AppState>>,
     params: Result<axum::extract::Query<MetricsParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let audit = match params.map(|q| q.0.audit) {
         Ok(None) => false,
         Ok(Some(a)) if a == "1" || a == "true" => true,
         Ok(Some(a)) if a == "0" || a == "false" => false,
-        Ok(Some(a)) => return error(StatusCode::BAD_REQUEST, format!("`audit={a}`: use audit=1 (or leave it out)")),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e}; the only parameter is audit=1")),
+        Ok(Some(a)) => return Err(ApiError::BadRequest(format!("`audit={a}`: use audit=1 (or leave it out)"))),
+        Err(e) => return Err(ApiError::BadRequest(format!("{e}; the only parameter is audit=1"))),
     };
-    match current_status(&st, audit).await {
-        Ok(s) => {
-            let mut text = st.metrics.render(&s);
-            text.push_str(&crate::metrics::render_health(&s, &st.live, st.collector.health()));
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-        }
-        Err(r) => r,
-    }
+    let s = current_status(&st, audit).await?;
+    let mut text = st.metrics.render(&s);
+    text.push_str(&crate::metrics::render_health(&s, &st.live, st.collector.health()));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 /// An instance with its status history, as the API shows it.
@@ -418,19 +356,10 @@ struct StatusBody {
     time: String,
 }
 
-async fn set_status(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>, body: Bytes) -> Response {
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let req: StatusBody = match json_body(&body, r#"{"status": "FREEZE"|"UNFREEZE", "time"}"#) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let at = match time_field("time", &req.time) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+async fn set_status(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>, body: Bytes) -> Answer {
+    let id = path_id(id)?;
+    let req: StatusBody = json_body(&body, r#"{"status": "FREEZE"|"UNFREEZE", "time"}"#)?;
+    let at = time_field("time", &req.time)?;
     let now = st.now();
     let result = with_admin(&st, move |s| {
         s.write(|tx| {
@@ -444,11 +373,8 @@ async fn set_status(State(st): State<Arc<AppState>>, id: Result<Path<String>, Pa
             Ok(v)
         })
     })
-    .await;
-    match result {
-        Ok(v) => Json(v).into_response(),
-        Err(r) => r,
-    }
+    .await?;
+    Ok(Json(result))
 }
 
 #[derive(Deserialize)]
@@ -462,26 +388,22 @@ struct PackageBody {
 }
 
 /// `POST /v1/instances/{id}/packages`: registers a package; answers the instance's quota view.
-async fn add_package(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>, body: Bytes) -> Response {
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let req: PackageBody = match json_body(&body, r#"{"package_id", "quota", "from", "to", "reset" (optional: none|monthly|yearly)}"#) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+async fn add_package(
+    State(st): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Answer<crate::quota::QuotaView> {
+    let id = path_id(id)?;
+    let req: PackageBody = json_body(&body, r#"{"package_id", "quota", "from", "to", "reset" (optional: none|monthly|yearly)}"#)?;
     // The quota's own digits, never through f64: a JSON string's content or a number's text.
     let raw = req.quota.get();
     let quota = match serde_json::from_str::<String>(raw) {
         Ok(text) => text,
         Err(_) if raw.starts_with(|c: char| c.is_ascii_digit() || c == '-') => raw.to_string(),
-        Err(_) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("`quota` must be a decimal string or number, got {raw}")),
+        Err(_) => return Err(ApiError::Unprocessable(format!("`quota` must be a decimal string or number, got {raw}"))),
     };
-    let new = match crate::quota::new_package(&req.package_id, &quota, &req.from, &req.to, req.reset.as_deref()) {
-        Ok(p) => p,
-        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, m),
-    };
+    let new =
+        crate::quota::new_package(&req.package_id, &quota, &req.from, &req.to, req.reset.as_deref()).map_err(ApiError::Unprocessable)?;
     let (cfg, now) = (st.cfg.clone(), st.now());
     let result = with_admin(&st, move |s| {
         s.write(|tx| {
@@ -489,29 +411,19 @@ async fn add_package(State(st): State<Arc<AppState>>, id: Result<Path<String>, P
             quota_view(tx, &cfg, &id, now)
         })
     })
-    .await;
-    match result {
-        Ok(v) => Json(v).into_response(),
-        Err(r) => r,
-    }
+    .await?;
+    Ok(Json(result))
 }
 
 /// The quota view of a registered instance.
 fn quota_view(tx: &Tx<'_>, cfg: &Config, id: &str, now: Timestamp) -> Result<crate::quota::QuotaView, StoreError> {
-    let inst = instances::get(tx, id)?.ok_or_else(|| StoreError::Invalid(format!("instance {id:?} is not registered")))?;
+    let inst = instances::get(tx, id)?.ok_or_else(|| StoreError::NotFound(format!("instance {id:?} is not registered")))?;
     crate::quota::view(tx, cfg, &inst, now)
 }
 
 /// `GET /v1/instances/{id}/quota`: each package's use and what is left at now.
-async fn get_quota(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>) -> Response {
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+async fn get_quota(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>) -> Answer<crate::quota::QuotaView> {
+    let id = path_id(id)?;
     let (cfg, now) = (st.cfg.clone(), st.now());
-    let result = with_admin(&st, move |s| s.read(|tx| quota_view(tx, &cfg, &id, now))).await;
-    match result {
-        Ok(v) => Json(v).into_response(),
-        Err(r) => r,
-    }
+    Ok(Json(with_admin(&st, move |s| s.read(|tx| quota_view(tx, &cfg, &id, now))).await?))
 }

@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     drop(ctx.store()?); // the database directory and the settings check (see `crate::settings`) before the writer opens the store
     let collector = Collector::start(&ctx.db, ctx.cfg.clone(), Box::new(|_, _| {}))?;
     let result = ingest_stream(&collector, BufReader::with_capacity(1 << 20, input), now).map_err(|e| match e {
-        IngestError::NotJson(m) => Failure { code: 1, message: m.to_string() },
+        IngestError::NotJson(m) => Failure::new(super::ExitKind::Rejected, m.to_string()),
         other => Failure::runtime(format!(
             "{other}. Events of earlier chunks of this input may be stored; re-run the same command once the cause is fixed: stored events count as duplicates, never twice"
         )),
@@ -79,7 +79,14 @@ fn ingest_stream(collector: &Collector, mut input: impl BufRead, now: Timestamp)
 }
 
 fn not_json_lines(lines: usize, why: &str) -> IngestResult {
-    let rejected = (0..lines).map(|index| crate::collector::Rejected { index, id: None, error: format!("invalid JSON: {why}") }).collect();
+    let rejected = (0..lines)
+        .map(|index| crate::collector::Rejected {
+            index,
+            id: None,
+            error: format!("invalid JSON: {why}"),
+            reason: crate::collector::RejectReason::Invalid,
+        })
+        .collect();
     IngestResult { rejected, ..IngestResult::default() }
 }
 

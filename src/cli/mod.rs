@@ -1,8 +1,10 @@
 //! The command line: one file per subcommand, each a small `Args` + `run` that calls the
 //! library; [`help`] adds every subcommand's examples to the clap definition. This is where
 //! config is loaded, the clock is read (`--now` overrides it), and library errors get the
-//! context a person needs. Exit codes (design §7): 0 success; 1 finished
-//! but some input or records were rejected; 2 bad usage or configuration; 3 runtime failure.
+//! context a person needs. Exit codes (design §7, [`ExitKind`]): 0 success; 1 finished
+//! but some input or records were rejected; 2 bad usage or configuration; 3 runtime failure
+//! or an internal error (a bug); 4 the sealer lease is another node's. A library error
+//! becomes one by its kind ([`crate::store::ErrorKind`]), never by its message.
 
 mod backup;
 mod completions;
@@ -101,29 +103,83 @@ impl Command {
     }
 }
 
-/// A failure with its exit code.
+/// The exit codes meterd documents (design §7, the README's table); the only place they are
+/// numbered. `u8::from(kind)` is the process's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// 0: success.
+    Success,
+    /// 1: finished, but some input or records were rejected.
+    Rejected,
+    /// 2: bad usage or configuration (a flag, the config, a name that does not exist, an
+    /// amount out of range): fix the command or config and run it again.
+    Usage,
+    /// 3: runtime failure (store, network) or an internal error (a bug: the message says so);
+    /// nothing half-done, re-running is safe.
+    Runtime,
+    /// 4: another node holds (or took over) the sealer lease of a shared PostgreSQL store.
+    Lease,
+}
+
+impl From<ExitKind> for u8 {
+    fn from(k: ExitKind) -> u8 {
+        match k {
+            ExitKind::Success => 0,
+            ExitKind::Rejected => 1,
+            ExitKind::Usage => 2,
+            ExitKind::Runtime => 3,
+            ExitKind::Lease => 4,
+        }
+    }
+}
+
+impl From<crate::store::ErrorKind> for ExitKind {
+    /// How each kind of store failure ends a command (the table on
+    /// [`crate::store::StoreError`]): an internal error is a runtime failure (3), never "bad
+    /// usage" (2).
+    fn from(k: crate::store::ErrorKind) -> ExitKind {
+        use crate::store::ErrorKind as K;
+        match k {
+            K::BadInput => ExitKind::Usage,
+            K::Fenced => ExitKind::Lease,
+            K::Unavailable | K::Internal | K::Runtime => ExitKind::Runtime,
+        }
+    }
+}
+
+/// A failure with its exit code and the message printed on stderr.
 #[derive(Debug)]
 pub struct Failure {
-    pub code: u8,
+    pub kind: ExitKind,
     pub message: String,
 }
 
 impl Failure {
-    pub fn usage(message: impl Into<String>) -> Failure {
-        Failure { code: 2, message: message.into() }
+    /// A failure of `kind` with `message`.
+    pub fn new(kind: ExitKind, message: impl Into<String>) -> Failure {
+        Failure { kind, message: message.into() }
     }
+    /// Exit 2: bad usage or configuration.
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure::new(ExitKind::Usage, message)
+    }
+    /// Exit 3: runtime failure.
     pub fn runtime(message: impl Into<String>) -> Failure {
-        Failure { code: 3, message: message.into() }
+        Failure::new(ExitKind::Runtime, message)
+    }
+    /// Exit 4: the sealer lease is another node's.
+    pub fn lease(message: impl Into<String>) -> Failure {
+        Failure::new(ExitKind::Lease, message)
+    }
+    /// The process exit status.
+    pub fn code(&self) -> u8 {
+        self.kind.into()
     }
 }
 
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Failure {
-        match e {
-            crate::store::StoreError::Invalid(m) => Failure::usage(m),
-            e @ crate::store::StoreError::Fenced { .. } => Failure { code: 4, message: e.to_string() },
-            other => Failure::runtime(other.to_string()),
-        }
+        Failure::new(e.kind().into(), e.to_string())
     }
 }
 
@@ -184,13 +240,10 @@ impl Ctx {
         match store.write(|tx| lease::acquire(tx, lease::SEALER, &self.node, ttl))? {
             Acquired::Held(f) => store.set_fence(Some(f)),
             Acquired::Busy(r) => {
-                return Err(Failure {
-                    code: 4,
-                    message: format!(
-                        "node {} holds the sealer lease (epoch {}): it seals and uploads this store; nothing was done here — let it, or stop it and run this again once its lease expires (at most `store.lease` = {})",
-                        r.holder, r.epoch, self.cfg.store.lease
-                    ),
-                })
+                return Err(Failure::lease(format!(
+                    "node {} holds the sealer lease (epoch {}): it seals and uploads this store; nothing was done here — let it, or stop it and run this again once its lease expires (at most `store.lease` = {})",
+                    r.holder, r.epoch, self.cfg.store.lease
+                )))
             }
         }
         Ok(store)
@@ -214,10 +267,10 @@ impl Ctx {
             e @ crate::store::StoreError::Missing { .. } => Failure::usage(e.to_string()),
             // A bad URL, a PostgreSQL URL this build refuses, a libpq string, a wrong password or
             // database: configuration, which a restart cannot fix (exit 2).
-            crate::store::StoreError::Invalid(m) => Failure::usage(m),
-            e @ crate::store::StoreError::Tls(_) => Failure::usage(e.to_string()),
-            e if e.reason() == "config" => Failure::usage(format!("{e} (check the URL in --db / METERD_DB and the password)")),
-            e => Failure::runtime(e.to_string()),
+            e if e.reason() == "config" && !matches!(e, crate::store::StoreError::Tls(_)) => {
+                Failure::usage(format!("{e} (check the URL in --db / METERD_DB and the password)"))
+            }
+            e => e.into(),
         })
     }
 }
@@ -271,5 +324,54 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Store(c) => store::run(&Ctx::load(&cli)?, c),
         Command::Seal(a) => seal::run(&Ctx::load(&cli)?, a),
         Command::Preview(a) => preview::run(&Ctx::load(&cli)?, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use std::path::PathBuf;
+
+    #[test]
+    fn exit_kinds_are_the_documented_codes() {
+        let codes: Vec<u8> = [ExitKind::Success, ExitKind::Rejected, ExitKind::Usage, ExitKind::Runtime, ExitKind::Lease]
+            .into_iter()
+            .map(u8::from)
+            .collect();
+        assert_eq!(codes, [0, 1, 2, 3, 4]);
+    }
+
+    /// Every kind of store failure → the exit code a command ends with (the README's table):
+    /// an internal failure is a runtime failure (3), never "bad usage" (2).
+    #[test]
+    fn each_store_error_kind_has_its_exit_code() {
+        let fenced = StoreError::Fenced { lease: "sealer".into(), ours: 1, holder: "b".into(), epoch: 2 };
+        let cases: Vec<(StoreError, u8)> = vec![
+            (StoreError::Invalid("bad".into()), 2),
+            (StoreError::NotFound("no record has metering_sn \"x\"".into()), 2),
+            (StoreError::Overflow("window usage overflows a 96-bit decimal".into()), 2),
+            (StoreError::Tls("no TLS".into()), 2),
+            (StoreError::Internal("the task opening the store failed".into()), 3),
+            (StoreError::Corrupt("x".into()), 3),
+            (StoreError::TooNew(PathBuf::from("m.db"), 99), 3),
+            (StoreError::Full, 3),
+            (StoreError::Busy, 3),
+            (StoreError::Moved(PathBuf::from("m.db")), 3),
+            (fenced, 4),
+        ];
+        for (e, want) in cases {
+            let shown = e.to_string();
+            let f = Failure::from(e);
+            assert_eq!(f.code(), want, "{shown}");
+            assert_eq!(f.message, shown, "the message is the error's own");
+        }
+    }
+
+    /// An internal error says it is one (not the caller's fault).
+    #[test]
+    fn an_internal_error_says_so() {
+        let f = Failure::from(StoreError::Internal("store task failed: panicked".into()));
+        assert!(f.message.starts_with("internal error: store task failed"), "{}", f.message);
     }
 }

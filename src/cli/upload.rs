@@ -34,7 +34,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     Ctx::release_lease(&mut crate::store::lock_recovering(&store, "upload"));
     let report = report.map_err(|e| match e {
         crate::upload::run::UploadError::Config(m) => Failure::usage(m),
-        crate::upload::run::UploadError::Store(s @ crate::store::StoreError::Fenced { .. }) => Failure { code: 4, message: s.to_string() },
+        crate::upload::run::UploadError::Store(s @ crate::store::StoreError::Fenced { .. }) => Failure::lease(s.to_string()),
         crate::upload::run::UploadError::Store(s) => Failure::runtime(s.to_string()),
     })?;
     println!("{}", serde_json::to_string(&report).unwrap_or_default());

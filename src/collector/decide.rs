@@ -4,6 +4,7 @@
 //! instance's lifetime and plan, is it late, and which window bills it ([`admit`], pure).
 
 use super::parse::EventInput;
+use super::result::{Refused, RejectReason};
 use crate::config::{Config, LatePolicy, Plan};
 use crate::model::Timestamp;
 use crate::store::dedupe::{Appender, Dedupe, NewEvent, Probe};
@@ -32,6 +33,8 @@ pub enum Verdict {
     Rejected {
         id: String,
         error: String,
+        /// Set by the rule that refused the event; the metrics label.
+        reason: RejectReason,
     },
 }
 
@@ -164,7 +167,7 @@ impl TxCtx<'_, '_> {
         match (&mut self.keys, probe) {
             (Keys::Sqlite { dedupe, app }, KeyProbe::Sqlite(p)) => dedupe.check(app, p, &ev.id, ev.time, ev.quantity, props),
             (Keys::Postgres(pg), KeyProbe::Postgres) => Ok(pg.check(instance_key, &ev.id, ev.time, ev.quantity, props)),
-            _ => Err(StoreError::Invalid("an event probed on one backend was checked on the other".into())),
+            _ => Err(StoreError::Internal("an event probed on one backend was checked on the other".into())),
         }
     }
 
@@ -204,7 +207,7 @@ impl TxCtx<'_, '_> {
                 });
                 Ok(())
             }
-            _ => Err(StoreError::Invalid("an event probed on one backend was stored on the other".into())),
+            _ => Err(StoreError::Internal("an event probed on one backend was stored on the other".into())),
         }
     }
 }
@@ -240,7 +243,10 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
         InsertOutcome::Inserted => {}
         InsertOutcome::Duplicate => return Ok(Verdict::Duplicate),
         InsertOutcome::Conflict { stored_quantity, stored_time, stored_properties } => {
-            return Ok(reject(ev, conflict_message(ev, stored_quantity, stored_time, stored_properties, props)))
+            return Ok(reject(
+                ev,
+                RejectReason::Conflict.with(conflict_message(ev, stored_quantity, stored_time, stored_properties, props)),
+            ))
         }
     }
     let ctx = &mut cx.instances.ctxs[slot];
@@ -333,24 +339,24 @@ fn point(
 /// instance's start and release, its frozen intervals, and late windows. Pure.
 /// Returns the window start (UTC seconds) that bills the event, `None` for late usage of a
 /// released, fully sealed instance (kept as unbillable), or the refusal message.
-pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -> Result<Option<i64>, String> {
+pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -> Result<Option<i64>, Refused> {
     let Some(plan) = &ctx.plan else { return Err(missing_plan(&ctx.row)) };
     clock(cfg, ev, now)?;
     if let Some(m) = &ev.metric {
         if *m != plan.factor {
-            return Err(format!(
+            return Err(RejectReason::Metric.with(format!(
                 "`metric` {m:?} does not match the billing factor {:?} of plan {:?}; send that metric or none",
                 plan.factor, plan.name
-            ));
+            )));
         }
     }
     aggregation_fields(plan, ev)?;
     if ev.time < ctx.row.start {
-        return Err(format!("`time` {} is before the instance's start {}", ev.time, ctx.row.start));
+        return Err(RejectReason::Time.with(format!("`time` {} is before the instance's start {}", ev.time, ctx.row.start)));
     }
     if let Some(r) = ctx.row.release {
         if ev.time >= r {
-            return Err(format!("`time` {} is at or after the instance's release {r}", ev.time));
+            return Err(RejectReason::Time.with(format!("`time` {} is at or after the instance's release {r}", ev.time)));
         }
     }
     // A level (`weighted_sum`) reported while frozen is kept: the level holds through a freeze
@@ -358,20 +364,20 @@ pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -
     // after the unfreeze. The frozen time itself is never billed (the seal skips it).
     if let Some(since) = ctx.history.frozen_since(ev.time).filter(|_| plan.aggregation != crate::model::Aggregation::WeightedSum) {
         let until = ctx.history.unfrozen_after(since).map(|u| format!(" until {u}")).unwrap_or_default();
-        return Err(format!(
+        return Err(RejectReason::Time.with(format!(
             "`time` {} falls while the instance was frozen (since {since}{until}); a frozen instance produces no billable usage",
             ev.time
-        ));
+        )));
     }
     let own = cfg.timezone.window_start(plan.period, ev.time);
     if own >= ctx.row.sealed_until {
         Ok(Some(own))
     } else if cfg.collector.late == LatePolicy::Reject {
-        Err(format!(
+        Err(RejectReason::Time.with(format!(
             "`time` {} falls in a window that is already sealed (until {}); collector.late = \"reject\" refuses late events",
             ev.time,
             Timestamp::from_secs(ctx.row.sealed_until)
-        ))
+        )))
     } else if ctx.row.release.is_some_and(|r| r.secs() <= ctx.row.sealed_until) {
         Ok(None) // released and fully sealed: kept as unbillable
     } else {
@@ -380,27 +386,28 @@ pub fn admit(cfg: &Config, ctx: &InstanceCtx, ev: &EventInput, now: Timestamp) -
 }
 
 /// The refusal of a new event of an instance whose plan is not in the config.
-fn missing_plan(row: &InstanceRow) -> String {
-    format!("instance {:?} uses plan {:?}, which is not in the config; add the [[plan]] back", row.instance_id, row.plan)
+fn missing_plan(row: &InstanceRow) -> Refused {
+    RejectReason::Invalid
+        .with(format!("instance {:?} uses plan {:?}, which is not in the config; add the [[plan]] back", row.instance_id, row.plan))
 }
 
 /// What the plan's aggregation needs of an event (issue 14). Pure: a `quantity` unless the
 /// plan counts events (`count`, `unique_count`); for `unique_count`, the property it counts.
-pub fn aggregation_fields(plan: &Plan, ev: &EventInput) -> Result<(), String> {
+pub fn aggregation_fields(plan: &Plan, ev: &EventInput) -> Result<(), Refused> {
     use crate::model::Aggregation;
     let agg = plan.aggregation;
     if ev.quantity_omitted && !matches!(agg, Aggregation::Count | Aggregation::UniqueCount) {
-        return Err(format!(
+        return Err(RejectReason::MissingField.with(format!(
             "missing field `quantity`; every event needs `id`, `instance_id` and `time`, and a `quantity` unless its plan counts events (plan {:?} aggregates by {agg})",
             plan.name
-        ));
+        )));
     }
     if let (Aggregation::UniqueCount, Some(key)) = (agg, &plan.unique_by) {
         if ev.properties.as_ref().and_then(|p| p.get(key)).is_none() {
-            return Err(format!(
+            return Err(RejectReason::Invalid.with(format!(
                 "missing property {key:?}: plan {:?} counts the distinct values of `properties.{key}`; send e.g. \"properties\": {{\"{key}\": \"…\"}}",
                 plan.name
-            ));
+            )));
         }
     }
     Ok(())
@@ -427,19 +434,19 @@ fn conflict_message(
 /// writer, after the key lookup, so that a resend of an event stored while it was young is a
 /// duplicate, not a refusal; and before auto-registration, so that an event refused by them
 /// registers nothing.
-pub fn clock(cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<(), String> {
+pub fn clock(cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<(), Refused> {
     let c = &cfg.collector;
     if ev.time > now.add_secs(c.max_future.as_secs_i64()) {
-        return Err(format!(
+        return Err(RejectReason::Time.with(format!(
             "`time` {} is more than {} ahead of now ({now}); check the sender's clock (collector.max_future)",
             ev.time, c.max_future
-        ));
+        )));
     }
     if ev.time < now.add_secs(-c.max_age.as_secs_i64()) {
-        return Err(format!(
+        return Err(RejectReason::Time.with(format!(
             "`time` {} is older than {} (collector.max_age); the cloud store refuses records that begin more than 21 days ago",
             ev.time, c.max_age
-        ));
+        )));
     }
     Ok(())
 }
@@ -451,33 +458,36 @@ fn instance(
     cache: &mut InstanceCache,
     ev: &EventInput,
     now: Timestamp,
-) -> Result<Result<usize, String>, StoreError> {
+) -> Result<Result<usize, Refused>, StoreError> {
     if let Some(slot) = cache.slot(&ev.instance_id) {
         return Ok(Ok(slot));
     }
     Ok(load(tx, cfg, ev, now)?.map(|ctx| cache.insert(ev.instance_id.clone(), ctx)))
 }
 
-fn load(tx: &Tx<'_>, cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<Result<InstanceCtx, String>, StoreError> {
+fn load(tx: &Tx<'_>, cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<Result<InstanceCtx, Refused>, StoreError> {
     let row = match instances::get(tx, &ev.instance_id)? {
         Some(row) => row,
         None if crate::store::packages::get(tx, &ev.instance_id)?.is_some() => {
-            return Ok(Err(format!("`instance_id` {:?} is a package instance; send usage under the pay-per-use instance it belongs to", ev.instance_id)))
+            return Ok(Err(RejectReason::InstanceId.with(format!(
+                "`instance_id` {:?} is a package instance; send usage under the pay-per-use instance it belongs to",
+                ev.instance_id
+            ))))
         }
         None => match &cfg.collector.auto_register {
             Some(plan_name) => {
                 if let Err(msg) = clock(cfg, ev, now) {
                     return Ok(Err(msg));
                 }
-                let plan = cfg.plan(plan_name).ok_or_else(|| StoreError::Invalid(format!("auto_register plan {plan_name:?} vanished")))?;
+                let plan = cfg.plan(plan_name).ok_or_else(|| StoreError::Internal(format!("auto_register plan {plan_name:?} vanished")))?;
                 let start = Timestamp::from_secs(cfg.timezone.window_start(plan.period, ev.time));
                 instances::add(tx, &ev.instance_id, plan_name, start, now)?
             }
             None => {
-                return Ok(Err(format!(
+                return Ok(Err(RejectReason::InstanceId.with(format!(
                     "`instance_id` {:?} is not registered; add it with `meterd instance add {} --plan NAME --start TIME` (or set collector.auto_register)",
                     ev.instance_id, ev.instance_id
-                )))
+                ))))
             }
         },
     };
@@ -491,6 +501,6 @@ fn load(tx: &Tx<'_>, cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<Re
     Ok(Ok(InstanceCtx { row, history, plan, new_unbillable: Decimal::ZERO, new_late: 0, new_late_change: Decimal::ZERO, quota }))
 }
 
-fn reject(ev: &EventInput, error: String) -> Verdict {
-    Verdict::Rejected { id: ev.id.clone(), error }
+fn reject(ev: &EventInput, refused: Refused) -> Verdict {
+    Verdict::Rejected { id: ev.id.clone(), error: refused.message, reason: refused.reason }
 }

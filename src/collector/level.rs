@@ -41,7 +41,7 @@ pub(super) fn level(
 ) -> Result<Verdict, StoreError> {
     let ctx = cx.instances.at(slot);
     let Some(plan) = &ctx.plan else {
-        return Err(StoreError::Invalid(format!("instance {:?} has no plan: admit refuses its new events", ctx.row.instance_id)));
+        return Err(StoreError::Internal(format!("instance {:?} has no plan: admit refuses its new events", ctx.row.instance_id)));
     };
     let own = cx.cfg.timezone.window_start(plan.period, ev.time);
     let key = ctx.row.key;

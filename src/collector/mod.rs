@@ -27,7 +27,7 @@ pub mod writer;
 pub use builder::CollectorBuilder;
 pub use decide::Verdict;
 pub use parse::{parse_body, EventInput, NotJson};
-pub use result::{IngestResult, LateUnbilled, Rejected};
+pub use result::{IngestResult, LateUnbilled, Refused, RejectReason, Rejected};
 
 use crate::config::Config;
 use crate::model::Timestamp;
@@ -132,7 +132,7 @@ impl Collector {
         let writer = std::thread::Builder::new()
             .name("meterd-writer".into())
             .spawn(move || writer::run(store, wcfg, rx, on_commit, whealth))
-            .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Collector { jobs: Some(tx), cfg, writer: Some(writer), health, probe })
     }
 
@@ -233,7 +233,7 @@ impl Collector {
         for (index, p) in parsed.into_iter().enumerate() {
             match p {
                 Ok(ev) => ready.push((index, ev)),
-                Err(r) => result.rejected.push(Rejected { index, id: r.id, error: r.error }),
+                Err(r) => result.rejected.push(Rejected { index, id: r.id, error: r.error, reason: r.reason }),
             }
         }
         let jobs = self.jobs.as_ref().ok_or_else(|| IngestError::Unavailable("the collector is shutting down".into()))?;
@@ -291,7 +291,7 @@ fn fold(result: &mut IngestResult, reply: writer::JobReply) {
                 result.late_unbilled.push(LateUnbilled { index, id, instance_id, unbilled_change });
             }
             Verdict::Duplicate => result.duplicates += 1,
-            Verdict::Rejected { id, error } => result.rejected.push(Rejected { index, id: Some(id), error }),
+            Verdict::Rejected { id, error, reason } => result.rejected.push(Rejected { index, id: Some(id), error, reason }),
         }
     }
 }

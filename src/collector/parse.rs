@@ -11,6 +11,7 @@
 //! plans take it), which the writer decides ([`super::decide::admit`]); an omitted quantity is
 //! 0 ([`EventInput::quantity_omitted`]).
 
+use super::result::RejectReason;
 use crate::model::{parse_rfc3339, shorten, valid_event_id as valid_id, valid_instance_id, Properties, Quantity, Timestamp};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -53,16 +54,17 @@ impl EventInput {
     /// The field rules `parse_event` applies to JSON, for events built in code (the library
     /// door): the same ids, instance ids and quantities are refused with the same messages.
     pub fn validate(&self) -> Result<(), Refusal> {
-        let fail = |error: String| Refusal { id: valid_id(&self.id).is_ok().then(|| self.id.clone()), error };
-        valid_id(&self.id).map_err(fail)?;
-        valid_instance_id(&self.instance_id).map_err(fail)?;
-        Quantity::parse_event(&self.quantity.0.to_string()).map_err(|e| fail(format!("`quantity`: {e}")))?;
+        let fail =
+            |reason: RejectReason| move |error: String| Refusal { id: valid_id(&self.id).is_ok().then(|| self.id.clone()), error, reason };
+        valid_id(&self.id).map_err(fail(RejectReason::Id))?;
+        valid_instance_id(&self.instance_id).map_err(fail(RejectReason::InstanceId))?;
+        Quantity::parse_event(&self.quantity.0.to_string()).map_err(|e| fail(RejectReason::Quantity)(format!("`quantity`: {e}")))?;
         if let Some(p) = &self.properties {
             let map = p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            Properties::new(map).map_err(|e| fail(format!("`properties`: {e}")))?;
+            Properties::new(map).map_err(|e| fail(RejectReason::Invalid)(format!("`properties`: {e}")))?;
         }
         if self.quantity_omitted && !self.quantity.0.is_zero() {
-            return Err(fail("`quantity` is marked omitted but is not 0".into()));
+            return Err(fail(RejectReason::Quantity)("`quantity` is marked omitted but is not 0".into()));
         }
         Ok(())
     }
@@ -73,6 +75,8 @@ impl EventInput {
 pub struct Refusal {
     pub id: Option<String>,
     pub error: String,
+    /// The metrics label's reason, set by the rule that refused it.
+    pub reason: RejectReason,
 }
 
 /// The body as a whole could not be read.
@@ -160,35 +164,44 @@ pub fn parse_event(text: &[u8]) -> Result<EventInput, Refusal> {
         return Err(Refusal {
             id: None,
             error: format!("not an event object: invalid type: JSON array, expected a JSON object such as {{\"id\": …}}; got {shown}"),
+            reason: RejectReason::Invalid,
         });
     }
     let wire: Wire<'_> = match serde_json::from_slice(text) {
         Ok(w) => w,
-        Err(e) => return Err(Refusal { id: readable_id(text), error: describe_json_error(&e) }),
+        Err(e) => {
+            let (reason, error) = describe_json_error(&e);
+            return Err(Refusal { id: readable_id(text), error, reason });
+        }
     };
     let id_text = wire.id.map(|raw| string_field("id", raw));
     let id = id_text.clone().and_then(Result::ok);
-    let fail = |error: String| Refusal { id: id.clone().filter(|i| valid_id(i).is_ok()), error };
-    let id = match id_text {
-        None => return Err(fail(missing("id"))),
-        Some(r) => r.map_err(&fail)?,
+    let fail = |reason: RejectReason| {
+        let id = id.clone().filter(|i| valid_id(i).is_ok());
+        move |error: String| Refusal { id, error, reason }
     };
-    valid_id(&id).map_err(&fail)?;
-    let instance_id = string_field("instance_id", wire.instance_id.ok_or_else(|| fail(missing("instance_id")))?).map_err(&fail)?;
-    valid_instance_id(&instance_id).map_err(&fail)?;
+    use RejectReason::{Id, InstanceId, Invalid, Metric, MissingField, Time};
+    let id = match id_text {
+        None => return Err(fail(MissingField)(missing("id"))),
+        Some(r) => r.map_err(fail(Id))?,
+    };
+    valid_id(&id).map_err(fail(Id))?;
+    let instance_id = wire.instance_id.ok_or_else(|| fail(MissingField)(missing("instance_id")))?;
+    let instance_id = string_field("instance_id", instance_id).map_err(fail(InstanceId))?;
+    valid_instance_id(&instance_id).map_err(fail(InstanceId))?;
     let (quantity, quantity_omitted) = match wire.quantity {
-        Some(raw) => (quantity_field(raw).map_err(&fail)?, false),
+        Some(raw) => (quantity_field(raw).map_err(fail(RejectReason::Quantity))?, false),
         None => (Quantity::ZERO, true),
     };
-    let time_text = string_field("time", wire.time.ok_or_else(|| fail(missing("time")))?).map_err(&fail)?;
-    let time = parse_rfc3339(&time_text).map_err(|e| fail(format!("`time`: {e}")))?;
+    let time_text = string_field("time", wire.time.ok_or_else(|| fail(MissingField)(missing("time")))?).map_err(fail(Time))?;
+    let time = parse_rfc3339(&time_text).map_err(|e| fail(Time)(format!("`time`: {e}")))?;
     let metric = match wire.metric {
         None => None,
-        Some(raw) => Some(string_field("metric", raw).map_err(&fail)?),
+        Some(raw) => Some(string_field("metric", raw).map_err(fail(Metric))?),
     };
     let properties = match wire.properties {
         None => None,
-        Some(raw) => properties_field(raw).map_err(&fail)?,
+        Some(raw) => properties_field(raw).map_err(fail(Invalid))?,
     };
     Ok(EventInput { id, instance_id, quantity, time, metric, properties, quantity_omitted })
 }
@@ -259,16 +272,18 @@ fn readable_id(text: &[u8]) -> Option<String> {
     }
 }
 
-fn describe_json_error(e: &serde_json::Error) -> String {
+/// The refusal of an object serde could not read. serde_json reports an unknown field only in
+/// its message (its `Category` is `Data` for every type error), so this one place reads it.
+fn describe_json_error(e: &serde_json::Error) -> (RejectReason, String) {
     use serde_json::error::Category;
     let msg = e.to_string();
     match e.classify() {
         Category::Data if msg.contains("unknown field") => {
-            format!("{msg}; remove the field (typos are refused so data is never silently dropped)")
+            (RejectReason::UnknownField, format!("{msg}; remove the field (typos are refused so data is never silently dropped)"))
         }
-        Category::Data => format!("not an event object: {msg}"),
-        Category::Syntax | Category::Eof => format!("invalid JSON: {msg}"),
-        Category::Io => format!("unreadable: {msg}"),
+        Category::Data => (RejectReason::Invalid, format!("not an event object: {msg}")),
+        Category::Syntax | Category::Eof => (RejectReason::Invalid, format!("invalid JSON: {msg}")),
+        Category::Io => (RejectReason::Invalid, format!("unreadable: {msg}")),
     }
 }
 

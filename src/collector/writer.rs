@@ -224,7 +224,7 @@ impl Writer {
 
 /// The SQLite connection of a transaction the SQLite writer opened.
 fn sqlite<'c>(tx: &crate::store::sql::Tx<'c>) -> Result<&'c rusqlite::Connection, StoreError> {
-    tx.sqlite_conn().ok_or_else(|| StoreError::Invalid("the SQLite ingest path ran on a PostgreSQL store".into()))
+    tx.sqlite_conn().ok_or_else(|| StoreError::Internal("the SQLite ingest path ran on a PostgreSQL store".into()))
 }
 
 /// Decides every event of every job of a group, in order; one reply per job.

@@ -168,7 +168,7 @@ pub fn preview(store: &mut Store, cfg: &Config, q: &PreviewQuery) -> Result<Prev
         if let Some(id) = &q.instance {
             all.retain(|i| &i.instance_id == id);
             if all.is_empty() {
-                return Err(StoreError::Invalid(format!("instance {id:?} is not registered")));
+                return Err(StoreError::NotFound(format!("instance {id:?} is not registered")));
             }
         } else {
             all.retain(|i| priceable(cfg, i));
@@ -187,7 +187,7 @@ pub fn preview(store: &mut Store, cfg: &Config, q: &PreviewQuery) -> Result<Prev
             let c = by_cur.entry(t.currency.clone()).or_default();
             *c = c
                 .checked_add(t.charge)
-                .ok_or_else(|| StoreError::Invalid(format!("the {} total overflows a 96-bit decimal", t.currency)))?;
+                .ok_or_else(|| StoreError::Overflow(format!("the {} total overflows a 96-bit decimal", t.currency)))?;
         }
         out.totals = by_cur
             .into_iter()
@@ -337,7 +337,7 @@ fn instance_rows(
     let billable: Vec<(i64, Decimal)> =
         raw.iter().enumerate().map(|(k, r)| (r.window, price::billable(plan.package, r.state, r.usage, cov(k)))).collect();
     let charges = price::charges(&plan.pricing, cfg.timezone, &billable).ok_or_else(|| {
-        StoreError::Invalid(format!(
+        StoreError::Overflow(format!(
             "the charges of instance {:?} overflow a 96-bit decimal; check plan {:?}'s prices",
             inst.instance_id, plan.name
         ))
@@ -370,7 +370,7 @@ fn instance_rows(
 
 /// `a + b` for an instance's totals; an error naming the instance when it overflows.
 fn sum(a: Decimal, b: Decimal, inst: &InstanceRow) -> Result<Decimal, StoreError> {
-    a.checked_add(b).ok_or_else(|| StoreError::Invalid(format!("the totals of instance {:?} overflow a 96-bit decimal", inst.instance_id)))
+    a.checked_add(b).ok_or_else(|| StoreError::Overflow(format!("the totals of instance {:?} overflow a 96-bit decimal", inst.instance_id)))
 }
 
 fn is_zero_u64(n: &u64) -> bool {

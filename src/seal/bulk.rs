@@ -56,7 +56,7 @@ impl Prefetched {
     /// instances, histories, packages and windows. PostgreSQL only (arrays).
     pub fn load(tx: &Tx<'_>, ids: &[String], until: impl Fn(&InstanceRow) -> Option<i64>) -> Result<Prefetched, StoreError> {
         let mut pre = Prefetched::default();
-        let Some(mut pg) = tx.pg() else { return Err(StoreError::Invalid("the bulk seal reads run on PostgreSQL only".into())) };
+        let Some(mut pg) = tx.pg() else { return Err(StoreError::Internal("the bulk seal reads run on PostgreSQL only".into())) };
         let rows = pg.query_typed(
             &format!("SELECT {} FROM instances WHERE instance_id = ANY($1)", instances::COLUMNS),
             &[&ids],
@@ -138,7 +138,7 @@ impl Prefetched {
     /// Writes the held records (with the queue rows of the pending ones) and cursors: one
     /// statement each, whatever their number. Call inside the transaction that read them.
     pub fn flush(&mut self, tx: &Tx<'_>, now_ns: i64) -> Result<(), StoreError> {
-        let Some(mut pg) = tx.pg() else { return Err(StoreError::Invalid("the bulk seal writes run on PostgreSQL only".into())) };
+        let Some(mut pg) = tx.pg() else { return Err(StoreError::Internal("the bulk seal writes run on PostgreSQL only".into())) };
         let records = std::mem::take(&mut self.records);
         if !records.is_empty() {
             let mut cols = RecordColumns::default();
@@ -214,9 +214,9 @@ struct RecordColumns {
 
 impl RecordColumns {
     fn push(&mut self, r: &NewRecord) -> Result<(), StoreError> {
-        let body = serde_json::to_vec(&r.record).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let body = serde_json::to_vec(&r.record).map_err(|e| StoreError::Internal(e.to_string()))?;
         let value: Decimal = r.record.usage_value.parse().map_err(|_| {
-            StoreError::Invalid(format!("record {}: usage value {:?} is not a decimal", r.record.metering_sn, r.record.usage_value))
+            StoreError::Internal(format!("record {}: usage value {:?} is not a decimal", r.record.metering_sn, r.record.usage_value))
         })?;
         self.sn.push(r.record.metering_sn.clone());
         self.key.push(r.instance_key);

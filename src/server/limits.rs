@@ -13,12 +13,12 @@
 //! The middleware runs after the token check, so an unauthenticated client is answered 401
 //! without a byte of its body being buffered.
 
-use super::error;
+use super::ApiError;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,33 +132,25 @@ impl BodyLimits {
     /// The answer to a refused body, in the API's error shape.
     pub fn answer(&self, refusal: &Refusal) -> Response {
         match refusal {
-            Refusal::TooLarge => error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the body is larger than server.max_body ({} bytes); split it into smaller requests — nothing was stored",
-                    self.max_body
-                ),
-            ),
-            Refusal::TooSlow => error(
+            Refusal::TooLarge => ApiError::TooLarge(format!(
+                "the body is larger than server.max_body ({} bytes); split it into smaller requests — nothing was stored",
+                self.max_body
+            )),
+            Refusal::TooSlow => ApiError::Other(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "the body did not arrive within server.body_timeout ({}); send it faster or in smaller requests — nothing was stored",
                     crate::config::Span(self.body_timeout)
                 ),
             ),
-            Refusal::OverBudget => {
-                let mut r = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "the server holds server.max_inflight_bytes ({} bytes) of request bodies already; retry in a moment — nothing was stored",
-                        self.max_inflight_bytes
-                    ),
-                );
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                r
-            }
-            Refusal::Broken(e) => error(StatusCode::BAD_REQUEST, format!("the body could not be read: {e} — nothing was stored")),
+            // 503 with `Retry-After` ([`ApiError::Unavailable`]).
+            Refusal::OverBudget => ApiError::Unavailable(format!(
+                "the server holds server.max_inflight_bytes ({} bytes) of request bodies already; retry in a moment — nothing was stored",
+                self.max_inflight_bytes
+            )),
+            Refusal::Broken(e) => ApiError::BadRequest(format!("the body could not be read: {e} — nothing was stored")),
         }
+        .into_response()
     }
 }
 

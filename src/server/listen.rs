@@ -20,9 +20,8 @@
 //! after a short pause. Shutdown: stop accepting, let every connection finish its request
 //! (hyper's graceful shutdown), wait for them; the daemon bounds the wait.
 
-use super::error;
+use super::ApiError;
 use axum::body::Body;
-use axum::http::StatusCode;
 use axum::Router;
 use hyper::body::Incoming;
 use std::future::Future;
@@ -276,10 +275,9 @@ async fn connection(stream: TcpStream, router: Router, limits: ConnLimits, stop:
 /// (and drops) what the client sent for a moment, so the close does not reset the answer away.
 async fn refuse(mut stream: TcpStream, cap: usize) {
     let body = axum::body::to_bytes(
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the server serves server.max_connections ({cap}) connections already; retry in a moment"),
-        )
+        axum::response::IntoResponse::into_response(ApiError::Unavailable(format!(
+            "the server serves server.max_connections ({cap}) connections already; retry in a moment"
+        )))
         .into_body(),
         4096,
     )

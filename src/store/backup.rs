@@ -51,7 +51,7 @@ impl Store {
     /// not a database in use: deleting it must not make a later open refuse).
     pub fn open_backup(path: &Path) -> Result<Store> {
         if !path.exists() {
-            return Err(StoreError::Invalid(format!("the backup {} does not exist", path.display())));
+            return Err(StoreError::NotFound(format!("the backup {} does not exist", path.display())));
         }
         Store::open_raw(path)
     }

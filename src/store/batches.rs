@@ -236,7 +236,7 @@ fn unqueue(tx: &Tx<'_>, id: i64) -> Result<()> {
 pub fn split(tx: &Tx<'_>, id: i64, now_ns: i64) -> Result<(Batch, Batch)> {
     let recs = members(tx, id)?;
     if recs.len() < 2 {
-        return Err(StoreError::Invalid(format!("batch {id} has {} record(s); cannot split", recs.len())));
+        return Err(StoreError::Internal(format!("batch {id} has {} record(s); cannot split", recs.len())));
     }
     tx.execute("UPDATE batches SET state = 'split' WHERE id = ?1", params![id])?;
     unqueue(tx, id)?;
@@ -299,7 +299,7 @@ pub fn reject_record(tx: &Tx<'_>, sn: &str, code: &str, message: &str, body: &[u
 /// Puts a rejected record back to `pending` (same serial, same bytes) after its cause is fixed.
 pub fn requeue(tx: &Tx<'_>, sn: &str, now_ns: i64) -> Result<()> {
     let (window_start, state) = match record_state(tx, sn)? {
-        None => return Err(StoreError::Invalid(format!("no record has metering_sn {sn:?}; see `meterd rejected`"))),
+        None => return Err(StoreError::NotFound(format!("no record has metering_sn {sn:?}; see `meterd rejected`"))),
         Some((s, w, _)) => (w, s),
     };
     if state != "rejected" {

@@ -258,7 +258,7 @@ fn copy_in(src: &Tx<'_>, dst: &Tx<'_>) -> Result<(Vec<(&'static str, u64)>, u64)
         }
         Backend::Sqlite => {
             // Every copied event in one sorted dedupe run, as the ingest writer flushes them.
-            let conn = dst.sqlite_conn().ok_or_else(|| StoreError::Invalid("a SQLite destination without SQLite".into()))?;
+            let conn = dst.sqlite_conn().ok_or_else(|| StoreError::Internal("a SQLite destination without SQLite".into()))?;
             let mut dedupe = super::dedupe::Dedupe::load_flushing_at(conn, 1)?;
             dedupe.maybe_flush(conn)?;
         }

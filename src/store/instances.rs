@@ -165,7 +165,7 @@ pub fn settle_released(tx: &Tx<'_>, instance_id: &str) -> Result<Decimal> {
 }
 
 pub(crate) fn unknown(instance_id: &str) -> StoreError {
-    StoreError::Invalid(format!(
+    StoreError::NotFound(format!(
         "instance {instance_id:?} is not registered; add it with `meterd instance add {instance_id} --plan NAME --start TIME`"
     ))
 }
@@ -173,7 +173,7 @@ pub(crate) fn unknown(instance_id: &str) -> StoreError {
 /// Adds unbillable usage (late usage of a released instance with no window left).
 pub fn add_unbillable(tx: &Tx<'_>, instance_key: i64, amount: Decimal) -> Result<()> {
     let cur: String = tx.one("SELECT unbillable FROM instances WHERE ref = ?1", params![instance_key])?;
-    let next = dec(&cur)?.checked_add(amount).ok_or_else(|| StoreError::Invalid("unbillable usage overflows".into()))?;
+    let next = dec(&cur)?.checked_add(amount).ok_or_else(|| StoreError::Overflow("unbillable usage overflows".into()))?;
     tx.execute("UPDATE instances SET unbillable = ?2 WHERE ref = ?1", params![instance_key, next.normalize().to_string()])?;
     Ok(())
 }

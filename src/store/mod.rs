@@ -56,7 +56,21 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Why a store operation failed. Callers branch on `is_full` / `is_busy` to answer 503.
+/// Why a store operation failed. Callers branch on the variant, never on the message:
+///
+/// | kind | variants | CLI exit | HTTP |
+/// |---|---|---|---|
+/// | bad input or configuration | [`Invalid`](StoreError::Invalid), [`NotFound`](StoreError::NotFound), [`Overflow`](StoreError::Overflow), [`Tls`](StoreError::Tls) | 2 | 422 |
+/// | temporary ([`is_unavailable`](StoreError::is_unavailable)) | `Full`, `Busy`, `Moved`, `Missing`, read-only, unreachable | 3 | 503 + `Retry-After` |
+/// | lease lost | [`Fenced`](StoreError::Fenced) | 4 | 409 |
+/// | internal (a bug, never the caller's fault) | [`Internal`](StoreError::Internal) | 3 | 500 |
+/// | runtime | the database's own errors (`Sqlite`, `Postgres`, `Open`, `Corrupt`, `TooNew`) | 3 | 500 |
+///
+/// Opening a store is stricter (`cli::Ctx::store_unchecked`): a `Missing` database or a
+/// PostgreSQL configuration error (reason `config`) is exit 2 there, since no retry fixes it.
+///
+/// [`StoreError::kind`] sorts them into these rows ([`ErrorKind`]); the CLI's exit code
+/// (`cli::ExitKind`) and the server's status (`server::ApiError`) are decided from it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: {source}")]
@@ -69,8 +83,24 @@ pub enum StoreError {
     TooNew(PathBuf, i64),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The caller's request or configuration is wrong: a bad value, a state the operation
+    /// does not apply to, a feature the backend lacks. The message says what and what to do.
     #[error("{0}")]
     Invalid(String),
+    /// What the caller named does not exist (an instance, a record's `metering_sn`, a backup
+    /// file). A kind of bad input: the API answers it 422 like other bad input (its OpenAPI
+    /// document has no 404), the CLI exit 2.
+    #[error("{0}")]
+    NotFound(String),
+    /// An exact amount (a window's sum, a total, unbillable usage) would leave the 96-bit
+    /// decimal range; nothing was written. Bad input: the events' quantities are out of range.
+    #[error("{0}")]
+    Overflow(String),
+    /// A broken invariant inside meterd (a code path run on the wrong backend, a blocking task
+    /// that failed or panicked, a value that cannot be serialised): a bug, never the caller's
+    /// fault. HTTP 500, CLI exit 3; nothing was written (the transaction rolled back).
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
     /// This node lost the lease it writes under: another node took it over (see [`lease`]).
@@ -120,7 +150,47 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
+/// What kind of failure a [`StoreError`] is; the one thing the CLI and the server branch on
+/// to choose an exit code or HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request or configuration is wrong (including a name that does not exist and an
+    /// amount out of range): fix it and try again.
+    BadInput,
+    /// The store cannot write now (full, busy, read-only, unreachable, moved): retry later.
+    Unavailable,
+    /// This node lost the sealer lease ([`StoreError::Fenced`]).
+    Fenced,
+    /// A bug or broken invariant inside meterd ([`StoreError::Internal`]).
+    Internal,
+    /// The database failed otherwise (an SQL error, corrupt or newer data).
+    Runtime,
+}
+
 impl StoreError {
+    /// A bad-input error with `message` ([`StoreError::Invalid`]).
+    pub fn invalid(message: impl Into<String>) -> StoreError {
+        StoreError::Invalid(message.into())
+    }
+
+    /// A broken invariant ([`StoreError::Internal`]).
+    pub fn internal(message: impl Into<String>) -> StoreError {
+        StoreError::Internal(message.into())
+    }
+
+    /// The kind of failure, for exit codes and HTTP statuses (see the table on [`StoreError`]).
+    /// `Fenced` comes first, then [`is_unavailable`](StoreError::is_unavailable), then the
+    /// variant.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Fenced { .. } => ErrorKind::Fenced,
+            StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Overflow(_) | StoreError::Tls(_) => ErrorKind::BadInput,
+            StoreError::Internal(_) => ErrorKind::Internal,
+            e if e.is_unavailable() => ErrorKind::Unavailable,
+            _ => ErrorKind::Runtime,
+        }
+    }
+
     /// Temporary: the caller should answer "try again later" (HTTP 503), not "bad input".
     /// A read-only database is one: the store cannot write now, like a full disk, and the
     /// connection is reopened after such a failure, so it clears once the file is writable.
@@ -130,7 +200,7 @@ impl StoreError {
     }
 
     /// A short label for metrics and health checks: `full`, `busy`, `readonly`, `io`,
-    /// `moved`, `missing`, `corrupt`, `invalid`, `fenced`, `cannot_open`, and for PostgreSQL
+    /// `moved`, `missing`, `corrupt`, `invalid` (bad input, not found, overflow), `internal`, `fenced`, `cannot_open`, and for PostgreSQL
     /// `unreachable` (server down or connection lost) and `config` (authentication failed,
     /// no such database, a bad URL option), or `other`.
     pub fn reason(&self) -> &'static str {
@@ -140,7 +210,8 @@ impl StoreError {
             StoreError::Moved(_) => "moved",
             StoreError::Missing { .. } => "missing",
             StoreError::Corrupt(_) | StoreError::TooNew(..) => "corrupt",
-            StoreError::Invalid(_) => "invalid",
+            StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Overflow(_) => "invalid",
+            StoreError::Internal(_) => "internal",
             StoreError::Fenced { .. } => "fenced",
             StoreError::Tls(_) => "config",
             StoreError::Open { source: e, .. } | StoreError::Sqlite(e) => match e.sqlite_error_code() {

@@ -170,7 +170,8 @@ pub fn over_quota(tx: &Tx<'_>, instance_key: i64) -> Result<Decimal> {
 
 /// Adds usage beyond every quota.
 pub fn add_over_quota(tx: &Tx<'_>, instance_key: i64, amount: Decimal) -> Result<()> {
-    let next = over_quota(tx, instance_key)?.checked_add(amount).ok_or_else(|| StoreError::Invalid("over-quota usage overflows".into()))?;
+    let next =
+        over_quota(tx, instance_key)?.checked_add(amount).ok_or_else(|| StoreError::Overflow("over-quota usage overflows".into()))?;
     tx.execute(
         "INSERT INTO over_quota (instance_ref, usage) VALUES (?1, ?2) ON CONFLICT (instance_ref) DO UPDATE SET usage = excluded.usage",
         params![instance_key, next.normalize().to_string()],

@@ -55,7 +55,7 @@ pub struct PgEvents {
 }
 
 fn no_pg() -> StoreError {
-    StoreError::Invalid("the PostgreSQL event path was called on a SQLite store".into())
+    StoreError::Internal("the PostgreSQL event path was called on a SQLite store".into())
 }
 
 /// Whether `e` is a unique violation of the event key `events_key`.

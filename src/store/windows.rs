@@ -52,7 +52,7 @@ pub type Sums = foldhash::HashMap<(i64, i64), (Decimal, u64)>;
 
 /// `a + b` for window usage, which must not overflow a 96-bit decimal.
 fn usage_sum(a: Decimal, b: Decimal) -> Result<Decimal> {
-    a.checked_add(b).ok_or_else(|| StoreError::Invalid("window usage overflows a 96-bit decimal".into()))
+    a.checked_add(b).ok_or_else(|| StoreError::Overflow("window usage overflows a 96-bit decimal".into()))
 }
 
 fn add_to(sums: &mut Sums, key: (i64, i64), usage: Decimal, events: u64) -> Result<()> {

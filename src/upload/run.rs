@@ -94,7 +94,7 @@ async fn db<T: Send + 'static>(
         f(&mut s)
     })
     .await
-    .map_err(|e| StoreError::Invalid(format!("store task failed: {e}")))?
+    .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
 }
 
 /// One upload run at `now` (decides expiry; request `ts` always uses the real clock).

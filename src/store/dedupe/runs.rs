@@ -57,7 +57,7 @@ pub(super) fn pack_run(run: &[(i64, i64)]) -> Result<Vec<(i64, i64, Vec<u8>)>> {
         let base = block.iter().map(|e| e.1).min().expect("non-empty block");
         let mut blob = Vec::with_capacity(block.len() * ENTRY);
         for (h, seq) in block {
-            let off = u32::try_from(seq - base).map_err(|_| StoreError::Invalid("a dedupe block spans more than 2^32 events".into()))?;
+            let off = u32::try_from(seq - base).map_err(|_| StoreError::Internal("a dedupe block spans more than 2^32 events".into()))?;
             blob.extend_from_slice(&h.to_le_bytes());
             blob.extend_from_slice(&off.to_le_bytes());
         }

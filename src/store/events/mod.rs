@@ -77,7 +77,7 @@ pub fn totals_all(tx: &Tx<'_>) -> Result<std::collections::HashMap<i64, (u64, Qu
         let q = r.with_str(1, |qty| Quantity::parse_stored(qty).ok_or_else(|| StoreError::Corrupt(format!("event quantity {qty:?}"))))?;
         let e = out.entry(r.get(0)?).or_insert((0, Quantity::ZERO));
         e.0 += 1;
-        e.1 = e.1.checked_add(q).ok_or_else(|| StoreError::Invalid("sum overflows".into()))?;
+        e.1 = e.1.checked_add(q).ok_or_else(|| StoreError::Overflow("sum overflows".into()))?;
         Ok(())
     })?;
     Ok(out)
