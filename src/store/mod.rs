@@ -168,19 +168,9 @@ pub enum ErrorKind {
 }
 
 impl StoreError {
-    /// A bad-input error with `message` ([`StoreError::Invalid`]).
-    pub fn invalid(message: impl Into<String>) -> StoreError {
-        StoreError::Invalid(message.into())
-    }
-
-    /// A broken invariant ([`StoreError::Internal`]).
-    pub fn internal(message: impl Into<String>) -> StoreError {
-        StoreError::Internal(message.into())
-    }
-
     /// The kind of failure, for exit codes and HTTP statuses (see the table on [`StoreError`]).
-    /// `Fenced` comes first, then [`is_unavailable`](StoreError::is_unavailable), then the
-    /// variant.
+    /// Decided by the variant; the database's own errors are [`ErrorKind::Unavailable`] when
+    /// [`is_unavailable`](StoreError::is_unavailable), else [`ErrorKind::Runtime`].
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::Fenced { .. } => ErrorKind::Fenced,
