@@ -28,6 +28,7 @@ use super::backoff::Backoff;
 use super::classify::{classify, Action};
 use super::client::{http_client, request_url, send};
 use super::sign::new_nonce;
+use super::step::{self, Decision, Limits, Pace, Step};
 use crate::config::{Secret, UploadConfig};
 use crate::metrics::Metrics;
 use crate::model::Timestamp;
@@ -139,19 +140,18 @@ async fn upload_run(
         backoff,
         http,
         urls: (primary, fallback),
-        on_fallback: false,
-        consecutive_transient: 0,
-        batch_size: cfg.batch_size.clamp(1, 1000),
-        unsettled: 0,
+        pace: Pace { on_fallback: false, consecutive_transient: 0, batch_size: cfg.batch_size.clamp(1, 1000), unsettled: 0 },
         metrics,
         report: UploadReport::default(),
     };
-    run.report.expired = run.expire(now).await?;
+    // The run's start: one clock reading stamps what it writes (settle, expiry, claims).
+    let started = Timestamp::now().0;
+    run.report.expired = run.expire(now, started).await?;
     // Claimed in a write transaction: a batch another live process is sending is left to it,
     // unless this run holds the sealer lease of a shared store (then that process lost it).
     let mut queue: VecDeque<Batch> = db(&run.store, |s| {
         let lease_held = s.fence().is_some();
-        s.write(|tx| claims::claim_open(tx, &Holder::this_process(), Timestamp::now().0, lease_held))
+        s.write(|tx| claims::claim_open(tx, &Holder::this_process(), started, lease_held))
     })
     .await?
     .into();
@@ -167,14 +167,15 @@ async fn upload_run(
                 Next::Stop => break 'outer,
             }
         }
-        let size = run.batch_size;
+        let size = run.pace.batch_size;
+        let cut_at = Timestamp::now().0;
         let fresh = db(&run.store, move |s| {
             s.write(|tx| {
                 let recs = batches::next_pending(tx, size)?;
                 if recs.is_empty() {
                     return Ok(None);
                 }
-                create_claimed(tx, &recs).map(Some)
+                create_claimed(tx, &recs, cut_at).map(Some)
             })
         })
         .await?;
@@ -183,10 +184,12 @@ async fn upload_run(
             None => break,
         }
     }
-    let outcome = run.outcome_note();
+    // The run's end: one clock reading stamps the final settle and the outcome note.
+    let ended = Timestamp::now();
+    let outcome = run.outcome_note(ended);
     db(&run.store, move |s| {
         s.write(|tx| {
-            batches::settle(tx, Timestamp::now().0)?;
+            batches::settle(tx, ended.0)?;
             claims::release(tx, &Holder::this_process())?;
             if let Some(ok) = &outcome.0 {
                 meta::set(tx, meta::LAST_UPLOAD_OK, ok)?;
@@ -215,20 +218,17 @@ struct Run<'a> {
     backoff: Backoff,
     http: reqwest::Client,
     urls: (reqwest::Url, Option<reqwest::Url>),
-    on_fallback: bool,
-    consecutive_transient: u32,
-    batch_size: usize,
-    /// Records delivered in this run since the last settle.
-    unsettled: u64,
+    /// Fallback host, transient answers in a row, batch size, unsettled deliveries; changed
+    /// only by [`step::decide`]'s decisions.
+    pace: Pace,
     /// The daemon's metrics, updated as the run goes.
     metrics: Option<Arc<Metrics>>,
     report: UploadReport,
 }
 
 impl Run<'_> {
-    /// (last success, last error) to remember in the store, stamped with the real time.
-    fn outcome_note(&self) -> (Option<String>, Option<String>) {
-        let t = Timestamp::now();
+    /// (last success, last error) to remember in the store, stamped `t` (the real time).
+    fn outcome_note(&self, t: Timestamp) -> (Option<String>, Option<String>) {
         let r = &self.report;
         let ok = (r.delivered > 0).then(|| t.to_string());
         let err = r
@@ -244,18 +244,18 @@ impl Run<'_> {
     }
 
     /// Settles what an earlier run left unsettled, then rejects pending records that begin
-    /// more than 21 days before `now`.
-    async fn expire(&mut self, now: Timestamp) -> Result<u64, StoreError> {
+    /// more than 21 days before `now`; the rows written are stamped `at_ns` (the real time).
+    async fn expire(&mut self, now: Timestamp, at_ns: i64) -> Result<u64, StoreError> {
         let cutoff = now.secs() - MAX_RECORD_AGE_SECS;
         let metrics = self.metrics.clone();
         db(&self.store, move |s| {
             s.write(|tx| {
-                batches::settle(tx, Timestamp::now().0)?;
+                batches::settle(tx, at_ns)?;
                 let mut n = 0;
                 for r in records::pending_before(tx, cutoff)? {
                     let msg = format!("record begins at {}, more than 21 days before {now}; the store refuses it (MKT.9004)", Timestamp::from_secs(r.begin));
                     let body = batches::join_bodies(&[&r.body]);
-                    batches::reject_record(tx, &r.metering_sn, "EXPIRED", &msg, &body, Timestamp::now().0)?;
+                    batches::reject_record(tx, &r.metering_sn, "EXPIRED", &msg, &body, at_ns)?;
                     tracing::error!(sn = %r.metering_sn, instance = %r.instance_id, "record expired before it could be delivered; see `meterd rejected`");
                     n += 1;
                 }
@@ -277,20 +277,32 @@ impl Run<'_> {
         }
     }
 
-    /// Attempts one batch until its fate for this run is decided.
+    /// The configured bounds of this run's decisions.
+    fn limits(&self) -> Limits {
+        Limits {
+            has_fallback: self.urls.1.is_some(),
+            fallback_after: self.cfg.fallback_after,
+            max_attempts: self.cfg.max_attempts,
+            settle_records: SETTLE_RECORDS,
+        }
+    }
+
+    /// Attempts one batch until its fate for this run is decided: each attempt sends, asks
+    /// [`step::decide`] (pure) what the answer does, and performs that [`Step`].
     async fn deliver(&mut self, batch: Batch) -> Result<Next, StoreError> {
         let mut attempt: u32 = 0;
         // The records the next batch will most likely hold, read while the first attempt is
         // in flight; the delivery transaction checks them against the queue before use.
         let mut next_read: Option<Vec<batches::Member>> = None;
         loop {
-            let url = if self.on_fallback { self.urls.1.clone().unwrap_or_else(|| self.urls.0.clone()) } else { self.urls.0.clone() };
+            let url = if self.pace.on_fallback { self.urls.1.clone().unwrap_or_else(|| self.urls.0.clone()) } else { self.urls.0.clone() };
+            // The request's `ts` (the store checks it against its own clock).
             let ts_ms = Timestamp::now().0 / 1_000_000;
             let started = std::time::Instant::now();
             let nonce = new_nonce();
             let request = send(&self.http, &url, self.key, &batch.body, ts_ms, &nonce);
             let response = if attempt == 0 {
-                let size = self.batch_size;
+                let size = self.pace.batch_size;
                 let read_ahead = db(&self.store, move |s| s.read(|tx| batches::next_pending(tx, size)));
                 let (response, read) = tokio::join!(request, read_ahead);
                 // A failed read-ahead only means the delivery transaction reads the records itself.
@@ -304,13 +316,15 @@ impl Run<'_> {
             crate::faults::crash_point("upload-after-response");
             self.report.requests += 1;
             attempt += 1;
+            // The answer's step: one clock reading stamps everything it writes.
+            let now = Timestamp::now().0;
             let id = batch.id;
-            match classify(&response) {
-                Action::Delivered => {
-                    self.count("delivered", latency_us);
-                    self.consecutive_transient = 0;
-                    let size = self.batch_size;
-                    let settle = self.unsettled + batch.records as u64 >= SETTLE_RECORDS;
+            let Decision { step, outcome, pace, switched_to_fallback } =
+                step::decide(classify(&response), batch.records, attempt, self.pace, &self.limits());
+            self.count(outcome, latency_us);
+            match step {
+                Step::Deliver { settle } => {
+                    let size = self.pace.batch_size;
                     let read_before = next_read.take();
                     let (metrics, n) = (self.metrics.clone(), batch.records as u64);
                     // The next batch is cut in the same transaction: one commit per batch.
@@ -318,13 +332,13 @@ impl Run<'_> {
                         s.write(|tx| {
                             batches::attempt_delivered(tx, id)?;
                             if settle {
-                                batches::settle(tx, Timestamp::now().0)?;
+                                batches::settle(tx, now)?;
                             }
                             let recs = match read_before {
                                 Some(read) => batches::next_pending_reusing(tx, size, read)?,
                                 None => batches::next_pending(tx, size)?,
                             };
-                            let next = if recs.is_empty() { None } else { Some(create_claimed(tx, &recs)?) };
+                            let next = if recs.is_empty() { None } else { Some(create_claimed(tx, &recs, now)?) };
                             // Last before the commit: `status` can see the batch delivered
                             // only once it is counted (see the module docs).
                             if let Some(m) = &metrics {
@@ -335,67 +349,57 @@ impl Run<'_> {
                     })
                     .await?;
                     self.report.delivered += batch.records as u64;
-                    self.unsettled = if settle { 0 } else { self.unsettled + batch.records as u64 };
+                    self.pace = pace;
                     return Ok(next.map_or(Next::Done, |b| Next::Then(vec![b])));
                 }
-                Action::Transient { retry_after, reason } => {
-                    self.count("transient", latency_us);
-                    let text = reason.to_string();
-                    tracing::warn!(batch = id, attempt, url = %url, reason = %text, "upload attempt failed; will retry the same bytes");
-                    let t2 = text.clone();
+                Step::Transient { reason, retry_after, retry, backoff_attempt } => {
+                    tracing::warn!(batch = id, attempt, url = %url, reason = %reason, "upload attempt failed; will retry the same bytes");
+                    let r2 = reason.clone();
                     db(&self.store, move |s| {
                         s.write(|tx| {
-                            batches::attempted(tx, id, Some(&t2))?;
-                            claims::claim(tx, id, &Holder::this_process(), Timestamp::now().0)
+                            batches::attempted(tx, id, Some(&r2))?;
+                            claims::claim(tx, id, &Holder::this_process(), now)
                         })
                     })
                     .await?;
-                    self.consecutive_transient += 1;
-                    if !self.on_fallback && self.urls.1.is_some() && self.consecutive_transient >= self.cfg.fallback_after {
-                        tracing::warn!(after = self.consecutive_transient, "switching to the fallback host (upload.fallback)");
-                        self.on_fallback = true;
+                    self.pace = pace;
+                    if switched_to_fallback {
+                        tracing::warn!(after = pace.consecutive_transient, "switching to the fallback host (upload.fallback)");
                         self.report.used_fallback = true;
                     }
-                    if attempt >= self.cfg.max_attempts {
+                    if !retry {
                         self.report.transient_error =
-                            Some(format!("batch {id} still failing after {attempt} attempts: {text}; it stays queued for the next run"));
+                            Some(format!("batch {id} still failing after {attempt} attempts: {reason}; it stays queued for the next run"));
                         return Ok(Next::Done);
                     }
-                    let wait = self.backoff.delay(attempt - 1, retry_after, &mut rand::rng());
+                    let wait = self.backoff.delay(backoff_attempt, retry_after, &mut rand::rng());
                     self.report.max_backoff_ms = self.report.max_backoff_ms.max(wait.as_millis() as u64);
                     tokio::time::sleep(wait).await;
                 }
-                Action::ConfigError { code, message } => {
-                    self.count("config_error", latency_us);
-                    let text = format!(
-                        "the store refused the request with {code} ({message}): the configuration is wrong, not the records. Check the key (METERD_ISV_KEY or upload.key_file), upload.endpoint and the seller account; records stay pending"
-                    );
+                Step::Abandon { code, text } => {
                     tracing::error!(batch = id, code = %code, "{text}");
                     db(&self.store, move |s| s.write(|tx| batches::attempted(tx, id, Some(&code)).and_then(|()| batches::abandon(tx, id))))
                         .await?;
                     self.report.config_error = Some(text);
+                    self.pace = pace;
                     return Ok(Next::Stop);
                 }
-                Action::TooManyRecords => {
-                    self.count("too_many", latency_us);
-                    self.batch_size = (self.batch_size / 2).max(1);
-                    if batch.records < 2 {
-                        tracing::error!(batch = id, "the store says one record is too many; leaving it queued");
-                        return Ok(Next::Done);
-                    }
-                    let halves = db(&self.store, move |s| s.write(|tx| split_claimed(tx, id))).await?;
+                Step::KeepQueued => {
+                    tracing::error!(batch = id, "the store says one record is too many; leaving it queued");
+                    self.pace = pace;
+                    return Ok(Next::Done);
+                }
+                Step::Split => {
+                    self.pace = pace;
+                    let halves = db(&self.store, move |s| s.write(|tx| split_claimed(tx, id, now))).await?;
                     return Ok(Next::Then(vec![halves.0, halves.1]));
                 }
-                Action::RecordError { code, message } => {
-                    self.count("record_error", latency_us);
-                    if batch.records >= 2 {
-                        let halves = db(&self.store, move |s| s.write(|tx| split_claimed(tx, id))).await?;
-                        return Ok(Next::Then(vec![halves.0, halves.1]));
-                    }
+                Step::Reject { code, message } => {
+                    self.pace = pace;
                     let (c, m, metrics) = (code.clone(), message.clone(), self.metrics.clone());
                     let sns = db(&self.store, move |s| {
                         s.write(|tx| {
-                            let sns = batches::reject(tx, id, &c, &m, Timestamp::now().0)?;
+                            let sns = batches::reject(tx, id, &c, &m, now)?;
                             // Counted before the commit makes the rejection visible.
                             if let Some(metrics) = &metrics {
                                 metrics.record_rejected(sns.len() as u64);
@@ -415,20 +419,19 @@ impl Run<'_> {
     }
 }
 
-/// Cuts a batch of `recs` claimed by this process (one transaction with the cut).
-fn create_claimed(tx: &Tx<'_>, recs: &[batches::Member]) -> Result<Batch, StoreError> {
-    let now = Timestamp::now().0;
-    let b = batches::create(tx, recs, now)?;
-    claims::claim(tx, b.id, &Holder::this_process(), now)?;
+/// Cuts a batch of `recs` claimed by this process (one transaction with the cut), stamped
+/// `now_ns`.
+fn create_claimed(tx: &Tx<'_>, recs: &[batches::Member], now_ns: i64) -> Result<Batch, StoreError> {
+    let b = batches::create(tx, recs, now_ns)?;
+    claims::claim(tx, b.id, &Holder::this_process(), now_ns)?;
     Ok(b)
 }
 
-/// Splits batch `id` into two halves claimed by this process.
-fn split_claimed(tx: &Tx<'_>, id: i64) -> Result<(Batch, Batch), StoreError> {
-    let now = Timestamp::now().0;
-    let halves = batches::split(tx, id, now)?;
+/// Splits batch `id` into two halves claimed by this process, stamped `now_ns`.
+fn split_claimed(tx: &Tx<'_>, id: i64, now_ns: i64) -> Result<(Batch, Batch), StoreError> {
+    let halves = batches::split(tx, id, now_ns)?;
     for b in [&halves.0, &halves.1] {
-        claims::claim(tx, b.id, &Holder::this_process(), now)?;
+        claims::claim(tx, b.id, &Holder::this_process(), now_ns)?;
     }
     Ok(halves)
 }
