@@ -29,8 +29,8 @@ pub mod html;
 mod level;
 pub mod price;
 
-use crate::config::{Config, PackageMode};
-use crate::model::Timestamp;
+use crate::config::{Config, PackageMode, Plan};
+use crate::model::{FixedTz, Timestamp};
 use crate::pricing;
 use crate::quota;
 use crate::store::records::{self, RecordState};
@@ -232,7 +232,8 @@ fn normalize(p: &mut Preview) {
     }
 }
 
-/// (window start, begin, end, state, usage, sn) before pricing.
+/// One row before pricing: a record or an open window of one instance. Times in UTC seconds.
+#[derive(Debug, Clone, PartialEq)]
 struct Raw {
     window: i64,
     begin: i64,
@@ -243,6 +244,32 @@ struct Raw {
     pkg: Option<String>,
 }
 
+/// The label a record in `state` shows in the preview.
+fn record_label(state: RecordState) -> &'static str {
+    match state {
+        RecordState::Pending => "sealed",
+        s => s.as_str(),
+    }
+}
+
+/// One instance's rows, priced ([`price_rows`]), with their sums.
+#[derive(Debug, Clone, PartialEq)]
+struct Priced {
+    rows: Vec<PreviewRow>,
+    usage: Decimal,
+    charge: Decimal,
+}
+
+/// What overflows a 96-bit decimal while pricing one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    Charges,
+    Totals,
+}
+
+/// The shell of one instance's preview: loads its records, open windows, packages and
+/// counters (I/O), has [`price_rows`] (pure) price them, and adds the rows and the instance's
+/// total to `out`.
 fn instance_rows(
     tx: &Tx<'_>,
     cfg: &Config,
@@ -272,10 +299,7 @@ fn instance_rows(
             window: r.window_start,
             begin: r.begin,
             end: r.end,
-            state: match r.state {
-                RecordState::Pending => "sealed",
-                s => s.as_str(),
-            },
+            state: record_label(r.state),
             usage: r.usage_value,
             sn: Some(r.metering_sn),
             pkg: r.relate_pkg,
@@ -314,14 +338,21 @@ fn instance_rows(
     } else {
         (None, packages::usage_of_instance(tx, inst.key)?)
     };
-    let mut total = InstanceTotal {
+    let priced = price_rows(plan, cfg.timezone, &inst.instance_id, from, raw, covered.as_deref()).map_err(|o| match o {
+        Overflow::Charges => StoreError::Overflow(format!(
+            "the charges of instance {:?} overflow a 96-bit decimal; check plan {:?}'s prices",
+            inst.instance_id, plan.name
+        )),
+        Overflow::Totals => StoreError::Overflow(format!("the totals of instance {:?} overflow a 96-bit decimal", inst.instance_id)),
+    })?;
+    out.instances.push(InstanceTotal {
         instance_id: inst.instance_id.clone(),
         plan: plan.name.clone(),
         currency: plan.currency.clone(),
         unit: plan.unit.clone(),
-        usage: Decimal::ZERO,
-        charge: Decimal::ZERO,
-        charge_2dp: Decimal::ZERO,
+        usage: priced.usage,
+        charge: priced.charge,
+        charge_2dp: pricing::truncate_2dp(priced.charge),
         unbillable: in_plan_unit(plan, inst.unbillable),
         carried: in_plan_unit(plan, inst.carry + pkgs.iter().map(|p| p.carry).sum::<Decimal>()),
         over_quota: packages::over_quota(tx, inst.key)?,
@@ -332,24 +363,37 @@ fn instance_rows(
             Decimal::ZERO
         },
         packages: quota::periods(&pkgs, &used),
-    };
-    let cov = |k: usize| covered.as_ref().map(|c| c.get(k).copied().unwrap_or_default());
+    });
+    out.rows.extend(priced.rows);
+    Ok(())
+}
+
+/// Prices one instance's rows, pure: `raw` in time order, `covered` the pay-per-use packages'
+/// coverage of each row (same order), `from` the first window shown (UTC seconds; earlier rows
+/// only accumulate step usage). Each row's charge is [`price::charges`] of its
+/// [`price::billable`] usage; rows before `from` are left out, as are their usage and charge
+/// from the sums. An error says which sum overflowed.
+fn price_rows(
+    plan: &Plan,
+    tz: FixedTz,
+    instance_id: &str,
+    from: i64,
+    raw: Vec<Raw>,
+    covered: Option<&[Decimal]>,
+) -> Result<Priced, Overflow> {
+    let cov = |k: usize| covered.map(|c| c.get(k).copied().unwrap_or_default());
     let billable: Vec<(i64, Decimal)> =
         raw.iter().enumerate().map(|(k, r)| (r.window, price::billable(plan.package, r.state, r.usage, cov(k)))).collect();
-    let charges = price::charges(&plan.pricing, cfg.timezone, &billable).ok_or_else(|| {
-        StoreError::Overflow(format!(
-            "the charges of instance {:?} overflow a 96-bit decimal; check plan {:?}'s prices",
-            inst.instance_id, plan.name
-        ))
-    })?;
+    let charges = price::charges(&plan.pricing, tz, &billable).ok_or(Overflow::Charges)?;
+    let mut out = Priced { rows: Vec::new(), usage: Decimal::ZERO, charge: Decimal::ZERO };
     for (k, (r, charge)) in raw.into_iter().zip(charges).enumerate() {
         if r.window < from {
             continue; // counted for accumulation only
         }
-        total.usage = sum(total.usage, r.usage, inst)?;
-        total.charge = sum(total.charge, charge, inst)?;
+        out.usage = out.usage.checked_add(r.usage).ok_or(Overflow::Totals)?;
+        out.charge = out.charge.checked_add(charge).ok_or(Overflow::Totals)?;
         out.rows.push(PreviewRow {
-            instance_id: inst.instance_id.clone(),
+            instance_id: instance_id.to_owned(),
             plan: plan.name.clone(),
             begin_time: Timestamp::from_secs(r.begin),
             end_time: Timestamp::from_secs(r.end),
@@ -363,14 +407,7 @@ fn instance_rows(
             covered: cov(k),
         });
     }
-    total.charge_2dp = pricing::truncate_2dp(total.charge);
-    out.instances.push(total);
-    Ok(())
-}
-
-/// `a + b` for an instance's totals; an error naming the instance when it overflows.
-fn sum(a: Decimal, b: Decimal, inst: &InstanceRow) -> Result<Decimal, StoreError> {
-    a.checked_add(b).ok_or_else(|| StoreError::Overflow(format!("the totals of instance {:?} overflow a 96-bit decimal", inst.instance_id)))
+    Ok(out)
 }
 
 fn is_zero_u64(n: &u64) -> bool {
@@ -387,3 +424,7 @@ fn in_plan_unit(plan: &crate::config::Plan, amount: Decimal) -> Decimal {
         amount
     }
 }
+
+#[cfg(test)]
+#[path = "rows_tests.rs"]
+mod tests;
