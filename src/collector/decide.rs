@@ -2,6 +2,12 @@
 //! auto-registered), is the event new, a duplicate or a conflict — asked first, so a resend is
 //! judged by what was stored, not by today's rules — and, when new, does it fit the clock, the
 //! instance's lifetime and plan, is it late, and which window bills it ([`admit`], pure).
+//!
+//! [`decide`] is the shell: it performs, in the transaction, what three pure steps decide —
+//! [`after_lookup`] (the key lookup's outcome → duplicate, conflict or go on), [`admit`] (the
+//! rules → the billing window or a refusal) and [`place`] (the aggregation → where the usage
+//! goes: a window, unbillable, a point window, late, or the level rules). Their table tests
+//! are in `decide_tests.rs`.
 
 use super::parse::EventInput;
 use super::result::{Refused, RejectReason};
@@ -239,15 +245,8 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
     let instance_key = cx.instances.ctxs[slot].row.key;
     // Only events with properties pay for their canonical form.
     let props = ev.properties.as_ref().map(crate::model::Properties::canonical);
-    match cx.check(probe, instance_key, ev, props.as_deref())? {
-        InsertOutcome::Inserted => {}
-        InsertOutcome::Duplicate => return Ok(Verdict::Duplicate),
-        InsertOutcome::Conflict { stored_quantity, stored_time, stored_properties } => {
-            return Ok(reject(
-                ev,
-                RejectReason::Conflict.with(conflict_message(ev, stored_quantity, stored_time, stored_properties, props)),
-            ))
-        }
+    if let Some(verdict) = after_lookup(cx.check(probe, instance_key, ev, props.as_deref())?, ev, props.as_deref()) {
+        return Ok(verdict);
     }
     let ctx = &mut cx.instances.ctxs[slot];
     let billed = match admit(cfg, ctx, ev, now) {
@@ -256,23 +255,25 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
     };
     // `admit` refuses every new event of an instance without a plan.
     let Some(plan) = &ctx.plan else { return Ok(reject(ev, missing_plan(&ctx.row))) };
-    if plan.aggregation.is_point() {
-        return point(cx, slot, ev, probe, billed, props.as_deref(), now);
-    }
-    if plan.aggregation.is_level() {
-        return super::level::level(cx, slot, ev, probe, billed, props.as_deref(), now);
-    }
-    // What the event adds to its window: its quantity (`sum`) or 1 (`count`).
-    let amount = plan.aggregation.billing_quantity(ev.quantity.0);
-    let billed_qty = match billed {
-        Some(w) => {
-            let covered = super::quota::deduct(tx, cfg, ctx, w, ev, amount)?;
-            cx.tail.add(ctx.row.key, w, covered)?;
-            (covered != ev.quantity.0).then_some(covered)
+    let is_point = plan.aggregation.is_point();
+    let (billed_window, billed_qty, point_window) = match place(cfg, plan, billed, ev) {
+        Placement::Level => return super::level::level(cx, slot, ev, probe, billed, props.as_deref(), now),
+        Placement::Window { window, amount } => {
+            let covered = super::quota::deduct(tx, cfg, ctx, window, ev, amount)?;
+            cx.tail.add(ctx.row.key, window, covered)?;
+            (Some(window), (covered != ev.quantity.0).then_some(covered), None)
         }
-        None => {
+        Placement::Unbillable { amount } => {
             ctx.new_unbillable += amount;
-            None
+            (None, None, None)
+        }
+        Placement::PointOpen { window, billed_qty } => {
+            cx.tail.add(ctx.row.key, window, Decimal::ZERO)?;
+            (Some(window), billed_qty, Some(window))
+        }
+        Placement::PointLate => {
+            ctx.new_late += 1;
+            (None, None, None)
         }
     };
     cx.append(
@@ -282,56 +283,74 @@ pub fn decide(cx: &mut TxCtx<'_, '_>, ev: &EventInput, prepared: Prepared, now: 
             event_id: &ev.id,
             time: ev.time,
             quantity: ev.quantity,
-            billed_window: billed,
+            billed_window,
             billed_qty,
             received: now,
             props: props.as_deref(),
-            point_window: None,
+            point_window,
         },
     )?;
     cx.tail.appended();
-    Ok(Verdict::Accepted)
+    Ok(match (point_window, is_point) {
+        (None, true) => Verdict::Late { id: ev.id.clone(), instance_id: ev.instance_id.clone(), change: None },
+        _ => Verdict::Accepted,
+    })
 }
 
-/// Stores an admitted event of a point plan (`max`, `latest`, `unique_count`; see
-/// [`crate::model::Aggregation`]): in its own open window it bills 0 to `windows` (the seal
-/// recomputes the value from the window's events) and is indexed in `window_events`; when its
-/// window is already sealed (`admit` answered another window, or none) it is stored billed
-/// nowhere and reported as [`Verdict::Late`].
-fn point(
-    cx: &mut TxCtx<'_, '_>,
-    slot: usize,
-    ev: &EventInput,
-    probe: KeyProbe,
-    billed: Option<i64>,
-    props: Option<&str>,
-    now: Timestamp,
-) -> Result<Verdict, StoreError> {
-    let ctx = &mut cx.instances.ctxs[slot];
-    // Its own window (the plan is there: `admit` refuses new events of an instance without one).
-    let own = ctx.plan.as_ref().map(|p| cx.cfg.timezone.window_start(p.period, ev.time));
-    let open = own.is_some_and(|own| billed == Some(own));
-    let (billed_window, billed_qty) = if let (true, Some(own)) = (open, own) {
-        cx.tail.add(ctx.row.key, own, Decimal::ZERO)?;
-        (Some(own), (!ev.quantity.0.is_zero()).then_some(Decimal::ZERO))
-    } else {
-        ctx.new_late += 1;
-        (None, None)
-    };
-    let new = NewEvent {
-        event_id: &ev.id,
-        time: ev.time,
-        quantity: ev.quantity,
-        billed_window,
-        billed_qty,
-        received: now,
-        props,
-        point_window: billed_window,
-    };
-    let instance_key = ctx.row.key;
-    cx.append(probe, instance_key, new)?;
-    cx.tail.appended();
-    Ok(if open { Verdict::Accepted } else { Verdict::Late { id: ev.id.clone(), instance_id: ev.instance_id.clone(), change: None } })
+/// What the key lookup alone decides, pure: a new key goes on to the rules (`None`), the same
+/// event stored before is a [`Verdict::Duplicate`], the same key with another quantity, time or
+/// properties (`props`, canonical) is refused with both values of what differs.
+pub fn after_lookup(outcome: InsertOutcome, ev: &EventInput, props: Option<&str>) -> Option<Verdict> {
+    match outcome {
+        InsertOutcome::Inserted => None,
+        InsertOutcome::Duplicate => Some(Verdict::Duplicate),
+        InsertOutcome::Conflict { stored_quantity, stored_time, stored_properties } => {
+            Some(reject(
+                ev,
+                RejectReason::Conflict.with(conflict_message(ev, stored_quantity, stored_time, stored_properties, props.map(str::to_owned))),
+            ))
+        }
+    }
+}
+
+/// Where an admitted new event's usage goes ([`place`]); window starts in UTC seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// `sum`/`count`: `amount` (the event's billing quantity: its quantity, or 1) is added to
+    /// `window`, less what a stop-before-excess package takes ([`super::quota::deduct`]).
+    Window { window: i64, amount: Decimal },
+    /// `sum`/`count` usage of a released, fully sealed instance: kept as unbillable.
+    Unbillable { amount: Decimal },
+    /// A point plan (`max`, `latest`, `unique_count`) whose own window is still open: the event
+    /// bills 0 to it (the seal recomputes the value from the window's events) and is indexed
+    /// in `window_events`; `billed_qty` is `Some(0)` unless the quantity is 0 already.
+    PointOpen { window: i64, billed_qty: Option<Decimal> },
+    /// A point plan whose own window is sealed: stored billed nowhere, reported as
+    /// [`Verdict::Late`] (issue 14).
+    PointLate,
+    /// `weighted_sum`: the level rules place it ([`super::level`]).
+    Level,
+}
+
+/// Where an event of `plan` that [`admit`] billed to `billed` goes. Pure.
+pub fn place(cfg: &Config, plan: &Plan, billed: Option<i64>, ev: &EventInput) -> Placement {
+    let agg = plan.aggregation;
+    if agg.is_level() {
+        return Placement::Level;
+    }
+    if agg.is_point() {
+        let own = cfg.timezone.window_start(plan.period, ev.time);
+        return if billed == Some(own) {
+            Placement::PointOpen { window: own, billed_qty: (!ev.quantity.0.is_zero()).then_some(Decimal::ZERO) }
+        } else {
+            Placement::PointLate
+        };
+    }
+    let amount = agg.billing_quantity(ev.quantity.0);
+    match billed {
+        Some(window) => Placement::Window { window, amount },
+        None => Placement::Unbillable { amount },
+    }
 }
 
 /// The rules for a new event of a known instance, in order: the clock ([`clock`]), the
@@ -504,3 +523,7 @@ fn load(tx: &Tx<'_>, cfg: &Config, ev: &EventInput, now: Timestamp) -> Result<Re
 fn reject(ev: &EventInput, refused: Refused) -> Verdict {
     Verdict::Rejected { id: ev.id.clone(), error: refused.message, reason: refused.reason }
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;
