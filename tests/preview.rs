@@ -125,7 +125,7 @@ fn expected(inst: &str, from: Option<&str>, to: Option<&str>) -> Option<Vec<(Str
         return None;
     }
     let (c1, c2) = if inst == "i-1" { ("3", "4") } else { ("0.9", "0.8") };
-    let all = [("2026-11-23T10:00:00Z", "sealed", "3", c1), ("2026-11-23T11:00:00Z", "open", "4", c2)];
+    let all = [("2026-11-23T10:00:00Z", "pending", "3", c1), ("2026-11-23T11:00:00Z", "open", "4", c2)];
     Some(
         all.iter()
             .filter(|(b, ..)| (f..t).contains(&util::ns(b)))
@@ -168,7 +168,7 @@ fn every_preview_range_answers_on_the_cli_and_the_next_registration_works() {
     }
     // The example: `--to` before the seal cursor once events arrived after the seal.
     let p = env.run(&["preview", "--format", "json", "--instance", "i-1", "--to", "2026-11-23T10:30:00Z"]).success().json();
-    assert_eq!(rows(&p), [("2026-11-23T10:00:00Z".into(), "sealed".into(), "3".into(), "3".into())]);
+    assert_eq!(rows(&p), [("2026-11-23T10:00:00Z".into(), "pending".into(), "3".into(), "3".into())]);
     for format in ["table", "csv", "html"] {
         env.run(&["preview", "--format", format, "--to", "2026-11-23T10:30:00Z"]).success();
     }
@@ -248,7 +248,7 @@ fn stop_package_records_are_prepaid_charge_0_with_the_units_drawn() {
         }
         let p = env.run(&["preview", "--format", "json"]).success().json();
         let row = &p["rows"][0];
-        let state = if sealed { "sealed" } else { "open" };
+        let state = if sealed { "pending" } else { "open" };
         assert_eq!((row["state"].as_str(), row["usage"].as_str(), row["charge"].as_str()), (Some(state), Some("10"), Some("0")), "{p:#}");
         assert_eq!((row["charge_2dp"].as_str(), row["drawn"].as_str()), (Some("0.00"), Some("10")), "{p:#}");
         if sealed {
@@ -285,12 +285,12 @@ fn expired_records_are_not_charged_nor_counted_in_step_accumulation() {
     assert_ne!(up.status.code(), Some(0), "{}", String::from_utf8_lossy(&up.stdout));
     let p = env.run(&["preview", "--format", "json"]).success().json();
     // The second record's batch is open after the failed attempt: `sending`, still billable.
-    let got: Vec<_> = rows(&p).into_iter().map(|(b, s, u, c)| (b, s.replace("sending", "sealed"), u, c)).collect();
+    let got: Vec<_> = rows(&p).into_iter().map(|(b, s, u, c)| (b, s.replace("sending", "pending"), u, c)).collect();
     assert_eq!(
         got,
         [
             ("2026-11-01T01:00:00Z".into(), "rejected".into(), "2".into(), "0".into()),
-            ("2026-11-23T01:00:00Z".into(), "sealed".into(), "2".into(), "0.6".into()),
+            ("2026-11-23T01:00:00Z".into(), "pending".into(), "2".into(), "0.6".into()),
         ],
         "{p:#}"
     );
@@ -360,7 +360,7 @@ fn records_the_store_rejected_are_not_charged_nor_counted_in_step_accumulation()
     let p = env.run(&["preview", "--format", "json", "--instance", "pg-1"]).success().json();
     let cov: Vec<(Value, Value, Value)> =
         p["rows"].as_array().unwrap().iter().map(|r| (r["state"].clone(), r["covered"].clone(), r["charge"].clone())).collect();
-    assert_eq!(cov, [(json!("rejected"), json!("0"), json!("0")), (json!("sealed"), json!("4"), json!("0"))], "{p:#}");
+    assert_eq!(cov, [(json!("rejected"), json!("0"), json!("0")), (json!("pending"), json!("4"), json!("0"))], "{p:#}");
     validate(&p);
     let q = env.run(&["package", "list", "pg-1", "--format", "json", "--now", "2026-11-23T03:10:00Z"]).success().json();
     assert_eq!(q[0]["remaining"], "1", "{q:#}");
@@ -370,7 +370,7 @@ fn records_the_store_rejected_are_not_charged_nor_counted_in_step_accumulation()
         rows(&p),
         [
             ("2026-11-23T01:00:00Z".into(), "rejected".into(), "2".into(), "0".into()),
-            ("2026-11-23T02:00:00Z".into(), "sealed".into(), "2".into(), "0.6".into()),
+            ("2026-11-23T02:00:00Z".into(), "pending".into(), "2".into(), "0.6".into()),
         ],
         "the rejected record costs nothing and the next is priced from the first step: {p:#}"
     );

@@ -193,7 +193,7 @@ fn previews_from_the_cli_and_http_validate() {
     let cli = env.run(&["preview", "--format", "json"]).json();
     assert_valid(&v, "CLI preview", &cli);
     let states: Vec<&str> = cli["rows"].as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
-    assert!(states.contains(&"open") && states.contains(&"sealed") && states.contains(&"zero"), "{states:?}");
+    assert!(states.contains(&"open") && states.contains(&"pending") && states.contains(&"zero"), "{states:?}");
     let d = env.daemon();
     let http = d.http().get("/v1/preview?instance=inst-p&from=2026-11-23T00:00:00Z").ok();
     assert_valid(&v, "HTTP preview", &http);

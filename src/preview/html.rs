@@ -16,7 +16,7 @@ use std::fmt::Write;
 /// Every row state: name, bar colour, and what it means to someone reading the page.
 const STATES: [(&str, &str, &str); 6] = [
     ("open", "#9ecae1", "still collecting"),
-    ("sealed", "#3182bd", "waiting for upload"),
+    ("pending", "#3182bd", "sealed, waiting for upload"),
     ("sending", "#fd8d3c", "being uploaded"),
     ("delivered", "#31a354", "accepted by KooGallery"),
     ("rejected", "#d62728", "refused by KooGallery (see meterd rejected)"),

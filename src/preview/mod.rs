@@ -1,7 +1,8 @@
 //! Preview: what each record (and each open window so far) will cost, before anything is sent.
 //!
-//! One row per instance and window: sealed records with their delivery state, then open
-//! windows (not yet sealed) with the usage so far. Step charges accumulate in time order over
+//! One row per instance and window: sealed records with their delivery state (`pending`,
+//! `sending`, `delivered`, `rejected`, `zero`: the record states of `status`), then open windows
+//! (`open`: not yet sealed, whether or not their end has passed) with the usage so far. Step charges accumulate in time order over
 //! the accumulation period, counting every earlier record of the period — also ones already
 //! delivered and ones before `from` — so the preview shows what the store will bill.
 //!
@@ -82,7 +83,10 @@ pub struct PreviewRow {
     pub plan: String,
     pub begin_time: Timestamp,
     pub end_time: Timestamp,
-    /// `open|sealed|sending|delivered|rejected|zero`.
+    /// The window's state: `open` (not sealed yet: usage so far) or its record's delivery
+    /// state — `pending` (sealed, waiting for upload), `sending` (in a batch being uploaded),
+    /// `delivered`, `rejected` (refused by the store or expired; see `meterd rejected`) or
+    /// `zero` (value 0, never sent).
     pub state: &'static str,
     #[serde(with = "rust_decimal::serde::str")]
     pub usage: Decimal,
@@ -244,12 +248,11 @@ struct Raw {
     pkg: Option<String>,
 }
 
-/// The label a record in `state` shows in the preview.
+/// The label a record in `state` shows in the preview: its delivery state, named as
+/// `status` and the README name it. A record waiting for upload is `pending` (every record is
+/// sealed; until issue 16 the preview called this one state `sealed`).
 fn record_label(state: RecordState) -> &'static str {
-    match state {
-        RecordState::Pending => "sealed",
-        s => s.as_str(),
-    }
+    state.as_str()
 }
 
 /// One instance's rows, priced ([`price_rows`]), with their sums.

@@ -11,7 +11,7 @@
 //!   covered is `over_quota`, never uploaded);
 //! - a **pay-per-use package** row is charged for the part its packages do not cover
 //!   (design §4.2, rule in [`crate::quota`]);
-//! - anything else (open, sealed, sending, delivered, zero) is billable in full.
+//! - anything else (open, pending, sending, delivered, zero) is billable in full.
 //!
 //! [`charges`] then prices the billable usage in time order; step plans accumulate only
 //! billable usage over the accumulation period, so a rejected or prepaid record never buys a
@@ -22,7 +22,7 @@ use crate::model::FixedTz;
 use crate::pricing;
 use rust_decimal::Decimal;
 
-/// Whether the store bills a row in `state` (`open|sealed|sending|delivered|rejected|zero`).
+/// Whether the store bills a row in `state` (`open|pending|sending|delivered|rejected|zero`).
 pub fn is_billed(state: &str) -> bool {
     state != "rejected"
 }
@@ -77,15 +77,15 @@ mod tests {
         let stop = Some(PackageMode::Stop);
         let payg = Some(PackageMode::Payg);
         for (mode, state, usage, covered, want) in [
-            (None, "sealed", "12", None, "12"),
+            (None, "pending", "12", None, "12"),
             (None, "delivered", "12", None, "12"),
             (None, "open", "12", None, "12"),
             (None, "zero", "0", None, "0"),
             (None, "rejected", "12", None, "0"),
-            (stop, "sealed", "10", None, "0"),
+            (stop, "pending", "10", None, "0"),
             (stop, "open", "10", None, "0"),
             (stop, "rejected", "10", None, "0"),
-            (payg, "sealed", "6", Some("3"), "3"),
+            (payg, "pending", "6", Some("3"), "3"),
             (payg, "rejected", "6", Some("0"), "0"),
         ] {
             let got = billable(mode, state, d(usage), covered.map(d));
@@ -95,10 +95,10 @@ mod tests {
 
     #[test]
     fn stop_rows_show_what_they_draw() {
-        assert_eq!(drawn(Some(PackageMode::Stop), "sealed", d("10")), Some(d("10")));
+        assert_eq!(drawn(Some(PackageMode::Stop), "pending", d("10")), Some(d("10")));
         assert_eq!(drawn(Some(PackageMode::Stop), "rejected", d("10")), Some(Decimal::ZERO));
-        assert_eq!(drawn(Some(PackageMode::Payg), "sealed", d("10")), None);
-        assert_eq!(drawn(None, "sealed", d("10")), None);
+        assert_eq!(drawn(Some(PackageMode::Payg), "pending", d("10")), None);
+        assert_eq!(drawn(None, "pending", d("10")), None);
     }
 
     #[test]

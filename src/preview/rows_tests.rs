@@ -35,13 +35,13 @@ fn shown(p: &Priced) -> Vec<(&'static str, Decimal, Decimal, Option<Decimal>, Op
 #[test]
 fn rows_before_from_only_accumulate_and_rejected_rows_cost_nothing() {
     let cfg = cfg();
-    let rows = vec![raw(0, "delivered", "2"), raw(1, "rejected", "2"), raw(2, "sealed", "2"), raw(3, "open", "1")];
+    let rows = vec![raw(0, "delivered", "2"), raw(1, "rejected", "2"), raw(2, "pending", "2"), raw(3, "open", "1")];
     let p = price_rows(&calls(&cfg, None), cfg.timezone, "i-1", DAY0 + HOUR, rows, None).expect("no overflow");
     // Hour 0 (2 at 0.3) is hidden but fills the first step; the rejected hour buys nothing;
     // hour 2 has 1 left at 0.3 and 1 at 0.2; the open hour is all at 0.2.
     assert_eq!(
         shown(&p),
-        [("rejected", d("2"), d("0"), None, None), ("sealed", d("2"), d("0.5"), None, None), ("open", d("1"), d("0.2"), None, None)]
+        [("rejected", d("2"), d("0"), None, None), ("pending", d("2"), d("0.5"), None, None), ("open", d("1"), d("0.2"), None, None)]
     );
     assert_eq!((p.usage, p.charge), (d("5"), d("0.7")), "the usage of every row shown, rejected too");
     assert_eq!(p.rows[1].metering_sn.as_deref(), Some("sn-2"));
@@ -53,13 +53,13 @@ fn rows_before_from_only_accumulate_and_rejected_rows_cost_nothing() {
 #[test]
 fn package_plans_show_what_is_drawn_or_covered() {
     let cfg = cfg();
-    let rows = || vec![raw(0, "sealed", "2"), raw(1, "rejected", "3"), raw(2, "open", "4")];
+    let rows = || vec![raw(0, "pending", "2"), raw(1, "rejected", "3"), raw(2, "open", "4")];
     // Stop-before-excess: prepaid, charge 0; the rejected record drew nothing.
     let p = price_rows(&calls(&cfg, Some(PackageMode::Stop)), cfg.timezone, "i-1", i64::MIN, rows(), None).expect("no overflow");
     assert_eq!(
         shown(&p),
         [
-            ("sealed", d("2"), d("0"), Some(d("2")), None),
+            ("pending", d("2"), d("0"), Some(d("2")), None),
             ("rejected", d("3"), d("0"), Some(d("0")), None),
             ("open", d("4"), d("0"), Some(d("4")), None),
         ]
@@ -71,7 +71,7 @@ fn package_plans_show_what_is_drawn_or_covered() {
     assert_eq!(
         shown(&p),
         [
-            ("sealed", d("2"), d("0"), None, Some(d("2"))),
+            ("pending", d("2"), d("0"), None, Some(d("2"))),
             ("rejected", d("3"), d("0"), None, Some(d("0"))),
             ("open", d("4"), d("0.9"), None, Some(d("1"))),
         ]
@@ -87,9 +87,9 @@ fn an_overflow_says_which_sum_overflowed() {
     let cfg = cfg();
     let big = Decimal::MAX.to_string();
     let fixed = |price: &str| Plan { pricing: Pricing::Fixed { price: d(price) }, ..calls(&cfg, None) };
-    let got = price_rows(&fixed("2"), cfg.timezone, "i-1", i64::MIN, vec![raw(0, "sealed", &big)], None);
+    let got = price_rows(&fixed("2"), cfg.timezone, "i-1", i64::MIN, vec![raw(0, "pending", &big)], None);
     assert_eq!(got, Err(Overflow::Charges));
-    let got = price_rows(&fixed("0"), cfg.timezone, "i-1", i64::MIN, vec![raw(0, "sealed", &big), raw(1, "sealed", &big)], None);
+    let got = price_rows(&fixed("0"), cfg.timezone, "i-1", i64::MIN, vec![raw(0, "pending", &big), raw(1, "pending", &big)], None);
     assert_eq!(got, Err(Overflow::Totals));
 }
 
@@ -98,7 +98,7 @@ fn a_record_shows_its_delivery_state() {
     // (record state, label)
     for (state, label) in [
         (RecordState::Zero, "zero"),
-        (RecordState::Pending, "sealed"),
+        (RecordState::Pending, "pending"),
         (RecordState::Sending, "sending"),
         (RecordState::Delivered, "delivered"),
         (RecordState::Rejected, "rejected"),

@@ -50,7 +50,7 @@ fn sample() -> Preview {
     Preview {
         rows: vec![
             row("inst-a", 0, "delivered", "5", "1.3", Some("sn-a0")),
-            row("inst-a", 1, "sealed", "6", "1.2", Some("sn-a1")),
+            row("inst-a", 1, "pending", "6", "1.2", Some("sn-a1")),
             row("inst-a", 2, "open", "7.125", "1.425", None),
             row(HOSTILE, 0, "zero", "0", "0", Some("sn-h0")),
             row(HOSTILE, 1, "rejected", "12.000000001", "9.6000000008", Some("sn-h1")),
