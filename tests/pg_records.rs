@@ -104,8 +104,8 @@ fn script(tx: &Tx<'_>) -> Result<Vec<String>> {
     batches::attempted(tx, a.id, Some("boom"))?;
     batches::attempted(tx, a.id, None)?;
     batches::attempt_delivered(tx, a.id)?;
-    log("delivered", format!("{} unsettled {}", states(tx)?, batches::unsettled(tx)?));
-    log("settled", format!("{}", batches::settle(tx, 3)?));
+    log("delivered", format!("{} unsettled {}", states(tx)?, batches::unapplied_deliveries(tx)?));
+    log("settled", format!("{}", batches::apply_deliveries(tx, 3)?));
     let stored = |tx: &Tx<'_>, sn: &str| -> Result<String> {
         tx.query_row("SELECT state, batch_id FROM records WHERE metering_sn = ?1", params![sn], |r| {
             Ok(format!("{} {:?}", r.get::<String>(0)?, r.get::<Option<i64>>(1)?))

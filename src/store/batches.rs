@@ -9,7 +9,7 @@
 //! Membership lives in `upload_queue` (see [`super::records`]): cutting a batch points the
 //! queue rows of its records at it (they are adjacent: batches are cut in queue order), and
 //! delivery is the one update of the batch row, committed before anything counts as
-//! delivered. [`settle`] later writes `delivered` and the batch id into the records rows of
+//! delivered. [`apply_deliveries`] later writes `delivered` and the batch id into the records rows of
 //! delivered batches, many batches in one transaction, and drops their queue rows; until then
 //! every reader already sees them delivered, and nothing about them is sent again.
 //!
@@ -168,7 +168,7 @@ pub fn attempted(tx: &Tx<'_>, id: i64, error: Option<&str>) -> Result<()> {
 }
 
 /// The store accepted the batch: every record in it is delivered (one row: the records follow
-/// their batch until [`settle`] writes it into them).
+/// their batch until [`apply_deliveries`] writes it into them).
 pub fn delivered(tx: &Tx<'_>, id: i64) -> Result<()> {
     tx.execute("UPDATE batches SET state = 'delivered' WHERE id = ?1 AND state = 'open'", params![id])?;
     Ok(())
@@ -186,7 +186,7 @@ pub fn attempt_delivered(tx: &Tx<'_>, id: i64) -> Result<()> {
 }
 
 /// Records of delivered batches whose `records` rows still say `pending`.
-pub fn unsettled(tx: &Tx<'_>) -> Result<u64> {
+pub fn unapplied_deliveries(tx: &Tx<'_>) -> Result<u64> {
     let sql = hinted!(
         tx,
         "SELECT count(*) FROM upload_queue q WHERE q.batch_id IS NOT NULL AND (SELECT b.state FROM batches b",
@@ -195,15 +195,16 @@ pub fn unsettled(tx: &Tx<'_>) -> Result<u64> {
     Ok(tx.one::<i64>(sql, params![])? as u64)
 }
 
-/// Writes `delivered` and the batch id into the records rows of every delivered batch and
-/// drops their queue rows; returns how many records it settled. Bookkeeping only: the records
-/// were delivered (and read as delivered) since their batch was.
+/// Applies the store's answer to the records of every delivered batch: writes `delivered` and
+/// the batch id into their records rows and drops their queue rows; returns how many records
+/// it updated. Bookkeeping only: the records were delivered (and read as delivered) since their
+/// batch was. (Called `settle` before issue 16; nothing here is a payment.)
 ///
 /// The join names the queue's whole key `(window_start, metering_sn)` (a queue row always
 /// carries its record's `window_start`): on PostgreSQL, with `metering_sn` alone, a plan that
 /// walks `records` probed `upload_queue_pkey` by its second column, a scan of the whole index
 /// per record (~0.5 ms per record at 10k queued, issue 13's upload bench: 823 rec/s).
-pub fn settle(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
+pub fn apply_deliveries(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
     let update = hinted!(
         tx,
         "UPDATE records SET state = 'delivered', batch_id = d.batch_id, updated_ns = ?1
@@ -221,7 +222,7 @@ pub fn settle(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
     );
     let dropped = tx.execute(delete, params![])?;
     if n != dropped {
-        return Err(StoreError::Corrupt(format!("settled {n} record(s) but {dropped} queue row(s) of delivered batches")));
+        return Err(StoreError::Corrupt(format!("applied {n} record(s) but {dropped} queue row(s) of delivered batches")));
     }
     Ok(n)
 }
@@ -410,7 +411,7 @@ mod tests {
     }
 
     #[test]
-    fn delivery_reads_through_the_batch_until_settled() {
+    fn delivery_reads_through_the_batch_until_its_delivery_is_applied() {
         let (_d, mut s, sns) = store(5);
         assert_eq!(states(&mut s), owned(&[("pending", 5), ("zero", 1)]));
         let a = cut(&mut s, 3);
@@ -424,8 +425,8 @@ mod tests {
 
         s.write(|tx| delivered(tx, a.id)).unwrap();
         assert_eq!(states(&mut s), owned(&[("delivered", 3), ("pending", 2), ("zero", 1)]));
-        assert_eq!(stored(&mut s, &sns[0]), ("pending".into(), None), "the row waits for settle");
-        assert_eq!(s.read(unsettled).unwrap(), 3);
+        assert_eq!(stored(&mut s, &sns[0]), ("pending".into(), None), "the row waits for apply_deliveries");
+        assert_eq!(s.read(unapplied_deliveries).unwrap(), 3);
         assert_eq!(s.read(|tx| records::unsent(tx, 100)).unwrap().len(), 2, "delivered records are not waiting");
         assert_eq!(s.read(records::waiting).unwrap(), 2);
         let summaries = s.read(|tx| records::summaries_of_instance(tx, 1, i64::MIN, i64::MAX)).unwrap();
@@ -434,13 +435,13 @@ mod tests {
         let b = cut(&mut s, 10);
         assert_eq!(b.records, 2);
 
-        assert_eq!(s.write(|tx| settle(tx, 3)).unwrap(), 3);
+        assert_eq!(s.write(|tx| apply_deliveries(tx, 3)).unwrap(), 3);
         assert_eq!(stored(&mut s, &sns[0]), ("delivered".into(), Some(a.id)));
-        assert_eq!(s.read(unsettled).unwrap(), 0);
+        assert_eq!(s.read(unapplied_deliveries).unwrap(), 0);
         assert_eq!(states(&mut s), owned(&[("delivered", 3), ("sending", 2), ("zero", 1)]));
-        assert_eq!(s.read(|tx| members(tx, a.id)).unwrap().len(), 3, "a settled batch still knows its records");
-        assert_eq!(s.write(|tx| settle(tx, 4)).unwrap(), 0, "an open batch is not settled");
-        s.write(|tx| delivered(tx, b.id).and_then(|()| settle(tx, 5))).unwrap();
+        assert_eq!(s.read(|tx| members(tx, a.id)).unwrap().len(), 3, "a batch whose delivery is applied still knows its records");
+        assert_eq!(s.write(|tx| apply_deliveries(tx, 4)).unwrap(), 0, "an open batch is not applied");
+        s.write(|tx| delivered(tx, b.id).and_then(|()| apply_deliveries(tx, 5))).unwrap();
         assert_eq!(states(&mut s), owned(&[("delivered", 5), ("zero", 1)]));
         let left: i64 = s.read(|tx| tx.one("SELECT count(*) FROM upload_queue", crate::store::sql::params![])).unwrap();
         assert_eq!(left, 0);
@@ -480,7 +481,7 @@ mod tests {
         let c = cut(&mut s, 10);
         assert_eq!(c.records, 3);
         assert_eq!(String::from_utf8(c.body).unwrap().matches("sn-").count(), 3);
-        s.write(|tx| delivered(tx, c.id).and_then(|()| settle(tx, 8).map(drop))).unwrap();
+        s.write(|tx| delivered(tx, c.id).and_then(|()| apply_deliveries(tx, 8).map(drop))).unwrap();
         assert_eq!(states(&mut s), owned(&[("delivered", 4), ("zero", 1)]));
         assert_eq!(s.read(batches_rejected).unwrap(), 1);
     }
@@ -531,7 +532,7 @@ mod tests {
         assert_eq!(s.read(|tx| members(tx, 7)).unwrap().iter().map(|r| r.metering_sn.as_str()).collect::<Vec<_>>(), ["a"]);
         assert_eq!(s.read(open).unwrap().len(), 1, "the open batch is resent as it is");
         assert_eq!(s.read(|tx| next_pending(tx, 10)).unwrap().iter().map(|m| m.metering_sn.as_str()).collect::<Vec<_>>(), ["b"]);
-        s.write(|tx| delivered(tx, 7).and_then(|()| settle(tx, 1))).unwrap();
+        s.write(|tx| delivered(tx, 7).and_then(|()| apply_deliveries(tx, 1))).unwrap();
         assert_eq!(stored(&mut s, "a"), ("delivered".into(), Some(7)));
     }
 

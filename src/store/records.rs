@@ -8,9 +8,9 @@
 //! order batches are cut) and `state = 'pending'` in `records`. While it is queued, its state
 //! is read through the queue: in an open batch it is `sending`, in a delivered batch
 //! `delivered`. Upload later writes `delivered` (and the batch) into the `records` row and
-//! drops the queue row ([`super::batches::settle`]). So the `records` row changes once per
+//! drops the queue row ([`super::batches::apply_deliveries`]). So the `records` row changes once per
 //! delivery, in bulk, while the per-batch steps touch only the queue, whose rows of one batch
-//! are adjacent. Every reader here returns the effective state; `zero`, `rejected` and settled
+//! are adjacent. Every reader here returns the effective state; `zero`, `rejected` and applied
 //! `delivered` are stored as they are.
 //!
 //! **Both backends.** Every statement here and in [`super::batches`] runs on SQLite and
@@ -151,7 +151,7 @@ macro_rules! hinted {
 pub(crate) use hinted;
 
 /// The effective state of `records r` as SQL: a stored `pending` is `sending` while its queue
-/// row is in an open batch and `delivered` while it is in a delivered, not yet settled one.
+/// row is in an open batch and `delivered` while it is in a delivered, not yet applied one.
 /// Only stored `pending` rows look at the queue.
 pub(crate) fn state_sql(tx: &Tx<'_>) -> &'static str {
     hinted!(
@@ -167,7 +167,7 @@ pub(crate) fn state_sql(tx: &Tx<'_>) -> &'static str {
 const BATCH_SQL: &str = "CASE WHEN r.state = 'pending' THEN (SELECT q.batch_id FROM upload_queue q \
      WHERE q.window_start = r.window_start AND q.metering_sn = r.metering_sn) ELSE r.batch_id END";
 
-/// Whether any queued record is in a batch (open, or delivered and not yet settled): when none
+/// Whether any queued record is in a batch (open, or delivered and not yet applied): when none
 /// is, stored states are effective states and readers can skip [`state_sql`].
 pub(crate) fn any_in_batch(tx: &Tx<'_>) -> Result<bool> {
     tx.one("SELECT EXISTS (SELECT 1 FROM upload_queue WHERE batch_id IS NOT NULL)", params![])
@@ -288,7 +288,7 @@ pub fn waiting(tx: &Tx<'_>) -> Result<u64> {
     Ok(tx.one::<i64>(sql, params![])? as u64)
 }
 
-/// Records of one batch, in body order: queued members of an open (or unsettled) batch, and
+/// Records of one batch, in body order: queued members of an open (or unapplied) batch, and
 /// records that name it after delivery or rejection.
 pub fn in_batch(tx: &Tx<'_>, batch_id: i64) -> Result<Vec<RecordRow>> {
     query(

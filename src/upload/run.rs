@@ -17,8 +17,8 @@
 //! the next batch will likely hold are read ahead (no write, no lock held across the request);
 //! the delivery transaction uses them only if exactly those records are still the first
 //! pending ones, so the next batch is still cut, stored and committed before it is sent. The records rows of delivered batches are written
-//! ("settled", [`batches::settle`]) in bulk: at the start of a run (whatever a crash left),
-//! every [`SETTLE_RECORDS`] delivered records, and at the end of the run.
+//! ([`batches::apply_deliveries`]) in bulk: at the start of a run (whatever a crash left),
+//! every [`APPLY_DELIVERIES_AFTER`] delivered records, and at the end of the run.
 //!
 //! With [`upload_with_metrics`] (the daemon), every attempt and every delivered, rejected or
 //! expired record is counted as it happens; a record state change is counted inside the
@@ -44,9 +44,9 @@ pub const MAX_RECORD_AGE_SECS: i64 = 21 * 86_400;
 
 /// Delivered records whose rows are written together. A catch-up seal writes an instance's
 /// windows side by side, so one batch (one window of many instances) touches a page per
-/// record; settling ~16 batches at once rewrites each of those pages once instead of 16
-/// times, while one settling transaction stays short (tens of milliseconds).
-pub const SETTLE_RECORDS: u64 = 16_384;
+/// record; applying ~16 batches at once rewrites each of those pages once instead of 16
+/// times, while one applying transaction stays short (tens of milliseconds).
+pub const APPLY_DELIVERIES_AFTER: u64 = 16_384;
 
 /// What one upload run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -140,11 +140,11 @@ async fn upload_run(
         backoff,
         http,
         urls: (primary, fallback),
-        pace: Pace { on_fallback: false, consecutive_transient: 0, batch_size: cfg.batch_size.clamp(1, 1000), unsettled: 0 },
+        pace: Pace { on_fallback: false, consecutive_transient: 0, batch_size: cfg.batch_size.clamp(1, 1000), unapplied: 0 },
         metrics,
         report: UploadReport::default(),
     };
-    // The run's start: one clock reading stamps what it writes (settle, expiry, claims).
+    // The run's start: one clock reading stamps what it writes (apply, expiry, claims).
     let started = Timestamp::now().0;
     run.report.expired = run.expire(now, started).await?;
     // Claimed in a write transaction: a batch another live process is sending is left to it,
@@ -184,12 +184,12 @@ async fn upload_run(
             None => break,
         }
     }
-    // The run's end: one clock reading stamps the final settle and the outcome note.
+    // The run's end: one clock reading stamps the final apply and the outcome note.
     let ended = Timestamp::now();
     let outcome = run.outcome_note(ended);
     db(&run.store, move |s| {
         s.write(|tx| {
-            batches::settle(tx, ended.0)?;
+            batches::apply_deliveries(tx, ended.0)?;
             claims::release(tx, &Holder::this_process())?;
             if let Some(ok) = &outcome.0 {
                 meta::set(tx, meta::LAST_UPLOAD_OK, ok)?;
@@ -218,7 +218,7 @@ struct Run<'a> {
     backoff: Backoff,
     http: reqwest::Client,
     urls: (reqwest::Url, Option<reqwest::Url>),
-    /// Fallback host, transient answers in a row, batch size, unsettled deliveries; changed
+    /// Fallback host, transient answers in a row, batch size, unapplied deliveries; changed
     /// only by [`step::decide`]'s decisions.
     pace: Pace,
     /// The daemon's metrics, updated as the run goes.
@@ -243,14 +243,14 @@ impl Run<'_> {
         (ok, err)
     }
 
-    /// Settles what an earlier run left unsettled, then rejects pending records that begin
+    /// Applies what an earlier run left unapplied, then rejects pending records that begin
     /// more than 21 days before `now`; the rows written are stamped `at_ns` (the real time).
     async fn expire(&mut self, now: Timestamp, at_ns: i64) -> Result<u64, StoreError> {
         let cutoff = now.secs() - MAX_RECORD_AGE_SECS;
         let metrics = self.metrics.clone();
         db(&self.store, move |s| {
             s.write(|tx| {
-                batches::settle(tx, at_ns)?;
+                batches::apply_deliveries(tx, at_ns)?;
                 let mut n = 0;
                 for r in records::pending_before(tx, cutoff)? {
                     let msg = format!("record begins at {}, more than 21 days before {now}; the store refuses it (MKT.9004)", Timestamp::from_secs(r.begin));
@@ -283,7 +283,7 @@ impl Run<'_> {
             has_fallback: self.urls.1.is_some(),
             fallback_after: self.cfg.fallback_after,
             max_attempts: self.cfg.max_attempts,
-            settle_records: SETTLE_RECORDS,
+            apply_after: APPLY_DELIVERIES_AFTER,
         }
     }
 
@@ -323,7 +323,7 @@ impl Run<'_> {
                 step::decide(classify(&response), batch.records, attempt, self.pace, &self.limits());
             self.count(outcome, latency_us);
             match step {
-                Step::Deliver { settle } => {
+                Step::Deliver { apply } => {
                     let size = self.pace.batch_size;
                     let read_before = next_read.take();
                     let (metrics, n) = (self.metrics.clone(), batch.records as u64);
@@ -331,8 +331,8 @@ impl Run<'_> {
                     let next = db(&self.store, move |s| {
                         s.write(|tx| {
                             batches::attempt_delivered(tx, id)?;
-                            if settle {
-                                batches::settle(tx, now)?;
+                            if apply {
+                                batches::apply_deliveries(tx, now)?;
                             }
                             let recs = match read_before {
                                 Some(read) => batches::next_pending_reusing(tx, size, read)?,

@@ -7,8 +7,8 @@
 //!
 //! Rules (design §6), per [`Action`]:
 //! - delivered → [`Step::Deliver`]; the run's consecutive-transient count resets; the delivered
-//!   records' rows are settled with this commit once [`super::run::SETTLE_RECORDS`] records are
-//!   delivered but unsettled;
+//!   records' rows are applied with this commit once [`super::run::APPLY_DELIVERIES_AFTER`] records are
+//!   delivered but unapplied;
 //! - transient → [`Step::Transient`]: the attempt is recorded; retried after a backoff while
 //!   attempts remain (`upload.max_attempts`), else left open for the next run; after
 //!   `upload.fallback_after` consecutive transient answers the run switches to the fallback
@@ -31,8 +31,8 @@ pub struct Pace {
     pub consecutive_transient: u32,
     /// Records per new batch (1..=1000); halved by a too-many-records answer.
     pub batch_size: usize,
-    /// Records delivered in this run whose rows are not settled yet.
-    pub unsettled: u64,
+    /// Records delivered in this run whose rows are not applied yet.
+    pub unapplied: u64,
 }
 
 /// The configured bounds a decision respects.
@@ -44,16 +44,16 @@ pub struct Limits {
     pub fallback_after: u32,
     /// `upload.max_attempts`: attempts per batch and run.
     pub max_attempts: u32,
-    /// Unsettled delivered records that make a delivery settle ([`super::run::SETTLE_RECORDS`]).
-    pub settle_records: u64,
+    /// Unapplied delivered records that make a delivery apply ([`super::run::APPLY_DELIVERIES_AFTER`]).
+    pub apply_after: u64,
 }
 
 /// What the shell does with the batch that got the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Commit the delivery (and cut the next batch in the same transaction); `settle` writes
+    /// Commit the delivery (and cut the next batch in the same transaction); `apply` writes
     /// the delivered records' rows in that transaction too.
-    Deliver { settle: bool },
+    Deliver { apply: bool },
     /// Record the failed attempt (`reason`, the batch stays claimed). `retry`: wait
     /// ([`super::backoff::Backoff::delay`] for attempt `backoff_attempt`, honouring
     /// `retry_after`) and send the same bytes again; otherwise leave the batch open for the
@@ -89,9 +89,9 @@ pub fn decide(action: Action, records: usize, attempt: u32, pace: Pace, limits: 
     let decision = |step, outcome, pace| Decision { step, outcome, pace, switched_to_fallback: false };
     match action {
         Action::Delivered => {
-            let settle = pace.unsettled + records as u64 >= limits.settle_records;
-            let unsettled = if settle { 0 } else { pace.unsettled + records as u64 };
-            decision(Step::Deliver { settle }, "delivered", Pace { consecutive_transient: 0, unsettled, ..pace })
+            let apply = pace.unapplied + records as u64 >= limits.apply_after;
+            let unapplied = if apply { 0 } else { pace.unapplied + records as u64 };
+            decision(Step::Deliver { apply }, "delivered", Pace { consecutive_transient: 0, unapplied, ..pace })
         }
         Action::Transient { retry_after, reason } => {
             let consecutive_transient = pace.consecutive_transient.saturating_add(1);
@@ -130,22 +130,22 @@ mod tests {
     use super::*;
     use crate::upload::classify::TransientReason;
 
-    const LIMITS: Limits = Limits { has_fallback: true, fallback_after: 3, max_attempts: 4, settle_records: 100 };
-    const PACE: Pace = Pace { on_fallback: false, consecutive_transient: 0, batch_size: 8, unsettled: 0 };
+    const LIMITS: Limits = Limits { has_fallback: true, fallback_after: 3, max_attempts: 4, apply_after: 100 };
+    const PACE: Pace = Pace { on_fallback: false, consecutive_transient: 0, batch_size: 8, unapplied: 0 };
 
     fn transient() -> Action {
         Action::Transient { retry_after: None, reason: TransientReason::Timeout }
     }
 
     #[test]
-    fn a_delivery_resets_the_transient_run_and_settles_at_the_threshold() {
-        // (unsettled before, records, settle, unsettled after)
-        for (before, records, settle, after) in [(0, 10, false, 10), (89, 10, false, 99), (90, 10, true, 0), (99, 1000, true, 0)] {
-            let pace = Pace { unsettled: before, consecutive_transient: 2, ..PACE };
+    fn a_delivery_resets_the_transient_run_and_applies_deliveries_at_the_threshold() {
+        // (unapplied before, records, apply, unapplied after)
+        for (before, records, apply, after) in [(0, 10, false, 10), (89, 10, false, 99), (90, 10, true, 0), (99, 1000, true, 0)] {
+            let pace = Pace { unapplied: before, consecutive_transient: 2, ..PACE };
             let d = decide(Action::Delivered, records, 1, pace, &LIMITS);
-            assert_eq!(d.step, Step::Deliver { settle }, "{before}+{records}");
+            assert_eq!(d.step, Step::Deliver { apply }, "{before}+{records}");
             assert_eq!(d.outcome, "delivered");
-            assert_eq!(d.pace, Pace { unsettled: after, consecutive_transient: 0, ..PACE });
+            assert_eq!(d.pace, Pace { unapplied: after, consecutive_transient: 0, ..PACE });
             assert!(!d.switched_to_fallback);
         }
     }

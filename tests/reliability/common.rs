@@ -157,7 +157,7 @@ pub use crate::util::assert_billed_once;
 
 /// (metering_sn, state, usage_value) of every record in the store, in (window, serial) order,
 /// with the state the store reports: a record waiting in `upload_queue` is stored as
-/// `pending` and takes its batch's state (sending, delivered) until upload settles it, so the
+/// `pending` and takes its batch's state (sending, delivered) until upload applies its delivery to it, so the
 /// raw `records.state` column alone is not the answer during or right after a run.
 pub fn records(env: &Env) -> Vec<(String, String, String)> {
     let mut store = meterd::store::Store::open(&env.db).expect("open the store");
