@@ -2,7 +2,7 @@
 
 use super::{Ctx, Failure};
 use crate::model::Timestamp;
-use crate::store::batches;
+use crate::store::dead_letters;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,7 +17,7 @@ pub struct RequeueArgs {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
-    let rows = ctx.store()?.read(batches::rejected_log)?;
+    let rows = ctx.store()?.read(dead_letters::rejected_log)?;
     if args.format == "json" {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return Ok(0);
@@ -34,7 +34,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
 }
 
 pub fn requeue(ctx: &Ctx, args: &RequeueArgs) -> Result<u8, Failure> {
-    ctx.store()?.write(|tx| batches::requeue(tx, &args.metering_sn, Timestamp::now().0))?;
+    ctx.store()?.write(|tx| dead_letters::requeue(tx, &args.metering_sn, Timestamp::now().0))?;
     println!("record {} is pending again; `meterd upload` sends it with the same serial and bytes", args.metering_sn);
     Ok(0)
 }

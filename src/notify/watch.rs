@@ -19,7 +19,7 @@ use crate::config::{Config, EventKind};
 use crate::model::Timestamp;
 use crate::store::notify::NewNotice;
 use crate::store::sql::Tx;
-use crate::store::{batches, instances, notify, records, windows, StoreError};
+use crate::store::{dead_letters, instances, notify, records, windows, StoreError};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -71,7 +71,7 @@ pub fn scan(tx: &Tx<'_>, cfg: &Config, now: Timestamp) -> Result<Vec<NewNotice>,
         }
     }
     if rejected_wanted {
-        for r in batches::rejected_log(tx)?.iter().take_while(|r| r.at_ns >= now.0.saturating_sub(REJECTED_WITHIN_NS)) {
+        for r in dead_letters::rejected_log(tx)?.iter().take_while(|r| r.at_ns >= now.0.saturating_sub(REJECTED_WITHIN_NS)) {
             let j = decide::Rejection {
                 metering_sn: &r.metering_sn,
                 instance_id: &r.instance_id,

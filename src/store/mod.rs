@@ -25,6 +25,7 @@ pub mod backup;
 pub mod batches;
 pub mod claims;
 pub mod copy;
+pub mod dead_letters;
 pub mod dedupe;
 pub mod events;
 pub mod instances;
@@ -46,10 +47,11 @@ pub mod settings;
 pub mod sql;
 pub mod windows;
 
+pub use dead_letters::RejectedRow;
 pub use events::{EventRow, InsertOutcome};
 pub use instances::InstanceRow;
 pub use migrations::MIGRATIONS;
-pub use records::{NewRecord, RecordRow, RecordState, RejectedRow};
+pub use records::{NewRecord, RecordRow, RecordState};
 pub use windows::WindowRow;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};

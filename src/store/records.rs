@@ -354,15 +354,3 @@ pub fn count_by_state(tx: &Tx<'_>) -> Result<Vec<(RecordState, u64)>> {
     }
     Ok(out)
 }
-
-/// One entry of the rejected log.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RejectedRow {
-    pub metering_sn: String,
-    pub instance_id: String,
-    pub code: String,
-    pub message: String,
-    pub at_ns: i64,
-    pub body: String,
-    pub requeued: bool,
-}
