@@ -118,18 +118,18 @@ fn script(tx: &Tx<'_>) -> Result<Vec<String>> {
     let (h1, h2) = batches::split(tx, b.id, 5)?;
     batches::abandon(tx, h1.id)?;
     log("split and abandoned", format!("{} {} {}", h1.id, h2.id, states(tx)?));
-    log("rejected", format!("{:?}", dead_letters::reject(tx, h2.id, "MKT.9001", "bad", 6)?));
+    log("rejected", format!("{:?}", dead_letters::refuse_batch(tx, h2.id, "MKT.9001", "bad", 6)?));
     log("stored", stored(tx, &sns[4])?);
     let err = dead_letters::requeue(tx, &sns[3], 7).unwrap_err().to_string();
     log("requeue pending", err);
     dead_letters::requeue(tx, &sns[4], 7)?;
-    log("log", format!("{:?}", dead_letters::rejected_log(tx)?));
+    log("log", format!("{:?}", dead_letters::list(tx)?));
 
     // Not in key order: marked record by record.
     let rest = batches::next_pending(tx, 10)?;
     let rev: Vec<_> = rest.iter().rev().cloned().collect();
     let c = batches::create(tx, &rev, 8)?;
-    dead_letters::reject_record(tx, &sns[3], "EXPIRED", "late", b"{}", 9)?;
+    dead_letters::refuse_record(tx, &sns[3], "EXPIRED", "late", b"{}", 9)?;
     log("expired", format!("{} {}", c.records, stored(tx, &sns[3])?));
     log("final", states(tx)?);
 

@@ -17,7 +17,7 @@ pub struct RequeueArgs {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
-    let rows = ctx.store()?.read(dead_letters::rejected_log)?;
+    let rows = ctx.store()?.read(dead_letters::list)?;
     if args.format == "json" {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return Ok(0);

@@ -36,6 +36,8 @@ pub enum Verdict {
         /// unit·seconds, signed (it still sets the level of the windows not yet sealed).
         change: Option<Decimal>,
     },
+    /// An event refused at ingest: never stored, the sender's to fix and resend. (Records the
+    /// cloud store refused are another thing: dead letters, [`crate::store::dead_letters`].)
     Rejected {
         id: String,
         error: String,

@@ -71,7 +71,7 @@ pub fn scan(tx: &Tx<'_>, cfg: &Config, now: Timestamp) -> Result<Vec<NewNotice>,
         }
     }
     if rejected_wanted {
-        for r in dead_letters::rejected_log(tx)?.iter().take_while(|r| r.at_ns >= now.0.saturating_sub(REJECTED_WITHIN_NS)) {
+        for r in dead_letters::list(tx)?.iter().take_while(|r| r.at_ns >= now.0.saturating_sub(REJECTED_WITHIN_NS)) {
             let j = decide::Rejection {
                 metering_sn: &r.metering_sn,
                 instance_id: &r.instance_id,

@@ -259,7 +259,7 @@ pub fn abandon(tx: &Tx<'_>, id: i64) -> Result<()> {
 mod tests {
     use super::*;
     use crate::model::{Timestamp, UsageRecord};
-    use crate::store::dead_letters::{reject, reject_record, requeue};
+    use crate::store::dead_letters::{refuse_batch, refuse_record, requeue};
     use crate::store::records::{NewRecord, RecordState};
     use crate::store::{instances, Store};
     use rust_decimal::Decimal;
@@ -387,7 +387,7 @@ mod tests {
 
         // A bad record in the second half, split down to one record and rejected alone.
         let (q1, q2) = s.write(|tx| split(tx, h2.id, 3)).unwrap();
-        let rejected = s.write(|tx| reject(tx, q1.id, "MKT.9001", "bad", 4)).unwrap();
+        let rejected = s.write(|tx| refuse_batch(tx, q1.id, "MKT.9001", "bad", 4)).unwrap();
         assert_eq!(rejected, [sns[2].clone()]);
         assert_eq!(stored(&mut s, &sns[2]), ("rejected".into(), Some(q1.id)));
         assert_eq!(states(&mut s), owned(&[("pending", 2), ("rejected", 1), ("sending", 1), ("zero", 1)]));
@@ -396,7 +396,7 @@ mod tests {
 
         // Delivered meanwhile: an expiry does not reject it.
         s.write(|tx| delivered(tx, q2.id)).unwrap();
-        s.write(|tx| reject_record(tx, &sns[3], "EXPIRED", "late", b"{}", 6)).unwrap();
+        s.write(|tx| refuse_record(tx, &sns[3], "EXPIRED", "late", b"{}", 6)).unwrap();
         assert_eq!(states(&mut s), owned(&[("delivered", 1), ("pending", 2), ("rejected", 1), ("zero", 1)]));
 
         s.write(|tx| requeue(tx, &sns[2], 7)).unwrap();

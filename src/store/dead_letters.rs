@@ -13,9 +13,11 @@ use super::records;
 use super::sql::{params, Tx};
 use super::{Result, StoreError};
 
-/// One entry of the rejected log.
+/// One dead letter: a record the cloud store refused (or that expired unsent), with the
+/// store's `code` and `message`, when (`at_ns`, UTC nanoseconds), the `body` that was sent
+/// (UTF-8, lossily) and whether it was requeued since.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RejectedRow {
+pub struct DeadLetter {
     pub metering_sn: String,
     pub instance_id: String,
     pub code: String,
@@ -25,13 +27,14 @@ pub struct RejectedRow {
     pub requeued: bool,
 }
 
-/// Rejects every record of a (single-record) batch and logs the body that was sent.
-pub fn reject(tx: &Tx<'_>, id: i64, code: &str, message: &str, now_ns: i64) -> Result<Vec<String>> {
+/// The store refused batch `id` (a single record, after bisection): marks each of its records
+/// `rejected` and adds it to the log with the body that was sent; returns their serials.
+pub fn refuse_batch(tx: &Tx<'_>, id: i64, code: &str, message: &str, now_ns: i64) -> Result<Vec<String>> {
     let batch: Vec<u8> = tx.one("SELECT body FROM batches WHERE id = ?1", params![id])?;
     let recs = records::in_batch(tx, id)?;
     tx.execute("UPDATE batches SET state = 'split' WHERE id = ?1 AND state = 'open'", params![id])?;
     for r in &recs {
-        reject_record(tx, &r.metering_sn, code, message, &batch, now_ns)?;
+        refuse_record(tx, &r.metering_sn, code, message, &batch, now_ns)?;
     }
     Ok(recs.into_iter().map(|r| r.metering_sn).collect())
 }
@@ -46,10 +49,10 @@ fn record_state(tx: &Tx<'_>, sn: &str) -> Result<Option<(String, i64, Option<i64
     tx.query_opt(&sql, params![sn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
-/// Marks one record rejected and appends it to the rejected log.
+/// Marks one record `rejected` and adds it to the log (`body`: what was, or would have been, sent).
 /// A record that is no longer waiting (delivered meanwhile, e.g. by a concurrent uploader) is
 /// left as it is.
-pub fn reject_record(tx: &Tx<'_>, sn: &str, code: &str, message: &str, body: &[u8], now_ns: i64) -> Result<()> {
+pub fn refuse_record(tx: &Tx<'_>, sn: &str, code: &str, message: &str, body: &[u8], now_ns: i64) -> Result<()> {
     let Some((state, window_start, batch)) = record_state(tx, sn)? else { return Ok(()) };
     if state != "pending" && state != "sending" {
         return Ok(());
@@ -82,14 +85,14 @@ pub fn requeue(tx: &Tx<'_>, sn: &str, now_ns: i64) -> Result<()> {
     Ok(())
 }
 
-/// The rejected log, newest first.
-pub fn rejected_log(tx: &Tx<'_>) -> Result<Vec<RejectedRow>> {
+/// The log, newest first (`meterd rejected`).
+pub fn list(tx: &Tx<'_>) -> Result<Vec<DeadLetter>> {
     tx.query_map(
         "SELECT j.metering_sn, i.instance_id, j.code, j.message, j.at_ns, j.body, j.requeued_ns FROM rejected j
          JOIN records r ON r.metering_sn = j.metering_sn JOIN instances i ON i.ref = r.instance_ref ORDER BY j.id DESC",
         params![],
         |r| {
-            Ok(RejectedRow {
+            Ok(DeadLetter {
                 metering_sn: r.get(0)?,
                 instance_id: r.get(1)?,
                 code: r.get(2)?,

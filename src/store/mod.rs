@@ -47,7 +47,7 @@ pub mod settings;
 pub mod sql;
 pub mod windows;
 
-pub use dead_letters::RejectedRow;
+pub use dead_letters::DeadLetter;
 pub use events::{EventRow, InsertOutcome};
 pub use instances::InstanceRow;
 pub use migrations::MIGRATIONS;

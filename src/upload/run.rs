@@ -255,7 +255,7 @@ impl Run<'_> {
                 for r in records::pending_before(tx, cutoff)? {
                     let msg = format!("record begins at {}, more than 21 days before {now}; the store refuses it (MKT.9004)", Timestamp::from_secs(r.begin));
                     let body = batches::join_bodies(&[&r.body]);
-                    dead_letters::reject_record(tx, &r.metering_sn, "EXPIRED", &msg, &body, at_ns)?;
+                    dead_letters::refuse_record(tx, &r.metering_sn, "EXPIRED", &msg, &body, at_ns)?;
                     tracing::error!(sn = %r.metering_sn, instance = %r.instance_id, "record expired before it could be delivered; see `meterd rejected`");
                     n += 1;
                 }
@@ -399,7 +399,7 @@ impl Run<'_> {
                     let (c, m, metrics) = (code.clone(), message.clone(), self.metrics.clone());
                     let sns = db(&self.store, move |s| {
                         s.write(|tx| {
-                            let sns = dead_letters::reject(tx, id, &c, &m, now)?;
+                            let sns = dead_letters::refuse_batch(tx, id, &c, &m, now)?;
                             // Counted before the commit makes the rejection visible.
                             if let Some(metrics) = &metrics {
                                 metrics.record_rejected(sns.len() as u64);
