@@ -77,7 +77,7 @@ fn script(tx: &Tx<'_>) -> Result<Vec<String>> {
     assert_eq!(batches::next_pending_reusing(tx, 3, tagged)?.len(), 3);
 
     let cut = batches::next_pending(tx, 3)?;
-    let a = batches::create(tx, &cut, 2)?;
+    let a = batches::create(tx, &cut, body(&cut), 2)?;
     log("cut", format!("batch {} of {}", a.id, a.records));
     log("sending", states(tx)?);
     log(
@@ -114,8 +114,9 @@ fn script(tx: &Tx<'_>) -> Result<Vec<String>> {
     log("stored", stored(tx, &sns[0])?);
 
     let rest = batches::next_pending(tx, 10)?;
-    let b = batches::create(tx, &rest, 4)?;
-    let (h1, h2) = batches::split(tx, b.id, 5)?;
+    let b = batches::create(tx, &rest, body(&rest), 4)?;
+    let (h1, h2) = batches::split(tx, b.id)?;
+    let (h1, h2) = (batches::create(tx, &h1, body(&h1), 5)?, batches::create(tx, &h2, body(&h2), 5)?);
     batches::abandon(tx, h1.id)?;
     log("split and abandoned", format!("{} {} {}", h1.id, h2.id, states(tx)?));
     log("rejected", format!("{:?}", dead_letters::refuse_batch(tx, h2.id, "MKT.9001", "bad", 6)?));
@@ -128,7 +129,7 @@ fn script(tx: &Tx<'_>) -> Result<Vec<String>> {
     // Not in key order: marked record by record.
     let rest = batches::next_pending(tx, 10)?;
     let rev: Vec<_> = rest.iter().rev().cloned().collect();
-    let c = batches::create(tx, &rev, 8)?;
+    let c = batches::create(tx, &rev, body(&rev), 8)?;
     dead_letters::refuse_record(tx, &sns[3], "EXPIRED", "late", b"{}", 9)?;
     log("expired", format!("{} {}", c.records, stored(tx, &sns[3])?));
     log("final", states(tx)?);
@@ -152,4 +153,9 @@ fn the_upload_side_of_the_store_answers_the_same_on_postgresql_and_sqlite() {
     // The transcript says what it checked: a sample of it.
     assert!(on_sqlite.iter().any(|l| l == "dropped: 0.00003"), "{on_sqlite:#?}");
     assert!(on_sqlite.iter().any(|l| l == "claimed by another: 0"), "{on_sqlite:#?}");
+}
+
+/// A batch's request body, joined from its members' stored bytes as the upload driver does.
+fn body(recs: &[batches::Member]) -> Vec<u8> {
+    meterd::upload::body::join_records(&recs.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>())
 }

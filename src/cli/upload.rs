@@ -61,7 +61,7 @@ fn dry_run(store: &mut crate::store::Store, ctx: &Ctx, key: &crate::config::Secr
     let mut bodies: Vec<Vec<u8>> = open.into_iter().map(|b| b.body).collect();
     for chunk in pending.chunks(cfg.batch_size) {
         let parts: Vec<&[u8]> = chunk.iter().map(|r| r.body.as_slice()).collect();
-        bodies.push(batches::join_bodies(&parts));
+        bodies.push(crate::upload::body::join_records(&parts));
     }
     for body in &bodies {
         let ts = Timestamp::now().0 / 1_000_000;

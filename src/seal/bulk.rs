@@ -214,7 +214,7 @@ struct RecordColumns {
 
 impl RecordColumns {
     fn push(&mut self, r: &NewRecord) -> Result<(), StoreError> {
-        let body = serde_json::to_vec(&r.record).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let body = crate::upload::body::record_bytes(&r.record);
         let value: Decimal = r.record.usage_value.parse().map_err(|_| {
             StoreError::Internal(format!("record {}: usage value {:?} is not a decimal", r.record.metering_sn, r.record.usage_value))
         })?;

@@ -30,21 +30,6 @@ pub struct Batch {
     pub attempts: i64,
 }
 
-/// Joins stored record bodies (each already canonical JSON) into the canonical request body.
-pub fn join_bodies(bodies: &[&[u8]]) -> Vec<u8> {
-    let len: usize = bodies.iter().map(|b| b.len() + 1).sum::<usize>() + 20;
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(b"{\"usage_records\":[");
-    for (i, b) in bodies.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b);
-    }
-    out.extend_from_slice(b"]}");
-    out
-}
-
 /// What a batch needs of a record: its queue key (window start, serial) and its canonical bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
@@ -104,11 +89,10 @@ pub fn next_pending_reusing(tx: &Tx<'_>, n: usize, read_before: Vec<Member>) -> 
     }
 }
 
-/// Creates an open batch of `recs` (in that order): its records are `sending` from now on.
-/// Every record must be pending (queued, in no batch).
-pub fn create(tx: &Tx<'_>, recs: &[Member], now_ns: i64) -> Result<Batch> {
-    let bodies: Vec<&[u8]> = recs.iter().map(|r| r.body.as_slice()).collect();
-    let body = join_bodies(&bodies);
+/// Creates an open batch of `recs` (in that order) whose request body is `body` (made by
+/// `upload::body::join_records` from the members' bytes; stored as given and resent unchanged):
+/// its records are `sending` from now on. Every record must be pending (queued, in no batch).
+pub fn create(tx: &Tx<'_>, recs: &[Member], body: Vec<u8>, now_ns: i64) -> Result<Batch> {
     let id: i64 = tx.one(
         "INSERT INTO batches (body, records, state, created_ns) VALUES (?1, ?2, 'open', ?3) RETURNING id",
         params![body, recs.len() as i64, now_ns],
@@ -233,17 +217,19 @@ fn unqueue(tx: &Tx<'_>, id: i64) -> Result<()> {
     Ok(())
 }
 
-/// Replaces a refused batch by two halves (the store billed nothing of it).
-pub fn split(tx: &Tx<'_>, id: i64, now_ns: i64) -> Result<(Batch, Batch)> {
+/// Takes a refused batch apart (the store billed nothing of it): marks it split, its records
+/// pending again, and returns its members in two halves, in order, for the caller to cut into
+/// two batches ([`create`]) in the same transaction.
+pub fn split(tx: &Tx<'_>, id: i64) -> Result<(Vec<Member>, Vec<Member>)> {
     let recs = members(tx, id)?;
     if recs.len() < 2 {
         return Err(StoreError::Internal(format!("batch {id} has {} record(s); cannot split", recs.len())));
     }
     tx.execute("UPDATE batches SET state = 'split' WHERE id = ?1", params![id])?;
     unqueue(tx, id)?;
-    let recs: Vec<Member> = recs.into_iter().map(Member::from).collect();
-    let (a, b) = recs.split_at(recs.len() / 2);
-    Ok((create(tx, a, now_ns)?, create(tx, b, now_ns)?))
+    let mut a: Vec<Member> = recs.into_iter().map(Member::from).collect();
+    let b = a.split_off(a.len() / 2);
+    Ok((a, b))
 }
 
 /// Gives a batch up without billing (configuration error): its records are pending again.
@@ -325,9 +311,20 @@ mod tests {
     fn cut(s: &mut Store, n: usize) -> Batch {
         s.write(|tx| {
             let recs = next_pending(tx, n)?;
-            create(tx, &recs, 2)
+            create(tx, &recs, body(&recs), 2)
         })
         .unwrap()
+    }
+
+    /// The request body of `recs`, as the upload driver makes it.
+    fn body(recs: &[Member]) -> Vec<u8> {
+        crate::upload::body::join_records(&recs.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>())
+    }
+
+    /// [`split`], and the two halves cut as batches.
+    fn split_cut(tx: &Tx<'_>, id: i64, now_ns: i64) -> Result<(Batch, Batch)> {
+        let (a, b) = split(tx, id)?;
+        Ok((create(tx, &a, body(&a), now_ns)?, create(tx, &b, body(&b), now_ns)?))
     }
 
     fn owned(v: &[(&str, u64)]) -> Vec<(String, u64)> {
@@ -375,7 +372,7 @@ mod tests {
     fn split_abandon_reject_and_requeue_keep_the_queue_exact() {
         let (_d, mut s, sns) = store(4);
         let a = cut(&mut s, 4);
-        let (h1, h2) = s.write(|tx| split(tx, a.id, 3)).unwrap();
+        let (h1, h2) = s.write(|tx| split_cut(tx, a.id, 3)).unwrap();
         assert_eq!((h1.records, h2.records), (2, 2));
         assert_eq!(s.read(|tx| members(tx, a.id)).unwrap().len(), 0, "the split batch holds nothing");
         assert_eq!(states(&mut s), owned(&[("sending", 4), ("zero", 1)]));
@@ -386,7 +383,7 @@ mod tests {
         assert_eq!(s.read(|tx| records::pending(tx, 10)).unwrap().len(), 2);
 
         // A bad record in the second half, split down to one record and rejected alone.
-        let (q1, q2) = s.write(|tx| split(tx, h2.id, 3)).unwrap();
+        let (q1, q2) = s.write(|tx| split_cut(tx, h2.id, 3)).unwrap();
         let rejected = s.write(|tx| refuse_batch(tx, q1.id, "MKT.9001", "bad", 4)).unwrap();
         assert_eq!(rejected, [sns[2].clone()]);
         assert_eq!(stored(&mut s, &sns[2]), ("rejected".into(), Some(q1.id)));

@@ -108,7 +108,7 @@ pub(crate) fn dec_at(r: &Row<'_>, i: usize) -> Result<Decimal> {
 /// Inserts a sealed record. A second record for the same instance and period, or the same
 /// serial, violates a UNIQUE constraint: sealing twice is impossible by construction.
 pub fn insert(tx: &Tx<'_>, r: &NewRecord, now_ns: i64) -> Result<()> {
-    let body = serde_json::to_vec(&r.record).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let body = crate::upload::body::record_bytes(&r.record);
     tx.execute(
         "INSERT INTO records (metering_sn, instance_ref, window_start, begin_s, end_s, usage_value, window_usage, carry_in, carry_out,
                               record_time_s, relate_pkg, body, state, updated_ns)

@@ -27,7 +27,7 @@ pub mod sign;
 pub mod step;
 
 pub use backoff::{Backoff, BackoffError};
-pub use body::{canonical_body, parse_body, BodyError, MAX_RECORDS_PER_REQUEST};
+pub use body::{canonical_body, join_records, parse_body, record_bytes, BodyError, MAX_RECORDS_PER_REQUEST};
 pub use classify::{classify, parse_retry_after, Action, Response, TransientReason};
 pub use client::{http_client, request_url, send, EndpointError};
 pub use sign::{new_nonce, signature, verify, NONCE_LEN};

@@ -25,7 +25,8 @@
 //! transaction that commits it, so `/metrics` never lags what `status` shows.
 
 use super::backoff::Backoff;
-use super::classify::{classify, Action};
+use super::body::join_records;
+use super::classify::classify;
 use super::client::{http_client, request_url, send};
 use super::sign::new_nonce;
 use super::step::{self, Decision, Limits, Pace, Step};
@@ -149,7 +150,7 @@ async fn upload_run(
     run.report.expired = run.expire(now, started).await?;
     // Claimed in a write transaction: a batch another live process is sending is left to it,
     // unless this run holds the sealer lease of a shared store (then that process lost it).
-    let mut queue: VecDeque<Batch> = db(&run.store, |s| {
+    let mut queue: VecDeque<Batch> = db(&run.store, move |s| {
         let lease_held = s.fence().is_some();
         s.write(|tx| claims::claim_open(tx, &Holder::this_process(), started, lease_held))
     })
@@ -254,7 +255,7 @@ impl Run<'_> {
                 let mut n = 0;
                 for r in records::pending_before(tx, cutoff)? {
                     let msg = format!("record begins at {}, more than 21 days before {now}; the store refuses it (MKT.9004)", Timestamp::from_secs(r.begin));
-                    let body = batches::join_bodies(&[&r.body]);
+                    let body = join_records(&[&r.body]);
                     dead_letters::refuse_record(tx, &r.metering_sn, "EXPIRED", &msg, &body, at_ns)?;
                     tracing::error!(sn = %r.metering_sn, instance = %r.instance_id, "record expired before it could be delivered; see `meterd rejected`");
                     n += 1;
@@ -320,7 +321,7 @@ impl Run<'_> {
             let now = Timestamp::now().0;
             let id = batch.id;
             let Decision { step, outcome, pace, switched_to_fallback } =
-                step::decide(classify(&response), batch.records, attempt, self.pace, &self.limits());
+                step::decide(classify(&response), batch.records.max(0) as u64, attempt, self.pace, &self.limits());
             self.count(outcome, latency_us);
             match step {
                 Step::Deliver { apply } => {
@@ -420,20 +421,18 @@ impl Run<'_> {
 }
 
 /// Cuts a batch of `recs` claimed by this process (one transaction with the cut), stamped
-/// `now_ns`.
+/// `now_ns`; its body is joined from the members' stored bytes ([`join_records`]).
 fn create_claimed(tx: &Tx<'_>, recs: &[batches::Member], now_ns: i64) -> Result<Batch, StoreError> {
-    let b = batches::create(tx, recs, now_ns)?;
+    let bytes: Vec<&[u8]> = recs.iter().map(|r| r.body.as_slice()).collect();
+    let b = batches::create(tx, recs, join_records(&bytes), now_ns)?;
     claims::claim(tx, b.id, &Holder::this_process(), now_ns)?;
     Ok(b)
 }
 
 /// Splits batch `id` into two halves claimed by this process, stamped `now_ns`.
 fn split_claimed(tx: &Tx<'_>, id: i64, now_ns: i64) -> Result<(Batch, Batch), StoreError> {
-    let halves = batches::split(tx, id, now_ns)?;
-    for b in [&halves.0, &halves.1] {
-        claims::claim(tx, b.id, &Holder::this_process(), now_ns)?;
-    }
-    Ok(halves)
+    let (a, b) = batches::split(tx, id)?;
+    Ok((create_claimed(tx, &a, now_ns)?, create_claimed(tx, &b, now_ns)?))
 }
 
 /// Loads the upload key: `METERD_ISV_KEY` wins, then `upload.key_file`. Returns `None` when

@@ -85,12 +85,12 @@ pub struct Decision {
 
 /// Decides what the answer `action` to attempt number `attempt` (1-based, this batch, this
 /// run) of a batch of `records` records does, given the run's `pace` and `limits`.
-pub fn decide(action: Action, records: usize, attempt: u32, pace: Pace, limits: &Limits) -> Decision {
+pub fn decide(action: Action, records: u64, attempt: u32, pace: Pace, limits: &Limits) -> Decision {
     let decision = |step, outcome, pace| Decision { step, outcome, pace, switched_to_fallback: false };
     match action {
         Action::Delivered => {
-            let apply = pace.unapplied + records as u64 >= limits.apply_after;
-            let unapplied = if apply { 0 } else { pace.unapplied + records as u64 };
+            let apply = pace.unapplied + records >= limits.apply_after;
+            let unapplied = if apply { 0 } else { pace.unapplied + records };
             decision(Step::Deliver { apply }, "delivered", Pace { consecutive_transient: 0, unapplied, ..pace })
         }
         Action::Transient { retry_after, reason } => {

@@ -110,7 +110,14 @@ fn too_many_records_halves_the_batch() {
     let w = World::new();
     w.seed("big", 87, 23);
     assert_eq!(w.records().len(), 2001);
-    let planted = w.store().write(|tx| batches::create(tx, &batches::next_pending(tx, 1001)?, 0)).unwrap();
+    let planted = w
+        .store()
+        .write(|tx| {
+            let recs = batches::next_pending(tx, 1001)?;
+            let body = meterd::upload::body::join_records(&recs.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>());
+            batches::create(tx, &recs, body, 0)
+        })
+        .unwrap();
     assert_eq!(planted.records, 1001);
 
     let mock = Mock::start(mock_config());
