@@ -7,6 +7,8 @@
 //! open for the next run once `max_attempts` is spent); configuration error (batch abandoned,
 //! records pending again, the run stops); too many records (split, smaller batches for the rest
 //! of the run); a bad record (split down to single records, each bad one rejected alone).
+//! What an answer does is decided apart, pure and table-tested ([`super::step::decide`]);
+//! this module is the shell that performs it (SQL, metrics, logs, sleeps).
 //! No transaction is held across network I/O. Every batch a run sends is claimed for this
 //! process in the transaction that finds or cuts it ([`crate::store::claims`]), so two
 //! uploaders on one database never send the same batch at once; the run releases its claims
@@ -16,9 +18,10 @@
 //! transaction) before it is counted. While a batch's first attempt is in flight, the records
 //! the next batch will likely hold are read ahead (no write, no lock held across the request);
 //! the delivery transaction uses them only if exactly those records are still the first
-//! pending ones, so the next batch is still cut, stored and committed before it is sent. The records rows of delivered batches are written
-//! ([`batches::apply_deliveries`]) in bulk: at the start of a run (whatever a crash left),
-//! every [`APPLY_DELIVERIES_AFTER`] delivered records, and at the end of the run.
+//! pending ones, so the next batch is still cut, stored and committed before it is sent. The
+//! records rows of delivered batches are written ([`batches::apply_deliveries`]) in bulk: at
+//! the start of a run (whatever a crash left), every [`APPLY_DELIVERIES_AFTER`] delivered
+//! records, and at the end of the run.
 //!
 //! With [`upload_with_metrics`] (the daemon), every attempt and every delivered, rejected or
 //! expired record is counted as it happens; a record state change is counted inside the

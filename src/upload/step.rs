@@ -7,8 +7,8 @@
 //!
 //! Rules (design §6), per [`Action`]:
 //! - delivered → [`Step::Deliver`]; the run's consecutive-transient count resets; the delivered
-//!   records' rows are applied with this commit once [`super::run::APPLY_DELIVERIES_AFTER`] records are
-//!   delivered but unapplied;
+//!   records' rows are written with this commit once [`super::run::APPLY_DELIVERIES_AFTER`]
+//!   records are delivered but not yet written;
 //! - transient → [`Step::Transient`]: the attempt is recorded; retried after a backoff while
 //!   attempts remain (`upload.max_attempts`), else left open for the next run; after
 //!   `upload.fallback_after` consecutive transient answers the run switches to the fallback
