@@ -70,6 +70,9 @@ fn the_lookup_decides_duplicates_and_conflicts_before_any_rule() {
     assert!(error.contains("and properties {\"a\":1}") && error.contains("and properties none"), "{error}");
 }
 
+/// One row of [`admit_applies_the_rules_in_order`]'s table.
+type Case = (i64, i64, Option<i64>, History, Result<Option<i64>, &'static str>);
+
 #[test]
 fn admit_applies_the_rules_in_order() {
     let cfg = cfg();
@@ -77,7 +80,7 @@ fn admit_applies_the_rules_in_order() {
     let now = at(DAY0 + 10 * HOUR);
     let frozen = History(vec![(at(DAY0 + 2 * HOUR), Status::Freeze), (at(DAY0 + 3 * HOUR), Status::Unfreeze)]);
     // (event time, sealed until, release, history, expected: Ok(window) or Err(words))
-    let table: Vec<(i64, i64, Option<i64>, History, Result<Option<i64>, &str>)> = vec![
+    let table: Vec<Case> = vec![
         (DAY0 + 5 * HOUR + 7, DAY0, None, History::default(), Ok(Some(DAY0 + 5 * HOUR))),
         (DAY0 + 11 * HOUR, DAY0, None, History::default(), Err("ahead of now")),
         (DAY0 - 30 * 86_400, DAY0, None, History::default(), Err("older than")),

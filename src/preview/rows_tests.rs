@@ -27,8 +27,11 @@ fn raw(hour: i64, state: &'static str, usage: &str) -> Raw {
     Raw { window, begin: window, end: window + HOUR, state, usage: d(usage), sn, pkg: None }
 }
 
-/// (state, usage, charge, drawn, covered) of each row shown.
-fn shown(p: &Priced) -> Vec<(&'static str, Decimal, Decimal, Option<Decimal>, Option<Decimal>)> {
+/// (state, usage, charge, drawn, covered) of a row.
+type Shown = (&'static str, Decimal, Decimal, Option<Decimal>, Option<Decimal>);
+
+/// [`Shown`] of each row shown.
+fn shown(p: &Priced) -> Vec<Shown> {
     p.rows.iter().map(|r| (r.state, r.usage, r.charge, r.drawn, r.covered)).collect()
 }
 
