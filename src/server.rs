@@ -37,7 +37,7 @@ pub struct AppState {
     /// A second connection for instance changes and reads; ingest has its own writer.
     pub admin: Mutex<Store>,
     /// Bearer token required on every route but `/healthz`, when configured.
-    pub token: Option<String>,
+    pub token: Option<crate::config::Secret>,
     /// Overrides the clock (tests and replays); `None` reads the wall clock per request.
     pub fixed_now: Option<Timestamp>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -101,16 +101,12 @@ async fn require_token(State(st): State<Arc<AppState>>, req: axum::extract::Requ
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim()))
-            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()));
+            .is_some_and(|given| token.matches(given.as_bytes()));
         if !ok {
             return ApiError::Unauthorized("missing or wrong bearer token; send `Authorization: Bearer <token>`".into()).into_response();
         }
     }
     next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `POST /v1/events`: the ingest result after the writer's commit. A failure of the whole

@@ -18,12 +18,12 @@ pub struct Args {
     /// Events file; `-` or nothing reads stdin.
     file: Option<String>,
     /// Judge event times against this instant instead of the clock.
-    #[arg(long)]
-    now: Option<String>,
+    #[arg(long, value_parser = super::timestamp)]
+    now: Option<Timestamp>,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
-    let now = now_or(&args.now)?;
+    let now = now_or(args.now);
     let input: Box<dyn Read> = match args.file.as_deref() {
         None | Some("-") => Box::new(std::io::stdin()),
         Some(path) => Box::new(std::fs::File::open(path).map_err(|e| Failure::usage(format!("cannot read {path}: {e}")))?),

@@ -1,6 +1,6 @@
 //! `meterd instance add|release|freeze|unfreeze|move|list`.
 
-use super::{time_arg, Ctx, Failure};
+use super::{Ctx, Failure, ListFormat};
 use crate::model::Timestamp;
 use crate::store::instances;
 use crate::store::lifecycle::{self, Status};
@@ -14,26 +14,26 @@ pub enum Cmd {
         #[arg(long)]
         plan: String,
         /// RFC 3339 start time of the subscription.
-        #[arg(long)]
-        start: String,
+        #[arg(long, value_parser = super::timestamp)]
+        start: Timestamp,
     },
     /// Record the time an instance was released.
     Release {
         id: String,
-        #[arg(long)]
-        at: String,
+        #[arg(long, value_parser = super::timestamp)]
+        at: Timestamp,
     },
     /// Record that the cloud store froze the instance (expiry, violation) at a time.
     Freeze {
         id: String,
-        #[arg(long)]
-        at: String,
+        #[arg(long, value_parser = super::timestamp)]
+        at: Timestamp,
     },
     /// Record that the cloud store unfroze the instance at a time.
     Unfreeze {
         id: String,
-        #[arg(long)]
-        at: String,
+        #[arg(long, value_parser = super::timestamp)]
+        at: Timestamp,
     },
     /// Move an instance to another plan from a window boundary on: AT must be the instance's
     /// next unsealed window boundary, a boundary of both plans' periods; a period change also
@@ -42,13 +42,13 @@ pub enum Cmd {
         id: String,
         #[arg(long)]
         plan: String,
-        #[arg(long)]
-        at: String,
+        #[arg(long, value_parser = super::timestamp)]
+        at: Timestamp,
     },
     /// List instances.
     List {
-        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-        format: String,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
     },
 }
 
@@ -61,12 +61,12 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
                 let known: Vec<_> = ctx.cfg.plans.keys().cloned().collect();
                 return Err(Failure::usage(format!("plan {plan:?} is not in the config; known plans: {known:?}")));
             }
-            let start = time_arg("--start", start)?;
+            let start = *start;
             let row = store.write(|tx| instances::add(tx, id, plan, start, Timestamp::now()))?;
             println!("instance {} registered: plan {}, start {}", row.instance_id, row.plan, row.start);
         }
         Cmd::Release { id, at } => {
-            let at = time_arg("--at", at)?;
+            let at = *at;
             let released = store.write(|tx| instances::release(tx, id, at))?;
             println!("instance {} released at {}", released.instance.instance_id, at);
             if let Some(w) = released.warning() {
@@ -74,13 +74,13 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
             }
         }
         Cmd::Move { id, plan, at } => {
-            let at = time_arg("--at", at)?;
+            let at = *at;
             let from = move_plan(ctx, &mut store, id, plan, at)?;
             println!("instance {id} moved from plan {from} to plan {plan} at {at}");
         }
         Cmd::Freeze { id, at } | Cmd::Unfreeze { id, at } => {
             let status = if matches!(cmd, Cmd::Freeze { .. }) { Status::Freeze } else { Status::Unfreeze };
-            let at = time_arg("--at", at)?;
+            let at = *at;
             let change = store.write(|tx| lifecycle::set_status(tx, id, status, at, Timestamp::now()))?;
             println!("instance {id}: {} at {at}", status.as_str());
             if let Some(w) = change.warning(status, at) {
@@ -92,7 +92,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
             let rows = store.read(|tx| {
                 instances::list(tx)?.into_iter().map(|r| Ok((lifecycle::history(tx, r.key)?, r))).collect::<Result<Vec<_>, _>>()
             })?;
-            if format == "json" {
+            if *format == ListFormat::Json {
                 let v: Vec<_> = rows.iter().map(|(h, r)| instance_json(r, h, now)).collect();
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {

@@ -290,17 +290,25 @@ pub fn load_password_file(cfg: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `--now TIME` or the wall clock.
-pub fn now_or(flag: &Option<String>) -> Result<Timestamp, Failure> {
-    match flag {
-        Some(s) => crate::model::parse_rfc3339(s).map_err(|e| Failure::usage(format!("--now: {e}"))),
-        None => Ok(Timestamp::now()),
-    }
+/// The `value_parser` of every time flag (`--now`, `--from`, `--to`): an RFC 3339 time with an
+/// offset, parsed once by clap. A bad value is a usage error (exit 2) that clap prints as
+/// `invalid value 'noon' for '--now <NOW>': "noon" is not an RFC 3339 time with an offset; write
+/// e.g. …` — the flag, the value and a valid example, as [`crate::model::parse_rfc3339`] says it.
+pub fn timestamp(s: &str) -> Result<Timestamp, String> {
+    crate::model::parse_rfc3339(s)
 }
 
-/// Parses an RFC 3339 flag value.
-pub fn time_arg(name: &str, s: &str) -> Result<Timestamp, Failure> {
-    crate::model::parse_rfc3339(s).map_err(|e| Failure::usage(format!("{name}: {e}")))
+/// `--now TIME` (already parsed by [`timestamp`]) or the wall clock.
+pub fn now_or(flag: Option<Timestamp>) -> Timestamp {
+    flag.unwrap_or_else(Timestamp::now)
+}
+
+/// `--format` of the listing commands (`instance list`, `package list`, `status`, `rejected`,
+/// `notifications`): an aligned table for people, or JSON for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
 }
 
 /// Runs one command; returns the exit code for success paths (0 or 1).
@@ -373,5 +381,36 @@ mod tests {
     fn an_internal_error_says_so() {
         let f = Failure::from(StoreError::Internal("store task failed: panicked".into()));
         assert!(f.message.starts_with("internal error: store task failed"), "{}", f.message);
+    }
+
+    use clap::Parser;
+
+    #[test]
+    fn time_flags_are_parsed_once_by_clap_with_the_flag_the_value_and_an_example() {
+        for args in [
+            &["meterd", "seal", "--now", "noon"][..],
+            &["meterd", "preview", "--from", "2026-11-23"],
+            &["meterd", "instance", "release", "i-1", "--at", "2026-11-23T10:00:00"],
+        ] {
+            let e = Cli::try_parse_from(args).expect_err("a bad time is refused at parsing");
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{args:?}");
+            assert_eq!(e.exit_code(), 2, "bad usage");
+            let text = e.to_string();
+            assert!(text.contains(args[args.len() - 2]) && text.contains(args[args.len() - 1]), "{text}");
+            assert!(text.contains("2026-11-23T08:15:00Z"), "a valid example: {text}");
+        }
+        let cli = Cli::try_parse_from(["meterd", "seal", "--now", "2026-11-23T16:15:00+08:00"]).unwrap();
+        let Command::Seal(a) = cli.command else { panic!("seal") };
+        assert_eq!(a.now, Some(Timestamp::from_secs(1_795_421_700)));
+    }
+
+    #[test]
+    fn formats_are_typed_values() {
+        let cli = Cli::try_parse_from(["meterd", "preview", "--format", "csv"]).unwrap();
+        let Command::Preview(a) = cli.command else { panic!("preview") };
+        assert_eq!(a.format, preview::Format::Csv);
+        let e = Cli::try_parse_from(["meterd", "status", "--format", "xml"]).expect_err("xml is not a format");
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(e.to_string().contains("table") && e.to_string().contains("json"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 //! attempts failed, the last error and when the next attempt is due. A table by default,
 //! `--format json` for scripts (bodies included there, exactly as sent).
 
-use super::{Ctx, Failure};
+use super::{Ctx, Failure, ListFormat};
 use crate::model::Timestamp;
 use crate::store::notify::{self, Notice};
 use serde::Serialize;
@@ -16,8 +16,8 @@ pub struct Args {
     /// How many of the most recent to show.
     #[arg(long, default_value_t = 50)]
     limit: usize,
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-    format: String,
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    format: ListFormat,
 }
 
 /// One outbox row as shown.
@@ -66,7 +66,7 @@ fn shown(n: &Notice) -> Shown<'_> {
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let rows = ctx.store()?.read(|tx| notify::recent(tx, args.limit, args.pending))?;
     let rows: Vec<Shown<'_>> = rows.iter().map(shown).collect();
-    if args.format == "json" {
+    if args.format == ListFormat::Json {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return Ok(0);
     }

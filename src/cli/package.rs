@@ -1,6 +1,6 @@
 //! `meterd package add|list`: prepaid packages of pay-per-use instances (design §4.2).
 
-use super::{now_or, Ctx, Failure};
+use super::{now_or, Ctx, Failure, ListFormat};
 use crate::model::Timestamp;
 use crate::store::instances;
 
@@ -31,10 +31,10 @@ pub enum Cmd {
         /// Only this instance.
         instance: Option<String>,
         /// Evaluate at this time instead of the wall clock.
-        #[arg(long)]
-        now: Option<String>,
-        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-        format: String,
+        #[arg(long, value_parser = super::timestamp)]
+        now: Option<Timestamp>,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
     },
 }
 
@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
             );
         }
         Cmd::List { instance, now, format } => {
-            let now = now_or(now)?;
+            let now = now_or(*now);
             let views = store.read(|tx| {
                 let mut all = instances::list(tx)?;
                 if let Some(id) = instance {
@@ -72,7 +72,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
                 }
                 Ok(out)
             })?;
-            if format == "json" {
+            if *format == ListFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&views).unwrap_or_default());
             } else {
                 table(&views);

@@ -1,13 +1,13 @@
 //! `meterd rejected` lists the rejected log; `meterd requeue SN` sends a record again.
 
-use super::{Ctx, Failure};
+use super::{Ctx, Failure, ListFormat};
 use crate::model::Timestamp;
 use crate::store::dead_letters;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-    format: String,
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    format: ListFormat,
 }
 
 #[derive(Debug, clap::Args)]
@@ -18,7 +18,7 @@ pub struct RequeueArgs {
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let rows = ctx.store()?.read(dead_letters::list)?;
-    if args.format == "json" {
+    if args.format == ListFormat::Json {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return Ok(0);
     }

@@ -1,7 +1,8 @@
 //! `meterd run`: the daemon. A configuration problem found at start-up is exit code 2
 //! (`daemon::startup`); a failure while running is 3.
 
-use super::{now_or, Ctx, Failure};
+use super::{Ctx, Failure};
+use crate::model::Timestamp;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -9,8 +10,8 @@ pub struct Args {
     #[arg(long)]
     listen: Option<String>,
     /// Run with a fixed clock (replays and tests).
-    #[arg(long, hide = true)]
-    now: Option<String>,
+    #[arg(long, hide = true, value_parser = super::timestamp)]
+    now: Option<Timestamp>,
     /// Create an empty database even where a marker says one was in use (after a deliberate
     /// reset; see the README on the database marker).
     #[arg(long)]
@@ -18,10 +19,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
-    let now = match &args.now {
-        Some(_) => Some(now_or(&args.now)?),
-        None => None,
-    };
+    let now = args.now;
     if args.create_db {
         // The operator's explicit "start empty here", even where a marker says one was in use.
         crate::daemon::startup::check_db_dir(&ctx.db).map_err(Failure::usage)?;

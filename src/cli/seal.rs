@@ -1,16 +1,17 @@
 //! `meterd seal [--now TIME]`: seal every closed window; prints what was sealed as JSON.
 
 use super::{now_or, Ctx, Failure};
+use crate::model::Timestamp;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Seal as if the time were this (replays, tests).
-    #[arg(long)]
-    now: Option<String>,
+    #[arg(long, value_parser = super::timestamp)]
+    pub(super) now: Option<Timestamp>,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
-    let now = now_or(&args.now)?;
+    let now = now_or(args.now);
     let mut store = ctx.store_for_sealing()?;
     let report = crate::seal::seal(&mut store, &ctx.cfg, now);
     Ctx::release_lease(&mut store);

@@ -9,15 +9,16 @@
 //! [`crate::health::attention`]) and exits 1 when anything does, 0 when nothing does, 3 when
 //! conservation fails (as without `--check`).
 
-use super::{now_or, Ctx, Failure};
+use super::{now_or, Ctx, Failure, ListFormat};
+use crate::model::Timestamp;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-    format: String,
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    format: ListFormat,
     /// Judge deadlines against this instant.
-    #[arg(long)]
-    now: Option<String>,
+    #[arg(long, value_parser = super::timestamp)]
+    now: Option<Timestamp>,
     /// Exit 1 when something needs a person (past deadline, rejected/expired records, failed
     /// last upload, conservation failing, a plan missing), after printing what.
     #[arg(long)]
@@ -25,11 +26,11 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
-    let now = now_or(&args.now)?;
+    let now = now_or(args.now);
     let mut store = ctx.store()?;
     let mut s = crate::status::status(&mut store, &ctx.cfg, now, true)?;
     s.store = Some(crate::status::store_view(&mut store, &ctx.node, ctx.cfg.store.lease.0)?);
-    if args.format == "json" {
+    if args.format == ListFormat::Json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     } else {
         let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());

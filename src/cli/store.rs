@@ -11,6 +11,7 @@
 
 use super::{now_or, Ctx, Failure};
 use crate::model::FixedTz;
+use crate::model::Timestamp;
 use std::path::Path;
 
 #[derive(Debug, clap::Subcommand)]
@@ -20,8 +21,8 @@ pub enum Cmd {
         /// A fixed offset such as "+08:00" or "UTC".
         zone: String,
         /// Judge package validity at this instant.
-        #[arg(long)]
-        now: Option<String>,
+        #[arg(long, value_parser = super::timestamp)]
+        now: Option<Timestamp>,
     },
     /// Copy a whole store into an empty one: SQLite file ↔ PostgreSQL URL (stop every meterd
     /// on the source first). Ends with the conservation audit on both sides.
@@ -37,13 +38,13 @@ pub enum Cmd {
 
 pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
     match cmd {
-        Cmd::SetTimezone { zone, now } => set_timezone(ctx, zone, now),
+        Cmd::SetTimezone { zone, now } => set_timezone(ctx, zone, *now),
         Cmd::Copy { from, to } => copy(ctx, from, to),
     }
 }
 
-fn set_timezone(ctx: &Ctx, zone: &str, now: &Option<String>) -> Result<u8, Failure> {
-    let now = now_or(now)?;
+fn set_timezone(ctx: &Ctx, zone: &str, now: Option<Timestamp>) -> Result<u8, Failure> {
+    let now = now_or(now);
     let tz: FixedTz = zone.parse().map_err(Failure::usage)?;
     let mut store = ctx.store_unchecked()?;
     let blockers = crate::settings::timezone_blockers(&mut store, &ctx.cfg, now)?;

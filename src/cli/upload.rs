@@ -13,15 +13,15 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Judge record expiry against this instant (request timestamps always use the clock).
-    #[arg(long)]
-    now: Option<String>,
+    #[arg(long, value_parser = super::timestamp)]
+    now: Option<Timestamp>,
     /// Print the bodies and signatures that would be sent; change nothing.
     #[arg(long)]
     dry_run: bool,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
-    let now = now_or(&args.now)?;
+    let now = now_or(args.now);
     let key = load_key(&ctx.cfg.upload).map_err(Failure::usage)?.ok_or_else(|| {
         Failure::usage("no upload key: set METERD_ISV_KEY or `upload.key_file` (the interconnection key from Seller Console)")
     })?;

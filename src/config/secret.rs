@@ -1,11 +1,34 @@
-//! The upload key. It is only ever used to sign; `Debug` and `Display` print `[redacted]`.
+//! The upload key (and the other secrets: notification secrets, the PostgreSQL password file,
+//! the daemon's bearer token). It is only ever used to sign or compare; `Debug` and `Display`
+//! print `[redacted]`, equality is constant-time (`subtle`), and the bytes are overwritten with
+//! zeros when the value is dropped (`zeroize`), so a freed key does not linger in the heap.
 
 use std::fmt;
 use std::path::Path;
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
-/// A secret byte string that never shows itself.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret byte string that never shows itself, compares in constant time and is wiped on
+/// drop (copies made by `clone` are wiped when they are dropped too).
+#[derive(Clone)]
 pub struct Secret(Vec<u8>);
+
+impl PartialEq for Secret {
+    /// Constant-time in the contents (the lengths may differ in time: they are not secret).
+    fn eq(&self, other: &Secret) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for Secret {}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for Secret {}
 
 impl Secret {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
@@ -17,18 +40,24 @@ impl Secret {
         &self.0
     }
 
+    /// Whether `given` equals the secret, compared in constant time (`subtle`): for checking a
+    /// presented credential such as the daemon's bearer token.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        self.0.as_slice().ct_eq(given).into()
+    }
+
     /// Reads a key file (trailing newline removed). Returns a warning when the file can be read
     /// by group or others.
     pub fn from_file(path: &Path) -> Result<(Secret, Option<String>), String> {
         let text = std::fs::read(path).map_err(|e| format!("cannot read `upload.key_file` {}: {e}", path.display()))?;
-        let mut bytes = text;
-        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            bytes.pop();
+        let mut secret = Secret(text);
+        while secret.0.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            secret.0.pop();
         }
-        if bytes.is_empty() {
+        if secret.0.is_empty() {
             return Err(format!("`upload.key_file` {} is empty", path.display()));
         }
-        Ok((Secret(bytes), permission_warning(path)))
+        Ok((secret, permission_warning(path)))
     }
 }
 
@@ -66,6 +95,17 @@ mod tests {
     fn never_shows_itself() {
         let s = Secret::new("hunter2-very-secret");
         assert!(!format!("{s:?} {s}").contains("hunter2"));
+    }
+
+    #[test]
+    fn compares_by_contents() {
+        let s = Secret::new("token-1");
+        assert!(s.matches(b"token-1"));
+        assert!(!s.matches(b"token-2"));
+        assert!(!s.matches(b"token-12"));
+        assert!(!s.matches(b""));
+        assert_eq!(s, Secret::new("token-1"));
+        assert_ne!(s, Secret::new("token-2"));
     }
 
     #[cfg(unix)]

@@ -24,7 +24,8 @@ pub const FD_RESERVE: u64 = 64 + crate::server::listen::MAX_REFUSING as u64;
 pub struct Ready {
     /// The config, with `server.max_connections` lowered to what the file limit allows.
     pub cfg: Config,
-    pub token: Option<String>,
+    /// The bearer token from `server.token_env`, if set (a [`Secret`]: never shown, wiped on drop).
+    pub token: Option<Secret>,
     pub key: Option<Secret>,
     pub listen: SocketAddr,
     pub seal: Schedule,
@@ -59,7 +60,7 @@ pub fn prepare(cfg: &Config, db: &Path, opts: &RunOptions) -> Result<Ready, Stri
 }
 
 /// The bearer token from `server.token_env`: set, non-empty, and sendable as a header value.
-fn token(cfg: &Config) -> Result<Option<String>, String> {
+fn token(cfg: &Config) -> Result<Option<Secret>, String> {
     let Some(var) = &cfg.server.token_env else { return Ok(None) };
     let value = std::env::var(var).map_err(|e| match e {
         std::env::VarError::NotPresent => {
@@ -77,7 +78,7 @@ fn token(cfg: &Config) -> Result<Option<String>, String> {
             "`server.token_env`: the token in {var} has spaces or control characters at its ends or inside, which no client can send; remove them"
         ));
     }
-    Ok(Some(value))
+    Ok(Some(Secret::new(value.into_bytes())))
 }
 
 /// A non-loopback address without a token lets anyone who reaches the port post usage: refused
