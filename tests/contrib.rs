@@ -13,11 +13,10 @@
 mod util;
 
 use meterd::config::Config;
-use meterd::config::Secret;
-use meterd::mockstore::{MockConfig, MockHandle, MockStore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use util::mock::{mock_config, Mock};
 use util::{example_config_with, Env, Ev};
 
 #[test]
@@ -49,36 +48,6 @@ fn the_shared_store_unit_reads_the_url_from_an_environment_file() {
 // Monitoring: the dashboard and the rules query real metrics.
 
 const KEY: &str = "contrib-test-key-0123456789";
-
-/// The mock cloud store on loopback, stopped on drop.
-struct Mock {
-    rt: tokio::runtime::Runtime,
-    handle: Option<MockHandle>,
-}
-
-impl Mock {
-    fn start() -> Mock {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let mut cfg = MockConfig::new(Secret::new(KEY));
-        cfg.now = Some(util::now());
-        let handle = rt.block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            MockStore::start(cfg, l).await.unwrap()
-        });
-        Mock { rt, handle: Some(handle) }
-    }
-    fn h(&self) -> &MockHandle {
-        self.handle.as_ref().unwrap()
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.rt.block_on(h.shutdown());
-        }
-    }
-}
 
 /// A metric family of the exposition: its `# TYPE`, and whether it had a sample.
 #[derive(Debug, Default)]
@@ -327,7 +296,7 @@ fn scrape_until(d: &util::Daemon, path: &str, what: &str, pred: impl Fn(&str) ->
 /// stop-before-excess package used up, a late event of a `max` plan, records sealed and uploaded to the mock store (the
 /// first attempt failing), plus the audit scrape.
 fn sqlite_exposition(mock: &Mock) -> String {
-    let endpoint = mock.h().endpoint();
+    let endpoint = mock.endpoint();
     let env = Env::with_config(&example_config_with(&[
         ("endpoint = \"https://mkt.myhuaweicloud.com\"", &format!("endpoint = {endpoint:?}")),
         ("# fallback = \"https://mkt.myhuaweicloud.cn\"", "fallback = \"\""),
@@ -383,7 +352,7 @@ fn postgres_exposition() -> Option<String> {
 
 #[test]
 fn every_metric_the_dashboard_and_the_alert_rules_query_exists_in_metrics() {
-    let mock = Mock::start();
+    let mock = Mock::start(mock_config(KEY, util::NOW));
     let mut text = sqlite_exposition(&mock);
     match postgres_exposition() {
         Some(pg) => text.push_str(&pg),

@@ -144,6 +144,7 @@ fn two_hundred_slow_clients_cannot_take_memory_descriptors_or_service() {
     env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
     let d = env.daemon_tweaked(&[], &[], |cmd| with_nofile(cmd, NOFILE, NOFILE));
     let pid = d.pid();
+    // A measurement, not a wait for a condition: the daemon's memory settles after start.
     std::thread::sleep(Duration::from_millis(300));
     let baseline_kib = vm_kib(pid, "VmRSS:");
     assert!(baseline_kib > 0, "cannot read /proc/{pid}/status");

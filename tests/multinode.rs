@@ -20,12 +20,12 @@
 
 mod util;
 
-use meterd::config::Secret;
-use meterd::mockstore::{Faults, LedgerEntry, MockConfig, MockHandle, MockStore};
+use meterd::mockstore::Faults;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use util::mock::{mock_config, Mock};
 use util::pg::PgCluster;
 use util::{assert_billed_once, example_config_with, Daemon, Env, Ev, NOW};
 
@@ -53,45 +53,11 @@ fn wait_logged(what: &str, nodes: &[&Daemon], mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// The mock cloud store on its own runtime, keeping every request body.
-struct Mock {
-    rt: tokio::runtime::Runtime,
-    handle: Option<MockHandle>,
-}
-
-impl Mock {
-    fn start(latency: Duration) -> Mock {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-        let mut cfg = MockConfig::new(Secret::new(KEY));
-        cfg.now = Some(meterd::model::parse_rfc3339(NOW).expect("mock now"));
-        cfg.faults = Faults { latency, ..Faults::default() };
-        cfg.keep_bodies = true;
-        let handle = rt.block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
-            MockStore::start(cfg, l).await.expect("mock starts")
-        });
-        Mock { rt, handle: Some(handle) }
-    }
-
-    fn handle(&self) -> &MockHandle {
-        self.handle.as_ref().expect("running")
-    }
-
-    fn ledger(&self) -> Vec<LedgerEntry> {
-        self.handle().ledger()
-    }
-
-    fn received(&self) -> Vec<Vec<u8>> {
-        self.handle().received()
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.rt.block_on(h.shutdown());
-        }
-    }
+/// The mock cloud store answering each request after `latency`, keeping every request body.
+fn mock(latency: Duration) -> Mock {
+    let mut cfg = mock_config(KEY, NOW);
+    cfg.faults = Faults { latency, ..Faults::default() };
+    Mock::start(cfg)
 }
 
 /// The example config on `db` with a 3 s lease, seal and upload every second, the store at
@@ -293,8 +259,8 @@ fn three_nodes_ingesting_overlapping_batches_store_every_event_once() {
 fn a_killed_uploader_is_replaced_within_two_leases_and_every_record_is_billed_once() {
     let Some(pg) = PgCluster::shared() else { return };
     let url = pg.fresh_db();
-    let mock = Mock::start(Duration::from_millis(400));
-    let env = shared_env(&url, &mock.handle().endpoint(), 4);
+    let mock = mock(Duration::from_millis(400));
+    let env = shared_env(&url, &mock.endpoint(), 4);
     let instances: Vec<String> = (0..4).map(|i| format!("kill-{i}")).collect();
     backlog(&env, &instances, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     let mut db = util::pg::connect(&url);
@@ -336,7 +302,7 @@ fn a_killed_uploader_is_replaced_within_two_leases_and_every_record_is_billed_on
         received.len(),
         stored.len(),
         received.len() - distinct.len(),
-        mock.handle().counters().duplicates
+        mock.counters().duplicates
     );
     assert_one_record_per_period(&mut db);
     assert_conserved(&url);
@@ -386,8 +352,8 @@ fn snapshot(db: &mut postgres::Client) -> (Vec<String>, Vec<String>) {
 fn a_holder_paused_past_its_lease_is_fenced_and_writes_nothing_when_it_wakes() {
     let Some(pg) = PgCluster::shared() else { return };
     let url = pg.fresh_db();
-    let mock = Mock::start(Duration::from_millis(1500));
-    let env = shared_env(&url, &mock.handle().endpoint(), 4);
+    let mock = mock(Duration::from_millis(1500));
+    let env = shared_env(&url, &mock.endpoint(), 4);
     let instances: Vec<String> = (0..2).map(|i| format!("stop-{i}")).collect();
     backlog(&env, &instances, &[6, 7, 8, 9]);
     let mut db = util::pg::connect(&url);

@@ -314,6 +314,7 @@ fn a_sigkill_between_the_answer_and_the_commit_resends_the_same_id() {
     let acked = receiver.wait_acked(2, Duration::from_secs(10));
     assert_eq!(acked[1].id(), first, "same event id resent");
     assert_eq!(acked[1].body, acked[0].body, "same bytes");
+    // The sleep is the test: in this time nothing more may be sent.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(receiver.acked().len(), 2, "delivered once recorded, not sent again");
     // Also a plain SIGKILL while the receiver keeps failing: nothing is lost.
@@ -530,6 +531,7 @@ fn records_near_and_past_their_deadline_and_readiness_lost_then_regained() {
     assert_eq!(regained[0]["data"]["node"], lost[0]["data"]["node"]);
     assert_eq!(regained[0]["instance_id"], Value::Null);
     assert_eq!(d.http().get("/readyz").status, 200);
+    // The sleep is the test: in this time no notice may come twice.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(receiver.acked().len(), 4, "{:#?}", receiver.got());
 }

@@ -113,6 +113,7 @@ fn the_sealer_lease_fences_a_node_that_lost_it_across_connections() {
     let ttl = Duration::from_millis(300);
     let Acquired::Held(fa) = a.write(|tx| lease::acquire(tx, lease::SEALER, "a", ttl)).unwrap() else { panic!("free lease") };
     assert!(matches!(b.write(|tx| lease::acquire(tx, lease::SEALER, "b", ttl)).unwrap(), Acquired::Busy(r) if r.holder == "a"));
+    // The sleep is the test: past the 300 ms lease, b may take it.
     std::thread::sleep(Duration::from_millis(350));
     let Acquired::Held(fb) = b.write(|tx| lease::acquire(tx, lease::SEALER, "b", ttl)).unwrap() else { panic!("expired lease") };
     assert_eq!(fb.epoch, fa.epoch + 1);
@@ -367,6 +368,7 @@ fn a_silent_server_fails_the_open_instead_of_hanging() {
     let port = listener.local_addr().unwrap().port();
     let _hold = std::thread::spawn(move || {
         let held: Vec<_> = listener.incoming().take(2).collect();
+        // The sleep is the test: the server holds the connections and never answers.
         std::thread::sleep(Duration::from_secs(40));
         drop(held);
     });

@@ -6,59 +6,12 @@
 #[path = "../util/mod.rs"]
 mod util;
 
-use meterd::config::Secret;
-use meterd::mockstore::{MockConfig, MockHandle, MockStore};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+use util::mock::{mock_config, Mock};
 use util::{example_config_with, Env, Ev, NOW};
 
 const KEY: &str = "daemon-test-key-0123456789";
-
-/// The mock cloud store, running on its own runtime for the length of a test.
-struct Mock {
-    rt: tokio::runtime::Runtime,
-    handle: Option<MockHandle>,
-}
-
-impl Mock {
-    fn start(now: &str) -> Mock {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let mut cfg = MockConfig::new(Secret::new(KEY));
-        cfg.now = Some(meterd::model::parse_rfc3339(now).unwrap());
-        let handle = rt.block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            MockStore::start(cfg, l).await.unwrap()
-        });
-        Mock { rt, handle: Some(handle) }
-    }
-    fn handle(&self) -> &MockHandle {
-        self.handle.as_ref().unwrap()
-    }
-    fn billed(&self) -> Vec<meterd::mockstore::LedgerEntry> {
-        self.handle().ledger()
-    }
-    /// Polls until the ledger holds `n` records (or panics after 15 s).
-    fn wait_billed(&self, n: usize) {
-        let start = Instant::now();
-        while self.billed().len() < n {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "ledger has {} of {n} records; counters {:?}",
-                self.billed().len(),
-                self.handle().counters()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.rt.block_on(h.shutdown());
-        }
-    }
-}
 
 /// A config with the mock as endpoint and schedules firing every second.
 fn env_for(mock: &Mock) -> Env {
@@ -72,7 +25,7 @@ fn env_auto_register(mock: &Mock) -> Env {
 }
 
 fn config_for(mock: &Mock, extra: &[(&str, &str)]) -> String {
-    let endpoint = mock.handle().endpoint();
+    let endpoint = mock.endpoint();
     let mut cfg = example_config_with(&[
         ("endpoint = \"https://mkt.myhuaweicloud.com\"", &format!("endpoint = {endpoint:?}")),
         ("# fallback = \"https://mkt.myhuaweicloud.cn\"", &format!("fallback = {endpoint:?}")),
@@ -110,7 +63,7 @@ fn post(d: &util::Daemon, events: &[Ev]) {
 
 #[test]
 fn daemon_seals_and_uploads_on_its_own_then_stops_on_sigterm() {
-    let mock = Mock::start(NOW);
+    let mock = Mock::start(mock_config(KEY, NOW));
     let env = env_auto_register(&mock);
     let mut d = env.daemon_with(&[], &[("METERD_ISV_KEY", KEY)]);
     // One request registers both instances (auto_register) and stores their usage.
@@ -124,9 +77,9 @@ fn daemon_seals_and_uploads_on_its_own_then_stops_on_sigterm() {
         ],
     );
     // No command is run: the daemon's schedule seals the three closed windows and uploads them.
-    mock.wait_billed(3);
+    mock.wait_ledger(3, Duration::from_secs(15));
     let billed: HashSet<(String, String, String)> =
-        mock.billed().iter().map(|e| (e.record.instance_id.clone(), e.record.begin_time.clone(), e.record.usage_value.clone())).collect();
+        mock.ledger().iter().map(|e| (e.record.instance_id.clone(), e.record.begin_time.clone(), e.record.usage_value.clone())).collect();
     let want: HashSet<(String, String, String)> =
         [("inst-a", "20261123T080000Z", "2"), ("inst-a", "20261123T090000Z", "6"), ("inst-b", "20261123T090000Z", "4.5")]
             .iter()
@@ -143,13 +96,13 @@ fn daemon_seals_and_uploads_on_its_own_then_stops_on_sigterm() {
     let code = d.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "SIGTERM must exit 0 within 10 s; stderr:\n{}", d.stderr());
     assert!(start.elapsed() < Duration::from_secs(10));
-    assert_eq!(mock.billed().len(), 3, "nothing billed twice");
+    assert_eq!(mock.ledger().len(), 3, "nothing billed twice");
 }
 
 #[test]
 fn a_day_of_downtime_is_caught_up_once() {
     let later = "2026-11-24T12:00:00Z";
-    let mock = Mock::start(later);
+    let mock = Mock::start(mock_config(KEY, later));
     let env = env_for(&mock);
     env.add_instance("inst-a", "calls", "2026-11-23T00:00:00Z");
     env.add_instance("inst-d", "storage", "2026-11-20T00:00:00Z");
@@ -157,7 +110,7 @@ fn a_day_of_downtime_is_caught_up_once() {
     let early = [Ev::new("a1", "inst-a", "1", "2026-11-23T10:10:00Z").json(), Ev::new("d1", "inst-d", "3", "2026-11-23T01:00:00Z").json()];
     env.run_stdin(&["ingest", "--now", NOW, "-"], &util::ndjson(&early)).success();
     let mut first = env.daemon_with(&[], &[("METERD_ISV_KEY", KEY)]);
-    mock.wait_billed(1);
+    mock.wait_ledger(1, Duration::from_secs(15));
     post(&first, &[Ev::new("a-open", "inst-a", "1", "2026-11-23T11:15:00Z")]);
     first.terminate();
     assert_eq!(first.wait_exit(Duration::from_secs(10)), Some(0));
@@ -172,9 +125,9 @@ fn a_day_of_downtime_is_caught_up_once() {
     let second = env.daemon_at(later, &[], &[("METERD_ISV_KEY", KEY)]);
     let expected_a = 1 + day_one.len(); // one record per hour with usage
     let expected = expected_a + 1; // plus the storage day 2026-11-22T16:00Z–11-23T16:00Z
-    mock.wait_billed(expected);
+    mock.wait_ledger(expected, Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(1500)); // two more schedule ticks: nothing new is sent
-    let ledger = mock.billed();
+    let ledger = mock.ledger();
     assert_eq!(ledger.len(), expected, "every missed window exactly once");
     let periods: HashSet<(String, String)> = ledger.iter().map(|e| (e.record.instance_id.clone(), e.record.begin_time.clone())).collect();
     assert_eq!(periods.len(), ledger.len(), "no period billed twice");
@@ -212,13 +165,13 @@ fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
 
 #[test]
 fn metrics_parse_and_agree_with_status() {
-    let mock = Mock::start(NOW);
+    let mock = Mock::start(mock_config(KEY, NOW));
     let env = env_auto_register(&mock);
     let d = env.daemon_with(&[], &[("METERD_ISV_KEY", KEY)]);
     post(&d, &[Ev::new("a1", "inst-a", "2", "2026-11-23T08:10:00Z"), Ev::new("a2", "inst-a", "1", "2026-11-23T11:10:00Z")]);
     let bad = d.http().events(util::ndjson(&[Ev::new("bad", "inst-a", "-1", "2026-11-23T08:10:00Z").json()])).ok();
     assert_eq!(bad["rejected"].as_array().unwrap().len(), 1);
-    mock.wait_billed(1);
+    mock.wait_ledger(1, Duration::from_secs(15));
     // Status showing the record delivered implies the counters already have it: the daemon
     // counts a seal, an attempt and a delivery before the commit that makes them visible.
     delivered_locally(&d, 1);

@@ -56,6 +56,7 @@ fn assert_key_never_logged(guard: ChildGuard) -> String {
 fn sighup_rereads_the_key_file() {
     let (w, mock, guard, key_file) = refused_daemon("0 0 0 1 1 *");
     write_key(&key_file, KEY);
+    // The sleep is the test: for this long, nothing may re-read the fixed key on its own.
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(w.states(), counts(&[("pending", 6)]), "nothing re-reads the key without a signal or a tick");
     let ok = Command::new("kill").args(["-HUP", &guard.child.id().to_string()]).status().unwrap().success();

@@ -7,7 +7,7 @@
 //! delivered locally, with their sealed values. Records that begin more than 21 days before
 //! the upload's `--now` are expired locally and never sent.
 
-use crate::common::{assert_billed_once, assert_sound, assert_status_clean, outcome, upload, upload_config, Mock};
+use crate::common::{assert_billed_once, assert_sound, assert_status_clean, outcome, start_mock, upload, upload_config, Mock};
 use crate::util::{db, ndjson, Env, Ev, NOW};
 use meterd::mockstore::Faults;
 use meterd::model::{parse_rfc3339, Timestamp};
@@ -69,7 +69,7 @@ fn now_moving_backwards_and_jumping_forwards_seals_and_bills_once() {
     let start = parse_rfc3339(NOW).unwrap();
     let floor = start.add_secs(-5 * DAY);
     // The mock judges the 21-day rule at the earliest instant of the walk.
-    let mock = Mock::start(&floor.to_rfc3339(), Faults::default());
+    let mock = start_mock(&floor.to_rfc3339(), Faults::default());
     let env = Env::with_config(&upload_config(&mock.endpoint(), &mock.endpoint(), &[]));
     for (inst, plan) in INSTANCES {
         env.add_instance(inst, plan, "2026-10-01T00:00:00Z");

@@ -4,8 +4,7 @@
 //! is `ok`, conservation holds).
 
 use crate::util::{example_config_with, Env};
-use meterd::config::Secret;
-use meterd::mockstore::{Faults, LedgerEntry, MockConfig, MockHandle, MockStore};
+use meterd::mockstore::Faults;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
@@ -26,50 +25,14 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
-/// The mock cloud store, running on its own runtime for the length of a test.
-pub struct Mock {
-    rt: tokio::runtime::Runtime,
-    handle: Option<MockHandle>,
-}
+pub use crate::util::mock::Mock;
 
-impl Mock {
-    /// A mock with `faults`, pinned at `now` for the 21-day rule, keeping every request body.
-    pub fn start(now: &str, faults: Faults) -> Mock {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-        let mut cfg = MockConfig::new(Secret::new(KEY));
-        cfg.now = Some(meterd::model::parse_rfc3339(now).expect("mock now"));
-        cfg.faults = faults;
-        cfg.keep_bodies = true;
-        let handle = rt.block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
-            MockStore::start(cfg, l).await.expect("mock starts")
-        });
-        Mock { rt, handle: Some(handle) }
-    }
-
-    pub fn handle(&self) -> &MockHandle {
-        self.handle.as_ref().expect("running")
-    }
-
-    pub fn endpoint(&self) -> String {
-        self.handle().endpoint()
-    }
-
-    pub fn ledger(&self) -> Vec<LedgerEntry> {
-        self.handle().ledger()
-    }
-
-    pub fn received(&self) -> Vec<Vec<u8>> {
-        self.handle().received()
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.rt.block_on(h.shutdown());
-        }
-    }
+/// The mock cloud store (`util::mock`) with `faults`, pinned at `now` for the 21-day rule,
+/// keeping every request body.
+pub fn start_mock(now: &str, faults: Faults) -> Mock {
+    let mut cfg = crate::util::mock::mock_config(KEY, now);
+    cfg.faults = faults;
+    Mock::start(cfg)
 }
 
 /// The example config with the store at `endpoint` (and `fallback`), short backoff, and any

@@ -6,7 +6,9 @@
 //! rest. The mock's ledger bills every record exactly once, by `metering_sn` and by
 //! (instance, period), and the local store shows every record delivered.
 
-use crate::common::{assert_billed_once, assert_sound, assert_status_clean, batch_bodies, records, upload, upload_config, Mock};
+use crate::common::{
+    assert_billed_once, assert_sound, assert_status_clean, batch_bodies, records, start_mock, upload, upload_config, Mock,
+};
 use crate::util::{ndjson, Env, Ev, NOW};
 use meterd::mockstore::Faults;
 use std::collections::BTreeSet;
@@ -33,7 +35,7 @@ fn setup(mock: &Mock) -> Env {
 
 #[test]
 fn death_after_the_store_billed_resends_the_same_bytes_and_bills_once() {
-    let mock = Mock::start(NOW, Faults::default());
+    let mock = start_mock(NOW, Faults::default());
     let env = setup(&mock);
     let total = INSTANCES * HOURS.len();
 

@@ -6,7 +6,7 @@
 //! did the billing, no single backoff wait exceeded `upload.backoff_cap`, and every request
 //! carried the bytes of a stored batch.
 
-use crate::common::{assert_billed_once, assert_sound, batch_bodies, records, upload, upload_config, Mock};
+use crate::common::{assert_billed_once, assert_sound, batch_bodies, records, start_mock, upload, upload_config};
 use crate::util::{ndjson, Env, Ev, NOW};
 use meterd::mockstore::Faults;
 
@@ -15,8 +15,8 @@ const CAP_MS: u64 = 40;
 
 #[test]
 fn long_outage_with_drops_fails_over_and_delivers_everything_once() {
-    let primary = Mock::start(NOW, Faults { fail_first: 20, drop_every: 3, ..Faults::default() });
-    let fallback = Mock::start(NOW, Faults { fail_first: 6, ..Faults::default() });
+    let primary = start_mock(NOW, Faults { fail_first: 20, drop_every: 3, ..Faults::default() });
+    let fallback = start_mock(NOW, Faults { fail_first: 6, ..Faults::default() });
     let env = Env::with_config(&upload_config(
         &primary.endpoint(),
         &fallback.endpoint(),

@@ -5,7 +5,7 @@
 //! with an untrusted (self-signed) certificate is refused at the handshake — no request ever
 //! reaches it, the records stay queued, the run exits 3.
 
-use crate::common::{outcome, records, upload, upload_config, Mock, KEY};
+use crate::common::{outcome, records, start_mock, upload, upload_config, KEY};
 use crate::util::{db, example_config_with, ndjson, Env, Ev, Http, NOW};
 use base64::Engine as _;
 use meterd::mockstore::Faults;
@@ -115,7 +115,7 @@ fn sealed(env: &Env) {
 
 #[test]
 fn the_key_never_shows_in_logs_errors_debug_or_the_database() {
-    let mock = Mock::start(NOW, Faults { fail_first: 1, ..Faults::default() });
+    let mock = start_mock(NOW, Faults { fail_first: 1, ..Faults::default() });
     let env = Env::with_config(&upload_config(&mock.endpoint(), &mock.endpoint(), &[]));
     sealed(&env);
     let trace = [("RUST_LOG", "trace")];
@@ -167,7 +167,7 @@ fn the_key_never_shows_in_logs_errors_debug_or_the_database() {
 #[test]
 fn a_key_file_readable_by_others_is_warned_about_and_the_daemon_never_logs_it() {
     use std::os::unix::fs::PermissionsExt;
-    let mock = Mock::start(NOW, Faults::default());
+    let mock = start_mock(NOW, Faults::default());
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("isv.key");
     std::fs::write(&key_file, format!("{KEY}\n")).unwrap();

@@ -12,7 +12,7 @@
 use crate::util::db::Db;
 use meterd::collector::{Collector, EventInput};
 use meterd::config::{Config, Secret};
-use meterd::mockstore::{LedgerEntry, MockConfig, MockHandle, MockStore};
+use meterd::mockstore::{LedgerEntry, MockConfig};
 use meterd::model::{parse_rfc3339, Quantity, Timestamp, UsageRecord};
 use meterd::store::{instances, records, RecordRow, Store};
 use meterd::upload::run::{upload, UploadReport};
@@ -307,55 +307,12 @@ impl Ran {
 // The mock store in-process, on a runtime of its own so tests stay synchronous and can block
 // on the binary while the mock answers.
 
-pub struct Mock {
-    pub handle: Option<MockHandle>,
-    rt: tokio::runtime::Runtime,
-}
+/// The one in-process mock store of the integration tests (`tests/util/mock.rs`).
+pub use crate::util::mock::Mock;
 
 /// A mock config: the test key, "now" pinned at [`NOW`], request bodies kept.
 pub fn mock_config() -> MockConfig {
-    let mut cfg = MockConfig::new(key());
-    cfg.now = Some(now());
-    cfg.keep_bodies = true;
-    cfg
-}
-
-impl Mock {
-    pub fn start(cfg: MockConfig) -> Mock {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let handle = rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            MockStore::start(cfg, listener).await.unwrap()
-        });
-        Mock { handle: Some(handle), rt }
-    }
-    fn h(&self) -> &MockHandle {
-        self.handle.as_ref().expect("mock is running")
-    }
-    pub fn endpoint(&self) -> String {
-        self.h().endpoint()
-    }
-    pub fn ledger(&self) -> Vec<LedgerEntry> {
-        self.h().ledger()
-    }
-    pub fn counters(&self) -> meterd::mockstore::Counters {
-        self.h().counters()
-    }
-    pub fn received(&self) -> Vec<Vec<u8>> {
-        self.h().received()
-    }
-    /// Stops the server and waits for it; the ledger (if a file) stays for a successor.
-    pub fn stop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.rt.block_on(h.shutdown());
-        }
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    crate::util::mock::mock_config(KEY, NOW)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ pub mod backend;
 pub mod cases;
 pub mod db;
 pub mod event;
+pub mod mock;
 pub mod pg;
 
 use serde_json::Value;
@@ -510,5 +511,15 @@ pub fn assert_billed_once(entries: &[meterd::mockstore::LedgerEntry]) {
             r.begin_time,
             r.end_time
         );
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `timeout`. For waits
+/// on a condition (a counter, a log line, a state) instead of a fixed sleep.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
