@@ -519,11 +519,11 @@ fn process_cpu_s() -> f64 {
 fn seal_and_preview(db: &Path, s: &Sizes) -> SealFigures {
     let inst = s.seal_instances;
     let first_day = T_END - (s.history_days + 1) * DAY;
-    register(&db, inst, first_day);
+    register(db, inst, first_day);
     let cfg = config();
     let grace = cfg.seal.grace.as_secs_i64();
-    let c = collector(&db);
-    let mut store = Store::open(&db).unwrap();
+    let c = collector(db);
+    let mut store = Store::open(db).unwrap();
     for d in 0..s.history_days {
         let day = first_day + d * DAY;
         let now = Timestamp::from_secs(day + DAY + grace + 1);
@@ -583,10 +583,10 @@ fn upload(db: &Path, s: &Sizes) -> (f64, u64, StoreCost) {
     let inst = 1000;
     let hours = (s.upload_records / inst) as i64;
     let t0 = T_END - hours * HOUR;
-    register(&db, inst, t0);
+    register(db, inst, t0);
     let mut cfg = config();
     let now = Timestamp::from_secs(T_END + cfg.seal.grace.as_secs_i64() + 1);
-    let c = collector(&db);
+    let c = collector(db);
     let n = inst * hours as u64;
     ingest_all(&c, n, 2, now, &|i| {
         // one event per instance and hour: instance i % inst, hour i / inst
@@ -595,7 +595,7 @@ fn upload(db: &Path, s: &Sizes) -> (f64, u64, StoreCost) {
         ev
     });
     drop(c);
-    let mut store = Store::open(&db).unwrap();
+    let mut store = Store::open(db).unwrap();
     let sealed = meterd::seal::seal(&mut store, &cfg, now).unwrap();
     assert_eq!(sealed.records as u64, n);
     let (trips0, cpu0, server0) = (round_trips(&mut store), process_cpu_s(), pg_rows::server_cpu_now());
@@ -618,7 +618,7 @@ fn upload(db: &Path, s: &Sizes) -> (f64, u64, StoreCost) {
         (secs, report.delivered)
     });
     let (client_cpu_s, server_cpu_s) = (process_cpu_s() - cpu0, pg_rows::server_cpu_now() - server0);
-    let mut store = Arc::try_unwrap(store).ok().expect("the upload run is over").into_inner().unwrap();
+    let mut store = Arc::try_unwrap(store).unwrap_or_else(|_| panic!("the upload run is over")).into_inner().unwrap();
     let round_trips = round_trips(&mut store).zip(trips0).map(|(a, b)| a.saturating_sub(b + 2));
     drop(store);
     assert_eq!(delivered, n, "every record is delivered");

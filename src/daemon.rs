@@ -43,7 +43,7 @@
 //!
 //! With `[[notify]]` receivers configured, a fourth loop delivers usage notifications from the
 //! store's outbox and watches for the facts and readiness changes they announce
-//! ([`notify`]; issue 17).
+//! (`daemon::notify`; issue 17).
 //!
 //! Before any of it, [`startup::prepare`] checks what the daemon needs (token, listen address,
 //! key, schedules, database directory, file limit); a problem there is [`RunError::Config`].

@@ -261,7 +261,9 @@ fn quota_gauges(s: &mut String, status: &Status) {
     if status.quota.is_empty() {
         return;
     }
-    let per_instance: [(&str, &str, fn(&crate::quota::QuotaView) -> String); 3] = [
+    /// A per-instance family: name, HELP text, and its value of one instance.
+    type Family = (&'static str, &'static str, fn(&crate::quota::QuotaView) -> String);
+    let per_instance: [Family; 3] = [
         ("meterd_quota_remaining", "Quota left in the packages valid now, per instance, in the plan's unit.", |q| {
             q.remaining.normalize().to_string()
         }),

@@ -9,7 +9,7 @@
 //! A record's value is the window's usage plus the carry-in, rounded down to 4 decimals; the
 //! remainder (< 0.0001) is carried to the next window, and a value over the store's field limit
 //! is capped with the excess carried. Hence, per instance: Σ events = Σ record values + open
-//! usage + carry + unbillable (+ package carries + over_quota for packages, see [`segments`]).
+//! usage + carry + unbillable (+ package carries + over_quota for packages, see `seal::segments`).
 //!
 //! Stop-before-excess instances (design §4.2) seal one record per window *segment*, each with
 //! its own period and `relate_pkg_instance`; in a partially frozen window these periods lie
@@ -28,12 +28,12 @@
 //! decimals; nothing is carried in or out (the part dropped by the floor is kept as the
 //! record's `carry_out` for `status`, and not carried on).
 //!
-//! Level plans (`weighted_sum`; issue 14, [`crate::model::weighted`]) are sealed by [`level`]:
+//! Level plans (`weighted_sum`; issue 14, [`crate::model::weighted`]) are sealed by `seal::level`:
 //! every window up to the cursor, the level carried from window to window, the remainder
 //! carried in unit·seconds.
 //!
 //! On PostgreSQL a chunk of instances reads what it seals and writes its records and cursors
-//! in a few set-based statements ([`bulk`]); the decisions above are the same code on both
+//! in a few set-based statements (`seal::bulk`); the decisions above are the same code on both
 //! backends, and SQLite keeps its per-instance statements.
 
 mod bulk;

@@ -318,7 +318,7 @@ fn ingest_and_seal_run_on_postgres() {
     assert_eq!(totals, vec![("i-1".into(), dec("7.25"), 3), ("i-2".into(), dec("0.000000001"), 1)]);
     let report = meterd::seal::seal(&mut s, &cfg, now).unwrap();
     assert_eq!((report.records, report.zero), (2, 1), "i-2's usage floors to 0 (a zero record) and is carried: {report:?}");
-    let recs = s.read(|tx| meterd::store::records::all(tx)).unwrap();
+    let recs = s.read(meterd::store::records::all).unwrap();
     assert_eq!(
         recs.iter().map(|r| (r.instance_id.as_str(), r.usage_value)).collect::<Vec<_>>(),
         vec![("i-1", dec("7.25")), ("i-2", dec("0"))]

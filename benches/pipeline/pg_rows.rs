@@ -322,7 +322,7 @@ pub fn print_rows(run: &PgRun, s: &Sizes) {
 /// With `METERD_BENCH_PGSS=1` (the cluster then preloads `pg_stat_statements`): a connection
 /// to the ingest's database with the statement counters reset, for [`statements_print`].
 fn statements_begin(db: &std::path::Path) -> Option<postgres::Client> {
-    if !std::env::var_os("METERD_BENCH_PGSS").is_some_and(|v| v != "0") {
+    if std::env::var_os("METERD_BENCH_PGSS").is_none_or(|v| v == "0") {
         return None;
     }
     let mut c = postgres::Client::connect(&db.to_string_lossy(), postgres::NoTls).expect("connect for pg_stat_statements");

@@ -79,7 +79,7 @@ pub enum Command {
     Rejected(rejected::Args),
     /// Send a rejected record again after its cause is fixed (same metering_sn).
     Requeue(rejected::RequeueArgs),
-    /// List recent usage notifications ([[notify]]): delivered, waiting and failing, with errors.
+    /// List recent usage notifications (`[[notify]]`): delivered, waiting and failing, with errors.
     Notifications(notifications::Args),
     /// The store itself: `store set-timezone ZONE`, `store copy --from SRC --to DST`.
     #[command(subcommand)]

@@ -250,7 +250,7 @@ mod tests {
         let t = &c.notify[0];
         assert_eq!(t.quota_fractions, vec!["0.8".parse().unwrap(), rust_decimal::Decimal::ONE]);
         assert_eq!(t.events.len(), 7);
-        assert_eq!(format!("{t:?}").contains("\"s\""), false, "the secret must not show in Debug");
+        assert!(!format!("{t:?}").contains("\"s\""), "the secret must not show in Debug");
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Quantity {
         Ok(Quantity(value.normalize()))
     }
 
-    /// Parses a stored quantity (written by [`Quantity::to_string`]); trusted input.
+    /// Parses a stored quantity (written by `Quantity::to_string`, its `Display`); trusted input.
     pub fn parse_stored(text: &str) -> Option<Quantity> {
         Decimal::from_str(text).ok().map(Quantity)
     }
@@ -243,9 +243,12 @@ mod tests {
         assert_eq!(Quantity::parse_event("999999999999.999999999").unwrap().to_string(), "999999999999.999999999");
     }
 
+    /// A text and the check its error must pass.
+    type BadForm = (&'static str, fn(&QuantityError) -> bool);
+
     #[test]
     fn refuses_each_bad_form() {
-        let cases: &[(&str, fn(&QuantityError) -> bool)] = &[
+        let cases: &[BadForm] = &[
             ("", |e| matches!(e, QuantityError::Empty)),
             ("-1", |e| matches!(e, QuantityError::Signed(_))),
             ("+1", |e| matches!(e, QuantityError::Signed(_))),

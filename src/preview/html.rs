@@ -1,6 +1,6 @@
 //! The preview as one self-contained HTML page, for a reader who has never seen meterd: a header
 //! saying what the page is, the grand totals and a legend; then per instance a heading, a bar
-//! chart of usage and charge per window (inline SVG, see [`chart`]) and a table of its windows.
+//! chart of usage and charge per window (inline SVG, see `html::chart`) and a table of its windows.
 //!
 //! Invariants: nothing is fetched (no scripts, fonts, images or links), so the page works offline
 //! and can be mailed as one file; every string that comes from data goes through [`escape`];

@@ -47,7 +47,7 @@ pub struct PreviewQuery {
     pub instance: Option<String>,
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
-    /// The time open `weighted_sum` windows are integrated up to (see [`level`]); `None`
+    /// The time open `weighted_sum` windows are integrated up to (see `preview::level`); `None`
     /// shows none of them.
     pub now: Option<Timestamp>,
 }

@@ -357,7 +357,8 @@ pub struct Store {
 
 enum Engine {
     Sqlite(Connection),
-    Postgres { conn: Box<sql::PgConn>, location: pg::PgLocation },
+    // Both boxed: the PostgreSQL client and its parsed URL are large beside a SQLite handle.
+    Postgres { conn: Box<sql::PgConn>, location: Box<pg::PgLocation> },
 }
 
 impl std::fmt::Debug for Store {
@@ -416,7 +417,7 @@ impl Store {
         let conn = Box::new(location.connect_and_migrate()?);
         Ok(Store {
             path: PathBuf::from(location.to_string()),
-            engine: Engine::Postgres { conn, location },
+            engine: Engine::Postgres { conn, location: Box::new(location) },
             identity: None,
             reopen: false,
             fence: None,

@@ -28,7 +28,7 @@
 //!
 //! **Triggers.** SQLite's twelve `*_gen_*` row triggers bump `ingest_state.instances_gen` on
 //! every change to `instances`, `instance_status`, `packages` and `package_usage`; here one
-//! PL/pgSQL function, [`meterd_bump_instances_gen`], runs once per *statement* on each of the
+//! PL/pgSQL function, `meterd_bump_instances_gen`, runs once per *statement* on each of the
 //! four tables. The generation only has to differ after a change (readers compare it for
 //! equality), and one bump per statement keeps a seal that updates a thousand instances from
 //! writing the `ingest_state` row a thousand times; a statement that changed no row bumps it

@@ -1,5 +1,5 @@
 //! One HTTP attempt: sign the stored bytes with a fresh `ts` and nonce, POST them, and turn
-//! whatever happened into a [`Response`] for [`super::classify`]. No retries here; the driver
+//! whatever happened into a [`Response`] for [`super::classify()`]. No retries here; the driver
 //! decides what to do next.
 //!
 //! Transport rules (design §6): TLS ≥ 1.2 with certificate verification, always; plain

@@ -6,14 +6,14 @@
 //!   every attempt.
 //! - [`sign`]: pure HMAC-SHA256 signature over `ts`, `nonce` and the body; fresh nonces.
 //! - [`client`]: one signed HTTP attempt → a [`Response`]; https only (http for loopback).
-//! - [`classify`]: pure [`Response`] → [`Action`] (delivered, transient, configuration error,
+//! - [`classify()`]: pure [`Response`] → [`Action`] (delivered, transient, configuration error,
 //!   too many records, record error), by `error_code` first, HTTP status second.
 //! - [`step`]: pure answer → [`step::Decision`] (deliver, retry or leave open, abandon, split,
 //!   reject; the fallback switch and the batch size), performed by [`run`].
 //! - [`backoff`]: how long to wait before the next attempt (capped exponential, full jitter,
 //!   `Retry-After` honoured).
 //!
-//! "Should we retry?" ([`classify`]) is decided apart from "how long do we wait?"
+//! "Should we retry?" ([`classify()`]) is decided apart from "how long do we wait?"
 //! ([`backoff`]). Only [`run`], the shell, reads the clock: once at the top of each step (the
 //! run's start, each request's `ts`, each answer, each batch cut, the run's end), passed down
 //! as a parameter to everything it calls. Nothing logs or prints the key.

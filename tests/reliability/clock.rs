@@ -19,8 +19,11 @@ const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;
 const INSTANCES: [(&str, &str); 2] = [("inst-h", "calls"), ("inst-d", "storage")];
 
-/// Per instance: (begin, end, state) of every record.
-fn local_records(env: &Env) -> BTreeMap<String, Vec<(i64, i64, String, String, String)>> {
+/// A stored record: (begin, end, state, metering_sn, usage_value).
+type LocalRecord = (i64, i64, String, String, String);
+
+/// Per instance: every record.
+fn local_records(env: &Env) -> BTreeMap<String, Vec<LocalRecord>> {
     let c = env.db();
     let rows = c.rows(
         "SELECT i.instance_id, r.begin_s, r.end_s, r.state, r.metering_sn, r.usage_value FROM records r

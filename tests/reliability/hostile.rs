@@ -305,11 +305,15 @@ enum Expect {
     Open,
 }
 
+/// One event of a built body: its class, id, instance, quantity and time as sent (`None`:
+/// left out).
+type BuiltEvent = (Class, Option<String>, String, Option<String>, Option<String>);
+
 /// A built body: its bytes, the expectation, and per event (valid id, expected stored values).
 struct Built {
     body: Vec<u8>,
     expect: Expect,
-    events: Vec<(Class, Option<String>, String, Option<String>, Option<String>)>,
+    events: Vec<BuiltEvent>,
 }
 
 fn build(c: &Case, n: u64) -> Built {

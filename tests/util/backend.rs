@@ -99,14 +99,15 @@ pub fn child_env() -> &'static [(&'static str, &'static str)] {
 /// writer). PostgreSQL: a plain client, each statement its own snapshot.
 pub enum Db {
     Sqlite(rusqlite::Connection),
-    Pg(RefCell<PgConn>),
+    /// Boxed: a PostgreSQL client is large beside a SQLite handle.
+    Pg(RefCell<Box<PgConn>>),
 }
 
 impl Db {
     /// Opens `db` (a path or a URL, as [`new_db`] made it).
     pub fn open(db: &Path) -> Db {
         match meterd::store::postgres_url(db) {
-            Some(url) => Db::Pg(RefCell::new(PgConn::new(super::pg::connect(url)))),
+            Some(url) => Db::Pg(RefCell::new(Box::new(PgConn::new(super::pg::connect(url))))),
             None => Db::Sqlite(super::db::open_ro(db)),
         }
     }
