@@ -306,12 +306,10 @@ pub fn after_lookup(outcome: InsertOutcome, ev: &EventInput, props: Option<&str>
     match outcome {
         InsertOutcome::Inserted => None,
         InsertOutcome::Duplicate => Some(Verdict::Duplicate),
-        InsertOutcome::Conflict { stored_quantity, stored_time, stored_properties } => {
-            Some(reject(
-                ev,
-                RejectReason::Conflict.with(conflict_message(ev, stored_quantity, stored_time, stored_properties, props.map(str::to_owned))),
-            ))
-        }
+        InsertOutcome::Conflict { stored_quantity, stored_time, stored_properties } => Some(reject(
+            ev,
+            RejectReason::Conflict.with(conflict_message(ev, stored_quantity, stored_time, stored_properties, props.map(str::to_owned))),
+        )),
     }
 }
 
