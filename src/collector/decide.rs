@@ -328,7 +328,7 @@ pub enum Placement {
     /// A point plan whose own window is sealed: stored billed nowhere, reported as
     /// [`Verdict::Late`] (issue 14).
     PointLate,
-    /// `weighted_sum`: the level rules place it ([`super::level`]).
+    /// `weighted_sum`: the level rules place it (`collector::level`).
     Level,
 }
 

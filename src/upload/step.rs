@@ -1,5 +1,5 @@
 //! "What does this answer do to the batch and to the run?" — a pure function from one
-//! attempt's [`Action`] (see [`super::classify`]) and the run's pace to a [`Decision`]: the
+//! attempt's [`Action`] (see [`super::classify()`]) and the run's pace to a [`Decision`]: the
 //! [`Step`] the upload driver performs on the batch ([`super::run`] is the shell: SQL, metrics,
 //! logs, sleeps), the outcome label it counts, and the run's next [`Pace`]. Nothing here does
 //! I/O, reads the clock or draws randomness; the backoff delay itself is drawn by the shell
