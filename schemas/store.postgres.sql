@@ -252,3 +252,6 @@ CREATE INDEX notify_outbox_pending ON notify_outbox (next_ns) WHERE delivered_ns
 
 -- migration 4
 ALTER TABLE windows SET (fillfactor = 50);
+
+-- migration 5
+ALTER TABLE events ALTER COLUMN event_id TYPE text COLLATE "C";

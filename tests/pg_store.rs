@@ -10,7 +10,7 @@ mod pg;
 
 use meterd::model::{Quantity, Timestamp};
 use meterd::store::lease::{self, Acquired};
-use meterd::store::pg_events::{PgEvents, PgNewEvent};
+use meterd::store::pg_events::{Finish, PgEvents, PgNewEvent};
 use meterd::store::sql::{params, Backend};
 use meterd::store::{InsertOutcome, Store, StoreError};
 use pg::PgCluster;
@@ -149,24 +149,24 @@ fn events_are_stored_once_and_conflicts_are_named() {
     let mut s = open(&pg.fresh_db());
     let t = Timestamp::from_secs(7200);
     s.write(|tx| {
-        let mut ev = PgEvents::begin(tx)?;
+        let mut ev = PgEvents::begin(tx, false)?;
         ev.lookup(tx, [(1, "e1"), (1, "e2")].into_iter())?;
         assert_eq!(ev.check(1, "e1", t, Quantity(dec("1.5")), None), InsertOutcome::Inserted);
         ev.append(new_event(1, "e1", "1.5"));
         // The same key again in the same transaction is the event just held.
         assert_eq!(ev.check(1, "e1", t, Quantity(dec("1.50")), None), InsertOutcome::Duplicate);
         ev.append(new_event(1, "e2", "2"));
-        ev.finish(tx)
+        ev.finish(tx).map(|f| assert_eq!(f, Finish::Stored))
     })
     .unwrap();
     s.write(|tx| {
-        let mut ev = PgEvents::begin(tx)?;
+        let mut ev = PgEvents::begin(tx, false)?;
         ev.lookup(tx, [(1, "e1"), (1, "e2"), (1, "e3")].into_iter())?;
         assert_eq!(ev.check(1, "e1", t, Quantity(dec("1.5")), None), InsertOutcome::Duplicate);
         assert!(matches!(ev.check(1, "e2", t, Quantity(dec("3")), None), InsertOutcome::Conflict { stored_quantity, .. } if stored_quantity.0 == dec("2")));
         assert_eq!(ev.check(1, "e3", t, Quantity(dec("1")), None), InsertOutcome::Inserted);
         ev.append(new_event(1, "e3", "1"));
-        ev.finish(tx)
+        ev.finish(tx).map(|f| assert_eq!(f, Finish::Stored))
     })
     .unwrap();
     let (n, seqs): (i64, Vec<i64>) = s
@@ -181,14 +181,140 @@ fn events_are_stored_once_and_conflicts_are_named() {
     // A row another writer stored under a held key fails the whole transaction.
     let e = s
         .write(|tx| {
-            let mut ev = PgEvents::begin(tx)?;
+            let mut ev = PgEvents::begin(tx, false)?;
             ev.append(new_event(1, "e1", "1.5"));
             ev.append(new_event(1, "e4", "1"));
-            ev.finish(tx)
+            ev.finish(tx).map(|f| assert_eq!(f, Finish::Stored))
         })
         .unwrap_err();
     assert!(e.to_string().contains("already stored"), "{e}");
     assert_eq!(s.read(|tx| tx.one::<i64>("SELECT count(*) FROM events", params![])).unwrap(), 3);
+}
+
+/// Optimistic mode skips the lookup and checks at `finish`: a held key that is stored fails the
+/// `COPY` and a key taken as new but not held (a rule refused the event) is looked up; either
+/// answers `KeyStored` (the caller rolls back and decides again), and a batch of new keys is
+/// stored as in lookup mode.
+#[test]
+fn optimistic_events_are_checked_when_finished() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let mut s = open(&pg.fresh_db());
+    let t = Timestamp::from_secs(7200);
+    s.write(|tx| {
+        let mut ev = PgEvents::begin(tx, true)?;
+        ev.lookup(tx, [(1, "e1"), (1, "e2")].into_iter())?;
+        assert_eq!(ev.check(1, "e1", t, Quantity(dec("1.5")), None), InsertOutcome::Inserted);
+        ev.append(new_event(1, "e1", "1.5"));
+        assert_eq!(ev.check(1, "e1", t, Quantity(dec("1.5")), None), InsertOutcome::Duplicate);
+        ev.append(new_event(1, "e2", "2"));
+        assert_eq!(ev.found(), 0);
+        ev.finish(tx).map(|f| assert_eq!(f, Finish::Stored))
+    })
+    .unwrap();
+    // A stored key among the written ones: the COPY fails, and the attempt says so.
+    let f = s
+        .write(|tx| {
+            tx.pg().expect("a PostgreSQL store").batch("SAVEPOINT t")?;
+            let mut ev = PgEvents::begin(tx, true)?;
+            ev.lookup(tx, [(1, "e3"), (1, "e1")].into_iter())?;
+            for id in ["e3", "e1"] {
+                assert_eq!(ev.check(1, id, t, Quantity(dec("1")), None), InsertOutcome::Inserted);
+                ev.append(new_event(1, id, "1"));
+            }
+            let f = ev.finish(tx)?;
+            tx.pg().expect("a PostgreSQL store").batch("ROLLBACK TO SAVEPOINT t")?;
+            Ok(f)
+        })
+        .unwrap();
+    assert_eq!(f, Finish::KeyStored);
+    // A stored key taken as new but then refused by a rule (not written): looked up at finish.
+    let f = s
+        .write(|tx| {
+            let mut ev = PgEvents::begin(tx, true)?;
+            assert_eq!(ev.check(1, "e2", t, Quantity(dec("2")), None), InsertOutcome::Inserted);
+            assert_eq!(ev.check(1, "e4", t, Quantity(dec("4")), None), InsertOutcome::Inserted);
+            ev.append(new_event(1, "e4", "4"));
+            ev.finish(tx)
+        })
+        .unwrap();
+    assert_eq!(f, Finish::KeyStored);
+    let ids: Vec<String> = s.read(|tx| tx.query_map("SELECT event_id FROM events ORDER BY seq", params![], |r| r.get(0))).unwrap();
+    assert_eq!(ids, vec!["e1".to_string(), "e2".to_string()]);
+}
+
+/// The collector's optimistic path on PostgreSQL falls back to the lookup whenever a batch
+/// holds a stored key: a batch mixing new, duplicate and conflicting keys, a batch of only
+/// duplicates, and a resend of a stored event that is now too old to be taken as new all get
+/// the verdicts of the lookup, and the windows hold exactly the accepted events.
+#[test]
+fn a_batch_with_stored_keys_gets_the_lookup_verdicts() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let url = pg.fresh_db();
+    std::env::set_var("METERD_PG_UNFINISHED", "1");
+    let cfg = std::sync::Arc::new(meterd::config::Config::from_toml_str(CALLS_PLAN).unwrap());
+    let now: Timestamp = "2026-11-20T10:30:00Z".parse().unwrap();
+    let line =
+        |id: &str, inst: &str, q: &str| format!(r#"{{"id":"{id}","instance_id":"{inst}","quantity":"{q}","time":"2026-11-20T09:10:00Z"}}"#);
+    let c = meterd::collector::Collector::start(Path::new(&url), cfg.clone(), Box::new(|_, _| {})).unwrap();
+    let first = [line("e1", "i-1", "1.25"), line("e2", "i-1", "2"), line("e3", "i-2", "5")].join("\n");
+    let r = c.ingest_body(first.as_bytes(), now).unwrap();
+    assert_eq!((r.accepted, r.duplicates, r.rejected.len()), (3, 0, 0), "{r:?}");
+    // New keys (one of a new instance), a duplicate, a conflict, and a key twice in the batch.
+    let mixed = [
+        line("e4", "i-1", "0.5"),
+        line("e1", "i-1", "1.25"),
+        line("e2", "i-1", "7"),
+        line("e5", "i-3", "3"),
+        line("e4", "i-1", "0.5"),
+        line("e6", "i-2", "1"),
+    ]
+    .join("\n");
+    let r = c.ingest_body(mixed.as_bytes(), now).unwrap();
+    assert_eq!((r.accepted, r.duplicates, r.rejected.len()), (3, 2, 1), "{r:?}");
+    assert_eq!(r.rejected[0].id.as_deref(), Some("e2"), "{r:?}");
+    assert!(r.rejected[0].error.contains("already stored with quantity 2"), "{r:?}");
+    // Only duplicates (the writer now starts with the lookup), then new keys again.
+    let r = c.ingest_body(first.as_bytes(), now).unwrap();
+    assert_eq!((r.accepted, r.duplicates, r.rejected.len()), (0, 3, 0), "{r:?}");
+    let r = c.ingest_body(line("e7", "i-1", "1").as_bytes(), now).unwrap();
+    assert_eq!((r.accepted, r.duplicates), (1, 0), "{r:?}");
+    // A resend 30 days later (past max_age) is still the stored event, not a too-old new one.
+    let later = Timestamp::from_secs(now.secs() + 30 * 86_400);
+    let r = c.ingest_body(line("e3", "i-2", "5").as_bytes(), later).unwrap();
+    assert_eq!((r.accepted, r.duplicates, r.rejected.len()), (0, 1, 0), "{r:?}");
+    let mut s = open(&url);
+    let (totals, events, counted): (Vec<(String, Decimal, i64)>, i64, i64) = s
+        .read(|tx| {
+            Ok((
+                tx.query_map(
+                    "SELECT i.instance_id, w.usage, w.events FROM windows w JOIN instances i ON i.ref = w.instance_ref ORDER BY i.instance_id",
+                    params![],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?,
+                tx.one("SELECT count(*) FROM events", params![])?,
+                tx.one("SELECT events FROM ingest_state", params![])?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(totals, vec![("i-1".into(), dec("4.75"), 4), ("i-2".into(), dec("6"), 2), ("i-3".into(), dec("3"), 1)]);
+    assert_eq!((events, counted), (7, 7));
+}
+
+/// Event ids are opaque: `events.event_id` compares bytes (collation "C", PG migration 5), as
+/// SQLite does, whatever locale the database was created with.
+#[test]
+fn event_ids_compare_bytewise() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let mut s = open(&pg.fresh_db());
+    let collation: Option<String> = s
+        .read(|tx| {
+            tx.one(
+                "SELECT collation_name::text FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'event_id'",
+                params![],
+            )
+        })
+        .unwrap();
+    assert_eq!(collation.as_deref(), Some("C"));
 }
 
 /// The lookup probes the unique index once per key however its plan was made: with the plan
@@ -204,16 +330,16 @@ fn the_lookup_probes_the_key_index_even_with_a_plan_made_on_an_empty_table() {
     s.write(|tx| {
         // A prepared statement's generic plan, as a connection gets after a few executions.
         tx.pg().expect("a PostgreSQL store").batch("SET plan_cache_mode = force_generic_plan")?;
-        let mut ev = PgEvents::begin(tx)?;
+        let mut ev = PgEvents::begin(tx, false)?;
         ev.lookup(tx, [(1, "k0")].into_iter())?;
         (0..2000).for_each(|i| {
             ev.append(new_event(1, &format!("k{i}"), "1"));
         });
-        ev.finish(tx)
+        ev.finish(tx).map(|f| assert_eq!(f, Finish::Stored))
     })
     .unwrap();
     s.write(|tx| {
-        let mut ev = PgEvents::begin(tx)?;
+        let mut ev = PgEvents::begin(tx, false)?;
         let ids: Vec<String> = (1990..2010).map(|i| format!("k{i}")).collect();
         let before = scans(tx)?;
         ev.lookup(tx, ids.iter().map(|id| (1, id.as_str())))?;

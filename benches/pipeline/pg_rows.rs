@@ -136,7 +136,6 @@ fn run_phases(cluster: &PgCluster, s: &Sizes, phases: &Phases) -> PgFigures {
         f.ingest_eps = n as f64 / started.elapsed().as_secs_f64();
         f.ingest_server_cpu_s = server_cpu_s(pid) - cpu0;
         f.ingest_writer_cpu_s = thread_cpu_s("meterd-writer");
-        drop(c);
         eprintln!(
             "[pg] {} ev/s; writer {:.1} s CPU, server {:.1} s CPU",
             fmt_n(f.ingest_eps),
@@ -146,6 +145,8 @@ fn run_phases(cluster: &PgCluster, s: &Sizes, phases: &Phases) -> PgFigures {
         if let Some(admin) = pgss {
             statements_print(admin, n);
         }
+        resend(&c, n.min(100_000), s.ingest_callers, now, &|i| event(i, n, inst, t0, DAY), pid);
+        drop(c);
     }
     if phases.plain {
         phase("plain INSERT … ON CONFLICT DO NOTHING");
@@ -170,6 +171,35 @@ fn run_phases(cluster: &PgCluster, s: &Sizes, phases: &Phases) -> PgFigures {
         f.upload = Some((up, n, cost));
     }
     f
+}
+
+/// Resends the first `m` events of the ingest, all duplicates now, in batches of 1000 (a
+/// client retrying whole batches: the writer's slow path, `store::pg_events`), and prints what
+/// it cost (not a row of the table).
+fn resend(c: &meterd::collector::Collector, m: u64, callers: usize, now: Timestamp, make: &(dyn Fn(u64) -> EventInput + Sync), pid: u32) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (cpu0, writer0, started) = (server_cpu_s(pid), thread_cpu_s("meterd-writer"), Instant::now());
+    let next = AtomicU64::new(0);
+    std::thread::scope(|sc| {
+        for _ in 0..callers {
+            sc.spawn(|| loop {
+                let from = next.fetch_add(1, Ordering::Relaxed) * BATCH;
+                if from >= m {
+                    break;
+                }
+                let evs: Vec<EventInput> = (from..(from + BATCH).min(m)).map(make).collect();
+                let len = evs.len() as u64;
+                let r = c.ingest_events(evs, now).expect("resend");
+                assert_eq!(r.duplicates, len, "every resent event is a duplicate: {:?}", r.rejected.first());
+            });
+        }
+    });
+    eprintln!(
+        "[pg] resend of {m} duplicates: {} ev/s; writer {:.2} s CPU, server {:.2} s CPU",
+        fmt_n(m as f64 / started.elapsed().as_secs_f64()),
+        thread_cpu_s("meterd-writer") - writer0,
+        server_cpu_s(pid) - cpu0
+    );
 }
 
 /// A phase's CPU and round trips, per record.

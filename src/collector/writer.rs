@@ -35,7 +35,7 @@ use super::WriterHealth;
 use crate::config::Config;
 use crate::model::Timestamp;
 use crate::store::dedupe::Dedupe;
-use crate::store::pg_events::PgEvents;
+use crate::store::pg_events::{Finish, PgEvents};
 use crate::store::sql::Backend;
 use crate::store::windows::TailSums;
 use crate::store::{Store, StoreError};
@@ -77,12 +77,23 @@ struct Writer {
     instances: InstanceCache,
     /// `instances::generation` that `instances` reflects; -1: unknown.
     instances_gen: i64,
+    /// PostgreSQL: whether the next transaction skips the key lookup (`store::pg_events`,
+    /// optimistic mode): yes until a batch meets a stored key, and again after a batch whose
+    /// lookup found none.
+    pg_optimistic: bool,
 }
 
 /// Runs until every sender is dropped.
 pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: CommitHook, health: Arc<WriterHealth>) {
     let fold_at = crate::faults::batch_override("METERD_FOLD_EVENTS").unwrap_or(crate::store::windows::FOLD_EVENTS);
-    let mut w = Writer { store, dedupe: None, tail: TailSums::new(fold_at), instances: InstanceCache::default(), instances_gen: -1 };
+    let mut w = Writer {
+        store,
+        dedupe: None,
+        tail: TailSums::new(fold_at),
+        instances: InstanceCache::default(),
+        instances_gen: -1,
+        pg_optimistic: true,
+    };
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         let mut n = group[0].events.len();
@@ -151,7 +162,7 @@ impl Writer {
             let flush_at = crate::faults::batch_override("METERD_FLUSH_EVENTS").unwrap_or(crate::store::dedupe::FLUSH_EVENTS);
             self.dedupe = Some(self.store.read(|tx| Dedupe::load_flushing_at(sqlite(tx)?, flush_at))?);
         }
-        let Writer { store, dedupe, tail, instances, instances_gen } = self;
+        let Writer { store, dedupe, tail, instances, instances_gen, .. } = self;
         let dedupe = dedupe.as_mut().expect("loaded above");
         let result = store.write(|tx| {
             let conn = sqlite(tx)?;
@@ -193,24 +204,38 @@ impl Writer {
     /// the group's keys up by the unique index (`store::pg_events`), and adds its window sums to
     /// `windows` before `COMMIT` (no tail: other nodes write too). The instance cache is kept
     /// while the stored generation is unchanged, as on SQLite.
+    ///
+    /// While batches hold only new keys the lookup is skipped (optimistic mode): the group is
+    /// decided under a savepoint, taking every key as not stored, and `PgEvents::finish` checks
+    /// that. When a key was stored after all, the transaction rolls back to the savepoint, the
+    /// in-memory state the attempt touched (instance cache with its package use and counters,
+    /// window sums, held events and seqs) is dropped, and the group is decided again with the
+    /// lookup — only that second answer is sent. The next group then starts with the lookup
+    /// (clients resend whole batches, so duplicates come in runs), until one finds no stored key.
     fn commit_group_postgres(&mut self, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
-        let Writer { store, tail, instances, instances_gen, .. } = self;
+        let Writer { store, tail, instances, instances_gen, pg_optimistic, .. } = self;
+        let optimistic = *pg_optimistic;
         let result = store.write(|tx| {
             if crate::store::instances::generation(tx)? != *instances_gen {
                 instances.clear();
             }
-            let mut events = PgEvents::begin(tx)?;
-            *tail = TailSums::new(usize::MAX);
-            let keys = Keys::Postgres(&mut events);
-            let out = decide_group(&mut TxCtx { tx, keys, cfg, instances: &mut *instances, tail: &mut *tail }, cfg, group)?;
-            events.finish(tx)?;
-            tail.write_now(tx)?;
-            settle_instances(tx, instances)?;
-            Ok((out, crate::store::instances::generation(tx)?))
+            if optimistic {
+                pg_batch(tx, "SAVEPOINT optimistic")?;
+                if let Some((out, _)) = attempt_postgres(tx, cfg, group, instances, tail, true)? {
+                    return Ok((out, 0, crate::store::instances::generation(tx)?));
+                }
+                pg_batch(tx, "ROLLBACK TO SAVEPOINT optimistic")?;
+                instances.clear();
+            }
+            // Lookup mode never answers `KeyStored` (a stored key it missed is an error there).
+            let (out, found) = attempt_postgres(tx, cfg, group, instances, tail, false)?
+                .ok_or_else(|| StoreError::Corrupt("the key lookup missed a stored key; nothing of this batch is acknowledged".into()))?;
+            Ok((out, found, crate::store::instances::generation(tx)?))
         });
         match result {
-            Ok((out, gen)) => {
+            Ok((out, found, gen)) => {
                 *instances_gen = gen;
+                *pg_optimistic = found == 0;
                 Ok(out)
             }
             Err(e) => {
@@ -220,6 +245,35 @@ impl Writer {
             }
         }
     }
+}
+
+/// One attempt at a PostgreSQL group (see `commit_group_postgres`): the replies and how many
+/// stored keys the lookups found, or `None` when optimistic mode met a stored key (the
+/// transaction must roll back to before the attempt).
+fn attempt_postgres(
+    tx: &crate::store::sql::Tx<'_>,
+    cfg: &Config,
+    group: &[Job],
+    instances: &mut InstanceCache,
+    tail: &mut TailSums,
+    optimistic: bool,
+) -> Result<Option<(Vec<JobReply>, usize)>, StoreError> {
+    let mut events = PgEvents::begin(tx, optimistic)?;
+    *tail = TailSums::new(usize::MAX);
+    let keys = Keys::Postgres(&mut events);
+    let out = decide_group(&mut TxCtx { tx, keys, cfg, instances: &mut *instances, tail: &mut *tail }, cfg, group)?;
+    let found = events.found();
+    if events.finish(tx)? == Finish::KeyStored {
+        return Ok(None);
+    }
+    tail.write_now(tx)?;
+    settle_instances(tx, instances)?;
+    Ok(Some((out, found)))
+}
+
+/// Runs a statement without parameters on the PostgreSQL transaction.
+fn pg_batch(tx: &crate::store::sql::Tx<'_>, sql: &str) -> Result<(), StoreError> {
+    tx.pg().ok_or_else(|| StoreError::Invalid("the PostgreSQL ingest path ran on a SQLite store".into()))?.batch(sql)
 }
 
 /// The SQLite connection of a transaction the SQLite writer opened.

@@ -10,14 +10,25 @@
 //! 2. [`PgEvents::check`] per event: stored → duplicate (same quantity, time and properties) or
 //!    conflict; new → inserted, unless an earlier event of the same transaction had the same key
 //!    (then that one is the stored event). [`PgEvents::append`] holds the new row back.
-//! 3. [`PgEvents::finish`], before `COMMIT`: the held rows in one `INSERT … SELECT FROM unnest(…)`
+//! 3. [`PgEvents::finish`], before `COMMIT`: the held rows in one binary `COPY` into `events`
 //!    (plus `event_props` and `window_events` rows, and the `ingest_state` count).
+//!
+//! **Optimistic mode** ([`PgEvents::begin`] with `optimistic`): most batches hold only new keys,
+//! and the lookup of step 1 found nothing for them while costing as much server time as the
+//! insert. In this mode step 1 is skipped and every key is taken as not stored; step 3 checks
+//! that: the `COPY` fails on `events_key` if a key it writes is stored, and the keys that were
+//! taken as new but not written (a new event the rules refused: quota, missing plan, too old…)
+//! are looked up there (usually none, then no query). If either finds a stored key,
+//! [`PgEvents::finish`] answers [`Finish::KeyStored`] and the caller rolls the attempt back
+//! (a savepoint) and decides the whole transaction again in lookup mode, with fresh in-memory
+//! state (`collector::writer`): duplicates and conflicts are then named exactly as in lookup
+//! mode. Nothing decided in optimistic mode is answered unless the check passed.
 //!
 //! **Why the lookup is the truth.** Every write transaction holds the writers' advisory lock
 //! (`store::pg`), so between the lookup and the insert no other node can store a key: the
-//! insert is a plain `INSERT` (no `ON CONFLICT`, whose speculative insertion costs a second
-//! descent of the unique index and a WAL record per row), and a key stored anyway violates
-//! `events_key`, which fails the transaction ([`StoreError::Corrupt`]; nothing is
+//! insert is a plain `COPY` (no `ON CONFLICT`, whose speculative insertion costs a second
+//! descent of the unique index and a WAL record per row), and a key stored anyway (in lookup
+//! mode) violates `events_key`, which fails the transaction ([`StoreError::Corrupt`]; nothing is
 //! acknowledged) rather than counting the event as stored. Events get their
 //! `seq` from this transaction (max + 1 onwards, as on SQLite): under the lock, seq order is
 //! commit order.
@@ -52,6 +63,24 @@ pub struct PgEvents {
     known: HashMap<(i64, String), Stored>,
     held: Vec<PgNewEvent>,
     next_seq: i64,
+    /// No lookup: every key is taken as not stored, and [`PgEvents::finish`] checks it.
+    optimistic: bool,
+    /// Optimistic mode: the keys [`PgEvents::check`] answered new (some are then held).
+    assumed: Vec<(i64, String)>,
+    /// How many stored keys the lookups found (0 in optimistic mode).
+    found: usize,
+}
+
+/// What [`PgEvents::finish`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Finish {
+    /// Every held event is written (nothing else is needed).
+    Stored,
+    /// Optimistic mode only: a key taken as new is stored. The transaction has written part of
+    /// the batch or is failed: roll back to before the attempt and decide it again in lookup
+    /// mode.
+    KeyStored,
 }
 
 fn no_pg() -> StoreError {
@@ -63,15 +92,48 @@ fn is_key_violation(e: &postgres::Error) -> bool {
     e.as_db_error().is_some_and(|d| *d.code() == postgres::error::SqlState::UNIQUE_VIOLATION && d.constraint() == Some("events_key"))
 }
 
+/// What is stored under the keys (`refs[i]`, `ids[i]`): one probe of the unique index per key.
+fn stored(tx: &Tx<'_>, refs: &[i64], ids: &[String]) -> Result<Vec<((i64, String), Stored)>> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pg = tx.pg().ok_or_else(no_pg)?;
+    // One probe of the unique index per key, whatever the planner believes: a plain join
+    // was planned once per connection (a prepared statement's generic plan), while `events`
+    // was still empty, as a hash join over a scan of the whole table, and kept — every
+    // batch then read every stored event. `LATERAL … LIMIT 1` (the key is unique) cannot
+    // be flattened into a join, and the properties' subquery is an index probe too.
+    let stmt = pg.prepared(
+        "SELECT e.instance_ref, e.event_id, e.time_ns, e.qty, (SELECT p.props FROM event_props p WHERE p.seq = e.seq)
+         FROM unnest($1::bigint[], $2::text[]) AS k(r, id)
+         CROSS JOIN LATERAL (SELECT * FROM events e WHERE e.instance_ref = k.r AND e.event_id = k.id LIMIT 1) e",
+    )?;
+    let mut out = Vec::new();
+    for row in pg.client().query(&stmt, &[&refs, &ids])? {
+        out.push(((row.try_get(0)?, row.try_get(1)?), (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?)));
+    }
+    Ok(out)
+}
+
 impl PgEvents {
-    /// Begins the event work of a transaction (inside it: the seq it reads is final).
-    pub fn begin(tx: &Tx<'_>) -> Result<PgEvents> {
+    /// Begins the event work of a transaction (inside it: the seq it reads is final);
+    /// `optimistic`: skip the lookups and check at [`PgEvents::finish`] (module docs).
+    pub fn begin(tx: &Tx<'_>, optimistic: bool) -> Result<PgEvents> {
         let next_seq = tx.one::<i64>("SELECT COALESCE(MAX(seq), 0) FROM events", super::sql::params![])? + 1;
-        Ok(PgEvents { known: HashMap::new(), held: Vec::new(), next_seq })
+        Ok(PgEvents { known: HashMap::new(), held: Vec::new(), next_seq, optimistic, assumed: Vec::new(), found: 0 })
     }
 
-    /// Loads what is stored under `keys` (instance key, event id) not looked up yet.
+    /// How many stored keys the lookups of this transaction found (0 in optimistic mode).
+    pub fn found(&self) -> usize {
+        self.found
+    }
+
+    /// Loads what is stored under `keys` (instance key, event id) not looked up yet; nothing in
+    /// optimistic mode.
     pub fn lookup<'k>(&mut self, tx: &Tx<'_>, keys: impl Iterator<Item = (i64, &'k str)>) -> Result<()> {
+        if self.optimistic {
+            return Ok(());
+        }
         let (mut refs, mut ids) = (Vec::new(), Vec::new());
         for (k, id) in keys {
             if !self.known.contains_key(&(k, id.to_owned())) {
@@ -79,32 +141,24 @@ impl PgEvents {
                 ids.push(id.to_owned());
             }
         }
-        if refs.is_empty() {
-            return Ok(());
-        }
-        let mut pg = tx.pg().ok_or_else(no_pg)?;
-        // One probe of the unique index per key, whatever the planner believes: a plain join
-        // was planned once per connection (a prepared statement's generic plan), while `events`
-        // was still empty, as a hash join over a scan of the whole table, and kept — every
-        // batch then read every stored event. `LATERAL … LIMIT 1` (the key is unique) cannot
-        // be flattened into a join, and the properties' subquery is an index probe too.
-        let stmt = pg.prepared(
-            "SELECT e.instance_ref, e.event_id, e.time_ns, e.qty, (SELECT p.props FROM event_props p WHERE p.seq = e.seq)
-             FROM unnest($1::bigint[], $2::text[]) AS k(r, id)
-             CROSS JOIN LATERAL (SELECT * FROM events e WHERE e.instance_ref = k.r AND e.event_id = k.id LIMIT 1) e",
-        )?;
-        for row in pg.client().query(&stmt, &[&refs, &ids])? {
-            let key: (i64, String) = (row.try_get(0)?, row.try_get(1)?);
-            self.known.insert(key, (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?));
+        for (key, stored) in stored(tx, &refs, &ids)? {
+            self.found += 1;
+            self.known.insert(key, stored);
         }
         Ok(())
     }
 
     /// Whether an event with this key is new, a duplicate or a conflict. The key must have been
-    /// looked up ([`PgEvents::lookup`]) in this transaction.
-    pub fn check(&self, instance_key: i64, event_id: &str, time: Timestamp, quantity: Quantity, props: Option<&str>) -> InsertOutcome {
+    /// looked up ([`PgEvents::lookup`]) in this transaction; in optimistic mode a key not held
+    /// is new, and is checked by [`PgEvents::finish`].
+    pub fn check(&mut self, instance_key: i64, event_id: &str, time: Timestamp, quantity: Quantity, props: Option<&str>) -> InsertOutcome {
         match self.known.get(&(instance_key, event_id.to_owned())) {
-            None => InsertOutcome::Inserted,
+            None => {
+                if self.optimistic {
+                    self.assumed.push((instance_key, event_id.to_owned()));
+                }
+                InsertOutcome::Inserted
+            }
             Some((t, q, p)) if *t == time.0 && *q == quantity.0 && p.as_deref() == props => InsertOutcome::Duplicate,
             Some((t, q, p)) => {
                 InsertOutcome::Conflict { stored_quantity: Quantity(*q), stored_time: Timestamp(*t), stored_properties: p.clone() }
@@ -128,33 +182,31 @@ impl PgEvents {
     }
 
     /// Writes every held event (and its properties and point-window index rows), and counts
-    /// them in `ingest_state`. Call once, last, before `COMMIT`.
-    pub fn finish(self, tx: &Tx<'_>) -> Result<()> {
+    /// them in `ingest_state`. Call once, last, before `COMMIT`. In optimistic mode first checks
+    /// that no key taken as new is stored ([`Finish::KeyStored`] if one is; module docs).
+    pub fn finish(self, tx: &Tx<'_>) -> Result<Finish> {
+        if self.optimistic {
+            // Keys answered new but not written (a rule refused the event): looked up now.
+            let (refs, ids): (Vec<i64>, Vec<String>) = self.assumed.iter().filter(|k| !self.known.contains_key(*k)).cloned().unzip();
+            if !stored(tx, &refs, &ids)?.is_empty() {
+                return Ok(Finish::KeyStored);
+            }
+        }
         if self.held.is_empty() {
-            return Ok(());
+            return Ok(Finish::Stored);
         }
         let n = self.held.len();
         let first = self.next_seq - n as i64;
         let seqs: Vec<i64> = (first..self.next_seq).collect();
-        let col = |f: fn(&PgNewEvent) -> i64| self.held.iter().map(f).collect::<Vec<i64>>();
-        let refs = col(|e| e.instance_key);
-        let times = col(|e| e.time.0);
-        let received = col(|e| e.received.secs());
-        let ids: Vec<&str> = self.held.iter().map(|e| e.event_id.as_str()).collect();
-        let qtys: Vec<Decimal> = self.held.iter().map(|e| e.quantity.0).collect();
-        let windows: Vec<Option<i64>> = self.held.iter().map(|e| e.billed_window).collect();
-        let billed: Vec<Option<Decimal>> = self.held.iter().map(|e| e.billed_qty).collect();
         let mut pg = tx.pg().ok_or_else(no_pg)?;
-        // A plain INSERT, not `ON CONFLICT DO NOTHING`: under the writers' lock the lookup is
-        // the truth, and the speculative insertion of ON CONFLICT costs one more descent of the
-        // unique index and one more WAL record per row. A key stored anyway (impossible under
-        // the lock) fails the statement on `events_key`, and so the whole transaction.
-        let stmt = pg.prepared(
-            "INSERT INTO events (seq, instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s)
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::numeric[], $6::bigint[], $7::numeric[], $8::bigint[])",
-        )?;
-        match pg.client().execute(&stmt, &[&seqs, &refs, &ids, &times, &qtys, &windows, &billed, &received]) {
-            Ok(_) => {}
+        // A plain binary COPY, not `INSERT … ON CONFLICT DO NOTHING`: under the writers' lock
+        // the lookup is the truth (or optimistic mode checks it here), and the speculative
+        // insertion of ON CONFLICT costs one more descent of the unique index and one more WAL
+        // record per row. A stored key fails the statement on `events_key`, and so the
+        // transaction: optimistic mode decides again, lookup mode refuses the batch.
+        match copy_events(pg.client(), &self.held, first) {
+            Ok(()) => {}
+            Err(e) if is_key_violation(&e) && self.optimistic => return Ok(Finish::KeyStored),
             Err(e) if is_key_violation(&e) => {
                 // Never acknowledge what was not stored by this transaction.
                 return Err(StoreError::Corrupt(format!(
@@ -189,6 +241,23 @@ impl PgEvents {
         }
         let stmt = pg.prepared("UPDATE ingest_state SET events = events + $1 WHERE id = 1")?;
         pg.client().execute(&stmt, &[&(n as i64)])?;
-        Ok(())
+        Ok(Finish::Stored)
     }
+}
+
+/// Writes `held` into `events` with seqs `first`, `first + 1`, … in one binary `COPY`.
+fn copy_events(client: &mut postgres::Client, held: &[PgNewEvent], first: i64) -> std::result::Result<(), postgres::Error> {
+    use postgres::binary_copy::BinaryCopyInWriter;
+    use postgres::types::{ToSql, Type};
+    let sink = client
+        .copy_in("COPY events (seq, instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s) FROM STDIN BINARY")?;
+    let types = [Type::INT8, Type::INT8, Type::TEXT, Type::INT8, Type::NUMERIC, Type::INT8, Type::NUMERIC, Type::INT8];
+    let mut w = BinaryCopyInWriter::new(sink, &types);
+    for (e, seq) in held.iter().zip(first..) {
+        let row: [&(dyn ToSql + Sync); 8] =
+            [&seq, &e.instance_key, &e.event_id, &e.time.0, &e.quantity.0, &e.billed_window, &e.billed_qty, &e.received.secs()];
+        w.write(&row)?;
+    }
+    w.finish()?;
+    Ok(())
 }
