@@ -598,6 +598,8 @@ fn upload(db: &Path, s: &Sizes) -> (f64, u64, StoreCost) {
     let mut store = Store::open(db).unwrap();
     let sealed = meterd::seal::seal(&mut store, &cfg, now).unwrap();
     assert_eq!(sealed.records as u64, n);
+    // METERD_BENCH_PGSS=1 on PostgreSQL: the upload's statements by time (not the setup's).
+    let pgss = if db.to_string_lossy().starts_with("postgres") { pg_rows::statements_begin(db) } else { None };
     let (trips0, cpu0, server0) = (round_trips(&mut store), process_cpu_s(), pg_rows::server_cpu_now());
     let rt = runtime();
     // Dropped here, off the runtime: a PostgreSQL connection's drop must not run on it.
@@ -618,6 +620,9 @@ fn upload(db: &Path, s: &Sizes) -> (f64, u64, StoreCost) {
         (secs, report.delivered)
     });
     let (client_cpu_s, server_cpu_s) = (process_cpu_s() - cpu0, pg_rows::server_cpu_now() - server0);
+    if let Some(admin) = pgss {
+        pg_rows::statements_print(admin, n);
+    }
     let mut store = Arc::try_unwrap(store).unwrap_or_else(|_| panic!("the upload run is over")).into_inner().unwrap();
     let round_trips = round_trips(&mut store).zip(trips0).map(|(a, b)| a.saturating_sub(b + 2));
     drop(store);

@@ -351,7 +351,7 @@ pub fn print_rows(run: &PgRun, s: &Sizes) {
 
 /// With `METERD_BENCH_PGSS=1` (the cluster then preloads `pg_stat_statements`): a connection
 /// to the ingest's database with the statement counters reset, for [`statements_print`].
-fn statements_begin(db: &std::path::Path) -> Option<postgres::Client> {
+pub(super) fn statements_begin(db: &std::path::Path) -> Option<postgres::Client> {
     if std::env::var_os("METERD_BENCH_PGSS").is_none_or(|v| v == "0") {
         return None;
     }
@@ -363,7 +363,7 @@ fn statements_begin(db: &std::path::Path) -> Option<postgres::Client> {
 
 /// Prints the statements of the ingest by total execution time: calls, calls per 1000 events,
 /// total and mean milliseconds, rows (the profile behind the P1 row).
-fn statements_print(mut c: postgres::Client, events: u64) {
+pub(super) fn statements_print(mut c: postgres::Client, events: u64) {
     let rows = c
         .query(
             "SELECT calls, total_exec_time, mean_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
