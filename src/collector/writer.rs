@@ -273,7 +273,7 @@ fn attempt_postgres(
 
 /// Runs a statement without parameters on the PostgreSQL transaction.
 fn pg_batch(tx: &crate::store::sql::Tx<'_>, sql: &str) -> Result<(), StoreError> {
-    tx.pg().ok_or_else(|| StoreError::Invalid("the PostgreSQL ingest path ran on a SQLite store".into()))?.batch(sql)
+    tx.pg().ok_or_else(|| StoreError::Internal("the PostgreSQL ingest path ran on a SQLite store".into()))?.batch(sql)
 }
 
 /// The SQLite connection of a transaction the SQLite writer opened.
