@@ -165,8 +165,14 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
     // runtime thread ("Cannot start a runtime from within a runtime"), so off it.
     let (ccfg, cdb) = (cfg.clone(), db.to_path_buf());
     let (collector, admin_store) = tokio::task::spawn_blocking(move || {
-        let collector = Collector::start(&cdb, ccfg, Box::new(move |_, d| m.record_commit(d)))?;
-        Ok::<_, crate::store::StoreError>((collector, Store::open(&cdb)?))
+        // The process edge: the environment's test knobs become options here, and only here.
+        let open = crate::faults::open_options_from_env();
+        let collector = Collector::builder(&cdb, ccfg)
+            .on_commit(move |_, d| m.record_commit(d))
+            .tuning(crate::faults::tuning_from_env())
+            .open_options(open)
+            .start()?;
+        Ok::<_, crate::store::StoreError>((collector, Store::open_with(&cdb, open)?))
     })
     .await??;
     let shared = admin_store.backend() == crate::store::sql::Backend::Postgres;

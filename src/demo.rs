@@ -44,7 +44,7 @@ pub fn run(keep: bool) -> anyhow::Result<u8> {
         list.len()
     );
 
-    let collector = Collector::start(&db, Arc::new(cfg.clone()), Box::new(|_, _| {}))?;
+    let collector = Collector::builder(&db, cfg.clone()).tuning(crate::faults::tuning_from_env()).start()?;
     let ingested = collector.ingest_body(EVENTS.as_bytes(), now)?;
     drop(collector);
     println!("1. collect: {} events accepted, {} duplicate, {} rejected:", ingested.accepted, ingested.duplicates, ingested.rejected.len());

@@ -18,12 +18,18 @@
 //! - `METERD_MAX_PAGE_COUNT=N`: cap the database at N pages (`PRAGMA max_page_count`), the
 //!   way a full disk behaves: writes fail with SQLITE_FULL;
 //! - `METERD_FOLD_EVENTS=N`, `METERD_FLUSH_EVENTS=N`: fold window totals / flush dedupe keys
-//!   every N events instead of every 131,072 / 262,144 (read when a collector starts), so that
-//!   small tests cross those boundaries many times.
+//!   every N events instead of every 131,072 / 262,144, so that small tests cross those
+//!   boundaries many times.
+//!
+//! The last two are not switches but options ([`OpenOptions`], [`Tuning`]): only the binary
+//! reads them from the environment, through [`open_options_from_env`] and
+//! [`tuning_from_env`], and passes them in; a test in one process sets them per collector.
 //!
 //! Production never sets these; they exist so tests can show that the protections hold (and
 //! fail without them).
 
+use crate::collector::Tuning;
+use crate::store::OpenOptions;
 use std::sync::OnceLock;
 
 fn switches() -> &'static Vec<String> {
@@ -50,12 +56,22 @@ pub fn panic_point(point: &str) {
     }
 }
 
-/// The page cap requested by `METERD_MAX_PAGE_COUNT`, if any.
-pub fn max_page_count() -> Option<u64> {
-    std::env::var("METERD_MAX_PAGE_COUNT").ok().and_then(|v| v.parse().ok())
+/// The store options the environment asks for: `METERD_MAX_PAGE_COUNT=N` sets
+/// [`OpenOptions::max_page_count`]. Read by the binary only (the `cli` and `daemon` code that
+/// opens the ingest store), never below it: library callers pass [`OpenOptions`] themselves.
+pub fn open_options_from_env() -> OpenOptions {
+    OpenOptions { max_page_count: std::env::var("METERD_MAX_PAGE_COUNT").ok().and_then(|v| v.parse().ok()) }
 }
 
-/// `METERD_FOLD_EVENTS` / `METERD_FLUSH_EVENTS` (see the module docs), if set.
-pub fn batch_override(var: &str) -> Option<usize> {
-    std::env::var(var).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0)
+/// The collector tuning the environment asks for: `METERD_FOLD_EVENTS=N` /
+/// `METERD_FLUSH_EVENTS=N` (N > 0) override [`Tuning::fold_events`] / [`Tuning::flush_events`];
+/// unset or unparsable leaves the default. Read by the binary only, like
+/// [`open_options_from_env`]: library callers pass [`Tuning`] to `Collector::builder`.
+pub fn tuning_from_env() -> Tuning {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0);
+    let d = Tuning::default();
+    Tuning {
+        fold_events: var("METERD_FOLD_EVENTS").unwrap_or(d.fold_events),
+        flush_events: var("METERD_FLUSH_EVENTS").unwrap_or(d.flush_events),
+    }
 }

@@ -100,9 +100,9 @@ pub mod store;
 pub mod upload;
 pub mod views;
 
-pub use collector::{Collector, CollectorBuilder, EventInput, IngestError, IngestResult, LateUnbilled, RejectReason, Rejected};
+pub use collector::{Collector, CollectorBuilder, EventInput, IngestError, IngestResult, LateUnbilled, RejectReason, Rejected, Tuning};
 pub use config::Config;
 pub use model::{Properties, Quantity, QuantityError, Timestamp, TimestampError};
 pub use preview::{preview, Preview, PreviewQuery};
 pub use seal::{seal, SealReport};
-pub use store::{ErrorKind, Store, StoreError};
+pub use store::{ErrorKind, OpenOptions, Store, StoreError};

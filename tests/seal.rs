@@ -42,6 +42,9 @@ fn ts(s: &str) -> Timestamp {
     parse_rfc3339(s).unwrap()
 }
 
+/// Fold every 5 and flush every 11 events: the streams cross both boundaries many times.
+const SMALL: meterd::Tuning = meterd::Tuning { fold_events: 5, flush_events: 11 };
+
 struct World {
     _dir: tempfile::TempDir,
     db: std::path::PathBuf,
@@ -54,11 +57,9 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let db = util::backend::new_db(dir.path(), "m.db");
         let cfg = Arc::new(Config::from_toml_str(&format!("{PLANS}\n{extra}")).unwrap());
-        // Fold window totals and flush dedupe keys every few events (see `meterd::faults`), so
+        // Fold window totals and flush dedupe keys every few events (`meterd::Tuning`), so
         // the random streams cross those boundaries between and inside calls.
-        std::env::set_var("METERD_FOLD_EVENTS", "5");
-        std::env::set_var("METERD_FLUSH_EVENTS", "11");
-        let collector = Collector::start(&db, cfg.clone(), Box::new(|_, _| {})).unwrap();
+        let collector = Collector::builder(&db, cfg.clone()).tuning(SMALL).start().unwrap();
         World { _dir: dir, db, cfg, collector }
     }
     fn store(&self) -> Store {
@@ -560,7 +561,7 @@ proptest! {
 #[test]
 fn two_writers_and_a_sealer_keep_window_totals_exact() {
     let w = World::new("");
-    let second = Collector::start(&w.db, w.cfg.clone(), Box::new(|_, _| {})).unwrap();
+    let second = Collector::builder(&w.db, w.cfg.clone()).tuning(SMALL).start().unwrap();
     let base = ts("2026-11-20T00:00:00Z");
     for id in ["h-1", "h-2"] {
         w.store().write(|tx| instances::add(tx, id, "calls", base, base)).unwrap();

@@ -29,7 +29,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         Some(path) => Box::new(std::fs::File::open(path).map_err(|e| Failure::usage(format!("cannot read {path}: {e}")))?),
     };
     drop(ctx.store()?); // the database directory and the settings check (see `crate::settings`) before the writer opens the store
-    let collector = Collector::start(&ctx.db, ctx.cfg.clone(), Box::new(|_, _| {}))?;
+                        // The process edge: the environment's test knobs become options here, and only here.
+    let collector = Collector::builder(&ctx.db, ctx.cfg.clone())
+        .tuning(crate::faults::tuning_from_env())
+        .open_options(crate::faults::open_options_from_env())
+        .start()?;
     let result = ingest_stream(&collector, BufReader::with_capacity(1 << 20, input), now).map_err(|e| match e {
         IngestError::NotJson(m) => Failure::new(super::ExitKind::Rejected, m.to_string()),
         other => Failure::runtime(format!(

@@ -263,7 +263,7 @@ impl Ctx {
     /// missing database directory is a configuration problem (exit 2).
     pub fn store_unchecked(&self) -> Result<crate::store::Store, Failure> {
         crate::daemon::startup::check_db_dir(&self.db).map_err(Failure::usage)?;
-        crate::store::Store::open(&self.db).map_err(|e| match e {
+        crate::store::Store::open_with(&self.db, crate::faults::open_options_from_env()).map_err(|e| match e {
             e @ crate::store::StoreError::Missing { .. } => Failure::usage(e.to_string()),
             // A bad URL, a PostgreSQL URL this build refuses, a libpq string, a wrong password or
             // database: configuration, which a restart cannot fix (exit 2).

@@ -1,9 +1,10 @@
 //! [`CollectorBuilder`]: how an embedding service starts a [`Collector`] — the store and the
-//! configuration are required, the commit hook (metrics) is optional.
+//! configuration are required; the commit hook (metrics), the writer's [`Tuning`] and the
+//! store's [`OpenOptions`] are optional (defaults: none, production's, none).
 
-use super::{writer, Collector};
+use super::{writer, Collector, Tuning};
 use crate::config::Config;
-use crate::store::StoreError;
+use crate::store::{OpenOptions, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,8 @@ pub struct CollectorBuilder {
     pub(super) db: PathBuf,
     pub(super) cfg: Arc<Config>,
     pub(super) on_commit: Option<writer::CommitHook>,
+    pub(super) tuning: Tuning,
+    pub(super) open: OpenOptions,
 }
 
 impl CollectorBuilder {
@@ -23,12 +26,24 @@ impl CollectorBuilder {
         self
     }
 
+    /// The writer's batch sizes (see [`Tuning`]). Default: [`Tuning::default`].
+    pub fn tuning(mut self, tuning: Tuning) -> CollectorBuilder {
+        self.tuning = tuning;
+        self
+    }
+
+    /// How the writer's store connection is opened (see [`OpenOptions`]). Default: none.
+    pub fn open_options(mut self, open: OpenOptions) -> CollectorBuilder {
+        self.open = open;
+        self
+    }
+
     /// Opens (and if needed creates and migrates) the store and starts the writer thread.
     ///
     /// Errors: the store cannot be opened or migrated, or the thread cannot start
     /// ([`StoreError`]).
     pub fn start(self) -> Result<Collector, StoreError> {
         let hook = self.on_commit.unwrap_or_else(|| Box::new(|_, _| {}));
-        Collector::start(&self.db, self.cfg, hook)
+        Collector::start_with(&self.db, self.cfg, hook, self.tuning, self.open)
     }
 }

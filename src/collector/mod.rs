@@ -13,7 +13,9 @@
 //! The library door (issue 16, item 9): [`Collector::builder`] starts one (the commit hook is
 //! optional); `ingest_*_async` never block the runtime; the blocking `ingest_events` and
 //! `ingest_body` are safe on any thread, inside a tokio runtime too (`collector/blocking.rs`
-//! says how).
+//! says how). Its batch sizes are options of each collector ([`Tuning`],
+//! [`CollectorBuilder::tuning`]), as is how its store is opened
+//! ([`CollectorBuilder::open_options`]); only the binary reads them from the environment.
 
 mod blocking;
 mod builder;
@@ -22,12 +24,14 @@ mod level;
 pub mod parse;
 pub mod quota;
 mod result;
+mod tuning;
 pub mod writer;
 
 pub use builder::CollectorBuilder;
 pub use decide::Verdict;
 pub use parse::{parse_body, EventInput, NotJson};
 pub use result::{IngestResult, LateUnbilled, Refused, RejectReason, Rejected};
+pub use tuning::Tuning;
 
 use crate::config::Config;
 use crate::model::Timestamp;
@@ -114,7 +118,13 @@ impl Collector {
     /// A builder for a collector on the store at `db` (a SQLite file path, or a
     /// `postgres://` URL given as a path), judging events by `cfg`; the commit hook is optional.
     pub fn builder(db: impl AsRef<Path>, cfg: impl Into<Arc<Config>>) -> CollectorBuilder {
-        CollectorBuilder { db: db.as_ref().to_path_buf(), cfg: cfg.into(), on_commit: None }
+        CollectorBuilder {
+            db: db.as_ref().to_path_buf(),
+            cfg: cfg.into(),
+            on_commit: None,
+            tuning: Tuning::default(),
+            open: crate::store::OpenOptions::default(),
+        }
     }
 
     /// Opens the store at `db` and starts the writer thread; `on_commit` is called on the
@@ -123,7 +133,18 @@ impl Collector {
     /// Errors: the store cannot be opened or migrated ([`StoreError`]), or the thread cannot
     /// be started.
     pub fn start(db: &Path, cfg: Arc<Config>, on_commit: writer::CommitHook) -> Result<Collector, StoreError> {
-        let store = Store::open(db)?;
+        Self::start_with(db, cfg, on_commit, Tuning::default(), crate::store::OpenOptions::default())
+    }
+
+    /// [`Collector::start`] with the writer's [`Tuning`] and the store's open options.
+    fn start_with(
+        db: &Path,
+        cfg: Arc<Config>,
+        on_commit: writer::CommitHook,
+        tuning: Tuning,
+        open: crate::store::OpenOptions,
+    ) -> Result<Collector, StoreError> {
+        let store = Store::open_with(db, open)?;
         let probe = store.file_probe();
         let (tx, rx) = sync_channel(QUEUE_JOBS);
         let wcfg = cfg.clone();
@@ -131,7 +152,7 @@ impl Collector {
         let whealth = health.clone();
         let writer = std::thread::Builder::new()
             .name("meterd-writer".into())
-            .spawn(move || writer::run(store, wcfg, rx, on_commit, whealth))
+            .spawn(move || writer::run(store, wcfg, tuning, rx, on_commit, whealth))
             .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Collector { jobs: Some(tx), cfg, writer: Some(writer), health, probe })
     }

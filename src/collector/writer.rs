@@ -72,6 +72,8 @@ struct Writer {
     store: Store,
     /// `None` until loaded (lazily, so a failure surfaces as a job's error, not a dead thread).
     dedupe: Option<Dedupe>,
+    /// [`super::Tuning::flush_events`], for the dedupe when it is loaded.
+    flush_at: usize,
     /// Window usage of the events not yet folded into `windows`.
     tail: TailSums,
     instances: InstanceCache,
@@ -84,12 +86,12 @@ struct Writer {
 }
 
 /// Runs until every sender is dropped.
-pub fn run(store: Store, cfg: Arc<Config>, jobs: Receiver<Job>, on_commit: CommitHook, health: Arc<WriterHealth>) {
-    let fold_at = crate::faults::batch_override("METERD_FOLD_EVENTS").unwrap_or(crate::store::windows::FOLD_EVENTS);
+pub fn run(store: Store, cfg: Arc<Config>, tuning: super::Tuning, jobs: Receiver<Job>, on_commit: CommitHook, health: Arc<WriterHealth>) {
     let mut w = Writer {
         store,
         dedupe: None,
-        tail: TailSums::new(fold_at),
+        flush_at: tuning.flush_events,
+        tail: TailSums::new(tuning.fold_events),
         instances: InstanceCache::default(),
         instances_gen: -1,
         pg_optimistic: true,
@@ -159,25 +161,24 @@ impl Writer {
 
     fn commit_group_sqlite(&mut self, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
         if self.dedupe.is_none() {
-            let flush_at = crate::faults::batch_override("METERD_FLUSH_EVENTS").unwrap_or(crate::store::dedupe::FLUSH_EVENTS);
-            self.dedupe = Some(self.store.read(|tx| Dedupe::load_flushing_at(sqlite(tx)?, flush_at))?);
+            let flush_at = self.flush_at;
+            self.dedupe = Some(self.store.read(|tx| Dedupe::load_flushing_at(tx, flush_at))?);
         }
         let Writer { store, dedupe, tail, instances, instances_gen, .. } = self;
         let dedupe = dedupe.as_mut().expect("loaded above");
         let result = store.write(|tx| {
-            let conn = sqlite(tx)?;
-            let changed = dedupe.sync(conn)?;
+            let changed = dedupe.sync(tx)?;
             if changed && crate::store::instances::generation(tx)? != *instances_gen {
                 instances.clear();
             }
             tail.sync(tx, changed)?;
-            let mut app = crate::store::dedupe::appender(conn)?;
+            let mut app = crate::store::dedupe::appender(tx)?;
             let keys = Keys::Sqlite { dedupe: &mut *dedupe, app: &mut app };
             let out = decide_group(&mut TxCtx { tx, keys, cfg, instances: &mut *instances, tail: &mut *tail }, cfg, group)?;
             // Every acknowledged event must be in the table before the commit.
             app.finish()?;
             settle_instances(tx, instances)?;
-            dedupe.maybe_flush(conn)?;
+            dedupe.maybe_flush(tx)?;
             let folded = tail.maybe_fold(tx, dedupe.last_seq())?;
             // Our own changes (auto-registration, package use) are in the cache already.
             Ok((out, folded, crate::store::instances::generation(tx)?))
@@ -274,11 +275,6 @@ fn attempt_postgres(
 /// Runs a statement without parameters on the PostgreSQL transaction.
 fn pg_batch(tx: &crate::store::sql::Tx<'_>, sql: &str) -> Result<(), StoreError> {
     tx.pg().ok_or_else(|| StoreError::Internal("the PostgreSQL ingest path ran on a SQLite store".into()))?.batch(sql)
-}
-
-/// The SQLite connection of a transaction the SQLite writer opened.
-fn sqlite<'c>(tx: &crate::store::sql::Tx<'c>) -> Result<&'c rusqlite::Connection, StoreError> {
-    tx.sqlite_conn().ok_or_else(|| StoreError::Internal("the SQLite ingest path ran on a PostgreSQL store".into()))
 }
 
 /// Decides every event of every job of a group, in order; one reply per job.

@@ -258,9 +258,8 @@ fn copy_in(src: &Tx<'_>, dst: &Tx<'_>) -> Result<(Vec<(&'static str, u64)>, u64)
         }
         Backend::Sqlite => {
             // Every copied event in one sorted dedupe run, as the ingest writer flushes them.
-            let conn = dst.sqlite_conn().ok_or_else(|| StoreError::Internal("a SQLite destination without SQLite".into()))?;
-            let mut dedupe = super::dedupe::Dedupe::load_flushing_at(conn, 1)?;
-            dedupe.maybe_flush(conn)?;
+            let mut dedupe = super::dedupe::Dedupe::load_flushing_at(dst, 1)?;
+            dedupe.maybe_flush(dst)?;
         }
     }
     Ok((counts, tail_folded))

@@ -353,6 +353,24 @@ pub struct Store {
     reopen: bool,
     /// When set, every write transaction first checks this lease (see [`Store::set_fence`]).
     fence: Option<lease::Fence>,
+    /// What [`Store::open_with`] was given; a reopen ([`Store::reopen_if_needed`]) applies it again.
+    opts: OpenOptions,
+}
+
+/// Options of [`Store::open_with`]. The default (what [`Store::open`] uses) is what production
+/// runs with.
+///
+/// The binary fills them from its environment at the process edge
+/// (`crate::faults::open_options_from_env`); library code never reads the environment for them,
+/// so tests in one process can open stores with different options side by side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Caps a SQLite file at this many pages (`PRAGMA max_page_count`; a page is the file's
+    /// `page_size`, 4 KiB by default): writes past it fail with SQLITE_FULL, the way a full disk
+    /// behaves, which is how the disk-full tests (issue 7) simulate one. `None`: no cap (SQLite's
+    /// own limit). Ignored on PostgreSQL, whose full disk is the server's own condition.
+    /// Binary: env `METERD_MAX_PAGE_COUNT=N`.
+    pub max_page_count: Option<u64>,
 }
 
 enum Engine {
@@ -371,6 +389,18 @@ impl Store {
     /// Opens the database at `path` and migrates it, creating it when it is missing and no
     /// marker says one was in use there ([`StoreError::Missing`] otherwise); writes the marker.
     pub fn open(path: &Path) -> Result<Store> {
+        Self::open_with(path, OpenOptions::default())
+    }
+
+    /// [`Store::open`] with `opts` (see [`OpenOptions`]); the same errors, and
+    /// [`StoreError::Sqlite`] when a SQLite option cannot be applied.
+    pub fn open_with(path: &Path, opts: OpenOptions) -> Result<Store> {
+        let mut store = Self::open_checked(path)?;
+        store.apply(opts)?;
+        Ok(store)
+    }
+
+    fn open_checked(path: &Path) -> Result<Store> {
         refuse_conninfo(path)?;
         if let Some(url) = postgres_url(path) {
             return Self::open_postgres(url);
@@ -421,6 +451,7 @@ impl Store {
             identity: None,
             reopen: false,
             fence: None,
+            opts: OpenOptions::default(),
         })
     }
 
@@ -498,11 +529,15 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(64);
         register_functions(&conn).map_err(open_err)?;
         let identity = file_identity(path);
-        let mut store = Store { engine: Engine::Sqlite(conn), path: path.to_path_buf(), identity, reopen: false, fence: None };
+        let mut store = Store {
+            engine: Engine::Sqlite(conn),
+            path: path.to_path_buf(),
+            identity,
+            reopen: false,
+            fence: None,
+            opts: OpenOptions::default(),
+        };
         store.migrate()?;
-        if let Some(pages) = crate::faults::max_page_count() {
-            store.set_max_page_count(pages)?;
-        }
         Ok(store)
     }
 
@@ -612,7 +647,8 @@ impl Store {
             tracing::warn!("{why}; not reopening it");
             return Err(StoreError::Moved(self.path.clone()));
         }
-        let fresh = Self::open_existing(&self.path)?;
+        let mut fresh = Self::open_existing(&self.path)?;
+        fresh.apply(self.opts)?;
         if self.identity.is_some() && fresh.identity != self.identity {
             return Err(StoreError::Moved(self.path.clone()));
         }
@@ -669,6 +705,15 @@ impl Store {
             out.push_str(";\n\n");
         }
         Ok(out)
+    }
+
+    /// Applies `opts` to this connection and remembers them for a reopen.
+    fn apply(&mut self, opts: OpenOptions) -> Result<()> {
+        if let (Some(pages), sql::Backend::Sqlite) = (opts.max_page_count, self.backend()) {
+            self.set_max_page_count(pages)?;
+        }
+        self.opts = opts;
+        Ok(())
     }
 
     /// Limits the database file to `pages` pages (for disk-full tests and quotas).

@@ -172,9 +172,7 @@ impl World {
     /// Ingests `(instance, time)` events through the library collector at `at`; every event is
     /// accepted. Quantities vary with the position so records differ.
     pub fn ingest(&self, events: &[(String, Timestamp)], at: Timestamp) {
-        std::env::set_var("METERD_FOLD_EVENTS", "37");
-        std::env::set_var("METERD_FLUSH_EVENTS", "101");
-        let collector = Collector::start(&self.db, Arc::new(self.cfg()), Box::new(|_, _| {})).unwrap();
+        let collector = Collector::builder(&self.db, self.cfg()).tuning(meterd::Tuning::every(37, 101)).start().unwrap();
         let inputs: Vec<EventInput> = events
             .iter()
             .enumerate()

@@ -68,10 +68,10 @@ pub struct Env {
 pub const FOLD_EVENTS: &str = "37";
 pub const FLUSH_EVENTS: &str = "101";
 
-/// The same for a collector started in this test process.
-pub fn small_batches() {
-    std::env::set_var("METERD_FOLD_EVENTS", FOLD_EVENTS);
-    std::env::set_var("METERD_FLUSH_EVENTS", FLUSH_EVENTS);
+/// The same for a collector started in this test process: an option of that collector,
+/// never the test process's environment (tests run in parallel threads).
+pub fn small_tuning() -> meterd::Tuning {
+    meterd::Tuning::every(FOLD_EVENTS.parse().expect("a number"), FLUSH_EVENTS.parse().expect("a number"))
 }
 
 impl Env {
@@ -223,8 +223,7 @@ impl Env {
 
     /// An in-process collector on this environment's database (the library door).
     pub fn collector(&self) -> meterd::collector::Collector {
-        small_batches();
-        meterd::collector::Collector::start(&self.db, self.cfg(), Box::new(|_, _| {})).expect("collector starts")
+        meterd::collector::Collector::builder(&self.db, self.cfg()).tuning(small_tuning()).start().expect("collector starts")
     }
 }
 

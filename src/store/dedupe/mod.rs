@@ -27,6 +27,10 @@
 //! in-memory filter; `runs` the on-disk sorted key runs and the pinned [`key_hash`]; the
 //! appender that writes the events themselves lives with them, in
 //! [`crate::store::events::append`] (re-exported here for the writer).
+//!
+//! The API takes the store's [`Tx`] and finds the SQLite connection under it here, so no
+//! caller above `store/` names the driver; on a PostgreSQL transaction every function answers
+//! [`StoreError::Internal`] (that backend dedupes by its unique index, `store::pg_events`).
 
 mod bloom;
 mod runs;
@@ -36,6 +40,7 @@ pub use runs::{key_hash, BLOCK_KEYS};
 
 use super::{InsertOutcome, Result, StoreError};
 use crate::model::{Quantity, Timestamp};
+use crate::store::sql::Tx;
 use bloom::Bloom;
 use runs::{probe_runs, runs};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -86,12 +91,12 @@ pub struct Dedupe {
 
 impl Dedupe {
     /// Builds the state from the database (at writer start).
-    pub fn load(conn: &Connection) -> Result<Dedupe> {
-        Self::load_flushing_at(conn, FLUSH_EVENTS)
+    pub fn load(tx: &Tx<'_>) -> Result<Dedupe> {
+        Self::load_flushing_at(tx, FLUSH_EVENTS)
     }
 
     /// [`Self::load`], flushing a run every `flush_at` keys instead of [`FLUSH_EVENTS`].
-    pub fn load_flushing_at(conn: &Connection, flush_at: usize) -> Result<Dedupe> {
+    pub fn load_flushing_at(tx: &Tx<'_>, flush_at: usize) -> Result<Dedupe> {
         let mut d = Dedupe {
             recent: RecentMap::with_capacity_and_hasher(flush_at.min(FLUSH_EVENTS), Default::default()),
             recent_more: Vec::new(),
@@ -103,14 +108,15 @@ impl Dedupe {
             flushed: None,
             flush_at,
         };
-        d.sync(conn)?;
+        d.sync(tx)?;
         Ok(d)
     }
 
     /// Catches up with what other connections committed. Call first in every write transaction.
     /// Returns whether anything may have changed since the last call (so caches of other
     /// tables must be dropped too).
-    pub fn sync(&mut self, conn: &Connection) -> Result<bool> {
+    pub fn sync(&mut self, tx: &Tx<'_>) -> Result<bool> {
+        let conn = sqlite(tx)?;
         let dv: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         if dv == self.data_version {
             return Ok(false);
@@ -129,7 +135,7 @@ impl Dedupe {
             self.recent_more.retain(|(_, seq)| *seq > through);
             self.last_seq = self.last_seq.max(through);
         }
-        let max_seq = super::events::max_seq(&super::sql::Tx::sqlite(conn))?;
+        let max_seq = super::events::max_seq(tx)?;
         if max_seq > self.last_seq {
             let mut stmt = conn.prepare("SELECT seq, instance_ref, event_id FROM events WHERE seq > ?1 ORDER BY seq")?;
             let mut rows = stmt.query([self.last_seq])?;
@@ -183,7 +189,8 @@ impl Dedupe {
     }
 
     /// The stored (time, quantity) of the event with this key, if any.
-    pub fn find(&self, conn: &Connection, instance_key: i64, event_id: &str) -> Result<Option<(Timestamp, Quantity)>> {
+    pub fn find(&self, tx: &Tx<'_>, instance_key: i64, event_id: &str) -> Result<Option<(Timestamp, Quantity)>> {
+        let conn = sqlite(tx)?;
         let candidates = self.candidates(conn, self.probe(instance_key, event_id))?;
         Ok(verify(conn, candidates, instance_key, event_id)?.map(|v| (v.time, v.quantity)))
     }
@@ -224,7 +231,7 @@ impl Dedupe {
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
-        conn: &Connection,
+        tx: &Tx<'_>,
         instance_key: i64,
         event_id: &str,
         time: Timestamp,
@@ -233,7 +240,7 @@ impl Dedupe {
         received: Timestamp,
     ) -> Result<InsertOutcome> {
         let p = self.probe(instance_key, event_id);
-        let mut app = appender(conn)?;
+        let mut app = appender(tx)?;
         let outcome = self.check(&mut app, p, event_id, time, quantity, None)?;
         if outcome == InsertOutcome::Inserted {
             self.append(
@@ -248,14 +255,14 @@ impl Dedupe {
 
     /// Writes the in-memory keys as one sorted run when there are enough of them. Call at the
     /// end of a write transaction, before `COMMIT`.
-    pub fn maybe_flush(&mut self, conn: &Connection) -> Result<()> {
+    pub fn maybe_flush(&mut self, tx: &Tx<'_>) -> Result<()> {
         if self.recent.len() + self.recent_more.len() < self.flush_at {
             return Ok(());
         }
         let mut run: Vec<(i64, i64)> = self.recent.iter().map(|(h, s)| (*h, *s)).chain(self.recent_more.iter().copied()).collect();
         run.sort_unstable();
         let gen = self.gens;
-        runs::write(conn, gen, &run, self.last_seq)?;
+        runs::write(sqlite(tx)?, gen, &run, self.last_seq)?;
         self.flushed = Some((run.into_iter().map(|(h, _)| h).collect(), self.last_seq));
         Ok(())
     }
@@ -331,7 +338,8 @@ fn verify(conn: &Connection, candidates: Vec<i64>, instance_key: i64, event_id: 
 
 /// The seq of the stored event with this key, without a writer's memory: probes every run,
 /// then scans the unflushed events (at most about [`FLUSH_EVENTS`]). For tools and tests.
-pub fn find_seq(conn: &Connection, instance_key: i64, event_id: &str) -> Result<Option<i64>> {
+pub fn find_seq(tx: &Tx<'_>, instance_key: i64, event_id: &str) -> Result<Option<i64>> {
+    let conn = sqlite(tx)?;
     let (gens, _, through) = runs(conn)?;
     let mut candidates = Vec::new();
     probe_runs(conn, gens, key_hash(instance_key, event_id), &mut candidates)?;
@@ -343,14 +351,17 @@ pub fn find_seq(conn: &Connection, instance_key: i64, event_id: &str) -> Result<
     Ok(verify(conn, candidates, instance_key, event_id)?.map(|v| v.seq))
 }
 
+/// The SQLite connection under `tx`: this structure exists on SQLite only (PostgreSQL dedupes by
+/// its unique index, `store::pg_events`). Errors: [`StoreError::Internal`] on a PostgreSQL
+/// transaction — a caller took the wrong backend's path.
+fn sqlite<'c>(tx: &Tx<'c>) -> Result<&'c Connection> {
+    tx.sqlite_conn().ok_or_else(|| StoreError::Internal("the SQLite dedupe ran on a PostgreSQL store".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The SQLite connection of a test's transaction.
-    fn c<'a>(tx: &crate::store::sql::Tx<'a>) -> &'a Connection {
-        tx.sqlite_conn().unwrap()
-    }
     use crate::store::{instances, Store};
 
     fn q(s: &str) -> Quantity {
@@ -359,9 +370,9 @@ mod tests {
 
     fn ins(store: &mut Store, d: &mut Dedupe, key: i64, id: &str, t: i64, qty: &str) -> InsertOutcome {
         let r = store.write(|tx| {
-            d.sync(c(tx))?;
-            let out = d.insert(c(tx), key, id, Timestamp(t), q(qty), Some(0), Timestamp(0))?;
-            d.maybe_flush(c(tx))?;
+            d.sync(tx)?;
+            let out = d.insert(tx, key, id, Timestamp(t), q(qty), Some(0), Timestamp(0))?;
+            d.maybe_flush(tx)?;
             Ok(out)
         });
         match r {
@@ -388,7 +399,7 @@ mod tests {
     fn duplicate_and_conflict_across_runs_and_restarts() {
         let (_dir, p, key) = setup();
         let mut s = Store::open(&p).unwrap();
-        let mut d = s.read(|tx| Dedupe::load(c(tx))).unwrap();
+        let mut d = s.read(|tx| Dedupe::load(tx)).unwrap();
         d.flush_at = 3;
         for i in 0..10 {
             assert_eq!(ins(&mut s, &mut d, key, &format!("e{i}"), i, "1.5"), InsertOutcome::Inserted);
@@ -404,7 +415,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A fresh writer (restart) rebuilds the same answers from the database.
-        let mut d2 = s.read(|tx| Dedupe::load(c(tx))).unwrap();
+        let mut d2 = s.read(|tx| Dedupe::load(tx)).unwrap();
         for i in 0..10 {
             assert_eq!(ins(&mut s, &mut d2, key, &format!("e{i}"), i, "1.5"), InsertOutcome::Duplicate);
         }
@@ -424,8 +435,8 @@ mod tests {
     fn two_writers_on_one_database_see_each_other() {
         let (_dir, p, key) = setup();
         let (mut s1, mut s2) = (Store::open(&p).unwrap(), Store::open(&p).unwrap());
-        let mut d1 = s1.read(|tx| Dedupe::load(c(tx))).unwrap();
-        let mut d2 = s2.read(|tx| Dedupe::load(c(tx))).unwrap();
+        let mut d1 = s1.read(|tx| Dedupe::load(tx)).unwrap();
+        let mut d2 = s2.read(|tx| Dedupe::load(tx)).unwrap();
         d1.flush_at = 2;
         d2.flush_at = 3;
         for i in 0..12 {
@@ -446,13 +457,13 @@ mod tests {
     fn a_rolled_back_insert_is_forgotten() {
         let (_dir, p, key) = setup();
         let mut s = Store::open(&p).unwrap();
-        let mut d = s.read(|tx| Dedupe::load(c(tx))).unwrap();
+        let mut d = s.read(|tx| Dedupe::load(tx)).unwrap();
         d.flush_at = 1;
         assert_eq!(ins(&mut s, &mut d, key, "kept", 0, "1"), InsertOutcome::Inserted);
         let r: Result<()> = s.write(|tx| {
-            d.sync(c(tx))?;
-            d.insert(c(tx), key, "lost", Timestamp(0), q("1"), Some(0), Timestamp(0))?;
-            d.maybe_flush(c(tx))?;
+            d.sync(tx)?;
+            d.insert(tx, key, "lost", Timestamp(0), q("1"), Some(0), Timestamp(0))?;
+            d.maybe_flush(tx)?;
             Err(StoreError::Invalid("boom".into()))
         });
         assert!(r.is_err());
@@ -465,22 +476,22 @@ mod tests {
     fn a_run_of_many_blocks_answers_every_key() {
         let (_dir, p, key) = setup();
         let mut s = Store::open(&p).unwrap();
-        let mut d = s.read(|tx| Dedupe::load_flushing_at(c(tx), 1000)).unwrap();
+        let mut d = s.read(|tx| Dedupe::load_flushing_at(tx, 1000)).unwrap();
         let r = s.write(|tx| {
             for i in 0..1000 {
-                d.insert(c(tx), key, &format!("k{i}"), Timestamp(i), q("1"), Some(0), Timestamp(0))?;
+                d.insert(tx, key, &format!("k{i}"), Timestamp(i), q("1"), Some(0), Timestamp(0))?;
             }
-            d.maybe_flush(c(tx))
+            d.maybe_flush(tx)
         });
         r.unwrap();
         d.committed();
         let blocks: i64 = s.sqlite("t").unwrap().query_row("SELECT count(*) FROM key_blocks", [], |r| r.get(0)).unwrap();
         assert!(blocks >= 4, "{blocks} blocks");
-        let mut fresh = s.read(|tx| Dedupe::load(c(tx))).unwrap();
+        let mut fresh = s.read(|tx| Dedupe::load(tx)).unwrap();
         for i in (0..1000).step_by(7) {
             assert_eq!(ins(&mut s, &mut fresh, key, &format!("k{i}"), i, "1"), InsertOutcome::Duplicate, "k{i}");
-            assert_eq!(find_seq(s.sqlite("t").unwrap(), key, &format!("k{i}")).unwrap(), Some(i + 1));
+            assert_eq!(find_seq(&crate::store::sql::Tx::sqlite(s.sqlite("t").unwrap()), key, &format!("k{i}")).unwrap(), Some(i + 1));
         }
-        assert_eq!(find_seq(s.sqlite("t").unwrap(), key, "k-none").unwrap(), None);
+        assert_eq!(find_seq(&crate::store::sql::Tx::sqlite(s.sqlite("t").unwrap()), key, "k-none").unwrap(), None);
     }
 }

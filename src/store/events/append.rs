@@ -70,8 +70,13 @@ pub struct Appender<'c> {
 
 /// The appender of a write transaction (call after every other connection's rows are visible,
 /// i.e. inside the transaction).
-pub fn appender(conn: &Connection) -> Result<Appender<'_>> {
-    let next_seq = super::max_seq(&crate::store::sql::Tx::sqlite(conn))? + 1;
+///
+/// Errors: [`crate::store::StoreError::Internal`] on a PostgreSQL transaction (this appender is
+/// SQLite's; PostgreSQL appends in `store::pg_events`), or a failed statement.
+pub fn appender<'c>(tx: &crate::store::sql::Tx<'c>) -> Result<Appender<'c>> {
+    let conn =
+        tx.sqlite_conn().ok_or_else(|| crate::store::StoreError::Internal("the SQLite appender ran on a PostgreSQL store".into()))?;
+    let next_seq = super::max_seq(tx)? + 1;
     let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; APPEND_ROWS].join(", ");
     Ok(Appender {
         conn,

@@ -47,7 +47,7 @@ pub fn get(tx: &Tx<'_>, instance_id: &str, event_id: &str) -> Result<Option<Even
         return Ok(None);
     };
     let seq = match tx.sqlite_conn() {
-        Some(conn) => super::dedupe::find_seq(conn, key, event_id)?,
+        Some(_) => super::dedupe::find_seq(tx, key, event_id)?,
         None => tx.query_opt("SELECT seq FROM events WHERE instance_ref = ?1 AND event_id = ?2", params![key, event_id], |r| r.get(0))?,
     };
     let Some(seq) = seq else { return Ok(None) };
