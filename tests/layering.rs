@@ -2,6 +2,11 @@
 //! import `cli`. Views that the command line shares with the server or the demo live below
 //! both (`src/views.rs`). Reads every `src/**/*.rs` outside `src/cli/` and `src/main.rs`, and
 //! fails naming each file and line that reaches into `crate::cli`.
+//!
+//! And the database drivers stay inside the store (issue 16, "done when"): a path through
+//! `rusqlite`, `postgres`, `tokio_postgres` (or their TLS glue) appears only in files under
+//! `src/store/`; everything above speaks the store's own API (`store::sql::Tx`, typed store
+//! functions, `StoreError`).
 
 use std::path::{Path, PathBuf};
 
@@ -57,4 +62,60 @@ fn the_check_sees_an_import() {
     assert_eq!(cli_imports("use super::cli;", true).len(), 1);
     assert!(cli_imports("pub use cli::{run_cli, MockStoreArgs};", false).is_empty(), "mockstore's own cli module");
     assert!(cli_imports("//! the caller's part (`crate::cli::backup`)", false).is_empty());
+}
+
+/// Crates whose types belong to the store alone.
+const DRIVERS: [&str; 4] = ["rusqlite", "postgres", "tokio_postgres", "tokio_postgres_rustls"];
+
+/// The lines of `text` that name a path through a database driver crate (`rusqlite::…`,
+/// `postgres::…`, …); comments do not count, and neither does a longer name ending in one
+/// (`store::pg_postgres::`).
+fn driver_paths(text: &str) -> Vec<(usize, String)> {
+    let names = |l: &str| {
+        DRIVERS.iter().any(|d| {
+            let needle = format!("{d}::");
+            l.match_indices(&needle).any(|(at, _)| l[..at].chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || c == '_')))
+        })
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with("//"))
+        .filter(|(_, l)| names(l))
+        .map(|(i, l)| (i + 1, l.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn database_drivers_appear_only_under_store() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() > 50, "expected the whole source tree under {}", src.display());
+    let mut found = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).expect("under src").to_path_buf();
+        if rel.starts_with("store") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        for (line, l) in driver_paths(&text) {
+            found.push(format!("src/{}:{line}: {l}", rel.display()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "database driver types outside src/store/; give the store a function over `store::sql::Tx` (the store gets the connection) instead:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_driver_check_sees_a_driver_path() {
+    assert_eq!(driver_paths("fn sqlite<'c>(tx: &Tx<'c>) -> Result<&'c rusqlite::Connection, StoreError> {").len(), 1);
+    assert_eq!(driver_paths("use rusqlite::{params, Connection};").len(), 1);
+    assert_eq!(driver_paths("    let c: postgres::Client = connect()?;").len(), 1);
+    assert_eq!(driver_paths("use tokio_postgres::NoTls;").len(), 1);
+    assert!(driver_paths("/// reads through `rusqlite::Connection` inside the store").is_empty(), "a comment");
+    assert!(driver_paths("let url = \"postgres://h/db\";").is_empty(), "a URL is not a path");
+    assert!(driver_paths("use crate::store::pg_postgres::x;").is_empty(), "a longer name");
 }
