@@ -47,3 +47,54 @@ impl CollectorBuilder {
         Collector::start_with(&self.db, self.cfg, hook, self.tuning, self.open)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_rfc3339;
+    use crate::store::{instances, Store};
+
+    /// Ingests `n` events, one request each, through a collector started with `tuning` on a
+    /// fresh store; returns (dedupe key runs written, last seq folded into `windows`).
+    fn runs_and_fold(n: usize, tuning: Option<Tuning>) -> (i64, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let cfg = Config::from_toml_str(
+            "[[plan]]\nname = \"calls\"\nfactor = \"api_calls\"\nunit = \"call\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"0.1\"\n",
+        )
+        .unwrap();
+        let now = parse_rfc3339("2026-11-23T08:30:00Z").unwrap();
+        let start = parse_rfc3339("2026-11-23T00:00:00Z").unwrap();
+        Store::create(&db).unwrap().write(|tx| instances::add(tx, "i1", "calls", start, now)).unwrap();
+        let builder = Collector::builder(&db, cfg);
+        let collector = match tuning {
+            Some(t) => builder.tuning(t),
+            None => builder,
+        }
+        .start()
+        .unwrap();
+        for i in 0..n {
+            let body = format!(r#"{{"id":"e{i}","instance_id":"i1","quantity":"1","time":"2026-11-23T08:00:00Z"}}"#);
+            assert_eq!(collector.ingest_body(body.as_bytes(), now).unwrap().accepted, 1);
+        }
+        drop(collector);
+        let mut store = Store::open(&db).unwrap();
+        store
+            .read(|tx| {
+                let runs = tx.one::<i64>("SELECT count(*) FROM key_runs", crate::store::sql::params![])?;
+                Ok((runs, crate::store::windows::folded_through(tx)?))
+            })
+            .unwrap()
+    }
+
+    /// Two collectors in one process, each with its own batch sizes (no environment): the small
+    /// one flushes key runs and folds window totals every few events, the default one never
+    /// within 10 events.
+    #[test]
+    fn each_collector_has_its_own_tuning() {
+        let (runs, folded) = runs_and_fold(10, Some(Tuning::every(3, 4)));
+        assert!(runs >= 2, "flushed every 4 keys: {runs} runs");
+        assert!(folded >= 6, "folded every 3 events: through seq {folded}");
+        assert_eq!(runs_and_fold(10, None), (0, 0), "the defaults (131,072 / 262,144) are not reached");
+    }
+}

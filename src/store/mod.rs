@@ -770,6 +770,42 @@ pub(crate) fn dec(text: &str) -> Result<rust_decimal::Decimal> {
 mod tests {
     use super::*;
 
+    /// The page cap is an option of one connection, not of the process: a capped store and an
+    /// uncapped one on the same file, side by side; the capped one's writes fail as on a full
+    /// disk (storing nothing), the other's go through, and a read-only reopen keeps the cap.
+    #[test]
+    fn the_page_cap_is_an_open_option_of_one_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        let pages: u64 = Store::open(&p).unwrap().sqlite("t").unwrap().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        let opts = OpenOptions { max_page_count: Some(pages + 2) };
+        let mut capped = Store::open_with(&p, opts).unwrap();
+        let mut free = Store::open(&p).unwrap();
+        let fill = |s: &mut Store, tag: &str| {
+            s.write(|tx| {
+                for i in 0..2000 {
+                    instances::add(
+                        tx,
+                        &format!("{tag}-{i:05}-{}", "x".repeat(64)),
+                        "calls",
+                        crate::model::Timestamp(0),
+                        crate::model::Timestamp(0),
+                    )?;
+                }
+                Ok(())
+            })
+        };
+        assert!(matches!(fill(&mut capped, "a"), Err(StoreError::Full)), "the capped connection is full");
+        let count = |s: &mut Store| s.read(|tx| tx.one::<i64>("SELECT count(*) FROM instances", sql::params![])).unwrap();
+        assert_eq!(count(&mut free), 0, "nothing of the refused write was stored");
+        fill(&mut free, "b").expect("the uncapped connection writes");
+        assert_eq!(count(&mut capped), 2000);
+        capped.reopen = true;
+        capped.reopen_if_needed().unwrap();
+        assert_eq!(capped.opts, opts, "a reopen keeps the options");
+        assert!(matches!(fill(&mut capped, "c"), Err(StoreError::Full)), "still capped after a reopen");
+    }
+
     #[test]
     fn store_sql_is_fresh() {
         let dir = tempfile::tempdir().unwrap();
