@@ -21,7 +21,7 @@
 //!   every N events instead of every 131,072 / 262,144, so that small tests cross those
 //!   boundaries many times.
 //!
-//! The last two are not switches but options ([`OpenOptions`], [`Tuning`]): only the binary
+//! The last two items are not switches but options ([`OpenOptions`], [`Tuning`]): only the binary
 //! reads them from the environment, through [`open_options_from_env`] and
 //! [`tuning_from_env`], and passes them in; a test in one process sets them per collector.
 //!
