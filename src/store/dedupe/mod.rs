@@ -399,7 +399,7 @@ mod tests {
     fn duplicate_and_conflict_across_runs_and_restarts() {
         let (_dir, p, key) = setup();
         let mut s = Store::open(&p).unwrap();
-        let mut d = s.read(|tx| Dedupe::load(tx)).unwrap();
+        let mut d = s.read(Dedupe::load).unwrap();
         d.flush_at = 3;
         for i in 0..10 {
             assert_eq!(ins(&mut s, &mut d, key, &format!("e{i}"), i, "1.5"), InsertOutcome::Inserted);
@@ -415,7 +415,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A fresh writer (restart) rebuilds the same answers from the database.
-        let mut d2 = s.read(|tx| Dedupe::load(tx)).unwrap();
+        let mut d2 = s.read(Dedupe::load).unwrap();
         for i in 0..10 {
             assert_eq!(ins(&mut s, &mut d2, key, &format!("e{i}"), i, "1.5"), InsertOutcome::Duplicate);
         }
@@ -435,8 +435,8 @@ mod tests {
     fn two_writers_on_one_database_see_each_other() {
         let (_dir, p, key) = setup();
         let (mut s1, mut s2) = (Store::open(&p).unwrap(), Store::open(&p).unwrap());
-        let mut d1 = s1.read(|tx| Dedupe::load(tx)).unwrap();
-        let mut d2 = s2.read(|tx| Dedupe::load(tx)).unwrap();
+        let mut d1 = s1.read(Dedupe::load).unwrap();
+        let mut d2 = s2.read(Dedupe::load).unwrap();
         d1.flush_at = 2;
         d2.flush_at = 3;
         for i in 0..12 {
@@ -457,7 +457,7 @@ mod tests {
     fn a_rolled_back_insert_is_forgotten() {
         let (_dir, p, key) = setup();
         let mut s = Store::open(&p).unwrap();
-        let mut d = s.read(|tx| Dedupe::load(tx)).unwrap();
+        let mut d = s.read(Dedupe::load).unwrap();
         d.flush_at = 1;
         assert_eq!(ins(&mut s, &mut d, key, "kept", 0, "1"), InsertOutcome::Inserted);
         let r: Result<()> = s.write(|tx| {
@@ -487,7 +487,7 @@ mod tests {
         d.committed();
         let blocks: i64 = s.sqlite("t").unwrap().query_row("SELECT count(*) FROM key_blocks", [], |r| r.get(0)).unwrap();
         assert!(blocks >= 4, "{blocks} blocks");
-        let mut fresh = s.read(|tx| Dedupe::load(tx)).unwrap();
+        let mut fresh = s.read(Dedupe::load).unwrap();
         for i in (0..1000).step_by(7) {
             assert_eq!(ins(&mut s, &mut fresh, key, &format!("k{i}"), i, "1"), InsertOutcome::Duplicate, "k{i}");
             assert_eq!(find_seq(&crate::store::sql::Tx::sqlite(s.sqlite("t").unwrap()), key, &format!("k{i}")).unwrap(), Some(i + 1));
