@@ -119,3 +119,34 @@ fn the_driver_check_sees_a_driver_path() {
     assert!(driver_paths("let url = \"postgres://h/db\";").is_empty(), "a URL is not a path");
     assert!(driver_paths("use crate::store::pg_postgres::x;").is_empty(), "a longer name");
 }
+
+/// The top-level modules of `src/` (files and folders, without `lib`, `main` and `*_tests`).
+fn top_modules() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".rs").to_string())
+        .filter(|m| m != "lib" && m != "main" && !m.ends_with("_tests"))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The README's module map (the `| module | role |` table of *How it works*) names every
+/// top-level module, so a newcomer finds each one there (issue 16, "done when").
+#[test]
+fn the_readme_module_map_names_every_module() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let table: String = readme
+        .split("| module | role |")
+        .nth(1)
+        .expect("README has the module map")
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let missing: Vec<String> = top_modules().into_iter().filter(|m| !table.contains(&format!("`{m}`"))).collect();
+    assert!(missing.is_empty(), "src/ modules the README's module map does not name: {missing:?}");
+    assert!(top_modules().contains(&"store".to_string()) && top_modules().len() > 20, "the check sees the modules");
+}
