@@ -21,18 +21,19 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The lines of `text` (a file directly in `src/` when `top`) that import the `cli` module.
-fn cli_imports(text: &str, top: bool) -> Vec<(usize, String)> {
+/// The non-comment lines of `text` for which `hit` holds, numbered from 1.
+fn matching_lines(text: &str, hit: impl Fn(&str) -> bool) -> Vec<(usize, String)> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim_start().starts_with("//"))
-        .filter(|(_, l)| l.contains("crate::cli") || (top && (l.contains("super::cli") || l.contains("use cli::"))))
+        .filter(|(_, l)| hit(l))
         .map(|(i, l)| (i + 1, l.trim().to_string()))
         .collect()
 }
 
-#[test]
-fn no_library_module_imports_cli() {
+/// `src/<file>:<line>: <text>` for every line `find` reports in the files under `src/` that
+/// `skip` (given the path relative to `src/`) does not leave out.
+fn offending_lines(skip: impl Fn(&Path) -> bool, find: impl Fn(&Path, &str) -> Vec<(usize, String)>) -> Vec<String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
@@ -40,14 +41,28 @@ fn no_library_module_imports_cli() {
     let mut found = Vec::new();
     for f in files {
         let rel = f.strip_prefix(&src).expect("under src").to_path_buf();
-        if rel.starts_with("cli") || rel == Path::new("main.rs") || rel == Path::new("lib.rs") {
+        if skip(&rel) {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        for (line, l) in cli_imports(&text, rel.components().count() == 1) {
+        for (line, l) in find(&rel, &text) {
             found.push(format!("src/{}:{line}: {l}", rel.display()));
         }
     }
+    found
+}
+
+/// The lines of `text` (a file directly in `src/` when `top`) that import the `cli` module.
+fn cli_imports(text: &str, top: bool) -> Vec<(usize, String)> {
+    matching_lines(text, |l| l.contains("crate::cli") || (top && (l.contains("super::cli") || l.contains("use cli::"))))
+}
+
+#[test]
+fn no_library_module_imports_cli() {
+    let found = offending_lines(
+        |rel| rel.starts_with("cli") || rel == Path::new("main.rs") || rel == Path::new("lib.rs"),
+        |rel, text| cli_imports(text, rel.components().count() == 1),
+    );
     assert!(
         found.is_empty(),
         "library modules import `cli`; move what they share into a module below both (e.g. src/views.rs):\n{}",
@@ -77,31 +92,12 @@ fn driver_paths(text: &str) -> Vec<(usize, String)> {
             l.match_indices(&needle).any(|(at, _)| l[..at].chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || c == '_')))
         })
     };
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim_start().starts_with("//"))
-        .filter(|(_, l)| names(l))
-        .map(|(i, l)| (i + 1, l.trim().to_string()))
-        .collect()
+    matching_lines(text, names)
 }
 
 #[test]
 fn database_drivers_appear_only_under_store() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    assert!(files.len() > 50, "expected the whole source tree under {}", src.display());
-    let mut found = Vec::new();
-    for f in files {
-        let rel = f.strip_prefix(&src).expect("under src").to_path_buf();
-        if rel.starts_with("store") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        for (line, l) in driver_paths(&text) {
-            found.push(format!("src/{}:{line}: {l}", rel.display()));
-        }
-    }
+    let found = offending_lines(|rel| rel.starts_with("store"), |_, text| driver_paths(text));
     assert!(
         found.is_empty(),
         "database driver types outside src/store/; give the store a function over `store::sql::Tx` (the store gets the connection) instead:\n{}",
