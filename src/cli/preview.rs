@@ -47,7 +47,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         Format::Html => crate::preview::html::render(&p),
         Format::Table => crate::views::preview_table(&p),
     };
-    println!("{text}");
+    // The CSV text ends its last record with a newline already; another would be an empty row.
+    if text.ends_with('\n') {
+        print!("{text}");
+    } else {
+        println!("{text}");
+    }
     Ok(0)
 }
 

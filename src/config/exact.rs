@@ -16,8 +16,21 @@ use std::str::FromStr;
 /// float is an error that says how to write it.
 struct Text;
 
+/// The refusal of a TOML float. The text the user wrote is gone by now (the parser made an
+/// `f64` of it), so the quoted form is suggested only when the float's shortest form is surely
+/// what was written: at most 15 significant digits, which every decimal of 15 digits survives.
 fn float_refused<E: de::Error>(v: f64) -> E {
-    E::custom(format!("{v} is a floating-point number, which cannot hold an amount exactly: write it as a string, e.g. \"{v}\""))
+    let why = "is a floating-point number, which cannot hold an amount exactly";
+    if !v.is_finite() {
+        return E::custom(format!("{v} is not an amount: write a decimal number as a string, e.g. \"0.01\""));
+    }
+    let shown = format!("{v:?}"); // `1.0`, `0.01`, `1e-7`: the float as TOML shows it
+    let digits = shown.chars().take_while(|c| *c != 'e').filter(char::is_ascii_digit).collect::<String>();
+    if digits.trim_start_matches('0').len() <= 15 && !shown.contains('e') {
+        E::custom(format!("{shown} {why}: write it as a string, e.g. \"{shown}\""))
+    } else {
+        E::custom(format!("{shown} {why}: write the digits you meant as a string, e.g. \"0.01\""))
+    }
 }
 
 impl Visitor<'_> for Text {
@@ -119,6 +132,12 @@ mod tests {
             let e = parse_toml(toml).unwrap_err();
             assert!(e.contains("floating-point") && e.contains(shown), "{toml}: {e}");
         }
+        let long = parse_toml("price = 0.1234567890123456789").unwrap_err();
+        assert!(long.contains("the digits you meant") && !long.contains("e.g. \"0.12345678901234568\""), "{long}");
+        let inf = parse_toml("price = inf").unwrap_err();
+        assert!(inf.contains("inf is not an amount"), "{inf}");
+        let one = parse_toml("price = 1.0").unwrap_err();
+        assert!(one.contains("1.0 is a floating-point number") && one.contains("\"1.0\""), "{one}");
         let e = parse_toml("price = \"1,5\"").unwrap_err();
         assert!(e.contains("not a decimal number"), "{e}");
     }

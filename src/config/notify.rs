@@ -149,11 +149,14 @@ impl NotifyToml {
                 self.name
             ));
         }
-        let url = reqwest::Url::parse(self.url.trim()).map_err(|e| format!("{at}: `url` {:?} is not a URL: {e}", self.url))?;
+        // The URL's query and user info may hold a receiver's token: errors never show them.
+        let url = reqwest::Url::parse(self.url.trim()).map_err(|e| format!("{at}: `url` is not a URL: {e}"))?;
         match url.scheme() {
             "https" if url.host().is_some() => {}
             "http" if super::is_loopback_url(&url) => {}
-            _ => return Err(format!("{at}: `url` {:?} must use https:// (plain http:// only to a loopback address)", self.url)),
+            _ => {
+                return Err(format!("{at}: `url` {:?} must use https:// (plain http:// only to a loopback address)", without_secrets(&url)))
+            }
         }
         let secret = match (self.secret, self.secret_file) {
             (Some(s), None) if !s.is_empty() => Secret::new(s.into_bytes()),
@@ -216,6 +219,24 @@ fn decimals(list: &[String], key: &str, ok: impl Fn(Decimal) -> bool, want: &str
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// `url` as errors may show it: scheme, host, port and path; the user info and the query
+/// (where a receiver's token may be) replaced by `…`.
+fn without_secrets(url: &reqwest::Url) -> String {
+    let mut shown = format!("{}://", url.scheme());
+    if !url.username().is_empty() || url.password().is_some() {
+        shown.push_str("…@");
+    }
+    shown.push_str(url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    if url.query().is_some() {
+        shown.push_str("?…");
+    }
+    shown
 }
 
 fn read_secret(path: &std::path::Path) -> Result<Secret, String> {
@@ -281,6 +302,11 @@ mod tests {
         ] {
             let err = Config::from_toml_str(&format!("[[notify]]\nname = \"app\"\n{text}\n")).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");
+        }
+        for url in ["http://u:PASSWD@example.com/hook?token=TOPSECRET", "ftp://example.com/x?token=TOPSECRET"] {
+            let err = Config::from_toml_str(&format!("[[notify]]\nname = \"app\"\nurl = \"{url}\"\nsecret = \"s\"\n")).unwrap_err();
+            assert!(err.contains("must use https://") && err.contains("example.com/"), "{err}");
+            assert!(!err.contains("TOPSECRET") && !err.contains("PASSWD"), "a receiver's token is never shown: {err}");
         }
         let twice = "[[notify]]\nname = \"a\"\nurl = \"https://a.example\"\nsecret = \"s\"\n".repeat(2);
         assert!(Config::from_toml_str(&twice).unwrap_err().contains("used twice"));
