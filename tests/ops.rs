@@ -3,9 +3,6 @@
 //! paths; key rotation by SIGHUP and after the store refused the key; an online backup taken
 //! while another process ingests, restored. Real binary, real SQLite files, real loopback HTTP.
 
-#[path = "upload/harness.rs"]
-mod harness;
-
 #[path = "util/mod.rs"]
 mod util;
 

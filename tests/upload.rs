@@ -12,9 +12,6 @@
 #[path = "util/mod.rs"]
 mod util;
 
-#[path = "upload/harness.rs"]
-mod harness;
-
 #[path = "upload/happy.rs"]
 mod happy;
 

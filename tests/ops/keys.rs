@@ -3,7 +3,8 @@
 //! no signal, the next upload run after the refusal — makes it re-read the key and deliver.
 //! Neither key ever shows up in the daemon's log.
 
-use super::harness::*;
+use crate::util::upload::*;
+use crate::util::Env;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Command;
@@ -19,8 +20,8 @@ fn write_key(path: &Path, key: &str) {
 
 /// Seeds 6 pending records, starts the mock and the daemon (wrong key in the key file, upload
 /// on `schedule`) and waits until the store refused the key at least once.
-fn refused_daemon(schedule: &str) -> (World, Mock, ChildGuard, std::path::PathBuf) {
-    let w = World::new();
+fn refused_daemon(schedule: &str) -> (Env, Mock, ChildGuard, std::path::PathBuf) {
+    let w = Env::for_upload();
     w.seed("rot", 2, 3);
     assert_eq!(w.states(), counts(&[("pending", 6)]));
     let mock = Mock::start(mock_config());

@@ -2,7 +2,7 @@
 //! from the files (so they cannot drift from what is tested), their absolute paths moved under a
 //! temporary root, and run with an empty environment as systemd and cron would.
 
-use super::harness::KEY;
+use crate::util::upload::KEY;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -148,7 +148,7 @@ fn install_recipe_matches_the_unit() {
     for (k, v) in &env {
         run.env(k, v);
     }
-    let mut child = super::harness::ChildGuard::spawn(run);
+    let mut child = crate::util::upload::ChildGuard::spawn(run);
     let mut line = String::new();
     BufReader::new(child.child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert!(line.starts_with("meterd listening on"), "the daemon did not start: {line:?}");
@@ -183,7 +183,7 @@ fn cron_line_runs_under_crons_environment() {
         .arg(&ledger)
         .env("OPS_MOCK_KEY", KEY)
         .env_remove("RUST_LOG");
-    let mut mock = super::harness::ChildGuard::spawn(mock);
+    let mut mock = crate::util::upload::ChildGuard::spawn(mock);
     let mut line = String::new();
     BufReader::new(mock.child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     let endpoint = line.trim().strip_prefix("mock-store listening on ").expect("mock address").to_string();

@@ -1,7 +1,8 @@
 //! Transient failures, lost answers and oversized batches: everything ends up billed exactly
 //! once, and every resend is the stored bytes.
 
-use super::harness::*;
+use crate::util::upload::*;
+use crate::util::Env;
 use meterd::mockstore::{Faults, LostAnswer};
 use meterd::store::batches;
 
@@ -11,13 +12,13 @@ use meterd::store::batches;
 /// than `backoff_cap` (50ms); after 3 consecutive failures the fallback host is used.
 #[test]
 fn transient_failures_then_all_delivered() {
-    let w = World::new();
+    let w = Env::for_upload();
     w.seed("flaky", 125, 20);
     let mut cfg = mock_config();
     cfg.faults = Faults { fail_first: 3, drop_every: 4, ..Faults::default() };
     let mock = Mock::start(cfg);
     w.configure(&Upload::to(&mock.endpoint()).batch_size(500));
-    let up = w.cfg();
+    let up = w.cfg_owned();
     assert_eq!((up.upload.backoff_base.0.as_millis(), up.upload.backoff_cap.0.as_millis()), (10, 50));
     let report = w.upload_lib(&up, &key());
 
@@ -45,7 +46,7 @@ fn transient_failures_then_all_delivered() {
 /// batch stays open (records `sending`); the next run resends the very same bytes.
 #[test]
 fn exhausted_retries_leave_the_batch_for_the_next_run() {
-    let w = World::new();
+    let w = Env::for_upload();
     w.seed("later", 10, 10);
     let mut cfg = mock_config();
     cfg.faults = Faults { fail_first: 3, ..Faults::default() };
@@ -76,13 +77,13 @@ fn exhausted_retries_leave_the_batch_for_the_next_run() {
 #[test]
 fn bill_then_fail_resends_the_same_bytes_and_bills_once() {
     for how in [LostAnswer::Empty500, LostAnswer::Drop] {
-        let w = World::new();
+        let w = Env::for_upload();
         w.seed("lost", 75, 20);
         let mut cfg = mock_config();
         cfg.faults = Faults { bill_then_fail_first: 1, bill_then_fail_how: how, ..Faults::default() };
         let mock = Mock::start(cfg);
         w.configure(&Upload::to(&mock.endpoint()));
-        let report = w.upload_lib(&w.cfg(), &key());
+        let report = w.upload_lib(&w.cfg_owned(), &key());
 
         assert_eq!((report.delivered, report.requests), (1500, 3), "{how:?}: {report:?}");
         assert_eq!(report.outcomes, counts(&[("delivered", 2), ("transient", 1)]), "{how:?}");
@@ -107,7 +108,7 @@ fn bill_then_fail_resends_the_same_bytes_and_bills_once() {
 /// 9003; the batch is split in halves (500 + 501) and the rest of the run uses batches of 500.
 #[test]
 fn too_many_records_halves_the_batch() {
-    let w = World::new();
+    let w = Env::for_upload();
     w.seed("big", 87, 23);
     assert_eq!(w.records().len(), 2001);
     let planted = w
@@ -122,7 +123,7 @@ fn too_many_records_halves_the_batch() {
 
     let mock = Mock::start(mock_config());
     w.configure(&Upload::to(&mock.endpoint()));
-    let report = w.upload_lib(&w.cfg(), &key());
+    let report = w.upload_lib(&w.cfg_owned(), &key());
 
     assert_eq!((report.delivered, report.requests), (2001, 5), "{report:?}");
     assert_eq!(report.outcomes, counts(&[("delivered", 4), ("too_many", 1)]));

@@ -1,13 +1,14 @@
 //! The happy path, and the stored canonical bodies against the JSON Schema.
 
-use super::harness::*;
+use crate::util::upload::*;
+use crate::util::Env;
 
 /// 2,500 sealed records, batch size 1000 → exactly 3 requests (1000, 1000, 500); every record
 /// billed once with its sealed values; every record `delivered`; the bytes sent are the stored
 /// batch bodies, in order.
 #[test]
 fn happy_path_2500_records_in_three_requests() {
-    let w = World::new();
+    let w = Env::for_upload();
     w.seed("happy", 125, 20);
     let rows = w.records();
     assert_eq!(rows.len(), 2500);
@@ -15,7 +16,7 @@ fn happy_path_2500_records_in_three_requests() {
 
     let mock = Mock::start(mock_config());
     w.configure(&Upload::to(&mock.endpoint()));
-    let report = w.upload_lib(&w.cfg(), &key());
+    let report = w.upload_lib(&w.cfg_owned(), &key());
 
     assert_eq!((report.delivered, report.rejected, report.expired, report.waiting), (2500, 0, 0, 0), "{report:?}");
     assert_eq!(report.requests, 3, "{report:?}");
@@ -44,7 +45,7 @@ fn schema() -> jsonschema::Validator {
 /// store is signed over (re-serialising the parsed records gives the same bytes).
 #[test]
 fn stored_batch_bodies_validate_against_the_schema() {
-    let w = World::new();
+    let w = Env::for_upload();
     w.seed("schema", 30, 5);
     // One record the store refuses, so the batch is split and the halves are stored too.
     let mut cfg = mock_config();
@@ -52,7 +53,7 @@ fn stored_batch_bodies_validate_against_the_schema() {
     cfg.instances = Some(ids.into_iter().collect());
     let mock = Mock::start(cfg);
     w.configure(&Upload::to(&mock.endpoint()).batch_size(64));
-    let report = w.upload_lib(&w.cfg(), &key());
+    let report = w.upload_lib(&w.cfg_owned(), &key());
     assert_eq!((report.delivered, report.rejected), (145, 5), "{report:?}");
 
     let v = schema();

@@ -3,7 +3,8 @@
 //! the database is intact. Kill points are drawn from a seed, printed so a failure can be
 //! replayed with `METERD_TEST_SEED=<seed>`.
 
-use super::harness::*;
+use crate::util::upload::*;
+use crate::util::Env;
 use meterd::mockstore::read_entries;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
@@ -20,7 +21,7 @@ fn seed() -> u64 {
 
 #[test]
 fn sigkill_mid_upload_then_restart_delivers_each_record_once() {
-    let base = World::new();
+    let base = Env::for_upload();
     base.seed("kill", 250, 20);
     assert_eq!(base.records().len(), 5000);
     let seed = seed();
@@ -34,8 +35,8 @@ fn sigkill_mid_upload_then_restart_delivers_each_record_once() {
     }
 }
 
-fn round_with_kill(base: &World, kill_after: u64, extra: Duration) {
-    let w = World::copy_of(base);
+fn round_with_kill(base: &Env, kill_after: u64, extra: Duration) {
+    let w = Env::copy_of(base);
     let ledger = w.dir.path().join("ledger.jsonl");
     let env = [("METERD_ISV_KEY", KEY)];
 

@@ -1,7 +1,8 @@
 //! Records the store refuses: one bad record bisected out of a full batch and requeued after
 //! its cause is fixed, and records too old to send rejected locally as `EXPIRED`.
 
-use super::harness::*;
+use crate::util::upload::*;
+use crate::util::Env;
 use meterd::mockstore::read_entries;
 use meterd::upload::canonical_body;
 
@@ -15,7 +16,7 @@ use meterd::upload::canonical_body;
 /// restarted with the instance added (its ledger file is read back, so dedupe survives).
 #[test]
 fn unknown_instance_is_bisected_out_then_requeued() {
-    let w = World::new();
+    let w = Env::for_upload();
     let known: Vec<String> = (0..999).map(|i| format!("known-{i:04}")).collect();
     let stranger = "stranger-0001".to_string();
     let all: Vec<String> = known.iter().cloned().chain([stranger.clone()]).collect();
@@ -103,7 +104,7 @@ fn expired_records_are_rejected_locally_and_never_sent() {
     let then = now().add_secs(-21 * day + 2 * 3600);
 
     // Only the expired record: the store never hears of it.
-    let lone = World::new();
+    let lone = Env::for_upload();
     lone.add_instances(&["old-1".to_string()]);
     lone.ingest(&[("old-1".to_string(), old_at)], then);
     lone.seal(then);
@@ -115,7 +116,7 @@ fn expired_records_are_rejected_locally_and_never_sent() {
     assert_eq!(lone.states(), counts(&[("rejected", 1)]));
 
     // With an edge record and a fresh one beside it.
-    let w = World::new();
+    let w = Env::for_upload();
     let ids = ["old-1", "edge-1", "fresh-1"].map(String::from);
     w.add_instances(&ids);
     w.ingest(&[(ids[0].clone(), old_at), (ids[1].clone(), edge_at)], then);
@@ -152,7 +153,7 @@ fn expired_records_are_rejected_locally_and_never_sent() {
 fn dry_run_leaves_out_what_a_real_run_would_expire() {
     let day = 86_400;
     let then = now().add_secs(-21 * day + 2 * 3600);
-    let w = World::new();
+    let w = Env::for_upload();
     let ids = ["old-1", "fresh-1"].map(String::from);
     w.add_instances(&ids);
     w.ingest(&[(ids[0].clone(), now().add_secs(-21 * day - 3600 + 600))], then);
@@ -184,7 +185,7 @@ fn dry_run_leaves_out_what_a_real_run_would_expire() {
 /// `--dry-run` refuses an endpoint the real run would refuse, with the same exit code.
 #[test]
 fn dry_run_refuses_plain_http_to_a_remote_host() {
-    let w = World::new();
+    let w = Env::for_upload();
     w.seed("dry", 1, 1);
     w.configure(&Upload::to("http://mkt.myhuaweicloud.com"));
     let run = w.meterd(&["upload", "--now", NOW, "--dry-run"], &[("METERD_ISV_KEY", KEY)]).expect(2);

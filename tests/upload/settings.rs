@@ -1,11 +1,12 @@
 //! Configuration problems: a wrong key stops the run and keeps every record pending, plain
 //! HTTP to a remote host is refused, and the key never shows up in any output.
 
-use super::harness::*;
+use crate::util::upload::*;
+use crate::util::Env;
 use meterd::config::Config;
 
 /// Writes the key file with owner-only permissions.
-fn key_file(w: &World, key: &str) -> std::path::PathBuf {
+fn key_file(w: &Env, key: &str) -> std::path::PathBuf {
     let p = w.dir.path().join("isv.key");
     std::fs::write(&p, format!("{key}\n")).unwrap();
     #[cfg(unix)]
@@ -22,7 +23,7 @@ fn key_file(w: &World, key: &str) -> std::path::PathBuf {
 /// delivered, each record once.
 #[test]
 fn wrong_key_keeps_everything_pending_until_fixed() {
-    let w = World::new();
+    let w = Env::for_upload();
     w.seed("wk", 75, 20);
     let mock = Mock::start(mock_config());
     w.configure(&Upload::to(&mock.endpoint()));
@@ -57,7 +58,7 @@ fn wrong_key_keeps_everything_pending_until_fixed() {
 /// anything is sent, exit 2, with a message naming the setting and asking for https.
 #[test]
 fn plain_http_to_a_remote_host_is_refused() {
-    let w = World::new();
+    let w = Env::for_upload();
     w.seed("tls", 2, 2);
     let mock = Mock::start(mock_config());
     let env = [("METERD_ISV_KEY", KEY)];
@@ -84,7 +85,7 @@ fn plain_http_to_a_remote_host_is_refused() {
 /// loaded config that names a key file, nor of the loaded key.
 #[test]
 fn the_key_never_appears_in_output() {
-    let w = World::new();
+    let w = Env::for_upload();
     w.seed("secret", 10, 5);
     let mock = Mock::start(mock_config());
     let kf = key_file(&w, KEY);

@@ -22,6 +22,7 @@ pub mod db;
 pub mod event;
 pub mod mock;
 pub mod pg;
+pub mod upload;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};

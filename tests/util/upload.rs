@@ -1,5 +1,6 @@
-//! Shared harness for the upload tests: a world (temp dir, config file, real SQLite store with
-//! sealed records), the mock store in-process on its own runtime or as the real binary, the
+//! The upload side of the one integration-test harness ([`Env`]): an environment (temp dir,
+//! config file, real store — SQLite or, in `_pg` targets, PostgreSQL — with sealed records) built
+//! by [`Env::for_upload`], the mock store in-process on its own runtime or as the real binary, the
 //! real `meterd` binary, and the checks every test wants (billed exactly once, byte-identical
 //! resends).
 //!
@@ -9,7 +10,8 @@
 
 #![allow(dead_code)]
 
-use crate::util::db::Db;
+use super::db::Db;
+use super::Env;
 use meterd::collector::{Collector, EventInput};
 use meterd::config::{Config, Secret};
 use meterd::mockstore::{LedgerEntry, MockConfig};
@@ -64,13 +66,7 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The world: a temp dir with a config file and a database holding sealed records.
-
-pub struct World {
-    pub dir: tempfile::TempDir,
-    pub db: PathBuf,
-    pub config: PathBuf,
-}
+// An upload environment: a temp dir with a config file and a database holding sealed records.
 
 /// The `[upload]` settings a test varies; the rest is fixed: fast backoff (10ms..50ms) and a
 /// fallback equal to the endpoint (a config file cannot switch the fallback off).
@@ -119,22 +115,25 @@ impl Upload {
     }
 }
 
-impl World {
-    pub fn new() -> World {
+impl Env {
+    /// An environment for the upload tests: the `calls` plan and an `[upload]` section aimed at
+    /// a closed port (tests [`Env::configure`] their own endpoint).
+    pub fn for_upload() -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::util::backend::new_db(dir.path(), "meterd.db");
+        let db = super::backend::new_db(dir.path(), "meterd.db");
         let config = dir.path().join("meterd.toml");
-        let w = World { dir, db, config };
+        let w = Env { dir, db, config };
         w.configure(&Upload::to("http://127.0.0.1:9"));
         w
     }
 
-    /// A world whose database is a copy of `from`'s (taken while no connection is open).
-    pub fn copy_of(from: &World) -> World {
+    /// An upload environment whose database is a copy of `from`'s (taken while no connection
+    /// is open).
+    pub fn copy_of(from: &Env) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::util::backend::copy_db(&from.db, dir.path(), "meterd.db");
+        let db = super::backend::copy_db(&from.db, dir.path(), "meterd.db");
         let config = dir.path().join("meterd.toml");
-        let w = World { dir, db, config };
+        let w = Env { dir, db, config };
         w.configure(&Upload::to("http://127.0.0.1:9"));
         w
     }
@@ -142,13 +141,14 @@ impl World {
     /// Rewrites the config file with these upload settings.
     pub fn configure(&self, up: &Upload) {
         // On PostgreSQL the shortest sealer lease, so that a run after a SIGKILLed one waits
-        // out the dead run's lease in seconds (see [`World::meterd`]).
-        let store = if crate::util::backend::PG { "[store]\nlease = \"3s\"\n" } else { "" };
+        // out the dead run's lease in seconds (see [`Env::meterd`]).
+        let store = if super::backend::PG { "[store]\nlease = \"3s\"\n" } else { "" };
         std::fs::write(&self.config, format!("{PLANS}\n{}{store}", up.toml())).unwrap();
     }
 
-    /// The config as the binary would load it.
-    pub fn cfg(&self) -> Config {
+    /// The config as the binary would load it, owned (a test may change it before a library
+    /// upload; [`Env::cfg`] shares it instead).
+    pub fn cfg_owned(&self) -> Config {
         Config::load(&self.config).unwrap()
     }
 
@@ -172,7 +172,7 @@ impl World {
     /// Ingests `(instance, time)` events through the library collector at `at`; every event is
     /// accepted. Quantities vary with the position so records differ.
     pub fn ingest(&self, events: &[(String, Timestamp)], at: Timestamp) {
-        let collector = Collector::builder(&self.db, self.cfg()).tuning(meterd::Tuning::every(37, 101)).start().unwrap();
+        let collector = Collector::builder(&self.db, self.cfg_owned()).tuning(meterd::Tuning::every(37, 101)).start().unwrap();
         let inputs: Vec<EventInput> = events
             .iter()
             .enumerate()
@@ -192,7 +192,7 @@ impl World {
     }
 
     pub fn seal(&self, at: Timestamp) {
-        meterd::seal::seal(&mut self.store(), &self.cfg(), at).unwrap();
+        meterd::seal::seal(&mut self.store(), &self.cfg_owned(), at).unwrap();
     }
 
     /// `instances` × `hours` records: instances `{prefix}-0000…`, one event in each of the
@@ -239,7 +239,7 @@ impl World {
         report
     }
 
-    /// The real binary with this world's config and database; the environment is cleared of
+    /// The real binary with this environment's config and database; the environment is cleared of
     /// everything meterd reads, then `env` is applied.
     pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_meterd"));
@@ -247,7 +247,7 @@ impl World {
         for var in ["METERD_ISV_KEY", "METERD_CONFIG", "METERD_DB", "RUST_LOG"] {
             c.env_remove(var);
         }
-        c.envs(crate::util::backend::child_env().iter().copied());
+        c.envs(super::backend::child_env().iter().copied());
         for (k, v) in env {
             c.env(k, v);
         }
@@ -256,13 +256,13 @@ impl World {
 
     /// Runs the binary to completion. On PostgreSQL a run refused because a killed run still
     /// holds the sealer lease (exit 4) is retried until that lease expires (at most 10 s, over
-    /// the 3 s lease [`World::configure`] sets), as an operator's rerun would be; SQLite has no
+    /// the 3 s lease [`Env::configure`] sets), as an operator's rerun would be; SQLite has no
     /// lease.
     pub fn meterd(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let ran = Ran::from(self.command(args, env).output().unwrap());
-            if crate::util::backend::PG && ran.code == 4 && ran.stderr.contains("holds the sealer lease") && Instant::now() < deadline {
+            if super::backend::PG && ran.code == 4 && ran.stderr.contains("holds the sealer lease") && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(300));
                 continue;
             }
@@ -306,11 +306,11 @@ impl Ran {
 // on the binary while the mock answers.
 
 /// The one in-process mock store of the integration tests (`tests/util/mock.rs`).
-pub use crate::util::mock::Mock;
+pub use super::mock::Mock;
 
 /// A mock config: the test key, "now" pinned at [`NOW`], request bodies kept.
 pub fn mock_config() -> MockConfig {
-    crate::util::mock::mock_config(KEY, NOW)
+    super::mock::mock_config(KEY, NOW)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -407,7 +407,7 @@ pub fn assert_billed_once(ledger: &[LedgerEntry], expected: &[RecordRow]) {
 }
 
 /// Every request body the mock received is byte-for-byte the body of a stored batch.
-pub fn assert_received_are_stored_batches(received: &[Vec<u8>], w: &World) {
+pub fn assert_received_are_stored_batches(received: &[Vec<u8>], w: &Env) {
     let stored: HashSet<Vec<u8>> = w.batches().into_iter().map(|b| b.1).collect();
     for (i, body) in received.iter().enumerate() {
         assert!(stored.contains(body), "request {} sent bytes that are no stored batch body: {}", i + 1, preview(body));
