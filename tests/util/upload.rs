@@ -306,6 +306,7 @@ impl Ran {
 // on the binary while the mock answers.
 
 /// The one in-process mock store of the integration tests (`tests/util/mock.rs`).
+#[allow(unused_imports)]
 pub use super::mock::Mock;
 
 /// A mock config: the test key, "now" pinned at [`NOW`], request bodies kept.
