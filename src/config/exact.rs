@@ -25,7 +25,7 @@ fn float_refused<E: de::Error>(v: f64) -> E {
         return E::custom(format!("{v} is not an amount: write a decimal number as a string, e.g. \"0.01\""));
     }
     let shown = format!("{v:?}"); // `1.0`, `0.01`, `1e-7`: the float as TOML shows it
-    let digits = shown.chars().take_while(|c| *c != 'e').filter(char::is_ascii_digit).collect::<String>();
+    let digits: String = shown.chars().filter(char::is_ascii_digit).collect();
     if digits.trim_start_matches('0').len() <= 15 && !shown.contains('e') {
         E::custom(format!("{shown} {why}: write it as a string, e.g. \"{shown}\""))
     } else {
