@@ -648,7 +648,6 @@ fn fmt_n(x: f64) -> String {
 }
 
 fn main() {
-    pg_rows::allow_postgres();
     let s = Sizes::from_env();
     let dir = bench_dir();
     let only = std::env::var("METERD_BENCH_ONLY").ok();

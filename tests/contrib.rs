@@ -346,7 +346,7 @@ fn postgres_exposition() -> Option<String> {
     let pg = util::pg::PgCluster::shared()?;
     let mut env = Env::new();
     env.db = std::path::PathBuf::from(pg.fresh_db());
-    let d = env.daemon_with(&["--node", "node-a"], &[("METERD_PG_UNFINISHED", "1")]);
+    let d = env.daemon_with(&["--node", "node-a"], &[]);
     Some(scrape_until(&d, "/metrics", "the lease held", |t| t.contains("\nmeterd_lease_held 1\n")))
 }
 

@@ -63,7 +63,6 @@ fn mock(latency: Duration) -> Mock {
 /// The example config on `db` with a 3 s lease, seal and upload every second, the store at
 /// `endpoint` with fast backoff and `batch_size` records per request.
 fn shared_env(db: &str, endpoint: &str, batch_size: usize) -> Env {
-    std::env::set_var("METERD_PG_UNFINISHED", "1");
     let (e, f, b) = (format!("endpoint = {endpoint:?}"), format!("fallback = {endpoint:?}"), format!("batch_size = {batch_size}"));
     let lease = format!("lease = \"{}s\"", LEASE.as_secs());
     let text = example_config_with(&[
@@ -83,7 +82,7 @@ fn shared_env(db: &str, endpoint: &str, batch_size: usize) -> Env {
 
 /// `meterd run --node NAME` on the shared store, uploading with the mock's key.
 fn node(env: &Env, name: &str) -> Daemon {
-    env.daemon_with(&["--node", name], &[("METERD_PG_UNFINISHED", "1"), ("METERD_ISV_KEY", KEY)])
+    env.daemon_with(&["--node", name], &[("METERD_ISV_KEY", KEY)])
 }
 
 fn signal(d: &Daemon, sig: &str) {

@@ -82,7 +82,6 @@ fn levels_on_sqlite() {
 #[test]
 fn levels_on_postgres() {
     let Some(pg) = pg::PgCluster::shared() else { return };
-    std::env::set_var("METERD_PG_UNFINISHED", "1");
     check(&mut Store::open(Path::new(&pg.fresh_db())).unwrap());
 }
 
@@ -146,7 +145,6 @@ fn weighted_seal_and_audit_on_sqlite() {
 #[test]
 fn weighted_seal_and_audit_on_postgres() {
     let Some(pg) = pg::PgCluster::shared() else { return };
-    std::env::set_var("METERD_PG_UNFINISHED", "1");
     assert_eq!(seal_and_audit(&mut Store::open(Path::new(&pg.fresh_db())).unwrap()), expected_records());
 }
 
@@ -203,6 +201,5 @@ fn weighted_late_ingest_on_sqlite() {
 #[test]
 fn weighted_late_ingest_on_postgres() {
     let Some(pg) = pg::PgCluster::shared() else { return };
-    std::env::set_var("METERD_PG_UNFINISHED", "1");
     ingest_late(Path::new(&pg.fresh_db()));
 }

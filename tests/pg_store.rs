@@ -32,7 +32,6 @@ price = "0.002"
 "#;
 
 fn open(url: &str) -> Store {
-    std::env::set_var("METERD_PG_UNFINISHED", "1");
     Store::open(Path::new(url)).unwrap()
 }
 
@@ -250,7 +249,6 @@ fn optimistic_events_are_checked_when_finished() {
 fn a_batch_with_stored_keys_gets_the_lookup_verdicts() {
     let Some(pg) = PgCluster::shared() else { return };
     let url = pg.fresh_db();
-    std::env::set_var("METERD_PG_UNFINISHED", "1");
     let cfg = std::sync::Arc::new(meterd::config::Config::from_toml_str(CALLS_PLAN).unwrap());
     let now: Timestamp = "2026-11-20T10:30:00Z".parse().unwrap();
     let line =
@@ -407,7 +405,6 @@ fn a_restarted_server_is_reconnected_to_by_itself() {
 fn ingest_and_seal_run_on_postgres() {
     let Some(pg) = PgCluster::shared() else { return };
     let url = pg.fresh_db();
-    std::env::set_var("METERD_PG_UNFINISHED", "1");
     let cfg = std::sync::Arc::new(meterd::config::Config::from_toml_str(CALLS_PLAN).unwrap());
     let now: Timestamp = "2026-11-20T10:30:00Z".parse().unwrap();
     let line = |id: &str, inst: &str, q: &str, t: &str| format!(r#"{{"id":"{id}","instance_id":"{inst}","quantity":"{q}","time":"{t}"}}"#);
@@ -454,19 +451,13 @@ fn ingest_and_seal_run_on_postgres() {
     assert!(balances.iter().all(|b| b.holds() && b.settled()), "conservation holds on PostgreSQL: {balances:?}");
 }
 
-fn meterd(dir: &Path, db: &str, gate: bool) -> std::process::Output {
+fn meterd(dir: &Path, db: &str) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"));
     cmd.current_dir(dir).env_remove("METERD_CONFIG").env_remove("PGPASSWORD").args(["--db", db, "status"]);
-    if gate {
-        cmd.env("METERD_PG_UNFINISHED", "1");
-    } else {
-        cmd.env_remove("METERD_PG_UNFINISHED");
-    }
     cmd.output().unwrap()
 }
 
-/// A wrong password, a missing database, a libpq `key=value` string and a URL this build
-/// refuses are configuration errors (exit 2: a restart cannot fix them), and none of the
+/// A wrong password, a missing database and a libpq `key=value` string are configuration errors (exit 2: a restart cannot fix them), and none of the
 /// messages repeats the password; the libpq string never becomes a SQLite file.
 #[test]
 fn configuration_errors_of_a_postgres_store_are_exit_2_and_never_show_the_password() {
@@ -476,14 +467,14 @@ fn configuration_errors_of_a_postgres_store_are_exit_2_and_never_show_the_passwo
     let wrong = url.replacen(pg.password(), "not-the-password", 1);
     let missing_db = format!("{}/no_such_database", url.rsplit_once('/').unwrap().0);
     let conninfo = format!("host=127.0.0.1 port={} user=meterd password={} dbname=meterd", pg.port(), pg.password());
-    for (db, gate) in [(wrong.as_str(), true), (missing_db.as_str(), true), (conninfo.as_str(), true), (url.as_str(), false)] {
-        let out = meterd(dir.path(), db, gate);
+    for db in [wrong.as_str(), missing_db.as_str(), conninfo.as_str()] {
+        let out = meterd(dir.path(), db);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{db}: {stderr}");
         assert!(!stderr.contains(pg.password()) && !stderr.contains("not-the-password"), "{stderr}");
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no SQLite file made of a connection string");
-    assert_eq!(meterd(dir.path(), &url, true).status.code(), Some(0));
+    assert_eq!(meterd(dir.path(), &url).status.code(), Some(0));
 }
 
 /// A server that accepts the connection and never answers does not hang meterd: the open
@@ -498,7 +489,6 @@ fn a_silent_server_fails_the_open_instead_of_hanging() {
         std::thread::sleep(Duration::from_secs(40));
         drop(held);
     });
-    std::env::set_var("METERD_PG_UNFINISHED", "1");
     let started = std::time::Instant::now();
     let e = Store::open(Path::new(&format!("postgres://meterd:pw@127.0.0.1:{port}/meterd"))).unwrap_err();
     assert!(started.elapsed() < meterd::store::pg::CONNECT_TIMEOUT + Duration::from_secs(5), "{:?}", started.elapsed());

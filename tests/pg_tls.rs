@@ -14,11 +14,7 @@ use std::path::{Path, PathBuf};
 use util::pg::PgCluster;
 use util::{Env, Run, NOW};
 
-const PG: (&str, &str) = ("METERD_PG_UNFINISHED", "1");
-
-fn gate() {
-    std::env::set_var(PG.0, PG.1);
-}
+fn gate() {}
 
 /// `url` with `params` appended as its query.
 fn with(url: &str, params: &str) -> String {
@@ -48,7 +44,7 @@ fn store_uses_tls(store: &mut Store) -> bool {
 fn status(url: &str) -> Run {
     let mut env = Env::new();
     env.db = PathBuf::from(url);
-    let out = env.cmd().env(PG.0, PG.1).args(["status", "--now", NOW]).stdin(std::process::Stdio::null()).output().expect("spawn meterd");
+    let out = env.cmd().args(["status", "--now", NOW]).stdin(std::process::Stdio::null()).output().expect("spawn meterd");
     Run::from(out)
 }
 
@@ -93,9 +89,9 @@ fn the_binary_ingests_and_reports_over_verified_tls() {
     let url = verify_full(&pg, &pg.url(&name));
     let mut env = Env::new();
     env.db = PathBuf::from(&url);
-    let add = env.cmd().env(PG.0, PG.1).args(["instance", "add", "i-1", "--plan", "calls", "--start", "2026-11-01T00:00:00Z"]).output();
+    let add = env.cmd().args(["instance", "add", "i-1", "--plan", "calls", "--start", "2026-11-01T00:00:00Z"]).output();
     Run::from(add.expect("spawn meterd")).success();
-    let d = env.daemon_with(&["--node", "tls-a"], &[PG]);
+    let d = env.daemon_with(&["--node", "tls-a"], &[]);
     let ev = r#"{"id":"e-1","instance_id":"i-1","time":"2026-11-23T11:10:00Z","quantity":"3"}"#;
     let reply = d.http().events(format!("[{ev}]"));
     assert_eq!(reply.status, 200, "{}", reply.text());

@@ -19,12 +19,12 @@ use util::{Env, Ev, Run, NOW};
 const CALLS: &str = "6a1f0c3e-1d2b-4c5a-8e9f-0a1b2c3d4e5f";
 const USERS: &str = "7b2e1d4f-2e3c-4d6b-9fa0-1b2c3d4e5f60";
 
-/// `meterd --config … --db DB ARGS` with the PostgreSQL opt-in set.
+/// `meterd --config … --db DB ARGS`.
 fn run_on(env: &Env, db: &str, args: &[&str]) -> Run {
     let mut c = std::process::Command::new(util::bin());
     c.arg("--config").arg(&env.config).arg("--db").arg(db).current_dir(env.dir.path());
     c.env_remove("METERD_CONFIG").env_remove("METERD_DB").env_remove("PGPASSWORD").env("RUST_LOG", "warn");
-    c.env("METERD_PG_UNFINISHED", "1").args(args).stdin(std::process::Stdio::null());
+    c.args(args).stdin(std::process::Stdio::null());
     Run::from(c.output().expect("spawn meterd"))
 }
 
@@ -33,7 +33,6 @@ fn copy(env: &Env, from: &str, to: &str) -> Run {
 }
 
 fn open(db: &str) -> Store {
-    std::env::set_var("METERD_PG_UNFINISHED", "1");
     Store::open(Path::new(db)).unwrap_or_else(|e| panic!("open {db}: {e}"))
 }
 

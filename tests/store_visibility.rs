@@ -11,14 +11,12 @@ use std::time::{Duration, Instant};
 use util::pg::PgCluster;
 use util::Env;
 
-const PG: (&str, &str) = ("METERD_PG_UNFINISHED", "1");
-
 #[test]
 fn status_and_metrics_show_the_lease_holder_and_the_nodes_on_postgres() {
     let Some(pg) = PgCluster::shared() else { return };
     let mut env = Env::new();
     env.db = PathBuf::from(pg.fresh_db());
-    let d = env.daemon_with(&["--node", "node-a"], &[PG]);
+    let d = env.daemon_with(&["--node", "node-a"], &[]);
     // The lease loop takes the lease at start; wait until the status shows it.
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -46,7 +44,7 @@ fn status_and_metrics_show_the_lease_holder_and_the_nodes_on_postgres() {
 
     // Another node's view: not the holder; node-a is still the one seen.
     let run = |args: &[&str]| {
-        let out = env.cmd().args(["--node", "node-b"]).env(PG.0, PG.1).args(args).stdin(std::process::Stdio::null()).output().unwrap();
+        let out = env.cmd().args(["--node", "node-b"]).args(args).stdin(std::process::Stdio::null()).output().unwrap();
         util::Run::from(out)
     };
     let json = run(&["status", "--format", "json", "--now", util::NOW]);

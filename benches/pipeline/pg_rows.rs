@@ -82,8 +82,7 @@ impl Phases {
     }
 }
 
-/// Runs the PostgreSQL rows (see the module docs). Call before any other thread exists if
-/// `METERD_PG_UNFINISHED` is to be set by [`allow_postgres`].
+/// Runs the PostgreSQL rows (see the module docs).
 pub fn run(s: &Sizes, phases: &Phases) -> PgRun {
     if let Err(why) = super::pg_cluster::find_bin_dir() {
         return PgRun::Skipped(why);
@@ -99,12 +98,6 @@ pub fn run(s: &Sizes, phases: &Phases) -> PgRun {
             panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default(),
         ),
     }
-}
-
-/// The temporary opt-in of this build to the PostgreSQL store (`store::open_postgres`). Call
-/// once, first thing in `main`, before any thread is started.
-pub fn allow_postgres() {
-    std::env::set_var("METERD_PG_UNFINISHED", "1");
 }
 
 fn run_phases(cluster: &PgCluster, s: &Sizes, phases: &Phases) -> PgFigures {

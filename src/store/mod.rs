@@ -437,13 +437,6 @@ impl Store {
     /// Connects to the PostgreSQL server at `url` (see [`pg`]).
     fn open_postgres(url: &str) -> Result<Store> {
         let location = pg::PgLocation::parse(url)?;
-        // Until every store function runs on PostgreSQL (issue 13 is being built in steps), a
-        // PostgreSQL URL is refused rather than half served; development tests opt in.
-        if std::env::var("METERD_PG_UNFINISHED").as_deref() != Ok("1") {
-            return Err(StoreError::Invalid(format!(
-                "{location}: the shared PostgreSQL store is not finished in this build of meterd; use a SQLite file for now (to try it anyway, set METERD_PG_UNFINISHED=1)"
-            )));
-        }
         let conn = Box::new(location.connect_and_migrate()?);
         Ok(Store {
             path: PathBuf::from(location.to_string()),

@@ -8,8 +8,6 @@
 //! - [`new_db`]: the `--db` value of one test — a file in its temp dir, or a `postgres://` URL
 //!   of a new empty database (the library's `Store::open`, `Collector::start` and the binary's
 //!   `--db` all take either).
-//! - [`child_env`]: what a child process needs to accept that URL (the temporary opt-in
-//!   `METERD_PG_UNFINISHED=1`, which the test process itself sets once in [`new_db`]).
 //! - [`Db`]: direct reads of what was stored, on either backend, through the library's
 //!   statement API ([`meterd::store::sql::Tx`]) in SQL both engines accept, so a suite's
 //!   assertions are the same text on both.
@@ -66,7 +64,6 @@ pub fn new_db(dir: &Path, file: &str) -> PathBuf {
     if !PG {
         return dir.join(file);
     }
-    opt_in();
     match super::pg::PgCluster::shared() {
         Some(cluster) => PathBuf::from(cluster.fresh_db()),
         None => {
@@ -74,22 +71,6 @@ pub fn new_db(dir: &Path, file: &str) -> PathBuf {
             // PostgreSQL run of this suite is skipped.
             std::process::exit(0)
         }
-    }
-}
-
-/// Sets the temporary PostgreSQL opt-in for the library calls of this process, once, before
-/// the first database of the run exists (the lead removes the gate, and this, at merge time).
-fn opt_in() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| std::env::set_var("METERD_PG_UNFINISHED", "1"));
-}
-
-/// Environment variables a child `meterd` needs for this backend.
-pub fn child_env() -> &'static [(&'static str, &'static str)] {
-    if PG {
-        &[("METERD_PG_UNFINISHED", "1")]
-    } else {
-        &[]
     }
 }
 

@@ -105,7 +105,6 @@ impl Env {
         // Fold window totals and flush dedupe keys every few dozen events (not every ~100k), so
         // that every test crosses those boundaries, mid-request too.
         c.env("METERD_FOLD_EVENTS", FOLD_EVENTS).env("METERD_FLUSH_EVENTS", FLUSH_EVENTS);
-        c.envs(backend::child_env().iter().copied());
         c
     }
 

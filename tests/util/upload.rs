@@ -247,7 +247,6 @@ impl Env {
         for var in ["METERD_ISV_KEY", "METERD_CONFIG", "METERD_DB", "RUST_LOG"] {
             c.env_remove(var);
         }
-        c.envs(super::backend::child_env().iter().copied());
         for (k, v) in env {
             c.env(k, v);
         }
