@@ -28,15 +28,21 @@
 //! the delivery loop last read it; 0 on a node that does not deliver).
 //!
 //! The exposition is written here, not with the `prometheus-client` crate (issue 16 item 8
-//! asked for it; it was tried and kept out), because that crate cannot produce this output:
-//! it encodes only OpenMetrics, where a counter family is named without `_total`
-//! (`# TYPE meterd_events_accepted counter`, which in the 0.0.4 text format Prometheus and the
-//! tests here read types a different series than `meterd_events_accepted_total`) and the
-//! body ends with `# EOF`; it has no summary type (`meterd_*_seconds` quantiles from
-//! hdrhistogram); its gauges are `i64`/`f64`, so the exact decimals of the quota gauges would
-//! go through binary floating point; and it appends a `.` to every HELP text. Half the
-//! families through the crate and half by hand would be two encoders for one page. What is
-//! hand-written is only the text format itself: names and HELP in one place per family,
+//! asked for it; it was tried and kept out), because the crate cannot produce the page that
+//! `docs/design.md` specifies ("`GET /metrics` (Prometheus text: counters and latency
+//! percentiles from hdrhistogram)") and that the shipped dashboard and alert rules read:
+//! - it has no summary type, so the `meterd_*_seconds{quantile}` percentiles would have to
+//!   become histogram buckets (a different family, other queries in `contrib/`);
+//! - it encodes only OpenMetrics: a counter family is typed without its suffix
+//!   (`# TYPE meterd_events_accepted counter` above `meterd_events_accepted_total 5`), which a
+//!   text-format 0.0.4 reader (a plain `curl`, our tests, older scrapers) sees as a sample with
+//!   no `TYPE` of its own, and the body ends with `# EOF`;
+//! - its gauges are `i64`/`f64`, so the quota gauges, which print the exact decimals
+//!   `meterd package list` shows, would go through binary floating point;
+//! - it appends a `.` to every HELP text.
+//!
+//! Half the families through the crate and half by hand would be two encoders for one page.
+//! What is hand-written is only the text format itself: names and HELP in one place per family,
 //! label values escaped (by `label`) where they are free text.
 
 use crate::collector::IngestResult;
