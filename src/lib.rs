@@ -14,7 +14,10 @@
 //! [`notify`] announces quota and usage crossings, deadlines, rejections and readiness changes
 //! to the seller's app through a persisted outbox and signed webhooks; [`mockstore`] emulates
 //! the cloud store on loopback for tests and local integration; [`server`] and [`daemon`] run
-//! it all as a sidecar; [`cli`] is the command line.
+//! it all as a sidecar. The binary's own modules — `cli` (the command line), `demo`, `faults`
+//! (test-only fault injection read from the environment) and `logging` — are public only so
+//! that `main.rs` and the integration tests reach them; they are hidden from these docs and are
+//! not part of the library's API.
 //!
 //! Invariants: an event is acknowledged only after the transaction holding it committed
 //! (`synchronous=FULL`, WAL); an event is identified by (`instance_id`, `id`) and counted once;
@@ -75,14 +78,18 @@
 //! ```
 
 pub mod audit;
+#[doc(hidden)]
 pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod daemon;
+#[doc(hidden)]
 pub mod demo;
+#[doc(hidden)]
 pub mod faults;
 pub mod guard;
 pub mod health;
+#[doc(hidden)]
 pub mod logging;
 pub mod metrics;
 pub mod mockstore;

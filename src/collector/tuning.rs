@@ -6,7 +6,7 @@
 //! times (a fold or a flush inside a group, a restart between two, a duplicate of a folded or
 //! flushed event), and because they are options, tests in one process can run collectors with
 //! different sizes side by side. The binary reads `METERD_FOLD_EVENTS` / `METERD_FLUSH_EVENTS`
-//! once at the process edge ([`crate::faults::tuning_from_env`]) for the real-process tests.
+//! once at the process edge (`crate::faults::tuning_from_env`) for the real-process tests.
 
 /// How often the ingest writer moves its in-memory state to the database.
 ///
