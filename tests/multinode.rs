@@ -27,30 +27,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use util::mock::{mock_config, Mock};
 use util::pg::PgCluster;
-use util::{assert_billed_once, example_config_with, Daemon, Env, Ev, NOW};
+use util::{assert_billed_once, example_config_with, wait_for, Daemon, Env, Ev, NOW, PATIENCE};
 
 /// The interconnection key of the mock store.
 const KEY: &str = "multinode-key-3c9e1a7f5d";
 /// `[store] lease` of every node.
 const LEASE: Duration = Duration::from_secs(3);
-/// Longest wait for any condition.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Polls `cond` every 20 ms until it holds; panics with `what` after [`PATIENCE`].
-fn wait_until(what: &str, cond: impl FnMut() -> bool) {
-    wait_logged(what, &[], cond)
-}
-
-/// [`wait_until`], showing the logs of `nodes` when it gives up.
-fn wait_logged(what: &str, nodes: &[&Daemon], mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        if started.elapsed() > PATIENCE {
-            let logs: Vec<String> = nodes.iter().map(|d| d.stderr()).collect();
-            panic!("gave up waiting for {what}; node logs:\n{}", logs.join("\n----\n"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// [`util::wait_for`] with [`PATIENCE`], showing the logs of `nodes` when it gives up.
+fn wait_logged(what: &str, nodes: &[&Daemon], cond: impl FnMut() -> bool) {
+    let logs = || nodes.iter().map(|d| d.stderr()).collect::<Vec<String>>().join("\n----\n");
+    util::wait_for_showing(what, PATIENCE, || format!("node logs:\n{}", logs()), cond)
 }
 
 /// The mock cloud store answering each request after `latency`, keeping every request body.
@@ -83,11 +69,6 @@ fn shared_env(db: &str, endpoint: &str, batch_size: usize) -> Env {
 /// `meterd run --node NAME` on the shared store, uploading with the mock's key.
 fn node(env: &Env, name: &str) -> Daemon {
     env.daemon_with(&["--node", name], &[("METERD_ISV_KEY", KEY)])
-}
-
-fn signal(d: &Daemon, sig: &str) {
-    let ok = Command::new("kill").args([sig, &d.pid().to_string()]).status().expect("run kill").success();
-    assert!(ok, "kill {sig} failed");
 }
 
 /// The sealer lease as stored: (holder, epoch), if any node ever took it.
@@ -280,7 +261,7 @@ fn a_killed_uploader_is_replaced_within_two_leases_and_every_record_is_billed_on
     let total = billable(&mut db);
     assert_eq!(total, 40, "10 hours × 4 instances sealed once");
     wait_logged("every record billed", &[&b], || mock.ledger().len() >= total);
-    wait_until("every record delivered in the store", || records(&mut db).iter().all(|r| r.4 == "delivered"));
+    wait_for("every record delivered in the store", PATIENCE, || records(&mut db).iter().all(|r| r.4 == "delivered"));
     let ledger = mock.ledger();
     assert_billed_once(&ledger);
     assert_eq!(ledger.len(), total);
@@ -361,7 +342,7 @@ fn a_holder_paused_past_its_lease_is_fenced_and_writes_nothing_when_it_wakes() {
     wait_logged("node-a to take the lease", &[&a], || lease(&mut db).is_some_and(|l| l.0 == "node-a"));
     let b = node(&env, "node-b");
     wait_logged("node-a to be mid-upload", &[&a, &b], || !mock.received().is_empty());
-    signal(&a, "-STOP");
+    a.signal("-STOP");
     let stopped = Stopped(&a);
     let paused = Instant::now();
     wait_logged("node-b to take the lease", &[&b], || lease(&mut db).is_some_and(|l| l.0 == "node-b"));
@@ -379,11 +360,12 @@ fn a_holder_paused_past_its_lease_is_fenced_and_writes_nothing_when_it_wakes() {
     let before = snapshot(&mut db);
     let ledger_before = mock.ledger().len();
 
-    signal(&a, "-CONT");
+    a.signal("-CONT");
     drop(stopped);
-    wait_until("node-a to notice it lost the lease", || a.stderr().contains("lost the sealer lease"));
+    wait_for("node-a to notice it lost the lease", PATIENCE, || a.stderr().contains("lost the sealer lease"));
     // Its interrupted upload finishes with a fenced write, or its next turn is skipped; either
-    // way give it two more seal/upload ticks to try.
+    // way give it two more seal/upload ticks to try. The sleep is the test: in this time the
+    // woken node may change nothing (there is no event to await for "nothing happened").
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(snapshot(&mut db), before, "the paused node changed records or batches after waking");
     assert_eq!(mock.ledger().len(), ledger_before, "nothing was billed after the takeover settled");
@@ -458,7 +440,7 @@ fn a_restarted_postgres_gets_503_while_down_and_nodes_reconnect_without_losing_a
         acked.extend(ids);
     }
     for http in &https {
-        wait_until("/readyz after the restart", || http.get("/readyz").status == 200);
+        wait_for("/readyz after the restart", PATIENCE, || http.get("/readyz").status == 200);
     }
 
     let stored: BTreeSet<String> = db.query("SELECT event_id FROM events", &[]).unwrap().iter().map(|r| r.get(0)).collect();

@@ -7,6 +7,8 @@
 
 #[path = "util/pg.rs"]
 mod pg;
+#[path = "util/plans.rs"]
+mod plans;
 
 use meterd::model::{Quantity, Timestamp};
 use meterd::store::lease::{self, Acquired};
@@ -18,18 +20,11 @@ use rust_decimal::Decimal;
 use std::path::Path;
 use std::time::Duration;
 
-/// An hourly `calls` plan with auto-registration, as the ingest and seal tests here use it.
-const CALLS_PLAN: &str = r#"
-[collector]
-auto_register = "calls"
-[[plan]]
-name = "calls"
-factor = "api_calls"
-unit = "call"
-period = "hour"
-pricing = "fixed"
-price = "0.002"
-"#;
+/// The shared hourly `calls` plan (at 0.002 per call) with auto-registration, as the ingest
+/// and seal tests here use it.
+fn calls_plan() -> String {
+    format!("\n[collector]\nauto_register = \"calls\"\n{}", plans::calls_plan("0.002"))
+}
 
 fn open(url: &str) -> Store {
     Store::open(Path::new(url)).unwrap()
@@ -249,7 +244,7 @@ fn optimistic_events_are_checked_when_finished() {
 fn a_batch_with_stored_keys_gets_the_lookup_verdicts() {
     let Some(pg) = PgCluster::shared() else { return };
     let url = pg.fresh_db();
-    let cfg = std::sync::Arc::new(meterd::config::Config::from_toml_str(CALLS_PLAN).unwrap());
+    let cfg = std::sync::Arc::new(meterd::config::Config::from_toml_str(&calls_plan()).unwrap());
     let now: Timestamp = "2026-11-20T10:30:00Z".parse().unwrap();
     let line =
         |id: &str, inst: &str, q: &str| format!(r#"{{"id":"{id}","instance_id":"{inst}","quantity":"{q}","time":"2026-11-20T09:10:00Z"}}"#);
@@ -405,7 +400,7 @@ fn a_restarted_server_is_reconnected_to_by_itself() {
 fn ingest_and_seal_run_on_postgres() {
     let Some(pg) = PgCluster::shared() else { return };
     let url = pg.fresh_db();
-    let cfg = std::sync::Arc::new(meterd::config::Config::from_toml_str(CALLS_PLAN).unwrap());
+    let cfg = std::sync::Arc::new(meterd::config::Config::from_toml_str(&calls_plan()).unwrap());
     let now: Timestamp = "2026-11-20T10:30:00Z".parse().unwrap();
     let line = |id: &str, inst: &str, q: &str, t: &str| format!(r#"{{"id":"{id}","instance_id":"{inst}","quantity":"{q}","time":"{t}"}}"#);
     let body = [
@@ -501,7 +496,7 @@ fn a_silent_server_fails_the_open_instead_of_hanging() {
 fn seal_a_day(db: &str) -> (Vec<String>, Option<u64>) {
     use meterd::store::lifecycle::{self, Status};
     use meterd::store::{instances, packages, records};
-    let cfg = meterd::config::Config::from_toml_str(CALLS_PLAN).unwrap();
+    let cfg = meterd::config::Config::from_toml_str(&calls_plan()).unwrap();
     let day: Timestamp = "2026-11-19T00:00:00Z".parse().unwrap();
     let at = |h: i64| Timestamp::from_secs(day.secs() + h * 3600);
     let mut s = open(db);

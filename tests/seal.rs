@@ -1,19 +1,21 @@
-//! Sealing and preview through the library, on a real SQLite file: conservation under random
-//! event streams and seal times (with freezes, unfreezes, releases and packages, also reported
-//! after some sealing), clipping, zone-aware windows, and golden previews.
+//! Sealing and preview through the library, on a real store (a SQLite file; PostgreSQL as
+//! `seal_pg`): conservation under random event streams and seal times (with freezes, unfreezes,
+//! releases and packages, also reported after some sealing), clipping, zone-aware windows, and
+//! golden previews. Each test's environment is the shared harness's [`Env`] with one collector
+//! kept open ([`Live`]).
 
 #[path = "util/mod.rs"]
 mod util;
 
 use meterd::collector::{Collector, EventInput};
-use meterd::config::Config;
 use meterd::model::{parse_rfc3339, Quantity, Timestamp};
 use meterd::preview::{preview, PreviewQuery};
 use meterd::store::{instances, records, Store};
 use proptest::prelude::*;
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use util::library::Live;
+use util::Env;
 
 const PLANS: &str = r#"
 timezone = "+08:00"
@@ -45,44 +47,12 @@ fn ts(s: &str) -> Timestamp {
 /// Fold every 5 and flush every 11 events: the streams cross both boundaries many times.
 const SMALL: meterd::Tuning = meterd::Tuning { fold_events: 5, flush_events: 11 };
 
-struct World {
-    _dir: tempfile::TempDir,
-    db: std::path::PathBuf,
-    cfg: Arc<Config>,
-    collector: Collector,
-}
-
-impl World {
-    fn new(extra: &str) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let db = util::backend::new_db(dir.path(), "m.db");
-        let cfg = Arc::new(Config::from_toml_str(&format!("{PLANS}\n{extra}")).unwrap());
-        // Fold window totals and flush dedupe keys every few events (`meterd::Tuning`), so
-        // the random streams cross those boundaries between and inside calls.
-        let collector = Collector::builder(&db, cfg.clone()).tuning(SMALL).start().unwrap();
-        World { _dir: dir, db, cfg, collector }
-    }
-    fn store(&self) -> Store {
-        Store::open(&self.db).unwrap()
-    }
-    fn add(&self, id: &str, plan: &str, start: &str) {
-        self.store().write(|tx| instances::add(tx, id, plan, ts(start), ts(start))).unwrap();
-    }
-    fn event(&self, inst: &str, id: &str, q: &str, t: &str, now: &str) -> meterd::collector::IngestResult {
-        let ev = EventInput {
-            id: id.into(),
-            instance_id: inst.into(),
-            quantity: Quantity::parse_event(q).unwrap(),
-            time: ts(t),
-            metric: None,
-            properties: None,
-            quantity_omitted: false,
-        };
-        self.collector.ingest_events(vec![ev], ts(now)).unwrap()
-    }
-    fn seal(&self, now: &str) -> meterd::seal::SealReport {
-        meterd::seal::seal(&mut self.store(), &self.cfg, ts(now)).unwrap()
-    }
+/// The suite's environment: the plans above plus `extra` in the config file, and one
+/// collector kept open across the test's steps. It folds window totals and flushes dedupe keys
+/// every few events ([`SMALL`]), so the random streams cross those boundaries between and
+/// inside calls.
+fn live(extra: &str) -> Live {
+    Env::with_config(&format!("{PLANS}\n{extra}")).live(SMALL)
 }
 
 fn assert_conserved(db: &Path) {
@@ -165,12 +135,12 @@ fn wholly_frozen(h: &meterd::store::lifecycle::History, begin: i64, end: i64) ->
 
 #[test]
 fn clipped_times_and_record_format() {
-    let w = World::new("");
-    w.add("i-1", "calls", "2026-11-23T06:20:00Z");
+    let w = live("");
+    w.add_instance_at("i-1", "calls", ts("2026-11-23T06:20:00Z"));
     assert_eq!(w.event("i-1", "a", "1.5", "2026-11-23T06:30:00Z", "2026-11-23T09:00:00Z").accepted, 1);
     assert_eq!(w.event("i-1", "b", "2", "2026-11-23T09:10:00Z", "2026-11-23T09:30:00Z").accepted, 1);
     w.store().write(|tx| instances::release(tx, "i-1", ts("2026-11-23T09:40:00Z"))).unwrap();
-    w.seal("2026-11-23T11:00:00Z");
+    w.seal(ts("2026-11-23T11:00:00Z"));
     let recs = w.store().read(records::all).unwrap();
     let bodies: Vec<serde_json::Value> = recs.iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
     assert_eq!(bodies[0]["begin_time"], "20231123T062000Z".replace("2023", "2026"));
@@ -188,27 +158,27 @@ fn clipped_times_and_record_format() {
 
 #[test]
 fn seal_is_idempotent_and_never_goes_back() {
-    let w = World::new("");
-    w.add("i-1", "calls", "2026-11-23T00:00:00Z");
+    let w = live("");
+    w.add_instance_at("i-1", "calls", ts("2026-11-23T00:00:00Z"));
     w.event("i-1", "a", "1", "2026-11-23T06:30:00Z", "2026-11-23T07:00:00Z");
-    assert_eq!(w.seal("2026-11-23T07:05:00Z").records, 1);
-    assert_eq!(w.seal("2026-11-23T07:05:00Z").records, 0);
-    assert_eq!(w.seal("2026-11-23T05:00:00Z").records, 0, "clock went backwards");
+    assert_eq!(w.seal(ts("2026-11-23T07:05:00Z")).records, 1);
+    assert_eq!(w.seal(ts("2026-11-23T07:05:00Z")).records, 0);
+    assert_eq!(w.seal(ts("2026-11-23T05:00:00Z")).records, 0, "clock went backwards");
     // Within the grace period the window stays open.
     w.event("i-1", "b", "1", "2026-11-23T07:30:00Z", "2026-11-23T08:00:00Z");
-    assert_eq!(w.seal("2026-11-23T08:04:59Z").records, 0);
-    assert_eq!(w.seal("2026-11-23T08:05:00Z").records, 1);
+    assert_eq!(w.seal(ts("2026-11-23T08:04:59Z")).records, 0);
+    assert_eq!(w.seal(ts("2026-11-23T08:05:00Z")).records, 1);
     assert_conserved(&w.db);
 }
 
 #[test]
 fn remainder_is_carried_not_lost() {
-    let w = World::new("");
-    w.add("i-1", "seats", "2026-11-23T00:00:00Z");
+    let w = live("");
+    w.add_instance_at("i-1", "seats", ts("2026-11-23T00:00:00Z"));
     w.event("i-1", "a", "0.00006", "2026-11-23T01:10:00Z", "2026-11-23T05:00:00Z");
     w.event("i-1", "b", "0.00006", "2026-11-23T02:10:00Z", "2026-11-23T05:00:00Z");
     w.event("i-1", "c", "1.123456789", "2026-11-23T03:10:00Z", "2026-11-23T05:00:00Z");
-    w.seal("2026-11-23T05:00:00Z");
+    w.seal(ts("2026-11-23T05:00:00Z"));
     let recs = w.store().read(records::all).unwrap();
     let values: Vec<String> = recs.iter().map(|r| r.usage_value.to_string()).collect();
     // 0.00006 → 0 (zero record, carry 0.00006); 0.00012 → 0.0001 (carry 0.00002);
@@ -222,13 +192,13 @@ fn remainder_is_carried_not_lost() {
 
 #[test]
 fn cap_carries_the_excess() {
-    let w = World::new("");
-    w.add("i-1", "seats", "2026-11-23T00:00:00Z");
+    let w = live("");
+    w.add_instance_at("i-1", "seats", ts("2026-11-23T00:00:00Z"));
     for i in 0..3 {
         w.event("i-1", &format!("big{i}"), "50000000", &format!("2026-11-23T01:1{i}:00Z"), "2026-11-23T05:00:00Z");
     }
     w.event("i-1", "small", "1", "2026-11-23T02:10:00Z", "2026-11-23T05:00:00Z");
-    let rep = w.seal("2026-11-23T05:00:00Z");
+    let rep = w.seal(ts("2026-11-23T05:00:00Z"));
     assert_eq!(rep.capped, 1);
     let recs = w.store().read(records::all).unwrap();
     assert_eq!(recs[0].usage_value.to_string(), "99999999.9999");
@@ -238,12 +208,12 @@ fn cap_carries_the_excess() {
 
 #[test]
 fn day_window_in_beijing_is_rendered_in_utc() {
-    let w = World::new("");
-    w.add("g-1", "storage", "2026-11-20T00:00:00Z");
+    let w = live("");
+    w.add_instance_at("g-1", "storage", ts("2026-11-20T00:00:00Z"));
     // 2026-11-23T17:30Z is 2026-11-24 01:30 in Beijing: the day window 11-23T16:00Z..11-24T16:00Z.
     w.event("g-1", "a", "10", "2026-11-23T17:30:00Z", "2026-11-24T12:00:00Z");
     w.event("g-1", "b", "5", "2026-11-23T15:30:00Z", "2026-11-24T12:00:00Z");
-    w.seal("2026-11-24T16:05:00Z");
+    w.seal(ts("2026-11-24T16:05:00Z"));
     let recs = w.store().read(records::all).unwrap();
     let b: Vec<serde_json::Value> = recs.iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
     assert_eq!(
@@ -269,13 +239,13 @@ fn golden(name: &str, value: &serde_json::Value) {
 
 #[test]
 fn golden_step_across_month_boundary_in_beijing() {
-    let w = World::new("");
-    w.add("i-1", "calls", "2026-11-01T00:00:00Z");
+    let w = live("");
+    w.add_instance_at("i-1", "calls", ts("2026-11-01T00:00:00Z"));
     // 15:xx Z on Nov 30 is still November in Beijing; 16:xx Z is December 1st.
     w.event("i-1", "a", "2", "2026-11-30T14:10:00Z", "2026-11-30T18:00:00Z");
     w.event("i-1", "b", "6", "2026-11-30T15:10:00Z", "2026-11-30T18:00:00Z");
     w.event("i-1", "c", "5", "2026-11-30T16:10:00Z", "2026-11-30T18:00:00Z");
-    w.seal("2026-11-30T18:00:00Z");
+    w.seal(ts("2026-11-30T18:00:00Z"));
     let p = preview(&mut w.store(), &w.cfg, &PreviewQuery::default()).unwrap();
     let charges: Vec<String> = p.rows.iter().map(|r| r.charge.to_string()).collect();
     // November: 2 → 0.6, then 6 → 1.3 (step 1.90 in all); December starts again: 5 → 0.9 + 0.4.
@@ -291,13 +261,13 @@ fn golden_step_across_month_boundary_in_beijing() {
 
 #[test]
 fn golden_documented_example_three_modes() {
-    let w = World::new("[[plan]]\nname = \"fixed\"\nfactor = \"f\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"0.3\"");
+    let w = live("[[plan]]\nname = \"fixed\"\nfactor = \"f\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"0.3\"");
     for (id, plan) in [("step-1", "calls"), ("tier-1", "seats"), ("fixed-1", "fixed")] {
-        w.add(id, plan, "2026-11-01T00:00:00Z");
+        w.add_instance_at(id, plan, ts("2026-11-01T00:00:00Z"));
         w.event(id, "a", "2", "2026-11-23T01:10:00Z", "2026-11-23T05:00:00Z");
         w.event(id, "b", "6", "2026-11-23T02:10:00Z", "2026-11-23T05:00:00Z");
     }
-    w.seal("2026-11-23T05:00:00Z");
+    w.seal(ts("2026-11-23T05:00:00Z"));
     let p = preview(&mut w.store(), &w.cfg, &PreviewQuery::default()).unwrap();
     let totals: Vec<(String, String)> = p.instances.iter().map(|t| (t.instance_id.clone(), t.charge_2dp.to_string())).collect();
     assert_eq!(totals, [("fixed-1".into(), "2.40".into()), ("step-1".into(), "1.90".into()), ("tier-1".into(), "1.80".into())]);
@@ -341,7 +311,7 @@ fn step() -> impl Strategy<Value = Step> {
 
 /// Applies a lifecycle step to `inst` (errors — out of order, refused release — are part of
 /// the game and ignored); `false` for other steps.
-fn lifecycle_step(w: &World, s: &Step, inst: &str, base: Timestamp) -> bool {
+fn lifecycle_step(w: &Live, s: &Step, inst: &str, base: Timestamp) -> bool {
     use meterd::store::lifecycle::{self, Status};
     match *s {
         Step::Status { minute, .. } => {
@@ -373,7 +343,7 @@ proptest! {
     /// record lies in a window its instance spent wholly frozen.
     #[test]
     fn conservation_under_random_streams(steps in proptest::collection::vec(step(), 1..60), release_at in 0i64..(3 * 24 * 60)) {
-        let w = World::new("");
+        let w = live("");
         let base = ts("2026-11-20T00:00:00Z");
         let insts = [("h-1", "calls"), ("d-1", "storage"), ("r-1", "seats")];
         for (id, plan) in insts {
@@ -413,12 +383,12 @@ proptest! {
 
 #[test]
 fn records_past_their_reporting_deadline_are_flagged() {
-    let w = World::new("");
-    w.add("h-1", "calls", "2026-11-23T00:00:00Z");
-    w.add("d-1", "storage", "2026-11-20T00:00:00Z");
+    let w = live("");
+    w.add_instance_at("h-1", "calls", ts("2026-11-23T00:00:00Z"));
+    w.add_instance_at("d-1", "storage", ts("2026-11-20T00:00:00Z"));
     w.event("h-1", "a", "1", "2026-11-23T08:10:00Z", "2026-11-23T09:00:00Z");
     w.event("d-1", "b", "1", "2026-11-22T08:10:00Z", "2026-11-23T09:00:00Z");
-    w.seal("2026-11-23T09:06:00Z"); // hourly 08:00–09:00 and the Beijing day ending 11-22T16:00Z
+    w.seal(ts("2026-11-23T09:06:00Z")); // hourly 08:00–09:00 and the Beijing day ending 11-22T16:00Z
     let past = |now: &str| meterd::status::status(&mut w.store(), &w.cfg, ts(now), true).unwrap().past_deadline;
     // Daily record: due 1 h after its end (01:00 Beijing); hourly: within 2 h of its end.
     assert_eq!(past("2026-11-22T16:59:59Z"), 0);
@@ -506,7 +476,7 @@ proptest! {
         pkgs in proptest::collection::vec(pkg(), 0..4),
         steps in proptest::collection::vec(step(), 1..60),
     ) {
-        let w = World::new(STOP_PLAN);
+        let w = live(STOP_PLAN);
         let base = ts("2026-11-20T00:00:00Z");
         w.store().write(|tx| instances::add(tx, "s-1", "stop", base, base)).unwrap();
         let cfg = w.cfg.clone();
@@ -560,7 +530,7 @@ proptest! {
 /// nothing is stored twice, and conservation holds.
 #[test]
 fn two_writers_and_a_sealer_keep_window_totals_exact() {
-    let w = World::new("");
+    let w = live("");
     let second = Collector::builder(&w.db, w.cfg.clone()).tuning(SMALL).start().unwrap();
     let base = ts("2026-11-20T00:00:00Z");
     for id in ["h-1", "h-2"] {
@@ -639,14 +609,14 @@ fn two_writers_and_a_sealer_keep_window_totals_exact() {
 /// to the daemon): a late event is billed in the first open window, not in the sealed one.
 #[test]
 fn a_seal_by_another_process_moves_the_running_collectors_late_boundary() {
-    let w = World::new("");
-    w.add("h-1", "calls", "2026-11-20T00:00:00Z");
+    let w = live("");
+    w.add_instance_at("h-1", "calls", ts("2026-11-20T00:00:00Z"));
     let r = w.event("h-1", "a", "1", "2026-11-20T10:30:00Z", "2026-11-20T10:31:00Z");
     assert_eq!(r.accepted, 1);
     // An upload-like commit that changes no instance, then the seal.
     w.store().write(|tx| meterd::store::meta::set(tx, "last_upload_ok", "x")).unwrap();
     w.event("h-1", "b", "1", "2026-11-20T10:35:00Z", "2026-11-20T10:36:00Z");
-    w.seal("2026-11-20T11:10:00Z");
+    w.seal(ts("2026-11-20T11:10:00Z"));
     w.event("h-1", "late", "2", "2026-11-20T10:40:00Z", "2026-11-20T11:11:00Z");
     let billed: i64 = util::db::Db::open(&w.db).one("SELECT billed_window FROM events WHERE event_id = 'late'", &[]);
     assert_eq!(billed, ts("2026-11-20T11:00:00Z").secs(), "late event billed in the first open window");

@@ -3,7 +3,7 @@
 //! acknowledged is lost, and everything recovers by itself once the filler is removed.
 
 use super::util::{self, example_config_with, Env};
-use super::{failing, metric, post, wait_for};
+use super::{failing, metric, post, wait_reply};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,7 +41,7 @@ fn a_full_filesystem_fails_readiness_loses_nothing_and_recovers() {
     let env = Env { db: mount.0.join("meterd.db"), ..env };
     env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
     let d = env.daemon();
-    wait_for(&d, "/readyz", "ready", |r| r.status == 200);
+    wait_reply(&d, "/readyz", "ready", |r| r.status == 200);
 
     // Fill the filesystem but for a little room, then ingest until it is full.
     let filler = mount.0.join("filler");
@@ -73,7 +73,7 @@ fn a_full_filesystem_fails_readiness_loses_nothing_and_recovers() {
     let again = post(&d, "inst-a", "after", 200);
     assert_eq!(again.status, 200, "{}", again.text());
     acked += again.json()["accepted"].as_u64().unwrap();
-    wait_for(&d, "/readyz", "recovery", |r| r.status == 200);
+    wait_reply(&d, "/readyz", "recovery", |r| r.status == 200);
     assert_eq!(util::db::count_events_of(&env.db(), "inst-a") as u64, acked, "every acknowledged event is stored");
     drop(d);
     drop(mount);

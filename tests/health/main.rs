@@ -44,7 +44,7 @@ pub fn post(d: &util::Daemon, inst: &str, prefix: &str, n: usize) -> util::Reply
 }
 
 /// Polls `path` until `pred` holds on the reply (or panics after 15 s with the last reply).
-pub fn wait_for(d: &util::Daemon, path: &str, what: &str, pred: impl Fn(&util::Reply) -> bool) -> util::Reply {
+pub fn wait_reply(d: &util::Daemon, path: &str, what: &str, pred: impl Fn(&util::Reply) -> bool) -> util::Reply {
     let start = Instant::now();
     loop {
         let r = d.http().get(path);

@@ -1,7 +1,7 @@
 //! The database file deleted or moved away while the daemon runs.
 
 use super::util::{self, Env};
-use super::{failing, fast_env, metric, post, wait_for};
+use super::{failing, fast_env, metric, post, wait_reply};
 
 const INST: &str = "inst-a";
 
@@ -87,7 +87,7 @@ fn a_database_moved_away_stops_ingest_fails_health_and_loses_nothing_acknowledge
     let retry = post(&d, INST, "after", 10).ok();
     assert_eq!(retry["accepted"].as_u64().unwrap() + retry["duplicates"].as_u64().unwrap(), 10, "{retry}");
     assert!(events_of(&env) >= 20);
-    wait_for(&d, "/readyz", "ready", |r| r.status == 200);
+    wait_reply(&d, "/readyz", "ready", |r| r.status == 200);
 }
 
 /// The file deleted: the same refusal, and `--create-db` is the explicit way to start afresh.

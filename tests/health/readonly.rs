@@ -2,7 +2,7 @@
 //! file permissions, so the daemon runs as `nobody` through `setpriv`).
 
 use super::util::{self, Env};
-use super::{failing, fast_env, metric, post, wait_for};
+use super::{failing, fast_env, metric, post, wait_reply};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
@@ -39,13 +39,13 @@ fn a_read_only_database_fails_readiness_and_recovers_when_writable_without_a_res
     }
     let as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"];
     let mut d = env.daemon_wrapped(&as_nobody, &[], &[]);
-    wait_for(&d, "/readyz", "ready", |r| r.status == 200);
+    wait_reply(&d, "/readyz", "ready", |r| r.status == 200);
     assert_eq!(post(&d, "inst-a", "a", 5).ok()["accepted"], 5);
     d.kill();
 
     chmod(&env.db, 0o444);
     let d = env.daemon_wrapped(&as_nobody, &[], &[]);
-    let r = wait_for(&d, "/readyz", "the seal failures", |r| r.status == 503 && failing(r).contains(&"seal".to_string()));
+    let r = wait_reply(&d, "/readyz", "the seal failures", |r| r.status == 503 && failing(r).contains(&"seal".to_string()));
     assert!(failing(&r).contains(&"database_writable".to_string()), "{}", r.text());
     assert!(r.text().contains("readonly"), "{}", r.text());
     let refused = post(&d, "inst-a", "b", 5);
@@ -67,8 +67,8 @@ fn a_read_only_database_fails_readiness_and_recovers_when_writable_without_a_res
     let accepted = post(&d, "inst-a", "b", 5);
     assert_eq!(accepted.status, 200, "the writer reopens its connection at its next attempt: {}", accepted.text());
     assert_eq!(accepted.json()["accepted"], 5, "the refused events were never stored: {}", accepted.text());
-    wait_for(&d, "/metrics", "a successful seal", |_| metric(&d, "meterd_last_seal_success_timestamp_seconds").unwrap_or(0.0) > 0.0);
-    let r = wait_for(&d, "/readyz", "recovery", |r| r.status == 200);
+    wait_reply(&d, "/metrics", "a successful seal", |_| metric(&d, "meterd_last_seal_success_timestamp_seconds").unwrap_or(0.0) > 0.0);
+    let r = wait_reply(&d, "/readyz", "recovery", |r| r.status == 200);
     assert!(failing(&r).is_empty(), "{}", r.text());
     assert_eq!(metric(&d, "meterd_health_check{check=\"database_writable\"}"), Some(1.0));
     assert_eq!(d.http().get("/healthz").status, 200);

@@ -44,7 +44,7 @@ fn an_upload_configuration_error_fails_readiness() {
     let mock = mock(Duration::ZERO);
     let (env, _) = seeded(&mock, 1000);
     let d = env.daemon_with(&[], &[("METERD_ISV_KEY", "not-the-key-0123456789")]);
-    let r = super::wait_for(&d, "/readyz", "the upload failure", |r| super::failing(r).contains(&"upload".to_string()));
+    let r = super::wait_reply(&d, "/readyz", "the upload failure", |r| super::failing(r).contains(&"upload".to_string()));
     assert_eq!(r.status, 503);
     assert!(r.text().contains("configuration error"), "{}", r.text());
     assert!(super::metric(&d, "meterd_upload_failures_total{reason=\"config_error\"}").unwrap_or(0.0) >= 1.0);

@@ -4,10 +4,8 @@
 //! Neither key ever shows up in the daemon's log.
 
 use crate::util::upload::*;
-use crate::util::Env;
-use std::io::{BufRead, BufReader};
+use crate::util::{wait_for, Daemon, Env, PATIENCE};
 use std::path::Path;
-use std::process::Command;
 
 fn write_key(path: &Path, key: &str) {
     std::fs::write(path, format!("{key}\n")).unwrap();
@@ -20,7 +18,7 @@ fn write_key(path: &Path, key: &str) {
 
 /// Seeds 6 pending records, starts the mock and the daemon (wrong key in the key file, upload
 /// on `schedule`) and waits until the store refused the key at least once.
-fn refused_daemon(schedule: &str) -> (Env, Mock, ChildGuard, std::path::PathBuf) {
+fn refused_daemon(schedule: &str) -> (Env, Mock, Daemon, std::path::PathBuf) {
     let w = Env::for_upload();
     w.seed("rot", 2, 3);
     assert_eq!(w.states(), counts(&[("pending", 6)]));
@@ -32,21 +30,18 @@ fn refused_daemon(schedule: &str) -> (Env, Mock, ChildGuard, std::path::PathBuf)
     text.push_str(&format!("\n[schedule]\nseal = \"0 0 0 1 1 *\"\nupload = {schedule:?}\n"));
     std::fs::write(&w.config, text).unwrap();
 
-    let mut guard = ChildGuard::spawn(w.command(&["run", "--listen", "127.0.0.1:0", "--now", NOW], &[("RUST_LOG", "info")]));
-    let mut line = String::new();
-    BufReader::new(guard.child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("meterd listening on"), "daemon did not start: {line:?}");
+    let daemon = w.daemon_with(&[], &[("RUST_LOG", "info")]);
     // A refused batch goes back to pending once the answer is handled (it is in a batch while
     // the request is in flight).
-    wait_until("the store refusing the wrong key, the records pending again", || {
+    wait_for("the store refusing the wrong key, the records pending again", PATIENCE, || {
         mock.counters().requests >= 1 && w.states() == counts(&[("pending", 6)])
     });
     assert_eq!(mock.counters().records_billed, 0);
-    (w, mock, guard, key_file)
+    (w, mock, daemon, key_file)
 }
 
-fn assert_key_never_logged(guard: ChildGuard) -> String {
-    let (_, stderr) = guard.finish();
+fn assert_key_never_logged(daemon: Daemon) -> String {
+    let stderr = daemon.finish();
     assert!(!stderr.contains(KEY) && !stderr.contains(WRONG_KEY), "a key in the log:\n{stderr}");
     assert!(stderr.contains("upload key re-read"), "{stderr}");
     stderr
@@ -55,25 +50,24 @@ fn assert_key_never_logged(guard: ChildGuard) -> String {
 /// SIGHUP after the key file is fixed: delivered, though no upload tick comes (yearly schedule).
 #[test]
 fn sighup_rereads_the_key_file() {
-    let (w, mock, guard, key_file) = refused_daemon("0 0 0 1 1 *");
+    let (w, mock, daemon, key_file) = refused_daemon("0 0 0 1 1 *");
     write_key(&key_file, KEY);
     // The sleep is the test: for this long, nothing may re-read the fixed key on its own.
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(w.states(), counts(&[("pending", 6)]), "nothing re-reads the key without a signal or a tick");
-    let ok = Command::new("kill").args(["-HUP", &guard.child.id().to_string()]).status().unwrap().success();
-    assert!(ok);
-    wait_until("delivery after SIGHUP", || w.states() == counts(&[("delivered", 6)]));
+    daemon.signal("-HUP");
+    wait_for("delivery after SIGHUP", PATIENCE, || w.states() == counts(&[("delivered", 6)]));
     assert_billed_once(&mock.ledger(), &w.records());
-    assert_key_never_logged(guard);
+    assert_key_never_logged(daemon);
 }
 
 /// No signal: the next upload run after the store refused the key re-reads the file.
 #[test]
 fn the_next_run_after_a_refused_key_rereads_it() {
-    let (w, mock, guard, key_file) = refused_daemon("* * * * * *");
+    let (w, mock, daemon, key_file) = refused_daemon("* * * * * *");
     write_key(&key_file, KEY);
-    wait_until("delivery at a later tick", || w.states() == counts(&[("delivered", 6)]));
+    wait_for("delivery at a later tick", PATIENCE, || w.states() == counts(&[("delivered", 6)]));
     assert_billed_once(&mock.ledger(), &w.records());
-    let stderr = assert_key_never_logged(guard);
+    let stderr = assert_key_never_logged(daemon);
     assert!(stderr.contains("MKT.0102") || stderr.contains("re-read before the next run"), "{stderr}");
 }

@@ -3,8 +3,8 @@
 //! temporary root, and run with an empty environment as systemd and cron would.
 
 use crate::util::upload::KEY;
+use crate::util::{Daemon, MOCK_BANNER, RUN_BANNER};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -148,18 +148,14 @@ fn install_recipe_matches_the_unit() {
     for (k, v) in &env {
         run.env(k, v);
     }
-    let mut child = crate::util::upload::ChildGuard::spawn(run);
-    let mut line = String::new();
-    BufReader::new(child.child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("meterd listening on"), "the daemon did not start: {line:?}");
-    // Give the uploader a moment to log its first line (the "upload is off" check below looks
-    // for it). SIGTERM itself is safe at once: the handler is registered before the address.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let ok = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status().unwrap().success();
-    assert!(ok);
-    let status = child.child.wait().unwrap();
-    let (_, stderr) = child.finish();
-    assert!(status.success(), "{status:?}: {stderr}");
+    let mut daemon = Daemon::spawn_announced(run, root.path(), RUN_BANNER);
+    // SIGTERM is safe at once: the handler is registered before the address is printed. No
+    // wait for the uploader's first line (the "upload is off" check below looks for it): a
+    // clean stop joins the upload loop, whose first act is that line, before the exit.
+    daemon.terminate();
+    let status = daemon.wait_exit(std::time::Duration::from_secs(60));
+    let stderr = daemon.finish();
+    assert_eq!(status, Some(0), "{stderr}");
     assert!(!stderr.contains("upload is off"), "the daemon found no key: {stderr}");
     assert!(!stderr.contains(KEY));
     assert_eq!(std::fs::read_dir(root.at("/etc/meterd")).unwrap().count(), 2, "only meterd.toml and isv.key in /etc/meterd");
@@ -183,10 +179,8 @@ fn cron_line_runs_under_crons_environment() {
         .arg(&ledger)
         .env("OPS_MOCK_KEY", KEY)
         .env_remove("RUST_LOG");
-    let mut mock = crate::util::upload::ChildGuard::spawn(mock);
-    let mut line = String::new();
-    BufReader::new(mock.child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let endpoint = line.trim().strip_prefix("mock-store listening on ").expect("mock address").to_string();
+    let mock = Daemon::spawn_announced(mock, root.path(), MOCK_BANNER);
+    let endpoint = mock.url();
 
     let config = root.at("/etc/meterd/meterd.toml");
     let text = std::fs::read_to_string(&config).unwrap();

@@ -4,7 +4,7 @@
 //! replayed with `METERD_TEST_SEED=<seed>`.
 
 use crate::util::upload::*;
-use crate::util::Env;
+use crate::util::{wait_for, Daemon, Env, PATIENCE};
 use meterd::mockstore::read_entries;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
@@ -46,10 +46,8 @@ fn round_with_kill(base: &Env, kill_after: u64, extra: Duration) {
     cfg.faults.latency = Duration::from_millis(200);
     let mut slow = Mock::start(cfg);
     w.configure(&Upload::to(&slow.endpoint()));
-    let mut child = ChildGuard::spawn(w.command(&["upload", "--now", NOW], &env));
-    wait_until("the mock to receive the kill-point request", || {
-        slow.counters().requests >= kill_after || child.child.try_wait().unwrap().is_some()
-    });
+    let mut child = Daemon::spawn(w.command(&["upload", "--now", NOW], &env), w.dir.path());
+    wait_for("the mock to receive the kill-point request", PATIENCE, || slow.counters().requests >= kill_after || child.exited());
     // The sleep is the test: SIGKILL lands at a random point after the kill-point request.
     std::thread::sleep(extra);
     child.kill();

@@ -65,7 +65,7 @@ fn unknown_instance_is_bisected_out_then_requeued() {
     assert!(!e["message"].as_str().unwrap().is_empty() && e["at_ns"].as_i64().unwrap() > 0 && e["requeued"] == false);
 
     // The cause is fixed in the store: it now knows the instance.
-    let (_, mock_err) = mock.finish();
+    let mock_err = mock.finish();
     assert!(!mock_err.contains(KEY), "the mock logged the key");
     std::fs::write(&list, format!("{}\n{stranger}\n", known.join("\n"))).unwrap();
     let (_mock, endpoint) = mock_binary(w.dir.path(), &store_args);

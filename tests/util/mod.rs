@@ -1,7 +1,12 @@
-//! Shared harness for the integration tests (ripgrep style): a temporary directory with a
-//! `meterd.toml` and a database, helpers that run the real `meterd` binary with `--config` and
-//! `--db`, a running `meterd run` child process on `127.0.0.1:0`, a small blocking HTTP client,
-//! and read access to the store so tests can check what was really stored.
+//! Shared harness for the integration tests (ripgrep style), the one every suite uses: a
+//! temporary directory with a `meterd.toml` and a database ([`Env`]), helpers that run the real
+//! `meterd` binary with `--config` and `--db` ([`Run`]), child processes killed on drop — a
+//! `meterd run` on `127.0.0.1:0`, the `meterd mock-store` binary, any command a test ends
+//! itself ([`Daemon`]) — a small blocking HTTP client, read access to the store so tests can
+//! check what was really stored, and one poll loop for waits on a condition ([`wait_for`]).
+//! Its parts: the library door ([`library`]: the store, seals and a long-lived collector in
+//! this process), the upload side ([`upload`]), the in-process mock store ([`mock`]), shared
+//! plan blocks ([`plans`]), the backend choice ([`backend`]) and PostgreSQL cluster ([`pg`]).
 //!
 //! **Backend.** The database is a SQLite file in the temp dir, or — in the `<suite>_pg` test
 //! binaries — a fresh database of the shared private PostgreSQL cluster, chosen at compile time
@@ -20,8 +25,10 @@ pub mod backend;
 pub mod cases;
 pub mod db;
 pub mod event;
+pub mod library;
 pub mod mock;
 pub mod pg;
+pub mod plans;
 pub mod upload;
 
 use serde_json::Value;
@@ -263,22 +270,49 @@ impl Run {
         self
     }
 
+    /// [`Run::code`] taking and giving back the run, to chain off a temporary
+    /// (`env.meterd(…).expect(0).stdout`).
+    pub fn expect(self, code: i32) -> Run {
+        self.code(code);
+        self
+    }
+
     /// stdout parsed as one JSON document.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr: {}", self.stdout, self.stderr))
     }
+
+    /// The upload report `meterd upload` prints as its first stdout line.
+    pub fn report(&self) -> Value {
+        let line = self.stdout.lines().next().unwrap_or_else(|| panic!("no report on stdout: {self:?}"));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("report is not JSON ({e}): {self:?}"))
+    }
 }
 
-/// A `meterd run` child process; killed (SIGKILL) and reaped on drop. On PostgreSQL a drop
-/// first asks it to stop (SIGTERM, up to 10 s), since only a clean stop hands the sealer lease
-/// back at once: a killed daemon's lease blocks a later one-shot `meterd seal` (exit 4) until
-/// it expires, which a test that merely ends a daemon does not mean to test ([`Daemon::kill`]
-/// stays SIGKILL for the tests that do).
+/// A child process of the test: a `meterd run` daemon (the usual case, [`Env::daemon`]), the
+/// `meterd mock-store` binary, or any command a test must be able to kill at a point of its
+/// choosing (a one-shot `meterd upload` SIGKILLed mid-run, [`Daemon::spawn`]). Its stderr goes
+/// to a file in the test's directory ([`Daemon::stderr`]); it is killed (SIGKILL) and reaped on
+/// drop.
+///
+/// On PostgreSQL a `meterd run` is first asked to stop on drop (SIGTERM, up to 10 s), since
+/// only a clean stop hands the sealer lease back at once: a killed daemon's lease blocks a
+/// later one-shot `meterd seal` (exit 4) until it expires, which a test that merely ends a
+/// daemon does not mean to test ([`Daemon::kill`] stays SIGKILL for the tests that do).
 pub struct Daemon {
     child: Child,
+    /// `HOST:PORT` from the process's announcement line; empty for a process that announces
+    /// nothing ([`Daemon::spawn`]).
     pub addr: String,
     stderr: PathBuf,
+    /// Whether drop asks first on PostgreSQL (a `meterd run`, which may hold the lease).
+    graceful: bool,
 }
+
+/// The line `meterd run` prints on stdout once it listens, before `HOST:PORT`.
+pub const RUN_BANNER: &str = "meterd listening on http://";
+/// The line `meterd mock-store` prints on stdout once it listens, before `HOST:PORT`.
+pub const MOCK_BANNER: &str = "mock-store listening on http://";
 
 impl Daemon {
     fn start(env: &Env, now: &str, args: &[&str], envs: &[(&str, &str)], tweak: impl FnOnce(&mut Command)) -> Daemon {
@@ -293,9 +327,6 @@ impl Daemon {
         envs: &[(&str, &str)],
         tweak: impl FnOnce(&mut Command),
     ) -> Daemon {
-        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let stderr = env.dir.path().join(format!("daemon-{n}.stderr"));
         let mut cmd = env.cmd();
         if let Some((program, rest)) = wrapper.split_first() {
             let inner = cmd;
@@ -313,17 +344,48 @@ impl Daemon {
             cmd.env(k, v);
         }
         tweak(&mut cmd);
+        let mut daemon = Daemon::spawn_announced(cmd, env.dir.path(), RUN_BANNER);
+        daemon.graceful = true;
+        daemon
+    }
+
+    /// Starts `cmd` (stdin closed, stdout discarded, stderr into `dir/child-N.stderr`) and
+    /// returns at once: for a command that announces nothing, which the test ends itself.
+    pub fn spawn(mut cmd: Command, dir: &Path) -> Daemon {
+        let stderr = Daemon::log_file(dir, "child");
+        let log = std::fs::File::create(&stderr).expect("child log file");
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().expect("spawn child process");
+        Daemon { child, addr: String::new(), stderr, graceful: false }
+    }
+
+    /// Starts `cmd` (stdin closed, stderr into a file in `dir`) and blocks until its first
+    /// stdout line, which must be `banner` followed by `HOST:PORT` (see [`RUN_BANNER`],
+    /// [`MOCK_BANNER`]); panics with the process's stderr when it is not.
+    pub fn spawn_announced(mut cmd: Command, dir: &Path, banner: &str) -> Daemon {
+        let stderr = Daemon::log_file(dir, "daemon");
         let log = std::fs::File::create(&stderr).expect("daemon log file");
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log).spawn().expect("spawn meterd run");
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log).spawn().expect("spawn daemon");
         let mut line = String::new();
-        // Blocks until the daemon prints its address, or returns 0 bytes if it exits first.
+        // Blocks until the process prints its address, or returns 0 bytes if it exits first.
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read daemon stdout");
-        let mut daemon = Daemon { child, addr: String::new(), stderr };
-        match line.trim().strip_prefix("meterd listening on http://") {
+        let mut daemon = Daemon { child, addr: String::new(), stderr, graceful: false };
+        match line.trim().strip_prefix(banner) {
             Some(addr) => daemon.addr = addr.to_string(),
-            None => panic!("meterd run did not start: stdout {line:?}; stderr:\n{}", daemon.stderr()),
+            None => panic!("{:?} did not start: stdout {line:?}; stderr:\n{}", cmd.get_program(), daemon.stderr()),
         }
         daemon
+    }
+
+    /// `dir/{kind}-N.stderr`, N counting every process this test binary started.
+    fn log_file(dir: &Path, kind: &str) -> PathBuf {
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        dir.join(format!("{kind}-{n}.stderr"))
+    }
+
+    /// `http://HOST:PORT` of an announced process (e.g. the mock store's `upload.endpoint`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// What the daemon logged so far.
@@ -351,8 +413,24 @@ impl Daemon {
 
     /// Sends SIGTERM (through `kill(1)`, to need no libc binding).
     pub fn terminate(&self) {
-        let ok = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill").success();
-        assert!(ok, "kill -TERM failed");
+        self.signal("-TERM");
+    }
+
+    /// Sends a signal through `kill(1)`: `sig` as it takes it (`-HUP`, `-STOP`, `-CONT`, …).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().expect("run kill").success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Whether the process has exited (it is reaped then).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_some()
+    }
+
+    /// SIGKILL, reap, and what it logged.
+    pub fn finish(mut self) -> String {
+        self.kill();
+        self.stderr()
     }
 
     /// Waits up to `limit` for the process to exit; its exit code, or `None` if still running.
@@ -370,7 +448,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if backend::PG && matches!(self.child.try_wait(), Ok(None)) {
+        if self.graceful && backend::PG && matches!(self.child.try_wait(), Ok(None)) {
             let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
             let _ = self.wait_exit(Duration::from_secs(10));
         }
@@ -513,12 +591,25 @@ pub fn assert_billed_once(entries: &[meterd::mockstore::LedgerEntry]) {
     }
 }
 
+/// How long a poll waits before the test gives up when the test has no tighter bound of its own
+/// (generous: CI machines stall).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 /// Polls `cond` every 20 ms until it holds; panics naming `what` after `timeout`. For waits
-/// on a condition (a counter, a log line, a state) instead of a fixed sleep.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+/// on a condition (a counter, a log line, a state) instead of a fixed sleep: the one poll loop
+/// of the harness.
+pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    wait_for_showing(what, timeout, String::new, cond)
+}
+
+/// [`wait_for`], adding `context()` (e.g. the logs of the daemons involved) to the panic
+/// message when it gives up.
+pub fn wait_for_showing(what: &str, timeout: Duration, context: impl FnOnce() -> String, mut cond: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", context());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

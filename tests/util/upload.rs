@@ -11,58 +11,33 @@
 #![allow(dead_code)]
 
 use super::db::Db;
-use super::Env;
-use meterd::collector::{Collector, EventInput};
+use super::{Daemon, Env, Run, MOCK_BANNER};
+use meterd::collector::EventInput;
 use meterd::config::{Config, Secret};
 use meterd::mockstore::{LedgerEntry, MockConfig};
-use meterd::model::{parse_rfc3339, Quantity, Timestamp, UsageRecord};
-use meterd::store::{instances, records, RecordRow, Store};
+use meterd::model::{Quantity, Timestamp, UsageRecord};
+use meterd::store::{instances, records, RecordRow};
 use meterd::upload::run::{upload, UploadReport};
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// The interconnection key. Distinctive, so a grep for it cannot match by accident.
 pub const KEY: &str = "KEY-upl0ad-t3sts-5e1f9d2c7b4a";
 /// A key the store does not know (MKT.0102); must never be printed either.
 pub const WRONG_KEY: &str = "WRONG-k3y-a9b8c7d6e5f4-not-this-one";
-/// The replayed "now": upload `--now`, seal time, the mock's pinned clock.
-pub const NOW: &str = "2026-11-23T12:00:00Z";
+// The replayed "now" of the whole harness: upload `--now`, seal time, the mock's pinned clock.
+pub use super::{now, NOW};
 pub const PLAN: &str = "calls";
 
-const PLANS: &str = r#"
-timezone = "+08:00"
-
-[[plan]]
-name = "calls"
-factor = "api_calls"
-unit = "call"
-period = "hour"
-pricing = "fixed"
-price = "0.3"
-"#;
-
-pub fn now() -> Timestamp {
-    parse_rfc3339(NOW).unwrap()
+/// The config's plans: the shared `calls` plan at 0.3 per call, windows in Beijing time.
+fn plans() -> String {
+    format!("\ntimezone = \"+08:00\"\n\n{}", super::plans::calls_plan("0.3"))
 }
 
 pub fn key() -> Secret {
     Secret::new(KEY)
-}
-
-/// How long any poll may wait before the test gives up (generous: CI machines stall).
-pub const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Polls `cond` every few milliseconds until it holds; panics with `what` after [`PATIENCE`].
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < PATIENCE, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -143,17 +118,13 @@ impl Env {
         // On PostgreSQL the shortest sealer lease, so that a run after a SIGKILLed one waits
         // out the dead run's lease in seconds (see [`Env::meterd`]).
         let store = if super::backend::PG { "[store]\nlease = \"3s\"\n" } else { "" };
-        std::fs::write(&self.config, format!("{PLANS}\n{}{store}", up.toml())).unwrap();
+        std::fs::write(&self.config, format!("{}\n{}{store}", plans(), up.toml())).unwrap();
     }
 
     /// The config as the binary would load it, owned (a test may change it before a library
     /// upload; [`Env::cfg`] shares it instead).
     pub fn cfg_owned(&self) -> Config {
         Config::load(&self.config).unwrap()
-    }
-
-    pub fn store(&self) -> Store {
-        Store::open(&self.db).unwrap()
     }
 
     /// Registers `ids` on the `calls` plan, started 30 days before [`NOW`].
@@ -172,7 +143,7 @@ impl Env {
     /// Ingests `(instance, time)` events through the library collector at `at`; every event is
     /// accepted. Quantities vary with the position so records differ.
     pub fn ingest(&self, events: &[(String, Timestamp)], at: Timestamp) {
-        let collector = Collector::builder(&self.db, self.cfg_owned()).tuning(meterd::Tuning::every(37, 101)).start().unwrap();
+        let collector = self.collector();
         let inputs: Vec<EventInput> = events
             .iter()
             .enumerate()
@@ -189,10 +160,6 @@ impl Env {
         let result = collector.ingest_events(inputs, at).unwrap();
         assert!(result.rejected.is_empty(), "{:?}", result.rejected);
         assert_eq!(result.accepted, events.len() as u64);
-    }
-
-    pub fn seal(&self, at: Timestamp) {
-        meterd::seal::seal(&mut self.store(), &self.cfg_owned(), at).unwrap();
     }
 
     /// `instances` × `hours` records: instances `{prefix}-0000…`, one event in each of the
@@ -242,7 +209,7 @@ impl Env {
     /// The real binary with this environment's config and database; the environment is cleared of
     /// everything meterd reads, then `env` is applied.
     pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_meterd"));
+        let mut c = Command::new(super::bin());
         c.arg("--config").arg(&self.config).arg("--db").arg(&self.db).args(args).current_dir(self.dir.path());
         for var in ["METERD_ISV_KEY", "METERD_CONFIG", "METERD_DB", "RUST_LOG"] {
             c.env_remove(var);
@@ -253,50 +220,11 @@ impl Env {
         c
     }
 
-    /// Runs the binary to completion. On PostgreSQL a run refused because a killed run still
-    /// holds the sealer lease (exit 4) is retried until that lease expires (at most 10 s, over
-    /// the 3 s lease [`Env::configure`] sets), as an operator's rerun would be; SQLite has no
-    /// lease.
-    pub fn meterd(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let ran = Ran::from(self.command(args, env).output().unwrap());
-            if super::backend::PG && ran.code == 4 && ran.stderr.contains("holds the sealer lease") && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(300));
-                continue;
-            }
-            return ran;
-        }
-    }
-}
-
-/// A finished run of the binary.
-#[derive(Debug)]
-pub struct Ran {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl From<Output> for Ran {
-    fn from(o: Output) -> Ran {
-        Ran {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
-}
-
-impl Ran {
-    /// The upload report `meterd upload` prints as its one stdout line.
-    pub fn report(&self) -> serde_json::Value {
-        let line = self.stdout.lines().next().unwrap_or_else(|| panic!("no report on stdout: {self:?}"));
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("report is not JSON ({e}): {self:?}"))
-    }
-    pub fn expect(self, code: i32) -> Ran {
-        assert_eq!(self.code, code, "unexpected exit code: {self:#?}");
-        self
+    /// Runs the binary to completion with [`Env::command`]'s environment; on PostgreSQL a run
+    /// refused because a killed run still holds the sealer lease is rerun until that lease
+    /// expires ([`Env::run_waiting_out_lease`], over the 3 s lease [`Env::configure`] sets).
+    pub fn meterd(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.run_waiting_out_lease(|| Run::from(self.command(args, env).output().unwrap()), |r| (r.code, r.stderr.clone()))
     }
 }
 
@@ -313,71 +241,19 @@ pub fn mock_config() -> MockConfig {
     super::mock::mock_config(KEY, NOW)
 }
 
-// ---------------------------------------------------------------------------------------------
-// Child processes are killed when the guard goes, whatever the test did.
-
-pub struct ChildGuard {
-    pub child: Child,
-    pub stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-impl ChildGuard {
-    /// Spawns with stdout piped (for the caller) and stderr collected in the background.
-    pub fn spawn(mut cmd: Command) -> ChildGuard {
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        ChildGuard { child, stderr: Some(stderr) }
-    }
-
-    /// SIGKILL (`Child::kill`) and reap.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Kills, then returns (stdout rest, stderr).
-    pub fn finish(mut self) -> (String, String) {
-        self.kill();
-        let mut out = String::new();
-        if let Some(mut o) = self.child.stdout.take() {
-            let _ = o.read_to_string(&mut out);
-        }
-        let err = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-        (out, err)
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `meterd mock-store --listen 127.0.0.1:0 --key-env VAR …` as a child process; returns the
-/// guard and the endpoint parsed from its `mock-store listening on http://ADDR` line.
-pub fn mock_binary(dir: &Path, extra: &[&str]) -> (ChildGuard, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meterd"));
+/// `meterd mock-store --listen 127.0.0.1:0 --key-env VAR …` as a child process (stderr logged
+/// in `dir`); returns it and its endpoint, from its `mock-store listening on http://ADDR` line.
+pub fn mock_binary(dir: &Path, extra: &[&str]) -> (Daemon, String) {
+    let mut cmd = Command::new(super::bin());
     cmd.args(["mock-store", "--listen", "127.0.0.1:0", "--key-env", "METERD_TEST_MOCK_KEY", "--now", NOW])
         .args(extra)
         .env("METERD_TEST_MOCK_KEY", KEY)
         .env_remove("RUST_LOG")
         .current_dir(dir);
-    let mut guard = ChildGuard::spawn(cmd);
-    let mut line = String::new();
-    BufReader::new(guard.child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let endpoint = line.trim().strip_prefix("mock-store listening on ").map(str::to_string);
-    match endpoint {
-        Some(e) if e.starts_with("http://127.0.0.1:") => (guard, e),
-        _ => {
-            let (_, err) = guard.finish();
-            panic!("mock-store did not announce its address: {line:?}; stderr: {err}")
-        }
-    }
+    let mock = Daemon::spawn_announced(cmd, dir, MOCK_BANNER);
+    let endpoint = mock.url();
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "mock-store announced {endpoint}; stderr: {}", mock.stderr());
+    (mock, endpoint)
 }
 
 // ---------------------------------------------------------------------------------------------
