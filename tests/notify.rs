@@ -251,7 +251,8 @@ fn crossings_are_delivered_once_each_through_failures_and_signed() {
     ingest(&env, &[Ev::new("e", I, "1", "2026-11-23T10:09:00Z"), Ev::new("f", I, "1", "2026-11-23T10:10:00Z")]);
 
     let acked = receiver.wait_acked(2, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(2)); // anything more would come now
+    // The sleep is the test: anything more would come now, and nothing may.
+    std::thread::sleep(Duration::from_secs(2));
     let acked_after = receiver.acked();
     let mut ids: Vec<String> = acked_after.iter().map(Got::id).collect();
     ids.sort();
@@ -416,7 +417,9 @@ fn a_record_the_store_rejects_is_announced_once() {
     assert_eq!(b["type"], "record.rejected");
     assert_eq!(b["instance_id"], "inst-unknown");
     assert_eq!(b["data"]["code"], "MKT.9001");
-    std::thread::sleep(Duration::from_secs(6)); // one more scan: the same rejection is not announced again
+    // The sleep is the test: one more scan (every 5 s), which may not announce the same
+    // rejection again.
+    std::thread::sleep(Duration::from_secs(6));
     assert_eq!(receiver.acked().len(), 1, "{:#?}", receiver.got());
 }
 
@@ -464,7 +467,8 @@ fn usage_crossing_an_amount_is_announced_once_per_window() {
     ingest(&env, &[Ev::new("c", "inst-a", "3", "2026-11-23T11:07:00Z")]);
     ingest(&env, &[Ev::new("d", "inst-a", "12.000", "2026-11-23T12:00:00Z")]);
     let both = wait_type(&receiver, "usage.crossed", 2, Duration::from_secs(10));
-    // The scan that found 12:00 also saw 11:00 at 13.75: give its notices a moment to arrive.
+    // The scan that found 12:00 also saw 11:00 at 13.75. The sleep is the test: give a notice
+    // that scan might wrongly send for 11:00 the time to arrive (none may).
     std::thread::sleep(Duration::from_millis(1500));
     let all = of_type(&receiver, "usage.crossed");
     assert_eq!(all.len(), 2, "one notice per window, none twice: {all:#?}");
@@ -520,7 +524,8 @@ fn records_near_and_past_their_deadline_and_readiness_lost_then_regained() {
     for g in receiver.got() {
         verify(&g, SECRET);
     }
-    // Another scan (every 5 s) while the uploads still fail announces nothing again.
+    // Another scan (every 5 s) while the uploads still fail announces nothing again. The sleep
+    // is the test: one scan's time, in which nothing may come.
     std::thread::sleep(watch_interval());
     assert_eq!(receiver.acked().len(), 3, "each state once: {:#?}", receiver.got());
 

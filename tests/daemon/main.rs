@@ -126,7 +126,8 @@ fn a_day_of_downtime_is_caught_up_once() {
     let expected_a = 1 + day_one.len(); // one record per hour with usage
     let expected = expected_a + 1; // plus the storage day 2026-11-22T16:00Z–11-23T16:00Z
     mock.wait_ledger(expected, Duration::from_secs(15));
-    std::thread::sleep(Duration::from_millis(1500)); // two more schedule ticks: nothing new is sent
+    // The sleep is the test: two more schedule ticks, in which nothing new may be sent.
+    std::thread::sleep(Duration::from_millis(1500));
     let ledger = mock.ledger();
     assert_eq!(ledger.len(), expected, "every missed window exactly once");
     let periods: HashSet<(String, String)> = ledger.iter().map(|e| (e.record.instance_id.clone(), e.record.begin_time.clone())).collect();

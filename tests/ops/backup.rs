@@ -3,7 +3,7 @@
 //! every event acknowledged before the backup began and passes the conservation audit; a
 //! second backup onto the same file is refused (exit 2) and leaves it alone.
 
-use super::util::{db, Env, Ev, NOW};
+use super::util::{db, wait_for, Env, Ev, NOW, PATIENCE};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +38,7 @@ fn backup_while_ingesting_then_restore() {
             }
         })
     };
-    while acked.load(Ordering::SeqCst) < 400 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for("400 events acknowledged before the backup", PATIENCE, || acked.load(Ordering::SeqCst) >= 400);
     let before = acked.load(Ordering::SeqCst);
     let dest = env.dir.path().join("backup.db");
     let out = env.run(&["backup", dest.to_str().unwrap()]);
@@ -48,9 +46,7 @@ fn backup_while_ingesting_then_restore() {
     assert!(out.stdout.contains("conservation ok"), "{}", out.stdout);
     assert!(!env.dir.path().join("backup.db.created").exists(), "a backup is not a database in use: no marker beside it");
     let during = acked.load(Ordering::SeqCst);
-    while acked.load(Ordering::SeqCst) < during + 200 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for("200 more events acknowledged after the backup", PATIENCE, || acked.load(Ordering::SeqCst) >= during + 200);
     stop.store(true, Ordering::SeqCst);
     poster.join().unwrap();
     let total = acked.load(Ordering::SeqCst);
