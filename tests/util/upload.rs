@@ -206,17 +206,12 @@ impl Env {
         report
     }
 
-    /// The real binary with this environment's config and database; the environment is cleared of
-    /// everything meterd reads, then `env` is applied.
+    /// [`Env::cmd`] with `args`, at the binary's default log level and fold sizes (the upload
+    /// tests read its default log lines), then `env` applied.
     pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(super::bin());
-        c.arg("--config").arg(&self.config).arg("--db").arg(&self.db).args(args).current_dir(self.dir.path());
-        for var in ["METERD_ISV_KEY", "METERD_CONFIG", "METERD_DB", "RUST_LOG"] {
-            c.env_remove(var);
-        }
-        for (k, v) in env {
-            c.env(k, v);
-        }
+        let mut c = self.cmd();
+        c.env_remove("RUST_LOG").env_remove("METERD_FOLD_EVENTS").env_remove("METERD_FLUSH_EVENTS");
+        c.args(args).envs(env.iter().copied());
         c
     }
 
