@@ -24,8 +24,11 @@
 //!
 //! Usage notifications (issue 17, `crate::notify`): `meterd_notifications_delivered_total`,
 //! `meterd_notifications_failed_attempts_total{receiver}` (counted by the delivery loop as each
-//! attempt ends) and `meterd_notifications_pending` (the outbox's unacknowledged notices, as
-//! the delivery loop last read it; 0 on a node that does not deliver).
+//! attempt ends); [`render_notifications`] the outbox as read at scrape time, like the record
+//! gauges: `meterd_notifications_pending` (unacknowledged notices of configured receivers: what
+//! the delivery loop will send) and `meterd_notifications_orphaned{receiver}` (unacknowledged
+//! notices of a receiver no longer configured, never sent until it is again; see
+//! [`crate::notify::Outbox`]), the same split `meterd notifications` shows.
 //!
 //! The exposition is written here, not with the `prometheus-client` crate (issue 16 item 8
 //! asked for it; it was tried and kept out), because the crate cannot produce the page that
@@ -68,8 +71,6 @@ pub struct Metrics {
     notifications_delivered: AtomicU64,
     /// Notification attempts that failed, by receiver name.
     notifications_failed: Mutex<BTreeMap<String, u64>>,
-    /// Undelivered notifications in the outbox, as the delivery loop last read it.
-    notifications_pending: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -87,7 +88,6 @@ impl Default for Metrics {
             upload_request_us: h(),
             notifications_delivered: AtomicU64::new(0),
             notifications_failed: Mutex::default(),
-            notifications_pending: AtomicU64::new(0),
         }
     }
 }
@@ -150,11 +150,6 @@ impl Metrics {
         bump(&self.notifications_failed, name, 1);
     }
 
-    /// Undelivered notifications in the outbox (read by the delivery loop at every poll).
-    pub fn set_notifications_pending(&self, n: u64) {
-        self.notifications_pending.store(n, Ordering::Relaxed);
-    }
-
     /// Renders the Prometheus text exposition, with gauges from `status`.
     pub fn render(&self, status: &Status) -> String {
         let mut s = String::new();
@@ -180,12 +175,6 @@ impl Metrics {
             self.records_rejected.load(Ordering::Relaxed),
         );
         labelled(&mut s, "meterd_upload_attempts_total", "Upload HTTP attempts, by outcome.", "outcome", &self.upload_attempts);
-        gauge(
-            &mut s,
-            "meterd_notifications_pending",
-            "Notifications in the outbox not yet acknowledged, as this node's delivery loop last read it (0 on a node that does not deliver).",
-            self.notifications_pending.load(Ordering::Relaxed),
-        );
         counter(
             &mut s,
             "meterd_notifications_delivered_total",
@@ -363,6 +352,29 @@ fn summary(s: &mut String, name: &str, help: &str, h: &Mutex<Histogram<u64>>) {
         let _ = writeln!(s, "{name}_sum {}", (h.mean() * h.len() as f64) / 1e6);
         let _ = writeln!(s, "{name}_count {}", h.len());
     }
+}
+
+/// The notification outbox's gauges (see the module docs), from `outbox` as read at scrape
+/// time: `meterd_notifications_pending` and, per receiver no longer configured,
+/// `meterd_notifications_orphaned{receiver}` (the family is always declared, so a query for it
+/// finds no series rather than an unknown name when there is none).
+pub fn render_notifications(outbox: &crate::notify::Outbox) -> String {
+    let mut s = String::new();
+    gauge(
+        &mut s,
+        "meterd_notifications_pending",
+        "Notifications in the outbox not yet acknowledged whose receiver is configured (the delivery loop sends them).",
+        outbox.pending,
+    );
+    let name = "meterd_notifications_orphaned";
+    let _ = writeln!(
+        s,
+        "# HELP {name} Notifications not acknowledged whose receiver is no longer configured: never sent until a [[notify]] of that name is again.\n# TYPE {name} gauge"
+    );
+    for (receiver, n) in &outbox.orphaned {
+        let _ = writeln!(s, "{name}{{receiver=\"{}\"}} {n}", label(receiver));
+    }
+    s
 }
 
 /// The health and failure metrics (see the module docs), from the daemon's live state.

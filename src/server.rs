@@ -334,7 +334,9 @@ async fn get_metrics(
         Err(e) => return Err(ApiError::BadRequest(format!("{e}; the only parameter is audit=1"))),
     };
     let s = current_status(&st, audit).await?;
+    let undelivered = with_admin(&st, |s| s.read(crate::store::notify::undelivered_by_target)).await?;
     let mut text = st.metrics.render(&s);
+    text.push_str(&crate::metrics::render_notifications(&crate::notify::Outbox::split(&undelivered, &st.cfg.notify)));
     text.push_str(&crate::metrics::render_health(&s, &st.live, st.collector.health()));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

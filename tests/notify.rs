@@ -336,6 +336,47 @@ fn a_sigkill_between_the_answer_and_the_commit_resends_the_same_id() {
     assert_eq!(states, ["0.5", "1"]);
 }
 
+/// A receiver too slow for its `timeout` fails with an error naming that value; once the
+/// receiver is removed from the config, its notice is listed as orphaned (no next attempt, what
+/// to do) and `/metrics` agrees: nothing pending for a configured receiver, one orphaned.
+#[test]
+fn a_timeout_names_its_value_and_a_removed_receivers_notice_is_orphaned_in_list_and_metrics() {
+    let receiver = Receiver::start(&[Act::Slow(Duration::from_millis(1500)); 100]);
+    let env = world(&receiver);
+    let mut d = env.daemon();
+    ingest(&env, &[Ev::new("a", I, "6", "2026-11-23T10:05:00Z")]); // crosses 0.5
+    let mut failed = Value::Null;
+    util::wait_for("a failed attempt recorded", Duration::from_secs(20), || {
+        let out = env.run(&["notifications", "--format", "json"]);
+        failed = out.json()[0].clone();
+        failed["attempts"].as_i64().unwrap_or(0) >= 1
+    });
+    let error = failed["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("timed out") && error.contains("timeout of 1s"), "the configured timeout is named: {error}");
+    assert_eq!(failed["status"], "failing", "{failed}");
+    d.kill();
+
+    // The receiver is removed from the config (the [[notify]] block deleted).
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, &text[..text.find("[[notify]]").unwrap()]).unwrap();
+    let listed = env.run(&["notifications", "--format", "json"]);
+    listed.success();
+    let row = &listed.json()[0];
+    assert_eq!(row["status"], "orphaned", "{row}");
+    assert!(row["next_attempt"].is_null(), "no attempt will come: {row}");
+    let table = env.run(&["notifications", "--pending"]);
+    table.success();
+    assert!(table.stdout.contains("orphaned: receiver app is no longer configured"), "{}", table.stdout);
+    assert!(table.stdout.contains("[[notify]] named \"app\""), "says what to do: {}", table.stdout);
+    assert!(!table.stdout.contains("next attempt"), "{}", table.stdout);
+
+    let d = env.daemon();
+    let metrics = d.http().get("/metrics").text();
+    for line in ["meterd_notifications_pending 0", "meterd_notifications_orphaned{receiver=\"app\"} 1"] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+}
+
 #[test]
 fn a_wrong_notify_section_is_a_configuration_error() {
     for (extra, want) in [

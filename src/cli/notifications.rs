@@ -2,15 +2,20 @@
 //! announced to which receiver, whether it was acknowledged, and for those not yet, how many
 //! attempts failed, the last error and when the next attempt is due. A table by default,
 //! `--format json` for scripts (bodies included there, exactly as sent).
+//!
+//! A notice whose receiver is no longer in the config is `orphaned` ([`Standing`]): it has no
+//! next attempt, and the listing says so and what to do, instead of showing it `failing` with a
+//! next attempt in the past. `--pending` lists orphaned notices too (they are not acknowledged).
 
 use super::{Ctx, Failure, ListFormat};
 use crate::model::Timestamp;
+use crate::notify::Standing;
 use crate::store::notify::{self, Notice};
 use serde::Serialize;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Only notifications not acknowledged yet (waiting or failing).
+    /// Only notifications not acknowledged yet (waiting, failing or orphaned).
     #[arg(long)]
     pending: bool,
     /// How many of the most recent to show.
@@ -30,7 +35,8 @@ struct Shown<'a> {
     instance_id: Option<&'a str>,
     state: &'a str,
     created: Timestamp,
-    /// `delivered`, `pending` (no attempt yet) or `failing`.
+    /// `delivered`, `pending` (no attempt yet), `failing`, or `orphaned` (its receiver is no
+    /// longer configured: never attempted until it is again).
     status: &'static str,
     attempts: i64,
     delivered: Option<Timestamp>,
@@ -40,12 +46,9 @@ struct Shown<'a> {
     body: &'a str,
 }
 
-fn shown(n: &Notice) -> Shown<'_> {
-    let status = match (n.delivered_ns, n.attempts) {
-        (Some(_), _) => "delivered",
-        (None, 0) => "pending",
-        (None, _) => "failing",
-    };
+fn shown<'a>(n: &'a Notice, ctx: &Ctx) -> Shown<'a> {
+    let configured = ctx.cfg.notify.iter().any(|t| t.name == n.target);
+    let standing = Standing::of(n.delivered_ns.is_some(), n.attempts, configured);
     Shown {
         id: &n.id,
         receiver: &n.target,
@@ -53,19 +56,19 @@ fn shown(n: &Notice) -> Shown<'_> {
         instance_id: n.instance_id.as_deref(),
         state: &n.state,
         created: Timestamp(n.created_ns),
-        status,
+        status: standing.as_str(),
         attempts: n.attempts,
         delivered: n.delivered_ns.map(Timestamp),
         last_attempt: n.last_attempt_ns.map(Timestamp),
         last_error: n.last_error.as_deref(),
-        next_attempt: (n.delivered_ns.is_none() && n.next_ns > 0).then_some(Timestamp(n.next_ns)),
+        next_attempt: (matches!(standing, Standing::Failing) && n.next_ns > 0).then_some(Timestamp(n.next_ns)),
         body: &n.body,
     }
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let rows = ctx.store()?.read(|tx| notify::recent(tx, args.limit, args.pending))?;
-    let rows: Vec<Shown<'_>> = rows.iter().map(shown).collect();
+    let rows: Vec<Shown<'_>> = rows.iter().map(|n| shown(n, ctx)).collect();
     if args.format == ListFormat::Json {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return Ok(0);
@@ -82,6 +85,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     for r in &rows {
         let detail = match (r.status, r.last_error, r.next_attempt) {
             ("delivered", _, _) => format!("delivered {}", r.delivered.map(|t| t.to_string()).unwrap_or_default()),
+            ("orphaned", _, _) => crate::notify::orphaned_detail(r.receiver),
             (_, Some(e), Some(next)) => format!("{e}; next attempt {next}"),
             _ => format!("created {}", r.created),
         };

@@ -3,7 +3,8 @@
 //! One attempt ([`attempt`]) signs the stored body with a fresh timestamp (`sign`), POSTs it
 //! with `Content-Type: application/json`, `Meterd-Signature` and `Meterd-Event-Id`, and turns
 //! the answer into an [`Outcome`]: a 2xx is delivered; anything else (another status, a
-//! refused or dropped connection, a connect or response timeout — the receiver's `timeout`) is
+//! refused or dropped connection, a connect or response timeout — the receiver's `timeout`,
+//! whose value the error names) is
 //! a failed attempt, retried after a capped exponential backoff with full jitter
 //! (`upload::backoff`, [`RETRY_BASE`] doubling to [`RETRY_CAP`]; a `Retry-After` is honoured up
 //! to the cap). There is no last attempt: a notice is retried until acknowledged, and
@@ -14,7 +15,8 @@
 //! own attempts; a notice in flight is not started twice). Each outcome is written as soon as
 //! it is known, in its own transaction: `delivered_ns` only after the 2xx, so a crash between
 //! the receiver's answer and that commit resends the notice (same id, same bytes) at the next
-//! start — at-least-once. Rows of a receiver no longer configured stay pending, untouched.
+//! start — at-least-once. Rows of a receiver no longer configured are never attempted; they
+//! stay in the outbox, shown as orphaned (see [`super::Standing`]).
 //! The caller decides who delivers (the daemon: on a shared PostgreSQL store, the sealer
 //! lease's holder only), through `may_deliver`.
 
@@ -87,10 +89,19 @@ pub async fn attempt(r: &Receiver, id: &str, body: &str, t: i64) -> Outcome {
                 .map(Duration::from_secs);
             Outcome::Failed { error: format!("HTTP {}", resp.status().as_u16()), retry_after }
         }
-        Err(e) if e.is_timeout() => Outcome::Failed { error: "timed out".into(), retry_after: None },
+        Err(e) if e.is_timeout() => Outcome::Failed { error: timed_out(&r.target), retry_after: None },
         Err(e) if e.is_connect() => Outcome::Failed { error: format!("connection failed: {}", cause(&e)), retry_after: None },
         Err(e) => Outcome::Failed { error: format!("request failed: {}", cause(&e)), retry_after: None },
     }
+}
+
+/// The error of an attempt that outlasted the receiver's `timeout`: the configured value and
+/// where to change it, so a slow receiver is told apart from a dead one.
+fn timed_out(t: &NotifyTarget) -> String {
+    format!(
+        "timed out: no answer within the receiver's timeout of {} (connect and response); if the receiver is only slow, raise `timeout` of the [[notify]] named {:?}",
+        t.timeout, t.name
+    )
 }
 
 /// Why a request failed, for `last_error` and the logs: the innermost cause (e.g. "Connection
@@ -134,12 +145,11 @@ pub async fn run(
             let (s, n) = (store.clone(), names.clone());
             let due = tokio::task::spawn_blocking(move || {
                 let mut s = crate::store::lock_recovering(&s, "notify");
-                s.read(|tx| Ok((notify::due(tx, now_ns(), &n, MAX_IN_FLIGHT * 2)?, notify::counts(tx)?)))
+                s.read(|tx| notify::due(tx, now_ns(), &n, MAX_IN_FLIGHT * 2))
             })
             .await;
             match due {
-                Ok(Ok((rows, (pending, _)))) => {
-                    metrics.set_notifications_pending(pending);
+                Ok(Ok(rows)) => {
                     let room = MAX_IN_FLIGHT - in_flight.len();
                     let fresh: Vec<Notice> = rows.into_iter().filter(|r| !in_flight.contains(&r.id)).take(room).collect();
                     for row in fresh {

@@ -19,17 +19,95 @@
 //! resends it with the same id and bytes), so receivers dedupe by `id`; no order between
 //! notices (each is retried on its own). A state is announced once per receiver: the outbox's
 //! unique `(target, state)` is the persisted flag.
+//!
+//! **Orphaned notices** ([`Standing`], [`Outbox`]): a notice whose receiver was removed from
+//! the config (or renamed) is never attempted — nothing says where it should go — but it is
+//! kept, not deleted: configuring a `[[notify]]` of that name again delivers it. Such a notice
+//! is shown as `orphaned` by `meterd notifications` (never as `failing` with a next attempt
+//! that will not come) and counted by `/metrics` apart, in
+//! `meterd_notifications_orphaned{receiver}`; `meterd_notifications_pending` counts only the
+//! notices a configured receiver will get, so the listing and the metrics say the same thing.
 
 pub mod decide;
 pub mod deliver;
 pub mod sign;
 pub mod watch;
 
-use crate::config::EventKind;
+use crate::config::{EventKind, NotifyTarget};
 use crate::model::Timestamp;
 use crate::store::notify::NewNotice;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Where one outbox notice stands (`meterd notifications`' STATUS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// A 2xx was recorded; never sent again.
+    Delivered,
+    /// Not attempted yet; its receiver is configured.
+    Pending,
+    /// Attempted and not acknowledged; retried by its configured receiver.
+    Failing,
+    /// Not delivered, and no `[[notify]]` of its receiver's name is configured: never
+    /// attempted until one is again.
+    Orphaned,
+}
+
+impl Standing {
+    /// The standing of a notice that is `delivered` or not, after `attempts`, whose receiver
+    /// is `configured` (a `[[notify]]` of its name exists) or not. Delivered wins: a notice
+    /// acknowledged before its receiver was removed is history, not a problem.
+    pub fn of(delivered: bool, attempts: i64, configured: bool) -> Standing {
+        match (delivered, configured, attempts) {
+            (true, _, _) => Standing::Delivered,
+            (false, false, _) => Standing::Orphaned,
+            (false, true, 0) => Standing::Pending,
+            (false, true, _) => Standing::Failing,
+        }
+    }
+
+    /// `delivered`, `pending`, `failing` or `orphaned`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Delivered => "delivered",
+            Standing::Pending => "pending",
+            Standing::Failing => "failing",
+            Standing::Orphaned => "orphaned",
+        }
+    }
+}
+
+/// What an orphaned notice's listing says: why it waits and what to do.
+pub fn orphaned_detail(receiver: &str) -> String {
+    format!(
+        "orphaned: receiver {receiver} is no longer configured, so this notice is never sent; add a [[notify]] named {receiver:?} again to deliver it, or ignore it"
+    )
+}
+
+/// The outbox's undelivered notices: how many configured receivers will get, and per
+/// receiver name that is no longer configured, how many are orphaned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outbox {
+    pub pending: u64,
+    pub orphaned: BTreeMap<String, u64>,
+}
+
+impl Outbox {
+    /// Splits undelivered counts per receiver name (`store::notify::undelivered_by_target`)
+    /// by the configured receivers.
+    pub fn split(undelivered: &[(String, u64)], configured: &[NotifyTarget]) -> Outbox {
+        let mut out = Outbox::default();
+        for (target, n) in undelivered {
+            if configured.iter().any(|t| &t.name == target) {
+                out.pending += n;
+            } else {
+                *out.orphaned.entry(target.clone()).or_default() += n;
+            }
+        }
+        out
+    }
+}
 
 /// The body of every notification, in this field order: `id`, `type`, `time` (RFC 3339 UTC,
 /// when meterd established the fact), `instance_id` (`null` for readiness events) and the
@@ -74,6 +152,20 @@ pub fn notice_id(target: &str, state: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notice_of_a_receiver_no_longer_configured_is_orphaned_not_failing() {
+        assert_eq!(Standing::of(false, 3, false), Standing::Orphaned);
+        assert_eq!(Standing::of(false, 0, false), Standing::Orphaned);
+        assert_eq!(Standing::of(true, 3, false), Standing::Delivered);
+        assert_eq!(Standing::of(false, 0, true), Standing::Pending);
+        assert_eq!(Standing::of(false, 2, true), Standing::Failing);
+        let cfg =
+            crate::config::Config::from_toml_str("[[notify]]\nname = \"kept\"\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"s\"\n").unwrap();
+        let o = Outbox::split(&[("gone".into(), 2), ("kept".into(), 5)], &cfg.notify);
+        assert_eq!(o.pending, 5);
+        assert_eq!(o.orphaned, BTreeMap::from([("gone".to_string(), 2)]));
+    }
 
     #[test]
     fn the_body_has_the_documented_fields_in_order() {

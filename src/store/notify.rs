@@ -126,9 +126,12 @@ pub fn recent(tx: &Tx<'_>, limit: usize, pending_only: bool) -> Result<Vec<Notic
     tx.query_map(&format!("SELECT {COLUMNS} FROM notify_outbox {filter} ORDER BY created_ns DESC, id DESC LIMIT ?1"), params![limit], row)
 }
 
-/// (undelivered rows, delivered rows), for metrics.
-pub fn counts(tx: &Tx<'_>) -> Result<(u64, u64)> {
-    let pending: i64 = tx.one("SELECT COUNT(*) FROM notify_outbox WHERE delivered_ns IS NULL", params![])?;
-    let delivered: i64 = tx.one("SELECT COUNT(*) FROM notify_outbox WHERE delivered_ns IS NOT NULL", params![])?;
-    Ok((pending.max(0) as u64, delivered.max(0) as u64))
+/// Undelivered rows per receiver name (`target`), by name: what `/metrics` splits into the
+/// notices still to deliver and those whose receiver is no longer configured
+/// (`crate::notify::Outbox`).
+pub fn undelivered_by_target(tx: &Tx<'_>) -> Result<Vec<(String, u64)>> {
+    tx.query_map("SELECT target, COUNT(*) FROM notify_outbox WHERE delivered_ns IS NULL GROUP BY target ORDER BY target", params![], |r| {
+        let n: i64 = r.get(1)?;
+        Ok((r.get(0)?, n.max(0) as u64))
+    })
 }
