@@ -1,12 +1,16 @@
 //! `meterd upload [--now TIME] [--dry-run]`: deliver pending records to the cloud store.
 //! Exit 0 when everything sent was delivered; 1 when some records were rejected or expired;
 //! 2 when the store refused the configuration (wrong key, endpoint, account) or no key is set;
-//! 3 when transient failures outlasted the retry budget (records stay queued).
+//! 3 when transient failures outlasted the retry budget (records stay queued). A failure of
+//! the local store during the run ends it by the failure's kind, as in every command
+//! ([`super::ExitKind`] from [`crate::store::ErrorKind`]): bad input or configuration (e.g. a
+//! refused TLS certificate on reconnecting) 2, unavailable or internal 3, the sealer lease lost
+//! to another node 4.
 
 use super::{now_or, Ctx, Failure};
 use crate::model::Timestamp;
 use crate::store::{batches, records};
-use crate::upload::run::{load_key, upload, MAX_RECORD_AGE_SECS};
+use crate::upload::run::{load_key, upload, UploadError, MAX_RECORD_AGE_SECS};
 use crate::upload::{new_nonce, request_url, signature};
 use std::sync::{Arc, Mutex};
 
@@ -32,11 +36,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure::runtime(e.to_string()))?;
     let report = rt.block_on(upload(store.clone(), &ctx.cfg.upload, &key, now));
     Ctx::release_lease(&mut crate::store::lock_recovering(&store, "upload"));
-    let report = report.map_err(|e| match e {
-        crate::upload::run::UploadError::Config(m) => Failure::usage(m),
-        crate::upload::run::UploadError::Store(s @ crate::store::StoreError::Fenced { .. }) => Failure::lease(s.to_string()),
-        crate::upload::run::UploadError::Store(s) => Failure::runtime(s.to_string()),
-    })?;
+    let report = report.map_err(failure)?;
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
     if let Some(e) = &report.config_error {
         return Err(Failure::usage(e.clone()));
@@ -45,6 +45,15 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         return Err(Failure::runtime(e.clone()));
     }
     Ok(if report.rejected + report.expired > 0 { 1 } else { 0 })
+}
+
+/// How a failed upload run ends: the store refusing our configuration is exit 2; a failure
+/// of the local store by its kind (see the module docs).
+fn failure(e: UploadError) -> Failure {
+    match e {
+        UploadError::Config(m) => Failure::usage(m),
+        UploadError::Store(s) => s.into(),
+    }
 }
 
 /// Shows exactly what a real run at `now` would do: it refuses the endpoints a real run
@@ -77,4 +86,30 @@ fn dry_run(store: &mut crate::store::Store, ctx: &Ctx, key: &crate::config::Secr
         expired.len()
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    /// A store failure during an upload ends it by its kind, as in the other commands: bad
+    /// input 2 (not "runtime" 3), unavailable 3, a lost lease 4.
+    #[test]
+    fn store_failures_of_an_upload_map_by_kind() {
+        let cases = [
+            (UploadError::Store(StoreError::Invalid("bad".into())), 2),
+            (UploadError::Store(StoreError::Tls("certificate refused".into())), 2),
+            (UploadError::Store(StoreError::Busy), 3),
+            (UploadError::Store(StoreError::Internal("bug".into())), 3),
+            (UploadError::Store(StoreError::Fenced { lease: "sealer".into(), ours: 1, holder: "b".into(), epoch: 2 }), 4),
+            (UploadError::Config("the store refused the key".into()), 2),
+        ];
+        for (e, want) in cases {
+            let shown = e.to_string();
+            let f = failure(e);
+            assert_eq!(f.code(), want, "{shown}");
+            assert_eq!(f.message, shown);
+        }
+    }
 }
