@@ -154,10 +154,10 @@ impl Loops {
 }
 
 async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow::Result<()> {
-    let startup::Ready { cfg, token, key, listen, seal: seal_schedule, upload: upload_schedule } = ready;
+    let startup::Ready { cfg, token, key, listen, listener, seal: seal_schedule, upload: upload_schedule } = ready;
     let cfg = Arc::new(cfg);
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
+    // Bound by `startup::prepare`, so an address in use is a configuration error (exit 2).
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::default());
     let m = metrics.clone();

@@ -102,6 +102,36 @@ fn run_with(env: &Env, listen: &str, envs: &[(&str, &str)]) -> Run {
     bounded(&mut cmd)
 }
 
+/// A listen address already in use is a configuration error for `run` and `mock-store` alike
+/// (exit 2), naming the port and the flag to change; so is `mock-store` without its key
+/// variable, naming the variable.
+#[test]
+fn a_port_in_use_and_a_missing_mock_key_are_configuration_errors_that_say_what_to_do() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let port = taken.local_addr().unwrap().port();
+    let env = Env::new();
+    let run = run_with(&env, &addr, &[]);
+    assert_config_error(&run, &format!("port {port} is already in use"), "run on a port in use");
+    assert!(run.stderr.contains("--listen"), "{}", run.stderr);
+
+    let mock = |listen: &str, key: Option<&str>| {
+        let mut cmd = std::process::Command::new(util::bin());
+        cmd.args(["mock-store", "--listen", listen, "--key-env", "METERD_T23_MOCK_KEY"]).env_remove("METERD_T23_MOCK_KEY");
+        if let Some(k) = key {
+            cmd.env("METERD_T23_MOCK_KEY", k);
+        }
+        bounded(&mut cmd)
+    };
+    let unset = mock("127.0.0.1:0", None);
+    assert_config_error(&unset, "METERD_T23_MOCK_KEY", "mock-store without its key variable");
+    assert!(unset.stderr.contains("export"), "says what to do: {}", unset.stderr);
+    let in_use = mock(&addr, Some("k"));
+    assert_config_error(&in_use, &format!("port {port} is already in use"), "mock-store on a port in use");
+    assert!(in_use.stderr.contains("--listen"), "{}", in_use.stderr);
+    drop(taken);
+}
+
 #[test]
 fn the_token_variable_must_be_set_non_empty_and_sendable() {
     let env = Env::with_config(&example_config_with(&[("# token_env = \"METERD_TOKEN\"", "token_env = \"METERD_T15_TOKEN\"")]));

@@ -1,6 +1,7 @@
 //! What `meterd run` checks before it serves or schedules anything (issue 15): the bearer
 //! token variable, the listen address (and whether it may be public), the upload key, the
-//! schedules and the database directory. Every problem here is a configuration problem (exit
+//! schedules, the database directory, and last that the address can be listened on (a port in
+//! use says which and what to do). Every problem here is a configuration problem (exit
 //! code 2) whose message names the key or flag to fix; values that need no environment are
 //! already checked when the config loads (`config::check`).
 //!
@@ -28,6 +29,9 @@ pub struct Ready {
     pub token: Option<Secret>,
     pub key: Option<Secret>,
     pub listen: SocketAddr,
+    /// The listening socket, bound to `listen` last of all checks, so that an address in use
+    /// is a configuration error too (exit 2, naming the port) and nothing else holds it.
+    pub listener: std::net::TcpListener,
     pub seal: Schedule,
     pub upload: Schedule,
 }
@@ -35,9 +39,9 @@ pub struct Ready {
 /// Checks what `run` needs; the first problem, naming the key to fix.
 pub fn prepare(cfg: &Config, db: &Path, opts: &RunOptions) -> Result<Ready, String> {
     let token = token(cfg)?;
-    let listen = match &opts.listen {
-        Some(flag) => listen_addr("--listen", flag)?,
-        None => listen_addr("server.listen", &cfg.server.listen)?,
+    let (listen, fix) = match &opts.listen {
+        Some(flag) => (listen_addr("--listen", flag)?, "--listen"),
+        None => (listen_addr("server.listen", &cfg.server.listen)?, "--listen or `server.listen`"),
     };
     public_check(cfg, listen, token.is_some())?;
     let key = crate::upload::run::load_key(&cfg.upload)?;
@@ -56,7 +60,16 @@ pub fn prepare(cfg: &Config, db: &Path, opts: &RunOptions) -> Result<Ready, Stri
         }
         cfg.server.max_connections = cap;
     }
-    Ok(Ready { cfg, token, key, listen, seal, upload })
+    let listener = bind(listen, fix)?;
+    Ok(Ready { cfg, token, key, listen, listener, seal, upload })
+}
+
+/// Binds `listen` (non-blocking, for the runtime to take over); a failure names the port and
+/// `fix`, the flag or key that sets it.
+fn bind(listen: SocketAddr, fix: &str) -> Result<std::net::TcpListener, String> {
+    let l = std::net::TcpListener::bind(listen).map_err(|e| crate::server::listen::bind_error(listen, fix, &e))?;
+    l.set_nonblocking(true).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    Ok(l)
 }
 
 /// The bearer token from `server.token_env`: set, non-empty, and sendable as a header value.

@@ -2,6 +2,12 @@
 //! prints exactly one line on stdout at start, `mock-store listening on http://ADDR`, which
 //! scripts and tests parse (so `--listen 127.0.0.1:0` is usable). The key is read from the
 //! environment variable named by `--key-env` and is never printed or logged.
+//!
+//! What stops it before it serves is a configuration error ([`ServeError::Config`], exit code
+//! 2 from the CLI): the key variable unset or empty, an unreadable `--instances` /
+//! `--packages` file, an address it cannot listen on (in use, not this host's, a privileged
+//! port) — each message says which flag or variable to fix. A failure after it started serving
+//! is [`ServeError::Runtime`] (exit 3).
 
 use super::{Faults, LostAnswer, MockConfig, MockStore, DEFAULT_PATH};
 use crate::config::Secret;
@@ -124,12 +130,29 @@ pub fn load_packages(path: &Path) -> anyhow::Result<super::Packages> {
     Ok(out)
 }
 
+/// Why the mock store could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A flag, the key variable or a file it names is wrong, or the address cannot be listened
+    /// on: fix the command line (exit code 2).
+    #[error("{0:#}")]
+    Config(anyhow::Error),
+    /// It failed after its configuration was accepted (exit code 3).
+    #[error("{0:#}")]
+    Runtime(anyhow::Error),
+}
+
 /// Serves until `stop` completes; calls `on_listening` with the bound address first.
-pub async fn serve_until(args: MockStoreArgs, on_listening: impl FnOnce(SocketAddr), stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let cfg = args.to_config()?;
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
-    let handle = MockStore::start(cfg, listener).await?;
+pub async fn serve_until(
+    args: MockStoreArgs,
+    on_listening: impl FnOnce(SocketAddr),
+    stop: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let cfg = args.to_config().map_err(ServeError::Config)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| ServeError::Config(anyhow::anyhow!(crate::server::listen::bind_error(args.listen, "--listen", &e))))?;
+    let handle = MockStore::start(cfg, listener).await.map_err(|e| ServeError::Runtime(e.into()))?;
     on_listening(handle.addr());
     stop.await;
     handle.shutdown().await;
@@ -137,7 +160,7 @@ pub async fn serve_until(args: MockStoreArgs, on_listening: impl FnOnce(SocketAd
 }
 
 /// `meterd mock-store`: serve until Ctrl-C or SIGTERM.
-pub async fn run_cli(args: MockStoreArgs) -> anyhow::Result<()> {
+pub async fn run_cli(args: MockStoreArgs) -> Result<(), ServeError> {
     let announce = |addr: SocketAddr| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "mock-store listening on http://{addr}");

@@ -38,6 +38,24 @@ use tokio_util::sync::CancellationToken;
 /// Over-cap connections being answered 503 at once.
 pub const MAX_REFUSING: usize = 32;
 
+/// What to say when `addr` cannot be listened on: the address, the system's reason, and what
+/// to do about it, naming the port and `fix` (where the address comes from, e.g. "--listen or
+/// `server.listen`"). The address in use (another process holds the port), an address this
+/// machine does not have and a privileged port are all configuration problems (exit 2).
+pub fn bind_error(addr: std::net::SocketAddr, fix: &str, e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let port = addr.port();
+    let hint = match e.kind() {
+        K::AddrInUse => {
+            format!("port {port} is already in use by another process (another meterd?); stop it, or pick another port with {fix}")
+        }
+        K::AddrNotAvailable => format!("{} is not an address of this machine; use one it has (127.0.0.1: loopback) with {fix}", addr.ip()),
+        K::PermissionDenied => format!("port {port} needs privileges this process lacks; pick a port of 1024 or above with {fix}"),
+        _ => format!("pick another address with {fix}"),
+    };
+    format!("cannot listen on {addr}: {e}; {hint}")
+}
+
 /// hyper's per-connection read buffer limit (bytes): also the largest request header.
 pub const MAX_BUF: usize = 64 * 1024;
 
@@ -308,6 +326,15 @@ async fn refuse(mut stream: TcpStream, cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_in_use_names_the_port_and_the_way_out() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = std::net::TcpListener::bind(addr).unwrap_err();
+        let m = bind_error(addr, "--listen", &e);
+        assert!(m.contains(&format!("port {} is already in use", addr.port())) && m.contains("with --listen"), "{m}");
+    }
 
     const H: Duration = Duration::from_secs(10);
     const I: Duration = Duration::from_secs(60);
