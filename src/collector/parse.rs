@@ -85,7 +85,7 @@ pub struct Refusal {
 pub struct NotJson(pub String);
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an event object with `id`, `instance_id`, `time` and `quantity`")]
 struct Wire<'a> {
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
@@ -158,12 +158,13 @@ fn excerpt(text: &str) -> String {
 /// Parses and checks one event object.
 pub fn parse_event(text: &[u8]) -> Result<EventInput, Refusal> {
     // serde would also read a struct from a JSON array, mapping values by position; an event
-    // is an object with named fields, so an array is refused before that can happen.
-    if text.trim_ascii_start().first() == Some(&b'[') {
+    // is an object with named fields, so an array is refused before that can happen, and so is
+    // every other non-object (serde's own words would name an internal type).
+    if let Some(kind) = not_an_object(text) {
         let shown = shorten(&String::from_utf8_lossy(text));
         return Err(Refusal {
             id: None,
-            error: format!("not an event object: invalid type: JSON array, expected a JSON object such as {{\"id\": …}}; got {shown}"),
+            error: format!("not an event object: got {kind} {shown}; {EVENT_SHAPE}"),
             reason: RejectReason::Invalid,
         });
     }
@@ -204,6 +205,23 @@ pub fn parse_event(text: &[u8]) -> Result<EventInput, Refusal> {
         Some(raw) => properties_field(raw).map_err(fail(Invalid))?,
     };
     Ok(EventInput { id, instance_id, quantity, time, metric, properties, quantity_omitted })
+}
+
+/// What every event must be, in the user's terms (the field names of design §2).
+const EVENT_SHAPE: &str = "each event must be a JSON object with `id`, `instance_id` and `time` (strings) and `quantity` (a number or decimal string; may be left out on plans that count events), optionally `metric` and `properties`, e.g. {\"id\": \"req-1\", \"instance_id\": \"i-1\", \"quantity\": \"2.5\", \"time\": \"2026-11-23T08:15:00Z\"}";
+
+/// The kind of JSON value `text` holds when it is not an object (`None` for an object, and for
+/// text that is not JSON: serde's syntax error says more there).
+fn not_an_object(text: &[u8]) -> Option<&'static str> {
+    match text.trim_ascii_start().first().copied()? {
+        b'{' => None,
+        b'[' => Some("a JSON array"),
+        b'"' => Some("a JSON string"),
+        b'-' | b'0'..=b'9' => Some("a JSON number"),
+        b't' | b'f' if serde_json::from_slice::<bool>(text).is_ok() => Some("a JSON boolean"),
+        b'n' if serde_json::from_slice::<()>(text).is_ok() => Some("JSON null"),
+        _ => None,
+    }
 }
 
 fn properties_field(raw: &RawValue) -> Result<Option<Properties>, String> {
@@ -335,5 +353,22 @@ mod tests {
         assert_eq!(r.id, None);
         let r = parse_event(br#"["x3","i","1","2026-11-23T08:00:00Z"]"#).unwrap_err();
         assert!(r.error.contains("JSON object"), "an array is not an event, even with the fields in order: {}", r.error);
+    }
+
+    #[test]
+    fn a_non_object_is_refused_in_the_users_terms() {
+        for (text, kind) in
+            [("1", "a JSON number"), ("\"x\"", "a JSON string"), ("null", "JSON null"), ("true", "a JSON boolean"), ("[1]", "a JSON array")]
+        {
+            let r = parse_event(text.as_bytes()).unwrap_err();
+            assert!(
+                r.error.contains(kind) && r.error.contains("each event must be a JSON object with `id`, `instance_id`"),
+                "{text}: {}",
+                r.error
+            );
+            assert!(!r.error.contains("Wire") && !r.error.contains("struct"), "no internal type names: {}", r.error);
+        }
+        let r = parse_body(b"[1,2]").unwrap();
+        assert!(r.iter().all(|e| e.as_ref().is_err_and(|r| r.error.contains("a JSON number 1") || r.error.contains("a JSON number 2"))));
     }
 }

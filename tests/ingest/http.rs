@@ -39,6 +39,30 @@ fn a_body_that_is_not_json_is_refused_whole() {
     assert!(r["rejected"][0]["error"].as_str().unwrap().contains("invalid JSON"), "{r}");
 }
 
+/// An empty array is an empty batch (200, nothing accepted, documented in the OpenAPI
+/// document); an array of non-objects is judged per element, each refused in the user's terms
+/// (the fields an event needs), never with an internal type's name.
+#[test]
+fn an_empty_batch_is_200_and_non_objects_are_refused_saying_what_an_event_is() {
+    let env = Env::new();
+    let daemon = env.daemon();
+    let http = daemon.http();
+    let r = http.events("[]").ok();
+    assert_eq!((r["accepted"].as_u64(), r["duplicates"].as_u64()), (Some(0), Some(0)), "{r}");
+    assert_eq!(r["rejected"], json!([]), "{r}");
+    let doc = std::fs::read_to_string(crate::util::repo_file("schemas/openapi.json")).unwrap();
+    assert!(doc.contains("An empty array (`[]`) is an empty batch"), "the OpenAPI document says what `[]` gets");
+    let r = http.events("[1,2]").ok();
+    let rejected = r["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{r}");
+    for (i, rej) in rejected.iter().enumerate() {
+        assert_eq!(rej["index"], i, "{r}");
+        let error = rej["error"].as_str().unwrap();
+        assert!(error.contains("each event must be a JSON object with `id`, `instance_id`"), "{error}");
+        assert!(!error.contains("Wire") && !error.contains("struct"), "no internal names: {error}");
+    }
+}
+
 #[test]
 fn a_body_over_max_body_is_413_and_stores_nothing() {
     let env = Env::with_config(&example_config_with(&[("max_body = 16777216", "max_body = 4096")]));

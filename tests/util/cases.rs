@@ -297,7 +297,14 @@ pub fn bad_cases() -> Vec<Case> {
             "duplicate property \"u\"",
             false,
         ),
-        Case { rule: "not an object", event: "42".into(), id: None, field: "event object", why: "invalid type", schema: true },
+        Case {
+            rule: "not an object",
+            event: "42".into(),
+            id: None,
+            field: "event object",
+            why: "each event must be a JSON object with `id`",
+            schema: true,
+        },
     ]
 }
 
