@@ -227,19 +227,43 @@ async fn list_instances(State(st): State<Arc<AppState>>, _h: HeaderMap) -> Answe
     Ok(Json(list))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The query of `GET /v1/preview`.
+#[derive(Debug, Default, PartialEq, Eq)]
 struct PreviewParams {
     instance: Option<String>,
     from: Option<String>,
     to: Option<String>,
 }
 
+/// Reads `/v1/preview`'s query (pure). An unknown parameter is named and the accepted ones
+/// listed; a parameter given twice is refused (which one would count is not obvious). Both are
+/// 400s with these words, not serde's.
+fn preview_params(query: Option<&str>) -> Result<PreviewParams, String> {
+    let mut p = PreviewParams::default();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let slot = match name.as_ref() {
+            "instance" => &mut p.instance,
+            "from" => &mut p.from,
+            "to" => &mut p.to,
+            other => {
+                return Err(format!(
+                    "unknown query parameter `{}`; /v1/preview accepts only `instance` (an instance id), `from` and `to` (RFC 3339 times)",
+                    crate::model::shorten(other)
+                ))
+            }
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(format!("query parameter `{name}` is given twice; give it once"));
+        }
+    }
+    Ok(p)
+}
+
 async fn get_preview(
     State(st): State<Arc<AppState>>,
-    params: Result<axum::extract::Query<PreviewParams>, axum::extract::rejection::QueryRejection>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Answer<crate::preview::Preview> {
-    let axum::extract::Query(params) = params.map_err(|e| ApiError::BadRequest(format!("{e}; use instance, from and to (RFC 3339)")))?;
+    let params = preview_params(query.as_deref()).map_err(ApiError::BadRequest)?;
     crate::faults::panic_point("preview-handler");
     let parse = |name: &str, v: &Option<String>| {
         v.as_deref().map(|s| parse_rfc3339(s).map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}")))).transpose()

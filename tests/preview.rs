@@ -209,6 +209,25 @@ fn every_preview_range_answers_over_http_and_the_next_registration_works() {
     assert_eq!(h.get("/metrics").status, 200);
 }
 
+/// An unknown `/v1/preview` parameter is named, with the accepted ones listed; one given
+/// twice is refused too (400 both, in the API's error shape).
+#[test]
+fn an_unknown_preview_parameter_is_named_with_the_accepted_ones() {
+    let env = running_store();
+    let d = env.daemon_at("2026-11-23T11:45:00Z", &[], &[]);
+    let h = d.http();
+    let r = h.get("/v1/preview?instance=i-1&form=2026-11-23T00:00:00Z");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(error.starts_with("unknown query parameter `form`"), "{error}");
+    assert!(error.contains("`instance`") && error.contains("`from` and `to`"), "lists the accepted ones: {error}");
+    assert!(!error.contains("deserialize"), "not serde's words: {error}");
+    let r = h.get("/v1/preview?from=2026-11-23T00:00:00Z&from=2026-11-23T01:00:00Z");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("`from` is given twice"), "{}", r.text());
+    assert_eq!(rows(&h.get("/v1/preview?instance=i-1&from=2026-11-23T10%3A00%3A00Z").ok()).len(), 2, "encoded values still work");
+}
+
 #[test]
 fn a_panic_inside_a_request_answers_500_and_the_next_request_works() {
     for point in ["preview-in-transaction", "preview-handler"] {
