@@ -1,5 +1,5 @@
-//! Views shared by the command line, the HTTP server and the demo: the preview as a
-//! fixed-width table, and an instance as JSON. They live below `cli` and `server` so that
+//! Views shared by the command line, the HTTP server and the demo: the preview as a table
+//! whose columns fit their content, and an instance as JSON. They live below `cli` and `server` so that
 //! library code never imports `cli` (issue 16, item 3; `tests/layering.rs` checks it). Pure:
 //! data in, text or JSON out.
 
@@ -9,30 +9,62 @@ use crate::store::lifecycle;
 use crate::store::InstanceRow;
 use std::fmt::Write;
 
-/// A fixed-width table for terminals.
+/// A column's alignment: text left, numbers right.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// The preview's columns: header and alignment.
+const COLUMNS: [(&str, Align); 9] = [
+    ("INSTANCE", Align::Left),
+    ("PLAN", Align::Left),
+    ("BEGIN (UTC)", Align::Left),
+    ("END (UTC)", Align::Left),
+    ("STATE", Align::Left),
+    ("USAGE", Align::Right),
+    ("CHARGE", Align::Right),
+    ("DRAWN", Align::Right),
+    ("METERING_SN", Align::Left),
+];
+
+/// The preview as a table for terminals: each column as wide as its widest cell or header
+/// (counted in characters), two spaces between columns, so long plan names or instance ids
+/// never push later values out from under their headers. The last column is not padded. Then
+/// one `total` line per instance, instance and plan aligned the same way, and the grand totals.
 pub fn preview_table(p: &Preview) -> String {
+    let cells: Vec<[String; 9]> = p
+        .rows
+        .iter()
+        .map(|r| {
+            [
+                r.instance_id.clone(),
+                r.plan.clone(),
+                r.begin_time.to_string(),
+                r.end_time.to_string(),
+                r.state.to_string(),
+                r.usage.to_string(),
+                r.charge_2dp.to_string(),
+                r.drawn.map_or_else(|| "-".to_string(), |d| d.to_string()),
+                r.metering_sn.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut widths = COLUMNS.map(|(h, _)| width(h));
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(c));
+        }
+    }
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<38} {:<8} {:<20} {:<20} {:<9} {:>16} {:>12} {:>16} {:<32}",
-        "INSTANCE", "PLAN", "BEGIN (UTC)", "END (UTC)", "STATE", "USAGE", "CHARGE", "DRAWN", "METERING_SN"
-    );
-    for r in &p.rows {
-        let _ = writeln!(
-            s,
-            "{:<38} {:<8} {:<20} {:<20} {:<9} {:>16} {:>12} {:>16} {:<32}",
-            r.instance_id,
-            r.plan,
-            r.begin_time.to_string(),
-            r.end_time.to_string(),
-            r.state,
-            r.usage.to_string(),
-            r.charge_2dp.to_string(),
-            r.drawn.map_or_else(|| "-".to_string(), |d| d.to_string()),
-            r.metering_sn.as_deref().unwrap_or("-")
-        );
+    line(&mut s, &COLUMNS.map(|(h, _)| h.to_string()), &widths);
+    for row in &cells {
+        line(&mut s, row, &widths);
     }
     let _ = writeln!(s);
+    let iw = p.instances.iter().map(|t| width(&t.instance_id)).max().unwrap_or(0);
+    let pw = p.instances.iter().map(|t| width(&t.plan)).max().unwrap_or(0);
     for t in &p.instances {
         let mut extra = String::new();
         if !t.unbillable.is_zero() {
@@ -43,9 +75,9 @@ pub fn preview_table(p: &Preview) -> String {
         }
         let _ = writeln!(
             s,
-            "total {:<38} {:<8} usage {:>14} {:<6} charge {:>10} {}{extra}",
-            t.instance_id,
-            t.plan,
+            "total {}  {}  usage {:>14} {:<6} charge {:>10} {}{extra}",
+            pad(&t.instance_id, iw, Align::Left),
+            pad(&t.plan, pw, Align::Left),
             t.usage.to_string(),
             t.unit,
             t.charge_2dp.to_string(),
@@ -56,6 +88,33 @@ pub fn preview_table(p: &Preview) -> String {
         let _ = writeln!(s, "grand total: {} {}", t.charge_2dp, t.currency);
     }
     s
+}
+
+/// A cell's width in characters.
+fn width(text: &str) -> usize {
+    text.chars().count()
+}
+
+/// `text` padded to `w` characters on the side `align` leaves free.
+fn pad(text: &str, w: usize, align: Align) -> String {
+    let fill = " ".repeat(w.saturating_sub(width(text)));
+    match align {
+        Align::Left => format!("{text}{fill}"),
+        Align::Right => format!("{fill}{text}"),
+    }
+}
+
+/// One table line of `cells` in `widths`, the last cell unpadded.
+fn line(s: &mut String, cells: &[String; 9], widths: &[usize; 9]) {
+    let last = cells.len() - 1;
+    let parts: Vec<String> = cells
+        .iter()
+        .zip(widths)
+        .zip(COLUMNS)
+        .enumerate()
+        .map(|(i, ((c, w), (_, align)))| if i == last { c.clone() } else { pad(c, *w, align) })
+        .collect();
+    let _ = writeln!(s, "{}", parts.join("  "));
 }
 
 /// `released`, `frozen` or `active` at `now`.

@@ -254,6 +254,37 @@ fn a_panic_inside_a_request_answers_500_and_the_next_request_works() {
     }
 }
 
+/// The table's columns fit their content: with a plan name far longer than the old 8-character
+/// column, every value still starts (text) or ends (numbers) under its header.
+#[test]
+fn the_preview_table_keeps_values_under_their_headers_for_long_plan_names() {
+    let long = "enterprise-api-calls-2026";
+    let plan = format!("\n[[plan]]\nname = \"{long}\"\nfactor = \"api_calls\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"1\"\n");
+    let env = Env::with_config(&(config("http://127.0.0.1:9") + &plan));
+    env.add_instance("i-long", long, "2026-11-23T00:00:00Z");
+    env.add_instance("i-1", "hourly", "2026-11-23T00:00:00Z");
+    ingest(
+        &env,
+        "2026-11-23T10:20:00Z",
+        &[Ev::new("a", "i-long", "1234.5", "2026-11-23T10:10:00Z"), Ev::new("a", "i-1", "3", "2026-11-23T10:10:00Z")],
+    );
+    let table = env.run(&["preview", "--now", "2026-11-23T10:30:00Z"]).success().stdout.clone();
+    let lines: Vec<&str> = table.lines().collect();
+    let header = lines[0];
+    let at = |name: &str| header.find(name).unwrap_or_else(|| panic!("no {name} in {header}"));
+    let rows: Vec<&str> = lines[1..].iter().take_while(|l| !l.is_empty()).copied().collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    for row in rows {
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        assert!(row[at("PLAN")..].starts_with(fields[1]), "PLAN:\n{table}");
+        assert!(row[at("BEGIN (UTC)")..].starts_with(fields[2]), "BEGIN:\n{table}");
+        assert!(row[at("STATE")..].starts_with("open"), "STATE:\n{table}");
+        let charge_end = at("CHARGE") + "CHARGE".len();
+        assert!(row[..charge_end].ends_with(fields[6]), "CHARGE ends under its header:\n{table}");
+    }
+    assert!(table.contains(&format!("total i-long  {long}  usage")), "{table}");
+}
+
 #[test]
 fn stop_package_records_are_prepaid_charge_0_with_the_units_drawn() {
     let env = Env::with_config(&config("http://127.0.0.1:9"));
