@@ -127,6 +127,23 @@ pub struct StoreView {
     pub nodes_seen: Vec<NodeView>,
 }
 
+impl StoreView {
+    /// The lease in one line for `meterd status`, the holder named once: `held by node-a,
+    /// epoch 1, expires T`, `held by this node (node-a), epoch 1, expires T`, `expired: held by
+    /// node-a (epoch 1) until T; another node may take it`, or [`StoreView::lease_state`]
+    /// alone where there is no lease row (SQLite, a free lease).
+    pub fn lease_line(&self) -> String {
+        match &self.lease {
+            None => self.lease_state.clone(),
+            Some(l) if l.expired => {
+                format!("expired: held by {} (epoch {}) until {}; another node may take it", l.holder, l.epoch, l.expires)
+            }
+            Some(l) if l.held_here => format!("held by this node ({}), epoch {}, expires {}", l.holder, l.epoch, l.expires),
+            Some(l) => format!("held by {}, epoch {}, expires {}", l.holder, l.epoch, l.expires),
+        }
+    }
+}
+
 /// The sealer lease row; times by the database's clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeaseView {
@@ -363,4 +380,26 @@ fn unsealed_windows(tx: &Tx<'_>, cfg: &Config, insts: &[instances::InstanceRow],
         }
     }
     Ok((n, late))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_line_names_the_holder_once() {
+        let view = |held_here, expired| StoreView {
+            backend: "postgres",
+            node: if held_here { "n1".into() } else { "n2".into() },
+            lease: Some(LeaseView { holder: "n1".into(), epoch: 1, expires: Timestamp::from_secs(1_795_435_200), held_here, expired }),
+            lease_state: String::new(),
+            nodes_seen: Vec::new(),
+        };
+        assert_eq!(view(false, false).lease_line(), "held by n1, epoch 1, expires 2026-11-23T12:00:00Z");
+        assert_eq!(view(true, false).lease_line(), "held by this node (n1), epoch 1, expires 2026-11-23T12:00:00Z");
+        assert_eq!(view(false, true).lease_line(), "expired: held by n1 (epoch 1) until 2026-11-23T12:00:00Z; another node may take it");
+        for line in [view(false, false), view(true, false), view(false, true)].map(|v| v.lease_line()) {
+            assert_eq!(line.matches("n1").count(), 1, "{line}");
+        }
+    }
 }

@@ -56,7 +56,7 @@ fn status_and_metrics_show_the_lease_holder_and_the_nodes_on_postgres() {
     let table = run(&["status", "--now", util::NOW]);
     table.success();
     assert!(table.stdout.contains("store               postgres (this node: node-b)"), "{}", table.stdout);
-    assert!(table.stdout.contains("sealer lease        held by node-a — node-a epoch 1, expires "), "{}", table.stdout);
+    assert!(table.stdout.contains("sealer lease        held by node-a, epoch 1, expires "), "the holder named once: {}", table.stdout);
     assert!(table.stdout.contains("nodes seen          node-a ("), "{}", table.stdout);
     drop(d);
 }

@@ -39,10 +39,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         }
         if let Some(v) = &s.store {
             println!("store               {} (this node: {})", v.backend, v.node);
-            match &v.lease {
-                Some(l) => println!("sealer lease        {} — {} epoch {}, expires {}", v.lease_state, l.holder, l.epoch, l.expires),
-                None => println!("sealer lease        {}", v.lease_state),
-            }
+            println!("sealer lease        {}", v.lease_line());
             if v.backend != "sqlite" {
                 let nodes: Vec<String> =
                     v.nodes_seen.iter().map(|n| format!("{} ({}, last seen {})", n.name, n.version, n.last_seen)).collect();
