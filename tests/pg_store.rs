@@ -490,6 +490,21 @@ fn a_silent_server_fails_the_open_instead_of_hanging() {
     assert!(e.to_string().contains("did not complete the handshake"), "{e}");
 }
 
+/// A server that refuses the connection (nothing listens on its port) is named by host and
+/// port — never by the password or the URL's user info — with what to check, and the command
+/// ends with exit 3 (unreachable: a runtime failure, retry once the server is up).
+#[test]
+fn a_refused_connection_names_the_host_and_port_not_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = meterd(dir.path(), &format!("postgres://meterd:pw-s3cret@127.0.0.1:{port}/billing"), true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("PostgreSQL server 127.0.0.1:{port}")), "names the host and port: {stderr}");
+    assert!(stderr.to_lowercase().contains("refused") && stderr.contains("--db"), "says what happened and what to check: {stderr}");
+    assert!(!stderr.contains("pw-s3cret") && !stderr.contains("meterd:pw") && !stderr.contains("postgres://"), "{stderr}");
+}
+
 /// Seals a day of 30 hourly instances (one frozen for three hours, one released mid-day, one
 /// with a package, remainders carried from hour to hour) on `db` and sealing again; returns
 /// what the store holds afterwards, and the PostgreSQL round trips the first seal took.

@@ -112,6 +112,11 @@ pub enum StoreError {
     /// A PostgreSQL error (the server's message, or a lost connection).
     #[error("PostgreSQL: {}", pg_message(.0))]
     Postgres(postgres::Error),
+    /// Connecting to the PostgreSQL server failed (refused, unreachable, authentication, no
+    /// such database): `server` names its host(s) and port(s) — never the password or the
+    /// URL's user info — so an operator sees which server was tried ([`pg::PgLocation`]).
+    #[error("PostgreSQL server {server}: {}{}", pg_message(.source), connect_hint(.source))]
+    PgConnect { server: String, source: postgres::Error },
     /// The database file is gone but its marker says one was in use (see the module docs).
     #[error("database {} is missing, but {} says meterd has used a database there: restore the database from a backup (or move it back), or run `meterd init` / `meterd run --create-db` to start an empty one on purpose", path.display(), marker.display())]
     Missing { path: PathBuf, marker: PathBuf },
@@ -213,7 +218,7 @@ impl StoreError {
                 Some(rusqlite::ErrorCode::DiskFull) => "full",
                 _ => "other",
             },
-            StoreError::Postgres(e) => postgres_reason(e),
+            StoreError::Postgres(e) | StoreError::PgConnect { source: e, .. } => postgres_reason(e),
         }
     }
 
@@ -242,6 +247,15 @@ fn pg_message(e: &postgres::Error) -> String {
             Some(src) => format!("{e}: {src}"),
             None => e.to_string(),
         },
+    }
+}
+
+/// What to check after a failed connection, by its reason: for a server that cannot be
+/// reached, that it runs and listens there.
+fn connect_hint(e: &postgres::Error) -> &'static str {
+    match postgres_reason(e) {
+        "unreachable" => "; is the server running and accepting TCP connections there? Check the host and port in --db / METERD_DB",
+        _ => "",
     }
 }
 

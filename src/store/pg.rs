@@ -24,6 +24,9 @@
 //! TLS fails the connection with [`StoreError::Tls`] (a configuration error, exit 2), never a
 //! silent fall back to clear text.
 //!
+//! **A failed connection** names the server tried ([`PgLocation::server`]: host and port,
+//! never the password or the URL's user info) in [`StoreError::PgConnect`].
+//!
 //! **A lost connection** fails the transaction in flight (the caller answers 503, nothing is
 //! acknowledged) and is replaced at the next transaction: meterd reconnects by itself once the
 //! server is back.
@@ -95,6 +98,34 @@ impl PgLocation {
         Ok(PgLocation { config, shown, tls, connector })
     }
 
+    /// The server(s) the URL names, for messages: `host:port` per host (`[v6]:port`, or a
+    /// Unix socket's path), comma-separated; never the user, password or database. The port
+    /// defaults to 5432, one port given applies to every host (as in libpq).
+    pub fn server(&self) -> String {
+        use postgres::config::Host;
+        let ports = self.config.get_ports();
+        let shown: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                match h {
+                    Host::Tcp(name) if name.contains(':') => format!("[{name}]:{port}"),
+                    Host::Tcp(name) => format!("{name}:{port}"),
+                    #[cfg(unix)]
+                    Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+                }
+            })
+            .collect();
+        if shown.is_empty() {
+            "(no host in the URL)".into()
+        } else {
+            shown.join(", ")
+        }
+    }
+
     /// The URL's TLS settings (`sslmode`, the trusted CAs).
     pub fn tls(&self) -> &TlsSettings {
         &self.tls
@@ -112,7 +143,7 @@ impl PgLocation {
             })?
             .map_err(|e| match pg_tls::explain(&e, &self.tls) {
                 Some(why) => StoreError::Tls(format!("{self}: {why}")),
-                None => StoreError::from(e),
+                None => StoreError::PgConnect { server: self.server(), source: e },
             })?;
         let mut conn = PgConn::new(client);
         // A session idle inside a transaction this long (a node paused mid-write) is ended by
@@ -254,6 +285,9 @@ mod tests {
             assert!(!shown.contains("s3cret") && !shown.contains("other"), "{shown}");
             assert!(shown.contains("127.0.0.1:5433/billing"), "{shown}");
         }
+        assert_eq!(loc.server(), "127.0.0.1:5433");
+        let two = PgLocation::parse("postgres://u:s3cret@db1,[::1]:5434/billing").unwrap();
+        assert_eq!(two.server(), "db1:5432, [::1]:5434");
         let e = PgLocation::parse("postgres://meterd:s3cret@host:notaport/db").unwrap_err().to_string();
         assert!(!e.contains("s3cret") && e.contains("not a valid PostgreSQL URL"), "{e}");
     }
