@@ -497,7 +497,7 @@ fn a_silent_server_fails_the_open_instead_of_hanging() {
 fn a_refused_connection_names_the_host_and_port_not_the_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let out = meterd(dir.path(), &format!("postgres://meterd:pw-s3cret@127.0.0.1:{port}/billing"), true);
+    let out = meterd(dir.path(), &format!("postgres://meterd:pw-s3cret@127.0.0.1:{port}/billing"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains(&format!("PostgreSQL server 127.0.0.1:{port}")), "names the host and port: {stderr}");
