@@ -268,11 +268,12 @@ async fn lease_loop(l: Arc<Loops>) {
     let started = Timestamp::now().0;
     loop {
         let (s, node) = (store.clone(), l.node.clone());
+        let held = l.fence.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|f| f.epoch);
         let result = tokio::task::spawn_blocking(move || {
             let mut s = crate::store::lock_recovering(&s, "lease");
             s.write(|tx| {
                 lease::heartbeat(tx, &node, env!("CARGO_PKG_VERSION"), started)?;
-                lease::acquire(tx, lease::SEALER, &node, ttl)
+                lease::acquire(tx, lease::SEALER, &node, held, ttl)
             })
         })
         .await;
@@ -300,6 +301,13 @@ impl Loops {
                 *held = Some(f);
             }
             Ok(Ok(Acquired::Busy(r))) => {
+                if r.holder == self.node && held.is_none() {
+                    tracing::warn!(
+                        node = %self.node,
+                        epoch = r.epoch,
+                        "the sealer lease names this node but another process took it (a restart of this node, or another process with the same --node): standing by until it is released or expires; node names must be unique per process"
+                    );
+                }
                 if held.take().is_some() {
                     tracing::warn!(holder = %r.holder, epoch = r.epoch, "lost the sealer lease; this node stands by");
                 }

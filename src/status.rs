@@ -135,6 +135,9 @@ impl StoreView {
     pub fn lease_line(&self) -> String {
         match &self.lease {
             None => self.lease_state.clone(),
+            Some(l) if l.released() => {
+                format!("free: released by {} (epoch {}) when it stopped; any node may take it", l.holder, l.epoch)
+            }
             Some(l) if l.expired => {
                 format!("expired: held by {} (epoch {}) until {}; another node may take it", l.holder, l.epoch, l.expires)
             }
@@ -154,6 +157,14 @@ pub struct LeaseView {
     pub held_here: bool,
     /// Whether `expires` passed (another node may take it; the holder keeps it until one does).
     pub expired: bool,
+}
+
+impl LeaseView {
+    /// Whether the holder gave the lease back at a clean stop (`store::lease::release` sets its
+    /// expiry to 0), rather than letting it run out.
+    pub fn released(&self) -> bool {
+        self.expires.0 == 0
+    }
 }
 
 /// One node of a shared store, from its heartbeat.
@@ -195,6 +206,7 @@ pub fn store_view(store: &mut Store, node: &str, ttl: std::time::Duration) -> Re
         });
         let lease_state = match &lease {
             None => "free".to_string(),
+            Some(v) if v.released() => format!("free (released by {})", v.holder),
             Some(v) if v.expired => format!("expired (held by {})", v.holder),
             Some(v) if v.held_here => "held by this node".to_string(),
             Some(v) => format!("held by {}", v.holder),

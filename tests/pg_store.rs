@@ -105,11 +105,11 @@ fn the_sealer_lease_fences_a_node_that_lost_it_across_connections() {
     let url = pg.fresh_db();
     let (mut a, mut b) = (open(&url), open(&url));
     let ttl = Duration::from_millis(300);
-    let Acquired::Held(fa) = a.write(|tx| lease::acquire(tx, lease::SEALER, "a", ttl)).unwrap() else { panic!("free lease") };
-    assert!(matches!(b.write(|tx| lease::acquire(tx, lease::SEALER, "b", ttl)).unwrap(), Acquired::Busy(r) if r.holder == "a"));
+    let Acquired::Held(fa) = a.write(|tx| lease::acquire(tx, lease::SEALER, "a", None, ttl)).unwrap() else { panic!("free lease") };
+    assert!(matches!(b.write(|tx| lease::acquire(tx, lease::SEALER, "b", None, ttl)).unwrap(), Acquired::Busy(r) if r.holder == "a"));
     // The sleep is the test: past the 300 ms lease, b may take it.
     std::thread::sleep(Duration::from_millis(350));
-    let Acquired::Held(fb) = b.write(|tx| lease::acquire(tx, lease::SEALER, "b", ttl)).unwrap() else { panic!("expired lease") };
+    let Acquired::Held(fb) = b.write(|tx| lease::acquire(tx, lease::SEALER, "b", None, ttl)).unwrap() else { panic!("expired lease") };
     assert_eq!(fb.epoch, fa.epoch + 1);
     a.set_fence(Some(fa));
     let e = a.write(|tx| tx.execute("INSERT INTO meta (key, value) VALUES ('by', 'a')", params![])).unwrap_err();

@@ -58,7 +58,29 @@ fn status_and_metrics_show_the_lease_holder_and_the_nodes_on_postgres() {
     assert!(table.stdout.contains("store               postgres (this node: node-b)"), "{}", table.stdout);
     assert!(table.stdout.contains("sealer lease        held by node-a, epoch 1, expires "), "the holder named once: {}", table.stdout);
     assert!(table.stdout.contains("nodes seen          node-a ("), "{}", table.stdout);
-    drop(d);
+
+    // A one-shot run under the daemon's node name does not share its lease (two processes
+    // would pass one fence): it is refused, exit 4, and the daemon keeps the lease.
+    let out = env.cmd().args(["--node", "node-a", "seal", "--now", util::NOW]).stdin(std::process::Stdio::null()).output().unwrap();
+    let same_name = util::Run::from(out);
+    assert_eq!(same_name.code, 4, "{}", same_name.stderr);
+    assert!(same_name.stderr.contains("another process named node-a") && same_name.stderr.contains("--node"), "{}", same_name.stderr);
+    let after = d.http().get("/v1/status").ok();
+    assert_eq!(
+        (after["store"]["lease"]["holder"].as_str(), after["store"]["lease"]["epoch"].as_i64()),
+        (Some("node-a"), Some(1)),
+        "{after}"
+    );
+    assert_eq!(after["store"]["lease"]["held_here"], true, "{after}");
+
+    // A clean stop gives the lease back: shown as free, not as expired in 1970.
+    let mut d = d;
+    d.signal("-TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(0), "a clean stop: {}", d.stderr());
+    let table = run(&["status", "--now", util::NOW]);
+    table.success();
+    assert!(table.stdout.contains("sealer lease        free: released by node-a (epoch 1)"), "{}", table.stdout);
+    assert!(!table.stdout.contains("1970"), "{}", table.stdout);
 }
 
 #[test]

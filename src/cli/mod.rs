@@ -237,8 +237,14 @@ impl Ctx {
             return Ok(store);
         }
         let ttl = self.cfg.store.lease.0;
-        match store.write(|tx| lease::acquire(tx, lease::SEALER, &self.node, ttl))? {
+        match store.write(|tx| lease::acquire(tx, lease::SEALER, &self.node, None, ttl))? {
             Acquired::Held(f) => store.set_fence(Some(f)),
+            Acquired::Busy(r) if r.holder == self.node => {
+                return Err(Failure::lease(format!(
+                    "another process named {} (this command's node name) holds the sealer lease (epoch {}): nothing was done here. Node names must be unique per process: run this with another --node / METERD_NODE, or stop that process and run this again once its lease expires (at most `store.lease` = {})",
+                    r.holder, r.epoch, self.cfg.store.lease
+                )))
+            }
             Acquired::Busy(r) => {
                 return Err(Failure::lease(format!(
                     "node {} holds the sealer lease (epoch {}): it seals and uploads this store; nothing was done here — let it, or stop it and run this again once its lease expires (at most `store.lease` = {})",

@@ -65,13 +65,18 @@ pub enum Decision {
     Wait,
 }
 
-/// The pure rule: free or expired leases are taken with a higher epoch; our own is renewed at
-/// the same epoch (an expired lease of ours that nobody took is still ours: same epoch);
-/// another's live lease is left alone.
-pub fn decide(row: Option<&LeaseRow>, node: &str, now_ns: i64) -> Decision {
+/// The pure rule: free or expired leases are taken with a higher epoch; the lease this process
+/// holds (`held`: the epoch it took, `None` when it holds none) is renewed at the same epoch (an
+/// expired lease of ours that nobody took is still ours: same epoch); a live lease is left
+/// alone — also one that names this node but was not taken by this process (`held` differs):
+/// another process running under the same `--node` name (a one-shot `seal` named like the
+/// daemon, or a restarted daemon whose previous life may still be running). Renewing that one
+/// at its epoch would let two processes pass the same fence; it is taken once it expires (or at
+/// once when its holder released it at a clean stop), with a higher epoch that fences the other.
+pub fn decide(row: Option<&LeaseRow>, node: &str, held: Option<i64>, now_ns: i64) -> Decision {
     match row {
         None => Decision::Take { epoch: 1 },
-        Some(r) if r.holder == node => Decision::Take { epoch: r.epoch },
+        Some(r) if r.holder == node && held == Some(r.epoch) => Decision::Take { epoch: r.epoch },
         Some(r) if r.expires_ns <= now_ns => Decision::Take { epoch: r.epoch + 1 },
         Some(_) => Decision::Wait,
     }
@@ -95,11 +100,13 @@ pub fn get(tx: &Tx<'_>, name: &str) -> Result<Option<LeaseRow>> {
     })
 }
 
-/// Takes or renews lease `name` for `node` (call in a write transaction).
-pub fn acquire(tx: &Tx<'_>, name: &str, node: &str, ttl: std::time::Duration) -> Result<Acquired> {
+/// Takes or renews lease `name` for `node` (call in a write transaction); `held` is the epoch
+/// this process holds the lease at (from its last [`Acquired::Held`]), `None` when it holds
+/// none (see [`decide`]).
+pub fn acquire(tx: &Tx<'_>, name: &str, node: &str, held: Option<i64>, ttl: std::time::Duration) -> Result<Acquired> {
     let now = db_now_ns(tx)?;
     let row = get(tx, name)?;
-    match decide(row.as_ref(), node, now) {
+    match decide(row.as_ref(), node, held, now) {
         Decision::Wait => Ok(Acquired::Busy(row.expect("Wait is decided only on a stored row"))),
         Decision::Take { epoch } => {
             let expires = now.saturating_add(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX));
@@ -193,10 +200,15 @@ mod tests {
 
     #[test]
     fn the_rule_takes_free_and_expired_leases_renews_its_own_and_waits_otherwise() {
-        assert_eq!(decide(None, "a", 10), Decision::Take { epoch: 1 });
-        assert_eq!(decide(Some(&row("a", 4, 5)), "a", 10), Decision::Take { epoch: 4 }, "ours, even expired: same epoch");
-        assert_eq!(decide(Some(&row("b", 4, 10)), "a", 10), Decision::Take { epoch: 5 }, "expired at now");
-        assert_eq!(decide(Some(&row("b", 4, 11)), "a", 10), Decision::Wait);
+        assert_eq!(decide(None, "a", None, 10), Decision::Take { epoch: 1 });
+        assert_eq!(decide(Some(&row("a", 4, 5)), "a", Some(4), 10), Decision::Take { epoch: 4 }, "ours, even expired: same epoch");
+        assert_eq!(decide(Some(&row("b", 4, 10)), "a", None, 10), Decision::Take { epoch: 5 }, "expired at now");
+        assert_eq!(decide(Some(&row("b", 4, 11)), "a", None, 10), Decision::Wait);
+        // Another process under this node's name holds it: not ours to renew at its epoch.
+        assert_eq!(decide(Some(&row("a", 4, 11)), "a", None, 10), Decision::Wait, "a one-shot named like the live holder waits");
+        assert_eq!(decide(Some(&row("a", 4, 11)), "a", Some(3), 10), Decision::Wait, "held at an older epoch: fenced, waits");
+        assert_eq!(decide(Some(&row("a", 4, 5)), "a", None, 10), Decision::Take { epoch: 5 }, "expired: taken with a new epoch");
+        assert_eq!(decide(Some(&row("a", 4, 0)), "a", None, 10), Decision::Take { epoch: 5 }, "released at a clean stop");
     }
 
     #[test]
@@ -206,14 +218,20 @@ mod tests {
         // Long enough that a loaded machine (the whole suite in parallel) still asks twice
         // within it; 50 ms was not.
         let ttl = Duration::from_millis(1000);
-        let a = match s.write(|tx| acquire(tx, SEALER, "a", ttl)).unwrap() {
+        let a = match s.write(|tx| acquire(tx, SEALER, "a", None, ttl)).unwrap() {
             Acquired::Held(f) => f,
             other => panic!("{other:?}"),
         };
-        assert!(matches!(s.write(|tx| acquire(tx, SEALER, "b", ttl)).unwrap(), Acquired::Busy(r) if r.holder == "a"));
+        assert!(matches!(s.write(|tx| acquire(tx, SEALER, "b", None, ttl)).unwrap(), Acquired::Busy(r) if r.holder == "a"));
+        // Another process under a's name (a one-shot `--node a`) does not get a's fence; a
+        // renews it.
+        assert!(
+            matches!(s.write(|tx| acquire(tx, SEALER, "a", None, ttl)).unwrap(), Acquired::Busy(r) if r.holder == "a" && r.epoch == a.epoch)
+        );
+        assert!(matches!(s.write(|tx| acquire(tx, SEALER, "a", Some(a.epoch), ttl)).unwrap(), Acquired::Held(f) if f == a));
         s.write(|tx| a.check(tx)).unwrap();
         std::thread::sleep(ttl + Duration::from_millis(50));
-        let b = match s.write(|tx| acquire(tx, SEALER, "b", ttl)).unwrap() {
+        let b = match s.write(|tx| acquire(tx, SEALER, "b", None, ttl)).unwrap() {
             Acquired::Held(f) => f,
             other => panic!("{other:?}"),
         };
@@ -241,6 +259,6 @@ mod tests {
         s.set_fence(None);
         // A clean release hands it over at once.
         s.write(|tx| release(tx, &b)).unwrap();
-        assert!(matches!(s.write(|tx| acquire(tx, SEALER, "c", ttl)).unwrap(), Acquired::Held(f) if f.epoch == b.epoch + 1));
+        assert!(matches!(s.write(|tx| acquire(tx, SEALER, "c", None, ttl)).unwrap(), Acquired::Held(f) if f.epoch == b.epoch + 1));
     }
 }
