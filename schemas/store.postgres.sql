@@ -255,3 +255,7 @@ ALTER TABLE windows SET (fillfactor = 50);
 
 -- migration 5
 ALTER TABLE events ALTER COLUMN event_id TYPE text COLLATE "C";
+
+-- migration 6
+SELECT pg_advisory_xact_lock(7882834701841608055);
+UPDATE ingest_state SET windows_through = (SELECT coalesce(max(seq), 0) FROM events) WHERE id = 1;

@@ -20,7 +20,7 @@ mod pg_both;
 use meterd::model::{Reset, Timestamp};
 use meterd::store::lifecycle::Status;
 use meterd::store::packages::{NewPackage, Segment};
-use meterd::store::sql::{params, Backend, Tx};
+use meterd::store::sql::{params, Tx};
 use meterd::store::{events, instances, lifecycle, lifecycle_flags, meta, packages, settings, windows, StoreError};
 use rust_decimal::Decimal;
 
@@ -85,23 +85,10 @@ fn script(tx: &Tx<'_>) -> Result<Vec<String>> {
             params![key, id, secs(t).0, q, t / 3600 * 3600],
         )?;
     }
-    match tx.backend() {
-        Backend::Sqlite => {
-            // The writer keeps the count with every append; the tail is folded at the seal.
-            tx.execute("UPDATE ingest_state SET events = events + 3 WHERE id = 1", params![])?;
-            log("tail before fold", format!("{}", settings::has_usage_from(tx, key, 7200)?));
-            windows::fold(tx)?;
-        }
-        Backend::Postgres => {
-            for (start, usage) in [(0_i64, "1.5"), (3600, "2"), (7200, "0.25")] {
-                tx.execute(
-                    "INSERT INTO windows (start_s, instance_ref, usage, events) VALUES (?1, ?2, ?3, 1)",
-                    params![start, key, usage],
-                )?;
-            }
-            log("tail before fold", format!("{}", settings::has_usage_from(tx, key, 7200)?));
-        }
-    }
+    // The writer keeps the count with every append; the tail is folded at the seal (both
+    // backends keep one: `store::windows`).
+    tx.execute("UPDATE ingest_state SET events = events + 3 WHERE id = 1", params![])?;
+    log("tail before fold", format!("{}", settings::has_usage_from(tx, key, 7200)?));
     windows::fold(tx)?;
     log("windows", format!("{:?}", windows::of_instance(tx, key, 0, 100_000)?));
     log("one window", format!("{:?}", windows::of_instance(tx, key, 3600, 7200)?));

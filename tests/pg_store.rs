@@ -34,6 +34,16 @@ fn dec(s: &str) -> Decimal {
     s.parse().unwrap()
 }
 
+/// Every window's usage and event count as readers see them, by instance id and start:
+/// `windows` plus the events not folded into it yet (`meterd::store::windows`: PostgreSQL
+/// keeps an unfolded tail too).
+const WINDOW_TOTALS: &str = "SELECT i.instance_id, sum(u.usage), sum(u.events)::bigint FROM (
+        SELECT instance_ref, start_s, usage, events FROM windows
+        UNION ALL
+        SELECT instance_ref, billed_window, coalesce(billed_qty, qty), 1 FROM events
+        WHERE billed_window IS NOT NULL AND seq > (SELECT windows_through FROM ingest_state WHERE id = 1)
+    ) u JOIN instances i ON i.ref = u.instance_ref GROUP BY i.instance_id, u.start_s ORDER BY i.instance_id, u.start_s";
+
 #[test]
 fn a_postgres_url_opens_a_migrated_store_and_statements_run_with_exact_decimals() {
     let Some(pg) = PgCluster::shared() else { return };
@@ -279,11 +289,7 @@ fn a_batch_with_stored_keys_gets_the_lookup_verdicts() {
     let (totals, events, counted): (Vec<(String, Decimal, i64)>, i64, i64) = s
         .read(|tx| {
             Ok((
-                tx.query_map(
-                    "SELECT i.instance_id, w.usage, w.events FROM windows w JOIN instances i ON i.ref = w.instance_ref ORDER BY i.instance_id",
-                    params![],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?,
+                tx.query_map(WINDOW_TOTALS, params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?,
                 tx.one("SELECT count(*) FROM events", params![])?,
                 tx.one("SELECT events FROM ingest_state", params![])?,
             ))
@@ -424,15 +430,8 @@ fn ingest_and_seal_run_on_postgres() {
     let r = b.ingest_body(again.as_bytes(), now).unwrap();
     assert_eq!((r.accepted, r.duplicates, r.rejected.len()), (1, 1, 1), "{r:?}");
     let mut s = open(&url);
-    let totals: Vec<(String, Decimal, i64)> = s
-        .read(|tx| {
-            tx.query_map(
-                "SELECT i.instance_id, w.usage, w.events FROM windows w JOIN instances i ON i.ref = w.instance_ref ORDER BY i.instance_id",
-                params![],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-        })
-        .unwrap();
+    let totals: Vec<(String, Decimal, i64)> =
+        s.read(|tx| tx.query_map(WINDOW_TOTALS, params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))).unwrap();
     assert_eq!(totals, vec![("i-1".into(), dec("7.25"), 3), ("i-2".into(), dec("0.000000001"), 1)]);
     let report = meterd::seal::seal(&mut s, &cfg, now).unwrap();
     assert_eq!((report.records, report.zero), (2, 1), "i-2's usage floors to 0 (a zero record) and is carried: {report:?}");

@@ -136,7 +136,7 @@ pub struct TxCtx<'a, 'c> {
     pub cfg: &'a Config,
     pub instances: &'a mut InstanceCache,
     /// Window usage this transaction adds (SQLite: the unfolded tail kept between
-    /// transactions; PostgreSQL: written to `windows` before `COMMIT`).
+    /// transactions; PostgreSQL: this attempt's sums, added to that tail once it succeeds).
     pub tail: &'a mut TailSums,
 }
 

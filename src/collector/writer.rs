@@ -35,7 +35,7 @@ use super::WriterHealth;
 use crate::config::Config;
 use crate::model::Timestamp;
 use crate::store::dedupe::Dedupe;
-use crate::store::pg_events::{Finish, PgEvents};
+use crate::store::pg_events::{self, Finish, PgEvents};
 use crate::store::sql::Backend;
 use crate::store::windows::TailSums;
 use crate::store::{Store, StoreError};
@@ -202,74 +202,91 @@ impl Writer {
     }
 
     /// The same on a shared PostgreSQL store: the transaction holds the writers' lock, looks
-    /// the group's keys up by the unique index (`store::pg_events`), and adds its window sums to
-    /// `windows` before `COMMIT` (no tail: other nodes write too). The instance cache is kept
-    /// while the stored generation is unchanged, as on SQLite.
+    /// the group's keys up by the unique index (`store::pg_events`), and keeps its window sums
+    /// in the unfolded tail as on SQLite (`store::windows`), folding it into `windows` every
+    /// [`super::Tuning::fold_events`] events. The first read of every transaction
+    /// ([`pg_events::head`]) says whether another node appended events (the tail adds them),
+    /// folded (the tail reloads) or changed an instance (the cache is dropped).
     ///
     /// While batches hold only new keys the lookup is skipped (optimistic mode): the group is
     /// decided under a savepoint, taking every key as not stored, and `PgEvents::finish` checks
     /// that. When a key was stored after all, the transaction rolls back to the savepoint, the
     /// in-memory state the attempt touched (instance cache with its package use and counters,
-    /// window sums, held events and seqs) is dropped, and the group is decided again with the
-    /// lookup — only that second answer is sent. The next group then starts with the lookup
-    /// (clients resend whole batches, so duplicates come in runs), until one finds no stored key.
+    /// held events and seqs; its window sums are kept apart until it succeeds) is dropped, and
+    /// the group is decided again with the lookup — only that second answer is sent. The next
+    /// group then starts with the lookup (clients resend whole batches, so duplicates come in
+    /// runs), until one finds no stored key.
     fn commit_group_postgres(&mut self, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
         let Writer { store, tail, instances, instances_gen, pg_optimistic, .. } = self;
         let optimistic = *pg_optimistic;
         let result = store.write(|tx| {
-            if crate::store::instances::generation(tx)? != *instances_gen {
+            let head = pg_events::head(tx)?;
+            if head.instances_gen != *instances_gen {
                 instances.clear();
             }
+            tail.sync_to(tx, head.windows_through, head.last_seq)?;
+            let mut attempt = None;
             if optimistic {
                 pg_batch(tx, "SAVEPOINT optimistic")?;
-                if let Some((out, _)) = attempt_postgres(tx, cfg, group, instances, tail, true)? {
-                    return Ok((out, 0, crate::store::instances::generation(tx)?));
+                attempt = attempt_postgres(tx, cfg, group, instances, head.last_seq, true)?;
+                if attempt.is_none() {
+                    pg_batch(tx, "ROLLBACK TO SAVEPOINT optimistic")?;
+                    instances.clear();
                 }
-                pg_batch(tx, "ROLLBACK TO SAVEPOINT optimistic")?;
-                instances.clear();
             }
             // Lookup mode never answers `KeyStored` (a stored key it missed is an error there).
-            let (out, found) = attempt_postgres(tx, cfg, group, instances, tail, false)?
-                .ok_or_else(|| StoreError::Corrupt("the key lookup missed a stored key; nothing of this batch is acknowledged".into()))?;
-            Ok((out, found, crate::store::instances::generation(tx)?))
+            let (out, found, delta, last) = match attempt {
+                Some(a) => a,
+                None => attempt_postgres(tx, cfg, group, instances, head.last_seq, false)?.ok_or_else(|| {
+                    StoreError::Corrupt("the key lookup missed a stored key; nothing of this batch is acknowledged".into())
+                })?,
+            };
+            tail.absorb(delta)?;
+            let folded = tail.maybe_fold(tx, last)?;
+            Ok((out, found, crate::store::instances::generation(tx)?, folded, last))
         });
         match result {
-            Ok((out, found, gen)) => {
+            Ok((out, found, gen, folded, last)) => {
                 *instances_gen = gen;
                 *pg_optimistic = found == 0;
+                tail.committed(folded, last);
                 Ok(out)
             }
             Err(e) => {
                 instances.clear();
                 *instances_gen = -1;
+                tail.invalidate();
                 Err(e)
             }
         }
     }
 }
 
-/// One attempt at a PostgreSQL group (see `commit_group_postgres`): the replies and how many
-/// stored keys the lookups found, or `None` when optimistic mode met a stored key (the
+/// One attempt at a PostgreSQL group (see `commit_group_postgres`), after the stored `seq`
+/// `last`: the replies, how many stored keys the lookups found, the window sums of its events
+/// and the `seq` of its last event; or `None` when optimistic mode met a stored key (the
 /// transaction must roll back to before the attempt).
+type Attempt = (Vec<JobReply>, usize, TailSums, i64);
+
 fn attempt_postgres(
     tx: &crate::store::sql::Tx<'_>,
     cfg: &Config,
     group: &[Job],
     instances: &mut InstanceCache,
-    tail: &mut TailSums,
+    last: i64,
     optimistic: bool,
-) -> Result<Option<(Vec<JobReply>, usize)>, StoreError> {
-    let mut events = PgEvents::begin(tx, optimistic)?;
-    *tail = TailSums::new(usize::MAX);
+) -> Result<Option<Attempt>, StoreError> {
+    let mut events = PgEvents::begin_after(last, optimistic);
+    let mut delta = TailSums::new(usize::MAX);
     let keys = Keys::Postgres(&mut events);
-    let out = decide_group(&mut TxCtx { tx, keys, cfg, instances: &mut *instances, tail: &mut *tail }, cfg, group)?;
+    let out = decide_group(&mut TxCtx { tx, keys, cfg, instances: &mut *instances, tail: &mut delta }, cfg, group)?;
     let found = events.found();
+    let last = events.last_seq();
     if events.finish(tx)? == Finish::KeyStored {
         return Ok(None);
     }
-    tail.write_now(tx)?;
     settle_instances(tx, instances)?;
-    Ok(Some((out, found)))
+    Ok(Some((out, found, delta, last)))
 }
 
 /// Runs a statement without parameters on the PostgreSQL transaction.

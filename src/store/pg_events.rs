@@ -115,12 +115,41 @@ fn stored(tx: &Tx<'_>, refs: &[i64], ids: &[String]) -> Result<Vec<((i64, String
     Ok(out)
 }
 
+/// What the ingest writer reads first in every PostgreSQL transaction, under the writers' lock,
+/// in one round trip: `ingest_state.windows_through`, `ingest_state.instances_gen` and the
+/// highest stored `seq` (0 when there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub windows_through: i64,
+    pub instances_gen: i64,
+    pub last_seq: i64,
+}
+
+/// Reads the [`Head`] of the store (inside a write transaction, so nothing moves after).
+pub fn head(tx: &Tx<'_>) -> Result<Head> {
+    tx.query_row(
+        "SELECT windows_through, instances_gen, (SELECT coalesce(max(seq), 0) FROM events) FROM ingest_state WHERE id = 1",
+        super::sql::params![],
+        |r| Ok(Head { windows_through: r.get(0)?, instances_gen: r.get(1)?, last_seq: r.get(2)? }),
+    )
+}
+
 impl PgEvents {
     /// Begins the event work of a transaction (inside it: the seq it reads is final);
     /// `optimistic`: skip the lookups and check at [`PgEvents::finish`] (module docs).
     pub fn begin(tx: &Tx<'_>, optimistic: bool) -> Result<PgEvents> {
-        let next_seq = tx.one::<i64>("SELECT COALESCE(MAX(seq), 0) FROM events", super::sql::params![])? + 1;
-        Ok(PgEvents { known: HashMap::new(), held: Vec::new(), next_seq, optimistic, assumed: Vec::new(), found: 0 })
+        Ok(PgEvents::begin_after(super::events::max_seq(tx)?, optimistic))
+    }
+
+    /// [`PgEvents::begin`] with the highest stored `seq` (`last`) already read in this
+    /// transaction, under the writers' lock (the ingest writer reads it with `ingest_state`).
+    pub fn begin_after(last: i64, optimistic: bool) -> PgEvents {
+        PgEvents { known: HashMap::new(), held: Vec::new(), next_seq: last + 1, optimistic, assumed: Vec::new(), found: 0 }
+    }
+
+    /// The `seq` of the last event held so far (the highest stored one when none is held).
+    pub fn last_seq(&self) -> i64 {
+        self.next_seq - 1
     }
 
     /// How many stored keys the lookups of this transaction found (0 in optimistic mode).

@@ -330,6 +330,17 @@ ALTER TABLE windows SET (fillfactor = 50);
     r#"
 ALTER TABLE events ALTER COLUMN event_id TYPE text COLLATE "C";
 "#,
+    // 6: PostgreSQL only (SQLite has always kept it). The ingest now keeps an unfolded tail on
+    // PostgreSQL too (`store::windows`): `windows` holds the billable events up to
+    // `ingest_state.windows_through`, readers add the events after it. Until now every
+    // ingest transaction added its events to `windows` itself, so every stored event is in
+    // `windows` already: the tail starts after the highest stored `seq`. Under the writers'
+    // lock (`store::pg::WRITE_LOCK`), so no ingest transaction commits between the read and
+    // the update.
+    r#"
+SELECT pg_advisory_xact_lock(7882834701841608055);
+UPDATE ingest_state SET windows_through = (SELECT coalesce(max(seq), 0) FROM events) WHERE id = 1;
+"#,
 ];
 
 /// Why [`migrate`] failed.
@@ -434,6 +445,31 @@ mod tests {
         assert_eq!(migrate(&mut client).unwrap(), PG_MIGRATIONS.len() as u32);
         let rows: i64 = client.query_one("SELECT count(*) FROM meterd_schema", &[]).unwrap().get(0);
         assert_eq!(rows, PG_MIGRATIONS.len() as i64);
+    }
+
+    /// Migration 6: a store whose ingest kept `windows` complete (migrations 1–5) starts its
+    /// tail after its highest event, so no stored event is counted twice; under the writers' lock.
+    #[test]
+    fn migration_6_starts_the_unfolded_tail_after_the_stored_events() {
+        assert!(PG_MIGRATIONS[5].contains(&crate::store::pg::WRITE_LOCK.to_string()), "migration 6 takes the writers' lock");
+        let Some(pg) = pg::PgCluster::shared() else { return };
+        let mut client = pg::connect(&pg.fresh_db());
+        client.batch_execute(VERSION_TABLE).unwrap();
+        for (i, m) in PG_MIGRATIONS[..5].iter().enumerate() {
+            client.batch_execute(m).unwrap();
+            client.execute("INSERT INTO meterd_schema VALUES ($1, 0, 'test')", &[&(i as i32 + 1)]).unwrap();
+        }
+        client
+            .batch_execute(
+                "INSERT INTO instances (ref, instance_id, plan, start_ns, created_ns) VALUES (1, 'i-1', 'p', 0, 0);
+                 INSERT INTO events (seq, instance_ref, event_id, time_ns, qty, billed_window, received_s)
+                     VALUES (7, 1, 'a', 0, 2, 0, 0), (9, 1, 'b', 0, 3, 0, 0);
+                 INSERT INTO windows (start_s, instance_ref, usage, events) VALUES (0, 1, 5, 2);",
+            )
+            .unwrap();
+        assert_eq!(migrate(&mut client).unwrap(), PG_MIGRATIONS.len() as u32);
+        let through: i64 = client.query_one("SELECT windows_through FROM ingest_state WHERE id = 1", &[]).unwrap().get(0);
+        assert_eq!(through, 9, "every event stored before the upgrade is in `windows` already");
     }
 
     #[test]

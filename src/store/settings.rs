@@ -11,7 +11,7 @@
 //! records the configured values (they are the ones its windows were cut with).
 
 use super::sql::{params, Tx};
-use super::{meta, windows, Result};
+use super::{meta, Result};
 use crate::model::Timestamp;
 use std::collections::BTreeMap;
 
@@ -63,8 +63,7 @@ pub fn remember_aggregation(tx: &Tx<'_>, plan: &str, aggregation: &str) -> Resul
 
 /// Whether the instance `instance_key` has windows cut already: usage folded into a window, a record,
 /// an event not yet folded, or a seal cursor that moved. Indexed lookups, plus at most one
-/// scan of the unfolded tail (≤ the fold size; none on PostgreSQL, where `windows` is always
-/// complete — see [`windows`]).
+/// scan of the unfolded tail (≤ the fold size; see [`super::windows`]).
 pub fn is_cut(tx: &Tx<'_>, instance_key: i64, sealed_until: i64) -> Result<bool> {
     if sealed_until > 0 {
         return Ok(true);
@@ -72,10 +71,7 @@ pub fn is_cut(tx: &Tx<'_>, instance_key: i64, sealed_until: i64) -> Result<bool>
     let probe = |sql: &str| -> Result<bool> { Ok(tx.query_opt(sql, params![instance_key], |_| Ok(()))?.is_some()) };
     Ok(probe("SELECT 1 FROM windows WHERE instance_ref = ?1 LIMIT 1")?
         || probe("SELECT 1 FROM records WHERE instance_ref = ?1 LIMIT 1")?
-        || (windows::has_tail(tx)
-            && probe(
-                "SELECT 1 FROM events WHERE seq > (SELECT windows_through FROM ingest_state WHERE id = 1) AND instance_ref = ?1 LIMIT 1",
-            )?))
+        || probe("SELECT 1 FROM events WHERE seq > (SELECT windows_through FROM ingest_state WHERE id = 1) AND instance_ref = ?1 LIMIT 1")?)
 }
 
 /// Whether usage of the instance `instance_key` is billed in a window starting at or after `from`
@@ -84,7 +80,7 @@ pub fn has_usage_from(tx: &Tx<'_>, instance_key: i64, from: i64) -> Result<bool>
     let folded = tx
         .query_opt("SELECT 1 FROM windows WHERE instance_ref = ?1 AND start_s >= ?2 LIMIT 1", params![instance_key, from], |_| Ok(()))?
         .is_some();
-    if folded || !windows::has_tail(tx) {
+    if folded {
         return Ok(folded);
     }
     let tail = tx

@@ -51,9 +51,8 @@ pub fn all_events(c: &Db) -> Vec<(String, String, String)> {
 
 /// One instance's windows as (start in UTC seconds, usage text, event count): the stored
 /// totals plus the events not yet folded into them (`seq > ingest_state.windows_through`, summed
-/// here by the window that bills them), which is what every reader of meterd sees. PostgreSQL
-/// keeps no tail (its ingest updates `windows` in the event's own transaction, see
-/// `meterd::store::windows`), so there the stored totals are the whole answer.
+/// here by the window that bills them), which is what every reader of meterd sees — on both
+/// backends (`meterd::store::windows`).
 pub fn windows(c: &Db, instance_id: &str) -> Vec<(i64, String, i64)> {
     let rows: Vec<(i64, String, i64)> = c.rows(
         "SELECT w.start_s, w.usage, w.events FROM windows w JOIN instances i ON i.ref = w.instance_ref
@@ -62,9 +61,6 @@ pub fn windows(c: &Db, instance_id: &str) -> Vec<(i64, String, i64)> {
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     );
     let mut sums: std::collections::BTreeMap<i64, (i128, i64)> = rows.into_iter().map(|(s, u, n)| (s, (nanos(&u), n))).collect();
-    if matches!(c, Db::Pg(_)) {
-        return sums.into_iter().map(|(s, (u, n))| (s, decimal(u), n)).collect();
-    }
     let tail: Vec<(i64, String)> = c.rows(
         "SELECT e.billed_window, coalesce(e.billed_qty, e.qty) FROM events e JOIN instances i ON i.ref = e.instance_ref
          WHERE i.instance_id = ?1 AND e.billed_window IS NOT NULL AND e.seq > (SELECT windows_through FROM ingest_state)",
