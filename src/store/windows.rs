@@ -35,7 +35,7 @@
 //! tail changes nothing at ingest.
 //!
 //! Folds write every window in one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE` on
-//! PostgreSQL ([`write_sums`]), and one statement per window on SQLite.
+//! PostgreSQL (`write_sums`), and one statement per window on SQLite.
 
 use super::events::max_seq;
 use super::sql::{params, Row, Tx};
