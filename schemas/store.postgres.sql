@@ -259,3 +259,26 @@ ALTER TABLE events ALTER COLUMN event_id TYPE text COLLATE "C";
 -- migration 6
 SELECT pg_advisory_xact_lock(7882834701841608055);
 UPDATE ingest_state SET windows_through = (SELECT coalesce(max(seq), 0) FROM events) WHERE id = 1;
+-- A node of an older meterd that is still running against this store (a rolling upgrade: it
+-- started before this migration, so it never checked the version) would add its events to
+-- `windows` itself, where the tail counts them again, and would seal without the tail: its
+-- writes are refused from now on. Every write transaction of a newer meterd says which schema
+-- it writes (`store::pg::begin_write`); a later migration that changes what writers must do
+-- raises the minimum here with CREATE OR REPLACE.
+CREATE FUNCTION meterd_refuse_old_writers() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(nullif(current_setting('meterd.writer_schema', true), ''), '0')::int < 6 THEN
+        RAISE EXCEPTION 'this meterd store was upgraded (schema 6) by a newer meterd, and this node runs an older one: upgrade this node; its writes are refused so that nothing is counted twice'
+            USING ERRCODE = '55000';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER events_writer_schema BEFORE INSERT ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_old_writers();
+CREATE TRIGGER windows_writer_schema BEFORE INSERT OR UPDATE ON windows
+    FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_old_writers();
+CREATE TRIGGER records_writer_schema BEFORE INSERT OR UPDATE ON records
+    FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_old_writers();
+CREATE TRIGGER instances_writer_schema BEFORE UPDATE ON instances
+    FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_old_writers();

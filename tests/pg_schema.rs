@@ -26,6 +26,9 @@ const PG_ONLY: &[&str] = &["meterd_schema"];
 fn migrated(pg: &PgCluster) -> postgres::Client {
     let mut c = pg::connect(&pg.fresh_db());
     assert_eq!(migrate(&mut c).unwrap(), KNOWN);
+    // Writes here are a current meterd's (`store::pg::begin_write` says so per transaction);
+    // old writers are refused (`store::pg_schema`).
+    c.batch_execute(&format!("SET meterd.writer_schema = '{KNOWN}'")).unwrap();
     c
 }
 

@@ -255,9 +255,15 @@ pub(crate) fn in_transaction<T>(conn: &mut PgConn, begin: &str, f: impl FnOnce(&
     }
 }
 
-/// `BEGIN` of a write transaction: read committed, after the writers' lock (see module docs).
+/// `BEGIN` of a write transaction: read committed, after the writers' lock (see module docs),
+/// saying which schema this build writes (`meterd.writer_schema`, for the transaction only), so
+/// a store upgraded past it by a newer node refuses its writes (`store::pg_schema`, "Old writers
+/// are refused"). One round trip.
 pub(crate) fn begin_write() -> String {
-    format!("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+    format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK}), set_config('meterd.writer_schema', '{}', true)",
+        super::pg_schema::PG_MIGRATIONS.len()
+    )
 }
 
 /// `BEGIN` of a read transaction: one snapshot.

@@ -38,6 +38,16 @@
 //! a Rust function of that name, is an `IMMUTABLE` SQL function; `trim_scale` drops trailing
 //! zeros as the Rust side's `Decimal::normalize` does, so both backends store `3`, not `3.00`.
 //!
+//! **Old writers are refused** (migration 6 on): every write transaction sets
+//! `meterd.writer_schema` to the schema it writes ([`PG_MIGRATIONS`]`.len()`, in the same round
+//! trip as its `BEGIN`: `store::pg::begin_write`), and statement-level triggers on `events`,
+//! `windows`, `records` and `instances` refuse a write whose setting is below the minimum
+//! (`meterd_refuse_old_writers`). A node started before an upgrade never rechecks the schema
+//! version; without this, during a rolling upgrade an old node would keep writing by the old
+//! rules into a store whose newer rules count differently (migration 6: the old node would add
+//! its events to `windows` and the unfolded tail would add them again). Its writes fail
+//! instead (its clients get 503 and retry on an upgraded node), so nothing is counted twice.
+//!
 //! **Only on PostgreSQL**: `meterd_schema` (one row per applied migration: the version, when,
 //! by which meterd), `lease` (the sealer/uploader lease: holder, fencing epoch, expiry) and
 //! `nodes` (each node's name, meterd version and last heartbeat).
@@ -340,6 +350,29 @@ ALTER TABLE events ALTER COLUMN event_id TYPE text COLLATE "C";
     r#"
 SELECT pg_advisory_xact_lock(7882834701841608055);
 UPDATE ingest_state SET windows_through = (SELECT coalesce(max(seq), 0) FROM events) WHERE id = 1;
+-- A node of an older meterd that is still running against this store (a rolling upgrade: it
+-- started before this migration, so it never checked the version) would add its events to
+-- `windows` itself, where the tail counts them again, and would seal without the tail: its
+-- writes are refused from now on. Every write transaction of a newer meterd says which schema
+-- it writes (`store::pg::begin_write`); a later migration that changes what writers must do
+-- raises the minimum here with CREATE OR REPLACE.
+CREATE FUNCTION meterd_refuse_old_writers() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(nullif(current_setting('meterd.writer_schema', true), ''), '0')::int < 6 THEN
+        RAISE EXCEPTION 'this meterd store was upgraded (schema 6) by a newer meterd, and this node runs an older one: upgrade this node; its writes are refused so that nothing is counted twice'
+            USING ERRCODE = '55000';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER events_writer_schema BEFORE INSERT ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_old_writers();
+CREATE TRIGGER windows_writer_schema BEFORE INSERT OR UPDATE ON windows
+    FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_old_writers();
+CREATE TRIGGER records_writer_schema BEFORE INSERT OR UPDATE ON records
+    FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_old_writers();
+CREATE TRIGGER instances_writer_schema BEFORE UPDATE ON instances
+    FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_old_writers();
 "#,
 ];
 
@@ -445,6 +478,31 @@ mod tests {
         assert_eq!(migrate(&mut client).unwrap(), PG_MIGRATIONS.len() as u32);
         let rows: i64 = client.query_one("SELECT count(*) FROM meterd_schema", &[]).unwrap().get(0);
         assert_eq!(rows, PG_MIGRATIONS.len() as i64);
+    }
+
+    /// A node that started before migration 6 (it never rechecks the version) and writes by
+    /// the old rules is refused on every table whose rules changed; a transaction of this build
+    /// (`store::pg::begin_write`) is not.
+    #[test]
+    fn writes_of_a_node_older_than_the_store_are_refused() {
+        let Some(pg) = pg::PgCluster::shared() else { return };
+        let mut client = pg::connect(&pg.fresh_db());
+        migrate(&mut client).unwrap();
+        client.batch_execute("INSERT INTO instances (ref, instance_id, plan, start_ns, created_ns) VALUES (1, 'i-1', 'p', 0, 0)").unwrap();
+        for old_write in [
+            "INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, received_s) VALUES (1, 'a', 0, 2, 0, 0)",
+            "INSERT INTO windows (start_s, instance_ref, usage, events) VALUES (0, 1, 2, 1)",
+            "UPDATE instances SET sealed_until = 3600 WHERE ref = 1",
+            "UPDATE records SET attempts = attempts + 1",
+        ] {
+            let e = client.batch_execute(old_write).expect_err(old_write);
+            assert!(e.as_db_error().is_some_and(|d| d.message().contains("upgrade this node")), "{old_write}: {e}");
+        }
+        let mut conn = super::super::sql::PgConn::new(client);
+        super::super::pg::in_transaction(&mut conn, &super::super::pg::begin_write(), |c| {
+            c.batch("INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, received_s) VALUES (1, 'a', 0, 2, 0, 0)")
+        })
+        .expect("this build's write transaction");
     }
 
     /// Migration 6: a store whose ingest kept `windows` complete (migrations 1–5) starts its
