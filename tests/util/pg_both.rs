@@ -12,7 +12,9 @@ pub fn on_both<T>(script: impl Fn(&Tx<'_>) -> Result<T, StoreError>) -> Option<(
     let mut client = pg::connect(&pg.fresh_db());
     meterd::store::pg_schema::migrate(&mut client).unwrap();
     let mut conn = PgConn::new(client);
-    conn.batch("BEGIN").unwrap();
+    // As the library's write transactions do (`store::pg::begin_write`): writes of an older
+    // meterd are refused.
+    conn.batch(&format!("BEGIN; SET LOCAL meterd.writer_schema = '{}'", meterd::store::pg_schema::PG_MIGRATIONS.len())).unwrap();
     let on_pg = script(&Tx::postgres(&mut conn)).unwrap();
     conn.batch("COMMIT").unwrap();
 
