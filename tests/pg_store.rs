@@ -383,6 +383,22 @@ fn window_updates_stay_on_their_page() {
     assert_eq!(usage, dec("3000"));
 }
 
+/// A server restarted while the connection sat idle: the next transaction finds the old
+/// connection dead at its `BEGIN` (nothing sent yet) and runs on a new one, without an error
+/// (new-user trial: the first request after a restart got a 503, the daemon's upload an ERROR).
+#[test]
+fn a_server_restarted_while_idle_costs_the_next_transaction_nothing() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mut s = open(&pg.fresh_db());
+    s.write(|tx| tx.execute("INSERT INTO meta (key, value) VALUES ('a', '1')", params![])).unwrap();
+    pg.restart();
+    s.write(|tx| tx.execute("INSERT INTO meta (key, value) VALUES ('b', '1')", params![])).expect("the first write after a restart");
+    pg.restart();
+    let n: i64 =
+        s.read(|tx| tx.one("SELECT count(*) FROM meta WHERE key IN ('a', 'b')", params![])).expect("the first read after a restart");
+    assert_eq!(n, 2);
+}
+
 #[test]
 fn a_restarted_server_is_reconnected_to_by_itself() {
     let Some(pg) = PgCluster::start() else { return };

@@ -99,7 +99,7 @@ fn copy(ctx: &Ctx, from: &Path, to: &Path) -> Result<u8, Failure> {
     let report = crate::store::copy::copy(&mut src, &mut dst, &rule_of)?;
     for (table, read, there) in &report.tables {
         let note = if read == there { String::new() } else { format!("  MISMATCH: {there} on the destination") };
-        println!("  {table:<16} {read:>10} rows{note}");
+        println!("  {table:<16} {read:>10} {}{note}", if *read == 1 { "row" } else { "rows" });
     }
     if report.tail_folded > 0 {
         println!("  {} unfolded events of the source were added to the destination's window totals", report.tail_folded);

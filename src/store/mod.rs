@@ -255,6 +255,9 @@ fn pg_message(e: &postgres::Error) -> String {
 fn connect_hint(e: &postgres::Error) -> &'static str {
     match postgres_reason(e) {
         "unreachable" => "; is the server running and accepting TCP connections there? Check the host and port in --db / METERD_DB",
+        "config" if e.to_string().contains("password missing") => {
+            "; give the password in the URL, in PGPASSWORD, or in the file named by `[store] password_file`"
+        }
         _ => "",
     }
 }
@@ -593,7 +596,9 @@ impl Store {
                 tx.commit()?;
                 Ok(out)
             })(),
-            Engine::Postgres { conn, .. } => pg::in_transaction(conn, &pg::begin_write(), |c| fenced(&sql::Tx::postgres(c))),
+            Engine::Postgres { conn, location } => {
+                pg::in_transaction_reconnecting(conn, location, &pg::begin_write(), |c| fenced(&sql::Tx::postgres(c)))
+            }
         };
         self.note_failure(&result);
         result
@@ -609,7 +614,9 @@ impl Store {
                 tx.finish()?;
                 Ok(out)
             })(),
-            Engine::Postgres { conn, .. } => pg::in_transaction(conn, pg::BEGIN_READ, |c| f(&sql::Tx::postgres(c))),
+            Engine::Postgres { conn, location } => {
+                pg::in_transaction_reconnecting(conn, location, pg::BEGIN_READ, |c| f(&sql::Tx::postgres(c)))
+            }
         };
         self.note_failure(&result);
         result

@@ -239,9 +239,38 @@ pub fn redact(url: &str) -> String {
     u.to_string()
 }
 
-/// Runs `f` between `BEGIN … ` and `COMMIT`, rolling back when it fails.
+/// Runs `f` between `BEGIN … ` and `COMMIT`, rolling back when it fails (the store's own
+/// transactions use [`in_transaction_reconnecting`]).
+#[cfg(test)]
 pub(crate) fn in_transaction<T>(conn: &mut PgConn, begin: &str, f: impl FnOnce(&mut PgConn) -> Result<T>) -> Result<T> {
     conn.batch(begin)?;
+    in_begun(conn, f)
+}
+
+/// [`in_transaction`] on a connection whose first attempt at `BEGIN` found it dead (the server
+/// restarted or ended the session while it sat idle): a new connection from `location` is made
+/// and the transaction begun on it, once, quietly. Nothing had reached the server yet (the
+/// `BEGIN` itself failed), so this retry cannot repeat any work; any later failure is the
+/// caller's, as before.
+pub(crate) fn in_transaction_reconnecting<T>(
+    conn: &mut PgConn,
+    location: &PgLocation,
+    begin: &str,
+    f: impl FnOnce(&mut PgConn) -> Result<T>,
+) -> Result<T> {
+    if let Err(e) = conn.batch(begin) {
+        if e.reason() != "unreachable" {
+            return Err(e);
+        }
+        *conn = location.connect()?;
+        tracing::info!(db = %location, error = %e, "reconnected to PostgreSQL: the idle connection was gone");
+        conn.batch(begin)?;
+    }
+    in_begun(conn, f)
+}
+
+/// Runs `f` in the transaction begun on `conn`, then `COMMIT`, or `ROLLBACK` when it fails.
+fn in_begun<T>(conn: &mut PgConn, f: impl FnOnce(&mut PgConn) -> Result<T>) -> Result<T> {
     match f(conn) {
         Ok(v) => {
             conn.batch("COMMIT")?;
