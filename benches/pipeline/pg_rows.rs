@@ -247,9 +247,11 @@ fn plain_insert(url: &str, s: &Sizes) -> (f64, f64) {
     (n as f64 / secs, cpu)
 }
 
-/// CPU seconds (user + system) used so far by the PostgreSQL server: the postmaster `pid` and
-/// its live children (a backend that exited takes its figures with it; the phases keep their
-/// connections open until measured).
+/// CPU seconds (user + system) used so far by the PostgreSQL server: the postmaster `pid`, its
+/// live children, and the children it has reaped (the postmaster's `cutime` + `cstime`). An
+/// exited backend's time moves from its own entry to its parent's reaped total, so a backend
+/// that ends inside a phase (e.g. the ingest's connections, closing as the seal starts) is
+/// counted once, not taken away from the phase — which made the seal row's figure negative.
 fn server_cpu_s(pid: u32) -> f64 {
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let Ok(procs) = std::fs::read_dir("/proc") else { return 0.0 };
@@ -262,7 +264,9 @@ fn server_cpu_s(pid: u32) -> f64 {
         let ppid = f.get(1).and_then(|v| v.parse::<u32>().ok());
         if me == Some(pid) || ppid == Some(pid) {
             let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            total += (field(11) + field(12)) / ticks;
+            // utime, stime; for the postmaster also cutime, cstime (its reaped children).
+            let reaped = if me == Some(pid) { field(13) + field(14) } else { 0.0 };
+            total += (field(11) + field(12) + reaped) / ticks;
         }
     }
     total

@@ -10,8 +10,17 @@
 //! queue rows of its records at it (they are adjacent: batches are cut in queue order), and
 //! delivery is the one update of the batch row, committed before anything counts as
 //! delivered. [`apply_deliveries`] later writes `delivered` and the batch id into the records rows of
-//! delivered batches, many batches in one transaction, and drops their queue rows; until then
-//! every reader already sees them delivered, and nothing about them is sent again.
+//! delivered batches, many batches in one transaction (on SQLite; PostgreSQL applies each
+//! delivery as it commits, `upload::run::APPLY_DELIVERIES_AFTER_PG`), and drops their queue
+//! rows; until then every reader already sees them delivered, and nothing about them is sent
+//! again.
+//!
+//! A cut marks its members with one `UPDATE … RETURNING` over their key range and checks what
+//! it returns against the members; only a range that holds other pending records (a split's
+//! half, a record sealed late into an older window) or a member no longer pending is marked row
+//! by row. On PostgreSQL `upload_queue.batch_id` has no foreign key (PG migration 6): the
+//! per-row check locked the batch's row once per record, and `create` alone writes the column,
+//! with the id its own `INSERT` just returned; batch rows are never deleted.
 //!
 //! Every statement runs on SQLite and PostgreSQL alike (see [`super::sql`]); a new batch's id
 //! comes back from its `INSERT … RETURNING id`. Lookups of a batch's state name SQLite's
@@ -98,28 +107,10 @@ pub fn create(tx: &Tx<'_>, recs: &[Member], body: Vec<u8>, now_ns: i64) -> Resul
         params![body, recs.len() as i64, now_ns],
     )?;
     let (Some(first), Some(last)) = (recs.first(), recs.last()) else { return Ok(Batch { id, body, records: 0, attempts: 0 }) };
-    let range = params![first.window_start, first.metering_sn, last.window_start, last.metering_sn];
-    const RANGE: &str = "batch_id IS NULL AND (window_start, metering_sn) >= (?1, ?2) AND (window_start, metering_sn) <= (?3, ?4)";
-    let in_range: i64 = tx.one(&format!("SELECT count(*) FROM upload_queue WHERE {RANGE}"), range)?;
     let sorted = recs.windows(2).all(|w| (w[0].window_start, &w[0].metering_sn) < (w[1].window_start, &w[1].metering_sn));
-    if sorted && in_range == recs.len() as i64 {
-        // A cut from `next_pending` (or a half of a split): the members should be exactly the
-        // pending rows of their key range, so one statement marks them; checked below.
-        tx.execute(
-            &format!("UPDATE upload_queue SET batch_id = ?5 WHERE {RANGE}"),
-            params![first.window_start, first.metering_sn, last.window_start, last.metering_sn, id],
-        )?;
-        let mut expected = recs.iter();
-        tx.for_each("SELECT metering_sn FROM upload_queue WHERE batch_id = ?1 ORDER BY window_start, metering_sn", params![id], |r| {
-            let sn = r.get::<String>(0)?;
-            if expected.next().map(|r| &r.metering_sn) != Some(&sn) {
-                return Err(StoreError::Invalid(format!(
-                    "record {sn} was not cut for batch {id}, or a member is no longer waiting for upload"
-                )));
-            }
-            Ok(())
-        })?;
-    } else {
+    // A cut from `next_pending` (or a half of a split): the members should be exactly the
+    // pending rows of their key range, so one statement marks them (checked by what it returns).
+    if !(sorted && mark_range(tx, id, recs, (first, last))?) {
         for r in recs {
             let marked = tx.execute(
                 "UPDATE upload_queue SET batch_id = ?3 WHERE window_start = ?1 AND metering_sn = ?2 AND batch_id IS NULL",
@@ -131,6 +122,27 @@ pub fn create(tx: &Tx<'_>, recs: &[Member], body: Vec<u8>, now_ns: i64) -> Resul
         }
     }
     Ok(Batch { id, body, records: recs.len() as i64, attempts: 0 })
+}
+
+/// Marks the pending queue rows of the key range `first..=last` of `recs` (sorted, distinct)
+/// for batch `id` in one statement, and checks from what it returns that they are exactly
+/// `recs`. When they are not (another pending record lies in the range, or a member is no
+/// longer pending), takes the marks back and returns `false`: the caller marks row by row.
+fn mark_range(tx: &Tx<'_>, id: i64, recs: &[Member], (first, last): (&Member, &Member)) -> Result<bool> {
+    const RANGE: &str = "(window_start, metering_sn) >= (?1, ?2) AND (window_start, metering_sn) <= (?3, ?4)";
+    let range = params![first.window_start, first.metering_sn, last.window_start, last.metering_sn, id];
+    let mut marked = tx.query_map(
+        &format!("UPDATE upload_queue SET batch_id = ?5 WHERE batch_id IS NULL AND {RANGE} RETURNING window_start, metering_sn"),
+        range,
+        |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)),
+    )?;
+    // RETURNING gives no order; Rust orders strings by their bytes, as both backends' keys do.
+    marked.sort_unstable();
+    let exact = marked.len() == recs.len() && marked.iter().zip(recs).all(|(m, r)| m.0 == r.window_start && m.1 == r.metering_sn);
+    if !exact {
+        tx.execute(&format!("UPDATE upload_queue SET batch_id = NULL WHERE batch_id = ?5 AND {RANGE}"), range)?;
+    }
+    Ok(exact)
 }
 
 /// Open batches, oldest first (left by a crash, a lost answer or an exhausted retry budget).
@@ -198,6 +210,16 @@ pub fn apply_deliveries(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
              WHERE records.metering_sn = d.metering_sn AND records.window_start = d.window_start
                AND records.state = 'pending'"
     );
+    // PostgreSQL plans the join afresh, often from stale statistics (the queue's rows change
+    // batch by batch, faster than autovacuum analyzes): a hash join read all of `records` per
+    // call (~0.4 s at 100k records). The delivered rows are few and found by
+    // `upload_queue_by_batch`; each record then by its key: nested loops, nothing scanned.
+    let pg = tx.backend() == super::sql::Backend::Postgres;
+    if pg {
+        tx.execute("SET LOCAL enable_hashjoin = off", params![])?;
+        tx.execute("SET LOCAL enable_mergejoin = off", params![])?;
+        tx.execute("SET LOCAL enable_seqscan = off", params![])?;
+    }
     let n = tx.execute(update, params![now_ns])?;
     let delete = hinted!(
         tx,
@@ -205,6 +227,11 @@ pub fn apply_deliveries(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
         " WHERE b.id = upload_queue.batch_id) = 'delivered'"
     );
     let dropped = tx.execute(delete, params![])?;
+    if pg {
+        for setting in ["enable_hashjoin", "enable_mergejoin", "enable_seqscan"] {
+            tx.execute(&format!("SET LOCAL {setting} = on"), params![])?;
+        }
+    }
     if n != dropped {
         return Err(StoreError::Corrupt(format!("applied {n} record(s) but {dropped} queue row(s) of delivered batches")));
     }
@@ -405,6 +432,23 @@ mod tests {
         s.write(|tx| delivered(tx, c.id).and_then(|()| apply_deliveries(tx, 8).map(drop))).unwrap();
         assert_eq!(states(&mut s), owned(&[("delivered", 4), ("zero", 1)]));
         assert_eq!(s.read(batches_rejected).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_cut_whose_key_range_holds_another_pending_record_marks_only_its_members() {
+        let (_d, mut s, sns) = store(4);
+        let all = s.read(|tx| next_pending(tx, 4)).unwrap();
+        let sn_of = |m: &[Member]| m.iter().map(|m| m.metering_sn.clone()).collect::<Vec<_>>();
+        let ends = vec![all[0].clone(), all[3].clone()];
+        let b = s.write(|tx| create(tx, &ends, body(&ends), 2)).unwrap();
+        assert_eq!(s.read(|tx| members(tx, b.id)).unwrap().iter().map(|r| &r.metering_sn).collect::<Vec<_>>(), [&sns[0], &sns[3]]);
+        assert_eq!(sn_of(&s.read(|tx| next_pending(tx, 4)).unwrap()), [sns[1].clone(), sns[2].clone()], "the records between stay pending");
+        // A member no longer pending: refused, and nothing of the cut stays marked.
+        let err = s.write(|tx| create(tx, &all[..3], body(&all[..3]), 3)).unwrap_err().to_string();
+        assert!(err.contains("is no longer waiting for upload"), "{err}");
+        assert_eq!(sn_of(&s.read(|tx| next_pending(tx, 4)).unwrap()), [sns[1].clone(), sns[2].clone()]);
+        let c = cut(&mut s, 4);
+        assert_eq!(c.records, 2);
     }
 
     #[test]

@@ -374,6 +374,23 @@ CREATE TRIGGER records_writer_schema BEFORE INSERT OR UPDATE ON records
 CREATE TRIGGER instances_writer_schema BEFORE UPDATE ON instances
     FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_old_writers();
 "#,
+    // 7: PostgreSQL only (issue 13, upload ≥ 30,000 records/s; SQLite keeps its schema, where
+    // neither cost exists). Applying a delivery writes `state`, `batch_id` and `updated_ns`
+    // into each record's row: with `records_by_batch` (on the `batch_id` it writes) and full
+    // pages, every such update wrote a new row version elsewhere and an entry into each of the
+    // table's four indexes. Without that index, and with room left on the pages, it stays on
+    // its page (HOT: no index entry). Nothing needs the index on a hot path: records name their
+    // batch only after it is applied or rejected, and upload asks for the members of open
+    // batches alone, which the queue answers (`store::records::in_batch`). Cutting a batch set
+    // `upload_queue.batch_id` row by row, and each row's foreign key check locked the batch's
+    // row again; the code guarantees what the check checked: `batches::create` writes only the
+    // id the `INSERT` into `batches` just returned, in the same transaction, and no batch row
+    // is ever deleted.
+    r#"
+DROP INDEX records_by_batch;
+ALTER TABLE records SET (fillfactor = 50);
+ALTER TABLE upload_queue DROP CONSTRAINT upload_queue_batch_id_fkey;
+"#,
 ];
 
 /// Why [`migrate`] failed.

@@ -290,7 +290,18 @@ pub fn waiting(tx: &Tx<'_>) -> Result<u64> {
 
 /// Records of one batch, in body order: queued members of an open (or unapplied) batch, and
 /// records that name it after delivery or rejection.
+///
+/// The members of an open batch are all queued (a record leaves the queue only when its batch
+/// is delivered and applied, or when it is rejected, which first ends its batch), so for an
+/// open batch — the only one upload's split and rejection ask for — the queue alone answers.
+/// Only other batches look for records naming them: on PostgreSQL, which has no index on
+/// `records.batch_id` (see `store::pg_schema`, migration 6), that reads the whole table.
 pub fn in_batch(tx: &Tx<'_>, batch_id: i64) -> Result<Vec<RecordRow>> {
+    let state: Option<String> =
+        tx.query_opt(hinted!(tx, "SELECT b.state FROM batches b", " WHERE b.id = ?1"), params![batch_id], |r| r.get(0))?;
+    if state.as_deref() == Some("open") {
+        return query_from(tx, QUEUED, "q.batch_id = ?1 ORDER BY q.window_start, q.metering_sn", params![batch_id]);
+    }
     query(
         tx,
         "(r.metering_sn IN (SELECT metering_sn FROM upload_queue WHERE batch_id = ?1) OR (r.batch_id = ?1 AND r.state <> 'pending'))
