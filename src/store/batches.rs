@@ -10,10 +10,8 @@
 //! queue rows of its records at it (they are adjacent: batches are cut in queue order), and
 //! delivery is the one update of the batch row, committed before anything counts as
 //! delivered. [`apply_deliveries`] later writes `delivered` and the batch id into the records rows of
-//! delivered batches, many batches in one transaction (on SQLite; PostgreSQL applies each
-//! delivery as it commits, `upload::run::APPLY_DELIVERIES_AFTER_PG`), and drops their queue
-//! rows; until then every reader already sees them delivered, and nothing about them is sent
-//! again.
+//! delivered batches, many batches in one transaction, and drops their queue rows; until then
+//! every reader already sees them delivered, and nothing about them is sent again.
 //!
 //! A cut marks its members with one `UPDATE … RETURNING` over their key range and checks what
 //! it returns against the members; only a range that holds other pending records (a split's
@@ -210,16 +208,6 @@ pub fn apply_deliveries(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
              WHERE records.metering_sn = d.metering_sn AND records.window_start = d.window_start
                AND records.state = 'pending'"
     );
-    // PostgreSQL plans the join afresh, often from stale statistics (the queue's rows change
-    // batch by batch, faster than autovacuum analyzes): a hash join read all of `records` per
-    // call (~0.4 s at 100k records). The delivered rows are few and found by
-    // `upload_queue_by_batch`; each record then by its key: nested loops, nothing scanned.
-    let pg = tx.backend() == super::sql::Backend::Postgres;
-    if pg {
-        tx.execute("SET LOCAL enable_hashjoin = off", params![])?;
-        tx.execute("SET LOCAL enable_mergejoin = off", params![])?;
-        tx.execute("SET LOCAL enable_seqscan = off", params![])?;
-    }
     let n = tx.execute(update, params![now_ns])?;
     let delete = hinted!(
         tx,
@@ -227,11 +215,6 @@ pub fn apply_deliveries(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
         " WHERE b.id = upload_queue.batch_id) = 'delivered'"
     );
     let dropped = tx.execute(delete, params![])?;
-    if pg {
-        for setting in ["enable_hashjoin", "enable_mergejoin", "enable_seqscan"] {
-            tx.execute(&format!("SET LOCAL {setting} = on"), params![])?;
-        }
-    }
     if n != dropped {
         return Err(StoreError::Corrupt(format!("applied {n} record(s) but {dropped} queue row(s) of delivered batches")));
     }

@@ -52,12 +52,6 @@ pub const MAX_RECORD_AGE_SECS: i64 = 21 * 86_400;
 /// times, while one applying transaction stays short (tens of milliseconds).
 pub const APPLY_DELIVERIES_AFTER: u64 = 16_384;
 
-/// [`APPLY_DELIVERIES_AFTER`] on PostgreSQL: every delivery is applied in the transaction that
-/// commits it. There a record's update stays on its page (HOT, `store::pg_schema` migration 6)
-/// wherever it lies, so grouping buys nothing, while delivered queue rows left in place sit at
-/// the head of the queue, where every cut's scan for pending rows would step over them.
-pub const APPLY_DELIVERIES_AFTER_PG: u64 = 1;
-
 /// What one upload run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UploadReport {
@@ -153,11 +147,7 @@ async fn upload_run(
         pace: Pace { on_fallback: false, consecutive_transient: 0, batch_size: cfg.batch_size.clamp(1, 1000), unapplied: 0 },
         metrics,
         report: UploadReport::default(),
-        apply_after: APPLY_DELIVERIES_AFTER,
     };
-    if db(&run.store, |s| Ok(s.backend())).await? == crate::store::sql::Backend::Postgres {
-        run.apply_after = APPLY_DELIVERIES_AFTER_PG;
-    }
     // The run's start: one clock reading stamps what it writes (apply, expiry, claims).
     let started = Timestamp::now().0;
     run.report.expired = run.expire(now, started).await?;
@@ -238,9 +228,6 @@ struct Run<'a> {
     /// The daemon's metrics, updated as the run goes.
     metrics: Option<Arc<Metrics>>,
     report: UploadReport,
-    /// Delivered records to gather before applying them (per backend, see
-    /// [`APPLY_DELIVERIES_AFTER`]).
-    apply_after: u64,
 }
 
 impl Run<'_> {
@@ -300,7 +287,7 @@ impl Run<'_> {
             has_fallback: self.urls.1.is_some(),
             fallback_after: self.cfg.fallback_after,
             max_attempts: self.cfg.max_attempts,
-            apply_after: self.apply_after,
+            apply_after: APPLY_DELIVERIES_AFTER,
         }
     }
 
