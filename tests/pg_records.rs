@@ -205,7 +205,6 @@ fn applying_a_delivery_on_postgresql_updates_every_record_on_its_page() {
         };
         records::insert(&tx, &rec, 1).unwrap();
     }
-    drop(tx);
     conn.batch("COMMIT; BEGIN").unwrap();
     let tx = Tx::postgres(&mut conn);
     let cut = batches::next_pending(&tx, n as usize).unwrap();
@@ -219,7 +218,6 @@ fn applying_a_delivery_on_postgresql_updates_every_record_on_its_page() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    drop(tx);
     conn.batch("COMMIT").unwrap();
     assert_eq!((updated, hot), (n, n), "every record's row updated once, each on its own page (HOT)");
 }

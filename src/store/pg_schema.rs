@@ -26,6 +26,11 @@
 //! same event at once (`store::pg_events`). The indexes SQLite dropped in its migration 6
 //! (`records_pending`, `records_unsent`) are not created either.
 //!
+//! **Upload's own differences** (issue 13's upload target; SQLite keeps its schema, where
+//! these costs do not arise): no `records_by_batch` and no foreign key from
+//! `upload_queue.batch_id` (migration 6), one more index, `upload_queue_pending` (migration 7),
+//! and `records` pages half full. Each migration's comment says why it is safe.
+//!
 //! **Triggers.** SQLite's twelve `*_gen_*` row triggers bump `ingest_state.instances_gen` on
 //! every change to `instances`, `instance_status`, `packages` and `package_usage`; here one
 //! PL/pgSQL function, `meterd_bump_instances_gen`, runs once per *statement* on each of the
