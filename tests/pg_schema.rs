@@ -145,11 +145,13 @@ fn migration_gives_the_known_version_and_the_sqlite_tables_under_the_same_names(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    // Upload's differences (PG migrations 6 and 7, see `store::pg_schema`): no index on the
+    // `records.batch_id` an applied delivery writes; one of the queue's pending rows.
     for name in &sqlite_indexes {
-        assert!(pg_indexes.contains_key(name), "index {name} is missing");
+        assert_eq!(pg_indexes.contains_key(name), name != "records_by_batch", "index {name}");
     }
+    assert!(pg_indexes["upload_queue_pending"].contains("(window_start, metering_sn) WHERE (batch_id IS NULL)"));
     assert!(pg_indexes["batches_open"].contains("WHERE (state = 'open'::text)"), "{}", pg_indexes["batches_open"]);
-    assert!(pg_indexes["records_by_batch"].contains("WHERE (batch_id IS NOT NULL)"));
     assert!(pg_indexes["upload_queue_by_batch"].contains("WHERE (batch_id IS NOT NULL)"));
     assert!(pg_indexes["events_key"].contains("UNIQUE INDEX events_key ON public.events USING btree (instance_ref, event_id)"));
 }
@@ -381,6 +383,8 @@ fn keys_and_references_are_those_of_the_sqlite_schema_plus_the_event_key() {
     let mut c = migrated(pg);
     let mut expected = sqlite_keys();
     expected.insert(("events".into(), "UNIQUE".into(), vec!["instance_ref".into(), "event_id".into()]));
+    // Dropped by PG migration 6: `batches::create` alone writes it, with the id it just inserted.
+    assert!(expected.remove(&("upload_queue".into(), "REFERENCES batches(id)".into(), vec!["batch_id".into()])));
     let found: BTreeSet<Key> = pg_keys(&mut c).into_iter().filter(|(t, _, _)| !PG_ONLY.contains(&t.as_str())).collect();
     let missing: Vec<&Key> = expected.difference(&found).collect();
     let extra: Vec<&Key> = found.difference(&expected).collect();
