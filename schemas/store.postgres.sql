@@ -282,3 +282,11 @@ CREATE TRIGGER records_writer_schema BEFORE INSERT OR UPDATE ON records
     FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_old_writers();
 CREATE TRIGGER instances_writer_schema BEFORE UPDATE ON instances
     FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_old_writers();
+
+-- migration 7
+DROP INDEX records_by_batch;
+ALTER TABLE records SET (fillfactor = 50);
+ALTER TABLE upload_queue DROP CONSTRAINT upload_queue_batch_id_fkey;
+
+-- migration 8
+CREATE INDEX upload_queue_pending ON upload_queue(window_start, metering_sn) WHERE batch_id IS NULL;

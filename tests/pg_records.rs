@@ -162,7 +162,7 @@ fn body(recs: &[batches::Member]) -> Vec<u8> {
 
 /// Applying a delivery writes each record's row once; on PostgreSQL that update must stay on
 /// the row's page (HOT: no new index entries), which needs no index on what it writes
-/// (`records_by_batch` was one) and room on the page (`fillfactor`): PG migration 6. Records
+/// (`records_by_batch` was one) and room on the page (`fillfactor`): PG migration 7. Records
 /// laid out as a seal writes them (one window of many instances, side by side), then cut,
 /// delivered and applied in one transaction, whose own counters say how each row was updated.
 #[test]

@@ -383,7 +383,7 @@ fn keys_and_references_are_those_of_the_sqlite_schema_plus_the_event_key() {
     let mut c = migrated(pg);
     let mut expected = sqlite_keys();
     expected.insert(("events".into(), "UNIQUE".into(), vec!["instance_ref".into(), "event_id".into()]));
-    // Dropped by PG migration 6: `batches::create` alone writes it, with the id it just inserted.
+    // Dropped by PG migration 7: `batches::create` alone writes it, with the id it just inserted.
     assert!(expected.remove(&("upload_queue".into(), "REFERENCES batches(id)".into(), vec!["batch_id".into()])));
     let found: BTreeSet<Key> = pg_keys(&mut c).into_iter().filter(|(t, _, _)| !PG_ONLY.contains(&t.as_str())).collect();
     let missing: Vec<&Key> = expected.difference(&found).collect();

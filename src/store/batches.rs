@@ -16,7 +16,7 @@
 //! A cut marks its members with one `UPDATE … RETURNING` over their key range and checks what
 //! it returns against the members; only a range that holds other pending records (a split's
 //! half, a record sealed late into an older window) or a member no longer pending is marked row
-//! by row. On PostgreSQL `upload_queue.batch_id` has no foreign key (PG migration 6): the
+//! by row. On PostgreSQL `upload_queue.batch_id` has no foreign key (PG migration 7): the
 //! per-row check locked the batch's row once per record, and `create` alone writes the column,
 //! with the id its own `INSERT` just returned; batch rows are never deleted.
 //!

@@ -28,7 +28,7 @@
 //!
 //! **Upload's own differences** (issue 13's upload target; SQLite keeps its schema, where
 //! these costs do not arise): no `records_by_batch` and no foreign key from
-//! `upload_queue.batch_id` (migration 6), one more index, `upload_queue_pending` (migration 7),
+//! `upload_queue.batch_id` (migration 7), one more index, `upload_queue_pending` (migration 8),
 //! and `records` pages half full. Each migration's comment says why it is safe.
 //!
 //! **Triggers.** SQLite's twelve `*_gen_*` row triggers bump `ingest_state.instances_gen` on

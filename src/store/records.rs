@@ -295,7 +295,7 @@ pub fn waiting(tx: &Tx<'_>) -> Result<u64> {
 /// is delivered and applied, or when it is rejected, which first ends its batch), so for an
 /// open batch — the only one upload's split and rejection ask for — the queue alone answers.
 /// Only other batches look for records naming them: on PostgreSQL, which has no index on
-/// `records.batch_id` (see `store::pg_schema`, migration 6), that reads the whole table.
+/// `records.batch_id` (see `store::pg_schema`, migration 7), that reads the whole table.
 pub fn in_batch(tx: &Tx<'_>, batch_id: i64) -> Result<Vec<RecordRow>> {
     let state: Option<String> =
         tx.query_opt(hinted!(tx, "SELECT b.state FROM batches b", " WHERE b.id = ?1"), params![batch_id], |r| r.get(0))?;
