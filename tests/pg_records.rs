@@ -170,6 +170,8 @@ fn applying_a_delivery_on_postgresql_updates_every_record_on_its_page() {
     let Some(pg) = pg::PgCluster::shared() else { return };
     let mut client = pg::connect(&pg.fresh_db());
     meterd::store::pg_schema::migrate(&mut client).unwrap();
+    // Writes as this build's (`store::pg::begin_write`): an older writer's are refused.
+    client.batch_execute(&format!("SET meterd.writer_schema = '{}'", meterd::store::pg_schema::PG_MIGRATIONS.len())).unwrap();
     let mut conn = meterd::store::sql::PgConn::new(client);
     let n = 200_i64;
     conn.batch("BEGIN").unwrap();
