@@ -93,7 +93,7 @@ pub fn evaluate(i: &Inputs) -> Vec<Check> {
     }
     if let Some(moved) = &i.file_moved {
         match moved {
-            None => push("database_file", true, "the open database file is the one at its path".into()),
+            None => push("database_file", true, "the open database file is the one at its path (always so on PostgreSQL: no file)".into()),
             Some(m) => push("database_file", false, format!("{m}; restore the file, then restart meterd")),
         }
     }

@@ -32,7 +32,8 @@ const COLUMNS: [(&str, Align); 9] = [
 /// The preview as a table for terminals: each column as wide as its widest cell or header
 /// (counted in characters), two spaces between columns, so long plan names or instance ids
 /// never push later values out from under their headers. The last column is not padded. Then
-/// one `total` line per instance, instance and plan aligned the same way, and the grand totals.
+/// one `total` line per instance, its instance, plan, usage, unit and charge each aligned to the
+/// widest of the column, and the grand totals.
 pub fn preview_table(p: &Preview) -> String {
     let cells: Vec<[String; 9]> = p
         .rows
@@ -65,6 +66,9 @@ pub fn preview_table(p: &Preview) -> String {
     let _ = writeln!(s);
     let iw = p.instances.iter().map(|t| width(&t.instance_id)).max().unwrap_or(0);
     let pw = p.instances.iter().map(|t| width(&t.plan)).max().unwrap_or(0);
+    let usage_w = p.instances.iter().map(|t| width(&t.usage.to_string())).max().unwrap_or(0);
+    let unit_w = p.instances.iter().map(|t| width(&t.unit)).max().unwrap_or(0);
+    let charge_w = p.instances.iter().map(|t| width(&t.charge_2dp.to_string())).max().unwrap_or(0);
     for t in &p.instances {
         let mut extra = String::new();
         if !t.unbillable.is_zero() {
@@ -75,12 +79,12 @@ pub fn preview_table(p: &Preview) -> String {
         }
         let _ = writeln!(
             s,
-            "total {}  {}  usage {:>14} {:<6} charge {:>10} {}{extra}",
+            "total {}  {}  usage {} {}  charge {} {}{extra}",
             pad(&t.instance_id, iw, Align::Left),
             pad(&t.plan, pw, Align::Left),
-            t.usage.to_string(),
-            t.unit,
-            t.charge_2dp.to_string(),
+            pad(&t.usage.to_string(), usage_w, Align::Right),
+            pad(&t.unit, unit_w, Align::Left),
+            pad(&t.charge_2dp.to_string(), charge_w, Align::Right),
             t.currency
         );
     }

@@ -259,7 +259,7 @@ fn a_panic_inside_a_request_answers_500_and_the_next_request_works() {
 #[test]
 fn the_preview_table_keeps_values_under_their_headers_for_long_plan_names() {
     let long = "enterprise-api-calls-2026";
-    let plan = format!("\n[[plan]]\nname = \"{long}\"\nfactor = \"api_calls\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"1\"\n");
+    let plan = format!("\n[[plan]]\nname = \"{long}\"\nfactor = \"api_calls\"\nunit = \"kilorequests\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"1\"\n");
     let env = Env::with_config(&(config("http://127.0.0.1:9") + &plan));
     env.add_instance("i-long", long, "2026-11-23T00:00:00Z");
     env.add_instance("i-1", "hourly", "2026-11-23T00:00:00Z");
@@ -283,6 +283,12 @@ fn the_preview_table_keeps_values_under_their_headers_for_long_plan_names() {
         assert!(row[..charge_end].ends_with(fields[6]), "CHARGE ends under its header:\n{table}");
     }
     assert!(table.contains(&format!("total i-long  {long}  usage")), "{table}");
+    // The total lines line up too: usage, unit, charge and currency each in one column.
+    let totals: Vec<&str> = table.lines().filter(|l| l.starts_with("total ")).collect();
+    assert_eq!(totals.len(), 2, "{table}");
+    let at = |l: &str, what: &str| l.find(what);
+    assert!(at(totals[0], "  charge ").is_some() && at(totals[0], "  charge ") == at(totals[1], "  charge "), "charge lines up:\n{table}");
+    assert_eq!(totals[0].rfind(' '), totals[1].rfind(' '), "the currency lines up:\n{table}");
 }
 
 #[test]

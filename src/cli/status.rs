@@ -94,7 +94,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
             None => {}
         }
         for (plan, c) in &s.audit_checks {
-            println!("audit {plan:<13} {} ({}): {}", if c.holds { "holds" } else { "VIOLATED" }, c.aggregation, c.check);
+            // The plan goes in the value column: plan names are free text and may be long.
+            println!("audit               {plan}: {} ({}): {}", if c.holds { "holds" } else { "VIOLATED" }, c.aggregation, c.check);
         }
     }
     let broken = s.conservation_violations.as_ref().is_some_and(|v| !v.is_empty());
