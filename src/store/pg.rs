@@ -239,17 +239,10 @@ pub fn redact(url: &str) -> String {
     u.to_string()
 }
 
-/// Runs `f` between `BEGIN … ` and `COMMIT`, rolling back when it fails (the store's own
-/// transactions use [`in_transaction_reconnecting`]).
-#[cfg(test)]
-pub(crate) fn in_transaction<T>(conn: &mut PgConn, begin: &str, f: impl FnOnce(&mut PgConn) -> Result<T>) -> Result<T> {
-    conn.batch(begin)?;
-    in_begun(conn, f)
-}
-
-/// [`in_transaction`] on a connection whose first attempt at `BEGIN` found it dead (the server
-/// restarted or ended the session while it sat idle): a new connection from `location` is made
-/// and the transaction begun on it, once, quietly. Nothing had reached the server yet (the
+/// Runs `f` between `begin` (`BEGIN …`) and `COMMIT`, rolling back when it fails. When the first
+/// attempt at `begin` finds the connection dead (the server restarted or ended the session
+/// while it sat idle), a new connection from `location` is made and the transaction begun on
+/// it, once, quietly. Nothing had reached the server yet (the
 /// `BEGIN` itself failed), so this retry cannot repeat any work; any later failure is the
 /// caller's, as before.
 pub(crate) fn in_transaction_reconnecting<T>(

@@ -530,11 +530,11 @@ mod tests {
             let e = client.batch_execute(old_write).expect_err(old_write);
             assert!(e.as_db_error().is_some_and(|d| d.message().contains("upgrade this node")), "{old_write}: {e}");
         }
-        let mut conn = super::super::sql::PgConn::new(client);
-        super::super::pg::in_transaction(&mut conn, &super::super::pg::begin_write(), |c| {
-            c.batch("INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, received_s) VALUES (1, 'a', 0, 2, 0, 0)")
-        })
-        .expect("this build's write transaction");
+        let this_build = format!(
+            "{}; INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, received_s) VALUES (1, 'a', 0, 2, 0, 0); COMMIT",
+            super::super::pg::begin_write()
+        );
+        client.batch_execute(&this_build).expect("this build's write transaction");
     }
 
     /// Migration 6: a store whose ingest kept `windows` complete (migrations 1–5) starts its
