@@ -284,6 +284,7 @@ async fn lease_loop(l: Arc<Loops>) {
         }
     }
     let fence = l.fence.lock().unwrap_or_else(|p| p.into_inner()).take();
+    l.live.lease_epoch.store(0, std::sync::atomic::Ordering::Relaxed);
     release_lease(store, fence).await;
 }
 
@@ -317,6 +318,8 @@ impl Loops {
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the sealer lease; retrying"),
             Err(e) => tracing::error!(error = %e, "lease task failed"),
         }
+        // What `status` and `/metrics` call "held by this node" (`health::Live::lease_held`).
+        self.live.lease_epoch.store(held.as_ref().map_or(0, |f| f.epoch), std::sync::atomic::Ordering::Relaxed);
     }
 }
 

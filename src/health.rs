@@ -210,6 +210,10 @@ pub struct Live {
     /// Seal failures and upload failures by reason (for `/metrics`).
     pub seal_failures: Mutex<BTreeMap<String, u64>>,
     pub upload_failures: Mutex<BTreeMap<String, u64>>,
+    /// The epoch at which this process holds the sealer lease (shared store); 0 = it holds
+    /// none. Set by the daemon's lease loop; `status` says "held by this node" only when the
+    /// stored lease has this epoch, not merely this node's name (`store::lease::decide`).
+    pub lease_epoch: AtomicI64,
 }
 
 fn set<T>(m: &Mutex<T>, v: T) {
@@ -232,6 +236,11 @@ pub fn bump(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
 impl Live {
     pub fn new(started: i64, seal_interval: i64) -> Live {
         Live { started, seal_interval, ..Live::default() }
+    }
+
+    /// The epoch at which this process holds the sealer lease, if it does.
+    pub fn lease_held(&self) -> Option<i64> {
+        Some(self.lease_epoch.load(Ordering::Relaxed)).filter(|e| *e > 0)
     }
 
     /// The daemon's [`Inputs`] at wall-clock `now` (unix seconds): this state, the writer's,

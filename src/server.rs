@@ -278,10 +278,10 @@ async fn get_preview(
 /// runs the conservation audit (it reads every event).
 async fn current_status(st: &Arc<AppState>, audit: bool) -> Result<crate::status::Status, ApiError> {
     let (cfg, now) = (st.cfg.clone(), st.now());
-    let node = st.node.clone();
+    let (node, held) = (st.node.clone(), st.live.lease_held());
     let mut s = with_admin(st, move |s| {
         let mut status = crate::status::status(s, &cfg, now, audit)?;
-        status.store = Some(crate::status::store_view(s, &node, cfg.store.lease.0)?);
+        status.store = Some(crate::status::store_view(s, &node, held, cfg.store.lease.0)?);
         Ok(status)
     })
     .await?;

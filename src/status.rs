@@ -181,9 +181,11 @@ pub struct NodeView {
 /// drops out after a few minutes at the default 15 s lease).
 pub const NODES_SEEN_LEASES: u32 = 5;
 
-/// Reads [`StoreView`] for `node` from `store`; `ttl` is `[store] lease` (see
-/// `store::lease`). On SQLite it reads nothing: no lease, one machine.
-pub fn store_view(store: &mut Store, node: &str, ttl: std::time::Duration) -> Result<StoreView, StoreError> {
+/// Reads [`StoreView`] for `node` from `store`; `held` is the epoch at which this process holds
+/// the sealer lease (`None`: it holds none — a one-shot command, a standby), so a lease that
+/// names this node but was taken by another process of that name is not "held here"; `ttl` is
+/// `[store] lease` (see `store::lease`). On SQLite it reads nothing: no lease, one machine.
+pub fn store_view(store: &mut Store, node: &str, held: Option<i64>, ttl: std::time::Duration) -> Result<StoreView, StoreError> {
     use crate::store::lease as l;
     let backend = store.backend();
     if backend == crate::store::sql::Backend::Sqlite {
@@ -198,7 +200,7 @@ pub fn store_view(store: &mut Store, node: &str, ttl: std::time::Duration) -> Re
     store.read(|tx| {
         let now = l::db_now_ns(tx)?;
         let lease = l::get(tx, l::SEALER)?.map(|r| LeaseView {
-            held_here: r.holder == node,
+            held_here: r.holder == node && held == Some(r.epoch),
             expired: r.expires_ns <= now,
             holder: r.holder,
             epoch: r.epoch,

@@ -72,6 +72,18 @@ fn status_and_metrics_show_the_lease_holder_and_the_nodes_on_postgres() {
         "{after}"
     );
     assert_eq!(after["store"]["lease"]["held_here"], true, "{after}");
+    // Nor does a one-shot `status` under that name say it holds the lease: the process does not.
+    let out = env
+        .cmd()
+        .args(["--node", "node-a", "status", "--format", "json", "--now", util::NOW])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let same_name = util::Run::from(out);
+    same_name.success();
+    let view = same_name.json();
+    assert_eq!(view["store"]["lease"]["held_here"], false, "{view}");
+    assert_eq!(view["store"]["lease_state"], "held by node-a", "{view}");
 
     // A clean stop gives the lease back: shown as free, not as expired in 1970.
     let mut d = d;

@@ -29,7 +29,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let now = now_or(args.now);
     let mut store = ctx.store()?;
     let mut s = crate::status::status(&mut store, &ctx.cfg, now, true)?;
-    s.store = Some(crate::status::store_view(&mut store, &ctx.node, ctx.cfg.store.lease.0)?);
+    s.store = Some(crate::status::store_view(&mut store, &ctx.node, None, ctx.cfg.store.lease.0)?);
     if args.format == ListFormat::Json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     } else {
