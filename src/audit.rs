@@ -20,7 +20,7 @@
 //! unit·seconds: `event_total` = Σ recomputed integrals, `sealed` = Σ values × 3600,
 //! `carried` and `unbillable` the instance's (unit·seconds for these instances), `open` 0 (an
 //! open window's integral is not fixed until it closes). [`balances`] assumes `sum` for every instance (it has no config);
-//! callers that have the config use [`balances_with`].
+//! callers that have the config use [`balances_with`] with [`rule_of`].
 //!
 //! Beside the balance, the audit reports carried usage that no record can ever bill
 //! ([`stranded`], issue 12): the carry of an instance released and sealed through its release,
@@ -102,6 +102,14 @@ pub fn check_name(agg: Aggregation) -> &'static str {
 /// Balances of every instance, from one consistent snapshot, every plan taken as `sum`.
 pub fn balances(store: &mut Store) -> Result<Vec<Balance>, StoreError> {
     balances_with(store, &|_| (Aggregation::Sum, None))
+}
+
+/// A plan's aggregation and `unique_by` by name, as `cfg` configures it; `(Sum, None)` for a
+/// plan no longer configured. The `rule_of` every command with a config passes to
+/// [`balances_with`] (`status`, `backup`, `store copy`): taking every plan as `sum` would report
+/// every `max`, `count`, `latest`, `unique_count` or `weighted_sum` instance as broken.
+pub fn rule_of(cfg: &crate::config::Config) -> impl Fn(&str) -> (Aggregation, Option<String>) + '_ {
+    |plan| cfg.plan(plan).map_or((Aggregation::Sum, None), |p| (p.aggregation, p.unique_by.clone()))
 }
 
 /// Balances of every instance, from one consistent snapshot; `rule_of` gives a plan's

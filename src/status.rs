@@ -45,6 +45,8 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_deadline: Option<Timestamp>,
     pub last_successful_upload: Option<String>,
+    /// The latest upload run's failure (`TIME: what failed`); `None` when that run ended
+    /// without one (a later clean run clears an earlier failure).
     pub last_error: Option<String>,
     /// Instances frozen at `now`.
     pub frozen: Vec<String>,
@@ -295,9 +297,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
         waiting.iter().filter(|r| plan_of.get(&r.instance_key).is_some_and(|p| deadline(*p, r.end) < now.secs())).count() as u64;
     let mut audit_checks = BTreeMap::new();
     let violations = if with_audit {
-        let balances = audit::balances_with(store, &|plan| {
-            cfg.plan(plan).map_or((Default::default(), None), |p| (p.aggregation, p.unique_by.clone()))
-        })?;
+        let balances = audit::balances_with(store, &audit::rule_of(cfg))?;
         let plan_name: BTreeMap<&str, &str> = insts.iter().map(|i| (i.instance_id.as_str(), i.plan.as_str())).collect();
         for b in &balances {
             let plan = plan_name.get(b.instance_id.as_str()).copied().unwrap_or_default().to_string();

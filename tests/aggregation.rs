@@ -117,15 +117,18 @@ fn rec(b: &str, e: &str, v: &str, p: Option<&str>) -> (String, String, String, O
 fn audit_holds(env: &Env, now: &str) {
     let cfg = env.cfg();
     let mut store = meterd::store::Store::open(&env.db).expect("open store");
-    let balances = meterd::audit::balances_with(&mut store, &|p| {
-        cfg.plan(p).map_or((Default::default(), None), |p| (p.aggregation, p.unique_by.clone()))
-    })
-    .expect("audit");
+    let balances = meterd::audit::balances_with(&mut store, &meterd::audit::rule_of(&cfg)).expect("audit");
     for b in balances {
         assert!(b.holds(), "conservation broken: {b:?}");
     }
+    drop(store);
     let status = env.run(&["status", "--format", "json", "--now", &t(now)]).json();
     assert_eq!(status["conservation_violations"], serde_json::json!([]), "{status}");
+    // `meterd backup` checks its copy with the same audit (it once took every plan as `sum`).
+    let dest = env.dir.path().join(format!("backup-{}.db", env.dir.path().read_dir().map_or(0, |d| d.count())));
+    let backup = env.run(&["backup", dest.to_str().expect("utf-8 path")]);
+    backup.success();
+    assert!(backup.stdout.contains("conservation ok"), "{}", backup.stdout);
 }
 
 #[test]

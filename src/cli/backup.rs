@@ -1,6 +1,6 @@
 //! `meterd backup DEST`: an online backup of the store, safe while a daemon ingests
 //! (`store::backup`), then checked: the copy is opened as a store, passes SQLite's integrity
-//! check and the conservation audit. DEST must not exist (exit 2); a missing source database is
+//! check and the conservation audit, each plan under its configured aggregation. DEST must not exist (exit 2); a missing source database is
 //! exit 2 too — backing up would otherwise create an empty one. A copy that fails its check is
 //! kept for inspection and the command exits 3.
 //!
@@ -43,7 +43,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let checked = (|| {
         let mut copy = crate::store::Store::open_backup(&args.dest)?;
         copy.integrity_check()?;
-        let balances = crate::audit::balances(&mut copy)?;
+        let balances = crate::audit::balances_with(&mut copy, &crate::audit::rule_of(&ctx.cfg))?;
         let events: u64 = balances.iter().map(|b| b.events).sum();
         let broken: Vec<String> = balances.into_iter().filter(|b| !b.holds()).map(|b| b.instance_id).collect();
         Ok::<_, crate::store::StoreError>((events, broken))

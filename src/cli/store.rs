@@ -93,8 +93,7 @@ fn copy(ctx: &Ctx, from: &Path, to: &Path) -> Result<u8, Failure> {
         crate::daemon::startup::check_db_dir(to).map_err(Failure::usage)?;
     }
     let mut dst = Store::create(to).map_err(|e| open_err("--to", &to_shown, e))?;
-    let cfg = ctx.cfg.clone();
-    let rule_of = move |plan: &str| cfg.plan(plan).map_or((Default::default(), None), |p| (p.aggregation, p.unique_by.clone()));
+    let rule_of = crate::audit::rule_of(&ctx.cfg);
     println!("copying {} {from_shown} -> {} {to_shown}", src.backend().as_str(), dst.backend().as_str());
     let report = crate::store::copy::copy(&mut src, &mut dst, &rule_of)?;
     for (table, read, there) in &report.tables {
