@@ -198,8 +198,12 @@ async fn upload_run(
             if let Some(ok) = &outcome.0 {
                 meta::set(tx, meta::LAST_UPLOAD_OK, ok)?;
             }
-            if let Some(err) = &outcome.1 {
-                meta::set(tx, meta::LAST_UPLOAD_ERROR, err)?;
+            // `last_error` is the latest run's: a run that ends without one clears it, so a
+            // failure fixed since (records requeued and delivered, the key corrected) stops
+            // failing `status --check`. Rejected records keep their own line while rejected.
+            match &outcome.1 {
+                Some(err) => meta::set(tx, meta::LAST_UPLOAD_ERROR, err)?,
+                None => meta::clear(tx, meta::LAST_UPLOAD_ERROR)?,
             }
             Ok(())
         })

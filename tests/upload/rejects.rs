@@ -64,6 +64,10 @@ fn unknown_instance_is_bisected_out_then_requeued() {
     assert_eq!(e["body"].as_str(), Some(sent.as_str()), "the log keeps the exact body that was sent");
     assert!(!e["message"].as_str().unwrap().is_empty() && e["at_ns"].as_i64().unwrap() > 0 && e["requeued"] == false);
 
+    let check = w.meterd(&["status", "--check", "--now", NOW], &[]);
+    assert_eq!(check.code, 1, "a rejected record needs the operator: {check:#?}");
+    assert!(check.stderr.contains("the last upload failed"), "{check:#?}");
+
     // The cause is fixed in the store: it now knows the instance.
     let mock_err = mock.finish();
     assert!(!mock_err.contains(KEY), "the mock logged the key");
@@ -91,6 +95,12 @@ fn unknown_instance_is_bisected_out_then_requeued() {
     assert_eq!(w.batches().last().unwrap().1, sent.as_bytes(), "the requeued record was sent as the same bytes");
     let json: serde_json::Value = serde_json::from_str(&w.meterd(&["rejected", "--format", "json"], &[]).expect(0).stdout).unwrap();
     assert_eq!(json[0]["requeued"], true);
+    // The failure is fixed and the record delivered: the check passes again (the upload error
+    // of the run before once stayed for good, so `status --check` failed for ever).
+    let check = w.meterd(&["status", "--check", "--now", NOW], &[]);
+    assert_eq!(check.code, 0, "{check:#?}");
+    assert!(!check.stderr.contains("the last upload failed"), "{check:#?}");
+    assert!(check.stdout.lines().any(|l| l.starts_with("last error") && l.ends_with(" -")), "{check:#?}");
 }
 
 /// A record that begins more than 21 days before `--now` is rejected locally as `EXPIRED`
