@@ -110,6 +110,42 @@ fn records(env: &Env) -> Vec<(String, String)> {
     rows.into_iter().map(|(sn, b)| (sn, meterd::model::Timestamp::from_secs(b).to_string())).collect()
 }
 
+/// A release reported late, after usage of a window wholly past it was stored: the preview
+/// prices none of that window (the seal gives it no record and makes its usage unbillable) and
+/// shows its usage as unbillable at once — not an `open` row ending before it begins and
+/// charged (trial finding) — and the seal then agrees.
+#[test]
+fn an_open_window_after_a_late_release_is_shown_unbillable_not_charged() {
+    let env = hourly_env();
+    assert_eq!(accepted(&env, "09:11", "a", "5", "09:10")["accepted"], 1);
+    env.run(&["seal", "--now", &at("10:06")]).success();
+    assert_eq!(accepted(&env, "10:21", "b", "3", "10:20")["accepted"], 1);
+    let (ok, warning, _) = report(&env, "cli", "10:30", "release", "09:30");
+    assert!(ok, "{warning}");
+
+    let preview = |now: &str| {
+        let p = env.run(&["preview", "--format", "json", "--now", &at(now)]).json();
+        let rows: Vec<(String, String, String)> = p["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (r["begin_time"].as_str().unwrap().into(), r["end_time"].as_str().unwrap().into(), r["usage"].as_str().unwrap().into())
+            })
+            .collect();
+        let t = &p["instances"][0];
+        (rows, t["charge"].as_str().unwrap().to_string(), t["unbillable"].as_str().unwrap().to_string())
+    };
+    let sealed_row = (at("09:00"), at("10:00"), "5".to_string()); // sealed before the release was known
+    assert_eq!(preview("10:40"), (vec![sealed_row.clone()], "5".to_string(), "3".to_string()), "before the window closes");
+    env.run(&["seal", "--now", &at("11:06")]).success();
+    assert_eq!(records(&env).len(), 1, "the window after the release got no record");
+    assert_eq!(preview("11:06"), (vec![sealed_row], "5".to_string(), "3".to_string()), "after its seal: the same bill");
+    let status = env.run(&["status", "--format", "json", "--now", &at("11:06")]).json();
+    assert_eq!(status["unbillable"][I], "3", "{status}");
+    assert_eq!(status["conservation_violations"], serde_json::json!([]), "{status}");
+}
+
 /// Records (`POST` over HTTP with the daemon's clock at `now`, or the CLI) a release or a
 /// status change; returns (success, warning text, the answer's JSON or `null`).
 fn report(env: &Env, door: &str, now: &str, what: &str, time: &str) -> (bool, String, serde_json::Value) {

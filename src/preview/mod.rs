@@ -122,7 +122,9 @@ pub struct InstanceTotal {
     #[serde(with = "rust_decimal::serde::str")]
     pub charge_2dp: Decimal,
     /// Late usage of a released instance that no record can bill (`weighted_sum`: the carry
-    /// left at the release, kept in unit·seconds, shown in unit·hours to 9 decimals).
+    /// left at the release, kept in unit·seconds, shown in unit·hours to 9 decimals), plus the
+    /// usage of open windows in the range that begin at or after a release reported late (no
+    /// row: the seal bills none of it).
     #[serde(with = "rust_decimal::serde::str")]
     pub unbillable: Decimal,
     /// Remainder below 0.0001 (or capped excess) waiting for the next record (`weighted_sum`:
@@ -318,9 +320,19 @@ fn instance_rows(
     } else {
         windows::of_instance_with(tx, tail, inst.key, inst.sealed_until.max(load_from), to)?
     };
+    // Usage of open windows that lie wholly after a release reported late: the seal gives such
+    // a window no record and, sealed through the release, makes its usage `unbillable`
+    // (`seal::carry`), so the preview prices none of it and shows it as unbillable already.
+    let mut after_release = Decimal::ZERO;
     for w in point_windows {
         let end = cfg.timezone.window_end(plan.period, w.start);
         let end = inst.release.map_or(end, |r| end.min(r.secs()));
+        if end <= w.start.max(inst.start.secs()) {
+            if !plan.aggregation.is_point() {
+                after_release += w.usage;
+            }
+            continue;
+        }
         // A point plan's open window shows its value so far, recomputed as the seal will.
         let usage = if plan.aggregation.is_point() {
             let events = crate::store::points::window_events(tx, inst.key, w.start, plan.unique_by.as_deref())?;
@@ -356,7 +368,7 @@ fn instance_rows(
         usage: priced.usage,
         charge: priced.charge,
         charge_2dp: pricing::truncate_2dp(priced.charge),
-        unbillable: in_plan_unit(plan, inst.unbillable),
+        unbillable: in_plan_unit(plan, inst.unbillable) + after_release,
         carried: in_plan_unit(plan, inst.carry + pkgs.iter().map(|p| p.carry).sum::<Decimal>()),
         over_quota: packages::over_quota(tx, inst.key)?,
         late_unbilled: if plan.aggregation.is_point() { crate::store::points::late_unbilled_of(tx, inst.key)? } else { 0 },
