@@ -39,12 +39,14 @@ pub struct PackageQuota {
     pub reset: Reset,
     /// `valid`, `expired` or `not_yet_valid` at `now`.
     pub state: &'static str,
-    /// Start of the reset period holding `now` (valid packages only).
+    /// Start of the reset period holding `now` (a valid package), or of its last period (an
+    /// expired one); none for a package not valid yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub period_start: Option<Timestamp>,
-    /// Used in the reset period holding `now`.
+    /// Used in that period (0 for a package not valid yet).
     #[serde(with = "rust_decimal::serde::str")]
     pub used: Decimal,
+    /// What can still be drawn: the quota less `used` for a valid package, 0 otherwise.
     #[serde(with = "rust_decimal::serde::str")]
     pub remaining: Decimal,
 }
@@ -102,7 +104,13 @@ fn package_at(p: &Package, tz: FixedTz, used: &Usage, now: Timestamp) -> Package
     } else {
         "expired"
     };
-    let period = (state == "valid").then(|| p.period_start(tz, now));
+    // A valid package shows its current reset period; an expired one its last (what it ended
+    // with: a package used up and then expired shows `used` = its quota, not 0).
+    let period = match state {
+        "valid" => Some(p.period_start(tz, now)),
+        "expired" => Some(p.period_start(tz, Timestamp(p.to.0 - 1))),
+        _ => None,
+    };
     let u = period.and_then(|s| used.get(&(p.package_id.clone(), s)).copied()).unwrap_or_default();
     PackageQuota {
         package_id: p.package_id.clone(),
@@ -113,7 +121,7 @@ fn package_at(p: &Package, tz: FixedTz, used: &Usage, now: Timestamp) -> Package
         state,
         period_start: period.map(Timestamp::from_secs),
         used: u,
-        remaining: if period.is_some() { (p.quota - u).max(Decimal::ZERO) } else { Decimal::ZERO },
+        remaining: if state == "valid" { (p.quota - u).max(Decimal::ZERO) } else { Decimal::ZERO },
     }
 }
 

@@ -196,6 +196,14 @@ fn stop_packages_cut_the_window_report_exhaustion_and_keep_over_quota() {
         p["rows"].as_array().unwrap().iter().map(|r| (r["relate_pkg_instance"].clone(), r["drawn"].clone())).collect();
     assert_eq!(drawn, [(json!("pkg-100"), json!("100")), (json!("pkg-50"), json!("30")), (json!("pkg-50"), json!("20"))]);
     audit_holds(&env);
+    // After pkg-100 expires, the list shows what it ended with (it showed `used 0`).
+    let q = env.run(&["package", "list", I, "--format", "json", "--now", "2026-12-01T12:00:00Z"]).json();
+    let expired = &q[0]["packages"][0];
+    assert_eq!(
+        (&expired["package_id"], &expired["state"], &expired["used"], &expired["remaining"], &expired["period_start"]),
+        (&json!("pkg-100"), &json!("expired"), &json!("100"), &json!("0"), &json!("2026-11-01T00:00:00Z")),
+        "{q:#}"
+    );
     for (what, v) in [("ingest-result", &r), ("preview", &p)] {
         validate(&format!("{what}.schema.json"), v);
     }
