@@ -54,7 +54,7 @@ pub const EXAMPLES: &[(&str, &[&str])] = &[
     ("upload", &["meterd upload", "meterd upload --dry-run", "METERD_ISV_KEY=... meterd upload"]),
     ("rejected", &["meterd rejected", "meterd rejected --format json"]),
     ("notifications", &["meterd notifications", "meterd notifications --pending", "meterd notifications --format json --limit 200"]),
-    ("requeue", &["meterd requeue 3f2a9c0d5e7b41a8b6c2d9e0f1a2b3c4"]),
+    ("requeue", &["meterd requeue 3f2a9c0d5e7b41a8b6c2d9e0f1a2b3c4", "meterd requeue SN1 SN2", "meterd requeue --all"]),
     ("store", &["meterd store set-timezone +08:00", "meterd store copy --from meterd.db --to postgres://meterd@db.example/meterd"]),
     ("store set-timezone", &["meterd store set-timezone +08:00"]),
     ("store copy", &["meterd store copy --from /var/lib/meterd/meterd.db --to postgres://meterd@db.example/meterd"]),

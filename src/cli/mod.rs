@@ -77,7 +77,7 @@ pub enum Command {
     Upload(upload::Args),
     /// List records the store rejected, with code, message and the body sent.
     Rejected(rejected::Args),
-    /// Send a rejected record again after its cause is fixed (same metering_sn).
+    /// Send rejected records again after their cause is fixed (same metering_sn, same bytes).
     Requeue(rejected::RequeueArgs),
     /// List recent usage notifications (`[[notify]]`): delivered, waiting and failing, with errors.
     Notifications(notifications::Args),

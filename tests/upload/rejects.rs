@@ -75,10 +75,12 @@ fn unknown_instance_is_bisected_out_then_requeued() {
     let (_mock, endpoint) = mock_binary(w.dir.path(), &store_args);
     w.configure(&Upload::to(&endpoint));
 
-    let requeue = w.meterd(&["requeue", &bad.metering_sn], &[]).expect(0);
-    assert!(requeue.stdout.contains(&bad.metering_sn));
+    let requeue = w.meterd(&["requeue", "--all"], &[]).expect(0);
+    assert!(requeue.stdout.contains(&bad.metering_sn) && requeue.stdout.contains("1 record(s) pending again"), "{requeue:#?}");
     assert_eq!(w.states(), counts(&[("delivered", 999), ("pending", 1)]));
     assert_eq!(w.meterd(&["requeue", &bad.metering_sn], &[]).code, 2, "only rejected records can be requeued");
+    let none = w.meterd(&["requeue", "--all"], &[]).expect(0);
+    assert!(none.stdout.contains("no rejected records"), "{none:#?}");
 
     let again = w.meterd(&["upload", "--now", NOW], &env).expect(0);
     assert_eq!((again.report()["delivered"].as_u64(), again.report()["requests"].as_u64()), (Some(1), Some(1)), "{again:#?}");
@@ -101,6 +103,10 @@ fn unknown_instance_is_bisected_out_then_requeued() {
     assert_eq!(check.code, 0, "{check:#?}");
     assert!(!check.stderr.contains("the last upload failed"), "{check:#?}");
     assert!(check.stdout.lines().any(|l| l.starts_with("last error") && l.ends_with(" -")), "{check:#?}");
+    // Several serials: each is judged alone and every refusal is named (exit 2).
+    let mixed = w.meterd(&["requeue", "no-such-sn", &bad.metering_sn], &[]);
+    assert_eq!(mixed.code, 2, "{mixed:#?}");
+    assert!(mixed.stderr.contains("no-such-sn") && mixed.stderr.contains("delivered, not rejected"), "{mixed:#?}");
 }
 
 /// A record that begins more than 21 days before `--now` is rejected locally as `EXPIRED`
