@@ -25,7 +25,7 @@ const COLUMNS: [(&str, Align); 9] = [
     ("STATE", Align::Left),
     ("USAGE", Align::Right),
     ("CHARGE", Align::Right),
-    ("DRAWN", Align::Right),
+    ("PREPAID", Align::Right),
     ("METERING_SN", Align::Left),
 ];
 
@@ -47,7 +47,8 @@ pub fn preview_table(p: &Preview) -> String {
                 r.state.to_string(),
                 r.usage.to_string(),
                 r.charge_2dp.to_string(),
-                r.drawn.map_or_else(|| "-".to_string(), |d| d.to_string()),
+                // Units prepaid: drawn from a stop package, or covered by pay-per-use packages.
+                r.drawn.or(r.covered).map_or_else(|| "-".to_string(), |d| d.to_string()),
                 r.metering_sn.clone().unwrap_or_else(|| "-".into()),
             ]
         })

@@ -398,6 +398,13 @@ fn payg_packages_are_used_first_and_only_the_excess_is_charged() {
     // 2 covered (charge 0); of 6, 3 covered and 3 billable: step over billable usage only,
     // G(3) − G(0) = 3 × 0.3 = 0.9.
     assert_eq!(rows, [(json!("2"), json!("2"), json!("0")), (json!("6"), json!("3"), json!("0.9"))]);
+    // The table shows the covered units too (column PREPAID; it showed `-`).
+    let table = env.run(&["preview"]).stdout;
+    let prepaid: Vec<&str> =
+        table.lines().filter(|l| l.starts_with("pg-1 ")).map(|l| l.split_whitespace().nth(7).unwrap_or_default()).collect();
+    assert_eq!(prepaid, ["2", "3"], "{table}");
+    let html = env.run(&["preview", "--format", "html"]).stdout;
+    assert!(html.contains("covered by packages") && html.contains("<td class=\"num\">3</td>"), "{html}");
     assert_eq!(p["instances"][0]["charge_2dp"], "0.90");
     validate("preview.schema.json", &p);
     let q = env.run(&["package", "list", "pg-1", "--format", "json", "--now", "2026-11-23T05:00:00Z"]).json();

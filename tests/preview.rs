@@ -321,7 +321,7 @@ fn stop_package_records_are_prepaid_charge_0_with_the_units_drawn() {
     assert!(lines.next().unwrap().ends_with(",relate_pkg_instance,drawn,covered"), "{csv}");
     assert!(csv.contains(",pkg-10,10"), "{csv}");
     let table = env.run(&["preview"]).success().stdout.clone();
-    assert!(table.contains("DRAWN") && table.contains("over_quota 2"), "{table}");
+    assert!(table.contains("PREPAID") && table.contains("over_quota 2"), "{table}");
     let html = env.run(&["preview", "--format", "html"]).success().stdout.clone();
     assert!(html.contains("drawn from package") && html.contains("10 (pkg-10)"), "{html}");
 }

@@ -1,7 +1,8 @@
 //! `meterd preview`: charges per instance and window, as a table, JSON, CSV or an HTML page.
 //! An inverted range (`--from` after `--to`) is bad usage (exit 2); any other range answers.
-//! Stop-before-excess rows show the units `drawn` from their package (column DRAWN / `drawn`);
-//! CSV also has `relate_pkg_instance` and, for pay-per-use packages, `covered`.
+//! The table's PREPAID column shows the units a row's packages paid for: `drawn` from its
+//! stop-before-excess package, or `covered` by pay-per-use packages (the JSON and CSV fields);
+//! CSV also has `relate_pkg_instance`.
 
 use super::{Ctx, Failure};
 use crate::model::Timestamp;

@@ -161,11 +161,16 @@ fn section(s: &mut String, t: &InstanceTotal, rows: &[&PreviewRow]) {
     s.push_str("</section>\n");
 }
 
-/// The windows of one instance as a compact table; a stop-before-excess instance gets a
-/// column with the units each row draws from its package (prepaid: charged 0).
+/// The windows of one instance as a compact table; a package instance gets a column with the
+/// units each row draws from its stop-before-excess package (prepaid: charged 0) or its
+/// pay-per-use packages cover (not charged).
 fn table(s: &mut String, t: &InstanceTotal, rows: &[&PreviewRow]) {
-    let prepaid = rows.iter().any(|r| r.drawn.is_some());
-    let drawn_head = if prepaid { "<th class=\"num\">drawn from package</th>" } else { "" };
+    let prepaid = rows.iter().any(|r| r.drawn.or(r.covered).is_some());
+    let drawn_head = match rows.iter().any(|r| r.drawn.is_some()) {
+        _ if !prepaid => "",
+        true => "<th class=\"num\">drawn from package</th>",
+        false => "<th class=\"num\">covered by packages</th>",
+    };
     let _ = writeln!(
         s,
         "<table>\n<thead><tr><th>begin (UTC)</th><th>end (UTC)</th><th>state</th><th class=\"num\">usage ({})</th>\
@@ -175,7 +180,7 @@ fn table(s: &mut String, t: &InstanceTotal, rows: &[&PreviewRow]) {
     );
     for r in rows {
         let sn = r.metering_sn.as_deref().map_or_else(|| "<span class=\"muted\">not sealed yet</span>".to_string(), escape);
-        let drawn = match (prepaid, r.drawn, r.relate_pkg_instance.as_deref()) {
+        let drawn = match (prepaid, r.drawn.or(r.covered), r.relate_pkg_instance.as_deref()) {
             (false, _, _) => String::new(),
             (true, Some(d), Some(pkg)) => format!("<td class=\"num\">{} ({})</td>", escape(&d.to_string()), escape(pkg)),
             (true, Some(d), None) => format!("<td class=\"num\">{}</td>", escape(&d.to_string())),
