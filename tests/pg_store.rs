@@ -487,6 +487,23 @@ fn configuration_errors_of_a_postgres_store_are_exit_2_and_never_show_the_passwo
     assert_eq!(meterd(dir.path(), &url).status.code(), Some(0));
 }
 
+/// `METERD_DB` in an environment file is how the README deploys a shared store: no help text
+/// shows its value (clap printed `[env: METERD_DB=postgres://meterd:PASSWORD@…]`).
+#[test]
+fn help_never_shows_the_url_in_meterd_db() {
+    let secret = "PGPASS-777-never-shown";
+    for args in [&["--help"][..], &["status", "--help"], &["help", "run"], &["run", "-h"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .args(args)
+            .env("METERD_DB", format!("postgres://meterd:{secret}@db.example:5432/meterd"))
+            .output()
+            .unwrap();
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(all.contains("METERD_DB"), "{args:?}: the variable is still named: {all}");
+        assert!(!all.contains(secret) && !all.contains("db.example"), "{args:?}: {all}");
+    }
+}
+
 /// A server that accepts the connection and never answers does not hang meterd: the open
 /// fails within the connect timeout, with a message that says what happened.
 #[test]

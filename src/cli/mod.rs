@@ -40,7 +40,8 @@ pub struct Cli {
     pub config: Option<PathBuf>,
     /// Database: a SQLite file (default: meterd.db beside the config) or a shared PostgreSQL
     /// store's `postgres://` URL.
-    #[arg(long, global = true, env = "METERD_DB")]
+    // `hide_env_values`: `--help` would print a PostgreSQL URL with its password otherwise.
+    #[arg(long, global = true, env = "METERD_DB", hide_env_values = true)]
     pub db: Option<PathBuf>,
     /// This node's name on a shared PostgreSQL store (status, the sealer lease); default:
     /// host name and process id.
