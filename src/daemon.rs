@@ -19,7 +19,8 @@
 //! the database with [`Store::open_existing`], so a database deleted under the daemon is never
 //! recreated empty behind the operator's back. The seal loop opens the store at every tick; the
 //! upload loop and the admin connection keep theirs, which the store reopens after a write
-//! found it read-only ([`Store::reopen_if_needed`]), so a fixed permission needs no restart.
+//! found it read-only ([`Store::reopen_if_needed`]). A store read-only at start is refused
+//! before the daemon opens anything (`cli::run`; why: [`crate::store::unwritable_files`]).
 //! Shutdown is decide (first SIGTERM/Ctrl-C) → tell (stop
 //! accepting, cancel the loops at their next await) → wait (bounded by [`SHUTDOWN_GRACE`]);
 //! then the ingest writer drains its queue. A second signal exits at once. Both are safe:

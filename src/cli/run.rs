@@ -25,6 +25,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         crate::daemon::startup::check_db_dir(&ctx.db).map_err(Failure::usage)?;
         crate::store::Store::create(&ctx.db).map_err(|e| Failure::runtime(e.to_string()))?;
     }
+    // A store this process cannot write: exit 3 (a restart by systemd or Kubernetes brings the
+    // daemon up once it can), before any open creates `-wal`/`-shm` files with the database's
+    // read-only mode. Why not start and wait: `store::unwritable_files`.
+    let unwritable = crate::store::unwritable_files(&ctx.db);
+    if !unwritable.is_empty() {
+        let files: Vec<String> = unwritable.iter().map(|f| f.display().to_string()).collect();
+        return Err(Failure::runtime(format!(
+            "the database is read-only for this process (uid {}): {}; make it writable (ownership, mode, or a read-only volume) and start meterd again — it does not serve a store it cannot write",
+            // SAFETY: getuid has no preconditions and cannot fail.
+            unsafe { libc::getuid() },
+            files.join(", ")
+        )));
+    }
     // The settings check, and a missing database where one was in use: the daemon refuses to
     // start like every command.
     drop(ctx.store()?);

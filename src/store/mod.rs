@@ -319,6 +319,35 @@ pub fn marker_path(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
+/// The files of the SQLite database `db` (the database, its `-wal` and `-shm`) that exist and
+/// that this process may not write (`access(W_OK)`; root may write any); empty for a
+/// PostgreSQL URL.
+///
+/// Why the daemon refuses to start on such a store rather than wait for a `chmod`: SQLite opens
+/// the `-shm` file once per process and keeps it as first opened, shared by every connection
+/// of the process, so a store opened while it was read-only stays read-only after a `chmod`
+/// even for a fresh connection, until every connection of the process is closed at once (a
+/// connection found read-only while running is reopened, see [`Store::reopen_if_needed`]).
+pub fn unwritable_files(db: &Path) -> Vec<PathBuf> {
+    if postgres_url(db).is_some() {
+        return Vec::new();
+    }
+    let side = |suffix: &str| {
+        let mut name = db.as_os_str().to_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [db.to_path_buf(), side("-wal"), side("-shm")].into_iter().filter(|f| f.exists() && !writable(f)).collect()
+}
+
+/// Whether this process may write the file at `path` (`access(2)` with `W_OK`).
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call; `access` only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
 /// Tells whether the file a connection opened is still the file at its path: (device,
 /// inode) taken at open, compared with a `stat` of the path. Cheap to clone and to ask.
 #[derive(Debug, Clone)]

@@ -1,77 +1,110 @@
-//! The database made read-only under a daemon that runs as an unprivileged user (root ignores
-//! file permissions, so the daemon runs as `nobody` through `setpriv`).
+//! A database read-only at start (a volume mounted read-only, a wrong owner or mode after a
+//! restart): the daemon exits 3 naming the files and what to do, and starts normally once they
+//! are writable. It must not start and wait: SQLite opens a store's `-shm` once per process
+//! and keeps it as first opened, so a daemon started on a read-only store stayed read-only
+//! after the `chmod` — every fresh connection too — until restarted (operator trial finding,
+//! after a clean stop had removed the `-wal`/`-shm` files). The daemon runs as an unprivileged
+//! user (root may write any file) through `setpriv`.
+//!
+//! Not tested here: a filesystem forced read-only under a running daemon (the kernel refuses
+//! to remount a filesystem read-only while files are open for writing, so a test cannot make
+//! it happen); a full one is, in `full`, through the same 503 / `/readyz` / metrics paths.
 
-use super::util::{self, Env};
-use super::{failing, fast_env, metric, post, wait_reply};
+use super::util::{self, Env, Run};
+use super::{fast_env, post, wait_reply};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 fn chmod(path: &std::path::Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
+
+const AS_NOBODY: [&str; 4] = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"];
 
 /// Hands the environment's directory and files to `nobody`; `false` when that is impossible.
 fn give_to_nobody(env: &Env) -> bool {
     let dir = env.dir.path().to_str().unwrap();
     let ok = Command::new("chown").args(["-R", "nobody:nogroup", dir]).status().map(|s| s.success()).unwrap_or(false);
     // `nobody` must be able to run the binary under test (every directory above it searchable).
-    ok && Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-        .arg(util::bin())
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    ok && Command::new(AS_NOBODY[0]).args(&AS_NOBODY[1..]).arg(util::bin()).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
-/// SQLite keeps the descriptors a process opened as they were opened, so a `chmod` under a
-/// running daemon changes nothing for the connections it holds: the test makes the file
-/// read-only between two starts (the way a remount or an ownership change before a restart
-/// does), then makes it writable again under the running daemon, which must recover by itself
-/// — every connection that failed because it could not write is reopened at its next attempt.
-#[test]
-fn a_read_only_database_fails_readiness_and_recovers_when_writable_without_a_restart() {
-    let env = fast_env();
-    env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
-    chmod(env.dir.path(), 0o755);
-    if !give_to_nobody(&env) {
-        eprintln!("SKIPPED: cannot run the daemon as `nobody` here (needs root, chown and setpriv)");
-        return;
+/// `meterd run` as `nobody`, to its end (it must not start).
+fn run_as_nobody(env: &Env) -> Run {
+    let inner = env.cmd();
+    let mut cmd = Command::new(AS_NOBODY[0]);
+    cmd.args(&AS_NOBODY[1..]).arg(inner.get_program()).args(inner.get_args()).current_dir(env.dir.path());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
     }
-    let as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"];
-    let mut d = env.daemon_wrapped(&as_nobody, &[], &[]);
-    wait_reply(&d, "/readyz", "ready", |r| r.status == 200);
-    assert_eq!(post(&d, "inst-a", "a", 5).ok()["accepted"], 5);
-    d.kill();
+    cmd.args(["run", "--listen", "127.0.0.1:0"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn meterd");
+    // A daemon that starts anyway would never end: stop it and fail rather than hang.
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > util::PATIENCE {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!("meterd run started on a read-only store: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Run::from(child.wait_with_output().expect("wait"))
+}
 
-    chmod(&env.db, 0o444);
-    let d = env.daemon_wrapped(&as_nobody, &[], &[]);
-    let r = wait_reply(&d, "/readyz", "the seal failures", |r| r.status == 503 && failing(r).contains(&"seal".to_string()));
-    assert!(failing(&r).contains(&"database_writable".to_string()), "{}", r.text());
-    assert!(r.text().contains("readonly"), "{}", r.text());
-    let refused = post(&d, "inst-a", "b", 5);
-    assert_eq!(refused.status, 503, "a read-only store cannot write now: 503, like a full disk: {}", refused.text());
-    assert_eq!(refused.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"), "503 says when to retry");
-    assert!(refused.json()["error"].as_str().is_some_and(|m| m.contains("retry")), "the API's JSON error: {}", refused.text());
-    let r = d.http().get("/readyz");
-    assert!(failing(&r).contains(&"ingest".to_string()), "{}", r.text());
-    assert_eq!(d.http().get("/healthz").status, 200, "a read-only file is not a reason to restart: liveness holds");
-    assert!(metric(&d, "meterd_seal_failures_total{reason=\"readonly\"}").unwrap_or(0.0) >= 3.0);
-    assert_eq!(metric(&d, "meterd_ingest_commit_failures_total{reason=\"readonly\"}"), Some(1.0));
-    assert_eq!(metric(&d, "meterd_health_check{check=\"database_writable\"}"), Some(0.0));
-    assert_eq!(metric(&d, "meterd_last_seal_success_timestamp_seconds"), Some(0.0));
-    let status = d.http().get("/v1/status").ok();
-    assert!(status["checks"].as_array().unwrap().iter().any(|c| c["name"] == "seal" && c["ok"] == false), "{status}");
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    /// SIGKILL: the `-wal`/`-shm` files stay, writable.
+    Kill,
+    /// SIGTERM: SQLite removes them.
+    Clean,
+}
 
-    // The operator fixes the permission; the same daemon, no restart.
-    chmod(&env.db, 0o644);
-    let accepted = post(&d, "inst-a", "b", 5);
-    assert_eq!(accepted.status, 200, "the writer reopens its connection at its next attempt: {}", accepted.text());
-    assert_eq!(accepted.json()["accepted"], 5, "the refused events were never stored: {}", accepted.text());
-    wait_reply(&d, "/metrics", "a successful seal", |_| metric(&d, "meterd_last_seal_success_timestamp_seconds").unwrap_or(0.0) > 0.0);
-    let r = wait_reply(&d, "/readyz", "recovery", |r| r.status == 200);
-    assert!(failing(&r).is_empty(), "{}", r.text());
-    assert_eq!(metric(&d, "meterd_health_check{check=\"database_writable\"}"), Some(1.0));
-    assert_eq!(d.http().get("/healthz").status, 200);
-    assert_eq!(post(&d, "inst-a", "c", 5).ok()["accepted"], 5);
-    assert_eq!(util::db::count_events_of(&env.db(), "inst-a"), 15, "every acknowledged event is stored");
+#[test]
+fn a_store_read_only_at_start_is_refused_with_exit_3_and_served_once_writable() {
+    for stop in [Stop::Kill, Stop::Clean] {
+        let env = fast_env();
+        env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
+        chmod(env.dir.path(), 0o755);
+        if !give_to_nobody(&env) {
+            eprintln!("SKIPPED: cannot run the daemon as `nobody` here (needs root, chown and setpriv)");
+            return;
+        }
+        let mut d = env.daemon_wrapped(&AS_NOBODY, &[], &[]);
+        wait_reply(&d, "/readyz", "ready", |r| r.status == 200);
+        assert_eq!(post(&d, "inst-a", "a", 5).ok()["accepted"], 5);
+        match stop {
+            Stop::Kill => d.kill(),
+            Stop::Clean => {
+                d.terminate();
+                assert_eq!(d.wait_exit(std::time::Duration::from_secs(20)), Some(0));
+            }
+        }
+        let side = |s: &str| env.dir.path().join(format!("meterd.db{s}"));
+        assert_eq!(side("-wal").exists(), stop == Stop::Kill, "{stop:?}: a clean stop removes the WAL");
+
+        chmod(&env.db, 0o444);
+        let refused = run_as_nobody(&env);
+        assert_eq!(refused.code, 3, "{stop:?}: a runtime failure (systemd restarts it): {refused:#?}");
+        assert!(
+            refused.stderr.contains("read-only for this process") && refused.stderr.contains(env.db.to_str().unwrap()),
+            "{stop:?}: names the file: {refused:#?}"
+        );
+        assert!(refused.stderr.contains("make it writable"), "{stop:?}: says what to do: {refused:#?}");
+        if stop == Stop::Clean {
+            assert!(!side("-wal").exists() && !side("-shm").exists(), "the refusal opened nothing (no read-only -wal/-shm left behind)");
+        }
+
+        // The operator fixes the mode; the next start (systemd's restart) serves.
+        chmod(&env.db, 0o644);
+        let d = env.daemon_wrapped(&AS_NOBODY, &[], &[]);
+        wait_reply(&d, "/readyz", "ready", |r| r.status == 200);
+        let accepted = post(&d, "inst-a", "b", 5);
+        assert_eq!(accepted.status, 200, "{stop:?}: {}\n{}", accepted.text(), d.stderr());
+        assert_eq!(accepted.json()["accepted"], 5);
+        assert_eq!(util::db::count_events_of(&env.db(), "inst-a"), 10, "{stop:?}: every acknowledged event is stored");
+    }
 }
