@@ -6,10 +6,9 @@
 //!   and once the file is back nothing acknowledged is missing;
 //! - `writer`: the ingest writer thread made to panic through the fault switch — `/healthz`
 //!   503 naming the writer;
-//! - `readonly`: the database made read-only under a daemon running as an unprivileged user —
-//!   `/readyz` 503 naming the seal and writability checks, failures counted in `/metrics`,
-//!   ingest 503 with `Retry-After`, and once the file is writable again the same daemon
-//!   recovers (ingest 200, a seal, `/readyz` 200, every acknowledged event stored);
+//! - `readonly`: a database read-only when the daemon starts (as an unprivileged user, after a
+//!   kill or a clean stop) — exit 3 naming the files and the fix, nothing opened; once
+//!   writable, the next start serves and every acknowledged event is stored;
 //! - `full`: a full filesystem (a small tmpfs the test mounts) — ingest 503, `/readyz` 503,
 //!   nothing acknowledged lost, recovery once space is back;
 //! - `uploaders`: two daemons on one database never send one batch, and their delivered
