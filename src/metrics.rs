@@ -160,7 +160,8 @@ impl Metrics {
             "Events already stored (not counted again).",
             self.events_duplicate.load(Ordering::Relaxed),
         );
-        labelled(&mut s, "meterd_events_rejected_total", "Events refused, by reason.", "reason", &self.events_rejected);
+        let reasons = crate::collector::RejectReason::ALL.map(|r| r.label());
+        labelled(&mut s, "meterd_events_rejected_total", "Events refused, by reason.", "reason", &reasons, &self.events_rejected);
         counter(&mut s, "meterd_records_sealed_total", "Records sealed by this process.", self.records_sealed.load(Ordering::Relaxed));
         counter(
             &mut s,
@@ -174,7 +175,14 @@ impl Metrics {
             "Records rejected or expired by this process.",
             self.records_rejected.load(Ordering::Relaxed),
         );
-        labelled(&mut s, "meterd_upload_attempts_total", "Upload HTTP attempts, by outcome.", "outcome", &self.upload_attempts);
+        labelled(
+            &mut s,
+            "meterd_upload_attempts_total",
+            "Upload HTTP attempts, by outcome.",
+            "outcome",
+            crate::upload::step::OUTCOMES,
+            &self.upload_attempts,
+        );
         counter(
             &mut s,
             "meterd_notifications_delivered_total",
@@ -186,6 +194,7 @@ impl Metrics {
             "meterd_notifications_failed_attempts_total",
             "Notification attempts not acknowledged (error status, timeout, connection failure), by receiver.",
             "receiver",
+            &[], // a receiver's series starts at its first failure (no shipped alert reads it)
             &self.notifications_failed,
         );
         gauge(&mut s, "meterd_records_pending", "Records waiting for upload (pending or sending).", status.backlog);
@@ -333,13 +342,29 @@ fn gauge(s: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }
 
-fn labelled(s: &mut String, name: &str, help: &str, label: &str, map: &Mutex<BTreeMap<String, u64>>) {
+/// A counter family by `label`: every value in `known` is exported from the start (0 until it
+/// is first counted), with any other value counted so far. Prometheus' `increase()` sees no
+/// increase in a series' first sample, so a failure counted into a series that did not exist
+/// yet would never fire the shipped `increase(…) > 0` alerts (operator trial finding).
+fn labelled(s: &mut String, name: &str, help: &str, label: &str, known: &[&str], map: &Mutex<BTreeMap<String, u64>>) {
     let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+    let mut all: BTreeMap<String, u64> = known.iter().map(|k| (k.to_string(), 0)).collect();
     if let Ok(m) = map.lock() {
-        for (k, v) in m.iter() {
-            let _ = writeln!(s, "{name}{{{label}=\"{k}\"}} {v}");
-        }
+        all.extend(m.iter().map(|(k, v)| (k.clone(), *v)));
     }
+    for (k, v) in all {
+        let _ = writeln!(s, "{name}{{{label}=\"{k}\"}} {v}");
+    }
+}
+
+/// The reasons a seal or upload run can fail or stop for: the store's ([`crate::store::FAILURE_REASONS`])
+/// and, for uploads, the store's answers (`transient`, `config_error`).
+fn run_failure_reasons(upload: bool) -> Vec<&'static str> {
+    let mut v = crate::store::FAILURE_REASONS.to_vec();
+    if upload {
+        v.extend(["transient", "config_error"]);
+    }
+    v
 }
 
 fn summary(s: &mut String, name: &str, help: &str, h: &Mutex<Histogram<u64>>) {
@@ -380,9 +405,24 @@ pub fn render_notifications(outbox: &crate::notify::Outbox) -> String {
 /// The health and failure metrics (see the module docs), from the daemon's live state.
 pub fn render_health(status: &Status, live: &crate::health::Live, writer: &crate::collector::WriterHealth) -> String {
     let mut s = String::new();
-    labelled(&mut s, "meterd_seal_failures_total", "Seal runs that failed, by reason.", "reason", &live.seal_failures);
-    labelled(&mut s, "meterd_upload_failures_total", "Upload runs that failed or stopped, by reason.", "reason", &live.upload_failures);
-    labelled(&mut s, "meterd_ingest_commit_failures_total", "Ingest group commits that failed, by reason.", "reason", &writer.failures);
+    let (store, upload) = (run_failure_reasons(false), run_failure_reasons(true));
+    labelled(&mut s, "meterd_seal_failures_total", "Seal runs that failed, by reason.", "reason", &store, &live.seal_failures);
+    labelled(
+        &mut s,
+        "meterd_upload_failures_total",
+        "Upload runs that failed or stopped, by reason.",
+        "reason",
+        &upload,
+        &live.upload_failures,
+    );
+    labelled(
+        &mut s,
+        "meterd_ingest_commit_failures_total",
+        "Ingest group commits that failed, by reason.",
+        "reason",
+        &store,
+        &writer.failures,
+    );
     let ts = |a: &std::sync::atomic::AtomicI64| a.load(Ordering::Relaxed).max(0) as u64;
     gauge(
         &mut s,

@@ -200,6 +200,7 @@ impl StoreError {
     /// `moved`, `missing`, `corrupt`, `invalid` (bad input, not found, overflow), `internal`, `fenced`, `cannot_open`, and for PostgreSQL
     /// `unreachable` (server down or connection lost) and `config` (authentication failed,
     /// no such database, a bad URL option), or `other`.
+    /// ([`FAILURE_REASONS`] lists them all.)
     pub fn reason(&self) -> &'static str {
         match self {
             StoreError::Full => "full",
@@ -228,6 +229,25 @@ impl StoreError {
         unwritable_reason(self.reason())
     }
 }
+
+/// Every value [`StoreError::reason`] gives (the `reason` label of the failure counters, which
+/// `/metrics` exports at 0 from the start).
+pub const FAILURE_REASONS: &[&str] = &[
+    "full",
+    "busy",
+    "moved",
+    "missing",
+    "corrupt",
+    "invalid",
+    "internal",
+    "fenced",
+    "config",
+    "readonly",
+    "cannot_open",
+    "io",
+    "unreachable",
+    "other",
+];
 
 /// A PostgreSQL error as a person needs it: the server's message with its detail and hint
 /// (the client's own `Display` says only "db error"), or the client's description.
@@ -812,6 +832,34 @@ pub(crate) fn dec(text: &str) -> Result<rust_decimal::Decimal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every reason an error can carry is listed, so `/metrics` exports its series from the start.
+    #[test]
+    fn every_failure_reason_is_listed() {
+        let sqlite = |code| StoreError::Sqlite(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
+        let errors = [
+            StoreError::Full,
+            StoreError::Busy,
+            StoreError::Moved(PathBuf::new()),
+            StoreError::Corrupt(String::new()),
+            StoreError::Invalid(String::new()),
+            StoreError::Internal(String::new()),
+            StoreError::Tls(String::new()),
+            sqlite(rusqlite::ffi::SQLITE_READONLY),
+            sqlite(rusqlite::ffi::SQLITE_CANTOPEN),
+            sqlite(rusqlite::ffi::SQLITE_IOERR),
+            sqlite(rusqlite::ffi::SQLITE_FULL),
+            sqlite(rusqlite::ffi::SQLITE_MISMATCH),
+        ];
+        for e in errors {
+            assert!(FAILURE_REASONS.contains(&e.reason()), "{e:?}: {}", e.reason());
+        }
+        // PostgreSQL's reasons (`postgres_reason`) are literal strings in one function; keep
+        // them in the list by hand: unreachable, config, readonly, full, other.
+        for r in ["unreachable", "config", "readonly", "full", "other", "fenced", "missing"] {
+            assert!(FAILURE_REASONS.contains(&r), "{r}");
+        }
+    }
 
     /// The page cap is an option of one connection, not of the process: a capped store and an
     /// uncapped one on the same file, side by side; the capped one's writes fail as on a full

@@ -71,6 +71,9 @@ pub enum Step {
 }
 
 /// One answer's consequences.
+/// Every outcome label a [`Decision`] carries (exported at 0 by `/metrics` from the start).
+pub const OUTCOMES: &[&str] = &["delivered", "transient", "config_error", "too_many", "record_error"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub step: Step,

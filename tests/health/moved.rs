@@ -49,6 +49,17 @@ fn a_database_moved_away_stops_ingest_fails_health_and_loses_nothing_acknowledge
     let (env, mut d) = started();
     assert_eq!(post(&d, INST, "before", 10).ok()["accepted"], 10);
     assert_eq!(d.http().get("/healthz").status, 200);
+    // Every failure series exists at 0 before its first failure, so the shipped
+    // `increase(…) > 0` alerts see the first one (a series born at 1 shows no increase).
+    for series in [
+        "meterd_ingest_commit_failures_total{reason=\"moved\"}",
+        "meterd_seal_failures_total{reason=\"readonly\"}",
+        "meterd_upload_failures_total{reason=\"config_error\"}",
+        "meterd_upload_attempts_total{outcome=\"transient\"}",
+        "meterd_events_rejected_total{reason=\"conflict\"}",
+    ] {
+        assert_eq!(metric(&d, series), Some(0.0), "{series}");
+    }
     let aside = env.dir.path().join("moved-away.db");
     std::fs::rename(&env.db, &aside).unwrap();
 
