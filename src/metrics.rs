@@ -324,11 +324,11 @@ fn store_gauges(s: &mut String, v: &crate::status::StoreView) {
     gauge(s, "meterd_lease_held", "1 when this node holds the sealer lease (it seals and uploads), else 0.", u64::from(held));
     let epoch = v.lease.as_ref().map_or(0, |l| u64::try_from(l.epoch).unwrap_or(0));
     gauge(s, "meterd_lease_epoch", "The sealer lease's epoch (grows at every change of holder; 0 before any).", epoch);
-    let expires = v.lease.as_ref().map_or(0, |l| u64::try_from(l.expires.secs()).unwrap_or(0));
+    let expires = v.lease.as_ref().and_then(|l| l.expires).map_or(0, |t| u64::try_from(t.secs()).unwrap_or(0));
     gauge(
         s,
         "meterd_lease_expires_seconds",
-        "When the sealer lease expires, Unix seconds by the database's clock (0: never taken).",
+        "When the sealer lease expires, Unix seconds by the database's clock (0: never taken, or released at a clean stop).",
         expires,
     );
     gauge(s, "meterd_nodes_seen", "Nodes that reported on this store within 5 leases.", v.nodes_seen.len() as u64);

@@ -137,35 +137,48 @@ impl StoreView {
     pub fn lease_line(&self) -> String {
         match &self.lease {
             None => self.lease_state.clone(),
-            Some(l) if l.released() => {
-                format!("free: released by {} (epoch {}) when it stopped; any node may take it", l.holder, l.epoch)
-            }
-            Some(l) if l.expired => {
-                format!("expired: held by {} (epoch {}) until {}; another node may take it", l.holder, l.epoch, l.expires)
-            }
-            Some(l) if l.held_here => format!("held by this node ({}), epoch {}, expires {}", l.holder, l.epoch, l.expires),
-            Some(l) => format!("held by {}, epoch {}, expires {}", l.holder, l.epoch, l.expires),
+            Some(l) => match l.expires {
+                None => format!("free: released by {} (epoch {}) when it stopped; any node may take it", l.holder, l.epoch),
+                Some(t) if l.expired => format!("expired: held by {} (epoch {}) until {t}; another node may take it", l.holder, l.epoch),
+                Some(t) if l.held_here => format!("held by this node ({}), epoch {}, expires {t}", l.holder, l.epoch),
+                Some(t) => format!("held by {}, epoch {}, expires {t}", l.holder, l.epoch),
+            },
         }
     }
 }
 
-/// The sealer lease row; times by the database's clock.
+/// The sealer lease row; times by the database's clock. Three states, never two at once: held
+/// (`expires` in the future), expired (`expired`: it ran out; the holder keeps it until another
+/// node takes it) and released (`released`: the holder gave it back at a clean stop; `expires`
+/// is `null`, not the 1970 the row stores — `store::lease::release` sets its expiry to 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeaseView {
     pub holder: String,
     pub epoch: i64,
-    pub expires: Timestamp,
-    /// Whether `holder` is this node.
+    /// When the lease runs out; `None` (JSON `null`) once released.
+    pub expires: Option<Timestamp>,
+    /// Whether this process holds the lease at its stored epoch (false once released).
     pub held_here: bool,
-    /// Whether `expires` passed (another node may take it; the holder keeps it until one does).
+    /// Whether `expires` passed (another node may take it; the holder keeps it until one
+    /// does); false for a released lease, which did not run out.
     pub expired: bool,
+    /// Whether the holder gave the lease back at a clean stop: any node may take it.
+    pub released: bool,
 }
 
 impl LeaseView {
-    /// Whether the holder gave the lease back at a clean stop (`store::lease::release` sets its
-    /// expiry to 0), rather than letting it run out.
-    pub fn released(&self) -> bool {
-        self.expires.0 == 0
+    /// The view of a lease row read at `now_ns` (the database's clock); `held` is the epoch at
+    /// which this process holds it, if any. An expiry of 0 means released (see above).
+    pub fn of_row(holder: String, epoch: i64, expires_ns: i64, node: &str, held: Option<i64>, now_ns: i64) -> LeaseView {
+        let released = expires_ns == 0;
+        LeaseView {
+            held_here: !released && holder == node && held == Some(epoch),
+            expired: !released && expires_ns <= now_ns,
+            released,
+            expires: (!released).then_some(Timestamp(expires_ns)),
+            holder,
+            epoch,
+        }
     }
 }
 
@@ -201,16 +214,10 @@ pub fn store_view(store: &mut Store, node: &str, held: Option<i64>, ttl: std::ti
     }
     store.read(|tx| {
         let now = l::db_now_ns(tx)?;
-        let lease = l::get(tx, l::SEALER)?.map(|r| LeaseView {
-            held_here: r.holder == node && held == Some(r.epoch),
-            expired: r.expires_ns <= now,
-            holder: r.holder,
-            epoch: r.epoch,
-            expires: Timestamp(r.expires_ns),
-        });
+        let lease = l::get(tx, l::SEALER)?.map(|r| LeaseView::of_row(r.holder, r.epoch, r.expires_ns, node, held, now));
         let lease_state = match &lease {
             None => "free".to_string(),
-            Some(v) if v.released() => format!("free (released by {})", v.holder),
+            Some(v) if v.released => format!("free (released by {})", v.holder),
             Some(v) if v.expired => format!("expired (held by {})", v.holder),
             Some(v) if v.held_here => "held by this node".to_string(),
             Some(v) => format!("held by {}", v.holder),
@@ -405,7 +412,14 @@ mod tests {
         let view = |held_here, expired| StoreView {
             backend: "postgres",
             node: if held_here { "n1".into() } else { "n2".into() },
-            lease: Some(LeaseView { holder: "n1".into(), epoch: 1, expires: Timestamp::from_secs(1_795_435_200), held_here, expired }),
+            lease: Some(LeaseView {
+                holder: "n1".into(),
+                epoch: 1,
+                expires: Some(Timestamp::from_secs(1_795_435_200)),
+                held_here,
+                expired,
+                released: false,
+            }),
             lease_state: String::new(),
             nodes_seen: Vec::new(),
         };
@@ -415,5 +429,16 @@ mod tests {
         for line in [view(false, false), view(true, false), view(false, true)].map(|v| v.lease_line()) {
             assert_eq!(line.matches("n1").count(), 1, "{line}");
         }
+    }
+
+    #[test]
+    fn a_released_lease_is_neither_expired_nor_dated_1970() {
+        let v = LeaseView::of_row("n1".into(), 1, 0, "n1", Some(1), 5);
+        assert_eq!((v.released, v.expired, v.held_here, v.expires), (true, false, false, None));
+        let json = serde_json::to_value(&v).unwrap_or_default();
+        assert_eq!(json["expires"], serde_json::Value::Null, "{json}");
+        assert_eq!(json["released"], true, "{json}");
+        let run_out = LeaseView::of_row("n1".into(), 1, 5, "n2", None, 5);
+        assert_eq!((run_out.released, run_out.expired, run_out.expires), (false, true, Some(Timestamp(5))));
     }
 }

@@ -6,6 +6,7 @@
 #[path = "util/mod.rs"]
 mod util;
 
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use util::pg::PgCluster;
@@ -93,6 +94,32 @@ fn status_and_metrics_show_the_lease_holder_and_the_nodes_on_postgres() {
     table.success();
     assert!(table.stdout.contains("sealer lease        free: released by node-a (epoch 1)"), "{}", table.stdout);
     assert!(!table.stdout.contains("1970"), "{}", table.stdout);
+    // The JSON says so too: released, not expired, no 1970 expiry; and the OpenAPI document's
+    // Status schema takes it (as it takes the held lease above).
+    let json = run(&["status", "--format", "json", "--now", util::NOW]);
+    json.success();
+    let released = json.json();
+    let lease = &released["store"]["lease"];
+    assert_eq!((&lease["released"], &lease["expired"], &lease["held_here"]), (&json!(true), &json!(false), &json!(false)), "{released}");
+    assert!(lease["expires"].is_null(), "{released}");
+    assert!(!released.to_string().contains("1970"), "{released}");
+    for s in [&status, &released] {
+        conforms_to_status_schema(s);
+    }
+}
+
+/// Checks a status snapshot against `components.schemas.Status` of `schemas/openapi.json`.
+fn conforms_to_status_schema(status: &Value) {
+    let text = std::fs::read_to_string(util::repo_file("schemas/openapi.json")).expect("read schemas/openapi.json");
+    let doc: Value = serde_json::from_str(&text).expect("openapi.json is JSON");
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": doc["components"],
+        "allOf": [{"$ref": "#/components/schemas/Status"}],
+    });
+    let v = jsonschema::options().should_validate_formats(true).build(&root).expect("the Status schema compiles");
+    let errs: Vec<_> = v.iter_errors(status).map(|e| format!("{e} (at {})", e.instance_path)).collect();
+    assert!(errs.is_empty(), "the status does not match the document: {errs:#?}\n{status:#}");
 }
 
 #[test]
