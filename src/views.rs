@@ -131,7 +131,17 @@ pub fn instance_state(r: &InstanceRow, h: &lifecycle::History, now: Timestamp) -
     }
 }
 
-/// The JSON form of an instance used by the CLI and HTTP API.
+/// Where sealing of an instance has reached: `None` until its first seal (the store keeps 0,
+/// which would read as 1970). JSON shows `null`, text [`NOT_SEALED`].
+pub fn sealed_until(r: &InstanceRow) -> Option<Timestamp> {
+    (r.sealed_until > 0).then(|| Timestamp::from_secs(r.sealed_until))
+}
+
+/// What text shows for an instance no seal has reached yet.
+pub const NOT_SEALED: &str = "not yet sealed";
+
+/// The JSON form of an instance used by the CLI and HTTP API; `sealed_until` is `null` until
+/// the instance's first seal ([`sealed_until`]).
 pub fn instance_json(r: &InstanceRow, h: &lifecycle::History, now: Timestamp) -> serde_json::Value {
     let history: Vec<_> = h.0.iter().map(|(at, s)| serde_json::json!({"status": s.as_str(), "time": at})).collect();
     serde_json::json!({
@@ -141,6 +151,6 @@ pub fn instance_json(r: &InstanceRow, h: &lifecycle::History, now: Timestamp) ->
         "status_history": history,
         "start": r.start,
         "release": r.release,
-        "sealed_until": crate::model::Timestamp::from_secs(r.sealed_until),
+        "sealed_until": sealed_until(r),
     })
 }

@@ -96,10 +96,12 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
                 let v: Vec<_> = rows.iter().map(|(h, r)| instance_json(r, h, now)).collect();
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!("{:<40} {:<12} {:<9} {:<22} {:<22}", "INSTANCE", "PLAN", "STATE", "START", "RELEASE");
+                println!("{:<40} {:<12} {:<9} {:<22} {:<22} SEALED UNTIL", "INSTANCE", "PLAN", "STATE", "START", "RELEASE");
                 for (h, r) in rows {
                     let rel = r.release.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
-                    println!("{:<40} {:<12} {:<9} {:<22} {:<22}", r.instance_id, r.plan, state(&r, &h, now), r.start.to_string(), rel);
+                    let sealed = crate::views::sealed_until(&r).map_or_else(|| crate::views::NOT_SEALED.to_string(), |t| t.to_string());
+                    let start = r.start.to_string();
+                    println!("{:<40} {:<12} {:<9} {:<22} {:<22} {sealed}", r.instance_id, r.plan, state(&r, &h, now), start, rel);
                 }
             }
         }

@@ -59,6 +59,13 @@ fn instance_add_list_release() {
     assert_eq!((list[0]["instance_id"].as_str(), list[0]["start"].as_str()), (Some("inst-a"), Some("2026-11-01T00:00:00Z")));
     let table = env.run(&["instance", "list"]);
     assert!(table.stdout.contains("inst-a") && table.stdout.contains("storage"), "{}", table.stdout);
+    // Never sealed: said so, not shown as 1970.
+    assert!(list[0]["sealed_until"].is_null(), "{list}");
+    assert!(table.stdout.lines().nth(1).is_some_and(|l| l.ends_with(" not yet sealed")), "{}", table.stdout);
+    assert!(!table.stdout.contains("1970") && !list.to_string().contains("1970"), "{}\n{list}", table.stdout);
+    env.run(&["seal", "--now", "2026-11-01T02:00:00Z"]).success();
+    let list = env.run(&["instance", "list", "--format", "json"]).json();
+    assert_eq!(list[0]["sealed_until"], "2026-11-01T01:00:00Z", "{list}");
 
     env.release_instance("inst-b", "2026-11-03T00:00:00Z");
     let list = env.run(&["instance", "list", "--format", "json"]).json();
