@@ -344,8 +344,9 @@ async fn release_lease(store: Arc<Mutex<Store>>, fence: Option<crate::store::lea
 async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
     loop {
         let Ok(fence) = l.turn() else {
-            // Another node holds the lease and seals; standing by is this loop's success.
-            l.live.seal_ok(Timestamp::now().secs());
+            // Another node holds the lease and seals: not a seal of ours (the health check
+            // reports the store's last seal instead), nor a failure.
+            l.live.seal_standing_by(Timestamp::now().secs());
             if !l.wait_tick(&schedule, None).await {
                 return;
             }

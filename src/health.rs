@@ -18,6 +18,16 @@
 //!   unwritable or full, records (or closed windows with usage) are past their reporting
 //!   deadline. Each of these clears by itself once its cause is removed.
 //!
+//! On a shared PostgreSQL store only the node holding the sealer lease seals. A **standby**
+//! (a node that does not hold it) has no seal of its own to judge: its `seal` check passes and
+//! says so — `standby: node-a holds the sealer lease (epoch 3); last seal on the store 40 s
+//! ago` — reading the store's last seal (`meta::LAST_SEAL`, which whichever node sealed wrote),
+//! not a seal of its own. So when sealing stops store-wide, the `seal` check fails on the one
+//! node that holds the lease (its loop fails or goes stale), `deadline` fails everywhere once
+//! windows pass their deadline, and `contrib/prometheus`'s `MeterdNoLeaseHolder` fires when no
+//! node holds it; a standby's `seal` check never pages. A standby's staleness clock restarts at
+//! each tick it stands by, so a node that takes the lease over is judged from then.
+//!
 //! Checks that need the daemon's memory (`writer`, `database_file`, `ingest`, `seal`,
 //! `database_writable`, `upload` configuration errors) are absent from a one-shot
 //! `meterd status`, which cannot see them; it shows the store-derived ones.
@@ -78,6 +88,32 @@ pub struct SealInputs {
     pub started: i64,
     /// Seconds between two scheduled ticks.
     pub interval: i64,
+    /// Unix seconds of the loop's last tick as a standby (it did not hold the sealer lease).
+    pub last_standby: Option<i64>,
+    /// Set on a standby (see the module docs): who holds the sealer lease, in words
+    /// ([`standby`]); the `seal` check then passes and reports the store's last seal.
+    pub standby: Option<String>,
+    /// Unix seconds of the store's last seal by any node (`meta::LAST_SEAL`), if known.
+    pub store_last_ok: Option<i64>,
+}
+
+/// Whether this daemon is a standby, and who holds the sealer lease, in words: `None` on
+/// SQLite (one machine, it always seals) and when this process holds the lease at the stored
+/// epoch (`held`, from [`Live::lease_held`]); else `NODE holds the sealer lease (epoch N)`,
+/// `another process named NODE holds …` (this node's name, another process) or `no node holds
+/// the sealer lease (STATE); this node takes it at its next lease tick`.
+pub fn standby(view: Option<&crate::status::StoreView>, held: Option<i64>) -> Option<String> {
+    let view = view.filter(|v| v.backend != "sqlite")?;
+    if held.is_some() {
+        return None;
+    }
+    Some(match &view.lease {
+        Some(l) if !l.released && !l.expired && l.holder == view.node => {
+            format!("another process named {} holds the sealer lease (epoch {}); node names must be unique per process", l.holder, l.epoch)
+        }
+        Some(l) if !l.released && !l.expired => format!("{} holds the sealer lease (epoch {})", l.holder, l.epoch),
+        _ => format!("no node holds the sealer lease ({}); this node takes it at its next lease tick", view.lease_state),
+    })
 }
 
 /// Liveness: the checks whose failure means the process cannot do its job.
@@ -131,17 +167,25 @@ pub fn evaluate(i: &Inputs) -> Vec<Check> {
     out
 }
 
-/// Since when the seal loop has had no success: its last success, or its start.
+/// Since when the seal loop has had no success: its last success, its last tick as a standby
+/// (sealing was another node's job until then), or its start.
 fn seal_stale_since(s: &SealInputs) -> i64 {
-    s.last_ok.unwrap_or(s.started).max(s.started)
+    s.last_ok.unwrap_or(s.started).max(s.last_standby.unwrap_or(s.started)).max(s.started)
 }
 
 fn seal_ok(s: &SealInputs, now: i64) -> bool {
-    s.failures_in_row < SEAL_FAILURES && now - seal_stale_since(s) <= 2 * s.interval.max(1) + SEAL_SLACK_SECS
+    s.standby.is_some() || (s.failures_in_row < SEAL_FAILURES && now - seal_stale_since(s) <= 2 * s.interval.max(1) + SEAL_SLACK_SECS)
 }
 
 fn seal_detail(s: &SealInputs, now: i64) -> String {
     let err = s.last_error.as_deref().unwrap_or("-");
+    if let Some(who) = &s.standby {
+        let store = match s.store_last_ok {
+            Some(t) => format!("last seal on the store {} s ago", now - t),
+            None => "no seal recorded on the store yet".to_string(),
+        };
+        return format!("standby: {who}; {store}");
+    }
     if s.failures_in_row >= SEAL_FAILURES {
         format!("the seal loop failed its last {} ticks (last error: {err}); closed windows stay unsealed", s.failures_in_row)
     } else if !seal_ok(s, now) {
@@ -204,6 +248,8 @@ pub struct Live {
     pub seal_last_error: Mutex<Option<String>>,
     /// Unix seconds; 0 = none yet.
     pub seal_last_ok: AtomicI64,
+    /// Unix seconds of the seal loop's last tick as a standby; 0 = none.
+    pub seal_last_standby: AtomicI64,
     pub upload_last_ok: AtomicI64,
     pub upload_config_error: Mutex<Option<String>>,
     pub unwritable: Mutex<Option<(String, String)>>,
@@ -268,6 +314,14 @@ impl Live {
         set(&self.unwritable, None);
     }
 
+    /// The seal loop stood by at `now` (another node holds the sealer lease): not a seal of
+    /// this node's, and no failure either; staleness counts from here if it takes over.
+    pub fn seal_standing_by(&self, now: i64) {
+        self.seal_failures_in_row.store(0, Ordering::Relaxed);
+        self.seal_last_standby.store(now, Ordering::Relaxed);
+        set(&self.seal_last_error, None);
+    }
+
     pub fn seal_failed(&self, reason: &str, message: String, unwritable: bool) {
         self.seal_failures_in_row.fetch_add(1, Ordering::Relaxed);
         bump(&self.seal_failures, reason);
@@ -296,12 +350,16 @@ impl Live {
     /// The seal side of [`Inputs`].
     pub fn seal_inputs(&self, started: i64, interval: i64) -> SealInputs {
         let last_ok = self.seal_last_ok.load(Ordering::Relaxed);
+        let last_standby = self.seal_last_standby.load(Ordering::Relaxed);
         SealInputs {
             failures_in_row: self.seal_failures_in_row.load(Ordering::Relaxed),
             last_error: get(&self.seal_last_error).flatten(),
             last_ok: (last_ok > 0).then_some(last_ok),
             started,
             interval,
+            last_standby: (last_standby > 0).then_some(last_standby),
+            standby: None,
+            store_last_ok: None,
         }
     }
 

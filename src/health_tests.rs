@@ -8,7 +8,14 @@ fn daemon_ok(now: i64) -> Inputs {
         writer_alive: Some(true),
         file_moved: Some(None),
         ingest_error: Some(None),
-        seal: Some(SealInputs { failures_in_row: 0, last_error: None, last_ok: Some(now - 10), started: now - 10_000, interval: 300 }),
+        seal: Some(SealInputs {
+            failures_in_row: 0,
+            last_error: None,
+            last_ok: Some(now - 10),
+            started: now - 10_000,
+            interval: 300,
+            ..Default::default()
+        }),
         upload_config_error: Some(None),
         unwritable: Some(None),
         records_past_deadline: 0,
@@ -89,4 +96,25 @@ fn live_state_clears_when_the_cause_is_gone() {
     assert!(l.upload_config_error().is_some());
     l.upload_ok(5);
     assert!(l.upload_config_error().is_none());
+}
+
+#[test]
+fn a_standby_reports_the_stores_last_seal_and_never_fails_seal() {
+    let now = 1_000_000;
+    let mut i = daemon_ok(now);
+    let s = i.seal.as_mut().unwrap();
+    // No seal of its own for hours: as a standby that is not a fault.
+    (s.last_ok, s.standby, s.store_last_ok) = (None, Some("node-a holds the sealer lease (epoch 3)".into()), Some(now - 40));
+    let checks = evaluate(&i);
+    let seal = checks.iter().find(|c| c.name == "seal").unwrap();
+    assert!(seal.ok, "{seal:?}");
+    assert_eq!(seal.detail, "standby: node-a holds the sealer lease (epoch 3); last seal on the store 40 s ago");
+    i.seal.as_mut().unwrap().store_last_ok = None;
+    assert!(evaluate(&i).iter().any(|c| c.detail == "standby: node-a holds the sealer lease (epoch 3); no seal recorded on the store yet"));
+    // Having taken the lease over, it is judged from its last standby tick, not its start.
+    let s = i.seal.as_mut().unwrap();
+    (s.standby, s.last_standby) = (None, Some(now - 30));
+    assert!(failing(&evaluate(&i)).is_empty());
+    i.seal.as_mut().unwrap().last_standby = None;
+    assert_eq!(failing(&evaluate(&i)), ["seal"]);
 }

@@ -427,8 +427,8 @@ pub fn render_health(status: &Status, live: &crate::health::Live, writer: &crate
     gauge(
         &mut s,
         "meterd_last_seal_success_timestamp_seconds",
-        "Unix time of the last successful seal (0: none since start).",
-        ts(&live.seal_last_ok),
+        "Unix time of the store's last successful seal, by whichever node sealed (the same on every node of a shared store; 0: none yet).",
+        status.last_seal.map_or(0, |t| u64::try_from(t.secs()).unwrap_or(0)),
     );
     gauge(
         &mut s,

@@ -285,8 +285,12 @@ async fn current_status(st: &Arc<AppState>, audit: bool) -> Result<crate::status
         Ok(status)
     })
     .await?;
-    s.checks =
-        crate::health::evaluate(&st.live.inputs(Timestamp::now().secs(), &st.collector, (s.past_deadline, s.unsealed_past_deadline)));
+    let mut inputs = st.live.inputs(Timestamp::now().secs(), &st.collector, (s.past_deadline, s.unsealed_past_deadline));
+    if let Some(seal) = inputs.seal.as_mut() {
+        seal.standby = crate::health::standby(s.store.as_ref(), st.live.lease_held());
+        seal.store_last_ok = s.last_seal.map(Timestamp::secs);
+    }
+    s.checks = crate::health::evaluate(&inputs);
     Ok(s)
 }
 

@@ -45,6 +45,9 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_deadline: Option<Timestamp>,
     pub last_successful_upload: Option<String>,
+    /// The store's last successful seal, by whichever node sealed (the daemon writes it after
+    /// each seal run; on a shared store every node reads the same); `None` before any.
+    pub last_seal: Option<Timestamp>,
     /// The latest upload run's failure (`TIME: what failed`); `None` when that run ended
     /// without one (a later clean run clears an earlier failure).
     pub last_error: Option<String>,
@@ -284,7 +287,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             unsealed_windows(tx, cfg, &insts, now)?,
         ))
     })?;
-    let (late_unbilled, late_unbilled_change, rounding_dropped) = store.read(|tx| {
+    let (late_unbilled, late_unbilled_change, rounding_dropped, last_seal) = store.read(|tx| {
         let late: BTreeMap<String, u64> = crate::store::points::late_unbilled(tx)?.into_iter().collect();
         let change: BTreeMap<String, String> = crate::store::levels::late_changes(tx)?
             .into_iter()
@@ -297,7 +300,8 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
                 dropped.insert(i.instance_id.clone(), d.normalize().to_string());
             }
         }
-        Ok((late, change, dropped))
+        let last_seal = meta::get(tx, meta::LAST_SEAL)?.and_then(|t| t.parse::<Timestamp>().ok());
+        Ok((late, change, dropped, last_seal))
     })?;
     let plan_of: BTreeMap<i64, Period> = insts.iter().filter_map(|i| cfg.plan(&i.plan).map(|p| (i.key, p.period))).collect();
     let past_deadline =
@@ -350,6 +354,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             .min()
             .map(Timestamp::from_secs),
         last_successful_upload: last_ok,
+        last_seal,
         last_error: last_err,
         unbillable: insts
             .iter()

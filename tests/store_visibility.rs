@@ -138,3 +138,40 @@ fn status_on_sqlite_says_there_is_no_lease() {
     assert_eq!(s["store"]["lease_state"], "no lease (one machine)");
     assert!(s["store"]["lease"].is_null());
 }
+
+/// The `seal` check of `/readyz` (and `/v1/status`) on `d`.
+fn seal_check(d: &util::Daemon) -> Value {
+    let ready = d.http().get("/readyz").json();
+    ready["checks"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "seal").cloned()).unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_standby_reports_the_holders_seals_on_the_store_not_a_seal_of_its_own() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let mut env = Env::with_config(&util::example_config_with(&[("seal = \"0 */5 * * * *\"", "seal = \"* * * * * *\"")]));
+    env.db = PathBuf::from(pg.fresh_db());
+    let a = env.daemon_with(&["--node", "node-a"], &[]);
+    // node-a takes the lease and seals every second: the store records its last seal.
+    util::wait_for("node-a to hold the lease and seal", util::PATIENCE, || {
+        let s = a.http().get("/v1/status").ok();
+        s["store"]["lease"]["held_here"] == true && s["last_seal"].is_string()
+    });
+    let b = env.daemon_with(&["--node", "node-b"], &[]);
+    util::wait_for("node-b's status", util::PATIENCE, || b.http().try_get("/v1/status").is_ok_and(|r| r.status == 200));
+    // node-b never sealed: its seal check says it stands by, who seals, and the store's last
+    // seal — and passes (a standby pages nobody).
+    let check = seal_check(&b);
+    let detail = check["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("standby: node-a holds the sealer lease (epoch 1); last seal on the store "), "{check}");
+    assert_eq!(check["ok"], true, "{check}");
+    // The holder reports its own seals.
+    let held = seal_check(&a);
+    assert!(held["detail"].as_str().is_some_and(|d| d.starts_with("last successful seal ")), "{held}");
+    // Both read the store's last seal in status and /metrics.
+    let s = b.http().get("/v1/status").ok();
+    assert!(s["last_seal"].as_str().is_some_and(|t| t.ends_with('Z')), "{s}");
+    let text = b.http().get("/metrics").text();
+    let line = text.lines().find(|l| l.starts_with("meterd_last_seal_success_timestamp_seconds ")).unwrap_or_default();
+    assert!(line.split(' ').nth(1).and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0), "{line:?}");
+    conforms_to_status_schema(&s);
+}

@@ -54,6 +54,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         println!("waiting for upload  {}", s.backlog);
         println!("oldest waiting      {}", s.oldest_pending.map(|t| t.to_string()).unwrap_or_else(|| "-".into()));
         println!("past deadline       {}", s.past_deadline);
+        println!("last seal           {}", s.last_seal.map_or_else(|| "-".to_string(), |t| t.to_string()));
         println!("last upload         {}", opt(&s.last_successful_upload));
         println!("last error          {}", opt(&s.last_error));
         for (inst, n) in &s.late_unbilled {
