@@ -290,12 +290,32 @@ async fn lease_loop(l: Arc<Loops>) {
 }
 
 impl Loops {
+    /// Records whether another process holds the sealer lease under this node's name (`epoch`
+    /// of its lease, 0: none) in [`crate::health::Live::lease_name_clash`] (status and
+    /// `/metrics` show it), and logs it when it starts, when the other process's epoch
+    /// changes, and when it clears — once each, not at every lease tick.
+    fn note_name_clash(&self, epoch: i64) {
+        let before = self.live.lease_name_clash.swap(epoch, std::sync::atomic::Ordering::Relaxed);
+        match crate::health::name_clash_change(before, epoch) {
+            Some(crate::health::Change::Started) => tracing::warn!(
+                node = %self.node,
+                epoch,
+                "the sealer lease names this node but another process took it (a restart of this node, or another process with the same --node): standing by until it is released or expires; node names must be unique per process (logged once; `meterd status` and meterd_lease_name_clash show it while it lasts)"
+            ),
+            Some(crate::health::Change::Cleared) => {
+                tracing::info!(node = %self.node, "no other process holds the sealer lease under this node's name any more")
+            }
+            None => {}
+        }
+    }
+
     /// Updates the lease this node holds after a renewal attempt, logging changes of holder.
     fn note_lease(&self, result: Result<crate::store::Result<crate::store::lease::Acquired>, tokio::task::JoinError>) {
         use crate::store::lease::Acquired;
         let mut held = self.fence.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(Ok(Acquired::Held(f))) => {
+                self.note_name_clash(0);
                 if held.as_ref().map(|h| h.epoch) != Some(f.epoch) {
                     tracing::info!(node = %self.node, epoch = f.epoch, "took the sealer lease: this node seals and uploads");
                     self.kick.notify_one();
@@ -303,13 +323,8 @@ impl Loops {
                 *held = Some(f);
             }
             Ok(Ok(Acquired::Busy(r))) => {
-                if r.holder == self.node && held.is_none() {
-                    tracing::warn!(
-                        node = %self.node,
-                        epoch = r.epoch,
-                        "the sealer lease names this node but another process took it (a restart of this node, or another process with the same --node): standing by until it is released or expires; node names must be unique per process"
-                    );
-                }
+                let clash = if r.holder == self.node && held.is_none() { r.epoch } else { 0 };
+                self.note_name_clash(clash);
                 if held.take().is_some() {
                     tracing::warn!(holder = %r.holder, epoch = r.epoch, "lost the sealer lease; this node stands by");
                 }

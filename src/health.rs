@@ -260,6 +260,27 @@ pub struct Live {
     /// none. Set by the daemon's lease loop; `status` says "held by this node" only when the
     /// stored lease has this epoch, not merely this node's name (`store::lease::decide`).
     pub lease_epoch: AtomicI64,
+    /// The epoch at which another process holds the sealer lease under this node's name
+    /// (`--node` reused); 0 = none. Set by the daemon's lease loop, shown by `/metrics`
+    /// (`meterd_lease_name_clash`) and the `seal` check's standby detail.
+    pub lease_name_clash: AtomicI64,
+}
+
+/// A condition starting or clearing, for logging it once each way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Started,
+    Cleared,
+}
+
+/// Whether the same-name lease clash (an epoch, 0: none) started or cleared between two lease
+/// ticks: `Started` also when the other process's epoch changed (another process again).
+pub fn name_clash_change(before: i64, now: i64) -> Option<Change> {
+    match (before, now) {
+        (b, n) if b == n => None,
+        (_, 0) => Some(Change::Cleared),
+        _ => Some(Change::Started),
+    }
 }
 
 fn set<T>(m: &Mutex<T>, v: T) {

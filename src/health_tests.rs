@@ -118,3 +118,10 @@ fn a_standby_reports_the_stores_last_seal_and_never_fails_seal() {
     i.seal.as_mut().unwrap().last_standby = None;
     assert_eq!(failing(&evaluate(&i)), ["seal"]);
 }
+
+#[test]
+fn a_same_name_lease_clash_is_logged_when_it_starts_and_clears_only() {
+    let ticks = [0, 0, 4, 4, 4, 5, 5, 0, 0];
+    let changes: Vec<_> = ticks.windows(2).filter_map(|w| name_clash_change(w[0], w[1])).collect();
+    assert_eq!(changes, [Change::Started, Change::Started, Change::Cleared]);
+}

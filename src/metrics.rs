@@ -436,6 +436,14 @@ pub fn render_health(status: &Status, live: &crate::health::Live, writer: &crate
         "Unix time of the last upload run without error (0: none since start).",
         ts(&live.upload_last_ok),
     );
+    if status.store.as_ref().is_some_and(|v| v.backend != "sqlite") {
+        gauge(
+            &mut s,
+            "meterd_lease_name_clash",
+            "1 while another process holds the sealer lease under this node's name (node names must be unique per process), else 0.",
+            u64::from(live.lease_name_clash.load(Ordering::Relaxed) > 0),
+        );
+    }
     gauge(&mut s, "meterd_windows_unsealed", "Closed windows with usage not sealed yet.", status.unsealed_windows);
     gauge(
         &mut s,

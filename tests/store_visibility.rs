@@ -22,7 +22,7 @@ fn status_and_metrics_show_the_lease_holder_and_the_nodes_on_postgres() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         let s = d.http().get("/v1/status").ok();
-        if s["store"]["lease"]["holder"] == "node-a" || Instant::now() > deadline {
+        if s["store"]["lease"]["held_here"] == true || Instant::now() > deadline {
             break s;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -174,4 +174,41 @@ fn a_standby_reports_the_holders_seals_on_the_store_not_a_seal_of_its_own() {
     let line = text.lines().find(|l| l.starts_with("meterd_last_seal_success_timestamp_seconds ")).unwrap_or_default();
     assert!(line.split(' ').nth(1).and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0), "{line:?}");
     conforms_to_status_schema(&s);
+}
+
+/// The value of `series` in `d`'s `/metrics`.
+fn gauge(d: &util::Daemon, series: &str) -> Option<f64> {
+    let text = d.http().get("/metrics").text();
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+#[test]
+fn a_second_process_under_the_same_node_name_is_logged_once_and_shown_while_it_lasts() {
+    const WARNING: &str = "the sealer lease names this node but another process took it";
+    const CLEARED: &str = "no other process holds the sealer lease under this node's name any more";
+    let Some(pg) = PgCluster::shared() else { return };
+    // A 3 s lease: the lease loop ticks every second.
+    let mut env = Env::with_config(&util::example_config_with(&[("lease = \"15s\"", "lease = \"3s\"")]));
+    env.db = PathBuf::from(pg.fresh_db());
+    let mut a = env.daemon_with(&["--node", "node-a"], &[]);
+    util::wait_for("node-a to hold the lease", util::PATIENCE, || a.http().get("/v1/status").ok()["store"]["lease"]["held_here"] == true);
+    let b = env.daemon_with(&["--node", "node-a"], &[("RUST_LOG", "info")]);
+    util::wait_for("the same-name warning", util::PATIENCE, || b.stderr().contains(WARNING));
+    // Several lease ticks later: still one warning, and the clash still shows.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(b.stderr().matches(WARNING).count(), 1, "{}", b.stderr());
+    assert_eq!(gauge(&b, "meterd_lease_name_clash"), Some(1.0));
+    let check = seal_check(&b);
+    assert!(
+        check["detail"].as_str().is_some_and(|d| d.starts_with("standby: another process named node-a holds the sealer lease (epoch 1)")),
+        "{check}"
+    );
+    assert_eq!(gauge(&a, "meterd_lease_name_clash"), Some(0.0), "the holder is not the one clashing");
+    // The other process stops (releasing the lease): the clash clears, logged once.
+    a.signal("-TERM");
+    assert_eq!(a.wait_exit(Duration::from_secs(20)), Some(0), "{}", a.stderr());
+    util::wait_for("the clash to clear", util::PATIENCE, || gauge(&b, "meterd_lease_name_clash") == Some(0.0));
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = b.stderr();
+    assert_eq!((log.matches(WARNING).count(), log.matches(CLEARED).count()), (1, 1), "{log}");
 }
