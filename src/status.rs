@@ -109,6 +109,15 @@ pub struct Status {
     /// ran ([`audit::check_name`]) and whether it holds for every instance of the plan.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub audit_checks: BTreeMap<String, PlanCheck>,
+    /// Notices not acknowledged whose receiver is no longer in the config, per receiver name
+    /// (`crate::notify::Outbox`, the same counts as `/metrics`'
+    /// `meterd_notifications_orphaned`): never sent until a `[[notify]]` of that name is
+    /// configured again. Shown, but not a `status --check` failure: nothing billed depends on
+    /// them (the store-side facts they announce are in this status too), and they arise only
+    /// from a receiver the operator removed or renamed — a check failing until the receiver
+    /// is restored would keep failing after every deliberate removal.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub notifications_orphaned: BTreeMap<String, u64>,
     /// Which store this is and, on a shared one, who seals (set by the caller that knows the
     /// node: [`store_view`]); omitted where nobody set it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,7 +296,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             unsealed_windows(tx, cfg, &insts, now)?,
         ))
     })?;
-    let (late_unbilled, late_unbilled_change, rounding_dropped, last_seal) = store.read(|tx| {
+    let (late_unbilled, late_unbilled_change, rounding_dropped, last_seal, undelivered) = store.read(|tx| {
         let late: BTreeMap<String, u64> = crate::store::points::late_unbilled(tx)?.into_iter().collect();
         let change: BTreeMap<String, String> = crate::store::levels::late_changes(tx)?
             .into_iter()
@@ -301,7 +310,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             }
         }
         let last_seal = meta::get(tx, meta::LAST_SEAL)?.and_then(|t| t.parse::<Timestamp>().ok());
-        Ok((late, change, dropped, last_seal))
+        Ok((late, change, dropped, last_seal, crate::store::notify::undelivered_by_target(tx)?))
     })?;
     let plan_of: BTreeMap<i64, Period> = insts.iter().filter_map(|i| cfg.plan(&i.plan).map(|p| (i.key, p.period))).collect();
     let past_deadline =
@@ -355,6 +364,7 @@ pub fn status(store: &mut Store, cfg: &Config, now: Timestamp, with_audit: bool)
             .map(Timestamp::from_secs),
         last_successful_upload: last_ok,
         last_seal,
+        notifications_orphaned: crate::notify::Outbox::split(&undelivered, &cfg.notify).orphaned,
         last_error: last_err,
         unbillable: insts
             .iter()

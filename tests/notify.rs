@@ -369,6 +369,13 @@ fn a_timeout_names_its_value_and_a_removed_receivers_notice_is_orphaned_in_list_
     assert!(table.stdout.contains("orphaned: receiver app is no longer configured"), "{}", table.stdout);
     assert!(table.stdout.contains("[[notify]] named \"app\""), "says what to do: {}", table.stdout);
     assert!(!table.stdout.contains("next attempt"), "{}", table.stdout);
+    // `meterd status` shows it too, as /metrics does; `--check` does not fail on it.
+    let status = env.run(&["status", "--now", util::NOW]);
+    assert!(status.stdout.contains("notices orphaned    app: 1 not sent"), "{}", status.stdout);
+    let json = env.run(&["status", "--format", "json", "--now", util::NOW]).json();
+    assert_eq!(json["notifications_orphaned"], serde_json::json!({"app": 1}), "{json}");
+    let check = env.run(&["status", "--check", "--now", util::NOW]);
+    assert!(!check.stderr.contains("app"), "not a check failure: {}", check.stderr);
 
     let d = env.daemon();
     let metrics = d.http().get("/metrics").text();

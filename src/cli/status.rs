@@ -7,7 +7,9 @@
 //!
 //! `--check` is for scripts and probes: it prints what needs a person (see
 //! [`crate::health::attention`]) and exits 1 when anything does, 0 when nothing does, 3 when
-//! conservation fails (as without `--check`).
+//! conservation fails (as without `--check`). Orphaned notices (their receiver was removed
+//! from the config) are shown, like `/metrics` shows them, but do not fail the check (see
+//! [`crate::status::Status::notifications_orphaned`] for why).
 
 use super::{now_or, Ctx, Failure, ListFormat};
 use crate::model::Timestamp;
@@ -85,6 +87,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         println!("unsealed windows    {} ({} past deadline)", s.unsealed_windows, s.unsealed_past_deadline);
         for (inst, plan) in &s.missing_plans {
             println!("plan missing        {inst}: plan {plan:?} is not in the config");
+        }
+        for (receiver, n) in &s.notifications_orphaned {
+            println!(
+                "notices orphaned    {receiver}: {n} not sent — receiver {receiver:?} is no longer configured; add a [[notify]] named {receiver:?} again to deliver them (not a --check failure)"
+            );
         }
         for c in &s.checks {
             println!("check {:<13} {} {}", c.name, if c.ok { "ok  " } else { "FAIL" }, c.detail);
