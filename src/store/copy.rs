@@ -202,7 +202,7 @@ pub fn copy(src: &mut Store, dst: &mut Store, rule_of: &dyn Fn(&str) -> (crate::
         dst.write(|dtx| {
             let there = occupied(dtx)?;
             if !there.is_empty() {
-                let what: Vec<String> = there.iter().map(|(t, n)| format!("{t}: {n} rows")).collect();
+                let what: Vec<String> = there.iter().map(|(t, n)| format!("{t}: {n} row{}", if *n == 1 { "" } else { "s" })).collect();
                 return Err(StoreError::Invalid(format!(
                     "the destination {dst_shown} is not empty ({}); copy only into a new SQLite file or an empty PostgreSQL database — nothing was written",
                     what.join(", ")
