@@ -342,25 +342,36 @@ async fn get_status(State(st): State<Arc<AppState>>) -> Answer<crate::status::St
     Ok(Json(current_status(&st, false).await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MetricsParams {
-    audit: Option<String>,
+/// Reads `/metrics`' query (pure): whether `audit` asks for the conservation audit. Like
+/// [`preview_params`], an unknown parameter is named with the one accepted, and a parameter
+/// given twice is refused; both are 400s with these words, not serde's.
+fn metrics_params(query: Option<&str>) -> Result<bool, String> {
+    let mut audit: Option<String> = None;
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if name != "audit" {
+            return Err(format!(
+                "unknown query parameter `{}`; /metrics accepts only `audit` (audit=1 adds the conservation audit; leave it out for the ordinary scrape)",
+                crate::model::shorten(&name)
+            ));
+        }
+        if audit.replace(value.into_owned()).is_some() {
+            return Err("query parameter `audit` is given twice; give it once".into());
+        }
+    }
+    match audit.as_deref() {
+        None | Some("0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(a) => Err(format!("`audit={}`: use audit=1 (or leave it out)", crate::model::shorten(a))),
+    }
 }
 
 /// `GET /metrics`; `?audit=1` adds `meterd_conservation_violations`, which reads every event:
 /// scrape it as a separate, infrequent job (see `contrib/prometheus/README.md`).
 async fn get_metrics(
     State(st): State<Arc<AppState>>,
-    params: Result<axum::extract::Query<MetricsParams>, axum::extract::rejection::QueryRejection>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
-    let audit = match params.map(|q| q.0.audit) {
-        Ok(None) => false,
-        Ok(Some(a)) if a == "1" || a == "true" => true,
-        Ok(Some(a)) if a == "0" || a == "false" => false,
-        Ok(Some(a)) => return Err(ApiError::BadRequest(format!("`audit={a}`: use audit=1 (or leave it out)"))),
-        Err(e) => return Err(ApiError::BadRequest(format!("{e}; the only parameter is audit=1"))),
-    };
+    let audit = metrics_params(query.as_deref()).map_err(ApiError::BadRequest)?;
     let s = current_status(&st, audit).await?;
     let undelivered = with_admin(&st, |s| s.read(crate::store::notify::undelivered_by_target)).await?;
     let mut text = st.metrics.render(&s);

@@ -301,6 +301,12 @@ fn live_answers_of_every_route_conform_to_the_document() {
     check("get", "/metrics", h.get("/metrics"));
     check("get", "/metrics", h.get("/metrics?audit=1"));
     check("get", "/metrics", h.get("/metrics?audit=yes"));
+    // An unknown parameter is named, with the one /metrics accepts (not serde's wording).
+    let unknown = h.get("/metrics?foo");
+    let error = unknown.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.starts_with("unknown query parameter `foo`; /metrics accepts only `audit`"), "{error}");
+    assert!(!error.contains("unknown field"), "{error}");
+    check("get", "/metrics", unknown);
     check("get", "/metrics", anon.get("/metrics"));
     check("get", "/healthz", anon.get("/healthz"));
     check("get", "/readyz", anon.get("/readyz"));
