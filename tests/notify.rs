@@ -593,3 +593,38 @@ fn records_near_and_past_their_deadline_and_readiness_lost_then_regained() {
 fn watch_interval() -> Duration {
     Duration::from_millis(5500)
 }
+
+/// The outbox is pruned of delivered notices no scan can build again (`notify::watch`): a
+/// usage crossing delivered 15 days ago goes, and is not announced again; a quota crossing of
+/// the same age stays (a package period may outlast the pruning age).
+#[test]
+fn old_delivered_usage_notices_are_pruned_and_never_announced_again_quota_ones_stay() {
+    let receiver = Receiver::start(&[]);
+    let env = Env::with_config(&format!(
+        "[[plan]]\nname = \"stopcalls\"\nfactor = \"api_calls\"\nunit = \"call\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"0.1\"\npackage = \"stop\"\n\n\
+         [store]\nlease = \"15s\"\n\n\
+         [[notify]]\nname = \"app\"\nurl = \"{u}\"\nsecret = \"{SECRET}\"\nevents = [\"usage.crossed\", \"quota.crossed\"]\n\
+         usage_amounts = [\"1\"]\nquota_fractions = [\"0.5\"]\n",
+        u = receiver.url
+    ));
+    env.add_instance(I, "stopcalls", "2026-11-01T00:00:00Z");
+    env.run(&["package", "add", I, "pkg-10", "--quota", "10", "--from", "2026-11-01T00:00:00Z", "--to", "2026-12-01T00:00:00Z"]).success();
+    ingest(&env, &[Ev::new("a", I, "6", "2026-11-23T11:05:00Z")]); // quota 0.5, usage ≥ 1 at 11:00
+    let mut d = env.daemon();
+    wait_type(&receiver, "usage.crossed", 1, Duration::from_secs(10));
+    wait_type(&receiver, "quota.crossed", 1, Duration::from_secs(10));
+    d.kill();
+    let kinds = |env: &Env| {
+        let out = env.run(&["notifications", "--format", "json"]);
+        let mut k: Vec<String> = out.json().as_array().unwrap().iter().map(|r| r["type"].as_str().unwrap().to_string()).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(kinds(&env), ["quota.crossed", "usage.crossed"]);
+    // 15 days later (a daemon whose clock says so): the usage notice goes, the quota one stays.
+    let _later = env.daemon_at("2026-12-08T12:00:00Z", &[], &[]);
+    util::wait_for("the old usage notice pruned", Duration::from_secs(15), || kinds(&env) == ["quota.crossed"]);
+    // Nothing was announced again: the receiver still has one of each.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!((of_type(&receiver, "usage.crossed").len(), of_type(&receiver, "quota.crossed").len()), (1, 1), "{:#?}", receiver.got());
+}

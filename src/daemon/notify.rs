@@ -51,6 +51,7 @@ async fn watch_loop(l: Arc<Loops>, st: Arc<AppState>, store: Arc<Mutex<Store>>) 
     let mut ready = true;
     let mut unwritten: Vec<NewNotice> = Vec::new();
     let mut last_scan: Option<Instant> = None;
+    let mut last_prune: Option<Instant> = None;
     loop {
         let checks = crate::server::readiness_checks(&st).await;
         let failing: Vec<String> = checks.iter().filter(|c| !c.ok).map(|c| c.name.to_string()).collect();
@@ -61,10 +62,18 @@ async fn watch_loop(l: Arc<Loops>, st: Arc<AppState>, store: Arc<Mutex<Store>>) 
             unwritten.extend(decide::readiness(&l.cfg.notify, &l.node, ready, &failing, crate::model::Timestamp::now()));
         }
         let scan = l.turn().is_ok() && last_scan.is_none_or(|t| t.elapsed() >= watch::SCAN_EVERY);
+        let prune = scan && last_prune.is_none_or(|t| t.elapsed() >= watch::PRUNE_EVERY);
         if scan || !unwritten.is_empty() {
             let (s, cfg, now, pending) = (store.clone(), l.cfg.clone(), l.now(), unwritten.clone());
             let result = tokio::task::spawn_blocking(move || {
                 let mut s = crate::store::lock_recovering(&s, "notify");
+                if prune {
+                    let (kinds, before) = watch::prune_rule(now);
+                    let n = s.write(|tx| crate::store::notify::prune(tx, &kinds, before, watch::PRUNE_BATCH))?;
+                    if n > 0 {
+                        tracing::info!(pruned = n, "pruned delivered notices no scan can announce again");
+                    }
+                }
                 let mut fresh = pending;
                 if scan {
                     fresh.extend(s.read(|tx| watch::scan(tx, &cfg, now))?);
@@ -85,6 +94,9 @@ async fn watch_loop(l: Arc<Loops>, st: Arc<AppState>, store: Arc<Mutex<Store>>) 
                     unwritten.clear();
                     if scan {
                         last_scan = Some(Instant::now());
+                    }
+                    if prune {
+                        last_prune = Some(Instant::now());
                     }
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot write notifications to the outbox; retrying"),

@@ -13,6 +13,20 @@
 //! seal bills (`windows` plus the unfolded tail); deadlines of the [`DEADLINE_SCAN`] oldest
 //! waiting records; rejections of the last [`REJECTED_WITHIN_NS`] only, so configuring a
 //! receiver on an old store does not replay years of dead letters.
+//!
+//! **Pruning the outbox.** A delivered row is what stops its crossing being announced again
+//! (`store::notify`), so [`prune_rule`] deletes only rows no scan can rebuild, at most
+//! [`PRUNE_BATCH`] per run (the holder's watch loop, every [`PRUNE_EVERY`]): delivered
+//! `usage.crossed`, `record.rejected`, `readiness.lost` and `readiness.regained` notices
+//! created more than [`PRUNE_AFTER`] (14 days) before now. A usage state names its window and a
+//! scan looks only at the current and previous window (at most 2 days back), a rejection's
+//! names its time and a scan looks 7 days back — both at or before the row's creation — and a
+//! readiness state names the instant of the change, never seen twice. So rebuilding one would
+//! take the clock going back more than a week. Kept forever: `quota.crossed` (a package's
+//! reset period may be a year, and late events up to `collector.max_age` still count in it)
+//! and the deadline notices (a requeued record waits again; its deadline notice must stay
+//! announced). Those grow with packages × periods × fractions and with records that neared
+//! their deadline — small next to usage crossings, which can be one per window per amount.
 
 use super::decide;
 use crate::config::{Config, EventKind};
@@ -29,6 +43,21 @@ pub const SCAN_EVERY: Duration = Duration::from_secs(5);
 pub const DEADLINE_SCAN: usize = 1000;
 /// Rejections older than this are not announced (7 days).
 pub const REJECTED_WITHIN_NS: i64 = 7 * 86_400 * 1_000_000_000;
+
+/// Delivered notices this much older than now may be pruned (see the module docs).
+pub const PRUNE_AFTER: Duration = Duration::from_secs(14 * 86_400);
+/// How often the lease holder's watch loop prunes.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Rows deleted per prune at most (one bounded transaction).
+pub const PRUNE_BATCH: usize = 50_000;
+
+/// What may be pruned at `now`: the kinds whose states no scan can rebuild, and the creation
+/// time (Unix nanoseconds) before which their delivered rows may go (see the module docs).
+pub fn prune_rule(now: Timestamp) -> (Vec<String>, i64) {
+    let kinds = [EventKind::UsageCrossed, EventKind::RecordRejected, EventKind::ReadinessLost, EventKind::ReadinessRegained];
+    let after_ns = i64::try_from(PRUNE_AFTER.as_nanos()).unwrap_or(i64::MAX);
+    (kinds.iter().map(|k| k.as_str().to_string()).collect(), now.0.saturating_sub(after_ns))
+}
 
 /// The notices the store's facts call for at `now` that the outbox does not hold yet (read
 /// only; the caller enqueues them with `store::notify::enqueue`).

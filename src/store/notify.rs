@@ -5,7 +5,11 @@
 //! state)` is unique: `state` names what is announced — e.g. `quota:pkg-1:1764460800:0.8`,
 //! package `pkg-1` used 80 % of its quota in the reset period starting at that second — so
 //! [`enqueue`] of a state already announced does nothing, and the row *is* the persisted
-//! "announced" flag (rows are never deleted). A new package or a new period is a new state.
+//! "announced" flag. A new package or a new period is a new state.
+//!
+//! So a row may go only once nothing can ever build its state again: [`prune`] deletes
+//! delivered rows of the kinds and age the caller names, never an undelivered one; which
+//! kinds and what age are safe is `notify::watch`'s to say (it knows what its scans look at).
 //!
 //! `body` holds the exact JSON bytes sent and signed at every attempt, built once at enqueue,
 //! so a resend after a crash carries the same `id` and the same bytes. Delivery updates
@@ -126,6 +130,25 @@ pub fn recent(tx: &Tx<'_>, limit: usize, pending_only: bool) -> Result<Vec<Notic
     tx.query_map(&format!("SELECT {COLUMNS} FROM notify_outbox {filter} ORDER BY created_ns DESC, id DESC LIMIT ?1"), params![limit], row)
 }
 
+/// Deletes at most `limit` delivered rows whose `kind` is one of `kinds` and that were
+/// created before `before_ns` (Unix nanoseconds), oldest first; returns how many. An
+/// undelivered row (pending, failing or orphaned) is never deleted. The caller vouches that
+/// no scan or ingest can build those rows' states again (see the module docs).
+pub fn prune(tx: &Tx<'_>, kinds: &[String], before_ns: i64, limit: usize) -> Result<u64> {
+    if kinds.is_empty() {
+        return Ok(0);
+    }
+    let marks: Vec<String> = (0..kinds.len()).map(|i| format!("?{}", i + 3)).collect();
+    let sql = format!(
+        "DELETE FROM notify_outbox WHERE id IN (SELECT id FROM notify_outbox WHERE delivered_ns IS NOT NULL AND created_ns < ?1 \
+         AND kind IN ({}) ORDER BY created_ns LIMIT ?2)",
+        marks.join(", ")
+    );
+    let mut args: Vec<&dyn super::sql::Param> = vec![&before_ns, &limit];
+    args.extend(kinds.iter().map(|k| k as &dyn super::sql::Param));
+    tx.execute(&sql, &args)
+}
+
 /// Undelivered rows per receiver name (`target`), by name: what `/metrics` splits into the
 /// notices still to deliver and those whose receiver is no longer configured
 /// (`crate::notify::Outbox`).
@@ -134,4 +157,51 @@ pub fn undelivered_by_target(tx: &Tx<'_>) -> Result<Vec<(String, u64)>> {
         let n: i64 = r.get(1)?;
         Ok((r.get(0)?, n.max(0) as u64))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn notice(id: &str, kind: &str, created_ns: i64) -> NewNotice {
+        NewNotice {
+            id: id.into(),
+            target: "app".into(),
+            state: format!("s-{id}"),
+            kind: kind.into(),
+            instance_id: None,
+            body: "{}".into(),
+            created_ns,
+        }
+    }
+
+    #[test]
+    fn prune_deletes_only_delivered_rows_of_the_kinds_named_created_before_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("t.db")).unwrap();
+        s.write(|tx| {
+            for (id, kind, created, delivered) in [
+                ("old-delivered", "usage.crossed", 10, true),
+                ("old-undelivered", "usage.crossed", 10, false),
+                ("old-failing", "usage.crossed", 10, false),
+                ("old-quota", "quota.crossed", 10, true),
+                ("new-delivered", "usage.crossed", 100, true),
+            ] {
+                enqueue(tx, &notice(id, kind, created))?;
+                if delivered {
+                    super::delivered(tx, id, created + 1)?;
+                }
+            }
+            failed(tx, "old-failing", 11, 20, "503")?;
+            let kinds = vec!["usage.crossed".to_string()];
+            assert_eq!(prune(tx, &kinds, 50, 10)?, 1);
+            let left: Vec<String> = recent(tx, 10, false)?.into_iter().map(|n| n.id).collect();
+            assert_eq!(left, ["new-delivered", "old-undelivered", "old-quota", "old-failing"]);
+            assert!(!announced(tx, "app", "s-old-delivered")?);
+            assert_eq!(prune(tx, &kinds, 50, 10)?, 0, "idempotent");
+            Ok(())
+        })
+        .unwrap();
+    }
 }
