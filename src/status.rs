@@ -45,8 +45,9 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_deadline: Option<Timestamp>,
     pub last_successful_upload: Option<String>,
-    /// The store's last successful seal, by whichever node sealed (the daemon writes it after
-    /// each seal run; on a shared store every node reads the same); `None` before any.
+    /// The store's last successful seal, by whichever node sealed (every seal run writes it,
+    /// the daemon's and `meterd seal`'s; on a shared store every node reads the same); `None`
+    /// before any.
     pub last_seal: Option<Timestamp>,
     /// The latest upload run's failure (`TIME: what failed`); `None` when that run ended
     /// without one (a later clean run clears an earlier failure).

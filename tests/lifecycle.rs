@@ -137,6 +137,8 @@ fn an_open_window_after_a_late_release_is_shown_unbillable_not_charged() {
         (rows, t["charge"].as_str().unwrap().to_string(), t["unbillable"].as_str().unwrap().to_string())
     };
     let sealed_row = (at("09:00"), at("10:00"), "5".to_string()); // sealed before the release was known
+    let last_seal = env.run(&["status", "--format", "json", "--now", &at("10:40")]).json()["last_seal"].clone();
+    assert!(last_seal.is_string(), "a seal by hand is the store's last seal too: {last_seal}");
     assert_eq!(preview("10:40"), (vec![sealed_row.clone()], "5".to_string(), "3".to_string()), "before the window closes");
     env.run(&["seal", "--now", &at("11:06")]).success();
     assert_eq!(records(&env).len(), 1, "the window after the release got no record");
