@@ -243,6 +243,46 @@ fn two_hundred_slow_clients_cannot_take_memory_descriptors_or_service() {
 }
 
 /// Sets `RLIMIT_NOFILE` of the daemon's process to (`soft`, `hard`) before it execs.
+/// A client that starts its header after the connection went quiet, then drips it a byte at a
+/// time: closed at the header timeout counted from its first byte (1 s here), not at the idle
+/// timeout (30 s) that the watchdog was sleeping towards when the header began.
+#[test]
+fn a_dripped_header_is_closed_at_the_header_timeout_not_the_idle_timeout() {
+    let config = example_config_with(&[
+        ("header_timeout = \"10s\"", "header_timeout = \"1s\""),
+        ("idle_timeout = \"60s\"", "idle_timeout = \"30s\""),
+    ]);
+    let env = Env::with_config(&config);
+    let d = env.daemon();
+    let mut s = TcpStream::connect(&d.addr).unwrap();
+    // The sleep is the test: the connection is quiet first, so the watchdog waits for idle.
+    std::thread::sleep(Duration::from_millis(300));
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let started = Instant::now();
+    let header = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed = None;
+    for b in header.iter().cycle() {
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        if s.write_all(&[*b]).is_err() {
+            closed = Some(started.elapsed());
+            break;
+        }
+        // Waits up to 200 ms for the server: an answer or a close ends the connection.
+        let mut buf = [0u8; 1024];
+        match s.read(&mut buf) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            _ => {
+                closed = Some(started.elapsed());
+                break;
+            }
+        }
+    }
+    let closed = closed.expect("the dripping client was never closed");
+    assert!(closed < Duration::from_secs(10), "closed after {closed:?}: the idle timeout (30 s), not the header timeout (1 s)");
+}
+
 fn with_nofile(cmd: &mut std::process::Command, soft: u64, hard: u64) {
     use std::os::unix::process::CommandExt;
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.

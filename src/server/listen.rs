@@ -79,6 +79,10 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// First byte of the next request's header, or [`NONE`].
     first_byte: AtomicU64,
+    /// Wakes the watchdog when a header starts: it may be asleep until the idle deadline,
+    /// which is later than the header's (a client dripping its header was closed only at the
+    /// idle timeout; operator trial finding).
+    header_started: tokio::sync::Notify,
 }
 
 /// A copy of [`Activity`] at one instant.
@@ -111,7 +115,13 @@ pub fn deadline(s: Snapshot, header: Duration, idle: Duration) -> Option<(u64, E
 
 impl Activity {
     fn new() -> Activity {
-        Activity { start: Instant::now(), in_flight: AtomicUsize::new(0), idle_since: AtomicU64::new(0), first_byte: AtomicU64::new(NONE) }
+        Activity {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            first_byte: AtomicU64::new(NONE),
+            header_started: tokio::sync::Notify::new(),
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -130,6 +140,8 @@ impl Activity {
     fn read_some(&self) {
         if self.in_flight.load(Ordering::Acquire) == 0 && self.first_byte.load(Ordering::Relaxed) == NONE {
             self.first_byte.store(self.now_ms(), Ordering::Release);
+            // A permit is kept if the watchdog is not waiting yet: no wake-up is lost.
+            self.header_started.notify_one();
         }
     }
 
@@ -145,7 +157,12 @@ impl Activity {
             let now = self.now_ms();
             match deadline(self.snapshot(), limits.header_timeout, limits.idle_timeout) {
                 Some((at, why)) if at <= now => return why,
-                Some((at, _)) => tokio::time::sleep(Duration::from_millis(at - now)).await,
+                Some((at, _)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(at - now)) => {}
+                        _ = self.header_started.notified() => {}
+                    }
+                }
                 None => tokio::time::sleep(limits.header_timeout.min(limits.idle_timeout)).await,
             }
         }
