@@ -75,10 +75,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(get_readyz))
         .route("/openapi.json", get(openapi::get_openapi))
         .merge(protected)
+        // Unknown paths and methods answer the API's JSON error too (axum's default is an
+        // empty body; operator trial finding).
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         // Outermost: a panic anywhere below answers 500 and never takes the connection down.
         .layer(axum::middleware::from_fn(crate::guard::catch_panic))
         .with_state(state)
+}
+
+/// 404 for a path the API does not have.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::Other(StatusCode::NOT_FOUND, format!("no such route: {method} {}; the API's routes are listed at /openapi.json", uri.path()))
+}
+
+/// 405 for a method a route does not take (axum adds the `Allow` header).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::Other(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}; see the Allow header or /openapi.json for the methods it takes", uri.path()),
+    )
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests; connections under the

@@ -361,3 +361,33 @@ fn failure_answers_conform_to_the_document() {
     assert_eq!(r.status, 503, "{}", r.text());
     conforms(&doc, "get", "/readyz", &r);
 }
+
+/// Paths and methods the API does not have answer the API's JSON error (`{"error"}`) saying
+/// where the routes are listed, not axum's empty body; 405 names the methods in `Allow`.
+#[test]
+fn unknown_paths_and_methods_answer_the_json_error() {
+    let env = token_env();
+    let d = env.daemon_with(&[], &[("METERD_TOKEN", TOKEN)]);
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let ask = |method: &str, path: &str, with_token: bool| {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\nContent-Length: 0\r\n\r\n",
+            if with_token { auth.as_str() } else { "" }
+        );
+        raw(&d.addr, &head, b"")
+    };
+    let missing = ask("GET", "/v1/nothing-here", true);
+    assert_eq!(missing.status, 404, "{}", missing.text());
+    assert!(
+        missing.json()["error"].as_str().is_some_and(|e| e.contains("/v1/nothing-here") && e.contains("/openapi.json")),
+        "{}",
+        missing.text()
+    );
+    let wrong = ask("DELETE", "/v1/events", true);
+    assert_eq!(wrong.status, 405, "{}", wrong.text());
+    assert!(wrong.json()["error"].as_str().is_some_and(|e| e.contains("DELETE")), "{}", wrong.text());
+    assert_eq!(wrong.headers.get("allow").and_then(|v| v.to_str().ok()), Some("POST"), "{:?}", wrong.headers);
+    let open = ask("POST", "/healthz", false);
+    assert_eq!(open.status, 405, "{}", open.text());
+    assert!(open.json()["error"].is_string(), "{}", open.text());
+}

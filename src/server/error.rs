@@ -6,6 +6,7 @@
 //! |---|---|
 //! | unreadable request: body not JSON, a bad path or query ([`ApiError::BadRequest`]) | 400 |
 //! | missing or wrong bearer token ([`ApiError::Unauthorized`]) | 401 |
+//! | no such route, or a method the route does not take (`server::no_route`, `method_not_allowed`) | 404, 405 with `Allow` |
 //! | this node lost the sealer lease ([`StoreError::Fenced`]) | 409 |
 //! | body over `server.max_body` ([`ApiError::TooLarge`]) | 413 |
 //! | bad input: a value, a name that does not exist, an amount out of range ([`ErrorKind::BadInput`]) | 422 |
