@@ -24,7 +24,7 @@
 //! ago` — reading the store's last seal (`meta::LAST_SEAL`, which whichever node sealed wrote),
 //! not a seal of its own. So when sealing stops store-wide, the `seal` check fails on the one
 //! node that holds the lease (its loop fails or goes stale), `deadline` fails everywhere once
-//! windows pass their deadline, and `contrib/prometheus`'s `MeterdNoLeaseHolder` fires when no
+//! windows pass their deadline, and `contrib/prometheus`'s `MeterdSealerLeaseNotHeld` fires when no
 //! node holds it; a standby's `seal` check never pages. A standby's staleness clock restarts at
 //! each tick it stands by, so a node that takes the lease over is judged from then.
 //!
