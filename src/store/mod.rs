@@ -340,8 +340,8 @@ pub fn marker_path(db: &Path) -> PathBuf {
 }
 
 /// The files of the SQLite database `db` (the database, its `-wal` and `-shm`) that exist and
-/// that this process may not write (`access(W_OK)`; root may write any); empty for a
-/// PostgreSQL URL.
+/// that this process may not both read and write (`access(R_OK | W_OK)`; root may write any);
+/// empty for a PostgreSQL URL.
 ///
 /// Why the daemon refuses to start on such a store rather than wait for a `chmod`: SQLite opens
 /// the `-shm` file once per process and keeps it as first opened, shared by every connection
@@ -357,15 +357,15 @@ pub fn unwritable_files(db: &Path) -> Vec<PathBuf> {
         name.push(suffix);
         PathBuf::from(name)
     };
-    [db.to_path_buf(), side("-wal"), side("-shm")].into_iter().filter(|f| f.exists() && !writable(f)).collect()
+    [db.to_path_buf(), side("-wal"), side("-shm")].into_iter().filter(|f| f.exists() && !read_writable(f)).collect()
 }
 
-/// Whether this process may write the file at `path` (`access(2)` with `W_OK`).
-fn writable(path: &Path) -> bool {
+/// Whether this process may read and write the file at `path` (`access(2)`, `R_OK | W_OK`).
+fn read_writable(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call; `access` only reads it.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) == 0 }
 }
 
 /// Tells whether the file a connection opened is still the file at its path: (device,

@@ -90,10 +90,10 @@ fn a_store_read_only_at_start_is_refused_with_exit_3_and_served_once_writable() 
         let refused = run_as_nobody(&env);
         assert_eq!(refused.code, 3, "{stop:?}: a runtime failure (systemd restarts it): {refused:#?}");
         assert!(
-            refused.stderr.contains("read-only for this process") && refused.stderr.contains(env.db.to_str().unwrap()),
+            refused.stderr.contains("read-only (or unreadable) for this process") && refused.stderr.contains(env.db.to_str().unwrap()),
             "{stop:?}: names the file: {refused:#?}"
         );
-        assert!(refused.stderr.contains("make it writable"), "{stop:?}: says what to do: {refused:#?}");
+        assert!(refused.stderr.contains("make it readable and writable"), "{stop:?}: says what to do: {refused:#?}");
         if stop == Stop::Clean {
             assert!(!side("-wal").exists() && !side("-shm").exists(), "the refusal opened nothing (no read-only -wal/-shm left behind)");
         }
