@@ -455,7 +455,6 @@ pub fn load_key(cfg: &UploadConfig) -> Result<Option<Secret>, String> {
             let (key, warning) = Secret::from_file(p)?;
             if let Some(w) = warning {
                 tracing::warn!("{w}");
-                eprintln!("meterd: warning: {w}");
             }
             Ok(Some(key))
         }

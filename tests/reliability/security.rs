@@ -188,7 +188,7 @@ fn a_key_file_readable_by_others_is_warned_about_and_the_daemon_never_logs_it() 
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let o = env.run(&["upload", "--now", NOW]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stderr.contains("chmod 600"), "a group/other-readable key file is warned about: {}", o.stderr);
+    assert_eq!(o.stderr.matches("chmod 600").count(), 1, "a group/other-readable key file is warned about, once: {}", o.stderr);
     assert_no_key(&o.stderr, KEY, "the warning");
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let o = env.run(&["upload", "--now", NOW]);
