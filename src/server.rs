@@ -120,10 +120,26 @@ async fn require_token(State(st): State<Arc<AppState>>, req: axum::extract::Requ
             .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim()))
             .is_some_and(|given| token.matches(given.as_bytes()));
         if !ok {
+            log_refused(req.method(), req.uri().path());
             return ApiError::Unauthorized("missing or wrong bearer token; send `Authorization: Bearer <token>`".into()).into_response();
         }
     }
     next.run(req).await
+}
+
+/// Logs requests refused for their bearer token — at most one WARN a minute, counting the
+/// others, so a misconfigured client is visible without flooding the log. Never the token given.
+fn log_refused(method: &axum::http::Method, path: &str) {
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+    static REFUSED: AtomicU64 = AtomicU64::new(0);
+    static LAST_LOGGED: AtomicI64 = AtomicI64::new(i64::MIN);
+    REFUSED.fetch_add(1, Ordering::Relaxed);
+    let now = Timestamp::now().secs();
+    let last = LAST_LOGGED.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60 && LAST_LOGGED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        let refused = REFUSED.swap(0, Ordering::Relaxed);
+        tracing::warn!(%method, path, refused, "requests refused (401): missing or wrong bearer token; check the client's token (logged at most once a minute)");
+    }
 }
 
 /// `POST /v1/events`: the ingest result after the writer's commit. A failure of the whole

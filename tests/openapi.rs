@@ -391,3 +391,19 @@ fn unknown_paths_and_methods_answer_the_json_error() {
     assert_eq!(open.status, 405, "{}", open.text());
     assert!(open.json()["error"].is_string(), "{}", open.text());
 }
+
+/// Requests refused for their token are logged (one WARN a minute at most, with the count),
+/// never with the token they gave.
+#[test]
+fn refused_tokens_are_logged_once_without_the_token() {
+    let env = token_env();
+    let d = env.daemon_with(&[], &[("METERD_TOKEN", TOKEN)]);
+    let wrong = d.http_with_token("not-the-token-5f3a");
+    for _ in 0..3 {
+        assert_eq!(wrong.get("/v1/status").status, 401);
+    }
+    util::wait_for("the refusal logged", Duration::from_secs(10), || d.stderr().contains("wrong bearer token"));
+    let log = d.stderr();
+    assert_eq!(log.matches("wrong bearer token").count(), 1, "{log}");
+    assert!(log.contains("/v1/status") && !log.contains("not-the-token-5f3a") && !log.contains(TOKEN), "{log}");
+}
