@@ -290,3 +290,6 @@ ALTER TABLE upload_queue DROP CONSTRAINT upload_queue_batch_id_fkey;
 
 -- migration 8
 CREATE INDEX upload_queue_pending ON upload_queue(window_start, metering_sn) WHERE batch_id IS NULL;
+
+-- migration 9
+ALTER TABLE upload_queue ADD COLUMN body bytea;

@@ -193,7 +193,7 @@ CREATE TABLE upload_queue (
     window_start INTEGER NOT NULL,
     metering_sn  TEXT NOT NULL,
     -- NULL: waiting for a batch; else an open batch, or a delivered one not yet settled
-    batch_id     INTEGER REFERENCES batches(id),
+    batch_id     INTEGER REFERENCES batches(id), body BLOB,
     PRIMARY KEY (window_start, metering_sn)
 ) STRICT, WITHOUT ROWID;
 

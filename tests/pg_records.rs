@@ -160,22 +160,11 @@ fn body(recs: &[batches::Member]) -> Vec<u8> {
     meterd::upload::body::join_records(&recs.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>())
 }
 
-/// Applying a delivery writes each record's row once; on PostgreSQL that update must stay on
-/// the row's page (HOT: no new index entries), which needs no index on what it writes
-/// (`records_by_batch` was one) and room on the page (`fillfactor`): PG migration 7. Records
-/// laid out as a seal writes them (one window of many instances, side by side), then cut,
-/// delivered and applied in one transaction, whose own counters say how each row was updated.
-#[test]
-fn applying_a_delivery_on_postgresql_updates_every_record_on_its_page() {
-    let Some(pg) = pg::PgCluster::shared() else { return };
-    let mut client = pg::connect(&pg.fresh_db());
-    meterd::store::pg_schema::migrate(&mut client).unwrap();
-    // Writes as this build's (`store::pg::begin_write`): an older writer's are refused.
-    client.batch_execute(&format!("SET meterd.writer_schema = '{}'", meterd::store::pg_schema::PG_MIGRATIONS.len())).unwrap();
-    let mut conn = meterd::store::sql::PgConn::new(client);
-    let n = 200_i64;
+/// `n` pending records as a seal lays them out (one window of many instances, side by side),
+/// each with its own instance, written through `records::insert` into `conn`, committed.
+fn seal_side_by_side(conn: &mut meterd::store::sql::PgConn, n: i64) {
     conn.batch("BEGIN").unwrap();
-    let tx = Tx::postgres(&mut conn);
+    let tx = Tx::postgres(conn);
     for i in 0..n {
         let inst: i64 = tx
             .one(
@@ -207,7 +196,36 @@ fn applying_a_delivery_on_postgresql_updates_every_record_on_its_page() {
         };
         records::insert(&tx, &rec, 1).unwrap();
     }
-    conn.batch("COMMIT; BEGIN").unwrap();
+    conn.batch("COMMIT").unwrap();
+}
+
+/// A fresh migrated database on the shared cluster, as a connection that writes as this build.
+fn pg_conn() -> Option<meterd::store::sql::PgConn> {
+    let pg = pg::PgCluster::shared()?;
+    let mut client = pg::connect(&pg.fresh_db());
+    meterd::store::pg_schema::migrate(&mut client).unwrap();
+    // Writes as this build's (`store::pg::begin_write`): an older writer's are refused.
+    client.batch_execute(&format!("SET meterd.writer_schema = '{}'", meterd::store::pg_schema::PG_MIGRATIONS.len())).unwrap();
+    Some(meterd::store::sql::PgConn::new(client))
+}
+
+/// Scans this transaction started on `relation` (PostgreSQL's own counter: index scans of an
+/// index, sequential scans of a table).
+fn scans(tx: &Tx<'_>, relation: &str) -> i64 {
+    tx.one(&format!("SELECT pg_stat_get_xact_numscans('{relation}'::regclass)"), params![]).unwrap()
+}
+
+/// Applying a delivery writes each record's row once; on PostgreSQL that update must stay on
+/// the row's page (HOT: no new index entries), which needs no index on what it writes
+/// (`records_by_batch` was one) and room on the page (`fillfactor`): PG migration 7. Records
+/// laid out as a seal writes them (one window of many instances, side by side), then cut,
+/// delivered and applied in one transaction, whose own counters say how each row was updated.
+#[test]
+fn applying_a_delivery_on_postgresql_updates_every_record_on_its_page() {
+    let Some(mut conn) = pg_conn() else { return };
+    let n = 200_i64;
+    seal_side_by_side(&mut conn, n);
+    conn.batch("BEGIN").unwrap();
     let tx = Tx::postgres(&mut conn);
     let cut = batches::next_pending(&tx, n as usize).unwrap();
     let b = batches::create(&tx, &cut, body(&cut), 2).unwrap();
@@ -222,4 +240,53 @@ fn applying_a_delivery_on_postgresql_updates_every_record_on_its_page() {
         .unwrap();
     conn.batch("COMMIT").unwrap();
     assert_eq!((updated, hot), (n, n), "every record's row updated once, each on its own page (HOT)");
+}
+
+/// On PostgreSQL a cut reads its members' bytes from their queue rows (PG migration 9: the
+/// seal copies them there), not by a probe of `records` per record; a queue row without them
+/// (queued before migration 9, requeued, copied from another store) gets its record's bytes.
+/// An apply reads each delivered batch's state once, not once per record, and leaves nothing
+/// of an open batch applied. PostgreSQL's own per-transaction counters say which indexes ran.
+#[test]
+fn on_postgresql_a_cut_reads_bodies_from_the_queue_and_an_apply_reads_each_batch_once() {
+    let Some(mut conn) = pg_conn() else { return };
+    let n = 200_i64;
+    seal_side_by_side(&mut conn, n);
+    conn.batch("BEGIN").unwrap();
+    let tx = Tx::postgres(&mut conn);
+    let with_body: i64 = tx
+        .one("SELECT count(*) FROM upload_queue q JOIN records r ON r.metering_sn = q.metering_sn WHERE q.body = r.body", params![])
+        .unwrap();
+    assert_eq!(with_body, n, "the seal copies each pending record's bytes into its queue row");
+    tx.execute("UPDATE upload_queue SET body = NULL WHERE metering_sn IN ('sn-0007-0123456789abcdef0123456789abcdef', 'sn-0150-0123456789abcdef0123456789abcdef')", params![])
+        .unwrap();
+    let stored: Vec<(String, Vec<u8>)> = tx
+        .query_map("SELECT metering_sn, body FROM records ORDER BY window_start, metering_sn", params![], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+
+    let before = scans(&tx, "records_pkey");
+    let cut = batches::next_pending(&tx, n as usize).unwrap();
+    assert_eq!(scans(&tx, "records_pkey") - before, 2, "only the two queue rows without bytes probe their records");
+    let read: Vec<(String, Vec<u8>)> = cut.iter().map(|m| (m.metering_sn.clone(), m.body.clone())).collect();
+    assert_eq!(read, stored, "the bytes read are the records' bytes, in key order");
+
+    // Two batches: the first delivered, the second still open.
+    let a = batches::create(&tx, &cut[..120], body(&cut[..120]), 2).unwrap();
+    let b = batches::create(&tx, &cut[120..], body(&cut[120..]), 2).unwrap();
+    batches::attempt_delivered(&tx, a.id).unwrap();
+    let batch_scans = |tx: &Tx<'_>| ["batches", "batches_pkey", "batches_state", "batches_open"].iter().map(|i| scans(tx, i)).sum::<i64>();
+    let before = batch_scans(&tx);
+    assert_eq!(batches::apply_deliveries(&tx, 3).unwrap(), 120);
+    let lookups = batch_scans(&tx) - before;
+    assert!(lookups <= 2, "{lookups} scans of batches to apply 120 records of one batch");
+    let states = records::count_by_state(&tx).unwrap();
+    assert_eq!(states, [(RecordState::Delivered, 120), (RecordState::Sending, 80)]);
+    assert_eq!(batches::apply_deliveries(&tx, 4).unwrap(), 0, "an open batch is not applied");
+    batches::attempt_delivered(&tx, b.id).unwrap();
+    assert_eq!(batches::apply_deliveries(&tx, 5).unwrap(), 80);
+    let left: i64 = tx.one("SELECT count(*) FROM upload_queue", params![]).unwrap();
+    let named: i64 =
+        tx.one("SELECT count(*) FROM records WHERE state = 'delivered' AND batch_id IN (?1, ?2)", params![a.id, b.id]).unwrap();
+    conn.batch("COMMIT").unwrap();
+    assert_eq!((left, named), (0, n));
 }

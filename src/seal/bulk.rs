@@ -154,8 +154,9 @@ impl Prefetched {
                      FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::numeric[], $7::numeric[],
                                  $8::numeric[], $9::numeric[], $10::bigint[], $11::text[], $12::bytea[], $13::text[])
                           AS u(sn, k, ws, b, e, v, wu, ci, co, rt, rp, body, st)
-                   RETURNING window_start, metering_sn, state)
-                 INSERT INTO upload_queue (window_start, metering_sn) SELECT window_start, metering_sn FROM r WHERE state = 'pending'",
+                   RETURNING window_start, metering_sn, state, body)
+                 INSERT INTO upload_queue (window_start, metering_sn, body)
+                   SELECT window_start, metering_sn, body FROM r WHERE state = 'pending'",
                 &[
                     &cols.sn,
                     &cols.key,

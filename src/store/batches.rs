@@ -20,12 +20,17 @@
 //! per-row check locked the batch's row once per record, and `create` alone writes the column,
 //! with the id its own `INSERT` just returned; batch rows are never deleted.
 //!
-//! Every statement runs on SQLite and PostgreSQL alike (see [`super::sql`]); a new batch's id
+//! On PostgreSQL a cut reads its members' bytes from their queue rows (`upload_queue.body`, a
+//! copy the seal writes: PG migration 9), not from `records`, and [`apply_deliveries`] is one
+//! statement that reads each delivered batch's state once ([`next_pending`] and
+//! `apply_deliveries_pg` say why that is exact).
+//!
+//! Every other statement runs on SQLite and PostgreSQL alike (see [`super::sql`]); a new batch's id
 //! comes back from its `INSERT … RETURNING id`. Lookups of a batch's state name SQLite's
 //! covering index, spelled per backend (`records::hinted!`).
 
 use super::records::{self, hinted, RecordRow};
-use super::sql::{params, Row, Tx};
+use super::sql::{params, Backend, Row, Tx};
 use super::{Result, StoreError};
 
 /// A stored batch.
@@ -52,13 +57,23 @@ impl From<RecordRow> for Member {
 }
 
 /// Up to `n` pending records, oldest first, as batch members (reads only key and bytes).
+///
+/// On PostgreSQL the bytes come from the queue row itself (PG migration 9: the seal copies
+/// them there), read as the pending index is walked; only a row without them (queued before
+/// that migration, requeued, copied from another store, or sealed by an older build) probes
+/// its record. On SQLite the record is probed by serial, as it always was.
 pub fn next_pending(tx: &Tx<'_>, n: usize) -> Result<Vec<Member>> {
-    tx.query_map(
-        "SELECT q.window_start, q.metering_sn, r.body FROM upload_queue q JOIN records r ON r.metering_sn = q.metering_sn
-         WHERE q.batch_id IS NULL ORDER BY q.window_start, q.metering_sn LIMIT ?1",
-        params![n as i64],
-        |r| Ok(Member { window_start: r.get(0)?, metering_sn: r.get(1)?, body: r.get(2)? }),
-    )
+    let sql = match tx.backend() {
+        Backend::Sqlite => {
+            "SELECT q.window_start, q.metering_sn, r.body FROM upload_queue q JOIN records r ON r.metering_sn = q.metering_sn
+             WHERE q.batch_id IS NULL ORDER BY q.window_start, q.metering_sn LIMIT ?1"
+        }
+        Backend::Postgres => {
+            "SELECT q.window_start, q.metering_sn, coalesce(q.body, (SELECT r.body FROM records r WHERE r.metering_sn = q.metering_sn))
+             FROM upload_queue q WHERE q.batch_id IS NULL ORDER BY q.window_start, q.metering_sn LIMIT ?1"
+        }
+    };
+    tx.query_map(sql, params![n as i64], |r| Ok(Member { window_start: r.get(0)?, metering_sn: r.get(1)?, body: r.get(2)? }))
 }
 
 /// Whether text column `i` of `r` is `text` (on SQLite compared where it lies, no copy).
@@ -199,6 +214,9 @@ pub fn unapplied_deliveries(tx: &Tx<'_>) -> Result<u64> {
 /// walks `records` probed `upload_queue_pkey` by its second column, a scan of the whole index
 /// per record (~0.5 ms per record at 10k queued, issue 13's upload bench: 823 rec/s).
 pub fn apply_deliveries(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
+    if tx.backend() == Backend::Postgres {
+        return apply_deliveries_pg(tx, now_ns);
+    }
     let update = hinted!(
         tx,
         "UPDATE records SET state = 'delivered', batch_id = d.batch_id, updated_ns = ?1
@@ -219,6 +237,30 @@ pub fn apply_deliveries(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
         return Err(StoreError::Corrupt(format!("applied {n} record(s) but {dropped} queue row(s) of delivered batches")));
     }
     Ok(n)
+}
+
+/// [`apply_deliveries`] on PostgreSQL: one statement, one pass over the queue rows of
+/// delivered batches. It finds the delivered batches first, among those cut since the oldest
+/// batch that still has queue rows (the first entry of `upload_queue_by_batch`; batch ids only
+/// grow, and a batch row is never deleted), deletes their queue rows through that index, and
+/// writes the records the deletion returns. So a queued record costs one delete and one (HOT)
+/// update of its records row, and its batch's state is read once per batch, not per record
+/// (issue 13: the per-row lookup, made twice, was a third of the apply).
+fn apply_deliveries_pg(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
+    let (dropped, n): (i64, i64) = tx.query_row(
+        "WITH b AS (SELECT b.id FROM batches b WHERE b.state = 'delivered'
+                      AND b.id >= (SELECT min(q.batch_id) FROM upload_queue q WHERE q.batch_id IS NOT NULL)),
+              d AS (DELETE FROM upload_queue q USING b WHERE q.batch_id IS NOT NULL AND q.batch_id = b.id RETURNING q.window_start, q.metering_sn, q.batch_id),
+              u AS (UPDATE records r SET state = 'delivered', batch_id = d.batch_id, updated_ns = ?1 FROM d
+                     WHERE r.metering_sn = d.metering_sn AND r.window_start = d.window_start AND r.state = 'pending' RETURNING 1)
+         SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u)",
+        params![now_ns],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if n != dropped {
+        return Err(StoreError::Corrupt(format!("applied {n} record(s) but {dropped} queue row(s) of delivered batches")));
+    }
+    Ok(n as u64)
 }
 
 /// Takes the queued records of batch `id` out of it: pending again.

@@ -118,7 +118,7 @@ pub const TABLES: &[Table] = &[
         1,
         None,
     ),
-    t("upload_queue", &["window_start", "metering_sn", "batch_id"], 2, None),
+    t("upload_queue", &["window_start", "metering_sn", "batch_id", "body"], 2, None),
     t("rejected", &["id", "metering_sn", "code", "message", "at_ns", "body", "requeued_ns"], 1, Some("id")),
     t("meta", &["key", "value"], 1, None),
     // the announced states and undelivered notifications (issue 17): copied, so a moved store

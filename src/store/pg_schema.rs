@@ -406,6 +406,17 @@ ALTER TABLE upload_queue DROP CONSTRAINT upload_queue_batch_id_fkey;
     r#"
 CREATE INDEX upload_queue_pending ON upload_queue(window_start, metering_sn) WHERE batch_id IS NULL;
 "#,
+    // 9: as SQLite migration 12 (issue 13, as 7), whose column SQLite never writes. The seal
+    // copies each pending record's canonical bytes (`records.body`, never changed
+    // after the seal) into its queue row, so a cut reads its members' bodies from the queue
+    // rows it walks in key order, instead of probing `records` by serial once per record.
+    // NULL where no seal wrote it (rows queued before this migration, a requeue, a copy from
+    // SQLite, a node of an older build): readers then take the record's own bytes
+    // (`batches::next_pending`), which are the same bytes. Adding a nullable column without
+    // a default rewrites nothing.
+    r#"
+ALTER TABLE upload_queue ADD COLUMN body bytea;
+"#,
 ];
 
 /// Why [`migrate`] failed.

@@ -11,7 +11,10 @@
 //! drops the queue row ([`super::batches::apply_deliveries`]). So the `records` row changes once per
 //! delivery, in bulk, while the per-batch steps touch only the queue, whose rows of one batch
 //! are adjacent. Every reader here returns the effective state; `zero`, `rejected` and applied
-//! `delivered` are stored as they are.
+//! `delivered` are stored as they are. On PostgreSQL a queue row also carries a copy of its
+//! record's bytes (`upload_queue.body`, written by the seal, PG migration 9), where a cut reads
+//! them ([`super::batches::next_pending`]); NULL is always allowed there and means "read the
+//! record's", so every other writer of queue rows (requeue, a store copy) stays as it was.
 //!
 //! **Both backends.** Every statement here and in [`super::batches`] runs on SQLite and
 //! PostgreSQL alike (see [`super::sql`]), with one exception spelled per backend: SQLite is
@@ -19,7 +22,7 @@
 //! `hinted!`), so it never reads a batch row with its large body; PostgreSQL has no such
 //! hint and plans the lookup itself, so its spelling is the same statement without it.
 
-use super::sql::{params, Param, Row, Tx};
+use super::sql::{params, Backend, Param, Row, Tx};
 use super::{dec, Result, StoreError};
 use crate::model::UsageRecord;
 use rust_decimal::Decimal;
@@ -131,7 +134,17 @@ pub fn insert(tx: &Tx<'_>, r: &NewRecord, now_ns: i64) -> Result<()> {
         ],
     )?;
     if r.state == RecordState::Pending {
-        tx.execute("INSERT INTO upload_queue (window_start, metering_sn) VALUES (?1, ?2)", params![r.window_start, r.record.metering_sn])?;
+        // On PostgreSQL the queue row carries the bytes too (PG migration 9, `batches::next_pending`).
+        match tx.backend() {
+            Backend::Sqlite => tx.execute(
+                "INSERT INTO upload_queue (window_start, metering_sn) VALUES (?1, ?2)",
+                params![r.window_start, r.record.metering_sn],
+            )?,
+            Backend::Postgres => tx.execute(
+                "INSERT INTO upload_queue (window_start, metering_sn, body) VALUES (?1, ?2, ?3)",
+                params![r.window_start, r.record.metering_sn, body],
+            )?,
+        };
     }
     Ok(())
 }

@@ -13,6 +13,13 @@ fn happy_path_2500_records_in_three_requests() {
     let rows = w.records();
     assert_eq!(rows.len(), 2500);
     assert_eq!(w.states(), counts(&[("pending", 2500)]));
+    if crate::util::backend::PG {
+        // The seal copies each pending record's bytes into its queue row (PG migration 9),
+        // where a cut reads them (`store::batches::next_pending`).
+        let copied: i64 =
+            w.db().one("SELECT count(*) FROM upload_queue q JOIN records r ON r.metering_sn = q.metering_sn WHERE q.body = r.body", &[]);
+        assert_eq!(copied, 2500);
+    }
 
     let mock = Mock::start(mock_config());
     w.configure(&Upload::to(&mock.endpoint()));
