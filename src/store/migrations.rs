@@ -342,8 +342,9 @@ CREATE INDEX notify_outbox_pending ON notify_outbox (next_ns) WHERE delivered_ns
     // 12: the twin of PostgreSQL migration 9 (issue 13), so both schemas keep the same columns
     // (and `meterd store copy` carries them). On PostgreSQL the seal copies each pending
     // record's canonical bytes into its queue row, where a cut reads them without probing
-    // `records`. SQLite never writes it (NULL): a SQLite seal writes the bytes once, and its
-    // cut reads them from the record (`store::batches::next_pending`), as before.
+    // `records`. SQLite's seal never writes it (NULL: the bytes are written once) and nothing
+    // on SQLite reads it (a copy from PostgreSQL may carry the bytes); its cut reads them from
+    // the record (`store::batches::next_pending`), as before.
     r#"
 ALTER TABLE upload_queue ADD COLUMN body BLOB;
 "#,

@@ -14,10 +14,13 @@
 //! `delivered` are stored as they are. On PostgreSQL a queue row also carries a copy of its
 //! record's bytes (`upload_queue.body`, written by the seal, PG migration 9), where a cut reads
 //! them ([`super::batches::next_pending`]); NULL is always allowed there and means "read the
-//! record's", so every other writer of queue rows (requeue, a store copy) stays as it was.
+//! record's", so every other writer of queue rows (requeue, a store copy from SQLite) stays as
+//! it was.
 //!
 //! **Both backends.** Every statement here and in [`super::batches`] runs on SQLite and
-//! PostgreSQL alike (see [`super::sql`]), with one exception spelled per backend: SQLite is
+//! PostgreSQL alike (see [`super::sql`]), except the queue insert of [`insert`] (the copy of
+//! the bytes is written on PostgreSQL only), the reads of [`super::batches::next_pending`] and
+//! the apply (see there), and one spelled per backend: SQLite is
 //! told to look a batch's state up through the covering index `batches_state` (`INDEXED BY`,
 //! `hinted!`), so it never reads a batch row with its large body; PostgreSQL has no such
 //! hint and plans the lookup itself, so its spelling is the same statement without it.
