@@ -12,7 +12,7 @@ mod plans;
 
 use meterd::model::{Quantity, Timestamp};
 use meterd::store::lease::{self, Acquired};
-use meterd::store::pg_events::{Finish, PgEvents, PgNewEvent};
+use meterd::store::pg_events::{self, Finish, PgEvents, PgNewEvent};
 use meterd::store::sql::{params, Backend};
 use meterd::store::{InsertOutcome, Store, StoreError};
 use pg::PgCluster;
@@ -160,7 +160,8 @@ fn events_are_stored_once_and_conflicts_are_named() {
         // The same key again in the same transaction is the event just held.
         assert_eq!(ev.check(1, "e1", t, Quantity(dec("1.50")), None), InsertOutcome::Duplicate);
         ev.append(new_event(1, "e2", "2"));
-        ev.finish(tx).map(|f| assert_eq!(f, Finish::Stored))
+        assert_eq!(ev.finish(tx)?, Finish::Stored);
+        pg_events::count_appended(tx, 2).map(|_| ())
     })
     .unwrap();
     s.write(|tx| {
@@ -170,7 +171,8 @@ fn events_are_stored_once_and_conflicts_are_named() {
         assert!(matches!(ev.check(1, "e2", t, Quantity(dec("3")), None), InsertOutcome::Conflict { stored_quantity, .. } if stored_quantity.0 == dec("2")));
         assert_eq!(ev.check(1, "e3", t, Quantity(dec("1")), None), InsertOutcome::Inserted);
         ev.append(new_event(1, "e3", "1"));
-        ev.finish(tx).map(|f| assert_eq!(f, Finish::Stored))
+        assert_eq!(ev.finish(tx)?, Finish::Stored);
+        pg_events::count_appended(tx, 1).map(|_| ())
     })
     .unwrap();
     let (n, seqs): (i64, Vec<i64>) = s

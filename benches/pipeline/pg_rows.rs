@@ -87,7 +87,9 @@ pub fn run(s: &Sizes, phases: &Phases) -> PgRun {
     if let Err(why) = super::pg_cluster::find_bin_dir() {
         return PgRun::Skipped(why);
     }
-    let Some(cluster) = PgCluster::start() else {
+    let settings = server_settings();
+    eprintln!("[pg] cluster settings beyond the defaults: {}", if settings.is_empty() { "none".to_string() } else { settings.join(" ") });
+    let Some(cluster) = PgCluster::start_with(&settings) else {
         return PgRun::Skipped("the server binaries cannot be run here (see the line above)".into());
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_phases(&cluster, s, phases)));
@@ -98,6 +100,12 @@ pub fn run(s: &Sizes, phases: &Phases) -> PgRun {
             panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default(),
         ),
     }
+}
+
+/// The server settings of the bench's cluster beyond PostgreSQL's defaults:
+/// `METERD_BENCH_PG_SETTINGS` (`name=value` separated by spaces; empty: none).
+fn server_settings() -> Vec<String> {
+    std::env::var("METERD_BENCH_PG_SETTINGS").unwrap_or_default().split_whitespace().map(str::to_string).collect()
 }
 
 fn run_phases(cluster: &PgCluster, s: &Sizes, phases: &Phases) -> PgFigures {

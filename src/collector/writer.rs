@@ -209,49 +209,59 @@ impl Writer {
     /// folded (the tail reloads) or changed an instance (the cache is dropped).
     ///
     /// While batches hold only new keys the lookup is skipped (optimistic mode): the group is
-    /// decided under a savepoint, taking every key as not stored, and `PgEvents::finish` checks
-    /// that. When a key was stored after all, the transaction rolls back to the savepoint, the
-    /// in-memory state the attempt touched (instance cache with its package use and counters,
-    /// held events and seqs; its window sums are kept apart until it succeeds) is dropped, and
-    /// the group is decided again with the lookup — only that second answer is sent. The next
-    /// group then starts with the lookup (clients resend whole batches, so duplicates come in
-    /// runs), until one finds no stored key.
+    /// decided taking every key as not stored, and `PgEvents::finish` checks that. When a key
+    /// was stored after all, the whole transaction rolls back, the in-memory state the attempt
+    /// touched (instance cache with its package use and counters; its window sums are kept
+    /// apart until it commits) is dropped, and the group is decided again with the lookup in a
+    /// new transaction — only that second answer is sent. The rollback takes no savepoint (a
+    /// savepoint is one more round trip and a subtransaction in every transaction, while the
+    /// fallback is rare); what the tail read before the attempt is committed data, so it
+    /// stays. The next group then starts with the lookup (clients resend whole batches, so
+    /// duplicates come in runs), until one finds no stored key.
     fn commit_group_postgres(&mut self, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
+        if self.pg_optimistic {
+            if let Some(out) = self.try_postgres(cfg, group, true)? {
+                return Ok(out);
+            }
+            // A key taken as new was stored: nothing of the attempt was committed.
+            self.instances.clear();
+            self.instances_gen = -1;
+        }
+        // Lookup mode never answers `KeyStored` (a stored key it missed is an error there).
+        self.try_postgres(cfg, group, false)?
+            .ok_or_else(|| StoreError::Corrupt("the key lookup missed a stored key; nothing of this batch is acknowledged".into()))
+    }
+
+    /// One transaction of [`Self::commit_group_postgres`]: the replies once committed, or
+    /// `None` when optimistic mode met a stored key (the transaction rolled back).
+    fn try_postgres(&mut self, cfg: &Config, group: &[Job], optimistic: bool) -> Result<Option<Vec<JobReply>>, StoreError> {
         let Writer { store, tail, instances, instances_gen, pg_optimistic, .. } = self;
-        let optimistic = *pg_optimistic;
+        let mut key_stored = false;
         let result = store.write(|tx| {
             let head = pg_events::head(tx)?;
             if head.instances_gen != *instances_gen {
                 instances.clear();
             }
             tail.sync_to(tx, head.windows_through, head.last_seq)?;
-            let mut attempt = None;
-            if optimistic {
-                pg_batch(tx, "SAVEPOINT optimistic")?;
-                attempt = attempt_postgres(tx, cfg, group, instances, head.last_seq, true)?;
-                if attempt.is_none() {
-                    pg_batch(tx, "ROLLBACK TO SAVEPOINT optimistic")?;
-                    instances.clear();
-                }
-            }
-            // Lookup mode never answers `KeyStored` (a stored key it missed is an error there).
-            let (out, found, delta, last) = match attempt {
-                Some(a) => a,
-                None => attempt_postgres(tx, cfg, group, instances, head.last_seq, false)?.ok_or_else(|| {
-                    StoreError::Corrupt("the key lookup missed a stored key; nothing of this batch is acknowledged".into())
-                })?,
+            let Some((out, found, delta, last)) = attempt_postgres(tx, cfg, group, instances, head.last_seq, optimistic)? else {
+                // Never committed: `store.write` rolls back on an error, and this one is
+                // answered by the lookup-mode attempt, never sent.
+                key_stored = true;
+                return Err(StoreError::Internal("optimistic ingest met a stored key; rolled back to decide again".into()));
             };
             tail.absorb(delta)?;
             let folded = tail.maybe_fold(tx, last)?;
-            Ok((out, found, crate::store::instances::generation(tx)?, folded, last))
+            let gen = pg_events::count_appended(tx, last - head.last_seq)?;
+            Ok((out, found, gen, folded, last))
         });
         match result {
             Ok((out, found, gen, folded, last)) => {
                 *instances_gen = gen;
                 *pg_optimistic = found == 0;
                 tail.committed(folded, last);
-                Ok(out)
+                Ok(Some(out))
             }
+            Err(_) if key_stored => Ok(None),
             Err(e) => {
                 instances.clear();
                 *instances_gen = -1;
@@ -265,7 +275,7 @@ impl Writer {
 /// One attempt at a PostgreSQL group (see `commit_group_postgres`), after the stored `seq`
 /// `last`: the replies, how many stored keys the lookups found, the window sums of its events
 /// and the `seq` of its last event; or `None` when optimistic mode met a stored key (the
-/// transaction must roll back to before the attempt).
+/// transaction must roll back).
 type Attempt = (Vec<JobReply>, usize, TailSums, i64);
 
 fn attempt_postgres(
@@ -287,11 +297,6 @@ fn attempt_postgres(
     }
     settle_instances(tx, instances)?;
     Ok(Some((out, found, delta, last)))
-}
-
-/// Runs a statement without parameters on the PostgreSQL transaction.
-fn pg_batch(tx: &crate::store::sql::Tx<'_>, sql: &str) -> Result<(), StoreError> {
-    tx.pg().ok_or_else(|| StoreError::Internal("the PostgreSQL ingest path ran on a SQLite store".into()))?.batch(sql)
 }
 
 /// Decides every event of every job of a group, in order; one reply per job.

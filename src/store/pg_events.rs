@@ -11,7 +11,8 @@
 //!    conflict; new → inserted, unless an earlier event of the same transaction had the same key
 //!    (then that one is the stored event). [`PgEvents::append`] holds the new row back.
 //! 3. [`PgEvents::finish`], before `COMMIT`: the held rows in one binary `COPY` into `events`
-//!    (plus `event_props` and `window_events` rows, and the `ingest_state` count).
+//!    (plus `event_props` and `window_events` rows); then [`count_appended`] adds them to the
+//!    `ingest_state` count and reads the instances' generation, in one round trip.
 //!
 //! **Optimistic mode** ([`PgEvents::begin`] with `optimistic`): most batches hold only new keys,
 //! and the lookup of step 1 found nothing for them while costing as much server time as the
@@ -19,8 +20,8 @@
 //! that: the `COPY` fails on `events_key` if a key it writes is stored, and the keys that were
 //! taken as new but not written (a new event the rules refused: quota, missing plan, too old…)
 //! are looked up there (usually none, then no query). If either finds a stored key,
-//! [`PgEvents::finish`] answers [`Finish::KeyStored`] and the caller rolls the attempt back
-//! (a savepoint) and decides the whole transaction again in lookup mode, with fresh in-memory
+//! [`PgEvents::finish`] answers [`Finish::KeyStored`] and the caller rolls the transaction back
+//! and decides the whole group again in lookup mode, in a new transaction, with fresh in-memory
 //! state (`collector::writer`): duplicates and conflicts are then named exactly as in lookup
 //! mode. Nothing decided in optimistic mode is answered unless the check passed.
 //!
@@ -210,8 +211,8 @@ impl PgEvents {
         seq
     }
 
-    /// Writes every held event (and its properties and point-window index rows), and counts
-    /// them in `ingest_state`. Call once, last, before `COMMIT`. In optimistic mode first checks
+    /// Writes every held event (and its properties and point-window index rows); the caller
+    /// then counts them ([`count_appended`]). Call once, before `COMMIT`. In optimistic mode first checks
     /// that no key taken as new is stored ([`Finish::KeyStored`] if one is; module docs).
     pub fn finish(self, tx: &Tx<'_>) -> Result<Finish> {
         if self.optimistic {
@@ -268,18 +269,35 @@ impl PgEvents {
             )?;
             pg.client().execute(&stmt, &[&wref, &wstart, &wseq])?;
         }
-        let stmt = pg.prepared("UPDATE ingest_state SET events = events + $1 WHERE id = 1")?;
-        pg.client().execute(&stmt, &[&(n as i64)])?;
         Ok(Finish::Stored)
     }
 }
 
+/// Counts `appended` new events in `ingest_state.events` and reads `ingest_state.instances_gen`
+/// after the transaction's own changes, in one round trip (the last statement of an ingest
+/// transaction before `COMMIT`).
+pub fn count_appended(tx: &Tx<'_>, appended: i64) -> Result<i64> {
+    let mut pg = tx.pg().ok_or_else(no_pg)?;
+    let stmt = pg.prepared("UPDATE ingest_state SET events = events + $1 WHERE id = 1 RETURNING instances_gen")?;
+    let row = pg.client().query_one(&stmt, &[&appended])?;
+    Ok(row.try_get(0)?)
+}
+
+/// The `COPY` of [`copy_events`].
+const COPY_EVENTS: &str =
+    "COPY events (seq, instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s) FROM STDIN BINARY";
+
 /// Writes `held` into `events` with seqs `first`, `first + 1`, … in one binary `COPY`.
+///
+/// The `COPY` goes as text (`copy_in` parses it again each time) rather than as a statement
+/// prepared once: that would save one round trip per transaction, but `pg_stat_statements`
+/// then counts only the first execution, and the `COPY` is most of the server's time — the
+/// bench's statement profile (`METERD_BENCH_PGSS=1`) must show it. Measured: no difference
+/// within the noise (2026-11-30, four alternated runs).
 fn copy_events(client: &mut postgres::Client, held: &[PgNewEvent], first: i64) -> std::result::Result<(), postgres::Error> {
     use postgres::binary_copy::BinaryCopyInWriter;
     use postgres::types::{ToSql, Type};
-    let sink = client
-        .copy_in("COPY events (seq, instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s) FROM STDIN BINARY")?;
+    let sink = client.copy_in(COPY_EVENTS)?;
     let types = [Type::INT8, Type::INT8, Type::TEXT, Type::INT8, Type::NUMERIC, Type::INT8, Type::NUMERIC, Type::INT8];
     let mut w = BinaryCopyInWriter::new(sink, &types);
     for (e, seq) in held.iter().zip(first..) {

@@ -245,7 +245,7 @@ impl TailSums {
     }
 
     /// Adds the sums of one attempt at a transaction (`delta`, summed apart so that an attempt
-    /// rolled back to a savepoint leaves these untouched) to the tail. Call in the write
+    /// that is rolled back leaves these untouched) to the tail. Call in the write
     /// transaction that appends its events; a failed transaction must [`Self::invalidate`].
     pub fn absorb(&mut self, delta: TailSums) -> Result<()> {
         for (key, (usage, events)) in delta.sums {

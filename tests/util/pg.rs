@@ -93,6 +93,9 @@ pub struct PgCluster {
     next_db: AtomicU64,
     /// The CA that signed the server's certificate (PEM), when started with TLS.
     tls_ca: Option<PathBuf>,
+    /// Server settings (`name=value`) passed as `-c` beyond the harness's own
+    /// ([`PgCluster::start_with`]); empty for the tests' clusters.
+    settings: Vec<String>,
 }
 
 /// What is needed to run a cluster: the binaries and the user to run them as.
@@ -129,8 +132,23 @@ impl PgCluster {
     /// A private cluster (stopped and removed on drop), for tests that stop or restart the
     /// server; `None` as for [`PgCluster::shared`].
     pub fn start() -> Option<PgCluster> {
+        PgCluster::start_with(&[])
+    }
+
+    /// A private cluster as [`PgCluster::start`], its server started with these settings too
+    /// (`name=value`, each passed as `-c`; the bench's tuned cluster). Durability settings
+    /// (`fsync`, `synchronous_commit`, `full_page_writes`) are refused: a cluster of this
+    /// harness is always durable.
+    pub fn start_with(settings: &[String]) -> Option<PgCluster> {
+        for s in settings {
+            let name = s.split('=').next().unwrap_or("").trim();
+            assert!(
+                !["fsync", "synchronous_commit", "full_page_writes"].contains(&name) && s.contains('='),
+                "setting {s:?}: expected name=value, and the durability settings stay at their defaults"
+            );
+        }
         match locate() {
-            Ok(located) => Some(PgCluster::launch(located, false)),
+            Ok(located) => Some(PgCluster::launch_with(located, false, settings.to_vec())),
             Err(why) => {
                 skip(&why);
                 None
@@ -256,6 +274,10 @@ impl PgCluster {
 
     /// initdb, then start the server on a free port (another one when the port was taken).
     fn launch(located: Located, tls: bool) -> PgCluster {
+        PgCluster::launch_with(located, tls, Vec::new())
+    }
+
+    fn launch_with(located: Located, tls: bool, settings: Vec<String>) -> PgCluster {
         static SWEPT: OnceLock<()> = OnceLock::new();
         SWEPT.get_or_init(|| {
             sweep_dead_clusters();
@@ -271,6 +293,7 @@ impl PgCluster {
             child: Mutex::new(None),
             next_db: AtomicU64::new(0),
             tls_ca: None,
+            settings,
         };
         cluster.initdb();
         if tls {
@@ -324,6 +347,9 @@ impl PgCluster {
         ]);
         if self.tls_ca.is_some() {
             cmd.args(["-c", "ssl=on"]);
+        }
+        for s in &self.settings {
+            cmd.args(["-c", s]);
         }
         // Profiling (the bench's `METERD_BENCH_PGSS=1`): per-statement totals in
         // `pg_stat_statements`, statements inside functions included.
