@@ -4,6 +4,9 @@
 //! The cluster comes from the tests' harness (`tests/util/pg.rs`, included by `#[path]`):
 //! `initdb` into `$TMPDIR/meterd-pgtest/…`, the OS package's server binaries, fsync and
 //! `synchronous_commit` at their defaults (on), stopped and removed when the rows are done.
+//! `METERD_BENCH_PG_SETTINGS="name=value …"` adds server settings (e.g. `shared_buffers=1GB`;
+//! the durability settings are refused); the run prints the settings its cluster used
+//! (default: none beyond PostgreSQL's own, which is what the README's figures use).
 //! Every phase gets a fresh database in it. Without server binaries (or without a `postgres`
 //! user to run them as root) the rows print `PostgreSQL rows skipped: <why>` and the SQLite
 //! rows are unaffected; a PostgreSQL phase that fails is reported as such, after the SQLite rows.

@@ -8,7 +8,8 @@
 //! `pg.fresh_db()` for a database of its own (a `postgres://meterd:PASSWORD@127.0.0.1:PORT/NAME`
 //! URL). [`PgCluster::shared`] is one cluster per test process, started on first use;
 //! [`PgCluster::start`] a private one for tests that [`stop`](PgCluster::stop) or
-//! [`restart`](PgCluster::restart) the server (never stop the shared one).
+//! [`restart`](PgCluster::restart) the server (never stop the shared one). [`PgCluster::start_with`]
+//! is a private one with extra server settings (the bench's `METERD_BENCH_PG_SETTINGS`).
 //!
 //! **Where the binaries come from** ([`find_bin_dir`]): `$METERD_PG_BIN` if set, else the
 //! highest `/usr/lib/postgresql/<version>/bin` holding `initdb` (Debian's layout), else the
