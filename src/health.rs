@@ -221,7 +221,8 @@ pub fn attention(s: &Status) -> Vec<String> {
     }
     for state in ["rejected", "expired"] {
         if let Some(n) = s.records.get(state).filter(|n| **n > 0) {
-            out.push(format!("{n} records are {state}; see `meterd rejected`, fix the cause, then `meterd requeue SN`"));
+            let (noun, verb) = if *n == 1 { ("record", "is") } else { ("records", "are") };
+            out.push(format!("{n} {noun} {verb} {state}; see `meterd rejected`, fix the cause, then `meterd requeue SN` (or `--all`)"));
         }
     }
     if let Some(e) = &s.last_error {

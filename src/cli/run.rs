@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     if !unwritable.is_empty() {
         let files: Vec<String> = unwritable.iter().map(|f| f.display().to_string()).collect();
         return Err(Failure::runtime(format!(
-            "the database is read-only (or unreadable) for this process (uid {}): {}; make it readable and writable (ownership, mode, or a read-only volume) and start meterd again — it does not serve a store it cannot write",
+            "the database is read-only (or unreadable) for this process (uid {}): {}; make these readable and writable — the database, its -wal/-shm files if present, and its directory, where SQLite creates them (ownership, mode, or a read-only volume) — and start meterd again: it does not serve a store it cannot write",
             // SAFETY: getuid has no preconditions and cannot fail.
             unsafe { libc::getuid() },
             files.join(", ")

@@ -340,7 +340,8 @@ pub fn marker_path(db: &Path) -> PathBuf {
 }
 
 /// The files of the SQLite database `db` (the database, its `-wal` and `-shm`) that exist and
-/// that this process may not both read and write (`access(R_OK | W_OK)`; root may write any);
+/// that this process may not both read and write (`access(R_OK | W_OK)`; root may write any),
+/// and its directory when SQLite would have to create a `-wal` or `-shm` file there and may not;
 /// empty for a PostgreSQL URL.
 ///
 /// Why the daemon refuses to start on such a store rather than wait for a `chmod`: SQLite opens
@@ -357,7 +358,16 @@ pub fn unwritable_files(db: &Path) -> Vec<PathBuf> {
         name.push(suffix);
         PathBuf::from(name)
     };
-    [db.to_path_buf(), side("-wal"), side("-shm")].into_iter().filter(|f| f.exists() && !read_writable(f)).collect()
+    let (wal, shm) = (side("-wal"), side("-shm"));
+    // SQLite creates the `-wal` and `-shm` files beside the database: a missing one needs a
+    // writable directory (a writable database in a read-only directory fails every write).
+    let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let needs_dir = db.exists() && !(wal.exists() && shm.exists());
+    let mut out: Vec<PathBuf> = [db.to_path_buf(), wal, shm].into_iter().filter(|f| f.exists() && !read_writable(f)).collect();
+    if needs_dir && !read_writable(&dir) {
+        out.push(dir);
+    }
+    out
 }
 
 /// Whether this process may read and write the file at `path` (`access(2)`, `R_OK | W_OK`).

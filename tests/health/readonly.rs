@@ -93,7 +93,10 @@ fn a_store_read_only_at_start_is_refused_with_exit_3_and_served_once_writable() 
             refused.stderr.contains("read-only (or unreadable) for this process") && refused.stderr.contains(env.db.to_str().unwrap()),
             "{stop:?}: names the file: {refused:#?}"
         );
-        assert!(refused.stderr.contains("make it readable and writable"), "{stop:?}: says what to do: {refused:#?}");
+        assert!(
+            refused.stderr.contains("make these readable and writable") && refused.stderr.contains("-wal/-shm"),
+            "{stop:?}: says what to do: {refused:#?}"
+        );
         if stop == Stop::Clean {
             assert!(!side("-wal").exists() && !side("-shm").exists(), "the refusal opened nothing (no read-only -wal/-shm left behind)");
         }
@@ -107,4 +110,29 @@ fn a_store_read_only_at_start_is_refused_with_exit_3_and_served_once_writable() 
         assert_eq!(accepted.json()["accepted"], 5);
         assert_eq!(util::db::count_events_of(&env.db(), "inst-a"), 10, "{stop:?}: every acknowledged event is stored");
     }
+}
+
+/// A writable database in a directory this process cannot write: SQLite could not create the
+/// `-wal`/`-shm` files there, and every write would fail "readonly". The start names the
+/// directory (it said only "attempt to write a readonly database"; trial finding).
+#[test]
+fn a_store_in_a_directory_it_cannot_write_is_refused_naming_the_directory() {
+    let env = fast_env();
+    env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
+    chmod(env.dir.path(), 0o755);
+    if !give_to_nobody(&env) {
+        eprintln!("SKIPPED: cannot run the daemon as `nobody` here (needs root, chown and setpriv)");
+        return;
+    }
+    // The files stay `nobody`'s; the directory goes back to root.
+    assert!(Command::new("chown").args(["root:root", env.dir.path().to_str().unwrap()]).status().unwrap().success());
+    assert!(!env.dir.path().join("meterd.db-wal").exists(), "the CLI's clean close removed the WAL");
+    let refused = run_as_nobody(&env);
+    assert_eq!(refused.code, 3, "{refused:#?}");
+    let dir = env.dir.path().to_str().unwrap();
+    assert!(
+        refused.stderr.contains(&format!("{dir},")) || refused.stderr.contains(&format!("{dir};")),
+        "names the directory: {refused:#?}"
+    );
+    assert!(refused.stderr.contains("its directory"), "{refused:#?}");
 }
