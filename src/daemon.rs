@@ -55,7 +55,7 @@ use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::schedule::Schedule;
 use crate::server::{self, AppState};
-use crate::store::{meta, Store};
+use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -373,7 +373,7 @@ async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
             store.set_fence(fence);
             // Counted in each seal transaction before its commit, so never behind `status`.
             let report = crate::seal::seal_counting(&mut store, &cfg, now, &|n| metrics.record_seal(n))?;
-            store.write(|tx| meta::set(tx, meta::LAST_SEAL, &Timestamp::now().to_string()))?;
+            crate::seal::note_sealed(&mut store)?;
             Ok::<_, crate::store::StoreError>(report)
         })
         .await;

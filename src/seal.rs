@@ -79,6 +79,13 @@ pub fn seal(store: &mut Store, cfg: &Config, now: Timestamp) -> Result<SealRepor
     seal_counting(store, cfg, now, &|_| {})
 }
 
+/// Records that a seal run just succeeded: the store's last seal (`meta::LAST_SEAL`, the real
+/// time), which `status`, `/metrics` and a standby's health read. Every seal run calls it — the
+/// daemon's and `meterd seal`'s — on the connection (and under the lease) it sealed with.
+pub fn note_sealed(store: &mut Store) -> Result<(), StoreError> {
+    store.write(|tx| crate::store::meta::set(tx, crate::store::meta::LAST_SEAL, &Timestamp::now().to_string()))
+}
+
 /// [`seal`], calling `count` with the records each transaction writes, inside it, just before
 /// its commit (the daemon's `meterd_records_sealed_total`: never behind what `status` shows).
 pub fn seal_counting(store: &mut Store, cfg: &Config, now: Timestamp, count: &dyn Fn(usize)) -> Result<SealReport, StoreError> {

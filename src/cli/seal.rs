@@ -13,12 +13,8 @@ pub struct Args {
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     let now = now_or(args.now);
     let mut store = ctx.store_for_sealing()?;
-    // The store's last seal (`status`, `/metrics`, a standby's health) counts a run by hand
-    // as the daemon's own: the real time it ran, written under the same lease.
-    let report = crate::seal::seal(&mut store, &ctx.cfg, now).and_then(|r| {
-        store.write(|tx| crate::store::meta::set(tx, crate::store::meta::LAST_SEAL, &Timestamp::now().to_string()))?;
-        Ok(r)
-    });
+    // A run by hand counts as the store's last seal too, written under the same lease.
+    let report = crate::seal::seal(&mut store, &ctx.cfg, now).and_then(|r| crate::seal::note_sealed(&mut store).map(|()| r));
     Ctx::release_lease(&mut store);
     let report = report?;
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
