@@ -29,17 +29,23 @@ fn give_to_nobody(env: &Env) -> bool {
     ok && Command::new(AS_NOBODY[0]).args(&AS_NOBODY[1..]).arg(util::bin()).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
+/// An environment with one instance whose directory and files belong to `nobody`; `None`
+/// (after saying the test is skipped) where that is impossible.
+fn nobodys_env() -> Option<Env> {
+    let env = fast_env();
+    env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
+    chmod(env.dir.path(), 0o755);
+    if give_to_nobody(&env) {
+        Some(env)
+    } else {
+        eprintln!("SKIPPED: cannot run the daemon as `nobody` here (needs root, chown and setpriv)");
+        None
+    }
+}
+
 /// `meterd run` as `nobody`, to its end (it must not start).
 fn run_as_nobody(env: &Env) -> Run {
-    let inner = env.cmd();
-    let mut cmd = Command::new(AS_NOBODY[0]);
-    cmd.args(&AS_NOBODY[1..]).arg(inner.get_program()).args(inner.get_args()).current_dir(env.dir.path());
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
+    let mut cmd = env.cmd_wrapped(&AS_NOBODY);
     cmd.args(["run", "--listen", "127.0.0.1:0"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn meterd");
     // A daemon that starts anyway would never end: stop it and fail rather than hang.
@@ -66,13 +72,7 @@ enum Stop {
 #[test]
 fn a_store_read_only_at_start_is_refused_with_exit_3_and_served_once_writable() {
     for stop in [Stop::Kill, Stop::Clean] {
-        let env = fast_env();
-        env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
-        chmod(env.dir.path(), 0o755);
-        if !give_to_nobody(&env) {
-            eprintln!("SKIPPED: cannot run the daemon as `nobody` here (needs root, chown and setpriv)");
-            return;
-        }
+        let Some(env) = nobodys_env() else { return };
         let mut d = env.daemon_wrapped(&AS_NOBODY, &[], &[]);
         wait_reply(&d, "/readyz", "ready", |r| r.status == 200);
         assert_eq!(post(&d, "inst-a", "a", 5).ok()["accepted"], 5);
@@ -117,13 +117,7 @@ fn a_store_read_only_at_start_is_refused_with_exit_3_and_served_once_writable() 
 /// directory (it said only "attempt to write a readonly database"; trial finding).
 #[test]
 fn a_store_in_a_directory_it_cannot_write_is_refused_naming_the_directory() {
-    let env = fast_env();
-    env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z");
-    chmod(env.dir.path(), 0o755);
-    if !give_to_nobody(&env) {
-        eprintln!("SKIPPED: cannot run the daemon as `nobody` here (needs root, chown and setpriv)");
-        return;
-    }
+    let Some(env) = nobodys_env() else { return };
     // The files stay `nobody`'s; the directory goes back to root.
     assert!(Command::new("chown").args(["root:root", env.dir.path().to_str().unwrap()]).status().unwrap().success());
     assert!(!env.dir.path().join("meterd.db-wal").exists(), "the CLI's clean close removed the WAL");

@@ -115,6 +115,22 @@ impl Env {
         c
     }
 
+    /// [`Env::cmd`] run through a wrapper command (e.g. `setpriv --reuid=nobody …`), which
+    /// gets the binary, its arguments and its environment; `cmd()` itself for an empty wrapper.
+    pub fn cmd_wrapped(&self, wrapper: &[&str]) -> Command {
+        let inner = self.cmd();
+        let Some((program, rest)) = wrapper.split_first() else { return inner };
+        let mut cmd = Command::new(program);
+        cmd.args(rest).arg(inner.get_program()).args(inner.get_args()).current_dir(self.dir.path());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd
+    }
+
     /// Runs a command to completion with stdin closed.
     ///
     /// On PostgreSQL a one-shot `seal`/`upload` refused because another process holds the
@@ -327,18 +343,7 @@ impl Daemon {
         envs: &[(&str, &str)],
         tweak: impl FnOnce(&mut Command),
     ) -> Daemon {
-        let mut cmd = env.cmd();
-        if let Some((program, rest)) = wrapper.split_first() {
-            let inner = cmd;
-            cmd = Command::new(program);
-            cmd.args(rest).arg(inner.get_program()).args(inner.get_args()).current_dir(env.dir.path());
-            for (k, v) in inner.get_envs() {
-                match v {
-                    Some(v) => cmd.env(k, v),
-                    None => cmd.env_remove(k),
-                };
-            }
-        }
+        let mut cmd = env.cmd_wrapped(wrapper);
         cmd.args(["run", "--listen", "127.0.0.1:0", "--now", now]).args(args);
         for (k, v) in envs {
             cmd.env(k, v);
