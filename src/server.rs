@@ -272,24 +272,25 @@ struct PreviewParams {
 /// listed; a parameter given twice is refused (which one would count is not obvious). Both are
 /// 400s with these words, not serde's.
 fn preview_params(query: Option<&str>) -> Result<PreviewParams, String> {
-    let mut p = PreviewParams::default();
+    let [instance, from, to] =
+        query_params(query, "/v1/preview", ["instance", "from", "to"], "`instance` (an instance id), `from` and `to` (RFC 3339 times)")?;
+    Ok(PreviewParams { instance, from, to })
+}
+
+/// Reads a route's query (pure): the value of each of `names`, in that order. An unknown
+/// parameter is named with the ones `route` accepts (`accepted`, in words), and a parameter
+/// given twice is refused; both are 400s with these words, not serde's.
+fn query_params<const N: usize>(query: Option<&str>, route: &str, names: [&str; N], accepted: &str) -> Result<[Option<String>; N], String> {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let slot = match name.as_ref() {
-            "instance" => &mut p.instance,
-            "from" => &mut p.from,
-            "to" => &mut p.to,
-            other => {
-                return Err(format!(
-                    "unknown query parameter `{}`; /v1/preview accepts only `instance` (an instance id), `from` and `to` (RFC 3339 times)",
-                    crate::model::shorten(other)
-                ))
-            }
+        let Some(i) = names.iter().position(|n| *n == name) else {
+            return Err(format!("unknown query parameter `{}`; {route} accepts only {accepted}", crate::model::shorten(&name)));
         };
-        if slot.replace(value.into_owned()).is_some() {
+        if values[i].replace(value.into_owned()).is_some() {
             return Err(format!("query parameter `{name}` is given twice; give it once"));
         }
     }
-    Ok(p)
+    Ok(values)
 }
 
 async fn get_preview(
@@ -375,22 +376,11 @@ async fn get_status(State(st): State<Arc<AppState>>) -> Answer<crate::status::St
     Ok(Json(current_status(&st, false).await?))
 }
 
-/// Reads `/metrics`' query (pure): whether `audit` asks for the conservation audit. Like
-/// [`preview_params`], an unknown parameter is named with the one accepted, and a parameter
-/// given twice is refused; both are 400s with these words, not serde's.
+/// Reads `/metrics`' query (pure, [`query_params`]): whether `audit` asks for the conservation
+/// audit.
 fn metrics_params(query: Option<&str>) -> Result<bool, String> {
-    let mut audit: Option<String> = None;
-    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        if name != "audit" {
-            return Err(format!(
-                "unknown query parameter `{}`; /metrics accepts only `audit` (audit=1 adds the conservation audit; leave it out for the ordinary scrape)",
-                crate::model::shorten(&name)
-            ));
-        }
-        if audit.replace(value.into_owned()).is_some() {
-            return Err("query parameter `audit` is given twice; give it once".into());
-        }
-    }
+    let [audit] =
+        query_params(query, "/metrics", ["audit"], "`audit` (audit=1 adds the conservation audit; leave it out for the ordinary scrape)")?;
     match audit.as_deref() {
         None | Some("0" | "false") => Ok(false),
         Some("1" | "true") => Ok(true),
