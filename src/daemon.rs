@@ -36,6 +36,9 @@
 //! upload state change checks the epoch in its own transaction ([`Store::set_fence`]). A
 //! clean shutdown releases the lease so another node takes over at once; a dead node's lease
 //! is taken after it expires. On SQLite (one machine) there is no lease: the loops always run.
+//! A node without an upload key never bids for the lease: as holder it would seal but never upload, and every keyed node would stand by behind it
+//! while records aged towards their reporting deadline (new-user trial, issue 13). It ingests
+//! and serves reads; SIGHUP once its key file exists makes it a candidate.
 //! The PostgreSQL client blocks (it drives its own runtime, and panics on one of ours), so
 //! every connection of the daemon is opened, used and closed on a blocking thread
 //! (`spawn_blocking`), at start and at shutdown too. After a failover the new holder's
@@ -111,6 +114,9 @@ struct Loops {
     kick: Notify,
     /// Set by SIGHUP: the uploader re-reads the key before its next run.
     reload_key: AtomicBool,
+    /// Whether this node has an upload key: on a shared store only then does it bid for the
+    /// sealer lease (module docs). Set at start and by the uploader after a re-read.
+    has_key: AtomicBool,
     /// This node's name (the lease holder's name when it holds the lease).
     node: String,
     /// Whether the store is shared (PostgreSQL): then sealing and uploading need the lease.
@@ -203,6 +209,7 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
         cancel: cancel.clone(),
         kick: Notify::new(),
         reload_key: AtomicBool::new(false),
+        has_key: AtomicBool::new(key.is_some()),
         node,
         shared,
         fence: Mutex::new(None),
@@ -270,15 +277,28 @@ async fn lease_loop(l: Arc<Loops>) {
     loop {
         let (s, node) = (store.clone(), l.node.clone());
         let held = l.fence.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|f| f.epoch);
-        let result = tokio::task::spawn_blocking(move || {
-            let mut s = crate::store::lock_recovering(&s, "lease");
-            s.write(|tx| {
-                lease::heartbeat(tx, &node, env!("CARGO_PKG_VERSION"), started)?;
-                lease::acquire(tx, lease::SEALER, &node, held, ttl)
+        if l.has_key.load(Ordering::SeqCst) {
+            let result = tokio::task::spawn_blocking(move || {
+                let mut s = crate::store::lock_recovering(&s, "lease");
+                s.write(|tx| {
+                    lease::heartbeat(tx, &node, env!("CARGO_PKG_VERSION"), started)?;
+                    lease::acquire(tx, lease::SEALER, &node, held, ttl)
+                })
             })
-        })
-        .await;
-        l.note_lease(result);
+            .await;
+            l.note_lease(result);
+        } else {
+            // No key: seen among the nodes, never a candidate (module docs). A key, once read,
+            // is never dropped (a failed re-read keeps it), so such a node never held the lease.
+            let result = tokio::task::spawn_blocking(move || {
+                let mut s = crate::store::lock_recovering(&s, "lease");
+                s.write(|tx| lease::heartbeat(tx, &node, env!("CARGO_PKG_VERSION"), started))
+            })
+            .await;
+            if let Ok(Err(e)) = result {
+                tracing::warn!(error = %e, "cannot record this node among the store's nodes; retrying");
+            }
+        }
         tokio::select! {
             _ = l.cancel.cancelled() => break,
             _ = tokio::time::sleep(every) => {}
@@ -401,10 +421,14 @@ async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
 }
 
 async fn upload_loop(l: Arc<Loops>, schedule: Schedule, key: Option<Secret>) {
-    if key.is_none() {
-        tracing::info!(
+    match (key.is_none(), l.shared) {
+        (true, false) => tracing::info!(
             "upload is off: set METERD_ISV_KEY or `upload.key_file` (and `upload.endpoint`) to deliver sealed records; SIGHUP re-reads the key file"
-        );
+        ),
+        (true, true) => tracing::warn!(
+            "no upload key: on this shared store this node ingests and serves reads but never takes the sealer lease (it would seal and never upload); set METERD_ISV_KEY or `upload.key_file` as on the other nodes — SIGHUP re-reads the key file"
+        ),
+        _ => {}
     }
     let store = match open_off_runtime(&l.db).await {
         Ok(s) => Arc::new(Mutex::new(s)),
@@ -423,6 +447,7 @@ async fn upload_turns(l: &Loops, schedule: Schedule, mut key: Option<Secret>, st
     loop {
         if l.reload_key.swap(false, Ordering::SeqCst) {
             key = reload_key(&l.cfg, key);
+            l.has_key.store(key.is_some(), Ordering::SeqCst);
         }
         let turn = l.turn();
         if let (Some(k), Ok(fence)) = (&key, turn) {

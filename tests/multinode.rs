@@ -468,3 +468,34 @@ fn a_restarted_postgres_gets_503_while_down_and_nodes_reconnect_without_losing_a
     assert_conserved(&url);
     drop(nodes);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. A node without an upload key (new-user trial): it would seal and never upload.
+
+#[test]
+fn a_node_without_an_upload_key_never_takes_the_lease_so_a_keyed_node_uploads() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let url = pg.fresh_db();
+    let mock = mock(Duration::ZERO);
+    let env = shared_env(&url, &mock.endpoint(), 10);
+    let instances = vec!["keyless-0".to_owned()];
+    backlog(&env, &instances, &[1, 2, 3]);
+    let mut db = util::pg::connect(&url);
+
+    // Started first, alone, with the lease free: without the rule it takes the lease at once.
+    let keyless = env.daemon_with(&["--node", "node-keyless"], &[]);
+    wait_logged("node-keyless to be seen", &[&keyless], || {
+        db.query_one("SELECT count(*) FROM nodes WHERE name = 'node-keyless'", &[]).unwrap().get::<_, i64>(0) == 1
+    });
+    std::thread::sleep(LEASE);
+    assert_eq!(lease(&mut db), None, "a node without a key took the sealer lease:\n{}", keyless.stderr());
+    assert!(keyless.stderr().contains("never takes the sealer lease"), "{}", keyless.stderr());
+
+    let keyed = node(&env, "node-keyed");
+    wait_logged("node-keyed to take the lease", &[&keyless, &keyed], || lease(&mut db).is_some_and(|l| l.0 == "node-keyed"));
+    wait_logged("node-keyed to seal the 3 hours", &[&keyless, &keyed], || billable(&mut db) == 3);
+    wait_logged("every record billed", &[&keyless, &keyed], || mock.ledger().len() >= 3);
+    assert_billed_once(&mock.ledger());
+    assert_eq!(lease(&mut db).expect("lease").0, "node-keyed", "the keyless node never took the lease over");
+    drop((keyless, keyed));
+}
