@@ -295,8 +295,10 @@ async fn lease_loop(l: Arc<Loops>) {
                 s.write(|tx| lease::heartbeat(tx, &node, env!("CARGO_PKG_VERSION"), started))
             })
             .await;
-            if let Ok(Err(e)) = result {
-                tracing::warn!(error = %e, "cannot record this node among the store's nodes; retrying");
+            match result {
+                Ok(Ok(())) => l.live.write_ok(),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot record this node among the store's nodes; retrying"),
+                Err(e) => tracing::error!(error = %e, "lease task failed"),
             }
         }
         tokio::select! {
@@ -333,6 +335,9 @@ impl Loops {
     fn note_lease(&self, result: Result<crate::store::Result<crate::store::lease::Acquired>, tokio::task::JoinError>) {
         use crate::store::lease::Acquired;
         let mut held = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(result, Ok(Ok(_))) {
+            self.live.write_ok();
+        }
         match result {
             Ok(Ok(Acquired::Held(f))) => {
                 self.note_name_clash(0);

@@ -333,7 +333,7 @@ impl Live {
         self.seal_failures_in_row.store(0, Ordering::Relaxed);
         self.seal_last_ok.store(now, Ordering::Relaxed);
         set(&self.seal_last_error, None);
-        set(&self.unwritable, None);
+        self.write_ok();
     }
 
     /// The seal loop stood by at `now` (another node holds the sealer lease): not a seal of
@@ -367,6 +367,15 @@ impl Live {
 
     pub fn write_failed(&self, reason: &str, message: String) {
         set(&self.unwritable, Some((reason.to_string(), message)));
+    }
+
+    /// A write of this node's committed (a seal, or on a shared store the lease loop's
+    /// heartbeat, which writes at every tick; not an upload run, which may have read only):
+    /// the store takes writes again, so `database_writable` clears. A standby
+    /// never seals, so without the lease loop's writes a failure it saw as holder (a server
+    /// outage) would stay for ever (new-user trial, issue 13).
+    pub fn write_ok(&self) {
+        set(&self.unwritable, None);
     }
 
     /// The seal side of [`Inputs`].

@@ -125,3 +125,15 @@ fn a_same_name_lease_clash_is_logged_when_it_starts_and_clears_only() {
     let changes: Vec<_> = ticks.windows(2).filter_map(|w| name_clash_change(w[0], w[1])).collect();
     assert_eq!(changes, [Change::Started, Change::Started, Change::Cleared]);
 }
+
+#[test]
+fn a_write_failure_clears_at_the_next_write_of_any_loop_not_only_a_seal() {
+    let live = Live::new(0, 300);
+    live.seal_failed("unreachable", "connection refused".into(), true);
+    assert!(live.unwritable().is_some());
+    // A standby: it never seals again, but its lease loop writes.
+    live.seal_standing_by(10);
+    assert!(live.unwritable().is_some(), "standing by proves nothing about writes");
+    live.write_ok();
+    assert_eq!(live.unwritable(), None);
+}

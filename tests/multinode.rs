@@ -11,7 +11,10 @@
 //! 3. the lease holder is SIGSTOPped mid-upload past its lease; another takes over, seals and
 //!    uploads; after SIGCONT the old holder is fenced and writes nothing;
 //! 4. the PostgreSQL server is stopped and restarted during ingest → 503 with `Retry-After`
-//!    while it is down, nothing acknowledged that was not committed, nodes reconnect alone.
+//!    while it is down, nothing acknowledged that was not committed, nodes reconnect alone;
+//!    a holder whose seal failed in the outage and woke as a standby is ready again (its
+//!    lease loop's writes clear `database_writable`);
+//! 5. a node without an upload key never takes the lease, so a keyed node seals and uploads.
 //!
 //! The mock store runs in this process on its own runtime (real loopback HTTP, like `meterd
 //! mock-store`) because it keeps every request body, which the byte-identity checks need.
@@ -466,6 +469,25 @@ fn a_restarted_postgres_gets_503_while_down_and_nodes_reconnect_without_losing_a
     let usage = window_totals(&mut db);
     assert_eq!(usage, BTreeMap::from([("pg-0".to_owned(), Decimal::from(acked.len()) * Decimal::new(15, 1))]));
     assert_conserved(&url);
+
+    // The holder's seal fails while the server is down (`database_writable` fails); it is
+    // paused, the other node takes the lease, and it wakes as a standby, which never seals:
+    // its check must clear at its next successful write (the lease loop's heartbeat), not
+    // stay failed for ever (new-user trial: /readyz stayed 503 for minutes on a healthy node).
+    let holder = lease(&mut db).expect("a node holds the lease").0;
+    let (h, other) = if holder == "node-a" { (0, 1) } else { (1, 0) };
+    pg.stop();
+    wait_logged("the holder's seal to fail on the stopped server", &[&nodes[h]], || {
+        https[h].get("/readyz").json()["failing"].as_array().is_some_and(|f| f.iter().any(|c| c == "database_writable"))
+    });
+    nodes[h].signal("-STOP");
+    let paused = Stopped(&nodes[h]);
+    pg.restart();
+    let mut db = util::pg::connect(&url);
+    let other_name = ["node-a", "node-b"][other];
+    wait_logged("the other node to take the lease", &[&nodes[other]], || lease(&mut db).is_some_and(|l| l.0 == other_name));
+    drop(paused);
+    wait_logged("the old holder, now a standby, to be ready again", &[&nodes[h]], || https[h].get("/readyz").status == 200);
     drop(nodes);
 }
 
