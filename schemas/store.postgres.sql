@@ -293,3 +293,6 @@ CREATE INDEX upload_queue_pending ON upload_queue(window_start, metering_sn) WHE
 
 -- migration 9
 ALTER TABLE upload_queue ADD COLUMN body bytea;
+
+-- migration 10
+ALTER TABLE nodes ADD COLUMN uploads bigint NOT NULL DEFAULT 1;

@@ -225,7 +225,7 @@ CREATE TABLE nodes (
     version      TEXT NOT NULL,
     started_ns   INTEGER NOT NULL,
     last_seen_ns INTEGER NOT NULL
-) STRICT;
+, uploads INTEGER NOT NULL DEFAULT 1) STRICT;
 
 CREATE TABLE notify_outbox (
     id              TEXT PRIMARY KEY,

@@ -36,9 +36,11 @@
 //! upload state change checks the epoch in its own transaction ([`Store::set_fence`]). A
 //! clean shutdown releases the lease so another node takes over at once; a dead node's lease
 //! is taken after it expires. On SQLite (one machine) there is no lease: the loops always run.
-//! A node without an upload key never bids for the lease: as holder it would seal but never upload, and every keyed node would stand by behind it
-//! while records aged towards their reporting deadline (new-user trial, issue 13). It ingests
-//! and serves reads; SIGHUP once its key file exists makes it a candidate.
+//! A node without an upload key bids for the lease only while no node with one is alive (the
+//! `nodes` table's `uploads`, from every heartbeat), and gives it up when one appears: as
+//! holder it would seal and never upload, and every keyed node would stand by behind it while
+//! records aged towards their reporting deadline (new-user trial, issue 13). A fleet with no
+//! key at all still seals (and notifies); SIGHUP once a key file exists makes a node keyed.
 //! The PostgreSQL client blocks (it drives its own runtime, and panics on one of ours), so
 //! every connection of the daemon is opened, used and closed on a blocking thread
 //! (`spawn_blocking`), at start and at shutdown too. After a failover the new holder's
@@ -277,29 +279,32 @@ async fn lease_loop(l: Arc<Loops>) {
     loop {
         let (s, node) = (store.clone(), l.node.clone());
         let held = l.fence.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|f| f.epoch);
-        if l.has_key.load(Ordering::SeqCst) {
-            let result = tokio::task::spawn_blocking(move || {
-                let mut s = crate::store::lock_recovering(&s, "lease");
-                s.write(|tx| {
-                    lease::heartbeat(tx, &node, env!("CARGO_PKG_VERSION"), started)?;
-                    lease::acquire(tx, lease::SEALER, &node, held, ttl)
-                })
+        let uploads = l.has_key.load(Ordering::SeqCst);
+        let result = tokio::task::spawn_blocking(move || {
+            let mut s = crate::store::lock_recovering(&s, "lease");
+            s.write(|tx| {
+                lease::heartbeat(tx, &node, env!("CARGO_PKG_VERSION"), started, uploads)?;
+                // Without a key, stand aside while a node with one is alive (module docs).
+                if !uploads && lease::uploader_alive(tx, &node, 2 * ttl)? {
+                    return Ok(None);
+                }
+                lease::acquire(tx, lease::SEALER, &node, held, ttl).map(Some)
             })
-            .await;
-            l.note_lease(result);
-        } else {
-            // No key: seen among the nodes, never a candidate (module docs). A key, once read,
-            // is never dropped (a failed re-read keeps it), so such a node never held the lease.
-            let result = tokio::task::spawn_blocking(move || {
-                let mut s = crate::store::lock_recovering(&s, "lease");
-                s.write(|tx| lease::heartbeat(tx, &node, env!("CARGO_PKG_VERSION"), started))
-            })
-            .await;
-            match result {
-                Ok(Ok(())) => l.live.write_ok(),
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot record this node among the store's nodes; retrying"),
-                Err(e) => tracing::error!(error = %e, "lease task failed"),
+        })
+        .await;
+        match result {
+            Ok(Ok(None)) => {
+                l.live.write_ok();
+                let fence = l.fence.lock().unwrap_or_else(|p| p.into_inner()).take();
+                l.live.lease_epoch.store(0, Ordering::Relaxed);
+                if fence.is_some() {
+                    tracing::warn!("a node with an upload key is alive: this node, which has none, gives the sealer lease up to it");
+                    release_lease(store.clone(), fence).await;
+                }
             }
+            Ok(Ok(Some(acquired))) => l.note_lease(Ok(Ok(acquired))),
+            Ok(Err(e)) => l.note_lease(Ok(Err(e))),
+            Err(e) => l.note_lease(Err(e)),
         }
         tokio::select! {
             _ = l.cancel.cancelled() => break,
@@ -356,7 +361,8 @@ impl Loops {
             }
             // Keep what we had: an unrenewed lease is still ours until another node takes it,
             // and every fenced write checks the epoch in the database anyway.
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the sealer lease; retrying"),
+            Ok(Err(e)) if held.is_some() => tracing::warn!(error = %e, "cannot renew the sealer lease; retrying"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot reach the store to bid for the sealer lease; retrying"),
             Err(e) => tracing::error!(error = %e, "lease task failed"),
         }
         // What `status` and `/metrics` call "held by this node" (`health::Live::lease_held`).
@@ -412,7 +418,11 @@ async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
             }
             Ok(Err(e)) => {
                 l.live.seal_failed(e.reason(), e.to_string(), e.is_unwritable());
-                tracing::error!(error = %e, "seal failed; closed windows stay unsealed until the next tick");
+                if e.is_fenced() {
+                    tracing::warn!(error = %e, "this node lost the sealer lease while sealing (paused or cut off past its lease?); the new holder seals; this node stands by");
+                } else {
+                    tracing::error!(error = %e, "seal failed; closed windows stay unsealed until the next tick");
+                }
             }
             Err(e) => {
                 l.live.seal_failed("panic", e.to_string(), false);
@@ -431,7 +441,7 @@ async fn upload_loop(l: Arc<Loops>, schedule: Schedule, key: Option<Secret>) {
             "upload is off: set METERD_ISV_KEY or `upload.key_file` (and `upload.endpoint`) to deliver sealed records; SIGHUP re-reads the key file"
         ),
         (true, true) => tracing::warn!(
-            "no upload key: on this shared store this node ingests and serves reads but never takes the sealer lease (it would seal and never upload); set METERD_ISV_KEY or `upload.key_file` as on the other nodes — SIGHUP re-reads the key file"
+            "no upload key: on this shared store this node takes the sealer lease only while no node with a key is alive (it would seal and never upload); set METERD_ISV_KEY or `upload.key_file` as on the other nodes — SIGHUP re-reads the key file"
         ),
         _ => {}
     }
@@ -489,7 +499,11 @@ async fn upload_turns(l: &Loops, schedule: Schedule, mut key: Option<Secret>, st
                                 }
                             }
                         }
-                        tracing::error!(error = %e, "upload run failed; records stay queued");
+                        if matches!(&e, crate::upload::run::UploadError::Store(se) if se.is_fenced()) {
+                            tracing::warn!(error = %e, "this node lost the sealer lease while uploading (paused or cut off past its lease?); the new holder resends its open batch unchanged; this node stands by");
+                        } else {
+                            tracing::error!(error = %e, "upload run failed; records stay queued");
+                        }
                     }
                 }
             }

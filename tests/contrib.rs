@@ -346,7 +346,7 @@ fn postgres_exposition() -> Option<String> {
     let pg = util::pg::PgCluster::shared()?;
     let mut env = Env::new();
     env.db = std::path::PathBuf::from(pg.fresh_db());
-    let d = env.daemon_with(&["--node", "node-a"], &[]);
+    let d = env.daemon_with(&["--node", "node-a"], &[("METERD_ISV_KEY", KEY)]);
     Some(scrape_until(&d, "/metrics", "the lease held", |t| t.contains("\nmeterd_lease_held 1\n")))
 }
 

@@ -14,7 +14,8 @@
 //!    while it is down, nothing acknowledged that was not committed, nodes reconnect alone;
 //!    a holder whose seal failed in the outage and woke as a standby is ready again (its
 //!    lease loop's writes clear `database_writable`);
-//! 5. a node without an upload key never takes the lease, so a keyed node seals and uploads.
+//! 5. a node without an upload key holds the lease only while no keyed node is alive, then
+//!    hands it over, and the keyed node seals and uploads.
 //!
 //! The mock store runs in this process on its own runtime (real loopback HTTP, like `meterd
 //! mock-store`) because it keeps every request body, which the byte-identity checks need.
@@ -390,6 +391,7 @@ fn a_holder_paused_past_its_lease_is_fenced_and_writes_nothing_when_it_wakes() {
     assert_eq!(mock.ledger().len(), ledger_before, "nothing was billed after the takeover settled");
     let log = a.stderr();
     assert!(log.contains("was taken over by node-b"), "the woken node's interrupted upload must end in the fenced error:\n{log}");
+    assert!(!log.contains("records stay queued"), "being fenced is logged as standing by, not as a failed run with records queued:\n{log}");
     assert_eq!(lease(&mut db).expect("lease").0, "node-b", "the woken node did not take the lease back");
     assert_one_record_per_period(&mut db);
     assert_billed_once(&mock.ledger());
@@ -492,10 +494,10 @@ fn a_restarted_postgres_gets_503_while_down_and_nodes_reconnect_without_losing_a
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5. A node without an upload key (new-user trial): it would seal and never upload.
+// 5. A node without an upload key (new-user trial): as holder it would seal and never upload.
 
 #[test]
-fn a_node_without_an_upload_key_never_takes_the_lease_so_a_keyed_node_uploads() {
+fn a_node_without_an_upload_key_gives_the_lease_up_to_a_node_with_one_which_uploads() {
     let Some(pg) = PgCluster::shared() else { return };
     let url = pg.fresh_db();
     let mock = mock(Duration::ZERO);
@@ -504,17 +506,14 @@ fn a_node_without_an_upload_key_never_takes_the_lease_so_a_keyed_node_uploads() 
     backlog(&env, &instances, &[1, 2, 3]);
     let mut db = util::pg::connect(&url);
 
-    // Started first, alone, with the lease free: without the rule it takes the lease at once.
+    // Alone, the keyless node takes the lease (a fleet without any key still seals) …
     let keyless = env.daemon_with(&["--node", "node-keyless"], &[]);
-    wait_logged("node-keyless to be seen", &[&keyless], || {
-        db.query_one("SELECT count(*) FROM nodes WHERE name = 'node-keyless'", &[]).unwrap().get::<_, i64>(0) == 1
-    });
-    std::thread::sleep(LEASE);
-    assert_eq!(lease(&mut db), None, "a node without a key took the sealer lease:\n{}", keyless.stderr());
-    assert!(keyless.stderr().contains("never takes the sealer lease"), "{}", keyless.stderr());
+    wait_logged("node-keyless to take the free lease", &[&keyless], || lease(&mut db).is_some_and(|l| l.0 == "node-keyless"));
+    assert!(keyless.stderr().contains("only while no node with a key is alive"), "{}", keyless.stderr());
 
+    // … and gives it up once a node with a key is alive, which then seals and uploads.
     let keyed = node(&env, "node-keyed");
-    wait_logged("node-keyed to take the lease", &[&keyless, &keyed], || lease(&mut db).is_some_and(|l| l.0 == "node-keyed"));
+    wait_logged("node-keyed to be handed the lease", &[&keyless, &keyed], || lease(&mut db).is_some_and(|l| l.0 == "node-keyed"));
     wait_logged("node-keyed to seal the 3 hours", &[&keyless, &keyed], || billable(&mut db) == 3);
     wait_logged("every record billed", &[&keyless, &keyed], || mock.ledger().len() >= 3);
     assert_billed_once(&mock.ledger());

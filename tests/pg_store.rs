@@ -128,7 +128,7 @@ fn the_sealer_lease_fences_a_node_that_lost_it_across_connections() {
     b.write(|tx| tx.execute("INSERT INTO meta (key, value) VALUES ('by', 'b')", params![])).unwrap();
     let by: Vec<String> = b.read(|tx| tx.query_map("SELECT value FROM meta WHERE key = 'by'", params![], |r| r.get(0))).unwrap();
     assert_eq!(by, vec!["b".to_string()]);
-    b.write(|tx| lease::heartbeat(tx, "b", "0.1.0", 1)).unwrap();
+    b.write(|tx| lease::heartbeat(tx, "b", "0.1.0", 1, true)).unwrap();
     let seen = b.read(|tx| lease::nodes_seen(tx, Duration::from_secs(60))).unwrap();
     assert_eq!(seen.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), vec!["b"]);
 }

@@ -156,15 +156,27 @@ pub struct NodeRow {
     pub last_seen_ns: i64,
 }
 
-/// Records that `node` (running meterd `version`, started at `started_ns`) is alive now.
-pub fn heartbeat(tx: &Tx<'_>, node: &str, version: &str, started_ns: i64) -> Result<()> {
+/// Records that `node` (running meterd `version`, started at `started_ns`) is alive now, and
+/// whether it `uploads` (has an upload key: see [`uploader_alive`]).
+pub fn heartbeat(tx: &Tx<'_>, node: &str, version: &str, started_ns: i64, uploads: bool) -> Result<()> {
     let now = db_now_ns(tx)?;
     tx.execute(
-        "INSERT INTO nodes (name, version, started_ns, last_seen_ns) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (name) DO UPDATE SET version = excluded.version, started_ns = excluded.started_ns, last_seen_ns = excluded.last_seen_ns",
-        params![node, version, started_ns, now],
+        "INSERT INTO nodes (name, version, started_ns, last_seen_ns, uploads) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (name) DO UPDATE SET version = excluded.version, started_ns = excluded.started_ns,
+             last_seen_ns = excluded.last_seen_ns, uploads = excluded.uploads",
+        params![node, version, started_ns, now, i64::from(uploads)],
     )?;
     Ok(())
+}
+
+/// Whether a node other than `node` that has an upload key was seen within `within` of the
+/// database's clock now. A node without a key bids for the sealer lease only while none is:
+/// as holder it would seal and never upload, and the keyed nodes would stand by behind it
+/// (new-user trial, issue 13). Nodes of builds before the `uploads` column count as keyed.
+pub fn uploader_alive(tx: &Tx<'_>, node: &str, within: std::time::Duration) -> Result<bool> {
+    let since = db_now_ns(tx)?.saturating_sub(i64::try_from(within.as_nanos()).unwrap_or(i64::MAX));
+    let n: i64 = tx.one("SELECT count(*) FROM nodes WHERE name <> ?1 AND uploads = 1 AND last_seen_ns >= ?2", params![node, since])?;
+    Ok(n > 0)
 }
 
 /// The nodes seen within `within` of the database's clock now, most recent first.

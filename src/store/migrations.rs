@@ -348,4 +348,11 @@ CREATE INDEX notify_outbox_pending ON notify_outbox (next_ns) WHERE delivered_ns
     r#"
 ALTER TABLE upload_queue ADD COLUMN body BLOB;
 "#,
+    // 13: the twin of PostgreSQL migration 10 (issue 13): whether a node seen has an upload
+    // key (1) or not (0), written by its heartbeat. On a shared store a node without a key
+    // bids for the sealer lease only while no node with one is alive (`daemon`, module docs);
+    // SQLite has one node and never reads it. Rows of older builds count as having a key.
+    r#"
+ALTER TABLE nodes ADD COLUMN uploads INTEGER NOT NULL DEFAULT 1;
+"#,
 ];

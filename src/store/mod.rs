@@ -228,6 +228,12 @@ impl StoreError {
     pub fn is_unwritable(&self) -> bool {
         unwritable_reason(self.reason())
     }
+
+    /// Another node took the sealer lease over (issue 13's fencing): this node wrote nothing
+    /// and stands by — expected after a pause past the lease, not a fault to page for.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. })
+    }
 }
 
 /// Every value [`StoreError::reason`] gives (the `reason` label of the failure counters, which

@@ -417,6 +417,14 @@ CREATE INDEX upload_queue_pending ON upload_queue(window_start, metering_sn) WHE
     r#"
 ALTER TABLE upload_queue ADD COLUMN body bytea;
 "#,
+    // 10: as SQLite migration 13: whether a node seen has an upload key (1) or not (0), from
+    // its heartbeat. A node without a key bids for the sealer lease only while no node with a
+    // key is alive, and gives the lease up when one appears (`daemon`): as holder it would
+    // seal and never upload. Nodes of older builds write no value and count as having a key.
+    // A column with a constant default rewrites nothing.
+    r#"
+ALTER TABLE nodes ADD COLUMN uploads bigint NOT NULL DEFAULT 1;
+"#,
 ];
 
 /// Why [`migrate`] failed.
