@@ -489,6 +489,54 @@ fn configuration_errors_of_a_postgres_store_are_exit_2_and_never_show_the_passwo
     assert_eq!(meterd(dir.path(), &url).status.code(), Some(0));
 }
 
+/// The password's sources in order — the URL, `PGPASSWORD`, `[store] password_file` — as the
+/// README gives them (new-user trial): a password file that is not used is not read (it was,
+/// and a missing one failed every command with exit 2 while `PGPASSWORD` held the password); a
+/// wrong password names the source it came from; no password at all names all three; a
+/// password file others may read is warned about, as `upload.key_file` is.
+#[test]
+fn the_password_comes_from_the_url_then_pgpassword_then_the_file_and_errors_name_the_source() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url_without_password(&pg.fresh_db_name());
+    let file = dir.path().join("pg.password");
+    let cfg = dir.path().join("meterd.toml");
+    let config = |pw_file: &Path| std::fs::write(&cfg, format!("[store]\npassword_file = {:?}\n", pw_file.to_str().unwrap())).unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"));
+        cmd.current_dir(dir.path()).env_remove("METERD_DB").env_remove("PGPASSWORD").env("RUST_LOG", "warn");
+        cmd.envs(envs.iter().copied()).args(["--config", cfg.to_str().unwrap(), "--db", &url, "status"]);
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // PGPASSWORD right, the configured file missing: the file is not needed, so not read.
+    config(&dir.path().join("missing.password"));
+    let (code, stderr) = run(&[("PGPASSWORD", pg.password())]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // PGPASSWORD wrong: the message says the password came from PGPASSWORD.
+    let (code, stderr) = run(&[("PGPASSWORD", "not-the-password")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("which came from PGPASSWORD"), "{stderr}");
+    // The file alone, right but readable by others: works, with a warning naming the file.
+    std::fs::write(&file, format!("{}\n", pg.password())).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    config(&file);
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("`store.password_file`") && stderr.contains("chmod 600"), "{stderr}");
+    // The file wrong: the message names the file as the source.
+    std::fs::write(&file, "not-the-password\n").unwrap();
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("which came from `store.password_file`"), "{stderr}");
+    // No password anywhere: every source is named.
+    std::fs::write(&cfg, "").unwrap();
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no password was given") && stderr.contains("PGPASSWORD"), "{stderr}");
+    assert!(!stderr.contains(pg.password()), "{stderr}");
+}
+
 /// `METERD_DB` in an environment file is how the README deploys a shared store: no help text
 /// shows its value (clap printed `[env: METERD_DB=postgres://meterd:PASSWORD@…]`).
 #[test]

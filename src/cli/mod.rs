@@ -205,8 +205,10 @@ impl Ctx {
         if let Some(w) = crate::settings::zone_warning(cfg.timezone) {
             tracing::warn!("{w}");
         }
-        if crate::store::postgres_url(&db).is_some() {
-            load_password_file(&cfg)?;
+        if let Some(url) = crate::store::postgres_url(&db) {
+            if !crate::store::pg::password_given(url) {
+                load_password_file(&cfg)?;
+            }
         }
         let node = cli.node.clone().filter(|n| !n.trim().is_empty()).unwrap_or_else(crate::store::lease::default_node_name);
         Ok(Ctx { cfg: Arc::new(cfg), db, node })
@@ -275,7 +277,13 @@ impl Ctx {
             // A bad URL, a PostgreSQL URL this build refuses, a libpq string, a wrong password or
             // database: configuration, which a restart cannot fix (exit 2).
             e if e.reason() == "config" && !matches!(e, crate::store::StoreError::Tls(_)) => {
-                Failure::usage(format!("{e} (check the URL in --db / METERD_DB and the password)"))
+                match crate::store::postgres_url(&self.db).map(crate::store::pg::password_source) {
+                    Some("nowhere") => Failure::usage(format!(
+                        "{e} (check the URL in --db / METERD_DB; no password was given: put it in the URL, in PGPASSWORD or in the file named by `[store] password_file`)"
+                    )),
+                    Some(from) => Failure::usage(format!("{e} (check the URL in --db / METERD_DB and the password, which came from {from})")),
+                    None => Failure::usage(format!("{e} (check the URL in --db / METERD_DB and the password)")),
+                }
             }
             e => e.into(),
         })
@@ -283,7 +291,9 @@ impl Ctx {
 }
 
 /// Reads `[store] password_file` (if set) as the PostgreSQL password of last resort (see
-/// `store::pg`); an unreadable or empty file is a configuration error (exit 2).
+/// `store::pg`; callers skip it when the URL or `PGPASSWORD` gives one, so a file that is not
+/// used is never required); an unreadable or empty file is a configuration error (exit 2), a
+/// file others may read gets a warning, as `upload.key_file` does.
 pub fn load_password_file(cfg: &Config) -> Result<(), Failure> {
     if let Some(file) = &cfg.store.password_file {
         let text = std::fs::read_to_string(file)
@@ -291,6 +301,9 @@ pub fn load_password_file(cfg: &Config) -> Result<(), Failure> {
         let password = text.trim();
         if password.is_empty() {
             return Err(Failure::usage(format!("`store.password_file` {} is empty", file.display())));
+        }
+        if let Some(w) = crate::config::secret::permission_warning(file, "`store.password_file`") {
+            tracing::warn!("{w}");
         }
         crate::store::pg::set_password_file_secret(crate::config::Secret::new(password.as_bytes()));
     }

@@ -10,7 +10,7 @@ mod duration;
 mod exact;
 mod notify;
 mod plan;
-mod secret;
+pub(crate) mod secret;
 
 pub use check::{endpoint_url, is_loopback_url, listen_addr};
 pub use duration::Span;

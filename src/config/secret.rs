@@ -57,21 +57,23 @@ impl Secret {
         if secret.0.is_empty() {
             return Err(format!("`upload.key_file` {} is empty", path.display()));
         }
-        Ok((secret, permission_warning(path)))
+        Ok((secret, permission_warning(path, "key file")))
     }
 }
 
+/// A warning when the secret file at `path` (`what`, for the message: "key file") may be read
+/// by group or others; `None` when only its owner can, or its mode cannot be read.
 #[cfg(unix)]
-fn permission_warning(path: &Path) -> Option<String> {
+pub(crate) fn permission_warning(path: &Path, what: &str) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     (mode & 0o077 != 0).then(|| {
-        format!("key file {} is readable by group or others (mode {:o}); run `chmod 600 {}`", path.display(), mode & 0o777, path.display())
+        format!("{what} {} is readable by group or others (mode {:o}); run `chmod 600 {}`", path.display(), mode & 0o777, path.display())
     })
 }
 
 #[cfg(not(unix))]
-fn permission_warning(_path: &Path) -> Option<String> {
+pub(crate) fn permission_warning(_path: &Path, _what: &str) -> Option<String> {
     None
 }
 

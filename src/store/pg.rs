@@ -56,6 +56,27 @@ pub fn looks_like_conninfo(db: &str) -> bool {
         || keys.iter().any(|k| db.starts_with(k))
 }
 
+/// Whether the URL or `PGPASSWORD` gives a password (then `[store] password_file` is not read).
+pub fn password_given(url: &str) -> bool {
+    password_source(url) != "nowhere"
+}
+
+/// Where the password [`PgLocation::parse`] uses for `url` comes from, for messages (never the
+/// password): "the URL", "PGPASSWORD", "`store.password_file`" or "nowhere".
+pub fn password_source(url: &str) -> &'static str {
+    let in_url =
+        pg_tls::split_url(url).ok().and_then(|(rest, _)| rest.parse::<postgres::Config>().ok()).is_some_and(|c| c.get_password().is_some());
+    if in_url {
+        "the URL"
+    } else if std::env::var_os("PGPASSWORD").is_some() {
+        "PGPASSWORD"
+    } else if PASSWORD_FILE_SECRET.get().is_some() {
+        "`store.password_file`"
+    } else {
+        "nowhere"
+    }
+}
+
 /// Whether `db` names a PostgreSQL server rather than a SQLite file.
 pub fn is_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
