@@ -171,6 +171,7 @@ fn sqlite_to_postgres_and_back_keeps_every_row_and_the_audit() {
     let home = copy(&env, &url, &back);
     home.success();
     assert!(home.stdout.contains("audit: equal on both sides"), "{}", home.stdout);
+    assert!(!home.stderr.contains("warning"), "no node runs on the source: {}", home.stderr);
     for r in [&there, &home] {
         assert!(!r.stdout.contains(pg.password()) && !r.stderr.contains(pg.password()), "the password is never printed");
         assert!(r.stdout.contains("postgres://meterd:***@"), "the URL is shown redacted: {}", r.stdout);
@@ -291,4 +292,19 @@ fn every_postgres_table_and_column_is_copied_or_skipped() {
             assert_eq!(ours, cols, "columns of {name}");
         }
     }
+}
+
+/// A copy of a shared store that nodes are still running on is warned about, naming them: what
+/// they acknowledge after the copy's snapshot is not in it (new-user trial).
+#[test]
+fn a_copy_of_a_shared_store_with_live_nodes_warns_naming_them() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let env = Env::new();
+    let url = pg.fresh_db();
+    let mut s = open(&url);
+    s.write(|tx| meterd::store::lease::heartbeat(tx, "node-live", "0.1.0", 1, true)).unwrap();
+    drop(s);
+    let out = copy(&env, &url, env.dir.path().join("snap.db").to_str().unwrap());
+    out.success();
+    assert!(out.stderr.contains("warning: 1 node(s) were seen on the source") && out.stderr.contains("node-live"), "{}", out.stderr);
 }

@@ -18,7 +18,7 @@ pub struct Args {
 pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     if crate::store::postgres_url(&ctx.db).is_some() {
         return Err(Failure::usage(format!(
-            "meterd backup copies a SQLite file; {} is a PostgreSQL server: back it up with the server's own tools (pg_dump, or continuous archiving)",
+            "meterd backup copies a SQLite file; {} is a PostgreSQL server: back it up with the server's own tools (pg_dump, or continuous archiving), or stop every node and run `meterd store copy --from <URL> --to snapshot.db` for a SQLite copy the audit checks",
             crate::store::shown(&ctx.db)
         )));
     }

@@ -73,7 +73,8 @@ fn copy(ctx: &Ctx, from: &Path, to: &Path) -> Result<u8, Failure> {
     if from == to {
         return Err(Failure::usage(format!("--from and --to both name {from_shown}; copy into another, empty store")));
     }
-    if crate::store::postgres_url(from).is_some() || crate::store::postgres_url(to).is_some() {
+    let urls = [from, to].map(crate::store::postgres_url);
+    if urls.iter().flatten().any(|u| !crate::store::pg::password_given(u)) {
         super::load_password_file(&ctx.cfg)?;
     }
     // As `Ctx::store_unchecked`: what a restart cannot fix (a bad URL, TLS refused, a wrong
@@ -89,6 +90,23 @@ fn copy(ctx: &Ctx, from: &Path, to: &Path) -> Result<u8, Failure> {
         return Err(Failure::usage(format!("--from {from_shown}: no such database file; name an existing store to copy")));
     }
     let mut src = Store::open_existing(from).map_err(|e| open_err("--from", &from_shown, e))?;
+    // A shared source with live nodes: what they acknowledge after the copy's snapshot is not
+    // in the copy (new-user trial). Warned, not refused: the audit at the end catches writes
+    // the snapshot raced, and an operator may copy a live store on purpose (a test copy).
+    if src.backend() == crate::store::sql::Backend::Postgres {
+        let within = 2 * ctx.cfg.store.lease.0;
+        if let Ok(live) = src.read(|tx| crate::store::lease::nodes_seen(tx, within)) {
+            if !live.is_empty() {
+                let names: Vec<&str> = live.iter().map(|n| n.name.as_str()).collect();
+                eprintln!(
+                    "meterd: warning: {} node(s) were seen on the source in the last {} s ({}): events they acknowledge after this copy are not in it — stop every node on the source before a copy you will switch to",
+                    live.len(),
+                    within.as_secs(),
+                    names.join(", ")
+                );
+            }
+        }
+    }
     if crate::store::postgres_url(to).is_none() {
         crate::daemon::startup::check_db_dir(to).map_err(Failure::usage)?;
     }
