@@ -237,10 +237,11 @@ async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Answer {
 async fn release_instance(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>, body: Bytes) -> Answer {
     let id = path_id(id)?;
     let at = json_body::<ReleaseBody>(&body, r#"{"time"}"#).and_then(|req| time_field("time", &req.time))?;
-    let now = st.now();
+    let (cfg, now) = (st.cfg.clone(), st.now());
     let result = with_admin(&st, move |s| {
         s.write(|tx| {
-            let released = instances::release(tx, &id, at)?;
+            let billing = |plan: &str| crate::store::lifecycle_release::Billing::of(cfg.plan(plan));
+            let released = instances::release(tx, &id, at, &billing)?;
             let mut v = view(tx, &released.instance, now)?;
             if let Some(w) = released.warning() {
                 v["warning"] = json!(w);

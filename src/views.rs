@@ -44,7 +44,7 @@ pub fn preview_table(p: &Preview) -> String {
                 r.plan.clone(),
                 r.begin_time.to_string(),
                 r.end_time.to_string(),
-                r.state.to_string(),
+                if r.flagged.is_some() { format!("{} (flagged)", r.state) } else { r.state.to_string() },
                 r.usage.to_string(),
                 r.charge_2dp.to_string(),
                 // Units prepaid: drawn from a stop package, or covered by pay-per-use packages.

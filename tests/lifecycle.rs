@@ -136,13 +136,14 @@ fn an_open_window_after_a_late_release_is_shown_unbillable_not_charged() {
         let t = &p["instances"][0];
         (rows, t["charge"].as_str().unwrap().to_string(), t["unbillable"].as_str().unwrap().to_string())
     };
-    let sealed_row = (at("09:00"), at("10:00"), "5".to_string()); // sealed before the release was known
+    // Sealed before the release was known: flagged, so charged 0 (the store refuses it).
+    let sealed_row = (at("09:00"), at("10:00"), "5".to_string());
     let last_seal = env.run(&["status", "--format", "json", "--now", &at("10:40")]).json()["last_seal"].clone();
     assert!(last_seal.is_string(), "a seal by hand is the store's last seal too: {last_seal}");
-    assert_eq!(preview("10:40"), (vec![sealed_row.clone()], "5".to_string(), "3".to_string()), "before the window closes");
+    assert_eq!(preview("10:40"), (vec![sealed_row.clone()], "0".to_string(), "3".to_string()), "before the window closes");
     env.run(&["seal", "--now", &at("11:06")]).success();
     assert_eq!(records(&env).len(), 1, "the window after the release got no record");
-    assert_eq!(preview("11:06"), (vec![sealed_row], "5".to_string(), "3".to_string()), "after its seal: the same bill");
+    assert_eq!(preview("11:06"), (vec![sealed_row], "0".to_string(), "3".to_string()), "after its seal: the same bill");
     let status = env.run(&["status", "--format", "json", "--now", &at("11:06")]).json();
     assert_eq!(status["unbillable"][I], "3", "{status}");
     assert_eq!(status["conservation_violations"], serde_json::json!([]), "{status}");
@@ -268,4 +269,109 @@ fn a_freeze_reported_after_its_windows_were_sealed_is_recorded_and_flags_records
         assert_eq!(flags.len(), 1, "{door}: {flags:?}");
         assert!(flags[0].0 == inside && flags[0].1.contains(&at("09:45")) && flags[0].1.contains(&at("12:00")), "{door}: {flags:?}");
     }
+}
+
+/// An hourly plan at price 1 aggregating by `aggregation` (`sum`, `count`, `max`, …).
+fn hourly_env_by(aggregation: &str) -> Env {
+    let toml = format!(
+        "{}\n[[plan]]\nname = \"hourly\"\nfactor = \"units\"\nunit = \"unit\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"1\"\naggregation = \"{aggregation}\"\n",
+        util::EXAMPLE_CONFIG
+    );
+    let env = Env::with_config(&toml);
+    env.add_instance(I, "hourly", "2026-11-23T00:00:00Z");
+    env
+}
+
+/// (charge, unbillable) of the instance in `preview --format json`, and its rows' (begin, end,
+/// usage).
+fn bill(env: &Env, now: &str) -> (String, String, Vec<(String, String, String)>) {
+    let p = env.run(&["preview", "--format", "json", "--now", &at(now)]).json();
+    let rows = p["rows"].as_array().unwrap().iter().map(|r| {
+        (
+            r["begin_time"].as_str().unwrap().to_string(),
+            r["end_time"].as_str().unwrap().to_string(),
+            r["usage"].as_str().unwrap().to_string(),
+        )
+    });
+    let t = &p["instances"][0];
+    (t["charge"].as_str().unwrap().to_string(), t["unbillable"].as_str().unwrap().to_string(), rows.collect())
+}
+
+/// Usage after a release reported late, inside the release's own window (final trial
+/// finding): 4 units at 11:20 and 3 at 11:40, then the release at 11:30. The 3 units are
+/// unbillable from the moment the release is recorded: status, preview and the audit say so
+/// before the seal, and the seal bills [11:00, 11:30) with 4 — through the CLI and HTTP.
+#[test]
+fn usage_after_a_late_release_inside_its_window_is_unbillable_in_every_view() {
+    for (door, agg) in [("cli", "sum"), ("http", "sum"), ("cli", "count")] {
+        let env = hourly_env_by(agg);
+        assert_eq!(accepted(&env, "11:21", "a", "4", "11:20")["accepted"], 1);
+        assert_eq!(accepted(&env, "11:41", "b", "3", "11:40")["accepted"], 1);
+        let (ok, warning, _) = report(&env, door, "11:45", "release", "11:30");
+        assert!(ok, "{door}: {warning}");
+        let (billed, after) = if agg == "count" { ("1", "1") } else { ("4", "3") };
+        assert!(warning.contains("1 event(s)") && warning.contains("unbillable now"), "{door}: {warning}");
+
+        let status = |now: &str| env.run(&["status", "--format", "json", "--now", &at(now)]).json();
+        for (when, now) in [("before the seal", "11:50"), ("after the seal", "12:06")] {
+            if when == "after the seal" {
+                env.run(&["seal", "--now", &at("12:06")]).success();
+                let recs = env.db().rows("SELECT begin_s, end_s, usage_value FROM records", &[], |r| {
+                    Ok((r.get::<i64>(0)?, r.get::<i64>(1)?, r.get::<String>(2)?))
+                });
+                let ts = |s: i64| meterd::model::Timestamp::from_secs(s).to_string();
+                let recs: Vec<_> = recs.into_iter().map(|(b, e, v)| (ts(b), ts(e), v)).collect();
+                assert_eq!(recs, vec![(at("11:00"), at("11:30"), billed.to_string())], "{door} {agg}");
+            }
+            let s = status(now);
+            assert_eq!(s["unbillable"][I], after, "{door} {agg} {when}: {s}");
+            assert_eq!(s["conservation_violations"], serde_json::json!([]), "{door} {agg} {when}: {s}");
+            let (charge, unbillable, rows) = bill(&env, now);
+            assert_eq!((charge.as_str(), unbillable.as_str()), (billed, after), "{door} {agg} {when}: {rows:?}");
+            assert_eq!(rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), [billed], "{door} {agg} {when}");
+            let check = env.run(&["status", "--check", "--now", &at(now)]);
+            assert_eq!(check.code, 0, "{door} {agg} {when}: {}{}", check.stdout, check.stderr);
+        }
+    }
+}
+
+/// The same for a point plan (`max`): the 7 at 11:40, after the release, leaves the window;
+/// the record is the max before the release, and the event is counted as billed nowhere.
+#[test]
+fn a_point_event_after_a_late_release_leaves_its_window() {
+    let env = hourly_env_by("max");
+    assert_eq!(accepted(&env, "11:21", "a", "4", "11:20")["accepted"], 1);
+    assert_eq!(accepted(&env, "11:41", "b", "7", "11:40")["accepted"], 1);
+    let (ok, warning, _) = report(&env, "cli", "11:45", "release", "11:30");
+    assert!(ok && warning.contains("billed nowhere now"), "{warning}");
+    assert_eq!(bill(&env, "11:50").0, "4", "before the seal");
+    env.run(&["seal", "--now", &at("12:06")]).success();
+    let values = env.db().rows("SELECT usage_value FROM records", &[], |r| r.get::<String>(0));
+    assert_eq!(values, ["4"]);
+    assert_eq!(bill(&env, "12:06").0, "4", "after the seal");
+    let s = env.run(&["status", "--format", "json", "--now", &at("12:06")]).json();
+    assert_eq!(s["late_unbilled"][I], 1, "{s}");
+    assert_eq!(s["conservation_violations"], serde_json::json!([]), "{s}");
+    assert_eq!(env.run(&["status", "--check", "--now", &at("12:06")]).code, 0);
+}
+
+/// A record sealed past a release reported later: `status` flags it as one the store will
+/// refuse, and the preview shows it flagged, charged 0 (as a rejected record), in JSON, CSV
+/// and the table.
+#[test]
+fn a_record_sealed_past_a_late_release_is_flagged_and_not_charged_in_the_preview() {
+    let env = hourly_env();
+    assert_eq!(accepted(&env, "09:11", "a", "5", "09:10")["accepted"], 1);
+    env.run(&["seal", "--now", &at("10:06")]).success();
+    assert_eq!(bill(&env, "10:07").0, "5", "charged before the release is known");
+    assert!(report(&env, "cli", "10:10", "release", "09:30").0);
+    let p = env.run(&["preview", "--format", "json", "--now", &at("10:20")]).json();
+    let row = &p["rows"][0];
+    assert_eq!((row["usage"].as_str(), row["charge"].as_str()), (Some("5"), Some("0")), "{p}");
+    assert!(row["flagged"].as_str().unwrap_or_default().contains("release"), "{p}");
+    assert_eq!(p["instances"][0]["charge"], "0", "{p}");
+    let csv = env.run(&["preview", "--format", "csv", "--now", &at("10:20")]).stdout;
+    assert!(csv.lines().nth(1).is_some_and(|l| l.contains("refuses it")), "{csv}");
+    let table = env.run(&["preview", "--now", &at("10:20")]).stdout;
+    assert!(table.contains("pending (flagged)"), "{table}");
 }

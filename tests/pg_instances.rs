@@ -131,8 +131,11 @@ fn script(tx: &Tx<'_>) -> Result<Vec<String>> {
     log("freeze again", format!("{:?}", lifecycle::set_status(tx, "i-1", Status::Freeze, secs(3600), Timestamp(4))?.events_after));
     log("unfreeze", format!("{:?}", lifecycle::set_status(tx, "i-1", Status::Unfreeze, secs(9000), Timestamp(4))?));
     log("history", format!("{:?}", lifecycle::history(tx, key)?));
-    log("release", format!("{:?}", instances::release(tx, "i-1", secs(5000))?));
-    log("release moved", instances::release(tx, "i-1", secs(5001)).unwrap_err().to_string());
+    log("release", format!("{:?}", instances::release(tx, "i-1", secs(5000), &|_| meterd::store::lifecycle_release::Billing::Additive)?));
+    log(
+        "release moved",
+        instances::release(tx, "i-1", secs(5001), &|_| meterd::store::lifecycle_release::Billing::Additive).unwrap_err().to_string(),
+    );
     log("settled", instances::settle_released(tx, "i-1")?.to_string());
     let inst = instances::get(tx, "i-1")?.unwrap();
     log("released", format!("{inst:?}"));

@@ -603,7 +603,7 @@ fn seal_a_day(db: &str) -> (Vec<String>, Option<u64>) {
         }
         lifecycle::set_status(tx, "i-00", Status::Freeze, at(5), day)?;
         lifecycle::set_status(tx, "i-00", Status::Unfreeze, at(8), day)?;
-        instances::release(tx, "i-01", at(20))?;
+        instances::release(tx, "i-01", at(20), &|_| meterd::store::lifecycle_release::Billing::Additive)?;
         let pkg = packages::NewPackage {
             package_id: "pkg-2".into(),
             quota: dec("100"),

@@ -318,7 +318,7 @@ fn stop_package_records_are_prepaid_charge_0_with_the_units_drawn() {
     let csv = env.run(&["preview", "--format", "csv"]).success().stdout.clone();
     assert!(csv.ends_with('\n') && !csv.ends_with("\n\n"), "one newline ends the last record, no empty row: {csv:?}");
     let mut lines = csv.lines();
-    assert!(lines.next().unwrap().ends_with(",relate_pkg_instance,drawn,covered"), "{csv}");
+    assert!(lines.next().unwrap().ends_with(",relate_pkg_instance,drawn,covered,flagged"), "{csv}");
     assert!(csv.contains(",pkg-10,10"), "{csv}");
     let table = env.run(&["preview"]).success().stdout.clone();
     assert!(table.contains("PREPAID") && table.contains("over_quota 2"), "{table}");

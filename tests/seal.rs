@@ -139,7 +139,9 @@ fn clipped_times_and_record_format() {
     w.add_instance_at("i-1", "calls", ts("2026-11-23T06:20:00Z"));
     assert_eq!(w.event("i-1", "a", "1.5", "2026-11-23T06:30:00Z", "2026-11-23T09:00:00Z").accepted, 1);
     assert_eq!(w.event("i-1", "b", "2", "2026-11-23T09:10:00Z", "2026-11-23T09:30:00Z").accepted, 1);
-    w.store().write(|tx| instances::release(tx, "i-1", ts("2026-11-23T09:40:00Z"))).unwrap();
+    w.store()
+        .write(|tx| instances::release(tx, "i-1", ts("2026-11-23T09:40:00Z"), &|_| meterd::store::lifecycle_release::Billing::Additive))
+        .unwrap();
     w.seal(ts("2026-11-23T11:00:00Z"));
     let recs = w.store().read(records::all).unwrap();
     let bodies: Vec<serde_json::Value> = recs.iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
@@ -324,7 +326,9 @@ fn lifecycle_step(w: &Live, s: &Step, inst: &str, base: Timestamp) -> bool {
             true
         }
         Step::Release { minute, .. } => {
-            let _ = w.store().write(|tx| instances::release(tx, inst, base.add_secs(minute * 60 + 1)));
+            let _ = w.store().write(|tx| {
+                instances::release(tx, inst, base.add_secs(minute * 60 + 1), &|_| meterd::store::lifecycle_release::Billing::Additive)
+            });
             true
         }
         _ => false,
@@ -374,7 +378,7 @@ proptest! {
             assert_carry_settled(&w.db, &mut checked);
         }
         // Release r-1 when possible, seal everything, and check again.
-        let _ = w.store().write(|tx| instances::release(tx, "r-1", rel));
+        let _ = w.store().write(|tx| instances::release(tx, "r-1", rel, &|_| meterd::store::lifecycle_release::Billing::Additive));
         meterd::seal::seal(&mut w.store(), &w.cfg, now_clock).unwrap();
         assert_conserved(&w.db);
         assert_carry_settled(&w.db, &mut checked);

@@ -2,7 +2,9 @@
 //! An inverted range (`--from` after `--to`) is bad usage (exit 2); any other range answers.
 //! The table's PREPAID column shows the units a row's packages paid for: `drawn` from its
 //! stop-before-excess package, or `covered` by pay-per-use packages (the JSON and CSV fields);
-//! CSV also has `relate_pkg_instance`.
+//! CSV also has `relate_pkg_instance`. A sealed record the store will refuse (a release or
+//! freeze reported after its seal contradicts it) shows `flagged` (the reason; the table marks
+//! its state `STATE (flagged)`) and is charged 0.
 
 use super::{Ctx, Failure};
 use crate::model::Timestamp;
@@ -58,7 +60,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
 }
 
 /// The CSV header: one column per [`crate::preview::PreviewRow`] field, in this order.
-const CSV_HEADER: [&str; 12] = [
+const CSV_HEADER: [&str; 13] = [
     "instance_id",
     "plan",
     "begin_time",
@@ -71,6 +73,7 @@ const CSV_HEADER: [&str; 12] = [
     "relate_pkg_instance",
     "drawn",
     "covered",
+    "flagged",
 ];
 
 /// The rows as RFC 4180 CSV (the `csv` crate): a cell holding a comma, a double quote or a line
@@ -94,6 +97,7 @@ fn to_csv(p: &Preview) -> String {
             r.relate_pkg_instance.as_deref().unwrap_or(""),
             &opt(r.drawn),
             &opt(r.covered),
+            r.flagged.as_deref().unwrap_or(""),
         ])
     });
     // Writing into a Vec cannot fail, and every cell is a Rust string (valid UTF-8); were it
@@ -124,10 +128,11 @@ mod tests {
             relate_pkg_instance: Some("pkg-10".into()),
             covered: None,
             drawn: Some(Decimal::new(10, 0)),
+            flagged: None,
         };
         let p = Preview { rows: vec![row], instances: Vec::new(), totals: Vec::new() };
         let expected = format!(
-            "{}\ni-1,\"gold, \"\"annual\"\"\",2026-11-23T10:00:00Z,2026-11-23T11:00:00Z,sealed,80.5,3,3.00,,pkg-10,10,\n",
+            "{}\ni-1,\"gold, \"\"annual\"\"\",2026-11-23T10:00:00Z,2026-11-23T11:00:00Z,sealed,80.5,3,3.00,,pkg-10,10,,\n",
             CSV_HEADER.join(",")
         );
         assert_eq!(to_csv(&p), expected);

@@ -7,7 +7,9 @@
 //! delivered and ones before `from` — so the preview shows what the store will bill.
 //!
 //! The preview prices what the store will charge per use, and only that ([`price`]): a record
-//! the store rejected (or that expired) costs nothing and adds nothing to step accumulation.
+//! the store rejected (or that expired) costs nothing and adds nothing to step accumulation;
+//! nor does a record the store will refuse because a release or freeze reported after its seal
+//! contradicts it (`flagged`, with the reason `status` lists it under; issue 12 follow-up).
 //!
 //! Packages (design §4.2): a stop-before-excess instance shows one row per record (one per
 //! package segment, with `relate_pkg_instance`), each with charge 0 and the units it `drawn`
@@ -36,7 +38,7 @@ use crate::pricing;
 use crate::quota;
 use crate::store::records::{self, RecordState};
 use crate::store::sql::Tx;
-use crate::store::{instances, packages, windows, InstanceRow, Store, StoreError};
+use crate::store::{instances, lifecycle, lifecycle_flags, packages, windows, InstanceRow, Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -106,6 +108,11 @@ pub struct PreviewRow {
     /// is 0); 0 for a record the store rejected.
     #[serde(skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
     pub drawn: Option<Decimal>,
+    /// Why the store will refuse this sealed record, when a release or freeze reported after
+    /// its seal contradicts it (the reason `status` lists it under `flagged_records` with,
+    /// rule in `store::lifecycle_flags`): its `charge` is 0, as a rejected record's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flagged: Option<String>,
 }
 
 /// Totals of one instance over the rows shown.
@@ -248,6 +255,8 @@ struct Raw {
     usage: Decimal,
     sn: Option<String>,
     pkg: Option<String>,
+    /// Why the store will refuse this record (`store::lifecycle_flags`), if it will.
+    flagged: Option<String>,
 }
 
 /// The label a record in `state` shows in the preview: its delivery state, named as
@@ -298,21 +307,28 @@ fn instance_rows(
         Some(acc) if from != i64::MIN => pricing::accumulation_start(acc, cfg.timezone, from),
         _ => from,
     };
+    // A record a release or freeze reported after its seal contradicts is refused by the
+    // store: flagged, and charged 0 like a rejected one (`store::lifecycle_flags`).
+    let history = lifecycle::history(tx, inst.key)?;
     let mut raw: Vec<Raw> = records::summaries_of_instance(tx, inst.key, load_from, to)?
         .into_iter()
-        .map(|r| Raw {
-            window: r.window_start,
-            begin: r.begin,
-            end: r.end,
-            state: record_label(r.state),
-            usage: r.usage_value,
-            sn: Some(r.metering_sn),
-            pkg: r.relate_pkg,
+        .map(|r| {
+            let judged = lifecycle_flags::judge(inst.release, &history, Timestamp::from_secs(r.begin), Timestamp::from_secs(r.end));
+            Raw {
+                window: r.window_start,
+                begin: r.begin,
+                end: r.end,
+                state: record_label(r.state),
+                flagged: judged.filter(|_| r.state != RecordState::Zero).map(|why| why.to_string()),
+                usage: r.usage_value,
+                sn: Some(r.metering_sn),
+                pkg: r.relate_pkg,
+            }
         })
         .collect();
     if plan.aggregation.is_level() {
         for (window, begin, end, usage) in level::open_rows(tx, cfg, plan, inst, q.now, to)? {
-            raw.push(Raw { window, begin, end, state: "open", usage, sn: None, pkg: None });
+            raw.push(Raw { window, begin, end, state: "open", usage, sn: None, pkg: None, flagged: None });
         }
     }
     let point_windows = if plan.aggregation.is_level() {
@@ -340,14 +356,23 @@ fn instance_rows(
         } else {
             w.usage
         };
-        raw.push(Raw { window: w.start, begin: w.start.max(inst.start.secs()), end, state: "open", usage, sn: None, pkg: None });
+        raw.push(Raw {
+            window: w.start,
+            begin: w.start.max(inst.start.secs()),
+            end,
+            state: "open",
+            usage,
+            sn: None,
+            pkg: None,
+            flagged: None,
+        });
     }
     raw.sort_by_key(|r| (r.window, r.begin));
     let pkgs = packages::of_instance(tx, inst.key)?;
     let (covered, used) = if payg {
         // A record the store rejected drew nothing from its packages.
         let seen: Vec<(i64, Decimal)> =
-            raw.iter().map(|r| (r.begin, if price::is_billed(r.state) { r.usage } else { Decimal::ZERO })).collect();
+            raw.iter().map(|r| (r.begin, if price::is_billed(r.state) && r.flagged.is_none() { r.usage } else { Decimal::ZERO })).collect();
         let (c, u) = quota::payg_cover(&pkgs, cfg.timezone, &seen);
         (Some(c), u)
     } else {
@@ -397,8 +422,7 @@ fn price_rows(
     covered: Option<&[Decimal]>,
 ) -> Result<Priced, Overflow> {
     let cov = |k: usize| covered.map(|c| c.get(k).copied().unwrap_or_default());
-    let billable: Vec<(i64, Decimal)> =
-        raw.iter().enumerate().map(|(k, r)| (r.window, price::billable(plan.package, r.state, r.usage, cov(k)))).collect();
+    let billable: Vec<(i64, Decimal)> = raw.iter().enumerate().map(|(k, r)| (r.window, billable(plan, r, cov(k)))).collect();
     let charges = price::charges(&plan.pricing, tz, &billable).ok_or(Overflow::Charges)?;
     let mut out = Priced { rows: Vec::new(), usage: Decimal::ZERO, charge: Decimal::ZERO };
     for (k, (r, charge)) in raw.into_iter().zip(charges).enumerate() {
@@ -420,9 +444,20 @@ fn price_rows(
             drawn: price::drawn(plan.package, r.state, r.usage),
             relate_pkg_instance: r.pkg,
             covered: cov(k),
+            flagged: r.flagged,
         });
     }
     Ok(out)
+}
+
+/// What the store bills of a row: nothing of a flagged record (it refuses it), else
+/// [`price::billable`].
+fn billable(plan: &Plan, r: &Raw, covered: Option<Decimal>) -> Decimal {
+    if r.flagged.is_some() {
+        Decimal::ZERO
+    } else {
+        price::billable(plan.package, r.state, r.usage, covered)
+    }
 }
 
 fn is_zero_u64(n: &u64) -> bool {

@@ -24,7 +24,7 @@ fn calls(cfg: &Config, package: Option<PackageMode>) -> Plan {
 fn raw(hour: i64, state: &'static str, usage: &str) -> Raw {
     let window = DAY0 + hour * HOUR;
     let sn = (state != "open").then(|| format!("sn-{hour}"));
-    Raw { window, begin: window, end: window + HOUR, state, usage: d(usage), sn, pkg: None }
+    Raw { window, begin: window, end: window + HOUR, state, usage: d(usage), sn, pkg: None, flagged: None }
 }
 
 /// (state, usage, charge, drawn, covered) of a row.

@@ -3,6 +3,7 @@
 //! SQL that means the same on SQLite and PostgreSQL; amounts are bound as their exact decimal
 //! text (`numeric` on PostgreSQL).
 
+use super::lifecycle_release::Billing;
 use super::sql::{params, Row, Tx};
 use super::{dec, Result, StoreError};
 use crate::model::Timestamp;
@@ -83,6 +84,9 @@ pub struct Released {
     pub instance: InstanceRow,
     /// Events stored at or after the release time (acknowledged before it was known).
     pub events_after: u64,
+    /// What of them this release moved out of windows not sealed yet: their usage is
+    /// `unbillable` now (`store::lifecycle_release`).
+    pub moved: super::lifecycle_release::Moved,
     /// Sealed records (value > 0) ending after the release; `status` lists them too.
     pub sealed_past: Vec<super::lifecycle_flags::Flagged>,
 }
@@ -100,8 +104,13 @@ impl Released {
             ));
         }
         if self.events_after > 0 {
+            let moved = match (self.moved.events, self.moved.usage.is_zero()) {
+                (0, _) => String::new(),
+                (n, true) => format!("; {n} of them, not sealed yet, are billed nowhere now"),
+                (n, false) => format!("; {n} of them, not sealed yet, are unbillable now ({} units)", self.moved.usage.normalize()),
+            };
             parts.push(format!(
-                "{} event(s) of {id} at or after {at} were stored before this release was known; they stay stored",
+                "{} event(s) of {id} at or after {at} were stored before this release was known; they stay stored{moved}",
                 self.events_after
             ));
         }
@@ -112,12 +121,15 @@ impl Released {
 /// Records the release time (design §4): events at or after it are refused from then on.
 ///
 /// The cloud store's release is the truth, so it is recorded also when it reaches meterd late:
-/// after windows past it were sealed, or after events past it were stored. Those stay as they
-/// are and are reported in [`Released`]. A release is final: the same time again is a no-op
-/// (with the same report); another time is refused, since records were already cut at the
-/// first one and events after it refused. Errors: unknown instance, a time not after the
-/// instance's start, or a second release at another time (`StoreError::Invalid`).
-pub fn release(tx: &Tx<'_>, instance_id: &str, at: Timestamp) -> Result<Released> {
+/// after windows past it were sealed, or after events past it were stored. Records sealed past
+/// it stay as they are; the usage of events at or after it that no sealed record holds moves
+/// to `unbillable` in this transaction (`billing_of` names how the instance's plan bills; rules
+/// in `store::lifecycle_release`). Both are reported in [`Released`]. A release is final: the
+/// same time again is a no-op (with the same report); another time is refused, since records
+/// were already cut at the first one and events after it refused. Errors: unknown instance, a
+/// time not after the instance's start, or a second release at another time
+/// (`StoreError::Invalid`).
+pub fn release(tx: &Tx<'_>, instance_id: &str, at: Timestamp, billing_of: &dyn Fn(&str) -> Billing) -> Result<Released> {
     let inst = get(tx, instance_id)?.ok_or_else(|| unknown(instance_id))?;
     if let Some(r) = inst.release {
         if r != at {
@@ -131,15 +143,16 @@ pub fn release(tx: &Tx<'_>, instance_id: &str, at: Timestamp) -> Result<Released
         }
         tx.execute("UPDATE instances SET release_ns = ?2 WHERE ref = ?1", params![inst.key, at.0])?;
     }
+    let released = InstanceRow { release: Some(at), ..inst.clone() };
+    let moved = super::lifecycle_release::move_after_release(tx, &released, at, billing_of(&inst.plan))?;
     settle_released(tx, instance_id)?;
     let instance = get(tx, instance_id)?.ok_or_else(|| unknown(instance_id))?;
-    let events_after: i64 = tx.one("SELECT count(*) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2", params![inst.key, at.0])?;
     let sealed_past = if instance.sealed_until > at.secs() {
         super::lifecycle_flags::of_instance(tx, &instance, &super::lifecycle::History::default())?
     } else {
         Vec::new()
     };
-    Ok(Released { instance, events_after: events_after as u64, sealed_past })
+    Ok(Released { instance, events_after: moved.events_after, moved, sealed_past })
 }
 
 /// Once an instance is released and its windows are sealed through the release, no record can

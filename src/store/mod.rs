@@ -33,6 +33,7 @@ pub mod lease;
 pub mod levels;
 pub mod lifecycle;
 pub mod lifecycle_flags;
+pub mod lifecycle_release;
 pub mod meta;
 mod migrations;
 pub mod notify;

@@ -155,6 +155,30 @@ pub fn fold(tx: &Tx<'_>) -> Result<()> {
     set_folded_through(tx, last)
 }
 
+/// Takes `usage` and `events` out of the stored total of one window (a late release moving
+/// usage to `unbillable`, `store::lifecycle_release`); a window left without events is removed.
+/// Call after [`fold`], in the same write transaction: the total must be stored. Errors:
+/// `Corrupt` when the window is missing or would go below zero events.
+pub fn subtract(tx: &Tx<'_>, instance_key: i64, start: i64, usage: Decimal, events: u64) -> Result<()> {
+    let row = tx.query_opt(
+        "SELECT instance_ref, start_s, usage, events FROM windows WHERE instance_ref = ?1 AND start_s = ?2",
+        params![instance_key, start],
+        window_row,
+    )?;
+    let w = row.filter(|w| w.events >= events).ok_or_else(|| {
+        StoreError::Corrupt(format!("window {start} of instance {instance_key} holds fewer than the {events} events taken out of it"))
+    })?;
+    if w.events == events {
+        tx.execute("DELETE FROM windows WHERE instance_ref = ?1 AND start_s = ?2", params![instance_key, start])?;
+    } else {
+        tx.execute(
+            "UPDATE windows SET usage = ?3, events = ?4 WHERE instance_ref = ?1 AND start_s = ?2",
+            params![instance_key, start, (w.usage - usage).normalize().to_string(), (w.events - events) as i64],
+        )?;
+    }
+    Ok(())
+}
+
 /// Adds every billable event with `seq > after` to `windows`, and returns how many it added.
 /// For `store::copy`: the source's unfolded tail, copied as events, becomes window totals on
 /// the destination, which then starts with no tail. Call inside a write transaction.

@@ -23,6 +23,7 @@ fn row(id: &str, hour: i64, state: &'static str, usage: &str, charge: &str, sn: 
         relate_pkg_instance: None,
         covered: None,
         drawn: None,
+        flagged: None,
     }
 }
 
