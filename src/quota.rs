@@ -16,6 +16,15 @@
 //!
 //! A package not valid at `now` shows `used` and `remaining` 0; `remaining` of the instance is
 //! the sum over packages valid at `now`; a stop instance with nothing left is `exhausted`.
+//!
+//! **As of a time** ([`view_as_of`], `meterd package list --now T`): only draws made by usage
+//! with a time before `T` count. Stop-before-excess draws are stored per package and period,
+//! not per event, so they are recomputed: the instance's billed events replayed in commit
+//! order through the same split as at ingest, summing the draws of events before `T`, each
+//! package's capped at its stored use (the replay cannot tell when a package was registered
+//! against the events' clock). Pay-per-use packages
+//! count the records (and open windows) that begin before `T`, the time the store deducts
+//! them at. The replay reads every event of the instance, so it runs only when asked.
 
 use crate::config::{Config, PackageMode};
 use crate::model::{split_quota, FixedTz, Package, Reset, Timestamp};
@@ -70,12 +79,32 @@ pub struct QuotaView {
     pub over_quota: Decimal,
 }
 
-/// The quota view of one instance at `now`.
+/// The quota view of one instance at `now`, with every draw stored so far.
 pub fn view(tx: &Tx<'_>, cfg: &Config, inst: &InstanceRow, now: Timestamp) -> Result<QuotaView, StoreError> {
-    let mode = cfg.plan(&inst.plan).and_then(|p| p.package);
+    view_with(tx, cfg, inst, now, false)
+}
+
+/// The quota view of one instance as of `at`: only draws by usage with a time before `at`
+/// (see the module docs; reads every event of a stop instance).
+pub fn view_as_of(tx: &Tx<'_>, cfg: &Config, inst: &InstanceRow, at: Timestamp) -> Result<QuotaView, StoreError> {
+    view_with(tx, cfg, inst, at, true)
+}
+
+fn view_with(tx: &Tx<'_>, cfg: &Config, inst: &InstanceRow, now: Timestamp, as_of: bool) -> Result<QuotaView, StoreError> {
+    let plan = cfg.plan(&inst.plan);
+    let mode = plan.and_then(|p| p.package);
     let pkgs = packages::of_instance(tx, inst.key)?;
-    let used = match mode {
-        Some(PackageMode::Payg) => payg_cover(&pkgs, cfg.timezone, &payg_rows(tx, inst)?).1,
+    let used = match (mode, plan) {
+        (Some(PackageMode::Payg), _) => {
+            let rows = payg_rows(tx, inst)?;
+            let seen: Vec<(i64, Decimal)> = rows.into_iter().filter(|(begin, _)| !as_of || *begin < now.secs()).collect();
+            payg_cover(&pkgs, cfg.timezone, &seen).1
+        }
+        (Some(PackageMode::Stop), Some(plan)) if as_of => {
+            let stored = packages::usage_of_instance(tx, inst.key)?;
+            let events = packages::billed_events(tx, inst.key)?;
+            stop_used_before(&pkgs, &stored, cfg.timezone, plan.aggregation, &events, now)
+        }
         _ => packages::usage_of_instance(tx, inst.key)?,
     };
     let packages: Vec<PackageQuota> = pkgs.iter().map(|p| package_at(p, cfg.timezone, &used, now)).collect();
@@ -139,6 +168,38 @@ pub fn payg_rows(tx: &Tx<'_>, inst: &InstanceRow) -> Result<Vec<(i64, Decimal)>,
     }
     rows.sort_by_key(|r| (r.0, r.1));
     Ok(rows.into_iter().map(|(_, b, u)| (b, u)).collect())
+}
+
+/// Stop-before-excess draws by usage before `at`, replayed (pure): `events` (time, quantity)
+/// in commit order, each drawing its billing quantity from `pkgs` as
+/// `collector::quota::deduct` did; the draws of events with a time before `at` are summed, each
+/// (package, period) capped at what is stored as used (`stored`: the replay assumes every
+/// package was registered before the usage, so usage stored before a package was added could
+/// otherwise show against it).
+pub fn stop_used_before(
+    pkgs: &[Package],
+    stored: &Usage,
+    tz: FixedTz,
+    aggregation: crate::model::Aggregation,
+    events: &[(Timestamp, Decimal)],
+    at: Timestamp,
+) -> Usage {
+    let (mut all, mut before): (Usage, Usage) = (BTreeMap::new(), BTreeMap::new());
+    for &(time, quantity) in events {
+        let q = aggregation.billing_quantity(quantity);
+        let (parts, _) = split_quota(pkgs, tz, time, q, |i, p| all.get(&(pkgs[i].package_id.clone(), p)).copied().unwrap_or_default());
+        for (i, period, amount) in parts {
+            let key = (pkgs[i].package_id.clone(), period);
+            *all.entry(key.clone()).or_default() += amount;
+            if time < at {
+                *before.entry(key).or_default() += amount;
+            }
+        }
+    }
+    for (key, used) in before.iter_mut() {
+        *used = (*used).min(stored.get(key).copied().unwrap_or_default());
+    }
+    before
 }
 
 /// Pay-per-use coverage: for rows `(begin, usage)` in time order, the covered part of each

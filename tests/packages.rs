@@ -204,6 +204,12 @@ fn stop_packages_cut_the_window_report_exhaustion_and_keep_over_quota() {
         (&json!("pkg-100"), &json!("expired"), &json!("100"), &json!("0"), &json!("2026-11-01T00:00:00Z")),
         "{q:#}"
     );
+    // `--now T` shows the use as of T: only draws by usage before T (it showed every draw).
+    for (t, want) in [("10:20", ["80", "0"]), ("10:30", ["100", "20"]), ("11:00", ["100", "30"]), ("11:20", ["100", "50"])] {
+        let q = env.run(&["package", "list", I, "--format", "json", "--now", &format!("2026-11-23T{t}:00Z")]).json();
+        let used: Vec<&str> = q[0]["packages"].as_array().unwrap().iter().map(|p| p["used"].as_str().unwrap()).collect();
+        assert_eq!(used, want, "as of {t}: {q:#}");
+    }
     for (what, v) in [("ingest-result", &r), ("preview", &p)] {
         validate(&format!("{what}.schema.json"), v);
     }

@@ -30,7 +30,9 @@ pub enum Cmd {
     List {
         /// Only this instance.
         instance: Option<String>,
-        /// Evaluate at this time instead of the wall clock.
+        /// Show the packages as of this time instead of now: their state and reset period at
+        /// T, and only the use by usage with a time before T (recomputed from the events, so
+        /// slower). Without it: every use stored so far.
         #[arg(long, value_parser = super::timestamp)]
         now: Option<Timestamp>,
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
@@ -53,8 +55,8 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
                 p.reset.as_str()
             );
         }
-        Cmd::List { instance, now, format } => {
-            let now = now_or(*now);
+        Cmd::List { instance, now: as_of, format } => {
+            let now = now_or(*as_of);
             let views = store.read(|tx| {
                 let mut all = instances::list(tx)?;
                 if let Some(id) = instance {
@@ -65,7 +67,10 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
                 }
                 let mut out = Vec::new();
                 for i in &all {
-                    let v = crate::quota::view(tx, &ctx.cfg, i, now)?;
+                    let v = match as_of {
+                        Some(t) => crate::quota::view_as_of(tx, &ctx.cfg, i, *t)?,
+                        None => crate::quota::view(tx, &ctx.cfg, i, now)?,
+                    };
                     if instance.is_some() || v.mode.is_some() || !v.packages.is_empty() {
                         out.push(v);
                     }

@@ -98,6 +98,19 @@ pub fn add(tx: &Tx<'_>, instance_id: &str, p: &NewPackage, now: Timestamp) -> Re
     get(tx, &p.package_id)?.ok_or_else(|| StoreError::Corrupt("package vanished after insert".into()))
 }
 
+/// The events of one instance billed in a window (the ones a stop-before-excess plan drew from
+/// its packages at ingest), in commit order: (time, quantity). Reads
+/// every event of the instance: on SQLite a scan of `events` (no index by instance), on
+/// PostgreSQL through the `events_key` index; for `meterd package list --now`, not for a hot
+/// path.
+pub fn billed_events(tx: &Tx<'_>, instance_key: i64) -> Result<Vec<(Timestamp, Decimal)>> {
+    tx.query_map(
+        "SELECT time_ns, qty FROM events WHERE instance_ref = ?1 AND billed_window IS NOT NULL ORDER BY seq",
+        params![instance_key],
+        |r| Ok((Timestamp(r.get(0)?), dec(&r.get::<String>(1)?)?)),
+    )
+}
+
 /// What a package has used in the reset period starting at `period`.
 pub fn used(tx: &Tx<'_>, package_id: &str, period: i64) -> Result<Decimal> {
     let text: Option<String> =
