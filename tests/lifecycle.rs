@@ -376,3 +376,19 @@ fn a_record_sealed_past_a_late_release_is_flagged_and_not_charged_in_the_preview
     let table = env.run(&["preview", "--now", &at("10:20")]).stdout;
     assert!(table.contains("pending (flagged)"), "{table}");
 }
+
+/// A `weighted_sum` plan needs nothing moved: a level holds until the release, so the level 100
+/// set at 11:40, after the release at 11:30 reported at 11:45, adds nothing; the record is
+/// level 6 over [11:00, 11:30) = 3 unit·hours.
+#[test]
+fn a_level_set_after_a_late_release_adds_nothing() {
+    let env = hourly_env_by("weighted_sum");
+    assert_eq!(accepted(&env, "11:01", "a", "6", "11:00")["accepted"], 1);
+    assert_eq!(accepted(&env, "11:41", "b", "100", "11:40")["accepted"], 1);
+    assert!(report(&env, "cli", "11:45", "release", "11:30").0);
+    env.run(&["seal", "--now", &at("12:06")]).success();
+    let values = env.db().rows("SELECT usage_value FROM records", &[], |r| r.get::<String>(0));
+    assert_eq!(values, ["3"]);
+    assert_eq!(bill(&env, "12:06").0, "3");
+    assert_eq!(env.run(&["status", "--check", "--now", &at("12:06")]).code, 0);
+}
