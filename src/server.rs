@@ -240,7 +240,7 @@ async fn release_instance(State(st): State<Arc<AppState>>, id: Result<Path<Strin
     let (cfg, now) = (st.cfg.clone(), st.now());
     let result = with_admin(&st, move |s| {
         s.write(|tx| {
-            let billing = |plan: &str| crate::store::lifecycle_release::Billing::of(cfg.plan(plan));
+            let billing = |plan: &str| crate::store::lifecycle_release::Billing::of(&cfg, plan);
             let released = instances::release(tx, &id, at, &billing)?;
             let mut v = view(tx, &released.instance, now)?;
             if let Some(w) = released.warning() {

@@ -392,3 +392,42 @@ fn a_level_set_after_a_late_release_adds_nothing() {
     assert_eq!(bill(&env, "12:06").0, "3");
     assert_eq!(env.run(&["status", "--check", "--now", &at("12:06")]).code, 0);
 }
+
+/// Stop-before-excess: the draws of the usage after a late release go back to the packages.
+/// pkg-a (5, earliest expiry) then pkg-b: 4 units at 11:20 draw 4 from pkg-a, 3 at 11:40 draw
+/// 1 from pkg-a and 2 from pkg-b (a segment from 11:40). The release at 11:30 gives both
+/// draws of the 3 back: pkg-a has used 4, pkg-b nothing, the 11:40 segment is gone, and the
+/// seal reports [11:00, 11:30) = 4 against pkg-a; the 3 units are unbillable.
+#[test]
+fn a_late_release_gives_the_draws_after_it_back_to_the_packages() {
+    let toml = format!(
+        "{}\n[[plan]]\nname = \"hourly\"\nfactor = \"units\"\nunit = \"unit\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"1\"\npackage = \"stop\"\n",
+        util::EXAMPLE_CONFIG
+    );
+    let env = Env::with_config(&toml);
+    env.add_instance(I, "hourly", "2026-11-23T00:00:00Z");
+    for (id, quota, to) in [("pkg-a", "5", "2026-12-01T00:00:00Z"), ("pkg-b", "100", "2027-01-01T00:00:00Z")] {
+        env.run(&["package", "add", I, id, "--quota", quota, "--from", "2026-11-01T00:00:00Z", "--to", to]).success();
+    }
+    assert_eq!(accepted(&env, "11:21", "a", "4", "11:20")["accepted"], 1);
+    assert_eq!(accepted(&env, "11:41", "b", "3", "11:40")["accepted"], 1);
+    let used = || {
+        let q = env.run(&["package", "list", I, "--format", "json"]).json();
+        q[0]["packages"].as_array().unwrap().iter().map(|p| p["used"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(used(), ["5", "2"]);
+    assert!(report(&env, "cli", "11:45", "release", "11:30").0);
+    assert_eq!(used(), ["4", "0"], "the draws after the release are given back");
+    let s = env.run(&["status", "--format", "json", "--now", &at("11:50")]).json();
+    assert_eq!((&s["unbillable"][I], &s["conservation_violations"]), (&serde_json::json!("3"), &serde_json::json!([])), "{s}");
+    env.run(&["seal", "--now", &at("12:06")]).success();
+    let recs = env.db().rows("SELECT begin_s, end_s, usage_value, relate_pkg FROM records", &[], |r| {
+        Ok((r.get::<i64>(0)?, r.get::<i64>(1)?, r.get::<String>(2)?, r.get::<Option<String>>(3)?))
+    });
+    let ts = |s: i64| meterd::model::Timestamp::from_secs(s).to_string();
+    let recs: Vec<_> = recs.into_iter().map(|(b, e, v, p)| (ts(b), ts(e), v, p)).collect();
+    assert_eq!(recs, vec![(at("11:00"), at("11:30"), "4".to_string(), Some("pkg-a".to_string()))]);
+    let s = env.run(&["status", "--format", "json", "--now", &at("12:06")]).json();
+    assert_eq!((&s["unbillable"][I], &s["conservation_violations"]), (&serde_json::json!("3"), &serde_json::json!([])), "{s}");
+    assert_eq!(env.run(&["status", "--check", "--now", &at("12:06")]).code, 0);
+}

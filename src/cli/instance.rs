@@ -67,7 +67,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
         }
         Cmd::Release { id, at } => {
             let at = *at;
-            let billing = |plan: &str| crate::store::lifecycle_release::Billing::of(ctx.cfg.plan(plan));
+            let billing = |plan: &str| crate::store::lifecycle_release::Billing::of(&ctx.cfg, plan);
             let released = store.write(|tx| instances::release(tx, id, at, &billing))?;
             println!("instance {} released at {}", released.instance.instance_id, at);
             if let Some(w) = released.warning() {

@@ -28,9 +28,9 @@
 //!   events before the release.
 //! - `weighted_sum`: nothing moves. A level holds only until the release, so a level set after
 //!   it adds nothing to any window's integral already.
-//! - `package = "stop"`: nothing moves yet (left for a later change, see the README): the
-//!   usage was drawn from a package at ingest and the draw is kept per window segment, not per
-//!   event, so it cannot be taken back exactly here.
+//! - `package = "stop"`: as `sum`/`count` (the part over quota stays `over_quota`), and what
+//!   the events drew goes back to their packages: the window's segments and the packages'
+//!   use in the reset period shrink by each event's draws (`store::lifecycle_release_stop`).
 //!
 //! Events already in a sealed record (`billed_window` before the seal cursor) stay there: a
 //! sealed record never changes; one ending after the release is flagged
@@ -45,7 +45,7 @@
 use super::instances::InstanceRow;
 use super::sql::{params, Tx};
 use super::{dec, Result};
-use crate::model::Timestamp;
+use crate::model::{FixedTz, Timestamp};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
@@ -56,15 +56,18 @@ pub enum Billing {
     Additive,
     /// `max`/`latest`/`unique_count`: events leave their point window.
     Point,
-    /// Nothing moves: `weighted_sum`, `package = "stop"`, or a plan missing from the config.
+    /// `sum`/`count` with `package = "stop"`: as `Additive`, and the draws go back to the
+    /// packages (reset periods in this zone).
+    Stop(FixedTz),
+    /// Nothing moves: `weighted_sum`, or a plan missing from the config.
     Kept,
 }
 
 impl Billing {
-    /// The billing of `plan` (`None`: missing from the config).
-    pub fn of(plan: Option<&crate::config::Plan>) -> Billing {
-        match plan {
-            Some(p) if p.package == Some(crate::config::PackageMode::Stop) => Billing::Kept,
+    /// The billing of the plan named `plan` in `cfg`.
+    pub fn of(cfg: &crate::config::Config, plan: &str) -> Billing {
+        match cfg.plan(plan) {
+            Some(p) if p.aggregation.is_additive() && p.package == Some(crate::config::PackageMode::Stop) => Billing::Stop(cfg.timezone),
             Some(p) if p.aggregation.is_additive() => Billing::Additive,
             Some(p) if p.aggregation.is_point() => Billing::Point,
             _ => Billing::Kept,
@@ -76,6 +79,7 @@ impl Billing {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AfterRelease {
     pub seq: i64,
+    pub time: Timestamp,
     /// The window that bills it (UTC seconds), `None` when it is billed nowhere already.
     pub billed_window: Option<i64>,
     /// What it bills there: `billed_qty`, else its quantity.
@@ -93,11 +97,11 @@ pub struct Moved {
     pub usage: Decimal,
 }
 
-/// The events (of `after`) the release takes out of their windows: those billed in a window
-/// not sealed yet (start ≥ `sealed_until`), with their windows' totals (usage, events) to
-/// subtract. Pure.
-pub fn movable(after: &[AfterRelease], sealed_until: i64) -> (Vec<&AfterRelease>, BTreeMap<i64, (Decimal, u64)>) {
-    let moved: Vec<&AfterRelease> = after.iter().filter(|e| e.billed_window.is_some_and(|w| w >= sealed_until)).collect();
+/// The events (of `after`) the release at `at` takes out of their windows: those at or after
+/// it billed in a window not sealed yet (start ≥ `sealed_until`), with their windows' totals
+/// (usage, events) to subtract. Pure.
+pub fn movable(after: &[AfterRelease], at: Timestamp, sealed_until: i64) -> (Vec<&AfterRelease>, BTreeMap<i64, (Decimal, u64)>) {
+    let moved: Vec<&AfterRelease> = after.iter().filter(|e| e.time >= at && e.billed_window.is_some_and(|w| w >= sealed_until)).collect();
     let mut per_window: BTreeMap<i64, (Decimal, u64)> = BTreeMap::new();
     for e in &moved {
         if let Some(w) = e.billed_window {
@@ -113,22 +117,33 @@ pub fn movable(after: &[AfterRelease], sealed_until: i64) -> (Vec<&AfterRelease>
 /// to `unbillable` (see the module docs). Call in the release's transaction, after the release
 /// time is stored. Idempotent: a moved event is billed nowhere, so a repeat moves nothing.
 pub fn move_after_release(tx: &Tx<'_>, inst: &InstanceRow, at: Timestamp, billing: Billing) -> Result<Moved> {
-    let mut after = Vec::new();
+    // The events after the release, and (for the segments of stop windows) every event billed
+    // in a window not sealed yet, in commit order.
+    let mut read = Vec::new();
     tx.for_each(
-        "SELECT seq, billed_window, coalesce(billed_qty, qty) FROM events WHERE instance_ref = ?1 AND time_ns >= ?2",
-        params![inst.key, at.0],
+        "SELECT seq, time_ns, billed_window, coalesce(billed_qty, qty) FROM events
+         WHERE instance_ref = ?1 AND (time_ns >= ?2 OR billed_window >= ?3) ORDER BY seq",
+        params![inst.key, at.0, inst.sealed_until],
         |r| {
-            after.push(AfterRelease { seq: r.get(0)?, billed_window: r.get(1)?, amount: dec(&r.get::<String>(2)?)? });
+            read.push(AfterRelease {
+                seq: r.get(0)?,
+                time: Timestamp(r.get(1)?),
+                billed_window: r.get(2)?,
+                amount: dec(&r.get::<String>(3)?)?,
+            });
             Ok(())
         },
     )?;
-    let mut out = Moved { events_after: after.len() as u64, ..Moved::default() };
+    let mut out = Moved { events_after: read.iter().filter(|e| e.time >= at).count() as u64, ..Moved::default() };
     if billing == Billing::Kept {
         return Ok(out);
     }
-    let (moved, per_window) = movable(&after, inst.sealed_until);
+    let (moved, per_window) = movable(&read, at, inst.sealed_until);
     if moved.is_empty() {
         return Ok(out);
+    }
+    if let Billing::Stop(tz) = billing {
+        super::lifecycle_release_stop::give_back(tx, inst.key, tz, &read, at, &per_window)?;
     }
     // Every billable event into `windows` first, so the totals can be lowered in place.
     super::windows::fold(tx)?;
@@ -147,7 +162,7 @@ pub fn move_after_release(tx: &Tx<'_>, inst: &InstanceRow, at: Timestamp, billin
     }
     out.events = moved.len() as u64;
     match billing {
-        Billing::Additive if !out.usage.is_zero() => super::instances::add_unbillable(tx, inst.key, out.usage)?,
+        Billing::Additive | Billing::Stop(_) if !out.usage.is_zero() => super::instances::add_unbillable(tx, inst.key, out.usage)?,
         Billing::Point => {
             super::points::add_late_unbilled(tx, inst.key, out.events)?;
             out.usage = Decimal::ZERO;
@@ -163,10 +178,17 @@ mod tests {
 
     #[test]
     fn only_events_billed_in_unsealed_windows_move() {
-        let e = |seq, w: Option<i64>, a: &str| AfterRelease { seq, billed_window: w, amount: a.parse().unwrap() };
-        // Sealed until 7200: window 3600 is in a record; the event of seq 2 is billed nowhere.
-        let after = [e(1, Some(3600), "5"), e(2, None, "1"), e(3, Some(7200), "3"), e(4, Some(7200), "0.5"), e(5, Some(10800), "2")];
-        let (moved, per_window) = movable(&after, 7200);
+        let e = |seq, w: Option<i64>, a: &str| AfterRelease {
+            seq,
+            time: Timestamp::from_secs(5000),
+            billed_window: w,
+            amount: a.parse().unwrap(),
+        };
+        // Sealed until 7200: window 3600 is in a record; the event of seq 2 is billed nowhere;
+        // the event of seq 6 is before the release at 4000.
+        let early = AfterRelease { time: Timestamp::from_secs(3900), ..e(6, Some(7200), "9") };
+        let after = [e(1, Some(3600), "5"), e(2, None, "1"), e(3, Some(7200), "3"), e(4, Some(7200), "0.5"), e(5, Some(10800), "2"), early];
+        let (moved, per_window) = movable(&after, Timestamp::from_secs(4000), 7200);
         assert_eq!(moved.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
         let want: BTreeMap<i64, (Decimal, u64)> = [(7200, ("3.5".parse().unwrap(), 2)), (10800, (Decimal::TWO, 1))].into();
         assert_eq!(per_window, want);

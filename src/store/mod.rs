@@ -34,6 +34,7 @@ pub mod levels;
 pub mod lifecycle;
 pub mod lifecycle_flags;
 pub mod lifecycle_release;
+pub mod lifecycle_release_stop;
 pub mod meta;
 mod migrations;
 pub mod notify;

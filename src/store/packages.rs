@@ -3,8 +3,9 @@
 //!
 //! Invariants: a package id is registered once, for one instance, and is never an instance id;
 //! Σ segment usage of a window = the window's usage for stop instances (both written in the
-//! ingest transaction); `package_usage` only grows. Amounts are exact decimal text (`numeric`
-//! on PostgreSQL). Statements run through [`Tx`], in SQL that means the same on both
+//! ingest transaction); `package_usage` only grows, but for a late release giving back the
+//! draws of usage after it (`store::lifecycle_release_stop`). Amounts are exact decimal text
+//! (`numeric` on PostgreSQL). Statements run through [`Tx`], in SQL that means the same on both
 //! backends: a row is replaced with `INSERT … ON CONFLICT (key) DO UPDATE` (SQLite's
 //! `INSERT OR REPLACE` is its own; these tables have no other unique key and nothing refers to
 //! their rows, so the two do the same here, and the `instances_gen` triggers fire once either
