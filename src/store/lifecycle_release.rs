@@ -36,11 +36,13 @@
 //! sealed record never changes; one ending after the release is flagged
 //! (`store::lifecycle_flags`), and `preview` charges it 0.
 //!
-//! **Cost.** One read of the instance's events at or after the release, once per release (the
-//! same read that counted them for the release's warning before): on PostgreSQL through the
-//! `events_key (instance_ref, event_id)` index's leading column; SQLite has no index on
-//! `events` by instance (an index on the ingest hot path would cost every event), so it scans
-//! the table, once per late release. Then one update per moved event and one per window.
+//! **Cost.** One read of the instance's events at or after the release or billed in a window
+//! not sealed yet, once per release (it replaces the read that counted them for the release's
+//! warning before): on PostgreSQL through the `events_key (instance_ref, event_id)` index's
+//! leading column; SQLite has no index on `events` by instance (an index on the ingest hot
+//! path would cost every event), so it scans the table, once per release. Then, only when
+//! something moves, a fold of the unfolded tail, one update per moved event and one per window
+//! (and per segment and package period of a stop instance).
 
 use super::instances::InstanceRow;
 use super::sql::{params, Tx};
@@ -75,7 +77,8 @@ impl Billing {
     }
 }
 
-/// An event stored at or after the release, as the release reads it.
+/// An event as the release reads it: one at or after the release, or one billed in a window
+/// not sealed yet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AfterRelease {
     pub seq: i64,
