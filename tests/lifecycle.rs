@@ -84,15 +84,9 @@ fn http_status_route_records_freeze_and_unfreeze() {
 // were sealed: it is recorded, the answer names the records already sealed past it, `status`
 // flags them, and events after it are refused from then on — through the CLI and HTTP alike.
 
-/// An hourly `fixed` plan at price 1, as in the examples.
+/// An hourly `fixed` plan at price 1, as in the examples (`sum`).
 fn hourly_env() -> Env {
-    let toml = format!(
-        "{}\n[[plan]]\nname = \"hourly\"\nfactor = \"units\"\nunit = \"unit\"\nperiod = \"hour\"\npricing = \"fixed\"\nprice = \"1\"\n",
-        util::EXAMPLE_CONFIG
-    );
-    let env = Env::with_config(&toml);
-    env.add_instance(I, "hourly", "2026-11-23T00:00:00Z");
-    env
+    hourly_env_by("sum")
 }
 
 fn at(hm: &str) -> String {
