@@ -347,7 +347,11 @@ impl Loops {
             Ok(Ok(Acquired::Held(f))) => {
                 self.note_name_clash(0);
                 if held.as_ref().map(|h| h.epoch) != Some(f.epoch) {
-                    tracing::info!(node = %self.node, epoch = f.epoch, "took the sealer lease: this node seals and uploads");
+                    if self.has_key.load(Ordering::SeqCst) {
+                        tracing::info!(node = %self.node, epoch = f.epoch, "took the sealer lease: this node seals and uploads");
+                    } else {
+                        tracing::warn!(node = %self.node, epoch = f.epoch, "took the sealer lease: no node with an upload key is alive, so this node seals, and records wait for upload until one is (it then hands the lease over)");
+                    }
                     self.kick.notify_one();
                 }
                 *held = Some(f);

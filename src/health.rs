@@ -225,6 +225,16 @@ pub fn attention(s: &Status) -> Vec<String> {
             out.push(format!("{n} {noun} {verb} {state}; see `meterd rejected`, fix the cause, then `meterd requeue SN` (or `--all`)"));
         }
     }
+    // Flagged records not yet answered: the store will refuse them (a late release or freeze
+    // contradicts them), so a person should know before they are sent (new-user trial);
+    // once answered they count as rejected above.
+    let waiting = s.flagged_records.iter().filter(|f| matches!(f.state.as_str(), "pending" | "uploading")).count();
+    if waiting > 0 {
+        let (noun, verb) = if waiting == 1 { ("record", "is") } else { ("records", "are") };
+        out.push(format!(
+            "{waiting} {noun} a late release or freeze contradicts {verb} waiting for upload and the store will refuse it; see `meterd status` (flagged records)"
+        ));
+    }
     if let Some(e) = &s.last_error {
         out.push(format!("the last upload failed: {e}"));
     }

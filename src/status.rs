@@ -79,7 +79,8 @@ pub struct Status {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flagged_records: Vec<lifecycle_flags::Flagged>,
     /// Events of point plans (`max`, `latest`, `unique_count`) stored after their window was
-    /// sealed, per instance: acknowledged, billed nowhere (issue 14).
+    /// sealed, or taken out of their window by a release reported late
+    /// (`store::lifecycle_release`), per instance: acknowledged, billed nowhere (issue 14).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub late_unbilled: BTreeMap<String, u64>,
     /// `weighted_sum` plans: what events stored after their window was sealed would have

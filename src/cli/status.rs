@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
         println!("last upload         {}", opt(&s.last_successful_upload));
         println!("last error          {}", opt(&s.last_error));
         for (inst, n) in &s.late_unbilled {
-            println!("late, unbilled      {inst}: {n} event(s) arrived after their window was sealed (max/latest/unique_count plans: billed nowhere)");
+            println!("late, unbilled      {inst}: {n} event(s) billed nowhere: they arrived after their window was sealed, or after a release reported late (max/latest/unique_count plans)");
         }
         for (inst, c) in &s.late_unbilled_change {
             println!("late, unbilled      {inst}: {c} unit·h — what events that arrived after their window was sealed would have changed in sealed windows (weighted_sum: they bill only the windows not sealed yet)");
