@@ -292,3 +292,156 @@ fn on_postgresql_a_cut_reads_bodies_from_the_queue_and_an_apply_reads_each_batch
     conn.batch("COMMIT").unwrap();
     assert_eq!((left, named), (0, n));
 }
+
+/// Serials of records, in order.
+fn sns_of(recs: &[records::RecordRow]) -> Vec<String> {
+    recs.iter().map(|r| r.metering_sn.clone()).collect()
+}
+
+/// PG migration 11: `upload_queue` has no index on `batch_id`; every reader of a batch's queue
+/// rows scans its key range (`batch_ranges`) and keeps the rows naming the batch. Ranges here
+/// overlap on purpose: a batch of every other record (cut row by row, its range padded to the
+/// window) holds the rows of the batches cut after it, and a split's halves lie inside the
+/// range the split batch had. Members, counts by state, the apply and an abandon each touch
+/// exactly their own batch's rows, and a range lives exactly as long as its batch's queue rows.
+#[test]
+fn on_postgresql_a_batch_is_read_over_its_key_range_and_only_its_own_rows_count() {
+    let Some(mut conn) = pg_conn() else { return };
+    let n = 40_usize;
+    seal_side_by_side(&mut conn, n as i64);
+    conn.batch("BEGIN").unwrap();
+    let tx = Tx::postgres(&mut conn);
+    let ranges = |tx: &Tx<'_>| -> i64 { tx.one("SELECT count(*) FROM batch_ranges", params![]).unwrap() };
+    let sn = |m: &[batches::Member]| m.iter().map(|m| m.metering_sn.clone()).collect::<Vec<_>>();
+    let cut = batches::next_pending(&tx, n).unwrap();
+    let evens: Vec<batches::Member> = cut.iter().step_by(2).cloned().collect();
+    let a = batches::create(&tx, &evens, body(&evens), 2).unwrap();
+    let odds = batches::next_pending(&tx, n).unwrap();
+    assert_eq!(odds.len(), 20);
+    let b = batches::create(&tx, &odds[..10], body(&odds[..10]), 2).unwrap();
+    assert_eq!(ranges(&tx), 2);
+    assert_eq!(records::count_by_state(&tx).unwrap(), [(RecordState::Pending, 10), (RecordState::Sending, 30)]);
+    assert_eq!(sns_of(&records::in_batch(&tx, a.id).unwrap()), sn(&evens), "the padded range holds b's rows too; only a's count");
+    assert_eq!(sns_of(&records::in_batch(&tx, b.id).unwrap()), sn(&odds[..10]));
+
+    // b is split into two halves: both inside the range b had, which is gone with b's rows.
+    let (h1, h2) = batches::split(&tx, b.id).unwrap();
+    let (c1, c2) = (batches::create(&tx, &h1, body(&h1), 3).unwrap(), batches::create(&tx, &h2, body(&h2), 3).unwrap());
+    assert_eq!(ranges(&tx), 3, "a, c1, c2");
+    assert!(records::in_batch(&tx, b.id).unwrap().is_empty());
+    assert_eq!(sns_of(&records::in_batch(&tx, c2.id).unwrap()), sn(&odds[5..10]));
+
+    // a is delivered and applied: its 20 rows only, though its range holds c1's and c2's.
+    batches::attempt_delivered(&tx, a.id).unwrap();
+    assert_eq!(batches::unapplied_deliveries(&tx).unwrap(), 20);
+    assert_eq!(
+        records::count_by_state(&tx).unwrap(),
+        [(RecordState::Delivered, 20), (RecordState::Pending, 10), (RecordState::Sending, 10)]
+    );
+    assert_eq!(batches::apply_deliveries(&tx, 4).unwrap(), 20);
+    assert_eq!(batches::unapplied_deliveries(&tx).unwrap(), 0);
+    assert_eq!(ranges(&tx), 2, "c1, c2");
+    assert_eq!(sns_of(&records::in_batch(&tx, a.id).unwrap()), sn(&evens), "an applied batch still knows its records");
+
+    // c1 is abandoned (its records pending again), c2 delivered: the queue ends as it began.
+    batches::abandon(&tx, c1.id).unwrap();
+    assert_eq!(
+        records::count_by_state(&tx).unwrap(),
+        [(RecordState::Delivered, 20), (RecordState::Pending, 15), (RecordState::Sending, 5)]
+    );
+    assert_eq!(sn(&batches::next_pending(&tx, n).unwrap())[..5], sn(&odds[..5]));
+    batches::attempt_delivered(&tx, c2.id).unwrap();
+    assert_eq!(batches::apply_deliveries(&tx, 5).unwrap(), 5);
+    assert_eq!(ranges(&tx), 0, "no batch has queue rows");
+    assert_eq!(records::count_by_state(&tx).unwrap(), [(RecordState::Delivered, 25), (RecordState::Pending, 15)]);
+    let left: i64 = tx.one("SELECT count(*) FROM upload_queue WHERE batch_id IS NOT NULL", params![]).unwrap();
+    conn.batch("COMMIT").unwrap();
+    assert_eq!(left, 0);
+}
+
+/// PG migration 11 converts a store cut by the build before (queue rows found by
+/// `upload_queue_by_batch`): batches in every state, with and without queue rows. Each batch
+/// that has queue rows gets a range padded to whole windows; afterwards members, counts, a
+/// split, the apply and a rejection read exactly what they read before.
+#[test]
+fn migration_11_gives_each_batch_with_queue_rows_a_range_and_loses_none() {
+    let Some(pg) = pg::PgCluster::shared() else { return };
+    let mut client = pg::connect(&pg.fresh_db());
+    client.batch_execute(meterd::store::pg_schema::VERSION_TABLE).unwrap();
+    let known = meterd::store::pg_schema::PG_MIGRATIONS;
+    let before = known.iter().position(|m| m.contains("CREATE TABLE batch_ranges")).unwrap();
+    for (i, m) in known[..before].iter().enumerate() {
+        client.batch_execute(m).unwrap();
+        client.execute("INSERT INTO meterd_schema VALUES ($1, 0, 'test')", &[&(i as i32 + 1)]).unwrap();
+    }
+    // Records in windows 0, 3600 and 7200 (three instances each); batches as the build before
+    // left them: 1 delivered and applied (no queue rows), 2 open, 3 delivered not yet applied,
+    // 4 split (its halves are 5 and 6, open), 7 abandoned; the rest pending.
+    client
+        .batch_execute(&format!(
+            "SET meterd.writer_schema = '{before}';
+             INSERT INTO instances (ref, instance_id, plan, start_ns, created_ns) VALUES (1, 'i-1', 'p', 0, 0), (2, 'i-2', 'p', 0, 0), (3, 'i-3', 'p', 0, 0);
+             INSERT INTO records (metering_sn, instance_ref, window_start, begin_s, end_s, usage_value, window_usage, carry_in, carry_out,
+                                  record_time_s, body, state, batch_id, updated_ns)
+                 SELECT 'sn-' || w || '-' || i, i, w * 3600, w * 3600, w * 3600 + 3600, 1, 1, 0, 0, w * 3600 + 3600,
+                        convert_to('{{\"sn\":\"sn-' || w || '-' || i || '\"}}', 'UTF8'), CASE WHEN w = 0 AND i = 1 THEN 'delivered' ELSE 'pending' END,
+                        CASE WHEN w = 0 AND i = 1 THEN 1 END, 0
+                 FROM generate_series(0, 2) w, generate_series(1, 3) i;
+             INSERT INTO batches (id, body, records, state, created_ns) VALUES
+                 (1, 'x', 1, 'delivered', 0), (2, 'x', 2, 'open', 0), (3, 'x', 2, 'delivered', 0), (4, 'x', 2, 'split', 0),
+                 (5, 'x', 1, 'open', 0), (6, 'x', 1, 'open', 0), (7, 'x', 1, 'abandoned', 0);
+             SELECT setval(pg_get_serial_sequence('batches', 'id'), 7);
+             INSERT INTO upload_queue (window_start, metering_sn, batch_id) VALUES
+                 (0, 'sn-0-2', 2), (0, 'sn-0-3', 3), (3600, 'sn-1-1', 3), (3600, 'sn-1-2', 2),
+                 (3600, 'sn-1-3', 5), (7200, 'sn-2-1', 6), (7200, 'sn-2-2', NULL), (7200, 'sn-2-3', NULL);"
+        ))
+        .unwrap();
+    assert_eq!(meterd::store::pg_schema::migrate(&mut client).unwrap(), known.len() as u32);
+    let ranges: Vec<(i64, i64, String, i64, String)> = client
+        .query("SELECT batch_id, first_ws, first_sn, last_ws, last_sn FROM batch_ranges ORDER BY batch_id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let e = String::new;
+    assert_eq!(
+        ranges,
+        [(2, 0, e(), 3601, e()), (3, 0, e(), 3601, e()), (5, 3600, e(), 3601, e()), (6, 7200, e(), 7201, e())],
+        "one padded range per batch with queue rows"
+    );
+    client.batch_execute(&format!("SET meterd.writer_schema = '{}'", known.len())).unwrap();
+    let mut conn = meterd::store::sql::PgConn::new(client);
+    conn.batch("BEGIN").unwrap();
+    let tx = Tx::postgres(&mut conn);
+    assert_eq!(
+        records::count_by_state(&tx).unwrap(),
+        [(RecordState::Delivered, 3), (RecordState::Pending, 2), (RecordState::Sending, 4)],
+        "1 applied + 3's two; 2's, 5's and 6's"
+    );
+    assert_eq!(batches::unapplied_deliveries(&tx).unwrap(), 2);
+    assert_eq!(sns_of(&records::in_batch(&tx, 2).unwrap()), ["sn-0-2", "sn-1-2"]);
+    assert_eq!(sns_of(&records::in_batch(&tx, 3).unwrap()), ["sn-0-3", "sn-1-1"]);
+    assert_eq!(sns_of(&records::in_batch(&tx, 1).unwrap()), ["sn-0-1"]);
+    assert!(records::in_batch(&tx, 4).unwrap().is_empty() && records::in_batch(&tx, 7).unwrap().is_empty());
+    assert_eq!(batches::apply_deliveries(&tx, 1).unwrap(), 2, "3's records, not 2's in the same range");
+    let (h1, h2) = batches::split(&tx, 2).unwrap();
+    assert_eq!((h1.len(), h2.len()), (1, 1));
+    let c = batches::create(&tx, &h2, body(&h2), 2).unwrap();
+    let rejected = dead_letters::refuse_batch(&tx, 5, "MKT.9001", "bad", 3).unwrap();
+    assert_eq!(rejected, ["sn-1-3"]);
+    assert_eq!(
+        records::count_by_state(&tx).unwrap(),
+        [(RecordState::Delivered, 3), (RecordState::Pending, 3), (RecordState::Rejected, 1), (RecordState::Sending, 2)],
+        "sn-0-2 pending again; sn-1-2 in {}, sn-2-1 in 6",
+        c.id
+    );
+    batches::attempt_delivered(&tx, c.id).unwrap();
+    batches::attempt_delivered(&tx, 6).unwrap();
+    assert_eq!(batches::apply_deliveries(&tx, 4).unwrap(), 2);
+    let left: Vec<String> =
+        tx.query_map("SELECT metering_sn FROM upload_queue ORDER BY window_start, metering_sn", params![], |r| r.get(0)).unwrap();
+    let ranges_left: i64 = tx.one("SELECT count(*) FROM batch_ranges", params![]).unwrap();
+    conn.batch("COMMIT").unwrap();
+    assert_eq!(left, ["sn-0-2", "sn-2-2", "sn-2-3"]);
+    assert_eq!(ranges_left, 0, "the rejected batch's range went at the apply");
+}

@@ -20,6 +20,25 @@
 //! per-row check locked the batch's row once per record, and `create` alone writes the column,
 //! with the id its own `INSERT` just returned; batch rows are never deleted.
 //!
+//! **Batch key ranges (PostgreSQL, PG migration 11).** There `upload_queue` has no index on
+//! `batch_id`: with one, a cut's update of each member's queue row wrote an entry into it
+//! too. Instead `batch_ranges` holds, for every batch that has queue rows, a key range
+//! `(first_ws, first_sn) ..= (last_ws, last_sn)` of the queue that holds all of them, and
+//! every reader of a batch's queue rows scans that range of the queue's key index, keeping the
+//! rows whose `batch_id` is the batch's (`range_of`, `PG_IN_RANGE`). A cut marked by one
+//! statement stores the bounds that statement was limited to; a cut marked row by row (a
+//! member out of key order, or a range holding other pending rows) stores a range padded to
+//! whole windows, `(min window, '') ..= (max window + 1, '')`: the empty text sorts first in
+//! every collation, so the padded range holds every member whatever the database's collation.
+//! Other rows inside a range (another batch's, a pending record sealed late into an older
+//! window) are never taken for members: the filter on `batch_id` leaves them out. A range is
+//! removed with its batch's last queue row (the apply, [`unqueue`]) or, for a batch whose
+//! records were rejected one by one, at the next apply; so while any queue row is in a batch,
+//! a range exists (`records::any_in_batch` asks that on PostgreSQL). Why dropping the index is
+//! safe: the only readers of queue rows by batch are here and in `records` (`in_batch`, the
+//! counts by state), and each now reads the range; a node of an older build, which would cut
+//! batches without one, has its queue updates refused by the schema (PG migration 11).
+//!
 //! On PostgreSQL a cut reads its members' bytes from their queue rows (`upload_queue.body`, a
 //! copy the seal writes: PG migration 9), not from `records`, and [`apply_deliveries`] is one
 //! statement that reads each delivered batch's state once ([`next_pending`] and
@@ -111,9 +130,42 @@ pub fn next_pending_reusing(tx: &Tx<'_>, n: usize, read_before: Vec<Member>) -> 
     }
 }
 
+/// A queue key range on PostgreSQL: `(first_ws, first_sn) ..= (last_ws, last_sn)` of
+/// `batch_ranges` (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRange {
+    pub first: (i64, String),
+    pub last: (i64, String),
+}
+
+impl KeyRange {
+    /// The range padded to whole windows that holds every key of `recs` (non-empty), whatever
+    /// the order the database's collation gives the serials (see the module docs).
+    fn padded(recs: &[Member]) -> KeyRange {
+        let lo = recs.iter().map(|r| r.window_start).min().unwrap_or(0);
+        let hi = recs.iter().map(|r| r.window_start).max().unwrap_or(0);
+        KeyRange { first: (lo, String::new()), last: (hi.saturating_add(1), String::new()) }
+    }
+}
+
+/// The queue rows `q` of one batch on PostgreSQL as SQL: its `batch_id` is `?1`, its key in
+/// the range `(?2, ?3) ..= (?4, ?5)` (a [`KeyRange`]), so the key index is scanned over the
+/// range only.
+pub(crate) const PG_IN_RANGE: &str =
+    "q.batch_id = ?1 AND (q.window_start, q.metering_sn) >= (?2, ?3) AND (q.window_start, q.metering_sn) <= (?4, ?5)";
+
+/// The key range of batch `id`'s queue rows on PostgreSQL (`batch_ranges`); `None` when it has
+/// none (applied, split, abandoned, rejected, or never had members).
+pub(crate) fn range_of(tx: &Tx<'_>, id: i64) -> Result<Option<KeyRange>> {
+    tx.query_opt("SELECT first_ws, first_sn, last_ws, last_sn FROM batch_ranges WHERE batch_id = ?1", params![id], |r| {
+        Ok(KeyRange { first: (r.get(0)?, r.get(1)?), last: (r.get(2)?, r.get(3)?) })
+    })
+}
+
 /// Creates an open batch of `recs` (in that order) whose request body is `body` (made by
 /// `upload::body::join_records` from the members' bytes; stored as given and resent unchanged):
 /// its records are `sending` from now on. Every record must be pending (queued, in no batch).
+/// On PostgreSQL the batch's key range goes into `batch_ranges` (see the module docs).
 pub fn create(tx: &Tx<'_>, recs: &[Member], body: Vec<u8>, now_ns: i64) -> Result<Batch> {
     let id: i64 = tx.one(
         "INSERT INTO batches (body, records, state, created_ns) VALUES (?1, ?2, 'open', ?3) RETURNING id",
@@ -123,7 +175,19 @@ pub fn create(tx: &Tx<'_>, recs: &[Member], body: Vec<u8>, now_ns: i64) -> Resul
     let sorted = recs.windows(2).all(|w| (w[0].window_start, &w[0].metering_sn) < (w[1].window_start, &w[1].metering_sn));
     // A cut from `next_pending` (or a half of a split): the members should be exactly the
     // pending rows of their key range, so one statement marks them (checked by what it returns).
-    if !(sorted && mark_range(tx, id, recs, (first, last))?) {
+    let by_range = sorted && mark_range(tx, id, recs, (first, last))?;
+    if tx.backend() == Backend::Postgres {
+        let range = if by_range {
+            KeyRange { first: (first.window_start, first.metering_sn.clone()), last: (last.window_start, last.metering_sn.clone()) }
+        } else {
+            KeyRange::padded(recs)
+        };
+        tx.execute(
+            "INSERT INTO batch_ranges (batch_id, first_ws, first_sn, last_ws, last_sn) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, range.first.0, range.first.1, range.last.0, range.last.1],
+        )?;
+    }
+    if !by_range {
         for r in recs {
             let marked = tx.execute(
                 "UPDATE upload_queue SET batch_id = ?3 WHERE window_start = ?1 AND metering_sn = ?2 AND batch_id IS NULL",
@@ -196,6 +260,10 @@ pub fn attempt_delivered(tx: &Tx<'_>, id: i64) -> Result<()> {
 
 /// Records of delivered batches whose `records` rows still say `pending`.
 pub fn unapplied_deliveries(tx: &Tx<'_>) -> Result<u64> {
+    if tx.backend() == Backend::Postgres {
+        let sql = format!("SELECT count(*) FROM {PG_BATCHED_ROWS} WHERE {PG_RANGE_STATE} = 'delivered'");
+        return Ok(tx.one::<i64>(&sql, params![])? as u64);
+    }
     let sql = hinted!(
         tx,
         "SELECT count(*) FROM upload_queue q WHERE q.batch_id IS NOT NULL AND (SELECT b.state FROM batches b",
@@ -239,32 +307,61 @@ pub fn apply_deliveries(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
     Ok(n)
 }
 
-/// [`apply_deliveries`] on PostgreSQL: one statement, one pass over the queue rows of
-/// delivered batches. It finds the delivered batches first, among those cut since the oldest
-/// batch that still has queue rows (the first entry of `upload_queue_by_batch`; batch ids only
-/// grow, and a batch row is never deleted), deletes their queue rows through that index, and
-/// writes the records the deletion returns. So a queued record costs one delete and one (HOT)
-/// update of its records row, and its batch's state is read once per batch, not per record
-/// (issue 13: the per-row lookup, made twice, was a third of the apply).
+/// The queue rows `q` of every batch that has a key range `g` on PostgreSQL, as a `FROM`
+/// clause (see the module docs); [`PG_RANGE_STATE`] is the state of `g`'s batch.
+pub(crate) const PG_BATCHED_ROWS: &str = "batch_ranges g JOIN upload_queue q ON q.batch_id = g.batch_id
+     AND (q.window_start, q.metering_sn) >= (g.first_ws, g.first_sn) AND (q.window_start, q.metering_sn) <= (g.last_ws, g.last_sn)";
+
+/// The state of the batch of range `g`, as SQL: one probe of `batches` by its key per range
+/// (the ranges are few; the batches, never deleted, many).
+pub(crate) const PG_RANGE_STATE: &str = "(SELECT b.state FROM batches b WHERE b.id = g.batch_id)";
+
+/// [`apply_deliveries`] on PostgreSQL: takes the key ranges of the batches that are no longer
+/// open out of `batch_ranges` (delivered ones; and split ones whose records were rejected one
+/// by one, which have no queue rows left), reading each batch's state once; then, one
+/// statement per range, deletes the queue rows of the range that name its batch (a scan of
+/// the key index over the range: bounds given as values, so the planner sees how narrow it
+/// is; joined to the ranges, it hashed the whole queue) and writes the records the deletion
+/// returns. So a queued record costs one delete and one (HOT) update of its records row.
 fn apply_deliveries_pg(tx: &Tx<'_>, now_ns: i64) -> Result<u64> {
-    let (dropped, n): (i64, i64) = tx.query_row(
-        "WITH b AS (SELECT b.id FROM batches b WHERE b.state = 'delivered'
-                      AND b.id >= (SELECT min(q.batch_id) FROM upload_queue q WHERE q.batch_id IS NOT NULL)),
-              d AS (DELETE FROM upload_queue q USING b WHERE q.batch_id IS NOT NULL AND q.batch_id = b.id RETURNING q.window_start, q.metering_sn, q.batch_id),
-              u AS (UPDATE records r SET state = 'delivered', batch_id = d.batch_id, updated_ns = ?1 FROM d
-                     WHERE r.metering_sn = d.metering_sn AND r.window_start = d.window_start AND r.state = 'pending' RETURNING 1)
-         SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u)",
-        params![now_ns],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+    let done = tx.query_map(
+        "DELETE FROM batch_ranges g WHERE (SELECT b.state FROM batches b WHERE b.id = g.batch_id) <> 'open'
+         RETURNING g.batch_id, g.first_ws, g.first_sn, g.last_ws, g.last_sn",
+        params![],
+        |r| Ok((r.get::<i64>(0)?, KeyRange { first: (r.get(1)?, r.get(2)?), last: (r.get(3)?, r.get(4)?) })),
     )?;
+    let apply = format!(
+        "WITH d AS (DELETE FROM upload_queue q WHERE {PG_IN_RANGE} RETURNING q.window_start, q.metering_sn),
+              u AS (UPDATE records r SET state = 'delivered', batch_id = ?1, updated_ns = ?6 FROM d
+                     WHERE r.metering_sn = d.metering_sn AND r.window_start = d.window_start AND r.state = 'pending' RETURNING 1)
+         SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u)"
+    );
+    let (mut dropped, mut n) = (0i64, 0i64);
+    for (id, g) in done {
+        let (d, u): (i64, i64) =
+            tx.query_row(&apply, params![id, g.first.0, g.first.1, g.last.0, g.last.1, now_ns], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        dropped += d;
+        n += u;
+    }
     if n != dropped {
         return Err(StoreError::Corrupt(format!("applied {n} record(s) but {dropped} queue row(s) of delivered batches")));
     }
     Ok(n as u64)
 }
 
-/// Takes the queued records of batch `id` out of it: pending again.
+/// Takes the queued records of batch `id` out of it: pending again (on PostgreSQL through
+/// its key range, which goes with them).
 fn unqueue(tx: &Tx<'_>, id: i64) -> Result<()> {
+    if tx.backend() == Backend::Postgres {
+        if let Some(g) = range_of(tx, id)? {
+            tx.execute(
+                &format!("UPDATE upload_queue q SET batch_id = NULL WHERE {PG_IN_RANGE}"),
+                params![id, g.first.0, g.first.1, g.last.0, g.last.1],
+            )?;
+            tx.execute("DELETE FROM batch_ranges WHERE batch_id = ?1", params![id])?;
+        }
+        return Ok(());
+    }
     tx.execute("UPDATE upload_queue SET batch_id = NULL WHERE batch_id = ?1", params![id])?;
     Ok(())
 }

@@ -28,7 +28,9 @@
 //!
 //! **Records mid-upload.** Open batches keep their bodies byte for byte, and their records and
 //! queue rows keep their batch ids, so the new store resends exactly the bytes the old one
-//! may already have sent (the cloud store keeps the first record per period). Upload claims
+//! may already have sent (the cloud store keeps the first record per period). A PostgreSQL
+//! destination's `batch_ranges` (the key range of each batch's queue rows) is rebuilt from
+//! the copied queue, padded to whole windows, whatever the source kept. Upload claims
 //! (`batches.claimed_by`, `claim_until_ns`) name processes of the old store and are cleared:
 //! the first uploader on the new store picks the open batch up at once.
 //!
@@ -152,7 +154,14 @@ pub const SKIPPED: &[(&str, &str)] = &[
     ("lease", "runtime: the sealer lease of the old store's nodes"),
     ("nodes", "runtime: nodes seen on the old store"),
     ("meterd_schema", "PostgreSQL's schema version, written by its own migrations"),
+    ("batch_ranges", "PostgreSQL's key ranges of batches with queue rows: rebuilt from upload_queue on a PostgreSQL destination"),
 ];
+
+/// `batch_ranges` of a PostgreSQL destination, rebuilt from its copied queue rows: one range
+/// per batch that has queue rows, padded to whole windows (as PG migration 11 does, see
+/// `store::batches`), so every reader of a batch's queue rows finds them.
+const PG_RANGES_REBUILT: &str = "INSERT INTO batch_ranges (batch_id, first_ws, first_sn, last_ws, last_sn)
+     SELECT batch_id, min(window_start), '', max(window_start) + 1, '' FROM upload_queue WHERE batch_id IS NOT NULL GROUP BY batch_id";
 
 /// Upload claims name processes of the old store: cleared on the destination.
 const CLEARED: &[(&str, &str)] = &[("batches", "claimed_by"), ("batches", "claim_until_ns")];
@@ -242,6 +251,7 @@ fn copy_in(src: &Tx<'_>, dst: &Tx<'_>) -> Result<(Vec<(&'static str, u64)>, u64)
     dst.execute("UPDATE ingest_state SET windows_through = ?1, events = ?2 WHERE id = 1", params![super::events::max_seq(dst)?, events])?;
     match dst.backend() {
         Backend::Postgres => {
+            dst.execute(PG_RANGES_REBUILT, params![])?;
             for table in TABLES {
                 if let Some(col) = table.identity {
                     // Past the largest copied key; an empty table keeps its sequence at 1.

@@ -29,7 +29,8 @@
 //! **Upload's own differences** (issue 13's upload target; SQLite keeps its schema, where
 //! these costs do not arise): no `records_by_batch` and no foreign key from
 //! `upload_queue.batch_id` (migration 7), one more index, `upload_queue_pending` (migration 8),
-//! and `records` pages half full. Each migration's comment says why it is safe.
+//! `records` pages half full, and no `upload_queue_by_batch` but a table of batch key ranges,
+//! `batch_ranges` (migration 10). Each migration's comment says why it is safe.
 //!
 //! **Triggers.** SQLite's twelve `*_gen_*` row triggers bump `ingest_state.instances_gen` on
 //! every change to `instances`, `instance_status`, `packages` and `package_usage`; here one
@@ -425,6 +426,42 @@ ALTER TABLE upload_queue ADD COLUMN body bytea;
     r#"
 ALTER TABLE nodes ADD COLUMN uploads bigint NOT NULL DEFAULT 1;
 "#,
+    // 11: PostgreSQL only (issue 13, as 7; SQLite keeps `upload_queue_by_batch`, where an index
+    // entry costs little). A cut's update of each member's queue row also wrote an entry into
+    // `upload_queue_by_batch`, and the apply found the rows of delivered batches through it.
+    // The members of a batch are one key range of the queue (batches are cut in key order), so
+    // `batch_ranges` keeps each batch's range while the batch has queue rows, and every reader
+    // of a batch's queue rows scans that range of the key index, filtered by `batch_id`
+    // (`store::batches`). A range may hold rows of other batches or pending ones (a split's
+    // half, a record sealed late into an older window): the filter leaves them out; it never
+    // misses a member, because every queue row of a batch lies in its range (the cut's update
+    // is bounded by it, and a batch marked row by row gets a range padded to whole windows).
+    // Existing batches with queue rows get padded ranges here. A node of an older build would
+    // cut batches without a range, which readers of this schema would not see: its updates of
+    // the queue are refused (`meterd_refuse_writers_before_11`, as migration 6 does for older ones).
+    r#"
+CREATE TABLE batch_ranges (
+    batch_id bigint PRIMARY KEY,
+    first_ws bigint NOT NULL,
+    first_sn text NOT NULL,
+    last_ws  bigint NOT NULL,
+    last_sn  text NOT NULL
+);
+INSERT INTO batch_ranges (batch_id, first_ws, first_sn, last_ws, last_sn)
+    SELECT batch_id, min(window_start), '', max(window_start) + 1, '' FROM upload_queue WHERE batch_id IS NOT NULL GROUP BY batch_id;
+DROP INDEX upload_queue_by_batch;
+CREATE FUNCTION meterd_refuse_writers_before_11() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(nullif(current_setting('meterd.writer_schema', true), ''), '0')::int < 11 THEN
+        RAISE EXCEPTION 'this meterd store was upgraded (schema 11) by a newer meterd, and this node runs an older one: upgrade this node; its upload writes are refused so that no batch goes unseen'
+            USING ERRCODE = '55000';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER upload_queue_writer_schema BEFORE UPDATE ON upload_queue
+    FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_writers_before_11();
+"#,
 ];
 
 /// Why [`migrate`] failed.
@@ -545,6 +582,7 @@ mod tests {
             "INSERT INTO windows (start_s, instance_ref, usage, events) VALUES (0, 1, 2, 1)",
             "UPDATE instances SET sealed_until = 3600 WHERE ref = 1",
             "UPDATE records SET attempts = attempts + 1",
+            "UPDATE upload_queue SET batch_id = NULL",
         ] {
             let e = client.batch_execute(old_write).expect_err(old_write);
             assert!(e.as_db_error().is_some_and(|d| d.message().contains("upgrade this node")), "{old_write}: {e}");

@@ -24,6 +24,9 @@
 //! told to look a batch's state up through the covering index `batches_state` (`INDEXED BY`,
 //! `hinted!`), so it never reads a batch row with its large body; PostgreSQL has no such
 //! hint and plans the lookup itself, so its spelling is the same statement without it.
+//! PostgreSQL's queue has no index on `batch_id` (PG migration 11): there the readers of a
+//! batch's queue rows ([`in_batch`], [`count_by_state`], `any_in_batch`) go through the
+//! batches' key ranges (`batch_ranges`, see [`super::batches`]).
 
 use super::sql::{params, Backend, Param, Row, Tx};
 use super::{dec, Result, StoreError};
@@ -184,9 +187,14 @@ const BATCH_SQL: &str = "CASE WHEN r.state = 'pending' THEN (SELECT q.batch_id F
      WHERE q.window_start = r.window_start AND q.metering_sn = r.metering_sn) ELSE r.batch_id END";
 
 /// Whether any queued record is in a batch (open, or delivered and not yet applied): when none
-/// is, stored states are effective states and readers can skip [`state_sql`].
+/// is, stored states are effective states and readers can skip [`state_sql`]. On PostgreSQL,
+/// whose queue has no index on `batch_id`, whether any batch has a key range (a range exists
+/// while its batch has queue rows: `store::batches`, PG migration 11).
 pub(crate) fn any_in_batch(tx: &Tx<'_>) -> Result<bool> {
-    tx.one("SELECT EXISTS (SELECT 1 FROM upload_queue WHERE batch_id IS NOT NULL)", params![])
+    match tx.backend() {
+        Backend::Sqlite => tx.one("SELECT EXISTS (SELECT 1 FROM upload_queue WHERE batch_id IS NOT NULL)", params![]),
+        Backend::Postgres => tx.one("SELECT EXISTS (SELECT 1 FROM batch_ranges)", params![]),
+    }
 }
 
 fn columns(tx: &Tx<'_>) -> String {
@@ -312,9 +320,32 @@ pub fn waiting(tx: &Tx<'_>) -> Result<u64> {
 /// open batch — the only one upload's split and rejection ask for — the queue alone answers.
 /// Only other batches look for records naming them: on PostgreSQL, which has no index on
 /// `records.batch_id` (see `store::pg_schema`, migration 7), that reads the whole table.
+/// On PostgreSQL the queue rows of a batch are read over its key range (PG migration 11).
 pub fn in_batch(tx: &Tx<'_>, batch_id: i64) -> Result<Vec<RecordRow>> {
     let state: Option<String> =
         tx.query_opt(hinted!(tx, "SELECT b.state FROM batches b", " WHERE b.id = ?1"), params![batch_id], |r| r.get(0))?;
+    if tx.backend() == Backend::Postgres {
+        let range = super::batches::range_of(tx, batch_id)?;
+        return match (state.as_deref(), range) {
+            (Some("open"), Some(g)) => query_from(
+                tx,
+                QUEUED,
+                &format!("{} ORDER BY q.window_start, q.metering_sn", super::batches::PG_IN_RANGE),
+                params![batch_id, g.first.0, g.first.1, g.last.0, g.last.1],
+            ),
+            (Some("open"), None) => Ok(Vec::new()),
+            (_, Some(g)) => query(
+                tx,
+                &format!(
+                    "(r.metering_sn IN (SELECT q.metering_sn FROM upload_queue q WHERE {}) OR (r.batch_id = ?1 AND r.state <> 'pending'))
+                     ORDER BY r.window_start, r.metering_sn",
+                    super::batches::PG_IN_RANGE
+                ),
+                params![batch_id, g.first.0, g.first.1, g.last.0, g.last.1],
+            ),
+            (_, None) => query(tx, "r.batch_id = ?1 AND r.state <> 'pending' ORDER BY r.window_start, r.metering_sn", params![batch_id]),
+        };
+    }
     if state.as_deref() == Some("open") {
         return query_from(tx, QUEUED, "q.batch_id = ?1 ORDER BY q.window_start, q.metering_sn", params![batch_id]);
     }
@@ -354,13 +385,22 @@ pub fn count_by_state(tx: &Tx<'_>) -> Result<Vec<(RecordState, u64)>> {
         *counts.entry(r.get::<String>(0)?).or_default() += r.get::<i64>(1)?;
         Ok(())
     })?;
-    // Queued records in a batch are stored as `pending`: count them by their batch's state.
-    let by_batch = hinted!(
-        tx,
-        "SELECT (SELECT b.state FROM batches b",
-        " WHERE b.id = q.batch_id) AS s, count(*) FROM upload_queue q
-         WHERE q.batch_id IS NOT NULL GROUP BY s"
-    );
+    // Queued records in a batch are stored as `pending`: count them by their batch's state
+    // (on PostgreSQL over the batches' key ranges, PG migration 11).
+    let pg_by_batch;
+    let by_batch = match tx.backend() {
+        Backend::Sqlite => hinted!(
+            tx,
+            "SELECT (SELECT b.state FROM batches b",
+            " WHERE b.id = q.batch_id) AS s, count(*) FROM upload_queue q
+             WHERE q.batch_id IS NOT NULL GROUP BY s"
+        ),
+        Backend::Postgres => {
+            pg_by_batch =
+                format!("SELECT {} AS s, count(*) FROM {} GROUP BY s", super::batches::PG_RANGE_STATE, super::batches::PG_BATCHED_ROWS);
+            pg_by_batch.as_str()
+        }
+    };
     for (batch_state, n) in tx.query_map(by_batch, params![], |r| Ok((r.get::<Option<String>>(0)?, r.get::<i64>(1)?)))? {
         let state = match batch_state.as_deref() {
             Some("open") => "sending",
