@@ -32,7 +32,7 @@
 //! every collation, so the padded range holds every member whatever the database's collation.
 //! Other rows inside a range (another batch's, a pending record sealed late into an older
 //! window) are never taken for members: the filter on `batch_id` leaves them out. A range is
-//! removed with its batch's last queue row (the apply, [`unqueue`]) or, for a batch whose
+//! removed with its batch's last queue row (the apply, `unqueue`) or, for a batch whose
 //! records were rejected one by one, at the next apply; so while any queue row is in a batch,
 //! a range exists (`records::any_in_batch` asks that on PostgreSQL). Why dropping the index is
 //! safe: the only readers of queue rows by batch are here and in `records` (`in_batch`, the
