@@ -212,6 +212,14 @@ fn sqlite_to_postgres_and_back_keeps_every_row_and_the_audit() {
     run.success();
     let new_ref: i64 = p.read(|tx| tx.one("SELECT ref FROM instances WHERE instance_id = 'new-one'", params![])).unwrap();
     assert!(new_ref > max_ref, "{new_ref} > {max_ref}");
+    // On PostgreSQL the open batch's queue row is read through the batch's key range, which
+    // the copy rebuilds (`batch_ranges`, PG migration 10): it is still the batch's, and every
+    // record reads the state it reads on the source.
+    let (members, states) =
+        p.read(|tx| Ok((meterd::store::records::in_batch(tx, 9)?.len(), meterd::store::records::count_by_state(tx)?))).unwrap();
+    assert_eq!(members, 1, "the open batch's record");
+    assert_eq!(states, open(&src).read(meterd::store::records::count_by_state).unwrap(), "the states the source reads");
+    assert!(states.iter().any(|(s, _)| *s == meterd::store::records::RecordState::Sending), "{states:?}");
 
     // Every event resent after the copy is a duplicate, on both backends.
     assert_resend_is_duplicate(&env, &back);
