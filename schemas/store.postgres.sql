@@ -295,6 +295,9 @@ CREATE INDEX upload_queue_pending ON upload_queue(window_start, metering_sn) WHE
 ALTER TABLE upload_queue ADD COLUMN body bytea;
 
 -- migration 10
+ALTER TABLE nodes ADD COLUMN uploads bigint NOT NULL DEFAULT 1;
+
+-- migration 11
 CREATE TABLE batch_ranges (
     batch_id bigint PRIMARY KEY,
     first_ws bigint NOT NULL,
@@ -305,14 +308,14 @@ CREATE TABLE batch_ranges (
 INSERT INTO batch_ranges (batch_id, first_ws, first_sn, last_ws, last_sn)
     SELECT batch_id, min(window_start), '', max(window_start) + 1, '' FROM upload_queue WHERE batch_id IS NOT NULL GROUP BY batch_id;
 DROP INDEX upload_queue_by_batch;
-CREATE FUNCTION meterd_refuse_writers_before_10() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION meterd_refuse_writers_before_11() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF coalesce(nullif(current_setting('meterd.writer_schema', true), ''), '0')::int < 10 THEN
-        RAISE EXCEPTION 'this meterd store was upgraded (schema 10) by a newer meterd, and this node runs an older one: upgrade this node; its upload writes are refused so that no batch goes unseen'
+    IF coalesce(nullif(current_setting('meterd.writer_schema', true), ''), '0')::int < 11 THEN
+        RAISE EXCEPTION 'this meterd store was upgraded (schema 11) by a newer meterd, and this node runs an older one: upgrade this node; its upload writes are refused so that no batch goes unseen'
             USING ERRCODE = '55000';
     END IF;
     RETURN NULL;
 END;
 $$;
 CREATE TRIGGER upload_queue_writer_schema BEFORE UPDATE ON upload_queue
-    FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_writers_before_10();
+    FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_writers_before_11();
