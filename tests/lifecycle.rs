@@ -369,6 +369,8 @@ fn a_record_sealed_past_a_late_release_is_flagged_and_not_charged_in_the_preview
     assert!(csv.lines().nth(1).is_some_and(|l| l.contains("refuses it")), "{csv}");
     let table = env.run(&["preview", "--now", &at("10:20")]).stdout;
     assert!(table.contains("pending (flagged)"), "{table}");
+    let html = env.run(&["preview", "--format", "html", "--now", &at("10:20")]).stdout;
+    assert!(html.contains("pending (flagged: ") && html.contains("refuses it"), "the page gives the reason too: {html}");
     // A person is told before it is sent: the store will refuse it.
     let check = env.run(&["status", "--check", "--now", &at("10:20")]);
     assert_eq!(check.code, 1, "{}", check.stderr);

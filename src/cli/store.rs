@@ -122,7 +122,9 @@ fn copy(ctx: &Ctx, from: &Path, to: &Path) -> Result<u8, Failure> {
         println!("  {} unfolded events of the source were added to the destination's window totals", report.tail_folded);
     }
     if report.ok() {
-        println!("audit: equal on both sides — the copy is complete; point meterd at {to_shown}");
+        println!(
+            "audit: equal on both sides — the copy is complete; point meterd at {to_shown} (once every node on the source is stopped)"
+        );
         Ok(0)
     } else {
         for d in &report.audit_differences {

@@ -193,7 +193,10 @@ fn table(s: &mut String, t: &InstanceTotal, rows: &[&PreviewRow]) {
             escape(&r.begin_time.to_string()),
             escape(&r.end_time.to_string()),
             colour(r.state),
-            escape(&if r.flagged.is_some() { format!("{} (flagged)", r.state) } else { r.state.to_string() }),
+            escape(&match &r.flagged {
+                Some(why) => format!("{} (flagged: {why})", r.state),
+                None => r.state.to_string(),
+            }),
             escape(&r.usage.to_string()),
             escape(&r.charge.to_string()),
             escape(&r.charge_2dp.to_string()),
