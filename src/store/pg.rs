@@ -58,7 +58,7 @@ pub fn looks_like_conninfo(db: &str) -> bool {
 
 /// Whether the URL or `PGPASSWORD` gives a password (then `[store] password_file` is not read).
 pub fn password_given(url: &str) -> bool {
-    password_source(url) != "nowhere"
+    matches!(password_source(url), "the URL" | "PGPASSWORD")
 }
 
 /// Where the password [`PgLocation::parse`] uses for `url` comes from, for messages (never the
