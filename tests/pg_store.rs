@@ -156,10 +156,10 @@ fn events_are_stored_once_and_conflicts_are_named() {
         let mut ev = PgEvents::begin(tx, false)?;
         ev.lookup(tx, [(1, "e1"), (1, "e2")].into_iter())?;
         assert_eq!(ev.check(1, "e1", t, Quantity(dec("1.5")), None), InsertOutcome::Inserted);
-        ev.append(new_event(1, "e1", "1.5"));
+        ev.append(tx, new_event(1, "e1", "1.5"))?;
         // The same key again in the same transaction is the event just held.
         assert_eq!(ev.check(1, "e1", t, Quantity(dec("1.50")), None), InsertOutcome::Duplicate);
-        ev.append(new_event(1, "e2", "2"));
+        ev.append(tx, new_event(1, "e2", "2"))?;
         assert_eq!(ev.finish(tx)?, Finish::Stored);
         pg_events::count_appended(tx, 2).map(|_| ())
     })
@@ -170,7 +170,7 @@ fn events_are_stored_once_and_conflicts_are_named() {
         assert_eq!(ev.check(1, "e1", t, Quantity(dec("1.5")), None), InsertOutcome::Duplicate);
         assert!(matches!(ev.check(1, "e2", t, Quantity(dec("3")), None), InsertOutcome::Conflict { stored_quantity, .. } if stored_quantity.0 == dec("2")));
         assert_eq!(ev.check(1, "e3", t, Quantity(dec("1")), None), InsertOutcome::Inserted);
-        ev.append(new_event(1, "e3", "1"));
+        ev.append(tx, new_event(1, "e3", "1"))?;
         assert_eq!(ev.finish(tx)?, Finish::Stored);
         pg_events::count_appended(tx, 1).map(|_| ())
     })
@@ -188,8 +188,8 @@ fn events_are_stored_once_and_conflicts_are_named() {
     let e = s
         .write(|tx| {
             let mut ev = PgEvents::begin(tx, false)?;
-            ev.append(new_event(1, "e1", "1.5"));
-            ev.append(new_event(1, "e4", "1"));
+            ev.append(tx, new_event(1, "e1", "1.5"))?;
+            ev.append(tx, new_event(1, "e4", "1"))?;
             ev.finish(tx).map(|f| assert_eq!(f, Finish::Stored))
         })
         .unwrap_err();
@@ -210,9 +210,9 @@ fn optimistic_events_are_checked_when_finished() {
         let mut ev = PgEvents::begin(tx, true)?;
         ev.lookup(tx, [(1, "e1"), (1, "e2")].into_iter())?;
         assert_eq!(ev.check(1, "e1", t, Quantity(dec("1.5")), None), InsertOutcome::Inserted);
-        ev.append(new_event(1, "e1", "1.5"));
+        ev.append(tx, new_event(1, "e1", "1.5"))?;
         assert_eq!(ev.check(1, "e1", t, Quantity(dec("1.5")), None), InsertOutcome::Duplicate);
-        ev.append(new_event(1, "e2", "2"));
+        ev.append(tx, new_event(1, "e2", "2"))?;
         assert_eq!(ev.found(), 0);
         ev.finish(tx).map(|f| assert_eq!(f, Finish::Stored))
     })
@@ -225,7 +225,7 @@ fn optimistic_events_are_checked_when_finished() {
             ev.lookup(tx, [(1, "e3"), (1, "e1")].into_iter())?;
             for id in ["e3", "e1"] {
                 assert_eq!(ev.check(1, id, t, Quantity(dec("1")), None), InsertOutcome::Inserted);
-                ev.append(new_event(1, id, "1"));
+                ev.append(tx, new_event(1, id, "1"))?;
             }
             let f = ev.finish(tx)?;
             tx.pg().expect("a PostgreSQL store").batch("ROLLBACK TO SAVEPOINT t")?;
@@ -239,7 +239,7 @@ fn optimistic_events_are_checked_when_finished() {
             let mut ev = PgEvents::begin(tx, true)?;
             assert_eq!(ev.check(1, "e2", t, Quantity(dec("2")), None), InsertOutcome::Inserted);
             assert_eq!(ev.check(1, "e4", t, Quantity(dec("4")), None), InsertOutcome::Inserted);
-            ev.append(new_event(1, "e4", "4"));
+            ev.append(tx, new_event(1, "e4", "4"))?;
             ev.finish(tx)
         })
         .unwrap();
@@ -333,9 +333,9 @@ fn the_lookup_probes_the_key_index_even_with_a_plan_made_on_an_empty_table() {
         tx.pg().expect("a PostgreSQL store").batch("SET plan_cache_mode = force_generic_plan")?;
         let mut ev = PgEvents::begin(tx, false)?;
         ev.lookup(tx, [(1, "k0")].into_iter())?;
-        (0..2000).for_each(|i| {
-            ev.append(new_event(1, &format!("k{i}"), "1"));
-        });
+        for i in 0..2000 {
+            ev.append(tx, new_event(1, &format!("k{i}"), "1"))?;
+        }
         ev.finish(tx).map(|f| assert_eq!(f, Finish::Stored))
     })
     .unwrap();
@@ -369,8 +369,8 @@ fn window_updates_stay_on_their_page() {
         )?;
         let starts: Vec<i64> = (0..n).map(|i| i * 3600).collect();
         let (keys, usage, events) = (vec![key; n as usize], vec![dec("1.5"); n as usize], vec![1_i64; n as usize]);
-        pg.client().execute(&stmt, &[&starts, &keys, &usage, &events])?;
-        let row = pg.client().query_one("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'windows'", &[])?;
+        pg.client()?.execute(&stmt, &[&starts, &keys, &usage, &events])?;
+        let row = pg.client()?.query_one("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'windows'", &[])?;
         Ok((row.get(0), row.get(1)))
     };
     s.write(|tx| {

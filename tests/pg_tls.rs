@@ -34,7 +34,7 @@ fn store_uses_tls(store: &mut Store) -> bool {
     store
         .read(|tx| {
             let mut pg = tx.pg().expect("a PostgreSQL store");
-            let row = pg.client().query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])?;
+            let row = pg.client()?.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])?;
             Ok(row.get::<_, bool>(0))
         })
         .expect("read pg_stat_ssl")

@@ -181,8 +181,8 @@ impl TxCtx<'_, '_> {
 
     /// The new events of `instance_key` this transaction holds back that index a level window
     /// (`weighted_sum`), for a read that must see them: SQLite writes its held rows now (a
-    /// query then sees them; none are returned), PostgreSQL writes them only before `COMMIT`,
-    /// so they are returned instead.
+    /// query then sees them; none are returned), PostgreSQL writes a point plan's events only
+    /// before `COMMIT`, so they are returned instead.
     pub(super) fn held_levels(&mut self, instance_key: i64) -> Result<Vec<crate::model::LevelEvent>, StoreError> {
         match &mut self.keys {
             Keys::Sqlite { app, .. } => {
@@ -197,22 +197,25 @@ impl TxCtx<'_, '_> {
         }
     }
 
-    /// Stores a new event (held back until the end of the transaction).
+    /// Stores a new event (written now or held back until the end of the transaction).
     pub(super) fn append(&mut self, probe: KeyProbe, instance_key: i64, new: NewEvent<'_>) -> Result<(), StoreError> {
         match (&mut self.keys, probe) {
             (Keys::Sqlite { dedupe, app }, KeyProbe::Sqlite(p)) => dedupe.append(app, p, new).map(|_| ()),
             (Keys::Postgres(pg), KeyProbe::Postgres) => {
-                pg.append(PgNewEvent {
-                    instance_key,
-                    event_id: new.event_id.to_owned(),
-                    time: new.time,
-                    quantity: new.quantity,
-                    billed_window: new.billed_window,
-                    billed_qty: new.billed_qty,
-                    received: new.received,
-                    props: new.props.map(str::to_owned),
-                    point_window: new.point_window,
-                });
+                pg.append(
+                    self.tx,
+                    PgNewEvent {
+                        instance_key,
+                        event_id: new.event_id.to_owned(),
+                        time: new.time,
+                        quantity: new.quantity,
+                        billed_window: new.billed_window,
+                        billed_qty: new.billed_qty,
+                        received: new.received,
+                        props: new.props.map(str::to_owned),
+                        point_window: new.point_window,
+                    },
+                )?;
                 Ok(())
             }
             _ => Err(StoreError::Internal("an event probed on one backend was stored on the other".into())),

@@ -289,7 +289,12 @@ fn attempt_postgres(
     let mut events = PgEvents::begin_after(last, optimistic);
     let mut delta = TailSums::new(usize::MAX);
     let keys = Keys::Postgres(&mut events);
-    let out = decide_group(&mut TxCtx { tx, keys, cfg, instances: &mut *instances, tail: &mut delta }, cfg, group)?;
+    // A stored key the streamed `COPY` met surfaces as the error of whichever statement ends
+    // it (`store::pg_copy`): optimistic mode then decides again, as when `finish` meets it.
+    let out = match decide_group(&mut TxCtx { tx, keys, cfg, instances: &mut *instances, tail: &mut delta }, cfg, group) {
+        Ok(out) => out,
+        Err(e) => return events.stored_key_or(e).map(|()| None),
+    };
     let found = events.found();
     let last = events.last_seq();
     if events.finish(tx)? == Finish::KeyStored {

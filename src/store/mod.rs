@@ -40,6 +40,7 @@ mod migrations;
 pub mod notify;
 pub mod packages;
 pub mod pg;
+pub mod pg_copy;
 pub mod pg_events;
 pub mod pg_schema;
 pub mod pg_tls;

@@ -181,7 +181,7 @@ impl PgLocation {
     /// `pg_schema::migrate` runs under an advisory lock).
     pub fn connect_and_migrate(&self) -> Result<PgConn> {
         let mut conn = self.connect()?;
-        super::pg_schema::migrate(conn.client()).map_err(|e| match e {
+        super::pg_schema::migrate(conn.client()?).map_err(|e| match e {
             super::pg_schema::PgSchemaError::Postgres(e) => StoreError::from(e),
             e => StoreError::Invalid(format!("{self}: {e}")),
         })?;

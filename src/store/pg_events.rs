@@ -10,8 +10,12 @@
 //! 2. [`PgEvents::check`] per event: stored → duplicate (same quantity, time and properties) or
 //!    conflict; new → inserted, unless an earlier event of the same transaction had the same key
 //!    (then that one is the stored event). [`PgEvents::append`] holds the new row back.
-//! 3. [`PgEvents::finish`], before `COMMIT`: the held rows in one binary `COPY` into `events`
-//!    (plus `event_props` and `window_events` rows); then [`count_appended`] adds them to the
+//! 3. [`PgEvents::append`] encodes each new event as a binary `COPY` row at once and sends
+//!    the rows about every 64 KiB into a `COPY` into `events` that stays open while the writer
+//!    decides the rest (`store::pg_copy`): the server inserts them meanwhile. A point plan's
+//!    events are held back instead (a read of their window adds them, [`PgEvents::held_of`]).
+//!    [`PgEvents::finish`], before `COMMIT`, sends the rest, ends the `COPY` and writes the
+//!    `event_props` and `window_events` rows; then [`count_appended`] adds the events to the
 //!    `ingest_state` count and reads the instances' generation, in one round trip.
 //!
 //! **Optimistic mode** ([`PgEvents::begin`] with `optimistic`): most batches hold only new keys,
@@ -19,7 +23,10 @@
 //! insert. In this mode step 1 is skipped and every key is taken as not stored; step 3 checks
 //! that: the `COPY` fails on `events_key` if a key it writes is stored, and the keys that were
 //! taken as new but not written (a new event the rules refused: quota, missing plan, too old…)
-//! are looked up there (usually none, then no query). If either finds a stored key,
+//! are looked up there (usually none, then no query). The `COPY` ends at the first statement
+//! after the rows were sent, so a stored key can surface as the error of a statement in the
+//! middle of the group (loading an instance): [`PgEvents::stored_key_or`] tells the writer it
+//! means the same. If either finds a stored key,
 //! [`PgEvents::finish`] answers [`Finish::KeyStored`] and the caller rolls the transaction back
 //! and decides the whole group again in lookup mode, in a new transaction, with fresh in-memory
 //! state (`collector::writer`): duplicates and conflicts are then named exactly as in lookup
@@ -62,7 +69,14 @@ pub struct PgNewEvent {
 pub struct PgEvents {
     /// Keys looked up in this transaction, and what is stored (or held back) under them.
     known: HashMap<(i64, String), Stored>,
-    held: Vec<PgNewEvent>,
+    /// New events of point plans, held back until [`PgEvents::finish`] (a read of their
+    /// window adds them: [`PgEvents::held_of`]); every other new event is streamed at once.
+    held: Vec<(i64, PgNewEvent)>,
+    /// Rows encoded for the `COPY` and not sent yet (sent every [`STREAM_BYTES`]).
+    rows: bytes::BytesMut,
+    /// The properties and point-window index rows of the new events, written at the end.
+    props: (Vec<i64>, Vec<String>),
+    points: (Vec<i64>, Vec<i64>, Vec<i64>),
     next_seq: i64,
     /// No lookup: every key is taken as not stored, and [`PgEvents::finish`] checks it.
     optimistic: bool,
@@ -110,7 +124,7 @@ fn stored(tx: &Tx<'_>, refs: &[i64], ids: &[String]) -> Result<Vec<((i64, String
          CROSS JOIN LATERAL (SELECT * FROM events e WHERE e.instance_ref = k.r AND e.event_id = k.id LIMIT 1) e",
     )?;
     let mut out = Vec::new();
-    for row in pg.client().query(&stmt, &[&refs, &ids])? {
+    for row in pg.client()?.query(&stmt, &[&refs, &ids])? {
         out.push(((row.try_get(0)?, row.try_get(1)?), (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?)));
     }
     Ok(out)
@@ -145,7 +159,17 @@ impl PgEvents {
     /// [`PgEvents::begin`] with the highest stored `seq` (`last`) already read in this
     /// transaction, under the writers' lock (the ingest writer reads it with `ingest_state`).
     pub fn begin_after(last: i64, optimistic: bool) -> PgEvents {
-        PgEvents { known: HashMap::new(), held: Vec::new(), next_seq: last + 1, optimistic, assumed: Vec::new(), found: 0 }
+        PgEvents {
+            known: HashMap::new(),
+            held: Vec::new(),
+            rows: bytes::BytesMut::new(),
+            props: (Vec::new(), Vec::new()),
+            points: (Vec::new(), Vec::new(), Vec::new()),
+            next_seq: last + 1,
+            optimistic,
+            assumed: Vec::new(),
+            found: 0,
+        }
     }
 
     /// The `seq` of the last event held so far (the highest stored one when none is held).
@@ -196,78 +220,104 @@ impl PgEvents {
         }
     }
 
-    /// Holds a new event back for [`PgEvents::finish`]; returns the seq it will have.
-    /// The events of `instance_key` held back so far (not yet in `events`): a read inside the
-    /// transaction that must see them (a `weighted_sum` late event's neighbours) adds them.
+    /// The new events of point plans of `instance_key` held back so far (not yet in `events`):
+    /// a read inside the transaction that must see them (a `weighted_sum` late event's
+    /// neighbours, read through `window_events`) adds them. Other new events are streamed to
+    /// the server at once, and no such read looks for them.
     pub fn held_of(&self, instance_key: i64) -> impl Iterator<Item = &PgNewEvent> {
-        self.held.iter().filter(move |e| e.instance_key == instance_key)
+        self.held.iter().map(|(_, e)| e).filter(move |e| e.instance_key == instance_key)
     }
 
-    pub fn append(&mut self, ev: PgNewEvent) -> i64 {
+    /// Stores a new event; returns its seq. An event of a point plan is held back until
+    /// [`PgEvents::finish`]; any other is encoded for the `COPY` at once, and about every
+    /// [`STREAM_BYTES`] the encoded rows go to the server, which inserts them while the writer
+    /// decides the next ones (`store::pg_copy`). Whether the server took them is known when
+    /// the `COPY` ends: at the next statement of the transaction, or in [`PgEvents::finish`].
+    pub fn append(&mut self, tx: &Tx<'_>, ev: PgNewEvent) -> Result<i64> {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.known.insert((ev.instance_key, ev.event_id.clone()), (ev.time.0, ev.quantity.0, ev.props.clone()));
-        self.held.push(ev);
-        seq
+        if let Some(p) = &ev.props {
+            self.props.0.push(seq);
+            self.props.1.push(p.clone());
+        }
+        if let Some(w) = ev.point_window {
+            self.points.0.push(ev.instance_key);
+            self.points.1.push(w);
+            self.points.2.push(seq);
+            self.held.push((seq, ev));
+            return Ok(seq);
+        }
+        encode_row(&mut self.rows, seq, &ev)?;
+        if self.rows.len() >= STREAM_BYTES {
+            self.send(tx)?;
+        }
+        Ok(seq)
     }
 
-    /// Writes every held event (and its properties and point-window index rows); the caller
-    /// then counts them ([`count_appended`]). Call once, before `COMMIT`. In optimistic mode first checks
-    /// that no key taken as new is stored ([`Finish::KeyStored`] if one is; module docs).
-    pub fn finish(self, tx: &Tx<'_>) -> Result<Finish> {
+    /// Sends the encoded rows into the `COPY` (opening it when needed).
+    fn send(&mut self, tx: &Tx<'_>) -> Result<()> {
+        let mut pg = tx.pg().ok_or_else(no_pg)?;
+        pg.copy_rows(COPY_EVENTS, COPY_HEADER, COPY_TRAILER, &self.rows)?;
+        self.rows.clear();
+        Ok(())
+    }
+
+    /// What an error of a statement in this transaction means for the batch: a stored key met
+    /// by the streamed `COPY` (it ends at the next statement, whose error it then is) is
+    /// `Ok(())` in optimistic mode — decide the group again, [`Finish::KeyStored`] — and
+    /// [`StoreError::Corrupt`] in lookup mode, as in [`PgEvents::finish`]; any other error is
+    /// returned as it is.
+    pub fn stored_key_or(&self, e: StoreError) -> Result<()> {
+        match &e {
+            StoreError::Postgres(pe) if is_key_violation(pe) && self.optimistic => Ok(()),
+            StoreError::Postgres(pe) if is_key_violation(pe) => Err(StoreError::Corrupt(format!(
+                "a new event of this batch was already stored by another writer ({}); nothing of this batch is acknowledged",
+                pe.as_db_error().map_or("", |d| d.message())
+            ))),
+            _ => Err(e),
+        }
+    }
+
+    /// Writes every new event not written yet (the held ones and the rows not yet sent), ends
+    /// the `COPY`, and writes the properties and point-window index rows; the caller then
+    /// counts them ([`count_appended`]). Call once, before `COMMIT`. In optimistic mode first
+    /// checks that no key taken as new is stored ([`Finish::KeyStored`] if one is; module docs).
+    pub fn finish(mut self, tx: &Tx<'_>) -> Result<Finish> {
         if self.optimistic {
             // Keys answered new but not written (a rule refused the event): looked up now.
             let (refs, ids): (Vec<i64>, Vec<String>) = self.assumed.iter().filter(|k| !self.known.contains_key(*k)).cloned().unzip();
-            if !stored(tx, &refs, &ids)?.is_empty() {
-                return Ok(Finish::KeyStored);
+            match stored(tx, &refs, &ids) {
+                Ok(found) if !found.is_empty() => return Ok(Finish::KeyStored),
+                Ok(_) => {}
+                Err(e) => return self.stored_key_or(e).map(|()| Finish::KeyStored),
             }
         }
-        if self.held.is_empty() {
-            return Ok(Finish::Stored);
+        for (seq, e) in std::mem::take(&mut self.held) {
+            encode_row(&mut self.rows, seq, &e)?;
         }
-        let n = self.held.len();
-        let first = self.next_seq - n as i64;
-        let seqs: Vec<i64> = (first..self.next_seq).collect();
-        let mut pg = tx.pg().ok_or_else(no_pg)?;
+        if !self.rows.is_empty() {
+            self.send(tx)?;
+        }
         // A plain binary COPY, not `INSERT … ON CONFLICT DO NOTHING`: under the writers' lock
         // the lookup is the truth (or optimistic mode checks it here), and the speculative
         // insertion of ON CONFLICT costs one more descent of the unique index and one more WAL
         // record per row. A stored key fails the statement on `events_key`, and so the
         // transaction: optimistic mode decides again, lookup mode refuses the batch.
-        match copy_events(pg.client(), &self.held, first) {
-            Ok(()) => {}
-            Err(e) if is_key_violation(&e) && self.optimistic => return Ok(Finish::KeyStored),
-            Err(e) if is_key_violation(&e) => {
-                // Never acknowledge what was not stored by this transaction.
-                return Err(StoreError::Corrupt(format!(
-                    "a new event of this batch was already stored by another writer ({}); nothing of this batch is acknowledged",
-                    e.as_db_error().map_or("", |d| d.message())
-                )));
-            }
-            Err(e) => return Err(e.into()),
+        let mut pg = tx.pg().ok_or_else(no_pg)?;
+        if let Err(e) = pg.end_copy() {
+            return self.stored_key_or(e).map(|()| Finish::KeyStored);
         }
-        let (mut pseq, mut props) = (Vec::new(), Vec::new());
-        let (mut wref, mut wstart, mut wseq) = (Vec::new(), Vec::new(), Vec::new());
-        for (e, seq) in self.held.iter().zip(&seqs) {
-            if let Some(p) = &e.props {
-                pseq.push(*seq);
-                props.push(p.as_str());
-            }
-            if let Some(w) = e.point_window {
-                wref.push(e.instance_key);
-                wstart.push(w);
-                wseq.push(*seq);
-            }
-        }
+        let (pseq, props) = &self.props;
         if !pseq.is_empty() {
-            let stmt = pg.prepared("INSERT INTO event_props (seq, props) SELECT * FROM unnest($1::bigint[], $2::text[])")?;
-            pg.client().execute(&stmt, &[&pseq, &props])?;
+            pg.execute_typed("INSERT INTO event_props (seq, props) SELECT * FROM unnest($1::bigint[], $2::text[])", &[pseq, props])?;
         }
+        let (wref, wstart, wseq) = &self.points;
         if !wseq.is_empty() {
-            let stmt = pg.prepared(
+            pg.execute_typed(
                 "INSERT INTO window_events (instance_ref, window_start, seq) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])",
+                &[wref, wstart, wseq],
             )?;
-            pg.client().execute(&stmt, &[&wref, &wstart, &wseq])?;
         }
         Ok(Finish::Stored)
     }
@@ -279,32 +329,53 @@ impl PgEvents {
 pub fn count_appended(tx: &Tx<'_>, appended: i64) -> Result<i64> {
     let mut pg = tx.pg().ok_or_else(no_pg)?;
     let stmt = pg.prepared("UPDATE ingest_state SET events = events + $1 WHERE id = 1 RETURNING instances_gen")?;
-    let row = pg.client().query_one(&stmt, &[&appended])?;
+    let row = pg.client()?.query_one(&stmt, &[&appended])?;
     Ok(row.try_get(0)?)
 }
 
-/// The `COPY` of [`copy_events`].
+/// The `COPY` every new event goes through (binary format).
+///
+/// It is sent as text (`copy_in` parses it again at each opening, once per transaction) rather
+/// than as a statement prepared once: that would save one round trip per transaction, but
+/// `pg_stat_statements` then counts only the first execution, and the `COPY` is most of the
+/// server's time — the bench's statement profile (`METERD_BENCH_PGSS=1`) must show it.
+/// Measured: no difference within the noise (2026-11-30, four alternated runs).
 const COPY_EVENTS: &str =
     "COPY events (seq, instance_ref, event_id, time_ns, qty, billed_window, billed_qty, received_s) FROM STDIN BINARY";
 
-/// Writes `held` into `events` with seqs `first`, `first + 1`, … in one binary `COPY`.
-///
-/// The `COPY` goes as text (`copy_in` parses it again each time) rather than as a statement
-/// prepared once: that would save one round trip per transaction, but `pg_stat_statements`
-/// then counts only the first execution, and the `COPY` is most of the server's time — the
-/// bench's statement profile (`METERD_BENCH_PGSS=1`) must show it. Measured: no difference
-/// within the noise (2026-11-30, four alternated runs).
-fn copy_events(client: &mut postgres::Client, held: &[PgNewEvent], first: i64) -> std::result::Result<(), postgres::Error> {
-    use postgres::binary_copy::BinaryCopyInWriter;
-    use postgres::types::{ToSql, Type};
-    let sink = client.copy_in(COPY_EVENTS)?;
-    let types = [Type::INT8, Type::INT8, Type::TEXT, Type::INT8, Type::NUMERIC, Type::INT8, Type::NUMERIC, Type::INT8];
-    let mut w = BinaryCopyInWriter::new(sink, &types);
-    for (e, seq) in held.iter().zip(first..) {
-        let row: [&(dyn ToSql + Sync); 8] =
-            [&seq, &e.instance_key, &e.event_id, &e.time.0, &e.quantity.0, &e.billed_window, &e.billed_qty, &e.received.secs()];
-        w.write(&row)?;
+/// The binary `COPY` format's header: signature, flags (none), header extension length (0).
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The binary `COPY` format's trailer: a field count of -1.
+const COPY_TRAILER: &[u8] = &[0xff, 0xff];
+
+/// Encoded rows sent to the server at a time: large enough that sending costs little of the
+/// writer's time, small enough that the server starts on the first rows early (the writer
+/// decides about 600 events meanwhile).
+const STREAM_BYTES: usize = 64 * 1024;
+
+/// Appends one `events` row to `buf` in the binary `COPY` format: the field count, then each
+/// field as its length (-1 for NULL) and its binary value, as `postgres-types` encodes it.
+fn encode_row(buf: &mut bytes::BytesMut, seq: i64, e: &PgNewEvent) -> Result<()> {
+    use bytes::BufMut;
+    use postgres::types::{IsNull, ToSql, Type};
+    fn field(buf: &mut bytes::BytesMut, v: &(dyn ToSql + Sync), ty: &Type) -> Result<()> {
+        let at = buf.len();
+        buf.put_i32(0);
+        let len = match v.to_sql_checked(ty, buf).map_err(|e| StoreError::Internal(format!("encoding an event for COPY: {e}")))? {
+            IsNull::Yes => -1,
+            IsNull::No => i32::try_from(buf.len() - at - 4).map_err(|_| StoreError::Internal("an event field over 2 GiB".into()))?,
+        };
+        buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        Ok(())
     }
-    w.finish()?;
+    buf.put_i16(8);
+    field(buf, &seq, &Type::INT8)?;
+    field(buf, &e.instance_key, &Type::INT8)?;
+    field(buf, &e.event_id, &Type::TEXT)?;
+    field(buf, &e.time.0, &Type::INT8)?;
+    field(buf, &e.quantity.0, &Type::NUMERIC)?;
+    field(buf, &e.billed_window, &Type::INT8)?;
+    field(buf, &e.billed_qty, &Type::NUMERIC)?;
+    field(buf, &e.received.secs(), &Type::INT8)?;
     Ok(())
 }

@@ -361,7 +361,8 @@ pub(crate) fn to_pg_placeholders(sql: &str) -> String {
 /// A PostgreSQL connection with its prepared-statement cache (keyed by the SQL text as
 /// written, so the placeholder rewrite runs once per statement).
 pub struct PgConn {
-    pub(crate) client: postgres::Client,
+    /// The client, which may have a `COPY` open between statements (`store::pg_copy`).
+    link: super::pg_copy::PgLink,
     stmts: HashMap<String, postgres::Statement>,
     /// Requests that waited for the server's answer, counted by [`PgConn::round_trips`].
     round_trips: u64,
@@ -369,13 +370,13 @@ pub struct PgConn {
 
 impl std::fmt::Debug for PgConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgConn").field("closed", &self.client.is_closed()).finish_non_exhaustive()
+        f.debug_struct("PgConn").field("closed", &self.is_closed()).finish_non_exhaustive()
     }
 }
 
 impl PgConn {
     pub fn new(client: postgres::Client) -> PgConn {
-        PgConn { client, stmts: HashMap::new(), round_trips: 0 }
+        PgConn { link: super::pg_copy::PgLink::new(client), stmts: HashMap::new(), round_trips: 0 }
     }
 
     /// How many requests on this connection so far waited for the server's answer (each
@@ -392,7 +393,7 @@ impl PgConn {
             return Ok(s.clone());
         }
         self.round_trips += 1;
-        let stmt = self.client.prepare(&to_pg_placeholders(sql))?;
+        let stmt = self.link.client()?.prepare(&to_pg_placeholders(sql))?;
         if self.stmts.len() >= 256 {
             self.stmts.clear();
         }
@@ -405,7 +406,7 @@ impl PgConn {
         let values: Vec<PgParam> = params.iter().map(|p| PgParam(p.to_value())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
         self.round_trips += 1;
-        Ok(self.client.query(&stmt, &refs)?)
+        Ok(self.link.client()?.query(&stmt, &refs)?)
     }
 
     fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> Result<u64> {
@@ -413,7 +414,7 @@ impl PgConn {
         let values: Vec<PgParam> = params.iter().map(|p| PgParam(p.to_value())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
         self.round_trips += 1;
-        Ok(self.client.execute(&stmt, &refs)?)
+        Ok(self.link.client()?.execute(&stmt, &refs)?)
     }
 
     /// Runs `sql` (written with `$N` placeholders, prepared once per connection) with
@@ -423,7 +424,7 @@ impl PgConn {
     pub fn execute_typed(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let stmt = self.statement(sql)?;
         self.round_trips += 1;
-        Ok(self.client.execute(&stmt, params)?)
+        Ok(self.link.client()?.execute(&stmt, params)?)
     }
 
     /// [`PgConn::execute_typed`] for a statement that returns rows, each read by `f`.
@@ -435,13 +436,32 @@ impl PgConn {
     ) -> Result<Vec<T>> {
         let stmt = self.statement(sql)?;
         self.round_trips += 1;
-        let rows = self.client.query(&stmt, params)?;
+        let rows = self.link.client()?.query(&stmt, params)?;
         rows.iter().map(|r| f(&Row::Pg(r))).collect()
     }
 
-    /// The client, for typed statements (arrays) this layer has no [`Value`] for.
-    pub fn client(&mut self) -> &mut postgres::Client {
-        &mut self.client
+    /// The client, for typed statements (arrays) this layer has no [`Value`] for, after
+    /// ending an open `COPY` ([`PgConn::copy_rows`]): errors are that `COPY`'s.
+    pub fn client(&mut self) -> Result<&mut postgres::Client> {
+        self.link.client()
+    }
+
+    /// Streams whole rows into the `COPY … FROM STDIN` `sql`, leaving it open until the next
+    /// request on this connection (`store::pg_copy`): opened (with `header`) unless it is the
+    /// one open, ended with `trailer`. The server's verdict on the rows comes when it ends.
+    pub fn copy_rows(&mut self, sql: &'static str, header: &[u8], trailer: &'static [u8], data: &[u8]) -> Result<()> {
+        if self.link.copy_rows(sql, header, trailer, data)? {
+            self.round_trips += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the open `COPY`, if any (see [`PgConn::copy_rows`]); one round trip when one was open.
+    pub fn end_copy(&mut self) -> Result<()> {
+        if self.link.copying() {
+            self.round_trips += 1;
+        }
+        self.link.end_copy()
     }
 
     /// A prepared statement for `sql` (written with `$N` or `?N` placeholders), from the cache.
@@ -450,14 +470,19 @@ impl PgConn {
     }
 
     /// Runs statements with no parameters and no result (`BEGIN`, `COMMIT`, DDL).
+    /// Before `ROLLBACK` an open `COPY` is dropped, not ended: its rows are discarded with the
+    /// rest, and an error it met does not keep the transaction from rolling back.
     pub fn batch(&mut self, sql: &str) -> Result<()> {
+        if sql == "ROLLBACK" {
+            self.link.abort_copy();
+        }
         self.round_trips += 1;
-        Ok(self.client.batch_execute(sql)?)
+        Ok(self.link.client()?.batch_execute(sql)?)
     }
 
     /// Whether the connection to the server is gone (a new one is needed).
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.link.is_closed()
     }
 
     /// Forgets the prepared statements (after the schema changed under them).

@@ -138,7 +138,7 @@ fn write_sums_pg(pg: &mut super::sql::PgConn, sums: &Sums) -> Result<()> {
          SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::numeric[], $4::bigint[])
          ON CONFLICT (start_s, instance_ref) DO UPDATE SET usage = meterd_decimal_add(windows.usage, excluded.usage), events = windows.events + excluded.events",
     )?;
-    pg.client().execute(&stmt, &[&starts, &keys, &deltas, &counts])?;
+    pg.client()?.execute(&stmt, &[&starts, &keys, &deltas, &counts])?;
     Ok(())
 }
 

@@ -119,3 +119,28 @@ fn concurrent_senders_of_the_same_events_store_each_once() {
     assert_eq!(db::count_events(&c), 50);
     assert_eq!(db::windows(&c, "inst-a"), vec![(HOUR_11, "5".into(), 50)], "50 × 0.1, counted once each");
 }
+
+/// On PostgreSQL new events go to the server while the rest of the batch is still being
+/// decided (`store::pg_copy`), taking every key as new until it knows otherwise; a stored key
+/// among them fails that stream, and the failure is reported by whatever statement comes next
+/// — here the load of another instance in the middle of the batch, long after the stored key
+/// was sent. The batch is then decided again with the lookup: the stored key is a duplicate,
+/// and every new event is stored once.
+#[test]
+fn a_stored_key_sent_early_in_a_long_batch_is_a_duplicate() {
+    let env = setup();
+    let stored = Ev::new("e-stored", "inst-a", "2", "2026-11-23T11:00:00Z").json();
+    assert_eq!(env.ingest_file("first.ndjson", stored.as_bytes()).json(), json!({"accepted": 1, "duplicates": 0, "rejected": []}));
+    let mut batch = vec![stored];
+    // About 80 KiB of rows: past the first chunk sent while deciding.
+    batch.extend((0..900).map(|i| Ev::new(&format!("a-{i}"), "inst-a", "1", "2026-11-23T11:00:00Z").json()));
+    // Not yet loaded by this process: loading it is the next statement.
+    batch.extend((0..5).map(|i| Ev::new(&format!("b-{i}"), "inst-b", "1", "2026-11-23T11:00:00Z").json()));
+    let run = env.ingest_file("batch.ndjson", &ndjson(&batch));
+    run.success();
+    assert_eq!(run.json(), json!({"accepted": 905, "duplicates": 1, "rejected": []}));
+    let c = env.db();
+    assert_eq!(db::copies(&c, "inst-a", "e-stored"), 1);
+    assert_eq!(db::windows(&c, "inst-a"), vec![(HOUR_11, "902".into(), 901)]);
+    assert_eq!(db::windows(&c, "inst-b"), vec![(HOUR_11, "5".into(), 5)]);
+}
