@@ -319,3 +319,12 @@ END;
 $$;
 CREATE TRIGGER upload_queue_writer_schema BEFORE UPDATE ON upload_queue
     FOR EACH STATEMENT EXECUTE FUNCTION meterd_refuse_writers_before_11();
+
+-- migration 12
+DO $$
+BEGIN
+    ALTER TABLE batches ALTER COLUMN body SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+    NULL;
+END;
+$$;

@@ -445,3 +445,68 @@ fn migration_11_gives_each_batch_with_queue_rows_a_range_and_loses_none() {
     assert_eq!(left, ["sn-0-2", "sn-2-2", "sn-2-3"]);
     assert_eq!(ranges_left, 0, "the rejected batch's range went at the apply");
 }
+
+/// The uploader reads the next batch's records while a request is in flight and cuts them in
+/// the delivery transaction without reading the queue's keys again
+/// (`batches::cut_read_ahead`), but only while they are still the first pending records and
+/// exactly the pending ones of their key range: a record pending before them (here a batch
+/// given back) or one of them no longer pending makes the cut read the queue again, and
+/// leaves no batch behind. `records::waiting` counts the pending rows and the open batches'
+/// rows, not a delivered batch's.
+#[test]
+fn on_postgresql_a_cut_takes_the_records_read_ahead_only_while_they_are_first() {
+    let Some(mut conn) = pg_conn() else { return };
+    seal_side_by_side(&mut conn, 30);
+    conn.batch("BEGIN").unwrap();
+    let tx = Tx::postgres(&mut conn);
+    let sn = |m: &[batches::Member]| m.iter().map(|m| m.metering_sn.clone()).collect::<Vec<_>>();
+    let batch_rows = |tx: &Tx<'_>| -> i64 { tx.one("SELECT count(*) FROM batches", params![]).unwrap() };
+    let first = batches::next_pending(&tx, 10).unwrap();
+    let a = batches::create(&tx, &first, body(&first), 1).unwrap();
+
+    // Still first: cut as read, with the body made from them.
+    let read = batches::next_pending(&tx, 10).unwrap();
+    let b = match batches::cut_read_ahead(&tx, 10, read.clone(), body, 2).unwrap() {
+        batches::ReadAhead::Cut(b) => b,
+        other => panic!("the records read ahead are still first: {other:?}"),
+    };
+    assert_eq!((b.records, &b.body), (10, &body(&read)));
+    assert_eq!(sns_of(&records::in_batch(&tx, b.id).unwrap()), sn(&read));
+    assert_eq!(records::waiting(&tx).unwrap(), 30);
+
+    // A batch given back puts its records before the ones read ahead: read again.
+    let read = batches::next_pending(&tx, 10).unwrap();
+    batches::abandon(&tx, a.id).unwrap();
+    let before = batch_rows(&tx);
+    match batches::cut_read_ahead(&tx, 10, read.clone(), body, 3).unwrap() {
+        batches::ReadAhead::Pending(recs) => assert_eq!(sn(&recs), sn(&first)),
+        other => panic!("a record is pending before those read ahead: {other:?}"),
+    }
+    assert_eq!(batch_rows(&tx), before, "nothing was cut");
+
+    // One of the records read ahead is no longer pending: read again.
+    let read = batches::next_pending(&tx, 20).unwrap();
+    assert_eq!(read.len(), 20);
+    let c = batches::create(&tx, &read[..1], body(&read[..1]), 4).unwrap();
+    let before = batch_rows(&tx);
+    match batches::cut_read_ahead(&tx, 20, read.clone(), body, 4).unwrap() {
+        batches::ReadAhead::Pending(recs) => assert_eq!(sn(&recs), sn(&read[1..])),
+        other => panic!("a record read ahead is in batch {}: {other:?}", c.id),
+    }
+    assert_eq!(batch_rows(&tx), before, "nothing was cut");
+    assert_eq!(records::count_by_state(&tx).unwrap(), [(RecordState::Pending, 19), (RecordState::Sending, 11)]);
+
+    // Delivered (not yet applied): no longer waiting.
+    batches::attempt_delivered(&tx, b.id).unwrap();
+    assert_eq!(records::waiting(&tx).unwrap(), 20);
+
+    // PG migration 12: a body large enough to be compressed is compressed with lz4 where the
+    // server has it (Debian's build does).
+    let rest = batches::next_pending(&tx, 19).unwrap();
+    let d = batches::create(&tx, &rest, body(&rest), 5).unwrap();
+    assert!(d.body.len() > 2048, "{} bytes: too small to be compressed", d.body.len());
+    let lz4: bool = tx.one("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'", params![]).unwrap();
+    let method: Option<String> = tx.one("SELECT pg_column_compression(body) FROM batches WHERE id = ?1", params![d.id]).unwrap();
+    assert_eq!(method.as_deref(), Some(if lz4 { "lz4" } else { "pglz" }));
+    conn.batch("COMMIT").unwrap();
+}

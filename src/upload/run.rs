@@ -342,11 +342,7 @@ impl Run<'_> {
                             if apply {
                                 batches::apply_deliveries(tx, now)?;
                             }
-                            let recs = match read_before {
-                                Some(read) => batches::next_pending_reusing(tx, size, read)?,
-                                None => batches::next_pending(tx, size)?,
-                            };
-                            let next = if recs.is_empty() { None } else { Some(create_claimed(tx, &recs, now)?) };
+                            let next = cut_next(tx, size, read_before, now)?;
                             // Last before the commit: `status` can see the batch delivered
                             // only once it is counted (see the module docs).
                             if let Some(m) = &metrics {
@@ -434,6 +430,30 @@ fn create_claimed(tx: &Tx<'_>, recs: &[batches::Member], now_ns: i64) -> Result<
     let b = batches::create(tx, recs, join_records(&bytes), now_ns)?;
     claims::claim(tx, b.id, &Holder::this_process(), now_ns)?;
     Ok(b)
+}
+
+/// The next batch of up to `size` records, claimed by this process, cut in the delivery
+/// transaction of the one before: from the records read ahead while that one was in flight
+/// (`read_before`) when they are still the first pending ones (`batches::cut_read_ahead`),
+/// else from the queue read again. `None` when nothing is pending.
+fn cut_next(tx: &Tx<'_>, size: usize, read_before: Option<Vec<batches::Member>>, now_ns: i64) -> Result<Option<Batch>, StoreError> {
+    let recs = match read_before {
+        Some(read) => {
+            let join = |m: &[batches::Member]| join_records(&m.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>());
+            match batches::cut_read_ahead(tx, size, read, join, now_ns)? {
+                batches::ReadAhead::Cut(b) => {
+                    claims::claim(tx, b.id, &Holder::this_process(), now_ns)?;
+                    return Ok(Some(b));
+                }
+                batches::ReadAhead::Pending(recs) => recs,
+            }
+        }
+        None => batches::next_pending(tx, size)?,
+    };
+    if recs.is_empty() {
+        return Ok(None);
+    }
+    create_claimed(tx, &recs, now_ns).map(Some)
 }
 
 /// Splits batch `id` into two halves claimed by this process, stamped `now_ns`.
