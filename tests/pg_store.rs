@@ -670,3 +670,36 @@ fn a_seal_on_postgres_writes_what_sqlite_writes_in_a_few_statements_per_transact
     let trips = trips.expect("round trips are counted on PostgreSQL");
     assert!(trips <= 40, "{trips} round trips to seal 30 instances × 24 windows");
 }
+
+/// New events go to the server in a `COPY` left open between statements (`store::pg_copy`).
+/// When the transaction fails while that `COPY` is open and has met a stored key, the rollback
+/// drops the `COPY` instead of ending it (ending it would fail, and `ROLLBACK` would never be
+/// sent): the connection is usable again at once, and nothing of the transaction is stored.
+#[test]
+fn a_transaction_failing_with_a_failed_copy_open_rolls_back_and_the_store_goes_on() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let mut s = open(&pg.fresh_db());
+    s.write(|tx| {
+        let mut ev = PgEvents::begin(tx, true)?;
+        ev.append(tx, new_event(1, "stored", "1"))?;
+        assert_eq!(ev.finish(tx)?, Finish::Stored);
+        pg_events::count_appended(tx, 1).map(|_| ())
+    })
+    .unwrap();
+    let e = s
+        .write(|tx| {
+            let mut ev = PgEvents::begin(tx, true)?;
+            // The stored key first, then enough rows (> 64 KiB) that the COPY is open and sent.
+            ev.append(tx, new_event(1, "stored", "1"))?;
+            for i in 0..2000 {
+                ev.append(tx, new_event(1, &format!("n{i}"), "1"))?;
+            }
+            Err::<(), _>(StoreError::Internal("the writer gave up".into()))
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("gave up"), "{e}");
+    let (n, rows): (i64, i64) = s
+        .write(|tx| Ok((tx.one("SELECT events FROM ingest_state", params![])?, tx.one("SELECT count(*) FROM events", params![])?)))
+        .unwrap();
+    assert_eq!((n, rows), (1, 1));
+}

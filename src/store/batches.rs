@@ -212,7 +212,7 @@ pub enum ReadAhead {
 
 /// The next batch's records, given `read`: up to `size` pending records read by
 /// [`next_pending`] in an earlier transaction. On PostgreSQL the batch of `read` is created at
-/// once when they are still the first pending records ([`create_read_ahead`]); on SQLite, and
+/// once when they are still the first pending records (`create_read_ahead`); on SQLite, and
 /// on PostgreSQL when they are not, the first pending records are returned, reusing `read`'s
 /// bytes where the keys match ([`next_pending_reusing`], SQLite) or read again.
 pub fn cut_read_ahead(

@@ -751,7 +751,7 @@ impl Store {
             }
             // Outside a transaction ROLLBACK only warns; a dead connection is replaced later.
             Engine::Postgres { conn, .. } => {
-                let _ = conn.batch("ROLLBACK");
+                let _ = conn.rollback();
             }
         }
         Ok(())

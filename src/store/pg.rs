@@ -292,7 +292,7 @@ fn in_begun<T>(conn: &mut PgConn, f: impl FnOnce(&mut PgConn) -> Result<T>) -> R
         }
         Err(e) => {
             // The connection may be gone; the server rolls back what it never saw committed.
-            let _ = conn.batch("ROLLBACK");
+            let _ = conn.rollback();
             Err(e)
         }
     }

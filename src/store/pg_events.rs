@@ -230,7 +230,7 @@ impl PgEvents {
 
     /// Stores a new event; returns its seq. An event of a point plan is held back until
     /// [`PgEvents::finish`]; any other is encoded for the `COPY` at once, and about every
-    /// [`STREAM_BYTES`] the encoded rows go to the server, which inserts them while the writer
+    /// `STREAM_BYTES` (64 KiB) the encoded rows go to the server, which inserts them while the writer
     /// decides the next ones (`store::pg_copy`). Whether the server took them is known when
     /// the `COPY` ends: at the next statement of the transaction, or in [`PgEvents::finish`].
     pub fn append(&mut self, tx: &Tx<'_>, ev: PgNewEvent) -> Result<i64> {

@@ -470,14 +470,17 @@ impl PgConn {
     }
 
     /// Runs statements with no parameters and no result (`BEGIN`, `COMMIT`, DDL).
-    /// Before `ROLLBACK` an open `COPY` is dropped, not ended: its rows are discarded with the
-    /// rest, and an error it met does not keep the transaction from rolling back.
     pub fn batch(&mut self, sql: &str) -> Result<()> {
-        if sql == "ROLLBACK" {
-            self.link.abort_copy();
-        }
         self.round_trips += 1;
         Ok(self.link.client()?.batch_execute(sql)?)
+    }
+
+    /// `ROLLBACK`. An open `COPY` ([`PgConn::copy_rows`]) is dropped first, not ended: its rows
+    /// are discarded with the rest, and an error it met does not keep the transaction from
+    /// rolling back.
+    pub fn rollback(&mut self) -> Result<()> {
+        self.link.abort_copy();
+        self.batch("ROLLBACK")
     }
 
     /// Whether the connection to the server is gone (a new one is needed).
