@@ -14,7 +14,10 @@
 //! logged. SIGHUP on a daemon started without any key turns upload on once the file exists.
 //! `METERD_ISV_KEY` is the process environment, fixed at start: rotating it needs a restart.
 //!
-//! Both loops run once at start. Each reports its outcome to [`crate::health::Live`] (failures
+//! Both loops run once at start; on a shared store, where they need the sealer lease, once
+//! when this node takes it (the first tick may come before the lease: taking it wakes the
+//! seal loop, whose seal then wakes the uploader), so a node started after downtime seals the
+//! backlog at once there too rather than at its next scheduled seal. Each reports its outcome to [`crate::health::Live`] (failures
 //! by reason, last success), which `/readyz`, `/v1/status` and `/metrics` read. The loops open
 //! the database with [`Store::open_existing`], so a database deleted under the daemon is never
 //! recreated empty behind the operator's back. The seal loop opens the store at every tick; the
@@ -114,6 +117,8 @@ struct Loops {
     cancel: CancellationToken,
     /// Wakes the uploader after a seal that produced records, or on SIGHUP.
     kick: Notify,
+    /// Wakes the seal loop when this node takes the sealer lease (a shared store; module docs).
+    lease_taken: Notify,
     /// Set by SIGHUP: the uploader re-reads the key before its next run.
     reload_key: AtomicBool,
     /// Whether this node has an upload key: on a shared store only then does it bid for the
@@ -210,6 +215,7 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
         fixed_now: opts.now,
         cancel: cancel.clone(),
         kick: Notify::new(),
+        lease_taken: Notify::new(),
         reload_key: AtomicBool::new(false),
         has_key: AtomicBool::new(key.is_some()),
         node,
@@ -353,6 +359,7 @@ impl Loops {
                         tracing::warn!(node = %self.node, epoch = f.epoch, "took the sealer lease: no node with an upload key is alive, so this node seals, and records wait for upload until one is (it then hands the lease over)");
                     }
                     self.kick.notify_one();
+                    self.lease_taken.notify_one();
                 }
                 *held = Some(f);
             }
@@ -397,7 +404,7 @@ async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
             // Another node holds the lease and seals: not a seal of ours (the health check
             // reports the store's last seal instead), nor a failure.
             l.live.seal_standing_by(Timestamp::now().secs());
-            if !l.wait_tick(&schedule, None).await {
+            if !l.wait_tick(&schedule, Some(&l.lease_taken)).await {
                 return;
             }
             continue;
@@ -433,7 +440,7 @@ async fn seal_loop(l: Arc<Loops>, schedule: Schedule) {
                 tracing::error!(error = %e, "seal task failed");
             }
         }
-        if !l.wait_tick(&schedule, None).await {
+        if !l.wait_tick(&schedule, Some(&l.lease_taken)).await {
             return;
         }
     }

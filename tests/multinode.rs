@@ -16,6 +16,8 @@
 //!    lease loop's writes clear `database_writable`);
 //! 5. a node without an upload key holds the lease only while no keyed node is alive, then
 //!    hands it over, and the keyed node seals and uploads.
+//! 6. a node seals and uploads the backlog as soon as it takes the lease at start, not at its
+//!    next scheduled seal (its first tick came before it held the lease).
 //!
 //! The mock store runs in this process on its own runtime (real loopback HTTP, like `meterd
 //! mock-store`) because it keeps every request body, which the byte-identity checks need.
@@ -519,4 +521,33 @@ fn a_node_without_an_upload_key_gives_the_lease_up_to_a_node_with_one_which_uplo
     assert_billed_once(&mock.ledger());
     assert_eq!(lease(&mut db).expect("lease").0, "node-keyed", "the keyless node never took the lease over");
     drop((keyless, keyed));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The seal at start, which on a shared store waits for the lease.
+
+/// A daemon seals closed windows at start. On a shared store its first seal tick comes before
+/// it holds the sealer lease (the lease loop bids concurrently), so taking the lease must start
+/// the seal rather than leave the backlog to the next scheduled one — here a year away.
+#[test]
+fn a_node_seals_the_backlog_as_soon_as_it_takes_the_lease_not_at_its_next_scheduled_seal() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let url = pg.fresh_db();
+    let mock = mock(Duration::ZERO);
+    let env = shared_env(&url, &mock.endpoint(), 10);
+    // Seal and upload once a year (1 January, 00:00:00 UTC): only the start can seal.
+    let text = std::fs::read_to_string(&env.config).expect("read config");
+    let yearly =
+        text.replace("seal = \"* * * * * *\"", "seal = \"0 0 0 1 1 *\"").replace("upload = \"* * * * * *\"", "upload = \"0 0 0 1 1 *\"");
+    assert!(yearly.contains("seal = \"0 0 0 1 1 *\"") && yearly.contains("upload = \"0 0 0 1 1 *\""), "{yearly}");
+    std::fs::write(&env.config, yearly).expect("write config");
+    let instances = vec!["start-0".to_owned(), "start-1".to_owned()];
+    let sent = backlog(&env, &instances, &[1, 2, 3]);
+    let mut db = util::pg::connect(&url);
+    let n = node(&env, "node-start");
+    wait_logged("node-start to take the lease", &[&n], || lease(&mut db).is_some_and(|l| l.0 == "node-start"));
+    wait_logged("node-start to seal the backlog at once", &[&n], || billable(&mut db) == sent);
+    wait_logged("every record billed", &[&n], || mock.ledger().len() >= sent);
+    assert_billed_once(&mock.ledger());
+    drop(n);
 }
