@@ -172,7 +172,7 @@ pub fn create(tx: &Tx<'_>, recs: &[Member], body: Vec<u8>, now_ns: i64) -> Resul
         params![body, recs.len() as i64, now_ns],
     )?;
     let (Some(first), Some(last)) = (recs.first(), recs.last()) else { return Ok(Batch { id, body, records: 0, attempts: 0 }) };
-    let sorted = recs.windows(2).all(|w| (w[0].window_start, &w[0].metering_sn) < (w[1].window_start, &w[1].metering_sn));
+    let sorted = in_key_order(recs);
     // A cut from `next_pending` (or a half of a split): the members should be exactly the
     // pending rows of their key range, so one statement marks them (checked by what it returns).
     let by_range = sorted && mark_range(tx, id, recs, (first, last))?;
@@ -182,10 +182,7 @@ pub fn create(tx: &Tx<'_>, recs: &[Member], body: Vec<u8>, now_ns: i64) -> Resul
         } else {
             KeyRange::padded(recs)
         };
-        tx.execute(
-            "INSERT INTO batch_ranges (batch_id, first_ws, first_sn, last_ws, last_sn) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, range.first.0, range.first.1, range.last.0, range.last.1],
-        )?;
+        store_range(tx, id, &range)?;
     }
     if !by_range {
         for r in recs {
@@ -245,7 +242,7 @@ pub fn cut_read_ahead(
 /// replaces was 2.9 µs of the server's 31 µs per record.
 fn create_read_ahead(tx: &Tx<'_>, read: &[Member], body: impl FnOnce(&[Member]) -> Vec<u8>, now_ns: i64) -> Result<Option<Batch>> {
     let (Some(first), Some(last)) = (read.first(), read.last()) else { return Ok(None) };
-    let sorted = read.windows(2).all(|w| (w[0].window_start, &w[0].metering_sn) < (w[1].window_start, &w[1].metering_sn));
+    let sorted = in_key_order(read);
     let (id, earlier): (i64, bool) = tx.query_row(
         "SELECT nextval(pg_get_serial_sequence('batches', 'id')),
                 EXISTS (SELECT 1 FROM upload_queue WHERE batch_id IS NULL AND (window_start, metering_sn) < (?1, ?2))",
@@ -260,11 +257,24 @@ fn create_read_ahead(tx: &Tx<'_>, read: &[Member], body: impl FnOnce(&[Member]) 
         "INSERT INTO batches (id, body, records, state, created_ns) VALUES (?1, ?2, ?3, 'open', ?4)",
         params![id, body, read.len() as i64, now_ns],
     )?;
+    let range = KeyRange { first: (first.window_start, first.metering_sn.clone()), last: (last.window_start, last.metering_sn.clone()) };
+    store_range(tx, id, &range)?;
+    Ok(Some(Batch { id, body, records: read.len() as i64, attempts: 0 }))
+}
+
+/// Whether `recs` are sorted and distinct by queue key (window start, serial), as a cut by one
+/// statement needs.
+fn in_key_order(recs: &[Member]) -> bool {
+    recs.windows(2).all(|w| (w[0].window_start, &w[0].metering_sn) < (w[1].window_start, &w[1].metering_sn))
+}
+
+/// Stores batch `id`'s key range in `batch_ranges` (PostgreSQL; see the module docs).
+fn store_range(tx: &Tx<'_>, id: i64, range: &KeyRange) -> Result<()> {
     tx.execute(
         "INSERT INTO batch_ranges (batch_id, first_ws, first_sn, last_ws, last_sn) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, first.window_start, first.metering_sn, last.window_start, last.metering_sn],
+        params![id, range.first.0, range.first.1, range.last.0, range.last.1],
     )?;
-    Ok(Some(Batch { id, body, records: read.len() as i64, attempts: 0 }))
+    Ok(())
 }
 
 /// Marks the pending queue rows of the key range `first..=last` of `recs` (sorted, distinct)

@@ -122,19 +122,15 @@ impl PgLink {
         }
         let State::Copying(mut open) = std::mem::replace(&mut self.state, State::Moving) else { unreachable!() };
         let trailer = *open.borrow_trailer();
-        let done: std::result::Result<(), StoreErrorSource> = open.with_writer_mut(|w| match w.take() {
+        let done = open.with_writer_mut(|w| match w.take() {
             Some(mut w) => {
-                w.write_all(trailer).map_err(StoreErrorSource::Io)?;
-                w.finish().map(|_| ()).map_err(StoreErrorSource::Pg)
+                w.write_all(trailer).map_err(io_error)?;
+                w.finish().map(|_| ()).map_err(super::StoreError::from)
             }
             None => Ok(()),
         });
         self.state = State::Idle(open.into_heads().client);
-        match done {
-            Ok(()) => Ok(()),
-            Err(StoreErrorSource::Pg(e)) => Err(e.into()),
-            Err(StoreErrorSource::Io(e)) => Err(io_error(e)),
-        }
+        done
     }
 
     /// Drops the open `COPY`, if any, without ending it: the server discards its rows and
@@ -147,11 +143,6 @@ impl PgLink {
             self.state = State::Idle(open.into_heads().client);
         }
     }
-}
-
-enum StoreErrorSource {
-    Pg(postgres::Error),
-    Io(std::io::Error),
 }
 
 /// An error of `CopyInWriter::write`: the `postgres` crate wraps its own error in an

@@ -423,13 +423,21 @@ impl Run<'_> {
     }
 }
 
-/// Cuts a batch of `recs` claimed by this process (one transaction with the cut), stamped
-/// `now_ns`; its body is joined from the members' stored bytes ([`join_records`]).
-fn create_claimed(tx: &Tx<'_>, recs: &[batches::Member], now_ns: i64) -> Result<Batch, StoreError> {
-    let bytes: Vec<&[u8]> = recs.iter().map(|r| r.body.as_slice()).collect();
-    let b = batches::create(tx, recs, join_records(&bytes), now_ns)?;
+/// A batch's request body, joined from its members' stored bytes ([`join_records`]).
+fn body_of(recs: &[batches::Member]) -> Vec<u8> {
+    join_records(&recs.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>())
+}
+
+/// Claims batch `b` for this process, stamped `now_ns` (in the transaction that cut it).
+fn claimed(tx: &Tx<'_>, b: Batch, now_ns: i64) -> Result<Batch, StoreError> {
     claims::claim(tx, b.id, &Holder::this_process(), now_ns)?;
     Ok(b)
+}
+
+/// Cuts a batch of `recs` claimed by this process (one transaction with the cut), stamped
+/// `now_ns`; its body is [`body_of`] the members.
+fn create_claimed(tx: &Tx<'_>, recs: &[batches::Member], now_ns: i64) -> Result<Batch, StoreError> {
+    claimed(tx, batches::create(tx, recs, body_of(recs), now_ns)?, now_ns)
 }
 
 /// The next batch of up to `size` records, claimed by this process, cut in the delivery
@@ -438,16 +446,10 @@ fn create_claimed(tx: &Tx<'_>, recs: &[batches::Member], now_ns: i64) -> Result<
 /// else from the queue read again. `None` when nothing is pending.
 fn cut_next(tx: &Tx<'_>, size: usize, read_before: Option<Vec<batches::Member>>, now_ns: i64) -> Result<Option<Batch>, StoreError> {
     let recs = match read_before {
-        Some(read) => {
-            let join = |m: &[batches::Member]| join_records(&m.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>());
-            match batches::cut_read_ahead(tx, size, read, join, now_ns)? {
-                batches::ReadAhead::Cut(b) => {
-                    claims::claim(tx, b.id, &Holder::this_process(), now_ns)?;
-                    return Ok(Some(b));
-                }
-                batches::ReadAhead::Pending(recs) => recs,
-            }
-        }
+        Some(read) => match batches::cut_read_ahead(tx, size, read, body_of, now_ns)? {
+            batches::ReadAhead::Cut(b) => return claimed(tx, b, now_ns).map(Some),
+            batches::ReadAhead::Pending(recs) => recs,
+        },
         None => batches::next_pending(tx, size)?,
     };
     if recs.is_empty() {
