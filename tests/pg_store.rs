@@ -703,3 +703,27 @@ fn a_transaction_failing_with_a_failed_copy_open_rolls_back_and_the_store_goes_o
         .unwrap();
     assert_eq!((n, rows), (1, 1));
 }
+
+/// `meterd init` on a PostgreSQL URL opens the store as every other command does: without a
+/// password it is a configuration error (exit 2) that says where a password may come from (it
+/// was exit 3 with the driver's bare message), and with one it says it prepared the store in
+/// the existing database rather than "created" it.
+#[test]
+fn init_on_postgresql_without_a_password_is_exit_2_with_advice() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url_without_password(&pg.fresh_db_name());
+    let init = |envs: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"));
+        cmd.current_dir(dir.path()).env_remove("METERD_DB").env_remove("METERD_CONFIG").env_remove("PGPASSWORD").env("RUST_LOG", "warn");
+        cmd.envs(envs.iter().copied()).args(["--db", &url, "init", "--force"]);
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, _, stderr) = init(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no password was given") && stderr.contains("PGPASSWORD"), "{stderr}");
+    let (code, stdout, stderr) = init(&[("PGPASSWORD", pg.password())]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("prepared the store in"), "{stdout}");
+}

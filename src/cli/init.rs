@@ -35,8 +35,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<u8, Failure> {
         command: super::Command::Init(Args { force: false, key_file: None }),
     })?;
     // `init` is the operator's explicit "start a database here", even where one was before.
-    crate::store::Store::create(&ctx.db).map_err(|e| Failure::runtime(e.to_string()))?;
-    println!("wrote {} and created {}", path.display(), crate::store::shown(&ctx.db));
+    crate::store::Store::create(&ctx.db).map_err(|e| ctx.open_failure(e))?;
+    // On PostgreSQL the database exists already (the operator creates it) and may hold a
+    // store: its schema is brought up to date, and nothing in it is touched.
+    let done = if crate::store::postgres_url(&ctx.db).is_some() { "prepared the store in" } else { "created" };
+    println!("wrote {} and {done} {}", path.display(), crate::store::shown(&ctx.db));
     Ok(0)
 }
 

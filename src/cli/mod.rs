@@ -272,7 +272,14 @@ impl Ctx {
     /// missing database directory is a configuration problem (exit 2).
     pub fn store_unchecked(&self) -> Result<crate::store::Store, Failure> {
         crate::daemon::startup::check_db_dir(&self.db).map_err(Failure::usage)?;
-        crate::store::Store::open_with(&self.db, crate::faults::open_options_from_env()).map_err(|e| match e {
+        crate::store::Store::open_with(&self.db, crate::faults::open_options_from_env()).map_err(|e| self.open_failure(e))
+    }
+
+    /// What a failure to open (or create) the store means for the exit code: a missing
+    /// database, a bad URL or a refused password is configuration (exit 2, saying where the
+    /// password came from); anything else is a runtime failure.
+    pub fn open_failure(&self, e: crate::store::StoreError) -> Failure {
+        match e {
             e @ crate::store::StoreError::Missing { .. } => Failure::usage(e.to_string()),
             // A bad URL, a PostgreSQL URL this build refuses, a libpq string, a wrong password or
             // database: configuration, which a restart cannot fix (exit 2).
@@ -286,7 +293,7 @@ impl Ctx {
                 }
             }
             e => e.into(),
-        })
+        }
     }
 }
 

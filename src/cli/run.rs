@@ -23,7 +23,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<u8, Failure> {
     if args.create_db {
         // The operator's explicit "start empty here", even where a marker says one was in use.
         crate::daemon::startup::check_db_dir(&ctx.db).map_err(Failure::usage)?;
-        crate::store::Store::create(&ctx.db).map_err(|e| Failure::runtime(e.to_string()))?;
+        crate::store::Store::create(&ctx.db).map_err(|e| ctx.open_failure(e))?;
     }
     // A store this process cannot write: exit 3 (a restart by systemd or Kubernetes brings the
     // daemon up once it can), before any open creates `-wal`/`-shm` files with the database's
