@@ -1,5 +1,7 @@
 //! The HTTP side of the mock: an accept loop serving one route, and the request handler that
-//! runs faults → auth → nonce → body → bill → answer.
+//! runs faults → auth → nonce → body → bill → answer. An injected fault, a refused signature
+//! and a billed request each log one INFO line with the request's number, so the log of the
+//! `meterd mock-store` binary shows what it was asked and answered during an outage.
 //!
 //! Connections are served by hand (hyper's HTTP/1 connection builder) rather than with
 //! `axum::serve` because a "drop" fault must close the TCP connection without an answer: each
@@ -122,8 +124,14 @@ async fn handle(State(shared): State<Arc<Shared>>, Extension(conn): Extension<Co
     }
     let fault = shared.cfg.faults.decide(n);
     match fault {
-        Fault::Drop => return drop_connection(&shared, conn, "drop").await,
-        Fault::Fail => return answer(&shared, Code::Internal, "injected failure (--fail-first/--fail-every)"),
+        Fault::Drop => {
+            tracing::info!(request = n, "mock-store: injected fault: connection dropped");
+            return drop_connection(&shared, conn, "drop").await;
+        }
+        Fault::Fail => {
+            tracing::info!(request = n, "mock-store: injected fault: answered 500 MKT.0999");
+            return answer(&shared, Code::Internal, "injected failure (--fail-first/--fail-every)");
+        }
         Fault::None | Fault::BillThenFail(_) => {}
     }
     if let Err(r) = admit(&shared, &headers, &body) {
