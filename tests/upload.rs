@@ -1,5 +1,6 @@
 //! Upload over real loopback HTTP against the mock store, on real SQLite files (issue 4,
-//! design §6–§7): the happy path, transient failures with bounded backoff, lost answers resent
+//! design §6–§7): the happy path, transient failures with bounded backoff, an outage that stops
+//! the run at the oldest batch (delivery in order across runs), lost answers resent
 //! byte-identical, bad records bisected out and requeued, configuration errors that keep
 //! records pending, oversized batches halved, SIGKILL mid-upload, expiry, transport rules, and
 //! the key never showing up anywhere.
@@ -26,3 +27,6 @@ mod settings;
 
 #[path = "upload/kill.rs"]
 mod kill;
+
+#[path = "upload/outage.rs"]
+mod outage;

@@ -1,7 +1,8 @@
 //! `meterd upload [--now TIME] [--dry-run]`: deliver pending records to the cloud store.
 //! Exit 0 when everything sent was delivered; 1 when some records were rejected or expired;
 //! 2 when the store refused the configuration (wrong key, endpoint, account) or no key is set;
-//! 3 when transient failures outlasted the retry budget (records stay queued). A failure of
+//! 3 when transient failures outlasted a batch's retry budget (the run stops at that batch;
+//! it and every later record stay queued, and the next run resends it first). A failure of
 //! the local store during the run ends it by the failure's kind, as in every command
 //! ([`super::ExitKind`] from [`crate::store::ErrorKind`]): bad input or configuration (e.g. a
 //! refused TLS certificate on reconnecting) 2, unavailable or internal 3, the sealer lease lost

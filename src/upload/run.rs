@@ -3,10 +3,12 @@
 //!
 //! One run: expire what the store can no longer accept → resend open batches (same bytes) →
 //! cut new batches from pending records → for each batch, attempt until an answer decides it:
-//! delivered; transient (backoff, then the fallback host after repeated failures, and left
-//! open for the next run once `max_attempts` is spent); configuration error (batch abandoned,
-//! records pending again, the run stops); too many records (split, smaller batches for the rest
-//! of the run); a bad record (split down to single records, each bad one rejected alone).
+//! delivered; transient (backoff, then the fallback host after repeated failures; once
+//! `max_attempts` is spent the batch is left open and the run stops, so no later batch is cut
+//! or sent before it and the next run resends it first: records are delivered in queue order
+//! across runs); configuration error (batch abandoned, records pending again, the run stops);
+//! too many records (split, smaller batches for the rest of the run); a bad record (split down
+//! to single records, each bad one rejected alone).
 //! What an answer does is decided apart, pure and table-tested ([`super::step::decide`]);
 //! this module is the shell that performs it (SQL, metrics, logs, sleeps).
 //! No transaction is held across network I/O. Every batch a run sends is claimed for this
@@ -71,7 +73,8 @@ pub struct UploadReport {
     /// Set when the run stopped on a configuration error (wrong key, endpoint, account).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
-    /// Set when a batch ran out of attempts on transient failures.
+    /// Set when a batch ran out of attempts on transient failures (the run stopped there; the
+    /// same text is stored as the last upload error in the transaction that gave up).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transient_error: Option<String>,
     /// Duration of each HTTP attempt, in microseconds (for latency metrics).
@@ -357,24 +360,36 @@ impl Run<'_> {
                     return Ok(next.map_or(Next::Done, |b| Next::Then(vec![b])));
                 }
                 Step::Transient { reason, retry_after, retry, backoff_attempt } => {
-                    tracing::warn!(batch = id, attempt, url = %url, reason = %reason, "upload attempt failed; will retry the same bytes");
-                    let r2 = reason.clone();
+                    // Out of attempts: the batch stays open and the run stops here, so no later
+                    // batch is cut or sent before it (delivery stays in queue order).
+                    let gave_up = (!retry).then(|| {
+                        format!("batch {id} still failing after {attempt} attempts: {reason}; it stays queued for the next run, which resends it first")
+                    });
+                    if gave_up.is_some() {
+                        tracing::warn!(batch = id, attempt, url = %url, reason = %reason, "upload attempt failed, the last of this run: gives up for this run and stops; the batch stays queued and the next run resends it first, with the same bytes");
+                    } else {
+                        tracing::warn!(batch = id, attempt, url = %url, reason = %reason, "upload attempt failed; will retry the same bytes");
+                    }
+                    // `status` shows the error from the give-up on, not only from the run's end.
+                    let (r2, note) = (reason.clone(), gave_up.as_ref().map(|e| format!("{}: {e}", Timestamp(now))));
                     db(&self.store, move |s| {
                         s.write(|tx| {
                             batches::attempted(tx, id, Some(&r2))?;
+                            if let Some(note) = &note {
+                                meta::set(tx, meta::LAST_UPLOAD_ERROR, note)?;
+                            }
                             claims::claim(tx, id, &Holder::this_process(), now)
                         })
                     })
                     .await?;
                     self.pace = pace;
+                    if let Some(e) = gave_up {
+                        self.report.transient_error = Some(e);
+                        return Ok(Next::Stop);
+                    }
                     if switched_to_fallback {
                         tracing::warn!(after = pace.consecutive_transient, "switching to the fallback host (upload.fallback)");
                         self.report.used_fallback = true;
-                    }
-                    if !retry {
-                        self.report.transient_error =
-                            Some(format!("batch {id} still failing after {attempt} attempts: {reason}; it stays queued for the next run"));
-                        return Ok(Next::Done);
                     }
                     let wait = self.backoff.delay(backoff_attempt, retry_after, &mut rand::rng());
                     self.report.max_backoff_ms = self.report.max_backoff_ms.max(wait.as_millis() as u64);

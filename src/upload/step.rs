@@ -10,7 +10,8 @@
 //!   records' rows are written with this commit once [`super::run::APPLY_DELIVERIES_AFTER`]
 //!   records are delivered but not yet written;
 //! - transient → [`Step::Transient`]: the attempt is recorded; retried after a backoff while
-//!   attempts remain (`upload.max_attempts`), else left open for the next run; after
+//!   attempts remain (`upload.max_attempts`), else left open for the next run, which resends
+//!   it first, and the run stops (no later batch is sent before it); after
 //!   `upload.fallback_after` consecutive transient answers the run switches to the fallback
 //!   host, once, when one is configured;
 //! - configuration error → [`Step::Abandon`] (records pending again, the run stops);
@@ -57,7 +58,7 @@ pub enum Step {
     /// Record the failed attempt (`reason`, the batch stays claimed). `retry`: wait
     /// ([`super::backoff::Backoff::delay`] for attempt `backoff_attempt`, honouring
     /// `retry_after`) and send the same bytes again; otherwise leave the batch open for the
-    /// next run and report `reason`.
+    /// next run, report `reason` and stop the run, so that no later batch goes before it.
     Transient { reason: String, retry_after: Option<Duration>, retry: bool, backoff_attempt: u32 },
     /// The configuration is wrong: record the attempt under `code`, abandon the batch (its
     /// records pending again), report `text` and stop the run.
