@@ -318,6 +318,69 @@ fn event_ids_compare_bytewise() {
     assert_eq!(collation.as_deref(), Some("C"));
 }
 
+/// Runs `meterd --config CFG --db DB ARGS…` in `dir`; panics unless it exits 0; returns stdout.
+fn meterd_ok(dir: &Path, db: &str, args: &[&str]) -> String {
+    let cfg = dir.join("meterd.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .current_dir(dir)
+        .env_remove("METERD_CONFIG")
+        .env_remove("METERD_DB")
+        .env_remove("PGPASSWORD")
+        .args(["--config", cfg.to_str().unwrap(), "--db", db])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "meterd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The instance ids `instance list` and `preview` (rows, then per-instance totals) show, in
+/// their order, after registering `ids` and one event for each.
+fn listed_ids(dir: &Path, db: &str, ids: &[&str]) -> Vec<Vec<String>> {
+    for id in ids {
+        meterd_ok(dir, db, &["instance", "add", id, "--plan", "calls", "--start", "2026-11-20T00:00:00Z"]);
+    }
+    let events: Vec<String> =
+        ids.iter().map(|id| format!(r#"{{"id":"e1","instance_id":"{id}","quantity":"1","time":"2026-11-20T09:10:00Z"}}"#)).collect();
+    std::fs::write(dir.join("events.ndjson"), events.join("\n")).unwrap();
+    meterd_ok(dir, db, &["ingest", "events.ndjson", "--now", "2026-11-20T10:30:00Z"]);
+    let json = |args: &[&str]| serde_json::from_str::<serde_json::Value>(&meterd_ok(dir, db, args)).unwrap();
+    let ids_of = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|o| o["instance_id"].as_str().unwrap().to_string()).collect()
+    };
+    let preview = json(&["preview", "--format", "json"]);
+    vec![ids_of(&json(&["instance", "list", "--format", "json"])), ids_of(&preview["rows"]), ids_of(&preview["instances"])]
+}
+
+/// On a database whose default collation is not C (ICU `en-US`, where `i-B` sorts after
+/// `i-a`), listings still order instance ids by their bytes, as SQLite and a C database do
+/// (new-user trial: `instance list` and `preview` followed the database's locale).
+#[test]
+fn listings_order_ids_by_bytes_whatever_the_database_collation() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let url = pg.fresh_db_with("TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'");
+    let ids = ["i-b", "i-_", "i-B", "i-a", "i-A"];
+    let mut by_bytes: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    by_bytes.sort();
+    assert_eq!(by_bytes, ["i-A", "i-B", "i-_", "i-a", "i-b"]);
+    // The database really sorts text another way, so the test can fail.
+    let by_collation: Vec<String> = pg::connect(&url)
+        .query("SELECT x FROM unnest($1::text[]) AS x ORDER BY x", &[&by_bytes])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_ne!(by_collation, by_bytes, "the database's collation sorts as C does");
+    let sqlite = tempfile::tempdir().unwrap();
+    let postgres = tempfile::tempdir().unwrap();
+    for dir in [&sqlite, &postgres] {
+        std::fs::write(dir.path().join("meterd.toml"), plans::calls_plan("0.002")).unwrap();
+    }
+    let on_sqlite = listed_ids(sqlite.path(), sqlite.path().join("meterd.db").to_str().unwrap(), &ids);
+    assert_eq!(on_sqlite, vec![by_bytes.clone(); 3], "instance list, preview rows, preview instances");
+    assert_eq!(listed_ids(postgres.path(), &url, &ids), on_sqlite);
+}
+
 /// The lookup probes the unique index once per key however its plan was made: with the plan
 /// made while `events` was empty (the connection's first batches), a join planned as a hash
 /// join over a scan of the whole table read every stored event at every later batch.

@@ -49,7 +49,7 @@ pub fn get(tx: &Tx<'_>, instance_id: &str) -> Result<Option<InstanceRow>> {
 
 /// Every instance, ordered by id (byte order on both backends).
 pub fn list(tx: &Tx<'_>) -> Result<Vec<InstanceRow>> {
-    tx.query_map(&format!("SELECT {COLUMNS} FROM instances ORDER BY instance_id"), params![], from_row)
+    tx.query_map(&format!("SELECT {COLUMNS} FROM instances ORDER BY {}", tx.by_bytes("instance_id")), params![], from_row)
 }
 
 /// Registers an instance. Registering the same id again with the same plan and start is a

@@ -183,7 +183,10 @@ pub fn uploader_alive(tx: &Tx<'_>, node: &str, within: std::time::Duration) -> R
 pub fn nodes_seen(tx: &Tx<'_>, within: std::time::Duration) -> Result<Vec<NodeRow>> {
     let since = db_now_ns(tx)?.saturating_sub(i64::try_from(within.as_nanos()).unwrap_or(i64::MAX));
     tx.query_map(
-        "SELECT name, version, started_ns, last_seen_ns FROM nodes WHERE last_seen_ns >= ?1 ORDER BY last_seen_ns DESC, name",
+        &format!(
+            "SELECT name, version, started_ns, last_seen_ns FROM nodes WHERE last_seen_ns >= ?1 ORDER BY last_seen_ns DESC, {}",
+            tx.by_bytes("name")
+        ),
         params![since],
         |r| Ok(NodeRow { name: r.get(0)?, version: r.get(1)?, started_ns: r.get(2)?, last_seen_ns: r.get(3)? }),
     )

@@ -135,9 +135,8 @@ pub fn add_late_change(tx: &Tx<'_>, instance_key: i64, change: Decimal) -> Resul
 /// (instance id, late change in unit·seconds) of every instance whose late change is not 0,
 /// by id.
 pub fn late_changes(tx: &Tx<'_>) -> Result<Vec<(String, Decimal)>> {
-    tx.query_map("SELECT instance_id, late_change FROM instances WHERE late_change <> '0' ORDER BY instance_id", params![], |r| {
-        Ok((r.get(0)?, dec(&r.get::<String>(1)?)?))
-    })
+    let sql = format!("SELECT instance_id, late_change FROM instances WHERE late_change <> '0' ORDER BY {}", tx.by_bytes("instance_id"));
+    tx.query_map(&sql, params![], |r| Ok((r.get(0)?, dec(&r.get::<String>(1)?)?)))
 }
 
 /// The late change of one instance, unit·seconds.

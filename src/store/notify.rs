@@ -153,7 +153,9 @@ pub fn prune(tx: &Tx<'_>, kinds: &[String], before_ns: i64, limit: usize) -> Res
 /// notices still to deliver and those whose receiver is no longer configured
 /// (`crate::notify::Outbox`).
 pub fn undelivered_by_target(tx: &Tx<'_>) -> Result<Vec<(String, u64)>> {
-    tx.query_map("SELECT target, COUNT(*) FROM notify_outbox WHERE delivered_ns IS NULL GROUP BY target ORDER BY target", params![], |r| {
+    let sql =
+        format!("SELECT target, COUNT(*) FROM notify_outbox WHERE delivered_ns IS NULL GROUP BY target ORDER BY {}", tx.by_bytes("target"));
+    tx.query_map(&sql, params![], |r| {
         let n: i64 = r.get(1)?;
         Ok((r.get(0)?, n.max(0) as u64))
     })

@@ -57,7 +57,7 @@ fn query(tx: &Tx<'_>, where_sql: &str, p: &[&dyn Param]) -> Result<Vec<Package>>
 
 /// The packages of one instance, by package id.
 pub fn of_instance(tx: &Tx<'_>, instance_key: i64) -> Result<Vec<Package>> {
-    query(tx, "instance_ref = ?1 ORDER BY package_id", params![instance_key])
+    query(tx, &format!("instance_ref = ?1 ORDER BY {}", tx.by_bytes("package_id")), params![instance_key])
 }
 
 /// One package by id.

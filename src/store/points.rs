@@ -40,9 +40,8 @@ pub fn add_late_unbilled(tx: &Tx<'_>, instance_key: i64, n: u64) -> Result<()> {
 
 /// (instance id, late events billed nowhere) of every instance that has any, by id.
 pub fn late_unbilled(tx: &Tx<'_>) -> Result<Vec<(String, u64)>> {
-    tx.query_map("SELECT instance_id, late_unbilled FROM instances WHERE late_unbilled > 0 ORDER BY instance_id", params![], |r| {
-        Ok((r.get::<String>(0)?, r.get::<i64>(1)? as u64))
-    })
+    let sql = format!("SELECT instance_id, late_unbilled FROM instances WHERE late_unbilled > 0 ORDER BY {}", tx.by_bytes("instance_id"));
+    tx.query_map(&sql, params![], |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)? as u64)))
 }
 
 /// What the 4-decimal floor dropped from the records of a point plan's instance: Σ of their

@@ -97,7 +97,10 @@ pub fn has_usage_from(tx: &Tx<'_>, instance_key: i64, from: i64) -> Result<bool>
 /// their quota periods follow the zone.
 pub fn resetting_packages(tx: &Tx<'_>, now: Timestamp) -> Result<Vec<(String, String)>> {
     tx.query_map(
-        "SELECT p.package_id, i.instance_id FROM packages p JOIN instances i ON i.ref = p.instance_ref WHERE p.reset <> 'none' AND p.to_ns > ?1 ORDER BY p.package_id",
+        &format!(
+            "SELECT p.package_id, i.instance_id FROM packages p JOIN instances i ON i.ref = p.instance_ref WHERE p.reset <> 'none' AND p.to_ns > ?1 ORDER BY {}",
+            tx.by_bytes("p.package_id")
+        ),
         params![now.0],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )

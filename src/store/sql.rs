@@ -12,6 +12,10 @@
 //!   BIGINT)` and the function `meterd_decimal_add(a, b)` (registered in SQLite, defined by the
 //!   PostgreSQL schema) mean the same on both; `INSERT OR IGNORE`, `total()`, `IFNULL` and
 //!   pragmas are SQLite's own and stay in code that only SQLite runs ([`Tx::backend`] tells).
+//! - text sorts by bytes on SQLite but by the database's collation on PostgreSQL: an
+//!   `ORDER BY` on a text id names its column through [`Tx::by_bytes`], so a listing has one
+//!   order on both. (Fixed-format ids — `metering_sn` and notice ids, hex of one length — sort
+//!   alike under any collation, and keep their index order.)
 //!
 //! **Values.** Parameters are [`Value`]s: integers, text, exact decimals, bytes or NULL
 //! ([`params!`](crate::sql_params) builds the slice). SQLite is dynamically typed, so a value is
@@ -640,6 +644,19 @@ impl<'c> Tx<'c> {
         match self.inner {
             Inner::Sqlite(_) => Backend::Sqlite,
             Inner::Pg(_) => Backend::Postgres,
+        }
+    }
+
+    /// `column` as an `ORDER BY` term that sorts its text by bytes, as SQLite always does:
+    /// PostgreSQL sorts text by the database's default collation, which for a database created
+    /// with a locale (ICU `en-US`, `en_US.UTF-8`) puts `i-B` after `i-a` and may ignore `-`
+    /// and `_`, so there the term is `column COLLATE "C"`. Listings ordered by an id a person
+    /// chose (instances, packages, nodes, receivers) use it, so both backends list in one
+    /// order whatever the database's locale. (SQLite knows no collation named `C`.)
+    pub fn by_bytes(&self, column: &str) -> String {
+        match self.inner {
+            Inner::Sqlite(_) => column.to_string(),
+            Inner::Pg(_) => format!("{column} COLLATE \"C\""),
         }
     }
 

@@ -22,7 +22,8 @@
 //! **The cluster** is durable like a production one: `fsync` and `synchronous_commit` keep
 //! their defaults (on). Superuser `meterd` with a random password; TCP on 127.0.0.1 only, with
 //! `scram-sha-256`; `trust` on a unix socket in a private directory (mode 0700), which the
-//! harness itself uses for `CREATE DATABASE`. UTF8, C locale (`--no-locale`).
+//! harness itself uses for `CREATE DATABASE`. UTF8, C locale (`--no-locale`); a test that needs a
+//! database of another collation makes one with [`PgCluster::fresh_db_with`].
 //!
 //! **TLS** ([`PgCluster::start_tls`]): a private cluster with `ssl = on`, serving a certificate
 //! for `localhost` and `127.0.0.1` signed by a CA made for that cluster alone (rcgen, ECDSA
@@ -198,9 +199,22 @@ impl PgCluster {
     /// `CREATE DATABASE` with a name unique in this cluster (`t<pid>_<n>`); returns the name,
     /// for [`PgCluster::url_without_password`].
     pub fn fresh_db_name(&self) -> String {
+        self.fresh_db_name_with("")
+    }
+
+    /// As [`PgCluster::fresh_db`], created with these `CREATE DATABASE` options (e.g. a
+    /// collation other than the cluster's C: `TEMPLATE template0 LOCALE_PROVIDER icu
+    /// ICU_LOCALE 'en-US' LOCALE 'C'`).
+    pub fn fresh_db_with(&self, options: &str) -> String {
+        self.url(&self.fresh_db_name_with(options))
+    }
+
+    fn fresh_db_name_with(&self, options: &str) -> String {
         let name = format!("t{}_{}", std::process::id(), self.next_db.fetch_add(1, Ordering::Relaxed));
         let mut admin = self.admin();
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} {options}: {e}"));
         name
     }
 
