@@ -62,8 +62,12 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
                 return Err(Failure::usage(format!("plan {plan:?} is not in the config; known plans: {known:?}")));
             }
             let start = *start;
-            let row = store.write(|tx| instances::add(tx, id, plan, start, Timestamp::now()))?;
-            println!("instance {} registered: plan {}, start {}", row.instance_id, row.plan, row.start);
+            let instances::Registered { row, new } = store.write(|tx| instances::register(tx, id, plan, start, Timestamp::now()))?;
+            if new {
+                println!("instance {} registered: plan {}, start {}", row.instance_id, row.plan, row.start);
+            } else {
+                println!("instance {} is already registered with plan {}, start {}; nothing changed", row.instance_id, row.plan, row.start);
+            }
         }
         Cmd::Release { id, at } => {
             let at = *at;

@@ -53,11 +53,26 @@ pub fn list(tx: &Tx<'_>) -> Result<Vec<InstanceRow>> {
 }
 
 /// Registers an instance. Registering the same id again with the same plan and start is a
-/// no-op; with different values it is an error naming both.
+/// no-op; with different values it is an error naming both. [`register`] also tells which.
 pub fn add(tx: &Tx<'_>, instance_id: &str, plan: &str, start: Timestamp, now: Timestamp) -> Result<InstanceRow> {
+    register(tx, instance_id, plan, start, now).map(|r| r.row)
+}
+
+/// What [`register`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// The instance as stored.
+    pub row: InstanceRow,
+    /// `false` when it was registered already with the same plan and start: nothing changed
+    /// (so `meterd instance add` says so instead of "registered" again).
+    pub new: bool,
+}
+
+/// [`add`], saying whether the instance is new.
+pub fn register(tx: &Tx<'_>, instance_id: &str, plan: &str, start: Timestamp, now: Timestamp) -> Result<Registered> {
     if let Some(existing) = get(tx, instance_id)? {
         if existing.plan == plan && existing.start == start {
-            return Ok(existing);
+            return Ok(Registered { row: existing, new: false });
         }
         return Err(StoreError::Invalid(format!(
             "instance {instance_id:?} is already registered with plan {:?} and start {}; it cannot be re-registered with plan {plan:?} and start {start}",
@@ -73,7 +88,8 @@ pub fn add(tx: &Tx<'_>, instance_id: &str, plan: &str, start: Timestamp, now: Ti
         "INSERT INTO instances (instance_id, plan, start_ns, created_ns) VALUES (?1, ?2, ?3, ?4)",
         params![instance_id, plan, start.0, now.0],
     )?;
-    get(tx, instance_id)?.ok_or_else(|| StoreError::Corrupt("instance vanished after insert".into()))
+    let row = get(tx, instance_id)?.ok_or_else(|| StoreError::Corrupt("instance vanished after insert".into()))?;
+    Ok(Registered { row, new: true })
 }
 
 /// What recording a release found: the instance, and what was stored before the release was

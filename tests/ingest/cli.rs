@@ -51,8 +51,14 @@ fn init_writes_a_config_that_parses_and_creates_the_db() {
 #[test]
 fn instance_add_list_release() {
     let env = Env::new();
-    env.add_instance("inst-a", "calls", "2026-11-01T08:00:00+08:00");
-    env.add_instance("inst-a", "calls", "2026-11-01T00:00:00Z"); // same values: a no-op
+    let first = env.run(&["instance", "add", "inst-a", "--plan", "calls", "--start", "2026-11-01T08:00:00+08:00"]);
+    assert_eq!(first.success().stdout, "instance inst-a registered: plan calls, start 2026-11-01T00:00:00Z\n");
+    // Same values: a no-op (exit 0), and said to be one (new-user trial: it said "registered").
+    let again = env.run(&["instance", "add", "inst-a", "--plan", "calls", "--start", "2026-11-01T00:00:00Z"]);
+    assert_eq!(
+        again.success().stdout,
+        "instance inst-a is already registered with plan calls, start 2026-11-01T00:00:00Z; nothing changed\n"
+    );
     env.add_instance("inst-b", "storage", "2026-11-02T00:00:00Z");
     let list = env.run(&["instance", "list", "--format", "json"]).json();
     assert_eq!(list.as_array().unwrap().len(), 2);
