@@ -162,4 +162,22 @@ mod tests {
     fn the_command_definition_is_consistent() {
         command().debug_assert();
     }
+
+    /// The README's synopsis (*Commands and exit codes*) names every option `meterd --help`
+    /// lists before the command (new-user trial: `--node` was missing).
+    #[test]
+    fn the_readme_synopsis_names_every_global_option() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let synopsis = readme
+            .split("## Commands and exit codes")
+            .nth(1)
+            .and_then(|s| s.lines().find(|l| l.starts_with("meterd [")))
+            .expect("the README has the synopsis");
+        let cmd = command();
+        let globals: Vec<_> = cmd.get_arguments().filter(|a| a.is_global_set() && !a.is_hide_set()).filter_map(|a| a.get_long()).collect();
+        assert!(globals.contains(&"node"), "{globals:?}");
+        for long in globals {
+            assert!(synopsis.contains(&format!("[--{long} ")), "the README's synopsis does not name --{long}: {synopsis}");
+        }
+    }
 }
