@@ -94,9 +94,26 @@ fn block(examples: &[&str]) -> String {
     s
 }
 
+/// Subcommands that read no config and open no store: the global options [`STORE_OPTIONS`]
+/// mean nothing to them, so their `--help` and man pages leave them out (clap_complete's bash
+/// script still offers them there, as it offers every hidden option).
+const NO_STORE: &[&str] = &["demo", "mock-store", "completions", "man"];
+
+/// The global options (argument ids) that choose the config, the store and the node.
+const STORE_OPTIONS: &[&str] = &["config", "db", "node"];
+
 /// The whole CLI, each subcommand (at any depth) with its examples as `after_help`.
 pub fn command() -> clap::Command {
-    with_examples(Cli::command(), "")
+    with_examples(hide_store_options(Cli::command()), "")
+}
+
+/// Gives each [`NO_STORE`] subcommand a hidden copy of the [`STORE_OPTIONS`]. clap copies a
+/// global option into every subcommand that has no argument of that id, so these copies are
+/// the ones the subcommand keeps: still accepted (and ignored) as before, never listed.
+fn hide_store_options(cli: clap::Command) -> clap::Command {
+    let hidden: Vec<clap::Arg> =
+        cli.get_arguments().filter(|a| STORE_OPTIONS.contains(&a.get_id().as_str())).map(|a| a.clone().hide(true)).collect();
+    NO_STORE.iter().fold(cli, |cli, name| cli.mut_subcommand(name, |s| s.args(hidden.iter().cloned())))
 }
 
 fn with_examples(cmd: clap::Command, path: &str) -> clap::Command {
@@ -161,6 +178,37 @@ mod tests {
     #[test]
     fn the_command_definition_is_consistent() {
         command().debug_assert();
+    }
+
+    /// `meterd ARGS… --help` as clap prints it.
+    fn help_of(args: &[&str]) -> String {
+        let argv = ["meterd"].iter().chain(args).chain(&["--help"]).copied().collect::<Vec<_>>();
+        let e = command().try_get_matches_from(argv).expect_err("--help prints the help");
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{args:?}");
+        e.to_string()
+    }
+
+    /// `--config`, `--db` and `--node` are left out of the help of the commands that read no
+    /// config and open no store (new-user trial: `mock-store --help` listed them), which still
+    /// accept them as before; every other command lists them.
+    #[test]
+    fn store_options_are_listed_only_where_they_mean_something() {
+        for name in NO_STORE {
+            let help = help_of(&[name]);
+            for flag in ["--config", "--db", "--node"] {
+                assert!(!help.contains(flag), "`{name} --help` lists {flag}:\n{help}");
+            }
+            assert!(help.contains("--log-format"), "{name}: {help}");
+        }
+        command()
+            .try_get_matches_from(["meterd", "mock-store", "--key-env", "K", "--db", "x.db", "--node", "n", "--config", "c.toml"])
+            .expect("still accepted");
+        for path in [&[][..], &["status"], &["instance", "add"], &["store", "copy"], &["run"]] {
+            let help = help_of(path);
+            for flag in ["--config", "--db", "--node", "--log-format"] {
+                assert!(help.contains(flag), "`{path:?} --help` does not list {flag}:\n{help}");
+            }
+        }
     }
 
     /// The README's synopsis (*Commands and exit codes*) names every option `meterd --help`
