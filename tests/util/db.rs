@@ -54,23 +54,23 @@ pub fn all_events(c: &Db) -> Vec<(String, String, String)> {
 /// here by the window that bills them), which is what every reader of meterd sees — on both
 /// backends (`meterd::store::windows`).
 pub fn windows(c: &Db, instance_id: &str) -> Vec<(i64, String, i64)> {
+    // One statement, so one snapshot: read as two, a fold between them (a daemon's seal)
+    // showed the window neither in `windows` nor in the tail.
     let rows: Vec<(i64, String, i64)> = c.rows(
         "SELECT w.start_s, w.usage, w.events FROM windows w JOIN instances i ON i.ref = w.instance_ref
-         WHERE i.instance_id = ?1 ORDER BY w.start_s",
+         WHERE i.instance_id = ?1
+         UNION ALL
+         SELECT e.billed_window, coalesce(e.billed_qty, e.qty), -1 FROM events e JOIN instances i ON i.ref = e.instance_ref
+         WHERE i.instance_id = ?1 AND e.billed_window IS NOT NULL AND e.seq > (SELECT windows_through FROM ingest_state)",
         params![instance_id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     );
-    let mut sums: std::collections::BTreeMap<i64, (i128, i64)> = rows.into_iter().map(|(s, u, n)| (s, (nanos(&u), n))).collect();
-    let tail: Vec<(i64, String)> = c.rows(
-        "SELECT e.billed_window, coalesce(e.billed_qty, e.qty) FROM events e JOIN instances i ON i.ref = e.instance_ref
-         WHERE i.instance_id = ?1 AND e.billed_window IS NOT NULL AND e.seq > (SELECT windows_through FROM ingest_state)",
-        params![instance_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    );
-    for (start, q) in tail {
+    let mut sums: std::collections::BTreeMap<i64, (i128, i64)> = std::collections::BTreeMap::new();
+    for (start, q, n) in rows {
+        // A `windows` row counts its events; a tail row (-1) is one event.
         let e = sums.entry(start).or_default();
         e.0 += nanos(&q);
-        e.1 += 1;
+        e.1 += if n < 0 { 1 } else { n };
     }
     sums.into_iter().map(|(s, (u, n))| (s, decimal(u), n)).collect()
 }
