@@ -75,7 +75,8 @@ pub fn register(tx: &Tx<'_>, instance_id: &str, plan: &str, start: Timestamp, no
             return Ok(Registered { row: existing, new: false });
         }
         return Err(StoreError::Invalid(format!(
-            "instance {instance_id:?} is already registered with plan {:?} and start {}; it cannot be re-registered with plan {plan:?} and start {start}",
+            "instance {instance_id:?} is already registered with plan {:?} and start {}; it cannot be re-registered with plan {plan:?} and start {start} \
+             (to change its plan from a time on: `meterd instance move {instance_id} --plan {plan} --at TIME`; a start never changes)",
             existing.plan, existing.start
         )));
     }

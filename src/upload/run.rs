@@ -363,10 +363,14 @@ impl Run<'_> {
                     // Out of attempts: the batch stays open and the run stops here, so no later
                     // batch is cut or sent before it (delivery stays in queue order).
                     let gave_up = (!retry).then(|| {
-                        format!("batch {id} still failing after {attempt} attempts: {reason}; it stays queued for the next run, which resends it first")
+                        let attempts = if attempt == 1 { "1 attempt".to_owned() } else { format!("{attempt} attempts") };
+                        format!(
+                            "batch {id} still failing after {attempts}: {reason}; it stays queued for the next run, which resends it first"
+                        )
                     });
                     if gave_up.is_some() {
-                        tracing::warn!(batch = id, attempt, url = %url, reason = %reason, "upload attempt failed, the last of this run: gives up for this run and stops; the batch stays queued and the next run resends it first, with the same bytes");
+                        // ERROR: records are left undelivered (the README's log levels).
+                        tracing::error!(batch = id, attempt, url = %url, reason = %reason, "upload attempt failed, the last of this run: gives up for this run and stops; the batch stays queued and the next run resends it first, with the same bytes");
                     } else {
                         tracing::warn!(batch = id, attempt, url = %url, reason = %reason, "upload attempt failed; will retry the same bytes");
                     }

@@ -87,6 +87,7 @@ fn assert_first_run_stopped_at_the_oldest_batch(w: &Env, first: &crate::util::Ru
     assert_eq!(lines_with(&first.stderr, "will retry"), ATTEMPTS as usize - 1, "{}", first.stderr);
     let last = first.stderr.lines().rfind(|l| l.contains("upload attempt failed")).unwrap();
     assert!(!last.contains("will retry") && last.contains("gives up for this run") && last.contains("stays queued"), "{last}");
+    assert!(last.contains("ERROR"), "records left undelivered are an ERROR (README, log levels): {last}");
 
     let status = w.meterd(&["status", "--now", NOW], &[]).expect(0);
     let line = status.stdout.lines().find(|l| l.starts_with("last error")).unwrap_or_else(|| panic!("{status:#?}"));
