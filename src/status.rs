@@ -44,6 +44,9 @@ pub struct Status {
     /// of `contrib/prometheus` watches).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_deadline: Option<Timestamp>,
+    /// When the last upload run that delivered at least one record ended (RFC 3339), by
+    /// whichever node ran it; `None` before any. A run that delivered some batches and then
+    /// stopped on a failure counts: `last_error` then says why it stopped.
     pub last_successful_upload: Option<String>,
     /// The store's last successful seal, by whichever node sealed (every seal run writes it,
     /// the daemon's and `meterd seal`'s; on a shared store every node reads the same); `None`
