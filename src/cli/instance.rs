@@ -66,7 +66,12 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
             if new {
                 println!("instance {} registered: plan {}, start {}", row.instance_id, row.plan, row.start);
             } else {
-                println!("instance {} is already registered with plan {}, start {}; nothing changed", row.instance_id, row.plan, row.start);
+                // A released instance stays released: `add` never undoes a release.
+                let released = row.release.map(|t| format!(", released at {t}")).unwrap_or_default();
+                println!(
+                    "instance {} is already registered with plan {}, start {}{released}; nothing changed",
+                    row.instance_id, row.plan, row.start
+                );
             }
         }
         Cmd::Release { id, at } => {

@@ -77,7 +77,7 @@ pub enum TransientReason {
 impl fmt::Display for TransientReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TransientReason::Timeout => f.write_str("timed out"),
+            TransientReason::Timeout => f.write_str("timed out: no answer within `upload.timeout` (raise it if the store is only slow)"),
             TransientReason::Transport(e) => write!(f, "no HTTP answer: {e}"),
             TransientReason::Code { status, code, message } => write!(f, "HTTP {status} {code}: {message}"),
             TransientReason::UnknownCode { status, code, message } => write!(f, "HTTP {status} with unknown error_code {code}: {message}"),

@@ -161,7 +161,7 @@ mod tests {
             let d = decide(transient(), 5, attempt, PACE, &LIMITS);
             let Step::Transient { reason, retry: r, backoff_attempt, retry_after } = d.step else { panic!("{d:?}") };
             assert_eq!((r, backoff_attempt, retry_after), (retry, backoff, None), "attempt {attempt}");
-            assert_eq!(reason, "timed out");
+            assert_eq!(reason, "timed out: no answer within `upload.timeout` (raise it if the store is only slow)");
             assert_eq!(d.outcome, "transient");
             assert_eq!(d.pace.consecutive_transient, 1);
         }

@@ -91,6 +91,13 @@ fn instance_add_list_release() {
         assert_eq!(run.code, 2, "{args:?}: {run:?}");
         assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
     }
+    // A plan change is `instance move`: the refusal says so (new-user trial).
+    let run = env.run(&["instance", "add", "inst-a", "--plan", "storage", "--start", "2026-11-01T00:00:00Z"]);
+    assert!(run.stderr.contains("meterd instance move inst-a --plan storage --at TIME"), "{}", run.stderr);
+    // Adding a released instance again changes nothing, and says it stays released.
+    let again = env.run(&["instance", "add", "inst-b", "--plan", "storage", "--start", "2026-11-02T00:00:00Z"]);
+    let out = &again.success().stdout;
+    assert!(out.contains("already registered") && out.contains(", released at ") && out.ends_with("; nothing changed\n"), "{out}");
     let run = env.run(&["instance", "add", "inst-c", "--plan", "nope", "--start", "2026-11-01T00:00:00Z"]);
     assert!(run.stderr.contains("calls") && run.stderr.contains("storage"), "lists the known plans: {}", run.stderr);
     assert_eq!(env.run(&["instance", "list", "--format", "json"]).json().as_array().unwrap().len(), 2);
