@@ -73,8 +73,7 @@ pub struct UploadReport {
     /// Set when the run stopped on a configuration error (wrong key, endpoint, account).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
-    /// Set when a batch ran out of attempts on transient failures (the run stopped there; the
-    /// same text is stored as the last upload error in the transaction that gave up).
+    /// Set when a batch ran out of attempts on transient failures (the run stopped there).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transient_error: Option<String>,
     /// Duration of each HTTP attempt, in microseconds (for latency metrics).
@@ -374,14 +373,11 @@ impl Run<'_> {
                     } else {
                         tracing::warn!(batch = id, attempt, url = %url, reason = %reason, "upload attempt failed; will retry the same bytes");
                     }
-                    // `status` shows the error from the give-up on, not only from the run's end.
-                    let (r2, note) = (reason.clone(), gave_up.as_ref().map(|e| format!("{}: {e}", Timestamp(now))));
+                    // The run's end, right after a give-up, stores the error for `status`.
+                    let r2 = reason.clone();
                     db(&self.store, move |s| {
                         s.write(|tx| {
                             batches::attempted(tx, id, Some(&r2))?;
-                            if let Some(note) = &note {
-                                meta::set(tx, meta::LAST_UPLOAD_ERROR, note)?;
-                            }
                             claims::claim(tx, id, &Holder::this_process(), now)
                         })
                     })
