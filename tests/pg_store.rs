@@ -321,15 +321,7 @@ fn event_ids_compare_bytewise() {
 /// Runs `meterd --config CFG --db DB ARGS…` in `dir`; panics unless it exits 0; returns stdout.
 fn meterd_ok(dir: &Path, db: &str, args: &[&str]) -> String {
     let cfg = dir.join("meterd.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
-        .current_dir(dir)
-        .env_remove("METERD_CONFIG")
-        .env_remove("METERD_DB")
-        .env_remove("PGPASSWORD")
-        .args(["--config", cfg.to_str().unwrap(), "--db", db])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = meterd_in(dir, db, &[&["--config", cfg.to_str().unwrap()], args].concat());
     assert!(out.status.success(), "meterd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -527,8 +519,13 @@ fn ingest_and_seal_run_on_postgres() {
 }
 
 fn meterd(dir: &Path, db: &str) -> std::process::Output {
+    meterd_in(dir, db, &["status"])
+}
+
+/// `meterd --db DB ARGS…` in `dir`, with no store or config from the environment.
+fn meterd_in(dir: &Path, db: &str, args: &[&str]) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"));
-    cmd.current_dir(dir).env_remove("METERD_CONFIG").env_remove("PGPASSWORD").args(["--db", db, "status"]);
+    cmd.current_dir(dir).env_remove("METERD_CONFIG").env_remove("METERD_DB").env_remove("PGPASSWORD").args(["--db", db]).args(args);
     cmd.output().unwrap()
 }
 
