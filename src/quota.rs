@@ -276,6 +276,17 @@ pub fn new_package(package_id: &str, quota: &str, from: &str, to: &str, reset: O
 
 /// Registers a package for an instance whose plan has a `package` setting.
 pub fn add(tx: &Tx<'_>, cfg: &Config, instance_id: &str, p: &packages::NewPackage, now: Timestamp) -> Result<Package, StoreError> {
+    register(tx, cfg, instance_id, p, now).map(|r| r.package)
+}
+
+/// [`add`], saying whether the package is new ([`packages::register`]).
+pub fn register(
+    tx: &Tx<'_>,
+    cfg: &Config,
+    instance_id: &str,
+    p: &packages::NewPackage,
+    now: Timestamp,
+) -> Result<packages::Registered, StoreError> {
     let inst = crate::store::instances::get(tx, instance_id)?.ok_or_else(|| crate::store::instances::unknown(instance_id))?;
     if cfg.plan(&inst.plan).and_then(|pl| pl.package).is_none() {
         return Err(StoreError::Invalid(format!(
@@ -283,5 +294,5 @@ pub fn add(tx: &Tx<'_>, cfg: &Config, instance_id: &str, p: &packages::NewPackag
             inst.plan
         )));
     }
-    packages::add(tx, instance_id, p, now)
+    packages::register(tx, instance_id, p, now)
 }

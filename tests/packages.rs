@@ -260,6 +260,47 @@ fn stop_records_of_a_partly_frozen_window_lie_in_its_active_part() {
     audit_holds(&env);
 }
 
+/// `package add` of a package already registered (new-user trial): the same package again
+/// says so and changes nothing (exit 0), as `instance add` does; other terms for it are
+/// refused showing both; an id another instance owns is refused naming that instance.
+#[test]
+fn package_add_again_changes_nothing_and_an_owned_id_names_its_owner() {
+    let env = Env::with_config(&plans("http://127.0.0.1:9"));
+    env.add_instance(I, "stopcalls", "2026-11-01T00:00:00Z");
+    env.add_instance("inst-other", "stopcalls", "2026-11-01T00:00:00Z");
+    let add = |instance: &str, quota: &str| {
+        env.run(&["package", "add", instance, "pkg-a", "--quota", quota, "--from", "2026-11-01T00:00:00Z", "--to", "2026-12-01T00:00:00Z"])
+    };
+    let first = add(I, "10").expect(0);
+    assert!(first.stdout.starts_with("package pkg-a of inst-stop registered: quota 10"), "{}", first.stdout);
+    let list = || env.run(&["package", "list", "--format", "json", "--now", "2026-11-23T12:00:00Z"]).expect(0).stdout;
+    let before = list();
+
+    let again = add(I, "10").expect(0);
+    assert_eq!(
+        again.stdout.trim(),
+        "package pkg-a of inst-stop is already registered with quota 10, 2026-11-01T00:00:00Z to 2026-12-01T00:00:00Z, reset none; nothing changed"
+    );
+    assert_eq!(list(), before, "nothing changed");
+
+    let other = add("inst-other", "10").expect(2);
+    assert!(
+        other
+            .stderr
+            .contains(r#"package "pkg-a" belongs to instance "inst-stop"; package ids are unique across instances: choose another id"#),
+        "{}",
+        other.stderr
+    );
+    let changed = add(I, "20").expect(2);
+    assert!(
+        changed.stderr.contains("is already registered with quota 10,") && changed.stderr.contains("cannot change to quota 20,"),
+        "both terms: {}",
+        changed.stderr
+    );
+    assert!(changed.stderr.contains("register a new package id instead"), "{}", changed.stderr);
+    assert_eq!(list(), before, "nothing changed");
+}
+
 #[test]
 fn mock_store_rejects_records_without_their_package_and_package_ids_as_instances() {
     // A non-stop instance the mock was told has packages: its record lacks relate_pkg_instance,

@@ -10,8 +10,9 @@ pub enum Cmd {
     Add {
         /// The instance the package is for (its `instance_id`, registered before).
         instance: String,
-        /// The package's id from the cloud store's order, unique in the store (adding it again
-        /// with the same terms is a no-op; with other terms, an error).
+        /// The package's id from the cloud store's order, unique across instances (adding it
+        /// again with the same terms changes nothing and says so; with other terms, or for
+        /// another instance, it is an error).
         package_id: String,
         /// Quota in the plan's unit: a decimal > 0 with at most 4 decimals.
         #[arg(long)]
@@ -45,15 +46,14 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<u8, Failure> {
     match cmd {
         Cmd::Add { instance, package_id, quota, from, to, reset } => {
             let new = crate::quota::new_package(package_id, quota, from, to, Some(reset)).map_err(Failure::usage)?;
-            let p = store.write(|tx| crate::quota::add(tx, &ctx.cfg, instance, &new, Timestamp::now()))?;
-            println!(
-                "package {} of {instance} registered: quota {}, {} to {}, reset {}",
-                p.package_id,
-                p.quota,
-                p.from,
-                p.to,
-                p.reset.as_str()
-            );
+            let r = store.write(|tx| crate::quota::register(tx, &ctx.cfg, instance, &new, Timestamp::now()))?;
+            let p = r.package;
+            let terms = format!("quota {}, {} to {}, reset {}", p.quota, p.from, p.to, p.reset.as_str());
+            if r.new {
+                println!("package {} of {instance} registered: {terms}", p.package_id);
+            } else {
+                println!("package {} of {instance} is already registered with {terms}; nothing changed", p.package_id);
+            }
         }
         Cmd::List { instance, now: as_of, format } => {
             let now = now_or(*as_of);

@@ -66,8 +66,24 @@ pub fn get(tx: &Tx<'_>, package_id: &str) -> Result<Option<Package>> {
 }
 
 /// Registers a package for an instance. The same package again with the same values is a
-/// no-op; with other values, or for another instance, it is an error naming both.
+/// no-op; with other values it is an error naming both, for another instance an error naming
+/// that instance. [`register`] also tells which.
 pub fn add(tx: &Tx<'_>, instance_id: &str, p: &NewPackage, now: Timestamp) -> Result<Package> {
+    register(tx, instance_id, p, now).map(|r| r.package)
+}
+
+/// What [`register`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// The package as stored.
+    pub package: Package,
+    /// `false` when it was registered already for the same instance with the same values:
+    /// nothing changed (so `meterd package add` says so instead of "registered" again).
+    pub new: bool,
+}
+
+/// [`add`], saying whether the package is new.
+pub fn register(tx: &Tx<'_>, instance_id: &str, p: &NewPackage, now: Timestamp) -> Result<Registered> {
     let inst = instances::get(tx, instance_id)?.ok_or_else(|| instances::unknown(instance_id))?;
     if p.to <= p.from {
         return Err(StoreError::Invalid(format!("package {:?}: `to` {} is not after `from` {}", p.package_id, p.to, p.from)));
@@ -79,24 +95,41 @@ pub fn add(tx: &Tx<'_>, instance_id: &str, p: &NewPackage, now: Timestamp) -> Re
         )));
     }
     if let Some(old) = get(tx, &p.package_id)? {
-        let same = old.instance_key == inst.key && old.quota == p.quota && old.from == p.from && old.to == p.to && old.reset == p.reset;
-        if same {
-            return Ok(old);
+        if old.instance_key != inst.key {
+            let owner = instance_id_of(tx, old.instance_key)?;
+            return Err(StoreError::Invalid(format!(
+                "package {:?} belongs to instance {owner:?}; package ids are unique across instances: choose another id",
+                old.package_id
+            )));
+        }
+        if old.quota == p.quota && old.from == p.from && old.to == p.to && old.reset == p.reset {
+            return Ok(Registered { package: old, new: false });
         }
         return Err(StoreError::Invalid(format!(
-            "package {:?} is already registered (quota {}, {} to {}, reset {}) and cannot change; register a new package id instead",
+            "package {:?} of {instance_id:?} is already registered with quota {}, {} to {}, reset {}; it cannot change to quota {}, {} to {}, reset {}: register a new package id instead",
             old.package_id,
             old.quota,
             old.from,
             old.to,
-            old.reset.as_str()
+            old.reset.as_str(),
+            p.quota.normalize(),
+            p.from,
+            p.to,
+            p.reset.as_str()
         )));
     }
     tx.execute(
         "INSERT INTO packages (package_id, instance_ref, quota, from_ns, to_ns, reset, created_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![p.package_id, inst.key, p.quota.normalize().to_string(), p.from.0, p.to.0, p.reset.as_str(), now.0],
     )?;
-    get(tx, &p.package_id)?.ok_or_else(|| StoreError::Corrupt("package vanished after insert".into()))
+    let package = get(tx, &p.package_id)?.ok_or_else(|| StoreError::Corrupt("package vanished after insert".into()))?;
+    Ok(Registered { package, new: true })
+}
+
+/// The cloud store id of the instance with key `instance_key` (a package's owner).
+fn instance_id_of(tx: &Tx<'_>, instance_key: i64) -> Result<String> {
+    tx.query_opt("SELECT instance_id FROM instances WHERE ref = ?1", params![instance_key], |r| r.get(0))?
+        .ok_or_else(|| StoreError::Corrupt(format!("a package refers to instance key {instance_key}, which does not exist")))
 }
 
 /// The events of one instance billed in a window (the ones a stop-before-excess plan drew from
