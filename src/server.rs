@@ -220,7 +220,10 @@ fn time_field(name: &str, text: &str) -> Result<Timestamp, ApiError> {
 
 type Answer<T = serde_json::Value> = Result<Json<T>, ApiError>;
 
-async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Answer {
+/// `POST /v1/instances`: registers an instance. 201 Created with the instance and `"created":
+/// true` when it is new; 200 OK with `"created": false` when it was registered already with the
+/// same plan and start (nothing changed, as `meterd instance add` says); 422 with other values.
+async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let req: NewInstance = json_body(&body, r#"{"instance_id", "plan", "start"}"#)?;
     crate::model::valid_instance_id(&req.instance_id).map_err(ApiError::Unprocessable)?;
     if st.cfg.plan(&req.plan).is_none() {
@@ -228,10 +231,15 @@ async fn post_instance(State(st): State<Arc<AppState>>, body: Bytes) -> Answer {
     }
     let start = time_field("start", &req.start)?;
     let now = st.now();
-    let v =
-        with_admin(&st, move |s| s.write(|tx| instances::add(tx, &req.instance_id, &req.plan, start, now).and_then(|r| view(tx, &r, now))))
-            .await?;
-    Ok(Json(v))
+    let (mut v, new) = with_admin(&st, move |s| {
+        s.write(|tx| {
+            let r = instances::register(tx, &req.instance_id, &req.plan, start, now)?;
+            Ok((view(tx, &r.row, now)?, r.new))
+        })
+    })
+    .await?;
+    v["created"] = json!(new);
+    Ok((if new { StatusCode::CREATED } else { StatusCode::OK }, Json(v)))
 }
 
 async fn release_instance(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>, body: Bytes) -> Answer {

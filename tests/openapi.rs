@@ -237,10 +237,12 @@ fn live_answers_of_every_route_conform_to_the_document() {
     assert_eq!(slow.status, 408, "{}", slow.text());
     check("post", "/v1/events", slow);
 
-    // Instances: 200, 400 (shape), 422 (data), 401.
-    let r = h.post("/v1/instances", r#"{"instance_id":"i-2","plan":"calls","start":"2026-11-22T00:00:00Z"}"#);
-    assert_eq!(r.status, 200, "{}", r.text());
-    check("post", "/v1/instances", r);
+    // Instances: 201 (new), 200 (the same again), 400 (shape), 422 (data), 401.
+    for status in [201, 200] {
+        let r = h.post("/v1/instances", r#"{"instance_id":"i-2","plan":"calls","start":"2026-11-22T00:00:00Z"}"#);
+        assert_eq!(r.status, status, "{}", r.text());
+        check("post", "/v1/instances", r);
+    }
     check("post", "/v1/instances", h.post("/v1/instances", r#"{"instance_id":"i-3","plan":"calls"}"#));
     check("post", "/v1/instances", h.post("/v1/instances", r#"{"instance_id":"i 3","plan":"calls","start":"2026-11-22T00:00:00Z"}"#));
     check("post", "/v1/instances", h.post("/v1/instances", r#"{"instance_id":"i-3","plan":"nope","start":"2026-11-22T00:00:00Z"}"#));

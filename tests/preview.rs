@@ -200,7 +200,7 @@ fn every_preview_range_answers_over_http_and_the_next_registration_works() {
             }
             n += 1;
             let body = format!(r#"{{"instance_id":"new-{n}","plan":"hourly","start":"2026-11-23T00:00:00Z"}}"#);
-            h.post("/v1/instances", body).ok();
+            h.post("/v1/instances", body).created();
         }
     }
     for path in ["/v1/status", "/v1/instances", "/v1/instances/i-1/quota"] {
@@ -240,7 +240,7 @@ fn a_panic_inside_a_request_answers_500_and_the_next_request_works() {
             assert!(r.json()["error"].as_str().unwrap().contains("internal error"), "{point}: {}", r.text());
         }
         // Everything that shares the admin connection still answers.
-        let v = h.post("/v1/instances", r#"{"instance_id":"after-panic","plan":"hourly","start":"2026-11-23T00:00:00Z"}"#).ok();
+        let v = h.post("/v1/instances", r#"{"instance_id":"after-panic","plan":"hourly","start":"2026-11-23T00:00:00Z"}"#).created();
         assert_eq!(v["instance_id"], "after-panic", "{point}");
         assert_eq!(h.get("/v1/instances").ok().as_array().unwrap().len(), 3, "{point}");
         h.get("/v1/status").ok();

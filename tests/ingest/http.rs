@@ -124,14 +124,21 @@ fn instance_endpoints_add_list_release() {
     let http = daemon.http();
     let add = |body: &str| http.post("/v1/instances", body.to_string());
 
-    let r = add(r#"{"instance_id":"inst-h","plan":"calls","start":"2026-11-20T00:00:00+08:00"}"#).ok();
+    // A new instance: 201 Created, `created` true.
+    let mut r = add(r#"{"instance_id":"inst-h","plan":"calls","start":"2026-11-20T00:00:00+08:00"}"#).created();
     assert_eq!(
-        (r["instance_id"].clone(), r["plan"].clone(), r["start"].clone()),
-        (json!("inst-h"), json!("calls"), json!("2026-11-19T16:00:00Z"))
+        (r["instance_id"].clone(), r["plan"].clone(), r["start"].clone(), r["created"].clone()),
+        (json!("inst-h"), json!("calls"), json!("2026-11-19T16:00:00Z"), json!(true))
     );
     assert_eq!(r["release"], json!(null));
-    // Registering the same instance again with the same values is a no-op.
-    assert_eq!(add(r#"{"instance_id":"inst-h","plan":"calls","start":"2026-11-19T16:00:00Z"}"#).ok(), r);
+    let before = http.get("/v1/instances").ok();
+    // Registering the same instance again with the same values changes nothing and says so
+    // (new-user trial: it was answered as a new registration): 200 OK, `created` false, the
+    // instance as stored.
+    let again = add(r#"{"instance_id":"inst-h","plan":"calls","start":"2026-11-19T16:00:00Z"}"#).ok();
+    r["created"] = json!(false);
+    assert_eq!(again, r, "the instance as stored, `created` false");
+    assert_eq!(http.get("/v1/instances").ok(), before, "nothing changed");
 
     for (body, status, says) in [
         (r#"{"instance_id":"inst-h","plan":"storage","start":"2026-11-19T16:00:00Z"}"#, 422, "already registered"),

@@ -494,6 +494,12 @@ impl Reply {
         assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.text());
         self.json()
     }
+
+    /// Asserts 201 Created and returns the JSON body.
+    pub fn created(&self) -> Value {
+        assert_eq!(self.status, 201, "expected 201, got {}: {}", self.status, self.text());
+        self.json()
+    }
 }
 
 impl Http {
