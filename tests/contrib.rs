@@ -495,6 +495,36 @@ fn bash_completion_names_every_subcommand_and_sources_cleanly() {
     assert!(err.contains("bash") && err.contains("fish"), "{err}");
 }
 
+/// A store option typed for a command that reads no config and opens no store is refused
+/// (exit 2) with what the command uses instead (new-user trial: `meterd demo --db x.db` ran on
+/// a temporary store without a word); the same options from the environment are fine.
+#[test]
+fn store_options_typed_for_a_command_that_ignores_them_are_refused() {
+    for args in [
+        &["demo", "--db", "x.db"][..],
+        &["--db", "x.db", "demo"],
+        &["completions", "bash", "--config", "meterd.toml"],
+        &["man", "--node", "n1"],
+        &["mock-store", "--key-env", "MOCK_KEY", "--db", "x.db"],
+    ] {
+        let (code, out, err) = meterd(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?} did nothing: {out}");
+        let flag = args.iter().find(|a| a.starts_with("--") && ["--db", "--config", "--node"].contains(a)).unwrap();
+        let cmd = args.iter().find(|a| ["demo", "completions", "man", "mock-store"].contains(a)).unwrap();
+        assert!(err.contains(&format!("`{flag}` has no effect on `meterd {cmd}` (it ")) && err.contains("drop it"), "{args:?}: {err}");
+    }
+    let out = Command::new(util::bin())
+        .args(["completions", "bash"])
+        .env("METERD_DB", "x.db")
+        .env("METERD_CONFIG", "meterd.toml")
+        .env("METERD_NODE", "n1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "exported variables are fine: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_meterd"));
+}
+
 #[test]
 fn the_man_page_is_roff_with_every_subcommand() {
     let (code, page, err) = meterd(&["man"]);

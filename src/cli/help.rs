@@ -96,8 +96,18 @@ fn block(examples: &[&str]) -> String {
 
 /// Subcommands that read no config and open no store: the global options [`STORE_OPTIONS`]
 /// mean nothing to them, so their `--help` and man pages leave them out (clap_complete's bash
-/// script still offers them there, as it offers every hidden option).
+/// script still offers them there, as it offers every hidden option), and one typed on their
+/// command line is refused ([`refuse_ignored_store_options`]).
 const NO_STORE: &[&str] = &["demo", "mock-store", "completions", "man"];
+
+/// What each [`NO_STORE`] subcommand uses instead of the config and the store: the reason a
+/// store option given to it is refused.
+const USES_INSTEAD: &[(&str, &str)] = &[
+    ("demo", "it uses its own config and store in a temporary directory"),
+    ("mock-store", "it keeps its state in memory and in the files --ledger, --instances and --packages name"),
+    ("completions", "it prints a script made from the command-line definition alone"),
+    ("man", "it prints pages made from the command-line definition alone"),
+];
 
 /// The global options (argument ids) that choose the config, the store and the node.
 const STORE_OPTIONS: &[&str] = &["config", "db", "node"];
@@ -144,10 +154,32 @@ pub fn subcommand_paths(cmd: &clap::Command) -> Vec<String> {
     out
 }
 
+/// Refuses a store option ([`STORE_OPTIONS`]) typed on the command line of a [`NO_STORE`]
+/// subcommand, which would ignore it (new-user trial: `meterd demo --db x.db` ran on a
+/// temporary store without a word). The error names the option, the command and what the
+/// command uses instead; clap prints it as a usage error (exit 2). The same option from the
+/// environment (`METERD_CONFIG`, `METERD_DB`, `METERD_NODE`) is fine: people export those for
+/// every command. `cmd` is the definition `matches` came from.
+pub fn refuse_ignored_store_options(cmd: &mut clap::Command, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+    use clap::parser::ValueSource;
+    let Some((name, sub)) = matches.subcommand() else { return Ok(()) };
+    let Some((_, instead)) = USES_INSTEAD.iter().find(|(n, _)| *n == name) else { return Ok(()) };
+    // A global option may come before the subcommand (`meterd --db x demo`) or after it.
+    let typed = STORE_OPTIONS.iter().find(|id| [matches, sub].iter().any(|m| m.value_source(id) == Some(ValueSource::CommandLine)));
+    let Some(id) = typed else { return Ok(()) };
+    let message = format!("`--{id}` has no effect on `meterd {name}` ({instead}); drop it");
+    cmd.build();
+    let sub_cmd = cmd.find_subcommand_mut(name).expect("a subcommand that matched is defined");
+    Err(sub_cmd.error(clap::error::ErrorKind::ArgumentConflict, message))
+}
+
 /// Parses the process's arguments with [`command`] (clap prints help, version and usage
-/// errors itself and exits 0 or 2, as `Cli::parse` does).
+/// errors itself and exits 0 or 2, as `Cli::parse` does; so does
+/// [`refuse_ignored_store_options`]).
 pub fn parse() -> Cli {
-    let matches = command().get_matches();
+    let mut cmd = command();
+    let matches = cmd.get_matches_mut();
+    refuse_ignored_store_options(&mut cmd, &matches).unwrap_or_else(|e| e.exit());
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
@@ -189,8 +221,9 @@ mod tests {
     }
 
     /// `--config`, `--db` and `--node` are left out of the help of the commands that read no
-    /// config and open no store (new-user trial: `mock-store --help` listed them), which still
-    /// accept them as before; every other command lists them.
+    /// config and open no store (new-user trial: `mock-store --help` listed them), and refused
+    /// there when typed ([`store_options_typed_where_they_mean_nothing_are_refused`]); every
+    /// other command lists them.
     #[test]
     fn store_options_are_listed_only_where_they_mean_something() {
         for name in NO_STORE {
@@ -200,13 +233,60 @@ mod tests {
             }
             assert!(help.contains("--log-format"), "{name}: {help}");
         }
-        command()
-            .try_get_matches_from(["meterd", "mock-store", "--key-env", "K", "--db", "x.db", "--node", "n", "--config", "c.toml"])
-            .expect("still accepted");
         for path in [&[][..], &["status"], &["instance", "add"], &["store", "copy"], &["run"]] {
             let help = help_of(path);
             for flag in ["--config", "--db", "--node", "--log-format"] {
                 assert!(help.contains(flag), "`{path:?} --help` does not list {flag}:\n{help}");
+            }
+        }
+    }
+
+    /// A store option typed on the command line of a command that would ignore it is a usage
+    /// error naming the option, the command and what it uses instead (new-user trial: `meterd
+    /// demo --db x.db` ran on its own temporary store without a word), before or after the
+    /// command's name; every other command takes them.
+    #[test]
+    fn store_options_typed_where_they_mean_nothing_are_refused() {
+        let check = |argv: &[&str]| {
+            let mut cmd = command();
+            let matches = cmd.try_get_matches_from_mut(argv).expect("clap parses it");
+            refuse_ignored_store_options(&mut cmd, &matches)
+        };
+        for name in NO_STORE {
+            let tail: &[&str] = match *name {
+                "mock-store" => &["--key-env", "K"],
+                "completions" => &["bash"],
+                _ => &[],
+            };
+            for (flag, value) in [("--config", "c.toml"), ("--db", "x.db"), ("--node", "n")] {
+                let after: Vec<&str> = ["meterd", name].iter().chain(tail).chain(&[flag, value]).copied().collect();
+                let before: Vec<&str> = ["meterd", flag, value, name].iter().chain(tail).copied().collect();
+                for argv in [after, before] {
+                    let e = check(&argv).expect_err("refused");
+                    assert_eq!(e.exit_code(), 2, "{argv:?}");
+                    let text = e.to_string();
+                    assert!(text.contains(&format!("`{flag}` has no effect on `meterd {name}` (it ")), "{argv:?}: {text}");
+                    assert!(text.contains("drop it"), "{argv:?}: {text}");
+                }
+            }
+            let plain: Vec<&str> = ["meterd", name].iter().chain(tail).copied().collect();
+            check(&plain).expect("without them it runs");
+        }
+        check(&["meterd", "--db", "x.db", "--config", "c.toml", "--node", "n", "status"]).expect("status uses them");
+    }
+
+    /// A command group's one-line description (`meterd --help`, `meterd instance --help`) names
+    /// each of its subcommands (new-user trial: `instance` said "register, release and list"
+    /// and left out freeze, unfreeze and move).
+    #[test]
+    fn each_command_group_names_its_subcommands() {
+        let cmd = command();
+        let groups: Vec<_> = cmd.get_subcommands().filter(|g| g.has_subcommands()).collect();
+        assert!(groups.iter().any(|g| g.get_name() == "instance"), "instance is a group");
+        for group in groups {
+            let about = group.get_about().map(|a| a.to_string()).unwrap_or_default();
+            for sub in group.get_subcommands().map(|s| s.get_name()).filter(|n| *n != "help") {
+                assert!(about.contains(sub), "`meterd {}`'s description does not name `{sub}`: {about:?}", group.get_name());
             }
         }
     }

@@ -62,10 +62,10 @@ pub enum Command {
     Init(init::Args),
     /// Ingest events from a file (NDJSON or JSON array; `-` or nothing for stdin).
     Ingest(ingest::Args),
-    /// Register, release and list instances.
+    /// Instances: add, release, freeze, unfreeze, move (to another plan), list.
     #[command(subcommand)]
     Instance(instance::Cmd),
-    /// Register and list prepaid packages (quota, validity, reset).
+    /// Prepaid packages (quota, validity, reset): add, list.
     #[command(subcommand)]
     Package(package::Cmd),
     /// Seal every closed window into a usage record.
