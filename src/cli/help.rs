@@ -154,8 +154,9 @@ pub fn subcommand_paths(cmd: &clap::Command) -> Vec<String> {
     out
 }
 
-/// Refuses a store option ([`STORE_OPTIONS`]) typed on the command line of a [`NO_STORE`]
-/// subcommand, which would ignore it (new-user trial: `meterd demo --db x.db` ran on a
+/// Refuses a store option (`--config`, `--db`, `--node`) typed on the command line of a
+/// subcommand that reads no config and opens no store (`demo`, `mock-store`, `completions`,
+/// `man`), which would ignore it (new-user trial: `meterd demo --db x.db` ran on a
 /// temporary store without a word). The error names the option, the command and what the
 /// command uses instead; clap prints it as a usage error (exit 2). The same option from the
 /// environment (`METERD_CONFIG`, `METERD_DB`, `METERD_NODE`) is fine: people export those for
