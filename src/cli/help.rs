@@ -170,8 +170,12 @@ pub fn refuse_ignored_store_options(cmd: &mut clap::Command, matches: &clap::Arg
     let Some(id) = typed else { return Ok(()) };
     let message = format!("`--{id}` has no effect on `meterd {name}` ({instead}); drop it");
     cmd.build();
-    let sub_cmd = cmd.find_subcommand_mut(name).expect("a subcommand that matched is defined");
-    Err(sub_cmd.error(clap::error::ErrorKind::ArgumentConflict, message))
+    let kind = clap::error::ErrorKind::ArgumentConflict;
+    // The subcommand's error shows its own usage line; it is always found (it matched).
+    Err(match cmd.find_subcommand_mut(name) {
+        Some(sub_cmd) => sub_cmd.error(kind, message),
+        None => cmd.error(kind, message),
+    })
 }
 
 /// Parses the process's arguments with [`command`] (clap prints help, version and usage
