@@ -328,3 +328,21 @@ EXCEPTION WHEN feature_not_supported THEN
     NULL;
 END;
 $$;
+
+-- migration 13
+ALTER TABLE ingest_state ADD COLUMN lanes bigint NOT NULL DEFAULT 2 CHECK (lanes BETWEEN 1 AND 64);
+CREATE TABLE ingest_lanes (
+    lane   bigint PRIMARY KEY CHECK (lane BETWEEN 0 AND 63),
+    -- events appended by this lane's transactions
+    events bigint NOT NULL DEFAULT 0
+);
+INSERT INTO ingest_lanes (lane) SELECT generate_series(0, 63);
+CREATE OR REPLACE FUNCTION meterd_refuse_old_writers() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(nullif(current_setting('meterd.writer_schema', true), ''), '0')::int < 13 THEN
+        RAISE EXCEPTION 'this meterd store was upgraded (schema 13) by a newer meterd, and this node runs an older one: upgrade this node; its writes are refused so that nothing is counted twice or missed'
+            USING ERRCODE = '55000';
+    END IF;
+    RETURN NULL;
+END;
+$$;

@@ -104,9 +104,11 @@ impl WriterHealth {
 
 /// Durable, exactly-once event intake. Cheap to share behind an `Arc`.
 pub struct Collector {
-    jobs: Option<SyncSender<Job>>,
+    /// One queue per writer: one on SQLite, one per ingest lane on PostgreSQL (index = lane).
+    /// Empty once shut down.
+    jobs: Vec<SyncSender<Job>>,
     cfg: Arc<Config>,
-    writer: Option<JoinHandle<()>>,
+    writers: Vec<JoinHandle<()>>,
     health: Arc<WriterHealth>,
     /// The writer's database file, for checks between commits (`/healthz`).
     probe: crate::store::FileProbe,
@@ -137,6 +139,10 @@ impl Collector {
     }
 
     /// [`Collector::start`] with the writer's [`Tuning`] and the store's open options.
+    ///
+    /// On PostgreSQL, one writer per ingest lane of the store (`ingest_state.lanes`, read
+    /// now; `store::pg_events`, "Ingest lanes"), each with a connection of its own; the commit
+    /// hook is shared by them.
     fn start_with(
         db: &Path,
         cfg: Arc<Config>,
@@ -144,17 +150,39 @@ impl Collector {
         tuning: Tuning,
         open: crate::store::OpenOptions,
     ) -> Result<Collector, StoreError> {
-        let store = Store::open_with(db, open)?;
+        let mut store = Store::open_with(db, open)?;
         let probe = store.file_probe();
-        let (tx, rx) = sync_channel(QUEUE_JOBS);
-        let wcfg = cfg.clone();
+        let lanes = match store.backend() {
+            crate::store::sql::Backend::Sqlite => 1,
+            crate::store::sql::Backend::Postgres => store.read(crate::store::pg_events::lanes)?,
+        };
+        let mut stores = vec![store];
+        for _ in 1..lanes {
+            stores.push(Store::open_with(db, open)?);
+        }
         let health = Arc::new(WriterHealth::default());
-        let whealth = health.clone();
-        let writer = std::thread::Builder::new()
-            .name("meterd-writer".into())
-            .spawn(move || writer::run(store, wcfg, tuning, rx, on_commit, whealth))
-            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
-        Ok(Collector { jobs: Some(tx), cfg, writer: Some(writer), health, probe })
+        let hook = Arc::new(Mutex::new(on_commit));
+        let mut collector = Collector { jobs: Vec::new(), cfg, writers: Vec::new(), health, probe };
+        for (index, store) in stores.into_iter().enumerate() {
+            let lane = crate::store::pg_events::Lane { index: index as u32, count: lanes };
+            let (tx, rx) = sync_channel(QUEUE_JOBS);
+            let wcfg = collector.cfg.clone();
+            let whealth = collector.health.clone();
+            let hook = hook.clone();
+            let on_commit: writer::CommitHook = Box::new(move |n, d| {
+                if let Ok(f) = hook.lock() {
+                    f(n, d)
+                }
+            });
+            let name = if lanes == 1 { "meterd-writer".to_string() } else { format!("meterd-writer-{index}") };
+            let writer = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || writer::run(store, wcfg, tuning, rx, on_commit, whealth, lane))
+                .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+            collector.jobs.push(tx);
+            collector.writers.push(writer);
+        }
+        Ok(collector)
     }
 
     /// The writer's report on itself.
@@ -168,9 +196,9 @@ impl Collector {
         self.health.moved().or_else(|| self.probe.moved())
     }
 
-    /// Whether the writer thread still runs (`false` after it panicked, or after shutdown).
+    /// Whether the writer threads still run (`false` after one panicked, or after shutdown).
     pub fn writer_alive(&self) -> bool {
-        self.writer.as_ref().is_some_and(|w| !w.is_finished())
+        !self.writers.is_empty() && self.writers.iter().all(|w| !w.is_finished())
     }
 
     /// Ingests a request body (JSON object, array or NDJSON), blocking the calling thread until
@@ -257,24 +285,46 @@ impl Collector {
                 Err(r) => result.rejected.push(Rejected { index, id: r.id, error: r.error, reason: r.reason }),
             }
         }
-        let jobs = self.jobs.as_ref().ok_or_else(|| IngestError::Unavailable("the collector is shutting down".into()))?;
+        if self.jobs.is_empty() {
+            return Err(IngestError::Unavailable("the collector is shutting down".into()));
+        }
         let mut pending = Vec::new();
-        let mut it = ready.into_iter().peekable();
-        while it.peek().is_some() {
-            let events: Vec<_> = it.by_ref().take(CHUNK).collect();
-            let (reply, rx) = oneshot::channel();
-            let job = Job { events, now, reply };
-            if block {
-                jobs.send(job).map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
-            } else {
-                jobs.try_send(job).map_err(|e| match e {
-                    TrySendError::Full(_) => IngestError::Unavailable("the ingest queue is full; retry shortly".into()),
-                    TrySendError::Disconnected(_) => IngestError::Unavailable("the writer stopped".into()),
-                })?;
+        for (lane, events) in self.by_lane(ready) {
+            let mut it = events.into_iter().peekable();
+            while it.peek().is_some() {
+                let events: Vec<_> = it.by_ref().take(CHUNK).collect();
+                let (reply, rx) = oneshot::channel();
+                let job = Job { events, now, reply };
+                let jobs = &self.jobs[lane];
+                if block {
+                    jobs.send(job).map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
+                } else {
+                    jobs.try_send(job).map_err(|e| match e {
+                        TrySendError::Full(_) => IngestError::Unavailable("the ingest queue is full; retry shortly".into()),
+                        TrySendError::Disconnected(_) => IngestError::Unavailable("the writer stopped".into()),
+                    })?;
+                }
+                pending.push(rx);
             }
-            pending.push(rx);
         }
         Ok((result, pending))
+    }
+
+    /// The events split by the writer that takes them: the lane of each event's instance
+    /// (`store::pg_events::lane_of`), in input order within a lane. With several lanes, the
+    /// lanes' transactions commit apart: when one fails, the request fails (nothing of it is
+    /// acknowledged) although another lane may have stored its part, which a resend then finds
+    /// as duplicates — the outcome of any request whose answer was lost.
+    fn by_lane(&self, ready: Vec<(usize, EventInput)>) -> Vec<(usize, Vec<(usize, EventInput)>)> {
+        let lanes = self.jobs.len() as u32;
+        if lanes == 1 {
+            return vec![(0, ready)];
+        }
+        let mut split: Vec<Vec<(usize, EventInput)>> = (0..lanes).map(|_| Vec::new()).collect();
+        for (index, ev) in ready {
+            split[crate::store::pg_events::lane_of(&ev.instance_id, lanes) as usize].push((index, ev));
+        }
+        split.into_iter().enumerate().filter(|(_, evs)| !evs.is_empty()).collect()
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -283,8 +333,8 @@ impl Collector {
 
     /// Stops accepting, lets the writer finish every queued job, and waits for it.
     pub fn shutdown(&mut self) {
-        self.jobs.take();
-        if let Some(w) = self.writer.take() {
+        self.jobs.clear();
+        for w in self.writers.drain(..) {
             let _ = w.join();
         }
     }

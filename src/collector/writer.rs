@@ -1,4 +1,7 @@
-//! The single writer: one thread owns the ingest connection and commits events in groups.
+//! The writer: one thread owns the ingest connection and commits events in groups. On SQLite
+//! there is one; on PostgreSQL one per ingest lane of the store (`store::pg_events`, "Ingest
+//! lanes"), each with its own connection and queue, and the collector sends each event to the
+//! writer of its instance's lane. What follows holds for each of them.
 //!
 //! Requests queue jobs on a bounded channel. The writer takes one job, then every job already
 //! waiting (up to [`MAX_GROUP_EVENTS`]), and commits them all in one `BEGIN IMMEDIATE`
@@ -6,7 +9,7 @@
 //! Replies are sent only after `COMMIT` returned, so an acknowledged event is durable. If the
 //! transaction fails, every job in the group gets the error and nothing of the group is stored.
 //!
-//! Between transactions the writer keeps its dedupe state ([`Dedupe`]), the window sums of the
+//! On SQLite, between transactions the writer keeps its dedupe state ([`Dedupe`]), the window sums of the
 //! events not yet folded into `windows` ([`TailSums`]) and the instances it has seen. At the
 //! start of every transaction `PRAGMA data_version` tells whether another connection committed
 //! (a seal, an upload, an instance change, another ingest process): then the dedupe state and
@@ -35,7 +38,7 @@ use super::WriterHealth;
 use crate::config::Config;
 use crate::model::Timestamp;
 use crate::store::dedupe::Dedupe;
-use crate::store::pg_events::{self, Finish, PgEvents};
+use crate::store::pg_events::{self, Finish, Lane, PgEvents};
 use crate::store::sql::Backend;
 use crate::store::windows::TailSums;
 use crate::store::{Store, StoreError};
@@ -83,11 +86,32 @@ struct Writer {
     /// optimistic mode): yes until a batch meets a stored key, and again after a batch whose
     /// lookup found none.
     pg_optimistic: bool,
+    /// PostgreSQL: this writer's ingest lane ([`Lane::ONLY`] on SQLite).
+    lane: Lane,
+    /// PostgreSQL: [`super::Tuning::fold_events`].
+    fold_at: usize,
+    /// PostgreSQL: the last commit left the unfolded tail spanning `fold_at` seqs or more;
+    /// fold once its jobs are answered.
+    fold_due: bool,
 }
 
 /// Runs until every sender is dropped.
-pub fn run(store: Store, cfg: Arc<Config>, tuning: super::Tuning, jobs: Receiver<Job>, on_commit: CommitHook, health: Arc<WriterHealth>) {
+///
+/// `lane`: the PostgreSQL ingest lane this writer commits in ([`Lane::ONLY`] on SQLite); every
+/// job sent to it must hold events of that lane's instances only.
+pub fn run(
+    store: Store,
+    cfg: Arc<Config>,
+    tuning: super::Tuning,
+    jobs: Receiver<Job>,
+    on_commit: CommitHook,
+    health: Arc<WriterHealth>,
+    lane: Lane,
+) {
     let mut w = Writer {
+        lane,
+        fold_at: tuning.fold_events,
+        fold_due: false,
         store,
         dedupe: None,
         flush_at: tuning.flush_events,
@@ -139,6 +163,7 @@ pub fn run(store: Store, cfg: Arc<Config>, tuning: super::Tuning, jobs: Receiver
                     mine.events = job.events;
                     let _ = job.reply.send(Ok(mine));
                 }
+                w.fold_if_due();
             }
             Err(e) => {
                 tracing::warn!(error = %e, events = n, "ingest commit failed; nothing of this group was stored");
@@ -152,6 +177,18 @@ pub fn run(store: Store, cfg: Arc<Config>, tuning: super::Tuning, jobs: Receiver
 }
 
 impl Writer {
+    /// PostgreSQL: folds the unfolded tail once the last commit said so, beside the other lanes
+    /// (`store::windows::fold_concurrently`). A failure is logged and changes nothing: readers
+    /// sum a longer tail, and the next commit asks again.
+    fn fold_if_due(&mut self) {
+        if !std::mem::take(&mut self.fold_due) {
+            return;
+        }
+        if let Err(e) = crate::store::windows::fold_concurrently(&mut self.store) {
+            tracing::warn!(error = %e, "folding the unfolded tail into window totals failed; nothing was lost (readers sum the events), the next commit tries again");
+        }
+    }
+
     fn commit_group(&mut self, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
         match self.store.backend() {
             Backend::Sqlite => self.commit_group_sqlite(cfg, group),
@@ -201,23 +238,24 @@ impl Writer {
         }
     }
 
-    /// The same on a shared PostgreSQL store: the transaction holds the writers' lock, looks
-    /// the group's keys up by the unique index (`store::pg_events`), and keeps its window sums
-    /// in the unfolded tail as on SQLite (`store::windows`), folding it into `windows` every
-    /// [`super::Tuning::fold_events`] events. The first read of every transaction
-    /// ([`pg_events::head`]) says whether another node appended events (the tail adds them),
-    /// folded (the tail reloads) or changed an instance (the cache is dropped).
+    /// The same on a shared PostgreSQL store: the transaction holds this writer's lane lock
+    /// (and the writers' lock shared: `store::pg::Lock::Lane`), looks the group's keys up by
+    /// the unique index (`store::pg_events`), and counts its events in the lane's row. It keeps
+    /// no window sums: the events stay in the unfolded tail, which readers sum, until a
+    /// concurrent fold moves them into `windows` ([`Writer::fold_if_due`], once the tail spans
+    /// [`super::Tuning::fold_events`] seqs). The first read of every transaction
+    /// ([`pg_events::head`]) says whether an instance changed (the cache is dropped) and
+    /// checks the store's lane count, which the collector read at start.
     ///
     /// While batches hold only new keys the lookup is skipped (optimistic mode): the group is
     /// decided taking every key as not stored, and `PgEvents::finish` checks that. When a key
     /// was stored after all, the whole transaction rolls back, the in-memory state the attempt
-    /// touched (instance cache with its package use and counters; its window sums are kept
-    /// apart until it commits) is dropped, and the group is decided again with the lookup in a
-    /// new transaction — only that second answer is sent. The rollback takes no savepoint (a
-    /// savepoint is one more round trip and a subtransaction in every transaction, while the
-    /// fallback is rare); what the tail read before the attempt is committed data, so it
-    /// stays. The next group then starts with the lookup (clients resend whole batches, so
-    /// duplicates come in runs), until one finds no stored key.
+    /// touched (instance cache with its package use and counters) is dropped, and the group is
+    /// decided again with the lookup in a new transaction — only that second answer is sent.
+    /// The rollback takes no savepoint (a savepoint is one more round trip and a
+    /// subtransaction in every transaction, while the fallback is rare). The next group then
+    /// starts with the lookup (clients resend whole batches, so duplicates come in runs),
+    /// until one finds no stored key.
     fn commit_group_postgres(&mut self, cfg: &Config, group: &[Job]) -> Result<Vec<JobReply>, StoreError> {
         if self.pg_optimistic {
             if let Some(out) = self.try_postgres(cfg, group, true)? {
@@ -235,48 +273,51 @@ impl Writer {
     /// One transaction of [`Self::commit_group_postgres`]: the replies once committed, or
     /// `None` when optimistic mode met a stored key (the transaction rolled back).
     fn try_postgres(&mut self, cfg: &Config, group: &[Job], optimistic: bool) -> Result<Option<Vec<JobReply>>, StoreError> {
-        let Writer { store, tail, instances, instances_gen, pg_optimistic, .. } = self;
+        let Writer { store, instances, instances_gen, pg_optimistic, lane, fold_at, fold_due, .. } = self;
+        let lane = *lane;
         let mut key_stored = false;
-        let result = store.write(|tx| {
+        let result = store.write_under(crate::store::pg::Lock::Lane(lane.index), |tx| {
             let head = pg_events::head(tx)?;
+            if head.lanes != lane.count {
+                return Err(StoreError::Invalid(format!(
+                    "the store's ingest lanes changed from {} to {} while this node ran (ingest_state.lanes): restart this node; nothing of this batch was stored",
+                    lane.count, head.lanes
+                )));
+            }
             if head.instances_gen != *instances_gen {
                 instances.clear();
             }
-            tail.sync_to(tx, head.windows_through, head.last_seq)?;
-            let Some((out, found, delta, last)) = attempt_postgres(tx, cfg, group, instances, head.last_seq, optimistic)? else {
+            let Some((out, found, last, appended)) = attempt_postgres(tx, cfg, group, instances, head.last_seq, lane, optimistic)? else {
                 // Never committed: `store.write` rolls back on an error, and this one is
                 // answered by the lookup-mode attempt, never sent.
                 key_stored = true;
                 return Err(StoreError::Internal("optimistic ingest met a stored key; rolled back to decide again".into()));
             };
-            tail.absorb(delta)?;
-            let folded = tail.maybe_fold(tx, last)?;
-            let gen = pg_events::count_appended(tx, last - head.last_seq)?;
-            Ok((out, found, gen, folded, last))
+            let gen = pg_events::count_appended(tx, lane, appended)?;
+            Ok((out, found, gen, last - head.windows_through))
         });
         match result {
-            Ok((out, found, gen, folded, last)) => {
+            Ok((out, found, gen, tail_span)) => {
                 *instances_gen = gen;
                 *pg_optimistic = found == 0;
-                tail.committed(folded, last);
+                *fold_due = tail_span >= i64::try_from(*fold_at).unwrap_or(i64::MAX);
                 Ok(Some(out))
             }
             Err(_) if key_stored => Ok(None),
             Err(e) => {
                 instances.clear();
                 *instances_gen = -1;
-                tail.invalidate();
                 Err(e)
             }
         }
     }
 }
 
-/// One attempt at a PostgreSQL group (see `commit_group_postgres`), after the stored `seq`
-/// `last`: the replies, how many stored keys the lookups found, the window sums of its events
-/// and the `seq` of its last event; or `None` when optimistic mode met a stored key (the
-/// transaction must roll back).
-type Attempt = (Vec<JobReply>, usize, TailSums, i64);
+/// One attempt at a PostgreSQL group (see `commit_group_postgres`) in `lane`, after the
+/// stored `seq` `last`: the replies, how many stored keys the lookups found, the `seq` of its
+/// last event and how many events it appended; or `None` when optimistic mode met a stored
+/// key (the transaction must roll back).
+type Attempt = (Vec<JobReply>, usize, i64, i64);
 
 fn attempt_postgres(
     tx: &crate::store::sql::Tx<'_>,
@@ -284,9 +325,12 @@ fn attempt_postgres(
     group: &[Job],
     instances: &mut InstanceCache,
     last: i64,
+    lane: Lane,
     optimistic: bool,
 ) -> Result<Option<Attempt>, StoreError> {
-    let mut events = PgEvents::begin_after(last, optimistic);
+    let mut events = PgEvents::begin_in_lane(last, lane, optimistic);
+    // Decisions add window usage here; on PostgreSQL the writer keeps no sums (the tail is
+    // read back when it is folded), so these are dropped.
     let mut delta = TailSums::new(usize::MAX);
     let keys = Keys::Postgres(&mut events);
     // A stored key the streamed `COPY` met surfaces as the error of whichever statement ends
@@ -297,11 +341,12 @@ fn attempt_postgres(
     };
     let found = events.found();
     let last = events.last_seq();
+    let appended = events.appended();
     if events.finish(tx)? == Finish::KeyStored {
         return Ok(None);
     }
     settle_instances(tx, instances)?;
-    Ok(Some((out, found, delta, last)))
+    Ok(Some((out, found, last, appended)))
 }
 
 /// Decides every event of every job of a group, in order; one reply per job.

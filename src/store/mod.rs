@@ -649,6 +649,13 @@ impl Store {
     /// A failure because the database is read-only marks the connection for a reopen before
     /// the next transaction (see [`Store::reopen_if_needed`]).
     pub fn write<T>(&mut self, f: impl FnOnce(&sql::Tx<'_>) -> Result<T>) -> Result<T> {
+        self.write_under(pg::Lock::Writers, f)
+    }
+
+    /// [`Store::write`] under `lock` on PostgreSQL (an ingest lane's or a concurrent fold's
+    /// transaction: `store::pg`, "Transactions"); on SQLite the same as [`Store::write`], whose
+    /// `BEGIN IMMEDIATE` lets one writer in at a time.
+    pub(crate) fn write_under<T>(&mut self, lock: pg::Lock, f: impl FnOnce(&sql::Tx<'_>) -> Result<T>) -> Result<T> {
         self.reopen_if_needed()?;
         let fence = self.fence.as_ref();
         let fenced = |tx: &sql::Tx<'_>| -> Result<T> {
@@ -665,7 +672,7 @@ impl Store {
                 Ok(out)
             })(),
             Engine::Postgres { conn, location } => {
-                pg::in_transaction_reconnecting(conn, location, &pg::begin_write(), |c| fenced(&sql::Tx::postgres(c)))
+                pg::in_transaction_reconnecting(conn, location, &pg::begin_write_under(lock), |c| fenced(&sql::Tx::postgres(c)))
             }
         };
         self.note_failure(&result);

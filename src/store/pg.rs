@@ -10,7 +10,11 @@
 //! **Transactions.** A write transaction takes one transaction-scoped advisory lock
 //! ([`WRITE_LOCK`]) before its first statement, so writers from every node run one at a time —
 //! the same contract SQLite's `BEGIN IMMEDIATE` gives the store's functions, which were written
-//! for it (read, decide, write, with no other writer in between). Reads run at `REPEATABLE
+//! for it (read, decide, write, with no other writer in between). Two kinds of transaction
+//! take that lock *shared* instead, and run side by side ([`Lock`]): the ingest writers, one
+//! per ingest lane, each holding its lane's lock as well (`store::pg_events`, "Ingest lanes"),
+//! and the second step of a concurrent fold (`store::windows::fold_concurrently`), holding the
+//! fold lock. Every other write still waits for all of them, and they for it. Reads run at `REPEATABLE
 //! READ`: one consistent snapshot, like a SQLite read transaction. Every commit is durable
 //! before it returns (`synchronous_commit = on` is set per connection, whatever the server's
 //! default), so nothing is acknowledged that a crash could lose.
@@ -38,6 +42,29 @@ use super::{Result, StoreError};
 /// The advisory lock every write transaction holds (`pg_advisory_xact_lock`), serialising
 /// writers across nodes. An arbitrary constant, fixed forever: "meterd-w" in ASCII.
 pub const WRITE_LOCK: i64 = 0x6d65_7465_7264_2d77;
+
+/// The advisory lock of ingest lane 0; lane `n` (< 64) is `LANE_LOCK + n`. "meterdL" and a
+/// zero byte in ASCII: the 64 keys meet no other lock of meterd. Fixed forever.
+pub const LANE_LOCK: i64 = 0x6d65_7465_7264_4c00;
+
+/// The advisory lock a concurrent fold holds, so folds run one at a time. "meterd-f" in ASCII.
+/// Fixed forever.
+pub const FOLD_LOCK: i64 = 0x6d65_7465_7264_2d66;
+
+/// Which advisory locks a write transaction takes before its first statement (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// [`WRITE_LOCK`], exclusive: no other write of any kind runs meanwhile. Every write but
+    /// the two below.
+    Writers,
+    /// [`WRITE_LOCK`] shared and lane `n`'s lock ([`LANE_LOCK`]` + n`): an ingest transaction
+    /// of lane `n`, beside the other lanes' (the events of one instance always take the same
+    /// lane, so no two transactions decide events of one instance at once).
+    Lane(u32),
+    /// [`WRITE_LOCK`] shared and [`FOLD_LOCK`]: the second step of a concurrent fold, beside
+    /// the ingest lanes.
+    Fold,
+}
 
 static PASSWORD_FILE_SECRET: std::sync::OnceLock<crate::config::Secret> = std::sync::OnceLock::new();
 
@@ -302,9 +329,21 @@ fn in_begun<T>(conn: &mut PgConn, f: impl FnOnce(&mut PgConn) -> Result<T>) -> R
 /// saying which schema this build writes (`meterd.writer_schema`, for the transaction only), so
 /// a store upgraded past it by a newer node refuses its writes (`store::pg_schema`, "Old writers
 /// are refused"). One round trip.
+#[cfg(test)]
 pub(crate) fn begin_write() -> String {
+    begin_write_under(Lock::Writers)
+}
+
+/// [`begin_write`] under `lock`. A shared lock is always taken before the exclusive one beside
+/// it, in the same statement, so two transactions never wait for each other in a cycle.
+pub(crate) fn begin_write_under(lock: Lock) -> String {
+    let locks = match lock {
+        Lock::Writers => format!("pg_advisory_xact_lock({WRITE_LOCK})"),
+        Lock::Lane(n) => format!("pg_advisory_xact_lock_shared({WRITE_LOCK}), pg_advisory_xact_lock({})", LANE_LOCK + i64::from(n)),
+        Lock::Fold => format!("pg_advisory_xact_lock_shared({WRITE_LOCK}), pg_advisory_xact_lock({FOLD_LOCK})"),
+    };
     format!(
-        "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK}), set_config('meterd.writer_schema', '{}', true)",
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT {locks}, set_config('meterd.writer_schema', '{}', true)",
         super::pg_schema::PG_MIGRATIONS.len()
     )
 }

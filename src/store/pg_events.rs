@@ -32,14 +32,33 @@
 //! state (`collector::writer`): duplicates and conflicts are then named exactly as in lookup
 //! mode. Nothing decided in optimistic mode is answered unless the check passed.
 //!
-//! **Why the lookup is the truth.** Every write transaction holds the writers' advisory lock
-//! (`store::pg`), so between the lookup and the insert no other node can store a key: the
+//! **Ingest lanes.** One backend inserting events is the limit of a single writer (its CPU, in
+//! the unique index mostly), so ingest runs in [`Lane`]s: the store says how many
+//! (`ingest_state.lanes`, [`lanes`]), every event goes to lane [`lane_of`]`(instance_id)` on
+//! every node, and each lane has a writer thread and a connection of its own on each node
+//! (`collector::writer`). A lane's transaction holds the writers' lock *shared* and its lane's
+//! lock exclusively (`store::pg::Lock::Lane`): lanes run side by side, one transaction per lane
+//! at a time across all nodes, and every other write (seal, upload, instance changes) waits
+//! for all of them as before. The events of one instance, its package use, quota and instance
+//! row are only ever written by its lane, so each lane decides as a single writer did.
+//!
+//! `seq`: a lane's transaction reads the highest stored `seq` (`max`, under its locks) and
+//! numbers its events upwards from there in steps of `lanes`, on the lane's own residue
+//! (`seq ≡ lane (mod lanes)`, [`PgEvents::begin_in_lane`]): two lanes that read the same
+//! `max` at once never give out the same `seq`, and every transaction that begins after
+//! another committed numbers above it. Seq order is no longer commit order *across* lanes (a
+//! lane may commit below a `seq` another lane committed first); within a lane it still is.
+//! What relied on it is the fold of the unfolded tail, which now goes through a barrier
+//! (`store::windows::fold_concurrently`). Writes other than ingest hold the writers' lock
+//! exclusively, so they see no lane in flight and number from max + 1 as before.
+//!
+//! **Why the lookup is the truth.** Every write transaction that stores events of an instance
+//! holds that instance's lane lock or the writers' lock exclusively (`store::pg`), so between
+//! the lookup and the insert no other node can store a key of it: the
 //! insert is a plain `COPY` (no `ON CONFLICT`, whose speculative insertion costs a second
 //! descent of the unique index and a WAL record per row), and a key stored anyway (in lookup
 //! mode) violates `events_key`, which fails the transaction ([`StoreError::Corrupt`]; nothing is
-//! acknowledged) rather than counting the event as stored. Events get their
-//! `seq` from this transaction (max + 1 onwards, as on SQLite): under the lock, seq order is
-//! commit order.
+//! acknowledged) rather than counting the event as stored.
 
 use super::events::InsertOutcome;
 use super::sql::Tx;
@@ -78,6 +97,12 @@ pub struct PgEvents {
     props: (Vec<i64>, Vec<String>),
     points: (Vec<i64>, Vec<i64>, Vec<i64>),
     next_seq: i64,
+    /// How far apart this transaction's `seq`s are: the store's number of lanes.
+    stride: i64,
+    /// The `seq` of the last event held so far (the highest stored one when none is held).
+    last_seq: i64,
+    /// Events held so far.
+    appended: i64,
     /// No lookup: every key is taken as not stored, and [`PgEvents::finish`] checks it.
     optimistic: bool,
     /// Optimistic mode: the keys [`PgEvents::check`] answered new (some are then held).
@@ -130,23 +155,65 @@ fn stored(tx: &Tx<'_>, refs: &[i64], ids: &[String]) -> Result<Vec<((i64, String
     Ok(out)
 }
 
-/// What the ingest writer reads first in every PostgreSQL transaction, under the writers' lock,
-/// in one round trip: `ingest_state.windows_through`, `ingest_state.instances_gen` and the
-/// highest stored `seq` (0 when there is none).
+/// What the ingest writer reads first in every PostgreSQL transaction, under its lane's locks,
+/// in one round trip: `ingest_state.windows_through`, `ingest_state.instances_gen`, the
+/// highest stored `seq` (0 when there is none) and `ingest_state.lanes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     pub windows_through: i64,
     pub instances_gen: i64,
     pub last_seq: i64,
+    pub lanes: u32,
 }
 
-/// Reads the [`Head`] of the store (inside a write transaction, so nothing moves after).
+/// Reads the [`Head`] of the store (inside a write transaction, so nothing of its lane moves
+/// after; other lanes may commit meanwhile).
 pub fn head(tx: &Tx<'_>) -> Result<Head> {
     tx.query_row(
-        "SELECT windows_through, instances_gen, (SELECT coalesce(max(seq), 0) FROM events) FROM ingest_state WHERE id = 1",
+        "SELECT windows_through, instances_gen, (SELECT coalesce(max(seq), 0) FROM events), lanes FROM ingest_state WHERE id = 1",
         super::sql::params![],
-        |r| Ok(Head { windows_through: r.get(0)?, instances_gen: r.get(1)?, last_seq: r.get(2)? }),
+        |r| Ok(Head { windows_through: r.get(0)?, instances_gen: r.get(1)?, last_seq: r.get(2)?, lanes: r.get::<i64>(3)? as u32 }),
     )
+}
+
+/// One ingest lane of a store with `count` lanes (module docs, "Ingest lanes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    /// `0..count`.
+    pub index: u32,
+    /// The store's number of lanes, `1..=64`.
+    pub count: u32,
+}
+
+impl Lane {
+    /// The one lane of a store written by one writer at a time (SQLite, or writes under the
+    /// writers' lock).
+    pub const ONLY: Lane = Lane { index: 0, count: 1 };
+}
+
+/// The store's number of ingest lanes (`ingest_state.lanes`, `1..=64`).
+pub fn lanes(tx: &Tx<'_>) -> Result<u32> {
+    let n: i64 = tx.one("SELECT lanes FROM ingest_state WHERE id = 1", super::sql::params![])?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=64).contains(n))
+        .ok_or_else(|| StoreError::Corrupt(format!("ingest_state.lanes is {n}, not 1 to 64")))
+}
+
+/// The lane of an instance's events in a store with `lanes` lanes: FNV-1a (64 bits) of the
+/// instance id's bytes, modulo `lanes`. Every node must agree on it, so it is fixed forever
+/// (a test pins its values).
+pub fn lane_of(instance_id: &str, lanes: u32) -> u32 {
+    let h = instance_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    (h % u64::from(lanes.max(1))) as u32
+}
+
+/// The first `seq` lane `lane` gives out after the highest stored `last`: the smallest value
+/// above `last` on the lane's residue (module docs, "Ingest lanes").
+pub fn first_seq_after(last: i64, lane: Lane) -> i64 {
+    let n = i64::from(lane.count.max(1));
+    let s = last + 1;
+    s + (i64::from(lane.index) - s.rem_euclid(n)).rem_euclid(n)
 }
 
 impl PgEvents {
@@ -157,15 +224,24 @@ impl PgEvents {
     }
 
     /// [`PgEvents::begin`] with the highest stored `seq` (`last`) already read in this
-    /// transaction, under the writers' lock (the ingest writer reads it with `ingest_state`).
+    /// transaction, under the writers' lock.
     pub fn begin_after(last: i64, optimistic: bool) -> PgEvents {
+        PgEvents::begin_in_lane(last, Lane::ONLY, optimistic)
+    }
+
+    /// [`PgEvents::begin_after`] in a transaction of `lane` (under its locks, which read
+    /// `last`): its events get `seq`s from [`first_seq_after`] in steps of the lane count.
+    pub fn begin_in_lane(last: i64, lane: Lane, optimistic: bool) -> PgEvents {
         PgEvents {
+            stride: i64::from(lane.count.max(1)),
+            last_seq: last,
+            appended: 0,
             known: HashMap::new(),
             held: Vec::new(),
             rows: bytes::BytesMut::new(),
             props: (Vec::new(), Vec::new()),
             points: (Vec::new(), Vec::new(), Vec::new()),
-            next_seq: last + 1,
+            next_seq: first_seq_after(last, lane),
             optimistic,
             assumed: Vec::new(),
             found: 0,
@@ -174,7 +250,12 @@ impl PgEvents {
 
     /// The `seq` of the last event held so far (the highest stored one when none is held).
     pub fn last_seq(&self) -> i64 {
-        self.next_seq - 1
+        self.last_seq
+    }
+
+    /// How many new events were held so far.
+    pub fn appended(&self) -> i64 {
+        self.appended
     }
 
     /// How many stored keys the lookups of this transaction found (0 in optimistic mode).
@@ -235,7 +316,9 @@ impl PgEvents {
     /// the `COPY` ends: at the next statement of the transaction, or in [`PgEvents::finish`].
     pub fn append(&mut self, tx: &Tx<'_>, ev: PgNewEvent) -> Result<i64> {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq += self.stride;
+        self.last_seq = seq;
+        self.appended += 1;
         self.known.insert((ev.instance_key, ev.event_id.clone()), (ev.time.0, ev.quantity.0, ev.props.clone()));
         if let Some(p) = &ev.props {
             self.props.0.push(seq);
@@ -323,13 +406,16 @@ impl PgEvents {
     }
 }
 
-/// Counts `appended` new events in `ingest_state.events` and reads `ingest_state.instances_gen`
-/// after the transaction's own changes, in one round trip (the last statement of an ingest
-/// transaction before `COMMIT`).
-pub fn count_appended(tx: &Tx<'_>, appended: i64) -> Result<i64> {
+/// Counts `appended` new events in the lane's row of `ingest_lanes` (never the shared
+/// `ingest_state` row, which would make the lanes wait for each other's `COMMIT`) and reads
+/// `ingest_state.instances_gen` after the transaction's own changes, in one round trip (the
+/// last statement of an ingest transaction before `COMMIT`).
+pub fn count_appended(tx: &Tx<'_>, lane: Lane, appended: i64) -> Result<i64> {
     let mut pg = tx.pg().ok_or_else(no_pg)?;
-    let stmt = pg.prepared("UPDATE ingest_state SET events = events + $1 WHERE id = 1 RETURNING instances_gen")?;
-    let row = pg.client()?.query_one(&stmt, &[&appended])?;
+    let stmt = pg.prepared(
+        "UPDATE ingest_lanes SET events = events + $2 WHERE lane = $1 RETURNING (SELECT instances_gen FROM ingest_state WHERE id = 1)",
+    )?;
+    let row = pg.client()?.query_one(&stmt, &[&i64::from(lane.index), &appended])?;
     Ok(row.try_get(0)?)
 }
 
@@ -378,4 +464,54 @@ fn encode_row(buf: &mut bytes::BytesMut, seq: i64, e: &PgNewEvent) -> Result<()>
     field(buf, &e.billed_qty, &Type::NUMERIC)?;
     field(buf, &e.received.secs(), &Type::INT8)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every node must send an instance's events to the same lane, whatever its build: these
+    /// values are the contract (FNV-1a of the id's bytes), not whatever the code computes.
+    #[test]
+    fn the_lane_of_an_instance_is_fixed_forever() {
+        let fnv = |s: &str| {
+            let mut h: u64 = 14_695_981_039_346_656_037;
+            for b in s.bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(1_099_511_628_211);
+            }
+            h
+        };
+        assert_eq!(fnv(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv("a"), 0xaf63_dc4c_8601_ec8c, "the published FNV-1a 64 vector for \"a\"");
+        for id in ["", "a", "i-1", "i-2", "inst-000042", "实例-7"] {
+            for lanes in [1, 2, 3, 4, 64] {
+                assert_eq!(lane_of(id, lanes), (fnv(id) % lanes as u64) as u32, "{id} over {lanes} lanes");
+            }
+        }
+        assert_eq!([lane_of("i-1", 2), lane_of("i-2", 2), lane_of("i-3", 2), lane_of("i-4", 2)], [0, 1, 0, 1]);
+        assert_eq!(lane_of("anything", 1), 0);
+    }
+
+    /// Two lanes that read the same highest `seq` give out disjoint `seq`s, each above it and
+    /// on its own residue; one lane alone numbers from max + 1 as before.
+    #[test]
+    fn lanes_number_above_the_highest_seq_on_their_own_residue() {
+        for last in [0_i64, 1, 2, 7, 100, 101] {
+            let mut given = std::collections::HashSet::new();
+            for index in 0..3 {
+                let lane = Lane { index, count: 3 };
+                let first = first_seq_after(last, lane);
+                assert!(first > last && first <= last + 3, "lane {index} after {last}: {first}");
+                assert_eq!(first.rem_euclid(3), i64::from(index));
+                let mut ev = PgEvents::begin_in_lane(last, lane, true);
+                assert_eq!(ev.last_seq(), last, "nothing held yet");
+                for _ in 0..5 {
+                    assert!(given.insert(ev.next_seq), "seq {} given twice", ev.next_seq);
+                    ev.next_seq += ev.stride;
+                }
+            }
+            assert_eq!(first_seq_after(last, Lane::ONLY), last + 1);
+        }
+    }
 }

@@ -477,6 +477,35 @@ EXCEPTION WHEN feature_not_supported THEN
 END;
 $$;
 "#,
+    // 13: PostgreSQL only (issue 13: ingest ≥ 1.5 × a plain `INSERT … ON CONFLICT`). Ingest
+    // runs in lanes (`store::pg_events`, "Ingest lanes"): the events of an instance always
+    // take the lane `lane_of(instance_id, lanes)`, and the lanes' transactions run side by
+    // side, each under its own lock and the writers' lock shared. `lanes` is the store's
+    // number of lanes, which every node reads when its collector starts (2: the server inserts
+    // with two backends at once). Each lane counts the events it appends in its own row of
+    // `ingest_lanes`, so lanes never wait for one another on `ingest_state.events`: the stored
+    // events are `ingest_state.events` + the sum of the lanes' counts. A row for every lane
+    // there may ever be (64). A node of an older build would append with `seq` = max + 1 and
+    // fold its own sums, which would miss the events a lane commits below the highest `seq`:
+    // its writes are refused from now on (`meterd_refuse_old_writers`, as migration 6).
+    r#"
+ALTER TABLE ingest_state ADD COLUMN lanes bigint NOT NULL DEFAULT 2 CHECK (lanes BETWEEN 1 AND 64);
+CREATE TABLE ingest_lanes (
+    lane   bigint PRIMARY KEY CHECK (lane BETWEEN 0 AND 63),
+    -- events appended by this lane's transactions
+    events bigint NOT NULL DEFAULT 0
+);
+INSERT INTO ingest_lanes (lane) SELECT generate_series(0, 63);
+CREATE OR REPLACE FUNCTION meterd_refuse_old_writers() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(nullif(current_setting('meterd.writer_schema', true), ''), '0')::int < 13 THEN
+        RAISE EXCEPTION 'this meterd store was upgraded (schema 13) by a newer meterd, and this node runs an older one: upgrade this node; its writes are refused so that nothing is counted twice or missed'
+            USING ERRCODE = '55000';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+"#,
 ];
 
 /// Why [`migrate`] failed.
@@ -552,7 +581,7 @@ pub fn schema_sql() -> String {
 /// resolved under `src/store/pg_schema/`, so it is declared here).
 #[cfg(test)]
 #[path = "../../tests/util/pg.rs"]
-mod test_pg;
+pub(crate) mod test_pg;
 
 #[cfg(test)]
 mod tests {

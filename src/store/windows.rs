@@ -16,23 +16,27 @@
 //! Readers get the sum through [`of_instance`] (one instance) or [`Unfolded::load`] +
 //! [`of_instance_with`] (many instances, one tail scan).
 //!
-//! **The same on PostgreSQL** (issue 13). The lazy fold relies on `seq` being assigned in
-//! commit order: an event committed after a fold must have a `seq` above `windows_through`,
-//! and a reader's snapshot must hold every event up to the highest `seq` it sees. On
-//! PostgreSQL every write transaction (ingest, seal, fold) holds the writers' advisory lock
-//! (`store::pg`), takes its `seq`s there (max + 1 onwards, `store::pg_events`) and commits
-//! before the lock is released, so writers from every node run one at a time and seq order is
-//! commit order there too; a read runs at `REPEATABLE READ` (one snapshot, which holds a
-//! prefix of the commits in seq order). Each node's ingest writer keeps the tail's sums in
-//! memory and catches up with what other nodes appended (a scan of their events only) or
-//! folded (a reload) at the start of every transaction, from one read of `ingest_state` and
-//! the highest `seq` ([`TailSums::sync_to`]). Updating `windows` in every ingest transaction
-//! instead (as before) cost about a third of the server's CPU per event: ~2 events per
-//! window per transaction in the bench, against ~5 or more per window per fold. A store that
-//! was kept that way gets `windows_through` set to its highest `seq` by PostgreSQL
-//! migration 6 (every event then was in `windows`). Stop-before-excess quotas never read
-//! `windows` (they read `package_usage`, written in the event's own transaction), so the
-//! tail changes nothing at ingest.
+//! **The same on PostgreSQL** (issue 13). The lazy fold needs one thing of `seq`: an event
+//! committed after a fold must have a `seq` above `windows_through`. Ingest runs in lanes
+//! there (`store::pg_events`, "Ingest lanes"), side by side, so seq order is not commit order
+//! across lanes: while lane 0 is still writing `seq` 101, lane 1 may have committed 102. A
+//! fold that read the highest committed `seq` (102) and moved `windows_through` there would
+//! leave lane 0's 101 below it, in neither `windows` nor the tail — lost. So the ingest
+//! writers keep no sums of their own on PostgreSQL and fold in two steps
+//! ([`fold_concurrently`]): a barrier under the writers' lock held exclusively (no lane is in
+//! flight, so every `seq` up to the highest is committed, and every later lane transaction
+//! numbers above it) reads the highest `seq` `S`; then, beside the lanes (the lock shared,
+//! and the fold lock), the events in (`windows_through`, `S`] are summed from `events` and
+//! added to `windows`, and `windows_through` becomes `S`, in one transaction. Every other
+//! write (seal, release, copy) folds the whole tail under the exclusive lock ([`fold`]), where
+//! no lane is in flight either. A reader's snapshot is consistent whatever it holds: it
+//! reads `windows`, `windows_through` and the events after it from one snapshot, and a fold
+//! changes the first two in one commit. Updating `windows` in every ingest transaction
+//! instead (as before migration 6) cost about a third of the server's CPU per event: ~2 events
+//! per window per transaction in the bench, against ~5 or more per window per fold; reading
+//! the tail back at the fold costs the server far less (see `docs/performance-history.md`).
+//! Stop-before-excess quotas never read `windows` (they read `package_usage`, written in the
+//! event's own transaction), so the tail changes nothing at ingest.
 //!
 //! Folds write every window in one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE` on
 //! PostgreSQL (`write_sums`), and one statement per window on SQLite.
@@ -80,13 +84,18 @@ pub fn folded_through(tx: &Tx<'_>) -> Result<i64> {
 /// Adds the billable events with `seq > after` (of one instance, or all) to `sums`; returns
 /// how many were added.
 fn scan_tail(tx: &Tx<'_>, after: i64, instance: Option<i64>, sums: &mut Sums) -> Result<usize> {
+    scan_range(tx, after, i64::MAX, instance, sums)
+}
+
+/// [`scan_tail`] of the events with `seq` in (`after`, `through`].
+fn scan_range(tx: &Tx<'_>, after: i64, through: i64, instance: Option<i64>, sums: &mut Sums) -> Result<usize> {
     let mut n = 0;
     // The CAST types the parameter for PostgreSQL, which cannot infer it from `IS NULL`
     // (even with `instance_ref = ?2` beside it); on SQLite it changes nothing.
     tx.for_each(
         "SELECT instance_ref, billed_window, coalesce(billed_qty, qty) FROM events
-         WHERE seq > ?1 AND billed_window IS NOT NULL AND (CAST(?2 AS BIGINT) IS NULL OR instance_ref = ?2)",
-        params![after, instance],
+         WHERE seq > ?1 AND seq <= ?3 AND billed_window IS NOT NULL AND (CAST(?2 AS BIGINT) IS NULL OR instance_ref = ?2)",
+        params![after, instance, through],
         |r| {
             let q = r.with_str(2, dec)?;
             add_to(sums, (r.get(0)?, r.get(1)?), q, 1)?;
@@ -153,6 +162,42 @@ pub fn fold(tx: &Tx<'_>) -> Result<()> {
     scan_tail(tx, through, None, &mut sums)?;
     write_sums(tx, &sums)?;
     set_folded_through(tx, last)
+}
+
+/// Folds the unfolded tail into `windows` beside the ingest lanes of a PostgreSQL store, in
+/// two transactions (module docs): the barrier, under the writers' lock held exclusively,
+/// reads the highest `seq`; the fold, under the lock shared and the fold lock, adds the events
+/// up to it to `windows` and moves `windows_through` there. Returns whether it folded
+/// anything (not when a seal or another fold got there first). On SQLite: [`fold`], in one
+/// transaction.
+///
+/// Errors: the store's; nothing is half done (each transaction is all or nothing, and a
+/// barrier alone changes nothing).
+pub fn fold_concurrently(store: &mut super::Store) -> Result<bool> {
+    if store.backend() == super::sql::Backend::Sqlite {
+        return store.write(|tx| {
+            let before = folded_through(tx)?;
+            fold(tx)?;
+            Ok(folded_through(tx)? > before)
+        });
+    }
+    let through = store.write(max_seq)?;
+    store.write_under(super::pg::Lock::Fold, |tx| fold_through(tx, through))
+}
+
+/// Adds the billable events with `seq` in (`windows_through`, `through`] to `windows` and
+/// moves `windows_through` to `through`; nothing when it is there already. Every event with
+/// `seq <= through` must be committed and visible (the barrier of [`fold_concurrently`]).
+fn fold_through(tx: &Tx<'_>, through: i64) -> Result<bool> {
+    let folded = folded_through(tx)?;
+    if through <= folded {
+        return Ok(false);
+    }
+    let mut sums = Sums::default();
+    scan_range(tx, folded, through, None, &mut sums)?;
+    write_sums(tx, &sums)?;
+    set_folded_through(tx, through)?;
+    Ok(true)
 }
 
 /// Takes `usage` and `events` out of the stored total of one window (a late release moving
@@ -355,4 +400,76 @@ pub fn of_instance_with(tx: &Tx<'_>, tail: &Unfolded, instance_key: i64, from: i
 
 fn window_row(r: &Row<'_>) -> Result<WindowRow> {
     Ok(WindowRow { instance_key: r.get(0)?, start: r.get(1)?, usage: dec(&r.get::<String>(2)?)?, events: r.get::<i64>(3)? as u64 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::pg::Lock;
+    use super::super::pg_events::{first_seq_after, Lane};
+    use super::super::pg_schema::test_pg as pg;
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Appends one event of 1 unit to instance 1's window 0 under lane `lane` of 2, with the
+    /// `seq` the lane gives out, and returns it; runs `before_commit` inside the transaction.
+    fn append_in_lane(store: &mut super::super::Store, lane: u32, id: &str, before_commit: impl FnOnce()) -> i64 {
+        store
+            .write_under(Lock::Lane(lane), |tx| {
+                let seq = first_seq_after(max_seq(tx)?, Lane { index: lane, count: 2 });
+                tx.execute(
+                    "INSERT INTO events (seq, instance_ref, event_id, time_ns, qty, billed_window, received_s) VALUES (?1, 1, ?2, 0, 1, 0, 0)",
+                    params![seq, id],
+                )?;
+                before_commit();
+                Ok(seq)
+            })
+            .unwrap()
+    }
+
+    /// What readers see for instance 1's window 0: folded total plus the unfolded tail.
+    fn total(store: &mut super::super::Store) -> Decimal {
+        store.read(|tx| Ok(of_instance(tx, 1, 0, 3600)?.iter().map(|w| w.usage).sum())).unwrap()
+    }
+
+    /// The lost event the barrier prevents: lane 1 is still writing `seq` 1 when lane 0 has
+    /// committed `seq` 2. A fold beside them must not move `windows_through` to 2 before `seq` 1
+    /// is committed, or that event ends up in neither `windows` nor the tail. The fold is
+    /// started while lane 1's transaction is open and given time to finish; only then does lane
+    /// 1 commit. Without the barrier of `fold_concurrently` (a plain read of the highest `seq`
+    /// beside the lanes) the fold finishes in that time and the total is 1, not 2.
+    #[test]
+    fn a_fold_beside_the_lanes_never_skips_an_event_a_lane_is_still_writing() {
+        let Some(cluster) = pg::PgCluster::shared() else { return };
+        let url = cluster.fresh_db();
+        let open = || super::super::Store::open(std::path::Path::new(&url)).unwrap();
+        let mut setup = open();
+        setup
+            .write(|tx| {
+                tx.execute("INSERT INTO instances (ref, instance_id, plan, start_ns, created_ns) VALUES (1, 'i-1', 'p', 0, 0)", params![])
+                    .map(|_| ())
+            })
+            .unwrap();
+        let (inserted_tx, inserted) = mpsc::channel();
+        let (commit_tx, commit) = mpsc::channel::<()>();
+        let mut slow = open();
+        let lane1 = std::thread::spawn(move || {
+            append_in_lane(&mut slow, 1, "slow", || {
+                inserted_tx.send(()).unwrap();
+                commit.recv().unwrap();
+            })
+        });
+        inserted.recv().unwrap();
+        let fast = append_in_lane(&mut open(), 0, "fast", || {});
+        let mut folder = open();
+        let fold = std::thread::spawn(move || fold_concurrently(&mut folder).unwrap());
+        std::thread::sleep(Duration::from_millis(500));
+        commit_tx.send(()).unwrap();
+        let slow = lane1.join().unwrap();
+        assert!(slow < fast, "lane 1 wrote below the seq lane 0 committed first ({slow} < {fast})");
+        assert!(fold.join().unwrap(), "the fold folded");
+        let mut reader = open();
+        assert_eq!(total(&mut reader), Decimal::from(2), "both events are in the window total");
+        assert_eq!(reader.read(folded_through).unwrap(), fast, "the fold reached the highest seq");
+    }
 }

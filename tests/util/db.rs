@@ -80,15 +80,28 @@ pub fn window_usage(c: &Db, instance_id: &str, start_s: i64) -> Option<String> {
     windows(c, instance_id).into_iter().find(|w| w.0 == start_s).map(|w| w.1)
 }
 
+/// The store's number of ingest lanes: 1 on SQLite (one writer), `ingest_state.lanes` on
+/// PostgreSQL (`meterd::store::pg_events`, "Ingest lanes").
+pub fn ingest_lanes(c: &Db) -> u32 {
+    match c {
+        Db::Sqlite(_) => 1,
+        Db::Pg(_) => c.one::<i64>("SELECT lanes FROM ingest_state", &[]) as u32,
+    }
+}
+
 /// `PRAGMA integrity_check` (SQLite; PostgreSQL has no such check, its own consistency is the
-/// server's), and meterd's own bookkeeping: the event count it keeps (`ingest_state.events`)
-/// must equal the rows. "ok" when both hold.
+/// server's), and meterd's own bookkeeping: the event count it keeps (`ingest_state.events`,
+/// plus on PostgreSQL each ingest lane's count in `ingest_lanes`) must equal the rows. "ok"
+/// when both hold.
 pub fn integrity(c: &Db) -> String {
     let sqlite: String = match c {
         Db::Sqlite(conn) => conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check"),
         Db::Pg(_) => "ok".to_string(),
     };
-    let kept: i64 = c.one("SELECT events FROM ingest_state", &[]);
+    let kept: i64 = match c {
+        Db::Sqlite(_) => c.one("SELECT events FROM ingest_state", &[]),
+        Db::Pg(_) => c.one("SELECT (SELECT events FROM ingest_state) + (SELECT sum(events) FROM ingest_lanes)::bigint", &[]),
+    };
     let rows = count_events(c);
     if sqlite != "ok" || kept == rows {
         sqlite
