@@ -271,17 +271,20 @@ fn db_bytes(db: &Path) -> u64 {
 fn thread_cpu_s(name: &str) -> f64 {
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let mut total = 0.0;
+    // `name`, or `name-N` (the ingest writers of a PostgreSQL store's lanes): summed.
+    let lane = format!("{name}-");
     for t in tasks.flatten() {
-        if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name) {
+        if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name || c.trim().starts_with(&lane)) {
             let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
             // Fields after the ")" that closes the name: state is 3rd, utime 14th, stime 15th.
             let rest = stat.rsplit_once(')').map_or("", |r| r.1);
             let f: Vec<&str> = rest.split_whitespace().collect();
             let (u, s) = (f.get(11).and_then(|v| v.parse::<f64>().ok()), f.get(12).and_then(|v| v.parse::<f64>().ok()));
-            return (u.unwrap_or(0.0) + s.unwrap_or(0.0)) / ticks;
+            total += (u.unwrap_or(0.0) + s.unwrap_or(0.0)) / ticks;
         }
     }
-    0.0
+    total
 }
 
 /// CPU seconds used so far by the calling thread.
