@@ -155,6 +155,7 @@ pub const SKIPPED: &[(&str, &str)] = &[
     ("nodes", "runtime: nodes seen on the old store"),
     ("meterd_schema", "PostgreSQL's schema version, written by its own migrations"),
     ("batch_ranges", "PostgreSQL's key ranges of batches with queue rows: rebuilt from upload_queue on a PostgreSQL destination"),
+    ("ingest_lanes", "PostgreSQL's per-lane event counts: the copied count goes to ingest_state.events, the lanes start at 0"),
 ];
 
 /// `batch_ranges` of a PostgreSQL destination, rebuilt from its copied queue rows: one range

@@ -40,7 +40,10 @@
 //! lock exclusively (`store::pg::Lock::Lane`): lanes run side by side, one transaction per lane
 //! at a time across all nodes, and every other write (seal, upload, instance changes) waits
 //! for all of them as before. The events of one instance, its package use, quota and instance
-//! row are only ever written by its lane, so each lane decides as a single writer did.
+//! row are only ever written by its lane, so each lane decides as a single writer did. A
+//! request whose events span lanes commits in one transaction per lane (`collector`): when one
+//! fails, nothing of the request is acknowledged, though another lane may have stored its part,
+//! which the resend answers as duplicates — as for any request whose answer was lost.
 //!
 //! `seq`: a lane's transaction reads the highest stored `seq` (`max`, under its locks) and
 //! numbers its events upwards from there in steps of `lanes`, on the lane's own residue

@@ -88,6 +88,19 @@ pub fn max_seq(tx: &Tx<'_>) -> Result<i64> {
     tx.one("SELECT coalesce(max(seq), 0) FROM events", params![])
 }
 
+/// The number of stored events the ingest writers keep (never a count of the rows):
+/// `ingest_state.events`, plus on PostgreSQL what each ingest lane counted in its row of
+/// `ingest_lanes` (`store::pg_events::count_appended`). Equal to the rows in a sound store.
+pub fn kept_count(tx: &Tx<'_>) -> Result<i64> {
+    match tx.backend() {
+        Backend::Sqlite => tx.one("SELECT events FROM ingest_state WHERE id = 1", params![]),
+        Backend::Postgres => tx.one(
+            "SELECT (SELECT events FROM ingest_state WHERE id = 1) + (SELECT coalesce(sum(events), 0) FROM ingest_lanes)::bigint",
+            params![],
+        ),
+    }
+}
+
 /// Total number of stored events.
 ///
 /// On SQLite the ingest writer keeps the count in `ingest_state` with every append (see
