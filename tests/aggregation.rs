@@ -798,8 +798,19 @@ fn the_example_and_the_demo_show_each_aggregation_once() {
     let mut want = expected.clone();
     want.sort();
     assert_eq!(seen, want, "{by_aggregation:?}");
-    let env = Env::new();
-    let out = env.run(&["demo"]);
+    // `demo` takes no store options (it refuses them): run it bare, in a directory of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let out = util::Run::from(
+        std::process::Command::new(util::bin())
+            .arg("demo")
+            .current_dir(dir.path())
+            .env_remove("METERD_CONFIG")
+            .env_remove("METERD_DB")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("spawn meterd"),
+    );
     out.success();
     for (agg, plan) in &by_aggregation {
         let sealed = out.stdout.lines().any(|l| {
