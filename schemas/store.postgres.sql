@@ -341,7 +341,7 @@ CREATE OR REPLACE FUNCTION meterd_refuse_old_writers() RETURNS trigger LANGUAGE 
 BEGIN
     IF coalesce(nullif(current_setting('meterd.writer_schema', true), ''), '0')::int < 13 THEN
         RAISE EXCEPTION 'this meterd store was upgraded (schema 13) by a newer meterd, and this node runs an older one: upgrade this node; its writes are refused so that nothing is counted twice or missed'
-            USING ERRCODE = '55000';
+            USING ERRCODE = '25006';
     END IF;
     RETURN NULL;
 END;

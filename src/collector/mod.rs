@@ -314,7 +314,8 @@ impl Collector {
     /// (`store::pg_events::lane_of`), in input order within a lane. With several lanes, the
     /// lanes' transactions commit apart: when one fails, the request fails (nothing of it is
     /// acknowledged) although another lane may have stored its part, which a resend then finds
-    /// as duplicates — the outcome of any request whose answer was lost.
+    /// as duplicates — the outcome of any request whose answer was lost. (Within a lane, as on
+    /// SQLite, a part over [`CHUNK`] events is committed in several jobs, each all or nothing.)
     fn by_lane(&self, ready: Vec<(usize, EventInput)>) -> Vec<(usize, Vec<(usize, EventInput)>)> {
         let lanes = self.jobs.len() as u32;
         if lanes == 1 {

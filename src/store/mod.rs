@@ -196,7 +196,7 @@ impl StoreError {
     /// connection is reopened after such a failure, so it clears once the file is writable.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Full | StoreError::Busy | StoreError::Moved(_) | StoreError::Missing { .. })
-            || matches!(self.reason(), "readonly" | "unreachable")
+            || matches!(self.reason(), "readonly" | "unreachable" | "busy")
     }
 
     /// A short label for metrics and health checks: `full`, `busy`, `readonly`, `io`,
@@ -303,7 +303,13 @@ fn postgres_reason(e: &postgres::Error) -> &'static str {
         None => "other",
         Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => "readonly",
         Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => "full",
-        Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") => "unreachable",
+        // The server ended the session (shutdown, or `idle_in_transaction_session_timeout`):
+        // the next transaction reconnects.
+        Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") || *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT => {
+            "unreachable"
+        }
+        // A statement ran past its timeout (`store::pg::LANE_STATEMENT_TIMEOUT`): try again.
+        Some(c) if *c == SqlState::QUERY_CANCELED => "busy",
         // Authentication failed, or the database does not exist: the configuration is wrong.
         Some(c) if c.code().starts_with("28") || *c == SqlState::INVALID_CATALOG_NAME => "config",
         Some(_) => "other",

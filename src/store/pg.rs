@@ -334,12 +334,28 @@ pub(crate) fn begin_write() -> String {
     begin_write_under(Lock::Writers)
 }
 
+/// How long any statement of an ingest lane's transaction may run once its locks are held
+/// (`statement_timeout`, for the transaction only). A lane's `COPY` waits for the writer to send
+/// rows; a node paused in the middle (SIGSTOP, a VM freeze) would otherwise hold its lane lock
+/// with no limit, since a session inside a `COPY` is not "idle in transaction", and a seal or
+/// fold queued for the writers' lock would then hold up the other lane too, on every node
+/// (found by the session-28 trial). A statement of a lane takes milliseconds; the timeout fails
+/// the transaction (nothing acknowledged; 503), as `idle_in_transaction_session_timeout` does
+/// between statements (`PgLocation::connect`).
+pub const LANE_STATEMENT_TIMEOUT: &str = "10s";
+
 /// [`begin_write`] under `lock`. A shared lock is always taken before the exclusive one beside
-/// it, in the same statement, so two transactions never wait for each other in a cycle.
+/// it, in the same statement, so two transactions never wait for each other in a cycle. A
+/// lane's transaction then caps its statements ([`LANE_STATEMENT_TIMEOUT`]); the wait for the
+/// locks themselves, in this first statement, is not capped (a seal may hold the writers' lock
+/// for seconds).
 pub(crate) fn begin_write_under(lock: Lock) -> String {
     let locks = match lock {
         Lock::Writers => format!("pg_advisory_xact_lock({WRITE_LOCK})"),
-        Lock::Lane(n) => format!("pg_advisory_xact_lock_shared({WRITE_LOCK}), pg_advisory_xact_lock({})", LANE_LOCK + i64::from(n)),
+        Lock::Lane(n) => format!(
+            "pg_advisory_xact_lock_shared({WRITE_LOCK}), pg_advisory_xact_lock({}), set_config('statement_timeout', '{LANE_STATEMENT_TIMEOUT}', true)",
+            LANE_LOCK + i64::from(n)
+        ),
         Lock::Fold => format!("pg_advisory_xact_lock_shared({WRITE_LOCK}), pg_advisory_xact_lock({FOLD_LOCK})"),
     };
     format!(

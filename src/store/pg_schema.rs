@@ -487,7 +487,10 @@ $$;
     // events are `ingest_state.events` + the sum of the lanes' counts. A row for every lane
     // there may ever be (64). A node of an older build would append with `seq` = max + 1 and
     // fold its own sums, which would miss the events a lane commits below the highest `seq`:
-    // its writes are refused from now on (`meterd_refuse_old_writers`, as migration 6).
+    // its writes are refused from now on (`meterd_refuse_old_writers`, as migration 6), with
+    // SQLSTATE 25006 (read-only transaction), which every older build answers with 503 and
+    // `Retry-After` (the 55000 of migrations 6 and 11 gave 500 there, which clients may not
+    // retry; found by the session-28 trial).
     r#"
 ALTER TABLE ingest_state ADD COLUMN lanes bigint NOT NULL DEFAULT 2 CHECK (lanes BETWEEN 1 AND 64);
 CREATE TABLE ingest_lanes (
@@ -500,7 +503,7 @@ CREATE OR REPLACE FUNCTION meterd_refuse_old_writers() RETURNS trigger LANGUAGE 
 BEGIN
     IF coalesce(nullif(current_setting('meterd.writer_schema', true), ''), '0')::int < 13 THEN
         RAISE EXCEPTION 'this meterd store was upgraded (schema 13) by a newer meterd, and this node runs an older one: upgrade this node; its writes are refused so that nothing is counted twice or missed'
-            USING ERRCODE = '55000';
+            USING ERRCODE = '25006';
     END IF;
     RETURN NULL;
 END;
@@ -630,6 +633,12 @@ mod tests {
         ] {
             let e = client.batch_execute(old_write).expect_err(old_write);
             assert!(e.as_db_error().is_some_and(|d| d.message().contains("upgrade this node")), "{old_write}: {e}");
+            if !old_write.contains("upload_queue") {
+                // Migration 13's refusal: "read-only transaction", which every build answers
+                // with 503 (try again, on an upgraded node), not 500.
+                assert_eq!(e.code(), Some(&postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION), "{old_write}: {e}");
+                assert!(crate::store::StoreError::Postgres(e).is_unavailable(), "{old_write}");
+            }
         }
         let this_build = format!(
             "{}; INSERT INTO events (instance_ref, event_id, time_ns, qty, billed_window, received_s) VALUES (1, 'a', 0, 2, 0, 0); COMMIT",

@@ -492,4 +492,25 @@ mod tests {
         assert_eq!(total(&mut reader), Decimal::from(2), "both events are in the window total");
         assert_eq!(reader.read(folded_through).unwrap(), fast, "the fold reached the highest seq");
     }
+
+    /// A statement of a lane's transaction that runs past `LANE_STATEMENT_TIMEOUT` (a node
+    /// paused in the middle of its `COPY` holds its lane's lock, and with a seal queued behind
+    /// it, the other lane too) fails the transaction, as "try again" (503), and frees the
+    /// locks; the wait for the locks is not capped, and other writes are not capped at all.
+    /// Without the cap the sleeping statement succeeds and the test fails.
+    #[test]
+    fn a_lane_statement_that_hangs_is_cut_off_and_answered_as_busy() {
+        let Some(cluster) = pg::PgCluster::shared() else { return };
+        let url = cluster.fresh_db();
+        let mut store = super::super::Store::open(std::path::Path::new(&url)).unwrap();
+        let started = std::time::Instant::now();
+        let e = store.write_under(Lock::Lane(0), |tx| tx.one::<i64>("SELECT 1::bigint FROM pg_sleep(11)", params![])).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(11), "cut off before the sleep ended");
+        assert_eq!(e.reason(), "busy", "{e}");
+        assert!(e.is_unavailable(), "answered 503, retry: {e}");
+        // The lock was released with the transaction: the next lane transaction runs.
+        assert_eq!(store.write_under(Lock::Lane(0), |tx| tx.one::<i64>("SELECT 2::bigint", params![])).unwrap(), 2);
+        // Outside the lanes no statement is capped (a seal or fold may run for long).
+        assert_eq!(store.write(|tx| tx.one::<String>("SELECT current_setting('statement_timeout')", params![])).unwrap(), "0");
+    }
 }

@@ -5,9 +5,10 @@
 //! re-sent, byte for byte, after the restart. After every kill: the file reopens,
 //! `integrity_check` is `ok`, conservation holds, every acknowledged event is stored exactly
 //! once with the quantity and time that were sent, nothing is stored that was never sent, and
-//! an indeterminate request is all or nothing per ingest lane (one request is one commit per
-//! lane: on SQLite one, on PostgreSQL the lanes of its instances, `store::pg_events`), and its
-//! re-send finds exactly the events found stored as duplicates.
+//! an indeterminate request is all or nothing per ingest lane (a request of at most 10,000
+//! events, as here, is one commit per lane: on SQLite one, on PostgreSQL the lanes of its
+//! instances, `store::pg_events`), and its re-send finds exactly the events found stored as
+//! duplicates.
 
 use crate::common::{assert_sound, assert_status_clean, seed};
 use crate::util::{db, ndjson, Env, Ev, Http, NOW};
