@@ -478,7 +478,13 @@ mod tests {
     /// A store with `n` pending records of one instance (hours 0..n) and one zero record.
     fn store(n: i64) -> (tempfile::TempDir, Store, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("t.db")).unwrap();
+        let (s, sns) = store_at(&dir.path().join("t.db"), n);
+        (dir, s, sns)
+    }
+
+    /// [`store`] at `db`: a SQLite path or a PostgreSQL URL.
+    fn store_at(db: &std::path::Path, n: i64) -> (Store, Vec<String>) {
+        let mut s = Store::open(db).unwrap();
         let sns = s
             .write(|tx| {
                 let inst = instances::add(tx, "i-1", "p", Timestamp::from_secs(0), Timestamp::from_secs(0))?;
@@ -517,7 +523,7 @@ mod tests {
                 Ok(sns)
             })
             .unwrap();
-        (dir, s, sns)
+        (s, sns)
     }
 
     fn states(s: &mut Store) -> Vec<(String, u64)> {
@@ -701,5 +707,87 @@ mod tests {
 
     fn batches_rejected(tx: &Tx<'_>) -> Result<i64> {
         tx.one("SELECT count(*) FROM rejected WHERE requeued_ns IS NOT NULL", params![])
+    }
+
+    /// The locks `upload::applier` relies on (PostgreSQL). An apply (`Lock::Apply`) runs while
+    /// a delivery transaction (`Lock::Upload`) is open, and leaves that delivery for later (it
+    /// is not committed); a writer of any other kind (`Lock::Writers`: a seal, a split) waits
+    /// for an open delivery, and an apply waits for an open writer. Were the apply's lock the
+    /// writers' lock taken exclusively, the first check fails; were it to leave the writers'
+    /// lock alone, the last. (Waits are bounded below the server's 10 s limit on a session
+    /// idle in a transaction, which would end the transactions held open here.)
+    #[test]
+    fn on_postgresql_an_apply_runs_beside_a_delivery_and_other_writers_exclude_both() {
+        use crate::store::pg::Lock;
+        use crate::store::sql::params;
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let Some(cluster) = crate::store::pg_schema::test_pg::PgCluster::shared() else { return };
+        let url = cluster.fresh_db();
+        let db = std::path::Path::new(&url);
+        let (mut s, sns) = store_at(db, 4);
+        let a = cut(&mut s, 2);
+        s.write(|tx| delivered(tx, a.id)).unwrap();
+        let b = cut(&mut s, 2);
+        // Runs `f` on a new connection in a transaction under `lock`, which it holds open until
+        // the returned sender says; the receiver gets `f`'s answer once the transaction began.
+        let hold = |lock: Lock, f: fn(&Tx<'_>) -> Result<u64>| {
+            let mut conn = Store::open(db).unwrap();
+            let (began_tx, began) = mpsc::channel();
+            let (release_tx, release) = mpsc::channel::<()>();
+            let done = std::thread::spawn(move || {
+                conn.write_under(lock, |tx| {
+                    began_tx.send(f(tx)?).unwrap();
+                    let _ = release.recv();
+                    Ok(())
+                })
+                .unwrap();
+            });
+            (began, release_tx, done)
+        };
+        const SOON: Duration = Duration::from_secs(5);
+
+        // 1. A delivery of b, held open; an apply beside it.
+        let b_id = b.id;
+        let mut delivery = Store::open(db).unwrap();
+        let (in_delivery_tx, in_delivery) = mpsc::channel();
+        let (release_delivery, release) = mpsc::channel::<()>();
+        let delivering = std::thread::spawn(move || {
+            delivery
+                .write_under(Lock::Upload, |tx| {
+                    attempt_delivered(tx, b_id)?;
+                    in_delivery_tx.send(()).unwrap();
+                    let _ = release.recv();
+                    Ok(())
+                })
+                .unwrap();
+        });
+        in_delivery.recv().unwrap();
+        let (applied, release_apply, applying) = hold(Lock::Apply, |tx| apply_deliveries(tx, 7));
+        let n = applied.recv_timeout(SOON).expect("the apply runs while the delivery is open");
+        assert_eq!(n, 2, "batch a, delivered and committed; not b, whose delivery is not committed");
+        release_apply.send(()).unwrap();
+        applying.join().unwrap();
+
+        // 2. Another writer waits for the open delivery.
+        let (wrote, release_writer, writing) = hold(Lock::Writers, |_| Ok(0));
+        assert!(wrote.recv_timeout(Duration::from_millis(500)).is_err(), "a plain writer waits for the open delivery");
+        release_delivery.send(()).unwrap();
+        delivering.join().unwrap();
+        wrote.recv_timeout(SOON).expect("the plain writer runs once the delivery committed");
+
+        // 3. While that writer is open, an apply waits for it.
+        let (applied, release_apply, applying) = hold(Lock::Apply, |tx| apply_deliveries(tx, 8));
+        assert!(applied.recv_timeout(Duration::from_millis(500)).is_err(), "an apply waits for the open writer");
+        release_writer.send(()).unwrap();
+        writing.join().unwrap();
+        assert_eq!(applied.recv_timeout(SOON).expect("the apply runs once the writer committed"), 2, "b, now committed");
+        release_apply.send(()).unwrap();
+        applying.join().unwrap();
+
+        assert_eq!(stored(&mut s, &sns[0]), ("delivered".into(), Some(a.id)));
+        assert_eq!(stored(&mut s, &sns[3]), ("delivered".into(), Some(b.id)));
+        let left: i64 = s.read(|tx| tx.one("SELECT count(*) FROM upload_queue", params![])).unwrap();
+        assert_eq!(left, 0);
     }
 }

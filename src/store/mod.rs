@@ -539,6 +539,21 @@ impl Store {
         })
     }
 
+    /// A second connection to this PostgreSQL store, unfenced (the background apply of
+    /// delivered batches: `upload::run`); `None` on SQLite, which takes one writer at a time.
+    pub(crate) fn second_connection(&self) -> Result<Option<Store>> {
+        let Engine::Postgres { location, .. } = &self.engine else { return Ok(None) };
+        let conn = Box::new(location.connect()?);
+        Ok(Some(Store {
+            path: self.path.clone(),
+            engine: Engine::Postgres { conn, location: location.clone() },
+            identity: None,
+            reopen: false,
+            fence: None,
+            opts: OpenOptions::default(),
+        }))
+    }
+
     /// Fences this connection: from now on every [`Store::write`] checks, inside its own
     /// transaction and before anything else, that `fence`'s lease is still held at its epoch,
     /// and fails with [`StoreError::Fenced`] (writing nothing) when it is not. The daemon's

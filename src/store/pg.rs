@@ -10,11 +10,13 @@
 //! **Transactions.** A write transaction takes one transaction-scoped advisory lock
 //! ([`WRITE_LOCK`]) before its first statement, so writers from every node run one at a time —
 //! the same contract SQLite's `BEGIN IMMEDIATE` gives the store's functions, which were written
-//! for it (read, decide, write, with no other writer in between). Two kinds of transaction
+//! for it (read, decide, write, with no other writer in between). Four kinds of transaction
 //! take that lock *shared* instead, and run side by side ([`Lock`]): the ingest writers, one
-//! per ingest lane, each holding its lane's lock as well (`store::pg_events`, "Ingest lanes"),
-//! and the second step of a concurrent fold (`store::windows::fold_concurrently`), holding the
-//! fold lock. Every other write still waits for all of them, and they for it. Reads run at `REPEATABLE
+//! per ingest lane, each holding its lane's lock as well (`store::pg_events`, "Ingest lanes");
+//! the second step of a concurrent fold (`store::windows::fold_concurrently`), holding the
+//! fold lock; an uploader's delivery transactions, holding the upload lock; and the background
+//! apply of delivered batches, holding the apply lock (`upload::applier`). Each pair of them
+//! writes disjoint rows. Every other write still waits for all of them, and they for it. Reads run at `REPEATABLE
 //! READ`: one consistent snapshot, like a SQLite read transaction. Every commit is durable
 //! before it returns (`synchronous_commit = on` is set per connection, whatever the server's
 //! default), so nothing is acknowledged that a crash could lose.
@@ -51,6 +53,14 @@ pub const LANE_LOCK: i64 = 0x6d65_7465_7264_4c00;
 /// Fixed forever.
 pub const FOLD_LOCK: i64 = 0x6d65_7465_7264_2d66;
 
+/// The advisory lock of an uploader's delivery transaction ([`Lock::Upload`]), so two
+/// uploaders' deliveries run one at a time. "meterd-u" in ASCII. Fixed forever.
+pub const UPLOAD_LOCK: i64 = 0x6d65_7465_7264_2d75;
+
+/// The advisory lock of the background apply ([`Lock::Apply`]), so applies run one at a time.
+/// "meterd-a" in ASCII. Fixed forever.
+pub const APPLY_LOCK: i64 = 0x6d65_7465_7264_2d61;
+
 /// Which advisory locks a write transaction takes before its first statement (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lock {
@@ -64,6 +74,14 @@ pub enum Lock {
     /// [`WRITE_LOCK`] shared and [`FOLD_LOCK`]: the second step of a concurrent fold, beside
     /// the ingest lanes.
     Fold,
+    /// [`WRITE_LOCK`] shared and [`UPLOAD_LOCK`]: an uploader's delivery transaction (the
+    /// answered batch marked delivered, the next one cut: `upload::run`), beside the ingest
+    /// lanes, a fold, and the background apply of earlier deliveries.
+    Upload,
+    /// [`WRITE_LOCK`] shared and [`APPLY_LOCK`]: the background apply of delivered batches
+    /// into their records rows (`upload::run`, "Applying deliveries"), beside an uploader's
+    /// delivery transactions.
+    Apply,
 }
 
 static PASSWORD_FILE_SECRET: std::sync::OnceLock<crate::config::Secret> = std::sync::OnceLock::new();
@@ -357,6 +375,8 @@ pub(crate) fn begin_write_under(lock: Lock) -> String {
             LANE_LOCK + i64::from(n)
         ),
         Lock::Fold => format!("pg_advisory_xact_lock_shared({WRITE_LOCK}), pg_advisory_xact_lock({FOLD_LOCK})"),
+        Lock::Upload => format!("pg_advisory_xact_lock_shared({WRITE_LOCK}), pg_advisory_xact_lock({UPLOAD_LOCK})"),
+        Lock::Apply => format!("pg_advisory_xact_lock_shared({WRITE_LOCK}), pg_advisory_xact_lock({APPLY_LOCK})"),
     };
     format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT {locks}, set_config('meterd.writer_schema', '{}', true)",

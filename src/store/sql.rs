@@ -362,6 +362,14 @@ pub(crate) fn to_pg_placeholders(sql: &str) -> String {
     out
 }
 
+static ALL_ROUND_TRIPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`PgConn::round_trips`] summed over every connection this process opened (an upload runs
+/// on two: `upload::applier`). For the bench.
+pub fn round_trips_all() -> u64 {
+    ALL_ROUND_TRIPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A PostgreSQL connection with its prepared-statement cache (keyed by the SQL text as
 /// written, so the placeholder rewrite runs once per statement).
 pub struct PgConn {
@@ -392,11 +400,17 @@ impl PgConn {
         self.round_trips
     }
 
+    /// Counts one round trip, on this connection and in [`round_trips_all`].
+    fn trip(&mut self) {
+        self.round_trips += 1;
+        ALL_ROUND_TRIPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
         if let Some(s) = self.stmts.get(sql) {
             return Ok(s.clone());
         }
-        self.round_trips += 1;
+        self.trip();
         let stmt = self.link.client()?.prepare(&to_pg_placeholders(sql))?;
         if self.stmts.len() >= 256 {
             self.stmts.clear();
@@ -409,7 +423,7 @@ impl PgConn {
         let stmt = self.statement(sql)?;
         let values: Vec<PgParam> = params.iter().map(|p| PgParam(p.to_value())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        self.round_trips += 1;
+        self.trip();
         Ok(self.link.client()?.query(&stmt, &refs)?)
     }
 
@@ -417,7 +431,7 @@ impl PgConn {
         let stmt = self.statement(sql)?;
         let values: Vec<PgParam> = params.iter().map(|p| PgParam(p.to_value())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        self.round_trips += 1;
+        self.trip();
         Ok(self.link.client()?.execute(&stmt, &refs)?)
     }
 
@@ -427,7 +441,7 @@ impl PgConn {
     /// upload: one statement for many rows).
     pub fn execute_typed(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let stmt = self.statement(sql)?;
-        self.round_trips += 1;
+        self.trip();
         Ok(self.link.client()?.execute(&stmt, params)?)
     }
 
@@ -439,7 +453,7 @@ impl PgConn {
         mut f: impl FnMut(&Row<'_>) -> Result<T>,
     ) -> Result<Vec<T>> {
         let stmt = self.statement(sql)?;
-        self.round_trips += 1;
+        self.trip();
         let rows = self.link.client()?.query(&stmt, params)?;
         rows.iter().map(|r| f(&Row::Pg(r))).collect()
     }
@@ -455,7 +469,7 @@ impl PgConn {
     /// one open, ended with `trailer`. The server's verdict on the rows comes when it ends.
     pub fn copy_rows(&mut self, sql: &'static str, header: &[u8], trailer: &'static [u8], data: &[u8]) -> Result<()> {
         if self.link.copy_rows(sql, header, trailer, data)? {
-            self.round_trips += 1;
+            self.trip();
         }
         Ok(())
     }
@@ -463,7 +477,7 @@ impl PgConn {
     /// Ends the open `COPY`, if any (see [`PgConn::copy_rows`]); one round trip when one was open.
     pub fn end_copy(&mut self) -> Result<()> {
         if self.link.copying() {
-            self.round_trips += 1;
+            self.trip();
         }
         self.link.end_copy()
     }
@@ -475,7 +489,7 @@ impl PgConn {
 
     /// Runs statements with no parameters and no result (`BEGIN`, `COMMIT`, DDL).
     pub fn batch(&mut self, sql: &str) -> Result<()> {
-        self.round_trips += 1;
+        self.trip();
         Ok(self.link.client()?.batch_execute(sql)?)
     }
 

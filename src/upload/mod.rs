@@ -18,6 +18,7 @@
 //! run's start, each request's `ts`, each answer, each batch cut, the run's end), passed down
 //! as a parameter to everything it calls. Nothing logs or prints the key.
 
+mod applier;
 pub mod backoff;
 pub mod body;
 pub mod classify;

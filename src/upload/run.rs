@@ -23,12 +23,16 @@
 //! pending ones, so the next batch is still cut, stored and committed before it is sent. The
 //! records rows of delivered batches are written ([`batches::apply_deliveries`]) in bulk: at
 //! the start of a run (whatever a crash left), every [`APPLY_DELIVERIES_AFTER`] delivered
-//! records, and at the end of the run.
+//! records, and at the end of the run. On SQLite the delivery transaction that reaches that
+//! count applies them; on PostgreSQL a second connection does, while the run goes on sending
+//! (`upload::applier`), and the delivery transactions take the writers' lock shared
+//! (`store::pg::Lock::Upload`).
 //!
 //! With [`upload_with_metrics`] (the daemon), every attempt and every delivered, rejected or
 //! expired record is counted as it happens; a record state change is counted inside the
 //! transaction that commits it, so `/metrics` never lags what `status` shows.
 
+use super::applier::Applier;
 use super::backoff::Backoff;
 use super::body::join_records;
 use super::classify::classify;
@@ -40,6 +44,7 @@ use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::store::batches::{self, Batch};
 use crate::store::claims::{self, Holder};
+use crate::store::pg::Lock;
 use crate::store::sql::Tx;
 use crate::store::{dead_letters, meta, records, Store, StoreError};
 use std::collections::{BTreeMap, VecDeque};
@@ -91,7 +96,7 @@ pub enum UploadError {
 }
 
 /// Runs a closure on the store off the async runtime.
-async fn db<T: Send + 'static>(
+pub(super) async fn db<T: Send + 'static>(
     store: &Arc<Mutex<Store>>,
     f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
@@ -149,6 +154,8 @@ async fn upload_run(
         pace: Pace { on_fallback: false, consecutive_transient: 0, batch_size: cfg.batch_size.clamp(1, 1000), unapplied: 0 },
         metrics,
         report: UploadReport::default(),
+        applier: None,
+        applier_tried: false,
     };
     // The run's start: one clock reading stamps what it writes (apply, expiry, claims).
     let started = Timestamp::now().0;
@@ -189,6 +196,9 @@ async fn upload_run(
             Some(b) => queue.push_back(b),
             None => break,
         }
+    }
+    if let Some(applier) = run.applier.take() {
+        applier.finish().await;
     }
     // The run's end: one clock reading stamps the final apply and the outcome note.
     let ended = Timestamp::now();
@@ -234,6 +244,13 @@ struct Run<'a> {
     /// The daemon's metrics, updated as the run goes.
     metrics: Option<Arc<Metrics>>,
     report: UploadReport,
+    /// PostgreSQL: applies delivered batches on a second connection while the run goes on
+    /// ([`super::applier`]), started when the first apply is due (a run with fewer deliveries
+    /// opens no second connection); `None` on SQLite, where the delivery transaction applies
+    /// them.
+    applier: Option<Applier>,
+    /// Whether [`Applier::start`] was tried (once per run).
+    applier_tried: bool,
 }
 
 impl Run<'_> {
@@ -337,11 +354,18 @@ impl Run<'_> {
                     let size = self.pace.batch_size;
                     let read_before = next_read.take();
                     let (metrics, n) = (self.metrics.clone(), batch.records as u64);
+                    if apply && !self.applier_tried {
+                        self.applier_tried = true;
+                        self.applier = Applier::start(&self.store).await;
+                    }
+                    // Without an apply in it, beside the background applies (`super::applier`).
+                    let apply_here = apply && self.applier.is_none();
+                    let lock = if apply_here { Lock::Writers } else { Lock::Upload };
                     // The next batch is cut in the same transaction: one commit per batch.
                     let next = db(&self.store, move |s| {
-                        s.write(|tx| {
+                        s.write_under(lock, |tx| {
                             batches::attempt_delivered(tx, id)?;
-                            if apply {
+                            if apply_here {
                                 batches::apply_deliveries(tx, now)?;
                             }
                             let next = cut_next(tx, size, read_before, now)?;
@@ -354,6 +378,9 @@ impl Run<'_> {
                         })
                     })
                     .await?;
+                    if let (true, Some(applier)) = (apply, &self.applier) {
+                        applier.wake(now);
+                    }
                     self.report.delivered += batch.records as u64;
                     self.pace = pace;
                     return Ok(next.map_or(Next::Done, |b| Next::Then(vec![b])));

@@ -79,3 +79,39 @@ fn stored_batch_bodies_validate_against_the_schema() {
         assert!(v.is_valid(&serde_json::from_str(&one).unwrap()), "{one}");
     }
 }
+
+/// A backlog longer than one apply (`upload::run::APPLY_DELIVERIES_AFTER`, 16,384 records):
+/// the records rows of the first batches are written while the run is still sending (on
+/// SQLite in the delivery transaction that reaches the threshold; on PostgreSQL by the
+/// background apply on a second connection, `upload::applier`), the rest by the run's last
+/// apply. Both stamp the rows they write with their own clock reading, so the rows carry
+/// exactly two stamps, the first 17 batches' the earlier. Were the mid-run apply never made (an
+/// applier never woken, or its writes lost), every row would carry the last apply's stamp.
+#[test]
+fn a_backlog_longer_than_one_apply_is_applied_while_the_run_goes_on() {
+    let w = Env::for_upload();
+    w.seed("long", 500, 36);
+    // Each answer takes 250 ms: the apply woken after the 17th batch has begun (and chosen the
+    // batches it applies) long before the 18th is delivered.
+    let mut cfg = mock_config();
+    cfg.faults.latency = std::time::Duration::from_millis(250);
+    let mock = Mock::start(cfg);
+    w.configure(&Upload::to(&mock.endpoint()));
+    let report = w.upload_lib(&w.cfg_owned(), &key());
+    assert_eq!((report.delivered, report.rejected, report.waiting, report.requests), (18_000, 0, 0, 18), "{report:?}");
+    assert_eq!(mock.counters().records_billed, 18_000);
+    assert_eq!(w.states(), counts(&[("delivered", 18_000)]));
+    let left: i64 = w.db().one("SELECT count(*) FROM upload_queue", &[]);
+    assert_eq!(left, 0, "every applied record left the queue");
+    // (stamp, first batch, last batch, records) per stamp, earliest first.
+    let stamps: Vec<(i64, i64, i64, i64)> = w.db().rows(
+        "SELECT updated_ns, min(batch_id), max(batch_id), count(*) FROM records GROUP BY updated_ns ORDER BY updated_ns",
+        &[],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    );
+    let ids: Vec<i64> = w.batches().iter().map(|b| b.0).collect();
+    assert_eq!(stamps.len(), 2, "one apply during the run, one at its end: {stamps:?}");
+    let (during, end) = (stamps[0], stamps[1]);
+    assert_eq!((during.1, during.2, during.3), (ids[0], ids[16], 17_000), "the first 17 batches, applied during the run: {stamps:?}");
+    assert_eq!((end.1, end.2, end.3), (ids[17], ids[17], 1_000), "the last batch, applied at the end: {stamps:?}");
+}
