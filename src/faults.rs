@@ -15,6 +15,9 @@
 //! - `METERD_FAULTS=notify-after-send`: abort right after a notification receiver answered,
 //!   before the outbox records it (the "receiver has it, we crashed" window: the restart must
 //!   resend it with the same id); `notify-before-send`: abort just before the first attempt;
+//! - `METERD_FAULTS=apply-beside-fails`: every background apply of delivered batches on
+//!   PostgreSQL fails (`upload::applier`), as a lost second connection would: the upload run
+//!   must apply in its delivery transactions instead;
 //! - `METERD_MAX_PAGE_COUNT=N`: cap the database at N pages (`PRAGMA max_page_count`), the
 //!   way a full disk behaves: writes fail with SQLITE_FULL;
 //! - `METERD_FOLD_EVENTS=N`, `METERD_FLUSH_EVENTS=N`: fold window totals / flush dedupe keys
@@ -47,6 +50,11 @@ pub fn crash_point(point: &str) {
         eprintln!("meterd: fault injection: crashing at {point}");
         std::process::abort();
     }
+}
+
+/// Whether `point` is switched on (a fault the caller makes itself, such as an error).
+pub fn is_on(point: &str) -> bool {
+    switches().iter().any(|s| s == point)
 }
 
 /// Panics (unwinding, unlike [`crash_point`]) when `point` is switched on.

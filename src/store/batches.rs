@@ -712,9 +712,9 @@ mod tests {
     /// The locks `upload::applier` relies on (PostgreSQL). An apply (`Lock::Apply`) runs while
     /// a delivery transaction (`Lock::Upload`) is open, and leaves that delivery for later (it
     /// is not committed); a writer of any other kind (`Lock::Writers`: a seal, a split) waits
-    /// for an open delivery, and an apply waits for an open writer. Were the apply's lock the
-    /// writers' lock taken exclusively, the first check fails; were it to leave the writers'
-    /// lock alone, the last. (Waits are bounded below the server's 10 s limit on a session
+    /// for an open delivery, and an apply waits for an open writer; two deliveries, or two
+    /// applies, run one at a time. Were the apply's lock the writers' lock taken exclusively,
+    /// the first check fails; were it to leave the writers' lock alone, the third. (Waits are bounded below the server's 10 s limit on a session
     /// idle in a transaction, which would end the transactions held open here.)
     #[test]
     fn on_postgresql_an_apply_runs_beside_a_delivery_and_other_writers_exclude_both() {
@@ -784,6 +784,19 @@ mod tests {
         assert_eq!(applied.recv_timeout(SOON).expect("the apply runs once the writer committed"), 2, "b, now committed");
         release_apply.send(()).unwrap();
         applying.join().unwrap();
+
+        // 4. Two deliveries (two uploaders), or two applies, run one at a time.
+        for lock in [Lock::Upload, Lock::Apply] {
+            let (first, release_first, first_done) = hold(lock, |_| Ok(0));
+            first.recv_timeout(SOON).expect("the first runs");
+            let (second, release_second, second_done) = hold(lock, |_| Ok(0));
+            assert!(second.recv_timeout(Duration::from_millis(500)).is_err(), "{lock:?}: the second waits for the first");
+            release_first.send(()).unwrap();
+            first_done.join().unwrap();
+            second.recv_timeout(SOON).expect("the second runs once the first committed");
+            release_second.send(()).unwrap();
+            second_done.join().unwrap();
+        }
 
         assert_eq!(stored(&mut s, &sns[0]), ("delivered".into(), Some(a.id)));
         assert_eq!(stored(&mut s, &sns[3]), ("delivered".into(), Some(b.id)));

@@ -476,6 +476,28 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A second connection to a PostgreSQL store, not yet opened ([`Store::second_connection`]).
+pub(crate) struct SecondConnection {
+    path: PathBuf,
+    location: Box<pg::PgLocation>,
+    fence: Option<lease::Fence>,
+}
+
+impl SecondConnection {
+    /// Connects ([`pg::PgLocation::connect`]'s errors); the store is fenced as the first was.
+    pub(crate) fn open(self) -> Result<Store> {
+        let conn = Box::new(self.location.connect()?);
+        Ok(Store {
+            path: self.path,
+            engine: Engine::Postgres { conn, location: self.location },
+            identity: None,
+            reopen: false,
+            fence: self.fence,
+            opts: OpenOptions::default(),
+        })
+    }
+}
+
 impl Store {
     /// Opens the database at `path` and migrates it, creating it when it is missing and no
     /// marker says one was in use there ([`StoreError::Missing`] otherwise); writes the marker.
@@ -539,19 +561,13 @@ impl Store {
         })
     }
 
-    /// A second connection to this PostgreSQL store, unfenced (the background apply of
-    /// delivered batches: `upload::run`); `None` on SQLite, which takes one writer at a time.
-    pub(crate) fn second_connection(&self) -> Result<Option<Store>> {
-        let Engine::Postgres { location, .. } = &self.engine else { return Ok(None) };
-        let conn = Box::new(location.connect()?);
-        Ok(Some(Store {
-            path: self.path.clone(),
-            engine: Engine::Postgres { conn, location: location.clone() },
-            identity: None,
-            reopen: false,
-            fence: None,
-            opts: OpenOptions::default(),
-        }))
+    /// What opens a second connection to this PostgreSQL store, fenced as this one is (the
+    /// background apply of delivered batches: `upload::applier`); `None` on SQLite, which
+    /// takes one writer at a time. Opening it is left to the caller (it may take up to the
+    /// connect timeout), so it need not hold this store meanwhile.
+    pub(crate) fn second_connection(&self) -> Option<SecondConnection> {
+        let Engine::Postgres { location, .. } = &self.engine else { return None };
+        Some(SecondConnection { path: self.path.clone(), location: location.clone(), fence: self.fence.clone() })
     }
 
     /// Fences this connection: from now on every [`Store::write`] checks, inside its own
@@ -673,8 +689,8 @@ impl Store {
         self.write_under(pg::Lock::Writers, f)
     }
 
-    /// [`Store::write`] under `lock` on PostgreSQL (an ingest lane's or a concurrent fold's
-    /// transaction: `store::pg`, "Transactions"); on SQLite the same as [`Store::write`], whose
+    /// [`Store::write`] under `lock` on PostgreSQL (an ingest lane's, a concurrent fold's, an
+    /// upload delivery's or a background apply's transaction: `store::pg`, "Transactions"); on SQLite the same as [`Store::write`], whose
     /// `BEGIN IMMEDIATE` lets one writer in at a time.
     pub(crate) fn write_under<T>(&mut self, lock: pg::Lock, f: impl FnOnce(&sql::Tx<'_>) -> Result<T>) -> Result<T> {
         self.reopen_if_needed()?;

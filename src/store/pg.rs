@@ -65,22 +65,22 @@ pub const APPLY_LOCK: i64 = 0x6d65_7465_7264_2d61;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lock {
     /// [`WRITE_LOCK`], exclusive: no other write of any kind runs meanwhile. Every write but
-    /// the two below.
+    /// the four below.
     Writers,
     /// [`WRITE_LOCK`] shared and lane `n`'s lock ([`LANE_LOCK`]` + n`): an ingest transaction
     /// of lane `n`, beside the other lanes' (the events of one instance always take the same
     /// lane, so no two transactions decide events of one instance at once).
     Lane(u32),
     /// [`WRITE_LOCK`] shared and [`FOLD_LOCK`]: the second step of a concurrent fold, beside
-    /// the ingest lanes.
+    /// the ingest lanes (and uploads' deliveries and applies, which touch other tables).
     Fold,
     /// [`WRITE_LOCK`] shared and [`UPLOAD_LOCK`]: an uploader's delivery transaction (the
     /// answered batch marked delivered, the next one cut: `upload::run`), beside the ingest
     /// lanes, a fold, and the background apply of earlier deliveries.
     Upload,
     /// [`WRITE_LOCK`] shared and [`APPLY_LOCK`]: the background apply of delivered batches
-    /// into their records rows (`upload::run`, "Applying deliveries"), beside an uploader's
-    /// delivery transactions.
+    /// into their records rows (`upload::applier`), beside an uploader's delivery
+    /// transactions (and the lanes and a fold).
     Apply,
 }
 

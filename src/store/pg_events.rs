@@ -38,8 +38,8 @@
 //! every node, and each lane has a writer thread and a connection of its own on each node
 //! (`collector::writer`). A lane's transaction holds the writers' lock *shared* and its lane's
 //! lock exclusively (`store::pg::Lock::Lane`): lanes run side by side, one transaction per lane
-//! at a time across all nodes, and every other write (seal, upload, instance changes) waits
-//! for all of them as before. The events of one instance, its package use, quota and instance
+//! at a time across all nodes, and every other write (seal, instance changes, upload but its
+//! deliveries and background applies: `store::pg::Lock`) waits for all of them as before. The events of one instance, its package use, quota and instance
 //! row are only ever written by its lane, so each lane decides as a single writer did. A
 //! request whose events span lanes commits in one transaction per lane (`collector`): when one
 //! fails, nothing of the request is acknowledged, though another lane may have stored its part,

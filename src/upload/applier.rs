@@ -20,15 +20,23 @@
 //! writers' lock exclusively and so runs with neither. Two applies never run at once
 //! (`APPLY_LOCK`), nor two uploaders' deliveries (`UPLOAD_LOCK`).
 //!
-//! **Failures.** An apply that fails (a lost connection, a fenced node) is logged and left:
-//! the deliveries it would have applied stay delivered, and the run's last apply, or the next
-//! run's first, applies them. The second connection is fenced like the first, so a node that
-//! lost the sealer lease stops applying too.
+//! **Failures.** The connection is opened by the applier's thread, so a slow server delays
+//! no delivery. An apply that fails (a lost connection, a fenced node, an inconsistency) or a
+//! connection that cannot be opened is logged and ends the applier: the run sees it
+//! ([`Applier::failed`]) and applies in its next delivery transaction, then in those that
+//! reach the count, as on SQLite, where an inconsistency fails the run as before. Nothing is
+//! lost meanwhile: the deliveries stay delivered until an apply writes them into their records.
+//! The second connection is fenced as the first is (`Store::set_fence`): a node that lost the
+//! sealer lease stops applying too.
+//!
+//! **A run that ends early** (an error, the daemon's shutdown) drops the applier without
+//! waiting: its thread ends after the apply in progress, if any, and closes its connection.
 
 use super::run::db;
 use crate::store::batches;
 use crate::store::pg::Lock;
 use crate::store::Store;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -40,40 +48,57 @@ pub(super) struct Applier {
     /// epoch). Dropped to stop it: the thread ends after the apply in progress.
     wake: Option<mpsc::SyncSender<i64>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Set by the thread when it ended on an error.
+    failed: Arc<AtomicBool>,
 }
 
 impl Applier {
-    /// Starts an applier on a second connection to `store`'s server, fenced as `store` is.
-    /// `None` on SQLite, or when the connection fails (logged): the deliveries are then
-    /// applied inside the delivery transactions, as on SQLite.
+    /// Starts an applier on a second connection to `store`'s server, fenced as `store` is;
+    /// returns at once (the thread connects). `None` on SQLite, or when no thread can be
+    /// started (logged): the deliveries are then applied inside the delivery transactions.
     pub(super) async fn start(store: &Arc<Mutex<Store>>) -> Option<Applier> {
-        let started = db(store, |s| {
-            let fence = s.fence().cloned();
-            let Some(mut conn) = s.second_connection()? else { return Ok(None) };
-            conn.set_fence(fence);
-            // Capacity 1: a wake-up while one is already waiting changes nothing, since an
-            // apply applies every delivered batch there is.
-            let (wake, woken) = mpsc::sync_channel::<i64>(1);
-            let thread = std::thread::Builder::new()
-                .name("meterd-apply".into())
-                .spawn(move || {
-                    while let Ok(now_ns) = woken.recv() {
-                        if let Err(e) = conn.write_under(Lock::Apply, |tx| batches::apply_deliveries(tx, now_ns)) {
-                            tracing::warn!(error = %e, "the background apply of delivered batches failed; they stay delivered, and the run's last apply writes them into their records");
-                        }
+        let second = db(store, |s| Ok(s.second_connection())).await.ok().flatten()?;
+        let failed = Arc::new(AtomicBool::new(false));
+        // Capacity 1: a wake-up while one is already waiting changes nothing, since an apply
+        // applies every delivered batch there is.
+        let (wake, woken) = mpsc::sync_channel::<i64>(1);
+        let failed_here = failed.clone();
+        let thread = std::thread::Builder::new().name("meterd-apply".into()).spawn(move || {
+            let mut conn = match second.open() {
+                Ok(conn) => conn,
+                Err(e) => {
+                    failed_here.store(true, Ordering::SeqCst);
+                    tracing::warn!(error = %e, "cannot open a second store connection for the background apply of delivered batches; the upload run applies them in its delivery transactions instead");
+                    return;
+                }
+            };
+            while let Ok(now_ns) = woken.recv() {
+                let applied = conn.write_under(Lock::Apply, |tx| {
+                    if crate::faults::is_on("apply-beside-fails") {
+                        return Err(crate::store::StoreError::Internal("fault injection: apply-beside-fails".into()));
                     }
-                })
-                .map_err(|e| crate::store::StoreError::Internal(format!("cannot start the apply thread: {e}")))?;
-            Ok(Some(Applier { wake: Some(wake), thread: Some(thread) }))
-        })
-        .await;
-        match started {
-            Ok(applier) => applier,
+                    batches::apply_deliveries(tx, now_ns)
+                });
+                if let Err(e) = applied {
+                    failed_here.store(true, Ordering::SeqCst);
+                    tracing::warn!(error = %e, "the background apply of delivered batches failed; they stay delivered, and the upload run applies them in its delivery transactions instead");
+                    return;
+                }
+            }
+        });
+        match thread {
+            Ok(thread) => Some(Applier { wake: Some(wake), thread: Some(thread), failed }),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot open a second store connection for the background apply of delivered batches; applying them in the delivery transactions instead");
+                tracing::warn!(error = %e, "cannot start the background apply of delivered batches; the upload run applies them in its delivery transactions instead");
                 None
             }
         }
+    }
+
+    /// Whether the applier ended on an error (its connection could not be opened, or an apply
+    /// failed): the run then applies in its delivery transactions.
+    pub(super) fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
     }
 
     /// Asks for an apply of every batch delivered so far (after the commit that delivered

@@ -358,8 +358,13 @@ impl Run<'_> {
                         self.applier_tried = true;
                         self.applier = Applier::start(&self.store).await;
                     }
+                    // An applier that failed left deliveries unapplied: this transaction applies.
+                    let apply_left = self.applier.as_ref().is_some_and(Applier::failed);
+                    if apply_left {
+                        self.applier = None;
+                    }
                     // Without an apply in it, beside the background applies (`super::applier`).
-                    let apply_here = apply && self.applier.is_none();
+                    let apply_here = (apply || apply_left) && self.applier.is_none();
                     let lock = if apply_here { Lock::Writers } else { Lock::Upload };
                     // The next batch is cut in the same transaction: one commit per batch.
                     let next = db(&self.store, move |s| {

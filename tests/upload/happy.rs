@@ -80,22 +80,29 @@ fn stored_batch_bodies_validate_against_the_schema() {
     }
 }
 
+/// For each batch in id order: its `created_ns` and the stamps (`updated_ns`) its records rows
+/// carry. A delivery transaction cuts the next batch and, when it applies, stamps the records
+/// rows it writes with the same clock reading; the background apply (PostgreSQL) stamps them
+/// with the reading of the delivery that woke it; the run's last apply with its own, later.
+fn stamps_by_batch(w: &Env) -> Vec<(i64, i64, Vec<i64>)> {
+    let created: Vec<(i64, i64)> = w.db().rows("SELECT id, created_ns FROM batches ORDER BY id", &[], |r| Ok((r.get(0)?, r.get(1)?)));
+    let stamps: Vec<(i64, i64)> =
+        w.db().rows("SELECT DISTINCT batch_id, updated_ns FROM records ORDER BY batch_id, updated_ns", &[], |r| Ok((r.get(0)?, r.get(1)?)));
+    created.into_iter().map(|(id, at)| (id, at, stamps.iter().filter(|s| s.0 == id).map(|s| s.1).collect())).collect()
+}
+
 /// A backlog longer than one apply (`upload::run::APPLY_DELIVERIES_AFTER`, 16,384 records):
-/// the records rows of the first batches are written while the run is still sending (on
-/// SQLite in the delivery transaction that reaches the threshold; on PostgreSQL by the
-/// background apply on a second connection, `upload::applier`), the rest by the run's last
-/// apply. Both stamp the rows they write with their own clock reading, so the rows carry
-/// exactly two stamps, the first 17 batches' the earlier. Were the mid-run apply never made (an
-/// applier never woken, or its writes lost), every row would carry the last apply's stamp.
+/// the records rows of the first 17 batches are written while the run is still sending — on
+/// SQLite in the delivery transaction that reaches the count, on PostgreSQL by the background
+/// apply it wakes (`upload::applier`) — both stamped with that delivery's clock reading, which
+/// is the 18th batch's `created_ns` (cut in the same transaction). Were the mid-run apply never
+/// made (an applier never woken, or its writes lost), the run's last apply would stamp them
+/// all, later.
 #[test]
 fn a_backlog_longer_than_one_apply_is_applied_while_the_run_goes_on() {
     let w = Env::for_upload();
     w.seed("long", 500, 36);
-    // Each answer takes 250 ms: the apply woken after the 17th batch has begun (and chosen the
-    // batches it applies) long before the 18th is delivered.
-    let mut cfg = mock_config();
-    cfg.faults.latency = std::time::Duration::from_millis(250);
-    let mock = Mock::start(cfg);
+    let mock = Mock::start(mock_config());
     w.configure(&Upload::to(&mock.endpoint()));
     let report = w.upload_lib(&w.cfg_owned(), &key());
     assert_eq!((report.delivered, report.rejected, report.waiting, report.requests), (18_000, 0, 0, 18), "{report:?}");
@@ -103,15 +110,45 @@ fn a_backlog_longer_than_one_apply_is_applied_while_the_run_goes_on() {
     assert_eq!(w.states(), counts(&[("delivered", 18_000)]));
     let left: i64 = w.db().one("SELECT count(*) FROM upload_queue", &[]);
     assert_eq!(left, 0, "every applied record left the queue");
-    // (stamp, first batch, last batch, records) per stamp, earliest first.
-    let stamps: Vec<(i64, i64, i64, i64)> = w.db().rows(
-        "SELECT updated_ns, min(batch_id), max(batch_id), count(*) FROM records GROUP BY updated_ns ORDER BY updated_ns",
-        &[],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    );
-    let ids: Vec<i64> = w.batches().iter().map(|b| b.0).collect();
-    assert_eq!(stamps.len(), 2, "one apply during the run, one at its end: {stamps:?}");
-    let (during, end) = (stamps[0], stamps[1]);
-    assert_eq!((during.1, during.2, during.3), (ids[0], ids[16], 17_000), "the first 17 batches, applied during the run: {stamps:?}");
-    assert_eq!((end.1, end.2, end.3), (ids[17], ids[17], 1_000), "the last batch, applied at the end: {stamps:?}");
+    let batches = stamps_by_batch(&w);
+    assert_eq!(batches.len(), 18);
+    let woken_at = batches[17].1;
+    for (id, _, stamps) in &batches[..17] {
+        assert_eq!(stamps, &[woken_at], "batch {id}: applied during the run, by the apply the 17th delivery made or woke");
+    }
+    // The last batch: by the run's last apply, or by the background one when it began after
+    // that batch's delivery.
+    assert!(batches[17].2.len() == 1 && batches[17].2[0] >= woken_at, "{batches:?}");
+}
+
+/// The background apply fails (`METERD_FAULTS=apply-beside-fails`, as a lost second connection
+/// would): the run applies in its delivery transactions instead, so the first 17 batches are
+/// still applied during the run — by the delivery of the 18th or 19th batch (whichever first
+/// sees the failure), stamped with the next batch's `created_ns`; on SQLite, where no applier
+/// runs, by the 17th's. Without the fallback, on PostgreSQL only the run's last apply would
+/// write them, stamped with no batch's `created_ns`. Each answer takes 100 ms, so the failure
+/// is seen long before the last delivery.
+#[test]
+fn a_failing_background_apply_falls_back_to_the_delivery_transactions() {
+    let w = Env::for_upload();
+    w.seed("fall", 500, 40);
+    let mut cfg = mock_config();
+    cfg.faults.latency = std::time::Duration::from_millis(100);
+    let mock = Mock::start(cfg);
+    w.configure(&Upload::to(&mock.endpoint()));
+    let run = w.meterd(&["upload", "--now", NOW], &[("METERD_ISV_KEY", KEY), ("METERD_FAULTS", "apply-beside-fails")]).expect(0);
+    assert_eq!(run.report()["delivered"], 20_000, "{run:#?}");
+    if crate::util::backend::PG {
+        assert!(run.stderr.contains("the background apply of delivered batches failed"), "{run:#?}");
+    }
+    assert_eq!(mock.counters().records_billed, 20_000);
+    assert_eq!(w.states(), counts(&[("delivered", 20_000)]));
+    let batches = stamps_by_batch(&w);
+    assert_eq!(batches.len(), 20);
+    let stamp = batches[0].2.clone();
+    let by = batches.iter().position(|b| stamp == [b.1]);
+    assert!(matches!(by, Some(17..=19)), "the first batches were applied by the delivery that cut batch {by:?}: {batches:?}");
+    for (id, _, stamps) in &batches[..17] {
+        assert_eq!(stamps, &stamp, "batch {id}");
+    }
 }
