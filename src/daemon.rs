@@ -130,6 +130,8 @@ struct Loops {
     shared: bool,
     /// The sealer lease as this node holds it now; `None` while another node holds it.
     fence: Mutex<Option<crate::store::lease::Fence>>,
+    /// Whether this node found the store migrated by a newer meterd (logged once).
+    outdated: AtomicBool,
 }
 
 impl Loops {
@@ -221,6 +223,7 @@ async fn run_async(db: &Path, opts: RunOptions, ready: startup::Ready) -> anyhow
         node,
         shared,
         fence: Mutex::new(None),
+        outdated: AtomicBool::new(false),
     });
     // Registered before the address is printed, so a SIGHUP sent once the daemon is up never
     // meets the default action (terminate).
@@ -368,6 +371,19 @@ impl Loops {
                 self.note_name_clash(clash);
                 if held.take().is_some() {
                     tracing::warn!(holder = %r.holder, epoch = r.epoch, "lost the sealer lease; this node stands by");
+                }
+            }
+            Ok(Ok(Acquired::Outdated { store_schema, node_schema })) => {
+                self.note_name_clash(0);
+                let gave_up = held.take().is_some();
+                if gave_up || !self.outdated.swap(true, Ordering::SeqCst) {
+                    tracing::error!(
+                        node = %self.node,
+                        store_schema,
+                        node_schema,
+                        gave_up,
+                        "a newer meterd migrated this store (schema {store_schema}; this node knows {node_schema}): this node no longer holds or bids for the sealer lease, so an upgraded node seals and uploads; upgrade this node"
+                    );
                 }
             }
             // Keep what we had: an unrenewed lease is still ours until another node takes it,

@@ -254,6 +254,11 @@ impl Ctx {
                     r.holder, r.epoch, self.cfg.store.lease
                 )))
             }
+            Acquired::Outdated { store_schema, node_schema } => {
+                return Err(Failure::usage(format!(
+                    "the PostgreSQL store has schema version {store_schema}, newer than the {node_schema} this meterd knows: a newer meterd migrated it; nothing was done here — upgrade meterd on this node"
+                )))
+            }
         }
         Ok(store)
     }

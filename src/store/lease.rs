@@ -54,6 +54,13 @@ pub enum Acquired {
     Held(Fence),
     /// Another node holds it until `expires_ns`.
     Busy(LeaseRow),
+    /// A newer meterd migrated the store (PostgreSQL schema `store_schema`, above the
+    /// `node_schema` this build knows) while this node ran: it neither takes nor renews the
+    /// lease, and gave up the one it held, so an upgraded node seals and uploads. Without
+    /// this, an old node holding the lease during a rolling upgrade kept it while every seal
+    /// it tried was refused (the newer schema refuses older writers): sealing stopped store-wide
+    /// until it was stopped (found by the session-28 trial).
+    Outdated { store_schema: i64, node_schema: i64 },
 }
 
 /// What [`decide`] says to do with a lease row.
@@ -104,6 +111,12 @@ pub fn get(tx: &Tx<'_>, name: &str) -> Result<Option<LeaseRow>> {
 /// this process holds the lease at (from its last [`Acquired::Held`]), `None` when it holds
 /// none (see [`decide`]).
 pub fn acquire(tx: &Tx<'_>, name: &str, node: &str, held: Option<i64>, ttl: std::time::Duration) -> Result<Acquired> {
+    if let Some(store_schema) = newer_store_schema(tx)? {
+        if let Some(epoch) = held {
+            release(tx, &Fence { name: name.to_owned(), holder: node.to_owned(), epoch })?;
+        }
+        return Ok(Acquired::Outdated { store_schema, node_schema: super::pg_schema::PG_MIGRATIONS.len() as i64 });
+    }
     let now = db_now_ns(tx)?;
     let row = get(tx, name)?;
     match decide(row.as_ref(), node, held, now) {
@@ -118,6 +131,18 @@ pub fn acquire(tx: &Tx<'_>, name: &str, node: &str, held: Option<i64>, ttl: std:
             Ok(Acquired::Held(Fence { name: name.to_owned(), holder: node.to_owned(), epoch }))
         }
     }
+}
+
+/// The store's schema version when a newer meterd migrated it past what this build knows
+/// (PostgreSQL's `meterd_schema`; a node checks it only when it opens the store, so one that
+/// was running during the upgrade learns it here); `None` otherwise, and always on SQLite,
+/// whose one host runs one build at a time in practice and takes no lease.
+pub fn newer_store_schema(tx: &Tx<'_>) -> Result<Option<i64>> {
+    if tx.backend() != Backend::Postgres {
+        return Ok(None);
+    }
+    let version: i64 = tx.one("SELECT coalesce(max(version), 0)::bigint FROM meterd_schema", params![])?;
+    Ok((version > super::pg_schema::PG_MIGRATIONS.len() as i64).then_some(version))
 }
 
 /// Gives the lease up at once (a clean shutdown), so another node need not wait for expiry.
@@ -275,5 +300,30 @@ mod tests {
         // A clean release hands it over at once.
         s.write(|tx| release(tx, &b)).unwrap();
         assert!(matches!(s.write(|tx| acquire(tx, SEALER, "c", None, ttl)).unwrap(), Acquired::Held(f) if f.epoch == b.epoch + 1));
+    }
+
+    /// A node running when a newer meterd migrates the store (PostgreSQL): its next renewal
+    /// gives the lease up (expired at once, so another node takes it without waiting) and
+    /// says why, and it takes no lease after. Without the check the renewal succeeds (`Held`)
+    /// and the first assertion fails.
+    #[test]
+    fn a_node_older_than_the_store_gives_the_lease_up_and_takes_none() {
+        let Some(cluster) = crate::store::pg_schema::test_pg::PgCluster::shared() else { return };
+        let url = cluster.fresh_db();
+        let mut s = Store::open(std::path::Path::new(&url)).unwrap();
+        let ttl = Duration::from_secs(60);
+        let a = match s.write(|tx| acquire(tx, SEALER, "a", None, ttl)).unwrap() {
+            Acquired::Held(f) => f,
+            other => panic!("{other:?}"),
+        };
+        let ours = crate::store::pg_schema::PG_MIGRATIONS.len() as i64;
+        // What a newer meterd's migration leaves behind.
+        let newer = format!("INSERT INTO meterd_schema (version, applied_ns, meterd) VALUES ({}, 0, 'newer')", ours + 1);
+        s.write(|tx| tx.execute(&newer, params![])).unwrap();
+        let outdated = Acquired::Outdated { store_schema: ours + 1, node_schema: ours };
+        assert_eq!(s.write(|tx| acquire(tx, SEALER, "a", Some(a.epoch), ttl)).unwrap(), outdated, "the renewal gives it up");
+        let row = s.read(|tx| get(tx, SEALER)).unwrap().unwrap();
+        assert_eq!((row.holder.as_str(), row.epoch, row.expires_ns), ("a", a.epoch, 0), "released at once, not left to expire");
+        assert_eq!(s.write(|tx| acquire(tx, SEALER, "c", None, ttl)).unwrap(), outdated, "nor does it bid again");
     }
 }
