@@ -456,12 +456,14 @@ struct PackageBody {
     reset: Option<String>,
 }
 
-/// `POST /v1/instances/{id}/packages`: registers a package; answers the instance's quota view.
+/// `POST /v1/instances/{id}/packages`: registers a package; answers the instance's quota view,
+/// 201 Created when the package is new, 200 OK when it was registered already with the same
+/// terms (nothing changed, as `meterd package add` says); 422 with other terms.
 async fn add_package(
     State(st): State<Arc<AppState>>,
     id: Result<Path<String>, PathRejection>,
     body: Bytes,
-) -> Answer<crate::quota::QuotaView> {
+) -> Result<(StatusCode, Json<crate::quota::QuotaView>), ApiError> {
     let id = path_id(id)?;
     let req: PackageBody = json_body(&body, r#"{"package_id", "quota", "from", "to", "reset" (optional: none|monthly|yearly)}"#)?;
     // The quota's own digits, never through f64: a JSON string's content or a number's text.
@@ -474,14 +476,14 @@ async fn add_package(
     let new =
         crate::quota::new_package(&req.package_id, &quota, &req.from, &req.to, req.reset.as_deref()).map_err(ApiError::Unprocessable)?;
     let (cfg, now) = (st.cfg.clone(), st.now());
-    let result = with_admin(&st, move |s| {
+    let (view, created) = with_admin(&st, move |s| {
         s.write(|tx| {
-            crate::quota::add(tx, &cfg, &id, &new, now)?;
-            quota_view(tx, &cfg, &id, now)
+            let created = crate::quota::register(tx, &cfg, &id, &new, now)?.new;
+            Ok((quota_view(tx, &cfg, &id, now)?, created))
         })
     })
     .await?;
-    Ok(Json(result))
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(view)))
 }
 
 /// The quota view of a registered instance.

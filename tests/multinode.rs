@@ -18,6 +18,8 @@
 //!    hands it over, and the keyed node seals and uploads.
 //! 6. a node seals and uploads the backlog as soon as it takes the lease at start, not at its
 //!    next scheduled seal (its first tick came before it held the lease).
+//! 7. a node running when a newer meterd migrates the store gives the lease up at its next
+//!    renewal and takes it no more.
 //!
 //! The mock store runs in this process on its own runtime (real loopback HTTP, like `meterd
 //! mock-store`) because it keeps every request body, which the byte-identity checks need.
@@ -550,4 +552,33 @@ fn a_node_seals_the_backlog_as_soon_as_it_takes_the_lease_not_at_its_next_schedu
     wait_logged("every record billed", &[&n], || mock.ledger().len() >= sent);
     assert_billed_once(&mock.ledger());
     drop(n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. A rolling upgrade: the store migrated by a newer meterd under a running holder.
+
+/// The holder's renewal finds the store's schema newer than its own (here the row a newer
+/// meterd's migration writes into `meterd_schema`), releases the lease at once (expiry 0, so
+/// an upgraded node takes it without waiting) and says why; over the next lease period it does
+/// not take it back. Before, such a holder kept the lease while its seals were refused, and
+/// sealing stopped store-wide.
+#[test]
+fn a_holder_running_when_a_newer_meterd_migrates_the_store_gives_the_lease_up() {
+    let Some(pg) = PgCluster::shared() else { return };
+    let url = pg.fresh_db();
+    let mock = mock(Duration::ZERO);
+    let env = shared_env(&url, &mock.endpoint(), 10);
+    let mut db = util::pg::connect(&url);
+    let expiry =
+        |db: &mut postgres::Client| -> i64 { db.query_one("SELECT expires_ns FROM lease WHERE name = 'sealer'", &[]).unwrap().get(0) };
+    let a = node(&env, "node-a");
+    wait_logged("node-a to take the lease", &[&a], || lease(&mut db).is_some_and(|l| l.0 == "node-a"));
+    assert!(expiry(&mut db) > 0);
+    let ours: i32 = db.query_one("SELECT max(version) FROM meterd_schema", &[]).unwrap().get(0);
+    db.execute("INSERT INTO meterd_schema (version, applied_ns, meterd) VALUES ($1, 0, 'newer')", &[&(ours + 1)]).unwrap();
+    wait_logged("node-a to give the lease up", &[&a], || expiry(&mut db) == 0);
+    assert!(a.stderr().contains("a newer meterd migrated this store"), "{}", a.stderr());
+    std::thread::sleep(LEASE);
+    assert_eq!((lease(&mut db).expect("lease").0, expiry(&mut db)), ("node-a".to_owned(), 0), "not taken back: {}", a.stderr());
+    drop(a);
 }

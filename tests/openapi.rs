@@ -264,7 +264,7 @@ fn live_answers_of_every_route_conform_to_the_document() {
         &inst("packages"),
         r#"{"package_id":"pkg-1","quota":"100","from":"2026-11-01T00:00:00Z","to":"2026-12-01T00:00:00Z","reset":"monthly"}"#,
     );
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 201, "{}", r.text());
     check("post", t, r);
     check(
         "post",

@@ -395,7 +395,9 @@ fn http_package_routes_validate_and_answer_the_quota() {
     let body = |id: &str, quota: &str| {
         format!(r#"{{"package_id":"{id}","quota":{quota},"from":"2026-11-01T00:00:00Z","to":"2026-12-01T00:00:00Z","reset":"monthly"}}"#)
     };
-    let v = h.post(&format!("/v1/instances/{I}/packages"), body("pkg-h", r#""25""#)).ok();
+    let first = h.post(&format!("/v1/instances/{I}/packages"), body("pkg-h", r#""25""#));
+    assert_eq!(first.status, 201, "a new package is created: {}", first.text());
+    let v = first.json();
     assert_eq!((v["remaining"].as_str(), v["exhausted"].as_bool()), (Some("25"), Some(false)), "{v}");
     assert_eq!(h.post(&format!("/v1/instances/{I}/packages"), body("pkg-h", r#""25""#)).status, 200, "re-registering is a no-op");
     let changed = h.post(&format!("/v1/instances/{I}/packages"), body("pkg-h", "30"));
