@@ -99,6 +99,16 @@ impl Change {
     /// The warning to show with the change, if anything stored before it contradicts it.
     pub fn warning(&self, status: Status, at: Timestamp) -> Option<String> {
         let mut parts = Vec::new();
+        // Recorded (the cloud store's order of notifications is its own), but it bills nothing:
+        // no usage at or after a release is billed. Said, so a seller who expected it to matter
+        // looks at why the instance was released (session-27 trial).
+        if let Some(released) = self.instance.release.filter(|r| at >= *r) {
+            parts.push(format!(
+                "instance {} was released at {released}; this {} at {at} is recorded but changes nothing billed (no usage at or after a release is billed)",
+                self.instance.instance_id,
+                status.as_str()
+            ));
+        }
         if self.events_after > 0 {
             parts.push(format!("{} events at or after {at} were stored before this freeze was known; they stay billed", self.events_after));
         }
@@ -178,5 +188,29 @@ mod tests {
         assert_eq!(h.frozen_since(t("2026-11-23T12:39:59Z")), Some(t("2026-11-23T10:20:00Z")));
         assert_eq!(h.frozen_since(t("2026-11-23T12:40:00Z")), None);
         assert_eq!(h.unfrozen_after(t("2026-11-23T10:20:00Z")), Some(t("2026-11-23T12:40:00Z")));
+    }
+
+    /// A FREEZE or UNFREEZE at or after the instance's release is recorded, with a warning
+    /// that it bills nothing; one before the release gets none. Without the check there is no
+    /// warning and the first assertion fails.
+    #[test]
+    fn a_status_change_after_the_release_is_recorded_with_a_warning() {
+        use crate::store::lifecycle_release::Billing;
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("t.db")).unwrap();
+        let now = t("2026-11-30T00:00:00Z");
+        s.write(|tx| {
+            instances::add(tx, "i-1", "p", t("2026-11-01T00:00:00Z"), now)?;
+            instances::release(tx, "i-1", t("2026-11-20T00:00:00Z"), &|_| Billing::Additive).map(|_| ())
+        })
+        .unwrap();
+        let before = s.write(|tx| set_status(tx, "i-1", Status::Freeze, t("2026-11-10T00:00:00Z"), now)).unwrap();
+        assert_eq!(before.warning(Status::Freeze, t("2026-11-10T00:00:00Z")), None, "before the release: nothing to say");
+        let at = t("2026-11-25T00:00:00Z");
+        let after = s.write(|tx| set_status(tx, "i-1", Status::Unfreeze, at, now)).unwrap();
+        let w = after.warning(Status::Unfreeze, at).expect("a warning");
+        assert!(w.contains("released at 2026-11-20T00:00:00Z") && w.contains("changes nothing billed"), "{w}");
+        assert_eq!(s.read(|tx| history(tx, after.instance.key)).unwrap().0.len(), 2, "recorded all the same");
     }
 }
