@@ -192,7 +192,7 @@ mod tests {
 
     /// A FREEZE or UNFREEZE at or after the instance's release is recorded, with a warning
     /// that it bills nothing; one before the release gets none. Without the check there is no
-    /// warning and the first assertion fails.
+    /// warning after the release, and the test fails at "a warning".
     #[test]
     fn a_status_change_after_the_release_is_recorded_with_a_warning() {
         use crate::store::lifecycle_release::Billing;
