@@ -478,7 +478,6 @@ impl std::fmt::Debug for Store {
 
 /// A second connection to a PostgreSQL store, not yet opened ([`Store::second_connection`]).
 pub(crate) struct SecondConnection {
-    path: PathBuf,
     location: Box<pg::PgLocation>,
     fence: Option<lease::Fence>,
 }
@@ -487,14 +486,9 @@ impl SecondConnection {
     /// Connects ([`pg::PgLocation::connect`]'s errors); the store is fenced as the first was.
     pub(crate) fn open(self) -> Result<Store> {
         let conn = Box::new(self.location.connect()?);
-        Ok(Store {
-            path: self.path,
-            engine: Engine::Postgres { conn, location: self.location },
-            identity: None,
-            reopen: false,
-            fence: self.fence,
-            opts: OpenOptions::default(),
-        })
+        let mut store = Store::on_postgres(conn, self.location);
+        store.fence = self.fence;
+        Ok(store)
     }
 }
 
@@ -551,14 +545,19 @@ impl Store {
     fn open_postgres(url: &str) -> Result<Store> {
         let location = pg::PgLocation::parse(url)?;
         let conn = Box::new(location.connect_and_migrate()?);
-        Ok(Store {
+        Ok(Store::on_postgres(conn, Box::new(location)))
+    }
+
+    /// A store on the PostgreSQL connection `conn` to `location`, unfenced.
+    fn on_postgres(conn: Box<sql::PgConn>, location: Box<pg::PgLocation>) -> Store {
+        Store {
             path: PathBuf::from(location.to_string()),
-            engine: Engine::Postgres { conn, location: Box::new(location) },
+            engine: Engine::Postgres { conn, location },
             identity: None,
             reopen: false,
             fence: None,
             opts: OpenOptions::default(),
-        })
+        }
     }
 
     /// What opens a second connection to this PostgreSQL store, fenced as this one is (the
@@ -567,7 +566,7 @@ impl Store {
     /// connect timeout), so it need not hold this store meanwhile.
     pub(crate) fn second_connection(&self) -> Option<SecondConnection> {
         let Engine::Postgres { location, .. } = &self.engine else { return None };
-        Some(SecondConnection { path: self.path.clone(), location: location.clone(), fence: self.fence.clone() })
+        Some(SecondConnection { location: location.clone(), fence: self.fence.clone() })
     }
 
     /// Fences this connection: from now on every [`Store::write`] checks, inside its own
